@@ -1,0 +1,40 @@
+"""The fast gradient sign method (Goodfellow et al., 2015)."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from adt_tf import validation
+from adt_tf.attacks.common import as_seed, get_loss, loss_and_grad
+from adt_tf.threat import LinfBall
+
+
+def fgsm(classifier, x, y, epsilon: float, *, loss: str = "ce", targeted: bool = False,
+         step_size: float | None = None, random_start: bool = False, seed=0) -> tf.Tensor:
+    """One signed-gradient step of size epsilon (or `step_size`).
+
+    Args:
+        classifier: logits model (called with training=False).
+        x: clean inputs in [0, 1]; y: integer labels (the target labels if `targeted`).
+        epsilon: L-infinity budget.
+        loss: 'ce' or 'margin'.
+        targeted: descend the loss towards y instead of ascending it away from y.
+        step_size: defaults to epsilon (use 1.25 epsilon with random_start for "fast" AT).
+        random_start: start from a uniform point of the ball (Wong et al., 2020).
+        seed: int or stateless seed tensor, used by the random start.
+
+    Mathematical details:
+        x_adv = Proj_{B(x, eps)}(x0 + a * sign(grad_x L(f(x0), y))), x0 = x or a random start;
+        the sign is flipped when targeted.
+
+    Returns:
+        x_adv, same shape and dtype as x.
+    """
+    ball = LinfBall(epsilon)
+    size = ball.epsilon if step_size is None else validation.check_positive(step_size, "step_size")
+    x = tf.convert_to_tensor(x)
+    x0 = ball.random_start(x, as_seed(seed)) if random_start else x
+    _, grad, _ = loss_and_grad(classifier, x0, y, get_loss(loss))
+    if targeted:
+        grad = -grad
+    return ball.project(ball.step(x0, grad, size), x)

@@ -1,0 +1,129 @@
+"""The inner problem of ADT_EXP: fit an explicit adversarial distribution per example.
+
+Shared by the training method `ADTExp` and by the EXP distributional attack.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import keras
+import tensorflow as tf
+
+from adt_tf.distributions import ExplicitAdversarialDistribution
+
+
+class InnerResult(NamedTuple):
+    """What the inner maximisation returns.
+
+    Attributes:
+        loc: mu after the last step, shape of x.
+        raw_scale: v after the last step (sigma = softplus(v)), shape of x.
+        objective: the inner objective E[CE] + lambda * H at the last step (scalar).
+        entropy: the per-dimension entropy estimate at the last step (scalar).
+    """
+
+    loc: tf.Tensor
+    raw_scale: tf.Tensor
+    objective: tf.Tensor
+    entropy: tf.Tensor
+
+
+def adam_ascent(params, grads, first, second, step, lr, beta1, beta2, eps=1e-8):
+    """One Adam step that *ascends*, on plain tensors (per-example parameters).
+
+    Mathematical details:
+        m <- b1 m + (1 - b1) g,  s <- b2 s + (1 - b2) g^2,
+        theta <- theta + lr * (m / (1 - b1^t)) / (sqrt(s / (1 - b2^t)) + eps).
+        With b1 = b2 = 0 (ADT's setting) the step is lr * g / (|g| + eps), i.e. close to
+        lr * sign(g), which is why the inner learning rate (0.3) is in units of pre-tanh u.
+
+    Returns:
+        (params, first, second) updated.
+    """
+    t = tf.cast(step, params[0].dtype)
+    c1 = 1.0 - tf.pow(tf.cast(beta1, t.dtype), t)
+    c2 = 1.0 - tf.pow(tf.cast(beta2, t.dtype), t)
+    new_params, new_first, new_second = [], [], []
+    for p, g, m, s in zip(params, grads, first, second):
+        m = beta1 * m + (1.0 - beta1) * g
+        s = beta2 * s + (1.0 - beta2) * tf.square(g)
+        new_params.append(p + lr * (m / c1) / (tf.sqrt(s / c2) + eps))
+        new_first.append(m)
+        new_second.append(s)
+    return new_params, new_first, new_second
+
+
+def sample_inputs(x, dist: ExplicitAdversarialDistribution, num_samples: int, seed):
+    """k clipped adversarial inputs per example, flattened to one batch of k*B.
+
+    Returns:
+        (x_adv [k*B, ...], neg_log_prob [k, B])
+    """
+    sample = dist.sample(num_samples, seed)
+    x_adv = tf.clip_by_value(x[tf.newaxis] + tf.cast(sample.delta, x.dtype), 0.0, 1.0)
+    flat = tf.reshape(x_adv, tf.concat([[-1], tf.shape(x)[1:]], axis=0))
+    return flat, sample.neg_log_prob
+
+
+def explicit_inner_maximization(
+    classifier: keras.Model,
+    x: tf.Tensor,
+    y: tf.Tensor,
+    *,
+    epsilon: float,
+    entropy_weight: float,
+    steps: int,
+    samples: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    seed: tf.Tensor,
+) -> InnerResult:
+    """Maximises E_p[CE(f(x + delta), y)] + lambda * H(p) over the per-example (mu, v).
+
+    Mathematical details:
+        p(delta) is `ExplicitAdversarialDistribution(mu, v, epsilon)`, mu = v = 0 at the start.
+        Each of the T steps draws k reparameterised samples per example (one forward pass of
+        k*B inputs, classifier in inference mode), estimates
+
+            J(mu, v) = mean_{k, B} CE(f(clip(x + delta)), y) + lambda * mean_{k, B} (-log p / D)
+
+        and takes one Adam ascent step on (mu, v). Only input-side gradients are taken: the
+        tape watches mu and v alone, so no weight gradient is computed.
+
+    Args:
+        classifier: logits model, called with training=False.
+        x: clean inputs [B, ...] in [0, 1]; y: integer labels [B].
+        epsilon: L-infinity radius. entropy_weight: lambda. steps: T. samples: k.
+        lr, beta1, beta2: the inner Adam's settings (ADT: 0.3, 0, 0).
+        seed: stateless seed [2]; each step folds in its index.
+
+    Returns:
+        An `InnerResult`.
+    """
+    x = tf.convert_to_tensor(x)
+    y_rep = tf.tile(tf.reshape(y, [-1]), [samples])
+
+    def body(t, loc, raw, m_loc, m_raw, s_loc, s_raw, objective, entropy):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch([loc, raw])
+            dist = ExplicitAdversarialDistribution(loc, raw, epsilon)
+            step_seed = tf.random.experimental.stateless_fold_in(seed, t)
+            x_adv, nlp = sample_inputs(x, dist, samples, step_seed)
+            logits = classifier(x_adv, training=False)
+            ce = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
+                y_rep, tf.cast(logits, tf.float32), from_logits=True))
+            entropy = tf.reduce_mean(tf.cast(nlp, tf.float32))
+            objective = ce + entropy_weight * entropy
+        g_loc, g_raw = tape.gradient(objective, [loc, raw])
+        (loc, raw), (m_loc, m_raw), (s_loc, s_raw) = adam_ascent(
+            [loc, raw], [g_loc, g_raw], [m_loc, m_raw], [s_loc, s_raw], t + 1, lr, beta1, beta2)
+        return t + 1, loc, raw, m_loc, m_raw, s_loc, s_raw, objective, entropy
+
+    zeros = tf.zeros_like(x)
+    scalar = tf.constant(0.0, tf.float32)
+    state = (tf.constant(0), zeros, zeros, zeros, zeros, zeros, zeros, scalar, scalar)
+    _, loc, raw, _, _, _, _, objective, entropy = tf.while_loop(
+        lambda t, *_: t < steps, body, state, maximum_iterations=steps)
+    return InnerResult(loc=loc, raw_scale=raw, objective=objective, entropy=entropy)

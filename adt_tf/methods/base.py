@@ -1,0 +1,143 @@
+"""The base class of every training method: a keras.Model that wraps a classifier."""
+
+from __future__ import annotations
+
+import random
+
+import keras
+import tensorflow as tf
+
+from adt_tf import validation
+from adt_tf.threat import LinfBall
+
+
+def replicas_in_sync() -> int:
+    """Number of replicas the current distribution strategy trains on (1 without one)."""
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def unscale_loss(loss: tf.Tensor) -> tf.Tensor:
+    """Undoes Keras's per-replica loss scaling, so trackers show the global mean loss."""
+    n = replicas_in_sync()
+    return loss * tf.cast(n, loss.dtype) if n > 1 else loss
+
+
+@keras.saving.register_keras_serializable(package="adt_tf")
+class AdversarialTrainer(keras.Model):
+    """A training method: wraps a classifier and trains it on perturbed inputs.
+
+    Subclasses override `perturb(x, y)` (the inner maximisation, run with the classifier in
+    inference mode) and, where the outer objective is not cross-entropy on the perturbed
+    inputs, `outer_loss`. The template `train_step` follows Keras's own TensorFlow trainer:
+    unpack (x, y, sample_weight), compute the loss under a tape, scale it through the
+    optimizer (mixed precision), apply the gradients, update the trackers and return
+    `compute_metrics(...)`. `test_step` evaluates the classifier on clean inputs.
+
+    What is exported and evaluated is `trainer.classifier`, never the wrapper.
+
+    Args:
+        classifier: a Keras model mapping images in [0, 1] to logits.
+        epsilon: the L-infinity budget in the [0, 1] pixel scale.
+        seed: integer seed of the method's own randomness (noise, random starts); a fixed
+            seed gives a fixed result. None draws one.
+        **kwargs: passed to `keras.Model` (e.g. `name`).
+
+    Metrics: `loss` and the compiled metrics (e.g. `accuracy`) are computed on the inputs the
+    classifier is trained on (the adversarial ones for adversarial methods) during `fit`, and
+    on clean inputs during `evaluate`; each subclass adds trackers named in `aux_metrics`.
+    """
+
+    aux_metrics: tuple[str, ...] = ()
+
+    def __init__(self, classifier: keras.Model, epsilon: float = 8 / 255, seed: int | None = None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(classifier, keras.Model):
+            raise ValueError(
+                f"classifier must be a keras.Model, got {type(classifier).__name__}."
+            )
+        self._classifier = classifier
+        self.epsilon = validation.check_epsilon(epsilon)
+        self.threat = LinfBall(self.epsilon)
+        self.seed = seed if seed is None else int(seed)
+        self.seed_generator = keras.random.SeedGenerator(
+            self.seed if self.seed is not None else random.randint(1, 2**30)
+        )
+        self._aux_tracker_list = [keras.metrics.Mean(name=name) for name in self.aux_metrics]
+
+    @property
+    def classifier(self) -> keras.Model:
+        """The wrapped classifier (what is exported and evaluated)."""
+        return self._classifier
+
+    def call(self, inputs, training=False):
+        return self._classifier(inputs, training=training)
+
+    def build(self, input_shape):
+        if not self._classifier.built:
+            self._classifier.build(input_shape)
+        super().build(input_shape)
+
+    # ------------------------------------------------------------------ randomness
+    def next_seed(self) -> tf.Tensor:
+        """A fresh stateless seed (int32 [2]); different on each replica of a strategy."""
+        seed = tf.cast(self.seed_generator.next(), tf.int32)
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            replica = tf.cast(ctx.replica_id_in_sync_group, tf.int32)
+            seed = tf.random.experimental.stateless_fold_in(seed, replica)
+        return seed
+
+    # ------------------------------------------------------------------ hooks
+    def perturb(self, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        """The inner maximisation: the inputs the classifier is trained on.
+
+        Returns:
+            (x_train, aux): x_train has the shape of x (gradients are stopped), aux maps the
+            names in `aux_metrics` to scalar values to track.
+        """
+        return x, {}
+
+    def outer_loss(self, x, x_train, y, sample_weight):
+        """The loss the classifier descends. Default: the compiled loss on f(x_train).
+
+        Returns:
+            (loss, y_pred): the scalar loss (already scaled for distribution by Keras) and
+            the logits on which the compiled metrics are computed.
+        """
+        y_pred = self(x_train, training=True)
+        loss = self.compute_loss(x=x_train, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                                 training=True)
+        return loss, y_pred
+
+    # ------------------------------------------------------------------ steps
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x_train, aux = self.perturb(x, y)
+        x_train = tf.stop_gradient(x_train)
+        with tf.GradientTape() as tape:
+            loss, y_pred = self.outer_loss(x, x_train, y, sample_weight)
+            self._loss_tracker.update_state(unscale_loss(loss), sample_weight=tf.shape(x)[0])
+            scaled = self.optimizer.scale_loss(loss) if self.optimizer is not None else loss
+        variables = self.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        for tracker in self._aux_tracker_list:
+            tracker.update_state(aux[tracker.name])
+        return self.compute_metrics(x_train, y, y_pred, sample_weight=sample_weight)
+
+    # ------------------------------------------------------------------ config
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "classifier": keras.saving.serialize_keras_object(self._classifier),
+            "epsilon": self.epsilon,
+            "seed": self.seed,
+        })
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["classifier"] = keras.saving.deserialize_keras_object(config["classifier"])
+        return cls(**config)

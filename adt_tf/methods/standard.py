@@ -1,0 +1,26 @@
+"""Standard (non-adversarial) training."""
+
+from __future__ import annotations
+
+import keras
+
+from adt_tf.methods.base import AdversarialTrainer
+
+
+@keras.saving.register_keras_serializable(package="adt_tf")
+class StandardTraining(AdversarialTrainer):
+    """Plain empirical risk minimisation on clean inputs: min_theta E[L(f(x), y)].
+
+    The baseline "Standard" of the ADT paper (Table 1). It keeps the trainer interface so
+    that every method shares one pipeline, evaluation and export.
+
+    Args:
+        classifier: a Keras model returning logits.
+        epsilon: stored for the evaluation that follows; unused by training.
+        seed: unused by training (no randomness of its own); kept for a uniform interface.
+
+    Example:
+        >>> trainer = StandardTraining(build_model("small_cnn", (32, 32, 3), 10))
+        >>> trainer.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(
+        ...     from_logits=True), metrics=["accuracy"])
+    """
