@@ -53,7 +53,7 @@ class AdversarialTrainer(keras.Model):
                  **kwargs):
         super().__init__(**kwargs)
         if not isinstance(classifier, keras.Model):
-            raise ValueError(
+            raise TypeError(
                 f"classifier must be a keras.Model, got {type(classifier).__name__}."
             )
         self._classifier = classifier
