@@ -5,12 +5,24 @@ plus one line here.
 """
 
 from adt_tf.methods.adt_exp import ADTExp
+from adt_tf.methods.alp import ALP
 from adt_tf.methods.base import AdversarialTrainer
+from adt_tf.methods.fast_at import FastAT
+from adt_tf.methods.feascatter import FeaScatter
+from adt_tf.methods.fgsm_at import FGSMAT
+from adt_tf.methods.pgd_at import PGDAT
 from adt_tf.methods.standard import StandardTraining
+from adt_tf.methods.trades import TRADES
 
 METHODS: dict[str, type[AdversarialTrainer]] = {
     "standard": StandardTraining,
     "adt_exp": ADTExp,
+    "pgd_at": PGDAT,
+    "fgsm_at": FGSMAT,
+    "fast_at": FastAT,
+    "alp": ALP,
+    "trades": TRADES,
+    "feascatter": FeaScatter,
 }
 
 
@@ -21,4 +33,5 @@ def get_method(name: str) -> type[AdversarialTrainer]:
     return METHODS[name]
 
 
-__all__ = ["METHODS", "ADTExp", "AdversarialTrainer", "StandardTraining", "get_method"]
+__all__ = ["ALP", "FGSMAT", "METHODS", "PGDAT", "TRADES", "ADTExp", "AdversarialTrainer",
+           "FastAT", "FeaScatter", "StandardTraining", "get_method"]
