@@ -30,8 +30,10 @@ def _fresh_keras_state():
     yield
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def two_device_strategy():
+    """One 2-replica MirroredStrategy for the whole session: two strategies in one process
+    can issue collectives with clashing instance keys (seen as shape-mismatch aborts)."""
     devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
     if len(devices) < 2:
         pytest.fail("conftest could not split the CPU into two logical devices")
