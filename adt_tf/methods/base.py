@@ -88,6 +88,18 @@ class AdversarialTrainer(keras.Model):
             seed = tf.random.experimental.stateless_fold_in(seed, replica)
         return seed
 
+    # ------------------------------------------------------------------ cost
+    def forward_backward_passes(self) -> int | None:
+        """Forward+backward passes over a batch that one training step must make.
+
+        The floor of the step's cost in units of one plain training step (bench/speed.py
+        divides the measured step time by it): every attack or inner-maximisation step
+        counts one pass (a forward and an input-gradient backward), every differentiated
+        forward of the outer update one more; forward-only passes are not counted. None
+        when a method does not declare it.
+        """
+        return None
+
     # ------------------------------------------------------------------ hooks
     def perturb(self, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         """The inner maximisation: the inputs the classifier is trained on.
