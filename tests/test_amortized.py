@@ -140,3 +140,157 @@ def _old_features(old_classifier, trainer, x, y):
         return trainer.generator_inputs(x, y)
     finally:
         trainer.classifier.set_weights(new_weights)
+
+
+def test_implicit_entropy_bound_rises_against_a_fixed_classifier():
+    trainer = make_trainer(ADTImpAM, {"z_dim": 8, "encoder_width": 4}, tau=0.0)
+    trainer.compile(optimizer="sgd", loss=ce_loss(),
+                    generator_optimizer=keras.optimizers.Adam(1e-2, beta_1=0.5),
+                    encoder_optimizer=keras.optimizers.Adam(1e-2))
+    x, y = (tf.constant(a) for a in make_tiny_images(32))
+    classifier_before = snapshot(trainer.classifier.variables)
+    step = tf.function(
+        lambda s: trainer.joint_step(x, y, seed=s, update_classifier=False).entropy)
+    bounds = np.array([float(step(tf.constant([i, 7]))) for i in range(60)])
+    assert bounds[-10:].mean() > bounds[:5].mean() + 0.2
+    # The best Gaussian q that ignores delta (mean 0, variance 1/3 for U(-1, 1)) gives
+    # log 2 - log(2 pi e / 3) / 2: above it, delta carries information about z.
+    no_information = math.log(2.0) - 0.5 * math.log(2 * math.pi * math.e / 3)
+    assert bounds[-10:].mean() > no_information + 0.05
+    for v, old in zip(trainer.classifier.variables, classifier_before):
+        np.testing.assert_array_equal(v.numpy(), old)
+
+
+# ---------------------------------------------------------------------------- training
+@pytest.mark.parametrize("cls,kwargs", METHOD_KWARGS)
+def test_fit_lowers_the_loss_and_reports_the_metrics(cls, kwargs):
+    trainer = make_trainer(cls, kwargs)
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-2), loss=ce_loss(),
+                    metrics=["accuracy"])
+    x, y = make_tiny_images(64)
+    history = trainer.fit(x, y, batch_size=16, epochs=4, verbose=0).history
+    assert {"loss", "accuracy", "entropy", "generator_objective"} <= set(history)
+    assert history["loss"][-1] < history["loss"][0] - 0.02
+    assert all(np.isfinite(v).all() for v in history.values())
+    # The generator trained too (its optimizer stepped once per batch).
+    assert int(trainer.generator_optimizer.iterations.numpy()) == 16
+
+
+@pytest.mark.parametrize("cls,kwargs", METHOD_KWARGS)
+def test_trains_under_xla(cls, kwargs):
+    trainer = make_trainer(cls, kwargs)
+    trainer.compile(optimizer="sgd", loss=ce_loss(), jit_compile=True)
+    x, y = make_tiny_images(16)
+    before = snapshot(trainer.generator.trainable_variables)
+    history = trainer.fit(x, y, batch_size=8, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"][-1]) and np.isfinite(history["entropy"][-1])
+    assert any(not np.array_equal(v.numpy(), old)
+               for v, old in zip(trainer.generator.trainable_variables, before))
+
+
+@pytest.mark.parametrize("cls,kwargs", METHOD_KWARGS)
+def test_trains_under_mirrored_strategy(cls, kwargs, two_device_strategy):
+    with two_device_strategy.scope():
+        trainer = make_trainer(cls, kwargs)
+        trainer.compile(optimizer="sgd", loss=ce_loss(), metrics=["accuracy"])
+    x, y = make_tiny_images(32)
+    before = snapshot(trainer.generator.trainable_variables)
+    history = trainer.fit(x, y, batch_size=16, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"][-1]) and np.isfinite(history["generator_objective"][-1])
+    assert int(trainer.generator_optimizer.iterations.numpy()) == 2
+    assert any(not np.array_equal(v.numpy(), old)
+               for v, old in zip(trainer.generator.trainable_variables, before))
+
+
+def optimizer_variables(trainer):
+    optimizers = [trainer.optimizer, trainer.generator_optimizer]
+    if isinstance(trainer, ADTImpAM):
+        optimizers.append(trainer.encoder_optimizer)
+    return [v for opt in optimizers for v in opt.variables]
+
+
+@pytest.mark.parametrize("cls,kwargs", METHOD_KWARGS)
+def test_checkpoint_round_trip_resumes_exactly(cls, kwargs, tmp_path):
+    x, y = make_tiny_images(32)
+
+    def fresh():
+        trainer = make_trainer(cls, kwargs)
+        trainer.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss=ce_loss())
+        return trainer
+
+    trained = fresh()
+    trained.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    path = str(tmp_path / "ckpt.weights.h5")
+    trained.save_weights(path)
+    keras.utils.set_random_seed(123)  # the restored trainer starts from other weights
+    restored = fresh()
+    restored.load_weights(path)
+    for net in ["classifier"] + [n.name for n in adversary_networks(trained)]:
+        a, b = getattr(trained, net), getattr(restored, net)
+        assert len(a.variables) == len(b.variables)
+        for va, vb in zip(a.variables, b.variables):
+            np.testing.assert_array_equal(va.numpy(), vb.numpy(), err_msg=va.path)
+    opt_a, opt_b = optimizer_variables(trained), optimizer_variables(restored)
+    assert len(opt_a) == len(opt_b) and any(int(v.numpy().sum()) == 2 for v in opt_a
+                                            if "iteration" in v.path)
+    for va, vb in zip(opt_a, opt_b):
+        np.testing.assert_array_equal(va.numpy(), vb.numpy(), err_msg=va.path)
+    # Everything else too: BatchNorm statistics and the state of the noise's seed generator.
+    assert len(trained.variables) == len(restored.variables)
+    for va, vb in zip(trained.variables, restored.variables):
+        np.testing.assert_array_equal(va.numpy(), vb.numpy(), err_msg=va.path)
+    # Training goes on identically (same seeds, same optimizer state).
+    batch = (x[:16], y[:16])
+    trained.train_on_batch(*batch)
+    restored.train_on_batch(*batch)
+    for va, vb in zip(trained.variables, restored.variables):
+        np.testing.assert_allclose(va.numpy(), vb.numpy(), rtol=1e-6, atol=1e-7)
+
+
+# ---------------------------------------------------------------------------- config, inputs
+@pytest.mark.parametrize("cls,kwargs", METHOD_KWARGS)
+def test_config_round_trip(cls, kwargs):
+    trainer = make_trainer(cls, kwargs, generator_lr=1e-3, generator_decay_steps=50,
+                           entropy_weight=0.5)
+    config = trainer.get_config()
+    for key in ("epsilon", "entropy_weight", "generator_width", "generator_blocks",
+                "generator_lr", "generator_decay_steps", "seed"):
+        assert key in config
+    if cls is ADTImpAM:
+        assert {"z_dim", "tau", "encoder_lr", "encoder_width"} <= set(config)
+    again = cls.from_config(config)
+    assert again.get_config()["generator_width"] == 4
+    assert {k: v for k, v in again.get_config().items() if k != "classifier"} == {
+        k: v for k, v in config.items() if k != "classifier"}
+    assert METHODS["adt_exp_am" if cls is ADTExpAM else "adt_imp_am"] is cls
+
+
+def test_generator_learning_rate_decays_linearly():
+    trainer = make_trainer(ADTExpAM, {}, generator_lr=1e-3, generator_decay_steps=10)
+    trainer.compile(optimizer="sgd", loss=ce_loss())
+    schedule = trainer.generator_optimizer.learning_rate
+    assert isinstance(trainer.generator_optimizer, keras.optimizers.Adam)
+    assert trainer.generator_optimizer.beta_1 == 0.5
+    schedule = trainer.generator_learning_rate()
+    np.testing.assert_allclose([float(schedule(s)) for s in (0, 5, 10, 20)],
+                               [1e-3, 5e-4, 0.0, 0.0], atol=1e-9)
+    constant = make_trainer(ADTExpAM, {}, generator_lr=1e-3).generator_learning_rate()
+    assert constant == 1e-3
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"z_dim": 0}, "z_dim must be an integer >= 1, got 0"),
+    ({"tau": -0.5}, "tau must be a finite number >= 0, got -0.5"),
+    ({"generator_width": 0}, "generator_width must be an integer >= 1, got 0"),
+    ({"encoder_lr": 0.0}, "encoder_lr must be a finite number > 0, got 0.0"),
+    ({"generator_decay_steps": -1}, "generator_decay_steps must be an integer >= 0, got -1"),
+])
+def test_bad_arguments_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_trainer(ADTImpAM, kwargs)
+
+
+@pytest.mark.parametrize("cls,kwargs", METHOD_KWARGS)
+def test_input_sizes_not_divisible_by_4_are_rejected(cls, kwargs):
+    with pytest.raises(ValueError, match=r"divisible by 4.*\(18, 18, 3\)"):
+        make_trainer(cls, kwargs, input_shape=(18, 18, 3))

@@ -156,6 +156,8 @@ class AmortizedAdversarialTrainer(AdversarialTrainer):
                 linear decay (tests use SGD to read gradients off the updates).
         """
         super().compile(*args, **kwargs)
+        if not self.built:  # the input shape is known: build now, so load_weights can follow
+            self.build((None,) + self.image_shape)
         if generator_optimizer is None:
             generator_optimizer = keras.optimizers.Adam(
                 self.generator_learning_rate(), beta_1=self.generator_beta1,
@@ -260,6 +262,21 @@ class AmortizedAdversarialTrainer(AdversarialTrainer):
         for tracker in self._aux_tracker_list:
             tracker.update_state(values[tracker.name])
         return self.compute_metrics(result.x_adv, y, result.y_pred, sample_weight=sample_weight)
+
+    # ------------------------------------------------------------------ checkpoints
+    # Keras's save_weights stores a layer's own variables but not its SeedGenerator's state;
+    # store that too, so that a restored trainer draws the same noise as the original would.
+    _SEED_KEY = "seed_generator_state"
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        store[self._SEED_KEY] = self.seed_generator.state.numpy()
+
+    def load_own_variables(self, store):
+        own = {key: store[key] for key in store.keys() if key != self._SEED_KEY}
+        super().load_own_variables(own)
+        if self._SEED_KEY in store.keys():
+            self.seed_generator.state.assign(store[self._SEED_KEY])
 
     # ------------------------------------------------------------------ config
     def get_config(self):
