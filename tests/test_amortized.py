@@ -247,6 +247,29 @@ def test_checkpoint_round_trip_resumes_exactly(cls, kwargs, tmp_path):
         np.testing.assert_allclose(va.numpy(), vb.numpy(), rtol=1e-6, atol=1e-7)
 
 
+def test_whole_trainer_and_lone_networks_round_trip_through_keras_saving(tmp_path):
+    trainer = make_trainer(ADTImpAM, {"z_dim": 8, "encoder_width": 4})
+    trainer.compile(optimizer="sgd", loss=ce_loss(), metrics=["accuracy"])
+    x, y = make_tiny_images(16)
+    trainer.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    path = str(tmp_path / "trainer.keras")
+    trainer.save(path)
+    again = keras.saving.load_model(path)
+    assert type(again) is ADTImpAM and again.get_config()["z_dim"] == 8
+    for name in ("optimizer", "generator_optimizer", "encoder_optimizer"):
+        assert int(getattr(again, name).iterations.numpy()) == 2, name
+    for va, vb in zip(trainer.variables, again.variables):
+        np.testing.assert_array_equal(va.numpy(), vb.numpy(), err_msg=va.path)
+    # The generator and the encoder on their own (the evaluation reuses them as attacks).
+    features = trainer.generator_inputs(tf.constant(x[:4]), tf.constant(y[:4]))
+    z = tf.random.uniform([4, 8], -1, 1, seed=2)
+    for net, inputs in ((trainer.generator, [features, z]), (trainer.encoder, features[..., :3])):
+        net.save(str(tmp_path / f"{net.name}.keras"))
+        alone = keras.saving.load_model(str(tmp_path / f"{net.name}.keras"))
+        for a, b in zip(tf.nest.flatten(net(inputs)), tf.nest.flatten(alone(inputs))):
+            np.testing.assert_array_equal(a, b)
+
+
 # ---------------------------------------------------------------------------- config, inputs
 @pytest.mark.parametrize("cls,kwargs", METHOD_KWARGS)
 def test_config_round_trip(cls, kwargs):

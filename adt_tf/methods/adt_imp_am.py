@@ -75,6 +75,8 @@ class ADTImpAM(AmortizedAdversarialTrainer):
                          generator_decay_steps=generator_decay_steps, seed=seed, **kwargs)
         self.encoder_optimizer = None
 
+    adversary_optimizer_names = ("generator_optimizer", "encoder_optimizer")
+
     def build_adversary(self):
         self.generator = ImplicitGenerator(
             self.image_shape, z_dim=self.z_dim, width=self.generator_width,

@@ -164,6 +164,21 @@ class AmortizedAdversarialTrainer(AdversarialTrainer):
                 name="generator_optimizer")
         self.generator_optimizer = self._prepare_optimizer(generator_optimizer, self.generator)
 
+    #: The attributes holding the adversary's optimizers (each a keyword of `compile`).
+    adversary_optimizer_names: tuple[str, ...] = ("generator_optimizer",)
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config is not None:
+            for name in self.adversary_optimizer_names:
+                config[name] = keras.saving.serialize_keras_object(getattr(self, name))
+        return config
+
+    def compile_from_config(self, config):
+        """Compiles from `get_compile_config()` (so that `keras.saving.load_model` restores
+        the adversary's optimizers too)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+
     def _prepare_optimizer(self, optimizer, network: keras.Model):
         """Loss-scales `optimizer` like the classifier's and creates its variables now.
 
