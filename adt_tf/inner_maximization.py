@@ -121,9 +121,11 @@ def explicit_inner_maximization(
             [loc, raw], [g_loc, g_raw], [m_loc, m_raw], [s_loc, s_raw], t + 1, lr, beta1, beta2)
         return t + 1, loc, raw, m_loc, m_raw, s_loc, s_raw, objective, entropy
 
-    zeros = tf.zeros_like(x)
+    # Six distinct zero tensors: in eager mode a tape watching one tensor object twice
+    # (mu and v) would hand each the gradient of both.
+    zeros = [tf.zeros_like(x) for _ in range(6)]
     scalar = tf.constant(0.0, tf.float32)
-    state = (tf.constant(0), zeros, zeros, zeros, zeros, zeros, zeros, scalar, scalar)
+    state = (tf.constant(0), *zeros, scalar, scalar)
     _, loc, raw, _, _, _, _, objective, entropy = tf.while_loop(
         lambda t, *_: t < steps, body, state, maximum_iterations=steps)
     return InnerResult(loc=loc, raw_scale=raw, objective=objective, entropy=entropy)

@@ -32,10 +32,8 @@ def _fresh_keras_state():
 
 @pytest.fixture(scope="session")
 def two_device_strategy():
-    # One strategy for the whole session: each new MirroredStrategy restarts its collective
-    # instance keys, and TensorFlow's collective executor remembers the shapes of the keys
-    # already used in the process, so a second strategy's all-reduce of another model fails
-    # with "Shape mismatch in the collective instance ...".
+    """One 2-replica MirroredStrategy for the whole session: two strategies in one process
+    can issue collectives with clashing instance keys (seen as shape-mismatch aborts)."""
     devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
     if len(devices) < 2:
         pytest.fail("conftest could not split the CPU into two logical devices")

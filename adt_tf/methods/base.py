@@ -126,6 +126,11 @@ class AdversarialTrainer(keras.Model):
             tracker.update_state(aux[tracker.name])
         return self.compute_metrics(x_train, y, y_pred, sample_weight=sample_weight)
 
+    def test_step(self, data):
+        """Clean-input evaluation: loss and compiled metrics (the aux trackers are omitted)."""
+        logs = super().test_step(data)
+        return {k: v for k, v in logs.items() if k not in self.aux_metrics}
+
     # ------------------------------------------------------------------ config
     def get_config(self):
         config = super().get_config()

@@ -42,7 +42,7 @@ def feature_extractor(classifier: keras.Model) -> keras.Model:
             f"classifier {classifier.name!r} has no layer named {PENULTIMATE!r}; build it with "
             "adt_tf.models.build_model or name its penultimate layer so."
         ) from None
-    return keras.Model(classifier.inputs, layer.output, name=f"{classifier.name}_features")
+    return keras.Model(classifier.input, layer.output, name=f"{classifier.name}_features")
 
 
 __all__ = ["MODELS", "PENULTIMATE", "build_model", "feature_extractor", "preact_resnet18",

@@ -5,7 +5,12 @@ from __future__ import annotations
 import keras
 
 from adt_tf import validation
-from adt_tf.models.common import PENULTIMATE, inputs_and_normalization, logits_head
+from adt_tf.models.common import (
+    PENULTIMATE,
+    check_input_shape,
+    inputs_and_normalization,
+    logits_head,
+)
 
 
 def small_cnn(input_shape=(28, 28, 1), num_classes: int = 10, *, width: int = 32,
@@ -30,7 +35,7 @@ def small_cnn(input_shape=(28, 28, 1), num_classes: int = 10, *, width: int = 32
     """
     width = validation.check_positive_int(width, "width")
     dense_units = validation.check_positive_int(dense_units, "dense_units")
-    h, w, _ = input_shape
+    h, w, _ = check_input_shape(input_shape)
     if min(h, w) < 12:
         raise ValueError(f"small_cnn needs inputs of at least 12 x 12, got {input_shape!r}.")
     inputs, x = inputs_and_normalization(input_shape, mean, std)

@@ -1,0 +1,236 @@
+"""Datasets: tfds names, local .npz folders, the bundled CIFAR-10 sample; tf.data pipelines.
+
+Every source yields uint8 images [N, H, W, C] and integer labels [N]; `make_dataset` turns
+them into float32 batches in [0, 1] (the project's pixel convention), with the augmentation
+of the ADT reference code (random crop with 4-pixel zero padding and horizontal flip for
+CIFAR, none for SVHN and MNIST).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from importlib import resources
+
+import numpy as np
+import tensorflow as tf
+
+from adt_tf import validation
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")
+NPZ_PREFIX = "npz:"
+SAMPLE = "cifar10_sample"
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What the library needs to know about a dataset.
+
+    Attributes:
+        name: the name given to `load`.
+        num_classes: number of labels.
+        epsilon: the default L-infinity budget in the [0, 1] scale.
+        augment: "crop_flip" or "none".
+        class_names: names of the classes when known, else None.
+        tfds_name: the tensorflow-datasets name, None for local sources.
+    """
+
+    name: str
+    num_classes: int
+    epsilon: float
+    augment: str
+    class_names: tuple[str, ...] | None = None
+    tfds_name: str | None = None
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "cifar10": DatasetInfo("cifar10", 10, 8 / 255, "crop_flip", CIFAR10_CLASSES, "cifar10"),
+    "cifar100": DatasetInfo("cifar100", 100, 8 / 255, "crop_flip", None, "cifar100"),
+    "svhn_cropped": DatasetInfo("svhn_cropped", 10, 4 / 255, "none", tuple("0123456789"),
+                                "svhn_cropped"),
+    "mnist": DatasetInfo("mnist", 10, 0.3, "none", tuple("0123456789"), "mnist"),
+    "fashion_mnist": DatasetInfo("fashion_mnist", 10, 0.1, "none", None, "fashion_mnist"),
+    SAMPLE: DatasetInfo(SAMPLE, 10, 8 / 255, "crop_flip", CIFAR10_CLASSES, None),
+}
+
+
+@dataclasses.dataclass
+class Splits:
+    """Train and test arrays of a dataset (uint8 images, int64 labels) and its info."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    info: DatasetInfo
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+
+def known_datasets() -> list[str]:
+    return sorted(DATASETS) + [f"{NPZ_PREFIX}DIR"]
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The info of a registered dataset or of an `npz:DIR` source (read from its files)."""
+    if name.startswith(NPZ_PREFIX):
+        return load(name).info
+    if name not in DATASETS:
+        raise ValueError(f"Unknown dataset {name!r}; known: {', '.join(known_datasets())}.")
+    return DATASETS[name]
+
+
+def validate_arrays(x: np.ndarray, y: np.ndarray, num_classes: int, where: str) -> None:
+    """Checks images are uint8 [N, H, W, C] and labels integers in [0, num_classes)."""
+    if x.dtype != np.uint8:
+        raise ValueError(f"{where}: images must be uint8 (0..255), got dtype {x.dtype}.")
+    if x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise ValueError(f"{where}: images must have shape [N, H, W, C] with C in (1, 3), "
+                         f"got {x.shape}.")
+    if y.ndim != 1 or len(y) != len(x):
+        raise ValueError(f"{where}: labels must have shape [{len(x)}], got {y.shape}.")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{where}: labels must be integers, got dtype {y.dtype}.")
+    if len(y) and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"{where}: labels must lie in [0, {num_classes}), got values in "
+                         f"[{y.min()}, {y.max()}].")
+
+
+def _read_npz(path: str) -> dict[str, np.ndarray]:
+    if not os.path.exists(path):
+        raise ValueError(f"{path} does not exist; an npz: source needs train.npz and test.npz "
+                         "with arrays x (uint8 N x H x W x C) and y (int labels).")
+    with np.load(path, allow_pickle=False) as data:
+        missing = {"x", "y"} - set(data.files)
+        if missing:
+            raise ValueError(f"{path} lacks the arrays {sorted(missing)}; found {data.files}, "
+                             "expected x (uint8 N x H x W x C) and y (int labels).")
+        return {k: data[k] for k in data.files}
+
+
+def _load_npz_dir(directory: str) -> Splits:
+    train = _read_npz(os.path.join(directory, "train.npz"))
+    test = _read_npz(os.path.join(directory, "test.npz"))
+    labels = np.concatenate([train["y"].ravel(), test["y"].ravel()])
+    num_classes = int(train["num_classes"]) if "num_classes" in train else int(labels.max()) + 1
+    num_classes = max(num_classes, 2)
+    for split, data in (("train.npz", train), ("test.npz", test)):
+        validate_arrays(data["x"], data["y"], num_classes, os.path.join(directory, split))
+    if train["x"].shape[1:] != test["x"].shape[1:]:
+        raise ValueError(f"{directory}: train images {train['x'].shape[1:]} and test images "
+                         f"{test['x'].shape[1:]} differ in shape.")
+    shape = train["x"].shape[1:]
+    names = tuple(str(n) for n in train["class_names"]) if "class_names" in train else None
+    if names is None and num_classes == 10 and shape == (32, 32, 3):
+        names = CIFAR10_CLASSES if "cifar10" in os.path.abspath(directory) else None
+    info = DatasetInfo(
+        name=f"{NPZ_PREFIX}{directory}", num_classes=num_classes, epsilon=8 / 255,
+        augment="crop_flip" if shape == (32, 32, 3) else "none", class_names=names)
+    return Splits(train["x"], train["y"].astype(np.int64), test["x"], test["y"].astype(np.int64),
+                  info)
+
+
+def _load_sample() -> Splits:
+    ref = resources.files("adt_tf").joinpath("data_files", "cifar10_sample.npz")
+    with resources.as_file(ref) as path, np.load(path) as data:
+        return Splits(data["x_train"], data["y_train"], data["x_test"], data["y_test"],
+                      DATASETS[SAMPLE])
+
+
+def _load_tfds(info: DatasetInfo, data_dir: str | None) -> Splits:
+    import tensorflow_datasets as tfds
+
+    try:
+        (x_tr, y_tr), (x_te, y_te) = tfds.as_numpy(tfds.load(
+            info.tfds_name, split=["train", "test"], as_supervised=True, batch_size=-1,
+            data_dir=data_dir))
+    except Exception as err:  # network, missing files, checksum: all end the same way
+        raise RuntimeError(
+            f"Could not load {info.tfds_name!r} with tensorflow-datasets ({type(err).__name__}: "
+            f"{err}). Without network access, download it elsewhere or save it as train.npz and "
+            "test.npz (arrays x: uint8 N x H x W x C, y: int labels) in a folder DIR and pass "
+            f"--dataset=npz:DIR; the bundled '{SAMPLE}' needs no download.") from err
+    splits = Splits(x_tr, y_tr.astype(np.int64), x_te, y_te.astype(np.int64), info)
+    validate_arrays(splits.x_train, splits.y_train, info.num_classes, info.name)
+    return splits
+
+
+def load(name: str, data_dir: str | None = None, max_train_examples: int | None = None,
+         max_test_examples: int | None = None) -> Splits:
+    """Loads a dataset as NumPy arrays.
+
+    Args:
+        name: a tfds name (cifar10, cifar100, svhn_cropped, mnist, fashion_mnist), the
+            bundled `cifar10_sample` (2,000 pixel-exact CIFAR-10 training images, 200 per
+            class, and the first 500 test images), or `npz:DIR` for DIR/train.npz and
+            DIR/test.npz with arrays x (uint8 [N, H, W, C]) and y (int labels).
+        data_dir: where tfds keeps its files (tfds's default if None).
+        max_train_examples: keep only the first N training examples (None keeps all).
+        max_test_examples: keep only the first N test examples.
+
+    Returns:
+        A `Splits`.
+    """
+    if name.startswith(NPZ_PREFIX):
+        splits = _load_npz_dir(name[len(NPZ_PREFIX):])
+    elif name == SAMPLE:
+        splits = _load_sample()
+    elif name in DATASETS:
+        splits = _load_tfds(DATASETS[name], data_dir)
+    else:
+        raise ValueError(f"Unknown dataset {name!r}; known: {', '.join(known_datasets())}.")
+    if max_train_examples is not None:
+        n = validation.check_positive_int(max_train_examples, "max_train_examples")
+        splits.x_train, splits.y_train = splits.x_train[:n], splits.y_train[:n]
+    if max_test_examples is not None:
+        n = validation.check_positive_int(max_test_examples, "max_test_examples")
+        splits.x_test, splits.y_test = splits.x_test[:n], splits.y_test[:n]
+    return splits
+
+
+def channel_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation of uint8 images, in the [0, 1] scale."""
+    flat = x.reshape(-1, x.shape[-1]).astype(np.float64) / 255.0
+    return flat.mean(axis=0).tolist(), np.maximum(flat.std(axis=0), 1e-3).tolist()
+
+
+def _crop_flip(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Zero-pad by 4 pixels, crop back at a random offset, flip left-right at random."""
+    shape = tf.shape(image)
+    padded = tf.pad(image, [[4, 4], [4, 4], [0, 0]])
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    cropped = tf.image.stateless_random_crop(padded, shape, seed=seeds[0])
+    return tf.image.stateless_random_flip_left_right(cropped, seed=seeds[1])
+
+
+def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, training: bool,
+                 augment: str = "none", seed: int = 0, shuffle_buffer: int | None = None
+                 ) -> tf.data.Dataset:
+    """A tf.data pipeline of (float32 images in [0, 1], int32 labels) batches.
+
+    Args:
+        x: uint8 images; y: integer labels.
+        batch_size: examples per batch.
+        training: shuffle (reshuffled every epoch) and augment.
+        augment: "crop_flip" (CIFAR) or "none"; used only when training.
+        seed: seed of the shuffle and of the augmentation (a fixed seed, a fixed stream).
+        shuffle_buffer: defaults to the whole set.
+    """
+    batch_size = validation.check_positive_int(batch_size, "batch_size")
+    validation.check_choice(augment, "augmentation", ("crop_flip", "none"))
+    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
+    if training:
+        ds = ds.shuffle(shuffle_buffer or len(x), seed=seed, reshuffle_each_iteration=True)
+
+    def to_float(image, label):
+        return tf.cast(image, tf.float32) / 255.0, label
+
+    ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
+    if training and augment == "crop_flip":
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(
+            lambda xy, s: (_crop_flip(xy[0], s), xy[1]), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,271 @@
+"""One training run, from a plain-data config: data, model, method, fit, save, report.
+
+The absl command line `adt-train` (trainers/train.py) fills a `TrainConfig` from flags and
+calls `run_training`; benchmarks and the tuner call it directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import math
+import os
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from adt_tf import data as data_lib
+from adt_tf import validation
+from adt_tf.attacks import pgd
+from adt_tf.evaluation import correct_under_attack
+from adt_tf.methods import get_method
+from adt_tf.models import MODELS, build_model
+
+STRATEGIES = ("default", "mirrored")
+# Settings that may change when a run is resumed in the same workdir.
+RESUMABLE_CHANGES = ("epochs", "eval_examples", "verbose")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a training run needs, as plain data (written to <workdir>/config.json).
+
+    Attributes mirror the `adt-train` flags; `method_params` holds the method's own
+    constructor arguments (e.g. entropy_weight, inner_steps for adt_exp).
+    """
+
+    workdir: str
+    method: str = "adt_exp"
+    dataset: str = data_lib.SAMPLE
+    data_dir: str | None = None
+    model: str = "small_cnn"
+    model_params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    normalize: bool = True
+    epochs: int = 76
+    batch_size: int = 64
+    lr: float = 0.1
+    lr_decay_epochs: tuple[int, ...] = (75, 90, 100)
+    lr_decay_factor: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 2e-4
+    epsilon: float | None = None
+    method_params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    seed: int = 0
+    max_train_examples: int | None = None
+    eval_examples: int | None = None
+    eval_batch_size: int = 256
+    jit_compile: bool = False
+    strategy: str = "default"
+    verbose: int = 1
+
+    def resolved_epsilon(self) -> float:
+        if self.epsilon is not None:
+            return validation.check_epsilon(self.epsilon)
+        return data_lib.dataset_info(self.dataset).epsilon
+
+    def validate(self) -> None:
+        """Raises ValueError for bad settings, before any data is read or model built."""
+        get_method(self.method)
+        validation.check_choice(self.model, "model", MODELS)
+        validation.check_choice(self.strategy, "strategy", STRATEGIES)
+        if not self.dataset.startswith(data_lib.NPZ_PREFIX):
+            data_lib.dataset_info(self.dataset)
+        if self.epsilon is not None:
+            validation.check_epsilon(self.epsilon)
+        validation.check_positive_int(self.epochs, "epochs")
+        validation.check_positive_int(self.batch_size, "batch_size")
+        validation.check_positive(self.lr, "lr")
+        validation.check_in_range(self.momentum, "momentum", 0.0, 1.0)
+        validation.check_non_negative(self.weight_decay, "weight_decay")
+        if self.max_train_examples is not None:
+            validation.check_positive_int(self.max_train_examples, "max_train_examples")
+        if self.eval_examples is not None:
+            validation.check_positive_int(self.eval_examples, "eval_examples")
+        for e in self.lr_decay_epochs:
+            validation.check_positive_int(e, "lr_decay_epochs entries")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss."""
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops `fit` at the first non-finite loss, naming the epoch and the step.
+
+    It raises instead of setting `stop_training`, so the epoch never ends normally and the
+    backup of the last good epoch is not overwritten with broken weights.
+    """
+
+    def __init__(self, backup_dir: str):
+        super().__init__()
+        self.backup_dir = backup_dir
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise NonFiniteLossError(
+                f"The training loss became {float(loss)} at epoch {self._epoch + 1}, step "
+                f"{batch + 1}; training stopped. The checkpoint of the last completed epoch is "
+                f"kept in {self.backup_dir}: lower --lr or check the data, then rerun.")
+
+
+def method_param_names(method: str) -> list[str]:
+    """Constructor arguments of a method class beyond the base ones (for the CLI)."""
+    params = inspect.signature(get_method(method).__init__).parameters
+    return [p for p in params if p not in ("self", "classifier", "epsilon", "seed", "kwargs")]
+
+
+def _learning_rate(config: TrainConfig, steps_per_epoch: int):
+    boundaries = [e * steps_per_epoch for e in sorted(config.lr_decay_epochs)
+                  if e < config.epochs]
+    if not boundaries:
+        return config.lr
+    values = [config.lr * config.lr_decay_factor**i for i in range(len(boundaries) + 1)]
+    return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+
+
+def _strategy(name: str) -> tf.distribute.Strategy:
+    return tf.distribute.MirroredStrategy() if name == "mirrored" else tf.distribute.get_strategy()
+
+
+def _check_workdir(config: TrainConfig, path: str) -> None:
+    """Refuses to resume a workdir that holds a run with other settings."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        old = json.load(f)
+    new = json.loads(json.dumps(dataclasses.asdict(config)))
+    diff = sorted(k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k])
+    if diff:
+        details = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in diff)
+        raise ValueError(f"{config.workdir} holds a run with other settings ({details}); "
+                         "use a new --workdir, or the same settings to resume it.")
+
+
+def build_trainer(config: TrainConfig, splits: data_lib.Splits, steps_per_epoch: int):
+    """Classifier + method, compiled (call inside the strategy's scope)."""
+    mean, std = data_lib.channel_stats(splits.x_train) if config.normalize else (None, None)
+    classifier = build_model(config.model, splits.input_shape, splits.info.num_classes,
+                             mean=mean, std=std, **config.model_params)
+    trainer = get_method(config.method)(classifier, epsilon=config.resolved_epsilon(),
+                                        seed=config.seed, **config.method_params)
+    trainer.compile(
+        optimizer=keras.optimizers.SGD(_learning_rate(config, steps_per_epoch),
+                                       momentum=config.momentum,
+                                       weight_decay=config.weight_decay or None),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=config.jit_compile,
+    )
+    trainer(tf.zeros((1,) + splits.input_shape))  # build, so a backup can be restored
+    return trainer
+
+
+def evaluate_report(classifier: keras.Model, splits: data_lib.Splits, epsilon: float,
+                    config: TrainConfig) -> dict[str, Any]:
+    """Clean and PGD-20 accuracy (step epsilon/4, random start) on the test split."""
+    n = len(splits.x_test) if config.eval_examples is None else min(config.eval_examples,
+                                                                    len(splits.x_test))
+    x, y = splits.x_test[:n], splits.y_test[:n]
+    verbose = bool(config.verbose)
+    clean = correct_under_attack(classifier, x, y, None, batch_size=config.eval_batch_size,
+                                 verbose=verbose, label="clean")
+
+    def pgd20(model, xb, yb):
+        return pgd(model, xb, yb, epsilon, steps=20, step_size=epsilon / 4, random_start=True,
+                   seed=config.seed)
+
+    robust = correct_under_attack(classifier, x, y, pgd20, batch_size=config.eval_batch_size,
+                                  verbose=verbose, label="pgd20")
+    return {
+        "dataset": config.dataset, "split": "test", "num_examples": int(n),
+        "epsilon": epsilon, "clean_accuracy": float(clean.mean()),
+        "pgd20_accuracy": float((robust & clean).mean()),
+        "attack": "PGD-20, step epsilon/4, uniform random start, 1 restart, CE loss",
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    eps = report["epsilon"]
+    return "\n".join([
+        f"Report: {report['method']} on {report['dataset']} (test split, "
+        f"{report['num_examples']} inputs, epsilon = {eps:.5f} = {eps * 255:.3g}/255)",
+        f"  clean accuracy:  {100 * report['clean_accuracy']:.2f}%",
+        f"  PGD-20 accuracy: {100 * report['pgd20_accuracy']:.2f}%  ({report['attack']})",
+        f"  classifier: {report['classifier_path']}",
+    ])
+
+
+def run_training(config: TrainConfig) -> dict[str, Any]:
+    """Trains, checkpoints every epoch (resuming a previous run in the same workdir), saves
+    `<workdir>/classifier.keras`, evaluates and returns the report (also `report.json`)."""
+    config.validate()
+    # The method's constructor checks its arguments: run it on a throwaway model before
+    # any data is read.
+    get_method(config.method)(_probe_classifier(), epsilon=config.resolved_epsilon(),
+                              seed=config.seed, **config.method_params)
+    os.makedirs(config.workdir, exist_ok=True)
+    config_path = os.path.join(config.workdir, "config.json")
+    _check_workdir(config, config_path)
+    with open(config_path, "w") as f:
+        json.dump(dataclasses.asdict(config), f, indent=2)
+
+    keras.utils.set_random_seed(config.seed)
+    splits = data_lib.load(config.dataset, config.data_dir, config.max_train_examples)
+    train_ds = data_lib.make_dataset(splits.x_train, splits.y_train, config.batch_size,
+                                     training=True, augment=splits.info.augment, seed=config.seed)
+    test_ds = data_lib.make_dataset(splits.x_test, splits.y_test, config.eval_batch_size,
+                                    training=False)
+    steps_per_epoch = math.ceil(len(splits.x_train) / config.batch_size)
+    epsilon = config.resolved_epsilon()
+
+    strategy = _strategy(config.strategy)
+    with strategy.scope():
+        trainer = build_trainer(config, splits, steps_per_epoch)
+    backup_dir = os.path.join(config.workdir, "backup")
+    _announce_resume(backup_dir, config)
+    callbacks = [
+        StopOnNonFiniteLoss(backup_dir),
+        keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch", delete_checkpoint=False,
+                                         double_checkpoint=True),
+        keras.callbacks.TensorBoard(os.path.join(config.workdir, "logs"), write_graph=False),
+        keras.callbacks.CSVLogger(os.path.join(config.workdir, "history.csv"), append=True),
+    ]
+    trainer.fit(train_ds, epochs=config.epochs, validation_data=test_ds, callbacks=callbacks,
+                verbose=config.verbose, shuffle=False)  # the pipeline shuffles
+
+    classifier = trainer.classifier
+    path = os.path.join(config.workdir, "classifier.keras")
+    tmp = os.path.join(config.workdir, "classifier.tmp.keras")
+    classifier.save(tmp)
+    os.replace(tmp, path)  # a reader never sees a half-written model
+
+    report = evaluate_report(classifier, splits, epsilon, config)
+    report.update({"method": config.method, "classifier_path": path,
+                   "epochs": config.epochs, "seed": config.seed})
+    with open(os.path.join(config.workdir, "report.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    return report
+
+
+def _announce_resume(backup_dir: str, config: TrainConfig) -> None:
+    meta = os.path.join(backup_dir, "training_metadata.json")
+    if config.verbose and os.path.exists(meta):
+        with open(meta) as f:
+            done = json.load(f).get("epoch", 0)
+        print(f"Resuming {config.workdir}: {done} of {config.epochs} epochs already done.")
+
+
+def _probe_classifier() -> keras.Model:
+    inputs = keras.Input((4, 4, 1))
+    return keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)))
+
+
+__all__ = ["NonFiniteLossError", "TrainConfig", "build_trainer", "format_report",
+           "method_param_names", "run_training"]

@@ -1,0 +1,35 @@
+"""adt-tf: Adversarial Distributional Training in TensorFlow 2 / Keras 3."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="adt-tf",
+    version="0.1.0",
+    description="Adversarial Distributional Training (NeurIPS 2020) and robust-training "
+    "baselines for Keras 3 / TensorFlow 2, with an attack battery and SavedModel export.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["adt_tf", "adt_tf.*", "trainers", "export"]),
+    package_data={"adt_tf": ["data_files/*.npz"]},
+    install_requires=[
+        "tensorflow>=2.16",
+        "tensorflow-probability>=0.24",
+        "tf-keras>=2.16",  # TFP's Keras-dependent modules import it when Keras 3 is installed
+        "tensorflow-datasets>=4.9",
+        "importlib_resources",  # tensorflow-datasets imports it but does not declare it
+        "tensorboard>=2.16",  # tf.summary for the TensorBoard callback
+        "keras-tuner>=1.4",
+        "absl-py>=1.0",
+        "numpy",
+    ],
+    extras_require={
+        "test": ["pytest>=7"],
+        "dev": ["pytest>=7", "ruff"],
+    },
+    entry_points={
+        "console_scripts": [
+            "adt-train=trainers.train:run",
+        ],
+    },
+)

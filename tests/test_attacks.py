@@ -1,0 +1,76 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from adt_tf.attacks import fgsm, get_attack, pgd
+from adt_tf.attacks.common import per_example_ce
+from tests.helpers import make_tiny_images, tiny_classifier
+
+EPS = 8 / 255
+
+
+@pytest.fixture(scope="module")
+def trained():
+    keras.utils.set_random_seed(1)
+    x, y = make_tiny_images(256)
+    model = tiny_classifier(width=8, dense_units=32)
+    model.compile(keras.optimizers.Adam(3e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=15, batch_size=64, verbose=0)
+    return model, x[:128], y[:128]
+
+
+def mean_loss(model, x, y):
+    return float(tf.reduce_mean(per_example_ce(model(x, training=False), y)))
+
+
+def test_pgd_inside_ball_and_stronger_than_clean_and_fgsm(trained):
+    model, x, y = trained
+    x_pgd = pgd(model, x, y, EPS, steps=10, seed=3)
+    x_fgsm = fgsm(model, x, y, EPS)
+    for x_adv in (x_pgd, x_fgsm):
+        assert x_adv.shape == x.shape and x_adv.dtype == tf.float32
+        assert np.abs(x_adv.numpy() - x).max() <= EPS + 1e-6
+        assert x_adv.numpy().min() >= 0 and x_adv.numpy().max() <= 1
+    clean, l_fgsm, l_pgd = (mean_loss(model, a, y) for a in (x, x_fgsm, x_pgd))
+    assert l_pgd >= clean and l_pgd >= l_fgsm - 1e-4, (clean, l_fgsm, l_pgd)
+    acc = [np.mean(np.argmax(model(a), -1) == y) for a in (x, x_fgsm, x_pgd)]
+    assert acc[2] <= acc[1] <= acc[0] and acc[2] < acc[0]
+
+
+def test_pgd_keeps_per_example_best_over_restarts(trained):
+    model, x, y = trained
+    one = pgd(model, x, y, EPS, steps=5, restarts=1, seed=4)
+    three = pgd(model, x, y, EPS, steps=5, restarts=3, seed=4)  # restart 0 is `one`'s run
+    hit = lambda a: np.argmax(model(a), -1) != y  # noqa: E731
+    assert np.all(hit(three)[hit(one)])  # never loses an adversarial example
+
+
+def test_pgd_is_seeded_and_graph_compatible(trained):
+    model, x, y = trained
+    a = pgd(model, x[:16], y[:16], EPS, steps=3, seed=5)
+    b = tf.function(lambda xb, yb: pgd(model, xb, yb, EPS, steps=3, seed=5))(x[:16], y[:16])
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_margin_loss_and_targeted_and_momentum_run(trained):
+    model, x, y = trained
+    target = (y + 1) % 10
+    x_t = pgd(model, x, target, EPS, steps=10, targeted=True, seed=1)
+    assert np.mean(np.argmax(model(x_t), -1) == target) > np.mean(np.argmax(model(x), -1)
+                                                                   == target)
+    for kwargs in ({"loss": "margin"}, {"momentum": 1.0}):
+        x_adv = pgd(model, x, y, EPS, steps=5, **kwargs)
+        assert np.abs(x_adv.numpy() - x).max() <= EPS + 1e-6
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="steps"):
+        pgd(None, tf.zeros([1, 4, 4, 1]), tf.zeros([1], tf.int32), EPS, steps=0)
+    with pytest.raises(ValueError, match="did you mean"):
+        fgsm(None, tf.zeros([1, 4, 4, 1]), tf.zeros([1], tf.int32), 8)
+    with pytest.raises(ValueError, match="Unknown attack 'cw'; known: fgsm, pgd"):
+        get_attack("cw")
+    with pytest.raises(ValueError, match="attack loss"):
+        pgd(None, tf.zeros([1, 4, 4, 1]), tf.zeros([1], tf.int32), EPS, loss="dlr")

@@ -1,0 +1,121 @@
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from adt_tf import data as data_lib
+
+
+def test_bundled_sample_is_real_balanced_cifar10():
+    splits = data_lib.load("cifar10_sample")
+    assert splits.x_train.shape == (2000, 32, 32, 3) and splits.x_train.dtype == np.uint8
+    assert splits.x_test.shape == (500, 32, 32, 3)
+    assert np.bincount(splits.y_train, minlength=10).tolist() == [200] * 10
+    assert splits.info.epsilon == pytest.approx(8 / 255)
+    size = os.path.getsize(os.path.join(os.path.dirname(data_lib.__file__), "data_files",
+                                        "cifar10_sample.npz"))
+    assert size <= 8e6
+    shared = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "cifar10")
+    if os.path.exists(os.path.join(shared, "test.npz")):
+        with np.load(os.path.join(shared, "test.npz")) as ref:
+            np.testing.assert_array_equal(splits.x_test, ref["x"][:500])
+
+
+def test_default_budgets():
+    expected = {"cifar10": 8 / 255, "cifar100": 8 / 255, "svhn_cropped": 4 / 255,
+                "mnist": 0.3, "fashion_mnist": 0.1}
+    for name, eps in expected.items():
+        assert data_lib.dataset_info(name).epsilon == pytest.approx(eps)
+    assert data_lib.dataset_info("svhn_cropped").augment == "none"
+    assert data_lib.dataset_info("cifar10").augment == "crop_flip"
+
+
+def write_npz(directory, x_train, y_train, x_test=None, y_test=None):
+    os.makedirs(directory, exist_ok=True)
+    np.savez(os.path.join(directory, "train.npz"), x=x_train, y=y_train)
+    np.savez(os.path.join(directory, "test.npz"), x=x_train if x_test is None else x_test,
+             y=y_train if y_test is None else y_test)
+
+
+def test_npz_source_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (20, 28, 28, 1), dtype=np.uint8)
+    y = rng.integers(0, 5, 20)
+    y[0] = 4
+    write_npz(str(tmp_path), x, y)
+    splits = data_lib.load(f"npz:{tmp_path}", max_train_examples=7)
+    assert splits.x_train.shape == (7, 28, 28, 1) and splits.info.num_classes == 5
+    assert splits.info.augment == "none"
+    np.testing.assert_array_equal(splits.x_test, x)
+
+
+@pytest.mark.parametrize("mutate,match", [
+    (lambda x, y: (x.astype(np.float32), y), "must be uint8"),
+    (lambda x, y: (x[..., 0], y), r"shape \[N, H, W, C\]"),
+    (lambda x, y: (x, y[:-1]), "labels must have shape"),
+    (lambda x, y: (x, y - 1), r"labels must lie in \[0, 10\)"),
+    (lambda x, y: (x, y.astype(np.float32)), "labels must be integers"),
+])
+def test_npz_bad_arrays(tmp_path, mutate, match):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (10, 8, 8, 3), dtype=np.uint8)
+    y = np.arange(10)
+    bad_x, bad_y = mutate(x, y)
+    write_npz(str(tmp_path), x, y, bad_x, bad_y)
+    with pytest.raises(ValueError, match=match):
+        data_lib.load(f"npz:{tmp_path}")
+
+
+def test_npz_missing_arrays_and_files(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        data_lib.load(f"npz:{tmp_path}")
+    np.savez(os.path.join(tmp_path, "train.npz"), images=np.zeros((2, 4, 4, 1), np.uint8))
+    np.savez(os.path.join(tmp_path, "test.npz"), images=np.zeros((2, 4, 4, 1), np.uint8))
+    with pytest.raises(ValueError, match=r"lacks the arrays \['x', 'y'\]"):
+        data_lib.load(f"npz:{tmp_path}")
+
+
+def test_unknown_dataset_lists_known():
+    with pytest.raises(ValueError, match="Unknown dataset 'cifar11'; known: .*cifar10_sample"):
+        data_lib.load("cifar11")
+
+
+def test_tfds_failure_names_the_npz_alternative(monkeypatch):
+    import tensorflow_datasets as tfds
+
+    def fail(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(tfds, "load", fail)
+    with pytest.raises(RuntimeError, match="--dataset=npz:DIR"):
+        data_lib.load("mnist")
+
+
+def test_pipeline_scales_augments_and_is_seeded():
+    splits = data_lib.load("cifar10_sample", max_train_examples=64)
+    make = lambda seed: data_lib.make_dataset(  # noqa: E731
+        splits.x_train, splits.y_train, 16, training=True, augment="crop_flip", seed=seed)
+    a = [b[0].numpy() for b in make(1)]
+    b = [b[0].numpy() for b in make(1)]
+    c = [b[0].numpy() for b in make(2)]
+    assert len(a) == 4 and a[0].shape == (16, 32, 32, 3) and a[0].dtype == np.float32
+    assert 0.0 <= min(x.min() for x in a) and max(x.max() for x in a) <= 1.0
+    np.testing.assert_array_equal(np.concatenate(a), np.concatenate(b))
+    assert not np.array_equal(np.concatenate(a), np.concatenate(c))
+    # the multiset of labels is the data's (shuffled, nothing lost or repeated)
+    ds = make(1)
+    labels = np.concatenate([yb.numpy() for _, yb in ds])
+    assert sorted(labels.tolist()) == sorted(splits.y_train.tolist())
+    # crops are zero-padded shifts of the originals: some augmented image has a black border
+    assert any((x[:, :4].max(axis=(1, 2, 3)) == 0).any() or (x[:, -4:].max(axis=(1, 2, 3))
+               == 0).any() for x in a)
+
+
+def test_evaluation_pipeline_is_ordered_and_unaugmented():
+    splits = data_lib.load("cifar10_sample", max_train_examples=8)
+    ds = data_lib.make_dataset(splits.x_train, splits.y_train, 3, training=False,
+                               augment="crop_flip")
+    got = np.concatenate([xb.numpy() for xb, _ in ds])
+    np.testing.assert_allclose(got, splits.x_train.astype(np.float32) / 255.0)
+    assert isinstance(ds, tf.data.Dataset)

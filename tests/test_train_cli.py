@@ -1,0 +1,130 @@
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from adt_tf.training import NonFiniteLossError, StopOnNonFiniteLoss, TrainConfig, run_training
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST = ["--max_train_examples=64", "--batch_size=32", "--model_width=4", "--eval_examples=32",
+        "--inner_steps=2", "--mc_samples=2", "--verbose=2", "--lr=0.01"]
+
+
+def run_cli(*args, check=True):
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, "-m", "trainers.train", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def history_epochs(workdir):
+    with open(os.path.join(workdir, "history.csv")) as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+def test_cli_trains_saves_reports_and_resumes(tmp_path):
+    workdir = str(tmp_path / "run")
+    out = run_cli(f"--workdir={workdir}", "--epochs=1", *FAST).stdout
+    assert "Report: adt_exp on cifar10_sample (test split, 32 inputs" in out
+    assert "PGD-20 accuracy" in out
+    for name in ("config.json", "classifier.keras", "report.json", "backup", "logs"):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    config = json.load(open(os.path.join(workdir, "config.json")))
+    assert config["method"] == "adt_exp" and config["method_params"]["inner_steps"] == 2
+    assert config["method_params"]["entropy_weight"] == 0.01  # resolved default recorded
+    report = json.load(open(os.path.join(workdir, "report.json")))
+    assert report["num_examples"] == 32 and 0 <= report["pgd20_accuracy"] <= report[
+        "clean_accuracy"] <= 1
+    classifier = keras.saving.load_model(os.path.join(workdir, "classifier.keras"))
+    assert classifier.output_shape == (None, 10)
+    assert os.listdir(os.path.join(workdir, "logs"))  # TensorBoard wrote something
+
+    out = run_cli(f"--workdir={workdir}", "--epochs=2", *FAST).stdout
+    assert "1 of 2 epochs already done" in out
+    assert history_epochs(workdir) == [0, 1]  # epoch 0 was not trained again
+
+    with pytest.raises(AssertionError, match="other settings"):
+        run_cli(f"--workdir={workdir}", "--epochs=2", "--seed=5", *FAST)
+
+
+def test_cli_resumes_after_kill_9(tmp_path):
+    workdir = str(tmp_path / "killed")
+    args = [f"--workdir={workdir}", "--epochs=40", "--max_train_examples=64", "--batch_size=8",
+            "--model_width=4", "--eval_examples=16", "--inner_steps=1", "--mc_samples=1",
+            "--verbose=0", "--lr=0.01"]
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.Popen([sys.executable, "-m", "trainers.train", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    meta = os.path.join(workdir, "backup", "training_metadata.json")
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(meta) and json.load(open(meta)).get("epoch", 0) >= 2:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = json.load(open(meta))["epoch"]
+    assert 2 <= done < 40
+    out = run_cli(*[a.replace("--epochs=40", f"--epochs={done + 1}") for a in args],
+                  "--verbose=2").stdout
+    assert f"{done} of {done + 1} epochs already done" in out
+    assert os.path.exists(os.path.join(workdir, "classifier.keras"))
+    assert json.load(open(meta))["epoch"] == done + 1
+
+
+def test_cli_rejects_bad_input_with_message(tmp_path):
+    proc = run_cli(f"--workdir={tmp_path}/x", "--epsilon=8", check=False)
+    assert proc.returncode == 2
+    assert "epsilon must be in (0, 1], got 8.0; did you mean 8/255?" in proc.stderr
+    assert not os.path.exists(os.path.join(tmp_path, "x", "classifier.keras"))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"epsilon": 8.0}, "did you mean 8/255"),
+    ({"epsilon": 0.0}, r"\(0, 1\]"),
+    ({"method_params": {"entropy_weight": -1.0}}, "entropy_weight must be a finite number >= 0"),
+    ({"method_params": {"inner_steps": 0}}, "inner_steps must be an integer >= 1, got 0"),
+    ({"method_params": {"mc_samples": 0}}, "mc_samples must be an integer >= 1, got 0"),
+    ({"method": "madry"}, "Unknown method 'madry'; known: .*adt_exp"),
+    ({"dataset": "imagenet"}, "Unknown dataset 'imagenet'; known: .*npz:DIR"),
+    ({"model": "vgg"}, "Unknown model 'vgg'; known: .*small_cnn"),
+    ({"dataset": "npz:/nonexistent"}, "does not exist"),
+])
+def test_bad_settings_fail_before_training(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        run_training(TrainConfig(workdir=str(tmp_path / "w"), epochs=1, **kwargs))
+    assert not os.path.exists(os.path.join(tmp_path, "w", "backup"))
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+    y = np.zeros(16, "int32")
+    backup = str(tmp_path / "backup")
+
+    def callbacks():
+        return [StopOnNonFiniteLoss(backup),
+                keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False)]
+
+    model.fit(x, y, batch_size=4, epochs=1, callbacks=callbacks(), verbose=0, shuffle=False)
+    good = [w.copy() for w in model.get_weights()]
+    bad = x.copy()
+    bad[10] = np.nan  # third batch of the next epoch
+    with pytest.raises(NonFiniteLossError, match="epoch 2, step 3"):
+        model.fit(bad, y, batch_size=4, epochs=2, callbacks=callbacks(), verbose=0,
+                  shuffle=False)
+    assert json.load(open(os.path.join(backup, "training_metadata.json")))["epoch"] == 1
+    model.load_weights(os.path.join(backup, "latest.weights.h5"))
+    for a, b in zip(good, model.get_weights()):
+        np.testing.assert_array_equal(a, b)

@@ -1,0 +1,124 @@
+"""adt-train: train a robust classifier with ADT or a baseline, from the command line.
+
+    adt-train --method=adt_exp --dataset=cifar10_sample --model=small_cnn --epochs=5 \
+        --workdir=runs/adt_exp
+
+Writes <workdir>/config.json (the resolved settings), TensorBoard logs, a checkpoint every
+epoch (a rerun with the same workdir resumes where it stopped), <workdir>/classifier.keras,
+and a report (clean and PGD-20 accuracy on the test split) to stdout and report.json.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+
+from absl import app, flags, logging
+
+from adt_tf import data as data_lib
+from adt_tf.methods import METHODS, get_method
+from adt_tf.models import MODELS
+from adt_tf.training import (
+    STRATEGIES,
+    NonFiniteLossError,
+    TrainConfig,
+    format_report,
+    method_param_names,
+    run_training,
+)
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("method", "adt_exp", f"Training method: {', '.join(sorted(METHODS))}.")
+flags.DEFINE_string("dataset", data_lib.SAMPLE,
+                    f"Dataset: {', '.join(data_lib.known_datasets())}.")
+flags.DEFINE_string("data_dir", None, "Where tensorflow-datasets keeps its files.")
+flags.DEFINE_string("model", "small_cnn", f"Classifier: {', '.join(sorted(MODELS))}.")
+flags.DEFINE_integer("model_width", None, "Width of the classifier (its builder's `width`).")
+flags.DEFINE_integer("model_depth", None, "Depth of a wide_resnet (6n + 4).")
+flags.DEFINE_bool("normalize", True, "Normalise inputs by the training set's channel "
+                  "mean/std inside the classifier.")
+flags.DEFINE_integer("epochs", 76, "Training epochs (the reference schedule: 76).")
+flags.DEFINE_integer("batch_size", 64, "Global batch size.")
+flags.DEFINE_float("lr", 0.1, "SGD learning rate.")
+flags.DEFINE_list("lr_decay_epochs", ["75", "90", "100"],
+                  "Epochs at which the learning rate is multiplied by --lr_decay_factor.")
+flags.DEFINE_float("lr_decay_factor", 0.1, "Learning-rate decay factor.")
+flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+flags.DEFINE_float("weight_decay", 2e-4, "SGD weight decay (decoupled, Keras style).")
+flags.DEFINE_float("epsilon", None, "L-inf budget in [0, 1] pixels (default: the dataset's, "
+                   "8/255 for CIFAR).")
+flags.DEFINE_integer("seed", 0, "Seed of initialisation, data order and the method's noise.")
+flags.DEFINE_string("workdir", "runs/adt", "Output folder; rerunning resumes the run there.")
+flags.DEFINE_integer("max_train_examples", None, "Use only the first N training examples.")
+flags.DEFINE_integer("eval_examples", None, "Test inputs of the final report (default: all).")
+flags.DEFINE_bool("jit_compile", False, "Compile train steps with XLA.")
+flags.DEFINE_enum("strategy", "default", list(STRATEGIES), "Distribution strategy.")
+flags.DEFINE_integer("verbose", 1, "Keras verbosity: 0 silent, 1 progress bar, 2 one line.")
+
+# Method hyperparameters: a flag named like a constructor argument of the selected method
+# class is passed to it; None means "the method's own default".
+flags.DEFINE_float("entropy_weight", None, "ADT: entropy weight lambda (adt_exp: 0.01).")
+flags.DEFINE_integer("inner_steps", None, "ADT_EXP: inner ascent steps T (7).")
+flags.DEFINE_integer("mc_samples", None, "ADT_EXP: Monte Carlo samples k per step (5).")
+flags.DEFINE_float("inner_lr", None, "ADT_EXP: inner Adam learning rate (0.3).")
+
+
+def method_params_from_flags(method: str) -> dict:
+    """The selected method's constructor arguments, from flags or the method's defaults."""
+    signature = inspect.signature(get_method(method).__init__).parameters
+    params = {}
+    for name in method_param_names(method):
+        value = FLAGS[name].value if name in FLAGS else None
+        if value is None:
+            default = signature[name].default
+            if default is inspect.Parameter.empty:
+                raise ValueError(f"method {method!r} needs --{name}.")
+            value = default
+        params[name] = value
+    return params
+
+
+def config_from_flags() -> TrainConfig:
+    get_method(FLAGS.method)  # unknown method -> ValueError listing the known ones
+    model_params = {}
+    if FLAGS.model_width is not None:
+        model_params["width"] = FLAGS.model_width
+    if FLAGS.model_depth is not None:
+        model_params["depth"] = FLAGS.model_depth
+    try:
+        decay = tuple(int(e) for e in FLAGS.lr_decay_epochs)
+    except ValueError:
+        raise ValueError(
+            f"lr_decay_epochs must be integers, got {FLAGS.lr_decay_epochs}.") from None
+    return TrainConfig(
+        workdir=FLAGS.workdir, method=FLAGS.method, dataset=FLAGS.dataset,
+        data_dir=FLAGS.data_dir, model=FLAGS.model, model_params=model_params,
+        normalize=FLAGS.normalize, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
+        lr=FLAGS.lr, lr_decay_epochs=decay, lr_decay_factor=FLAGS.lr_decay_factor,
+        momentum=FLAGS.momentum, weight_decay=FLAGS.weight_decay, epsilon=FLAGS.epsilon,
+        method_params=method_params_from_flags(FLAGS.method), seed=FLAGS.seed,
+        max_train_examples=FLAGS.max_train_examples, eval_examples=FLAGS.eval_examples,
+        jit_compile=FLAGS.jit_compile, strategy=FLAGS.strategy, verbose=FLAGS.verbose)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    try:
+        config = config_from_flags()
+        report = run_training(config)
+    except (ValueError, NonFiniteLossError) as err:
+        logging.error("%s", err)
+        print(f"adt-train: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(format_report(report))
+
+
+def run():
+    """Console-script entry point (`adt-train`)."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
