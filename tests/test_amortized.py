@@ -167,20 +167,20 @@ def test_fit_lowers_the_loss_and_reports_the_metrics(cls, kwargs):
     trainer = make_trainer(cls, kwargs)
     trainer.compile(optimizer=keras.optimizers.Adam(1e-2), loss=ce_loss(),
                     metrics=["accuracy"])
-    x, y = make_tiny_images(64)
+    x, y = make_tiny_images(32)
     history = trainer.fit(x, y, batch_size=16, epochs=4, verbose=0).history
     assert {"loss", "accuracy", "entropy", "generator_objective"} <= set(history)
     assert history["loss"][-1] < history["loss"][0] - 0.02
     assert all(np.isfinite(v).all() for v in history.values())
     # The generator trained too (its optimizer stepped once per batch).
-    assert int(trainer.generator_optimizer.iterations.numpy()) == 16
+    assert int(trainer.generator_optimizer.iterations.numpy()) == 8
 
 
 @pytest.mark.parametrize("cls,kwargs", METHOD_KWARGS)
 def test_trains_under_xla(cls, kwargs):
-    trainer = make_trainer(cls, kwargs)
+    trainer = make_trainer(cls, kwargs, generator_blocks=0)  # XLA compiles slowly on CPU
     trainer.compile(optimizer="sgd", loss=ce_loss(), jit_compile=True)
-    x, y = make_tiny_images(16)
+    x, y = make_tiny_images(8)
     before = snapshot(trainer.generator.trainable_variables)
     history = trainer.fit(x, y, batch_size=8, epochs=1, verbose=0).history
     assert np.isfinite(history["loss"][-1]) and np.isfinite(history["entropy"][-1])
@@ -219,7 +219,8 @@ def test_checkpoint_round_trip_resumes_exactly(cls, kwargs, tmp_path):
         return trainer
 
     trained = fresh()
-    trained.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    for start in (0, 16):
+        trained.train_on_batch(x[start:start + 16], y[start:start + 16])
     path = str(tmp_path / "ckpt.weights.h5")
     trained.save_weights(path)
     keras.utils.set_random_seed(123)  # the restored trainer starts from other weights
@@ -251,7 +252,8 @@ def test_whole_trainer_and_lone_networks_round_trip_through_keras_saving(tmp_pat
     trainer = make_trainer(ADTImpAM, {"z_dim": 8, "encoder_width": 4})
     trainer.compile(optimizer="sgd", loss=ce_loss(), metrics=["accuracy"])
     x, y = make_tiny_images(16)
-    trainer.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    for start in (0, 8):
+        trainer.train_on_batch(x[start:start + 8], y[start:start + 8])
     path = str(tmp_path / "trainer.keras")
     trainer.save(path)
     again = keras.saving.load_model(path)
@@ -317,3 +319,36 @@ def test_bad_arguments_are_rejected(kwargs, message):
 def test_input_sizes_not_divisible_by_4_are_rejected(cls, kwargs):
     with pytest.raises(ValueError, match=r"divisible by 4.*\(18, 18, 3\)"):
         make_trainer(cls, kwargs, input_shape=(18, 18, 3))
+
+
+# ---------------------------------------------------------------------------- adt-train
+def test_cli_flags_reach_the_constructor():
+    from trainers import train
+
+    argv = ["adt-train", "--method=adt_imp_am", "--generator_width=4", "--generator_blocks=2",
+            "--generator_lr=1e-3", "--generator_decay_steps=100", "--z_dim=8", "--tau=0.5",
+            "--encoder_lr=3e-4", "--encoder_width=2"]
+    train.FLAGS(argv)
+    try:
+        params = train.method_params_from_flags("adt_imp_am")
+    finally:
+        train.FLAGS.unparse_flags()
+    assert params == {"entropy_weight": 1.0, "generator_width": 4, "generator_blocks": 2,
+                      "generator_lr": 1e-3, "generator_decay_steps": 100, "z_dim": 8,
+                      "tau": 0.5, "encoder_lr": 3e-4, "encoder_width": 2}
+
+
+@pytest.mark.slow
+def test_training_run_saves_the_adversary_networks(tmp_path):
+    from adt_tf.training import TrainConfig, run_training
+
+    workdir = str(tmp_path / "run")
+    report = run_training(TrainConfig(
+        workdir=workdir, method="adt_imp_am", model_params={"width": 4}, epochs=1,
+        batch_size=16, max_train_examples=32, eval_examples=16, lr=0.01, verbose=0,
+        method_params={"generator_width": 4, "generator_blocks": 1, "z_dim": 8,
+                       "encoder_width": 4}))
+    assert 0 <= report["clean_accuracy"] <= 1
+    generator = keras.saving.load_model(f"{workdir}/generator.keras")
+    encoder = keras.saving.load_model(f"{workdir}/encoder.keras")
+    assert generator.z_dim == 8 and encoder.z_dim == 8 and generator.image_shape == (32, 32, 3)

@@ -84,6 +84,9 @@ class ADTImpAM(AmortizedAdversarialTrainer):
         self.encoder = EntropyEncoder(self.image_shape, z_dim=self.z_dim,
                                       width=self.encoder_width, name="encoder")
 
+    def adversary_networks(self):
+        return {"generator": self.generator, "encoder": self.encoder}
+
     def compile(self, *args, encoder_optimizer=None, **kwargs):
         """As `AmortizedAdversarialTrainer.compile`, plus the encoder's Adam(encoder_lr)
         (or `encoder_optimizer`)."""

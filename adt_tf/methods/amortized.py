@@ -138,6 +138,11 @@ class AmortizedAdversarialTrainer(AdversarialTrainer):
         """(optimizer, trainable variables) of each network that ascends the objective."""
         return [(self.generator_optimizer, self.generator.trainable_variables)]
 
+    def adversary_networks(self) -> dict[str, keras.Model]:
+        """The adversary's networks by name ("generator", and "encoder" for IMP-AM); each can
+        be saved on its own with `network.save(path)`."""
+        return {"generator": self.generator}
+
     # ------------------------------------------------------------------ optimizers
     def generator_learning_rate(self):
         """The generator's learning rate: a float, or a linear decay to 0 (a schedule)."""
