@@ -286,17 +286,6 @@ class AmortizedAdversarialTrainer(AdversarialTrainer):
     # ------------------------------------------------------------------ checkpoints
     # Keras's save_weights stores a layer's own variables but not its SeedGenerator's state;
     # store that too, so that a restored trainer draws the same noise as the original would.
-    _SEED_KEY = "seed_generator_state"
-
-    def save_own_variables(self, store):
-        super().save_own_variables(store)
-        store[self._SEED_KEY] = self.seed_generator.state.numpy()
-
-    def load_own_variables(self, store):
-        own = {key: store[key] for key in store.keys() if key != self._SEED_KEY}
-        super().load_own_variables(own)
-        if self._SEED_KEY in store.keys():
-            self.seed_generator.state.assign(store[self._SEED_KEY])
 
     # ------------------------------------------------------------------ config
     def get_config(self):
