@@ -127,6 +127,8 @@ def rest_predict(url: str, body: dict[str, Any], timeout: float = 30.0) -> dict[
         raise RuntimeError(f"{url} answered HTTP {err.code}: {detail}") from err
     except urllib.error.URLError as err:
         raise RuntimeError(f"Could not reach {url}: {err.reason}") from err
+    except OSError as err:  # a timeout or a dropped connection while waiting for the answer
+        raise RuntimeError(f"No answer from {url} ({type(err).__name__}: {err}).") from err
 
 
 # -- gRPC -------------------------------------------------------------------------------

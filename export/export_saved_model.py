@@ -19,6 +19,8 @@ import sys
 
 from absl import app, flags, logging
 
+from export.verify import VerificationError  # light: NumPy only
+
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("model", None, "A .keras classifier or a training workdir (holding "
@@ -51,8 +53,6 @@ def default_model_name(model_path: str) -> str:
 def export_from_flags() -> tuple[str, dict]:
     from export import exporter, sources
 
-    if not FLAGS.model:
-        raise ValueError("--model is required: a .keras classifier or a training workdir.")
     source = sources.load_source(FLAGS.model)
     dataset = FLAGS.dataset or source.dataset
     data_dir = (source.config or {}).get("data_dir")
@@ -70,19 +70,28 @@ def export_from_flags() -> tuple[str, dict]:
         return path, json.load(f)
 
 
+def _fail(err: Exception):
+    logging.error("%s", err)
+    print(f"adt-export: error: {err}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not FLAGS["verbosity"].present:  # TensorFlow's INFO lines drown the report
         logging.set_verbosity(logging.WARNING)
-    from export.verify import VerificationError
-
     try:
+        # Checked before TensorFlow is imported, so a typo costs no start-up time.
+        if not FLAGS.model:
+            raise ValueError("--model is required: a .keras classifier or a training workdir.")
+        if not os.path.exists(FLAGS.model):
+            raise ValueError(f"{FLAGS.model} does not exist; --model must be a .keras "
+                             "classifier or a training workdir holding classifier.keras.")
         path, card = export_from_flags()
     except (ValueError, FileExistsError, VerificationError) as err:
-        logging.error("%s", err)
-        print(f"adt-export: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        _fail(err)  # on a VerificationError, no version folder was published
+
     print(f"Exported {card['model_name']} version {card['version']} to {path}")
     check = card.get("verification")
     if check:

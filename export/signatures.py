@@ -23,11 +23,14 @@ Validation: `serving_default` and `predict` both check, inside the graph with
 a failed check is an `InvalidArgumentError` (HTTP 400 / gRPC INVALID_ARGUMENT from TF Serving)
 whose message names what was expected and what was received. The price is two reductions over
 the batch, negligible next to the network. The check catches the most common production
-mistake, 8-bit pixels sent as 0..255, which would otherwise yield confident garbage. The one
-difference between the two: `serving_default` declares its shape [-1, H, W, C] in the model's
-metadata (what `saved_model_cli` and TF Serving's metadata endpoint show), so a Python caller
-with a wrong shape is stopped by TensorFlow's signature check before the graph runs;
-`predict` declares an unknown shape and always reports through the in-graph check.
+mistake, 8-bit pixels sent as 0..255, which would otherwise yield confident garbage. The shape
+check is needed in `serving_default` too: neither a signature loaded with
+`tf.saved_model.load` nor TF Serving enforces the declared input shape, so without it a wrong
+shape would fail somewhere inside the network with an obscure message. The one difference
+between the two: `serving_default` declares its shape [-1, H, W, C] in the model's metadata
+(what `saved_model_cli` and TF Serving's metadata endpoint show clients), `predict` declares
+an unknown shape, for clients that check requests against the metadata before sending them
+and would otherwise never see the server's explanation.
 """
 
 from __future__ import annotations
