@@ -408,25 +408,31 @@ def test_real_images_fall_back_to_the_bundled_sample():
     assert images.shape == (3, 28, 28, 1) and origin.startswith("cifar10_sample")
 
 
-@pytest.mark.slow
-def test_cli_exports_a_workdir_verified_in_a_fresh_process(trained, tmp_path):
-    """End to end: three fresh interpreters (the CLI, the verification, saved_model_cli)."""
+@pytest.mark.parametrize("verified", [
+    False, pytest.param(True, marks=pytest.mark.slow)])
+def test_cli_exports_a_workdir(trained, tmp_path, verified):
+    """End to end; verified: three fresh interpreters (CLI, verification, saved_model_cli)."""
     workdir, config = _workdir(tmp_path, trained[0])
     base = str(tmp_path / "exports")
-    proc = run_cli(f"--model={workdir}", f"--export_dir={base}")
+    proc = run_cli(f"--model={workdir}", f"--export_dir={base}", "--version=3",
+                   *([] if verified else ["--noverify"]))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Exported adt_run version 1" in proc.stdout
-    assert "verified in a fresh process" in proc.stdout and "saved_model_cli" in proc.stdout
-    card = json.load(open(os.path.join(base, "adt_run", "1", "model_card.json")))
+    assert "Exported adt_run version 3" in proc.stdout
+    assert ("verified in a fresh process" in proc.stdout) == verified
+    card = json.load(open(os.path.join(base, "adt_run", "3", "model_card.json")))
     assert card["dataset"] == "cifar10_sample" and card["method"] == "adt_exp"
     assert card["epsilon"] == pytest.approx(8 / 255)
     assert card["clean_accuracy"] == 0.25 and card["robust_accuracy"] == 0.125
     assert card["training_config"] == config
     assert card["class_names"] == list(CIFAR10_CLASSES)
     assert card["warmup_and_verification_images"] == "cifar10_sample test split"
-    check = card["verification"]
-    assert check["max_abs_diff"] <= 1e-5 and check["saved_model_cli"] == "ok"
-    assert sorted(check["signatures"]) == ["predict", "serving_bytes", "serving_default"]
+    assert os.path.exists(os.path.join(base, "models.config"))
+    if verified:
+        check = card["verification"]
+        assert check["max_abs_diff"] <= 1e-5 and check["saved_model_cli"] == "ok"
+        assert sorted(check["signatures"]) == ["predict", "serving_bytes", "serving_default"]
+    else:
+        assert "verification" not in card
 
 
 def test_cli_errors_are_clear(tmp_path):
