@@ -441,3 +441,13 @@ def test_cli_errors_are_clear(tmp_path):
     assert "adt-export: error:" in proc.stderr and "missing does not exist" in proc.stderr
     proc = run_cli(f"--export_dir={tmp_path}")
     assert proc.returncode == 2 and "--model is required" in proc.stderr
+
+
+def test_export_of_a_classifier_built_under_mirrored_strategy(two_device_strategy, tmp_path):
+    x, _ = make_tiny_images(4)
+    with two_device_strategy.scope():
+        classifier = tiny_classifier()
+    path = export_classifier(classifier, str(tmp_path), NAME, images=x, verify_export=False)
+    out = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(x))
+    assert np.max(np.abs(out["probabilities"].numpy()
+                         - keras_probabilities(classifier, x))) <= 1e-5
