@@ -352,3 +352,55 @@ def test_training_run_saves_the_adversary_networks(tmp_path):
     generator = keras.saving.load_model(f"{workdir}/generator.keras")
     encoder = keras.saving.load_model(f"{workdir}/encoder.keras")
     assert generator.z_dim == 8 and encoder.z_dim == 8 and generator.image_shape == (32, 32, 3)
+
+
+@pytest.mark.parametrize("cls,kwargs", METHOD_KWARGS)
+def test_trades_outer_loss_joint_step_matches_two_tapes(cls, kwargs):
+    """ADT with the TRADES loss (paper Sec. 5.4): theta descends CE(f(x)) + beta KL(f(x) ||
+    f(x_adv)); the adversary ascends beta KL + R through the same gradient reversal."""
+    from adt_tf.losses import kl_divergence
+
+    lr_c, lr_g, beta = 0.05, 0.02, 2.0
+    extra = {"tau": 0.0} if cls is ADTImpAM else {}
+    trainer = make_trainer(cls, dict(kwargs, **extra), outer_loss="trades", trades_beta=beta)
+    compile_kw = {"generator_optimizer": keras.optimizers.SGD(lr_g)}
+    if cls is ADTImpAM:
+        compile_kw["encoder_optimizer"] = keras.optimizers.SGD(lr_g)
+    trainer.compile(optimizer=keras.optimizers.SGD(lr_c), loss=ce_loss(), **compile_kw)
+    x, y = (tf.constant(a) for a in make_tiny_images(16))
+    seed = tf.constant([7, 8])
+    classifier = trainer.classifier
+    classifier_vars = classifier.trainable_variables
+    adversary_vars = [v for net in adversary_networks(trainer) for v in net.trainable_variables]
+    before_c, before_a = snapshot(classifier_vars), snapshot(adversary_vars)
+
+    features = trainer.generator_inputs(x, y)
+    with tf.GradientTape() as tape:
+        sample = trainer.sample_adversary(x, features, seed, training=True)
+        clean = classifier(x, training=True)
+        adv_objective = beta * tf.reduce_mean(kl_divergence(clean, classifier(
+            sample.x_adv, training=True))) + sample.regularizer
+    grads_a = tape.gradient(adv_objective, adversary_vars)
+    x_adv = tf.stop_gradient(sample.x_adv)
+    with tf.GradientTape() as tape:
+        clean = classifier(x, training=True)
+        loss = mean_ce(clean, y) + beta * tf.reduce_mean(
+            kl_divergence(clean, classifier(x_adv, training=True)))
+    grads_c = tape.gradient(loss, classifier_vars)
+
+    result = trainer.joint_step(x, y, seed=seed)
+    np.testing.assert_allclose(result.loss, loss, rtol=1e-5)
+    for v, old, g in zip(classifier_vars, before_c, grads_c):
+        np.testing.assert_allclose(v.numpy(), old - lr_c * g.numpy(), rtol=1e-4, atol=1e-6)
+    assert any(np.abs(g.numpy()).max() > 0 for g in grads_a)
+    for v, old, g in zip(adversary_vars, before_a, grads_a):
+        np.testing.assert_allclose(v.numpy(), old + lr_g * g.numpy(), rtol=1e-4, atol=1e-6)
+    assert trainer.get_config()["outer_loss"] == "trades"
+    assert cls.from_config(trainer.get_config()).trades_beta == beta
+
+
+def test_unknown_outer_loss_is_rejected():
+    with pytest.raises(ValueError, match="Unknown outer loss 'hinge'; known: ce, trades"):
+        make_trainer(ADTExpAM, {}, outer_loss="hinge")
+    with pytest.raises(ValueError, match="trades_beta must be a finite number >= 0, got -1"):
+        make_trainer(ADTImpAM, {"z_dim": 8}, trades_beta=-1)

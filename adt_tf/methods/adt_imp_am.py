@@ -64,7 +64,8 @@ class ADTImpAM(AmortizedAdversarialTrainer):
 
     def __init__(self, classifier, epsilon=8 / 255, entropy_weight=1.0, generator_width=16,
                  generator_blocks=3, generator_lr=2e-4, generator_decay_steps=0, z_dim=64,
-                 tau=0.9, encoder_lr=2e-4, encoder_width=16, seed=None, **kwargs):
+                 tau=0.9, encoder_lr=2e-4, encoder_width=16, outer_loss="ce", trades_beta=6.0,
+                 seed=None, **kwargs):
         self.z_dim = validation.check_positive_int(z_dim, "z_dim")
         self.tau = validation.check_non_negative(tau, "tau")
         self.encoder_lr = validation.check_positive(encoder_lr, "encoder_lr")
@@ -72,7 +73,8 @@ class ADTImpAM(AmortizedAdversarialTrainer):
         super().__init__(classifier, epsilon=epsilon, entropy_weight=entropy_weight,
                          generator_width=generator_width, generator_blocks=generator_blocks,
                          generator_lr=generator_lr,
-                         generator_decay_steps=generator_decay_steps, seed=seed, **kwargs)
+                         generator_decay_steps=generator_decay_steps, outer_loss=outer_loss,
+                         trades_beta=trades_beta, seed=seed, **kwargs)
         self.encoder_optimizer = None
 
     adversary_optimizer_names = ("generator_optimizer", "encoder_optimizer")

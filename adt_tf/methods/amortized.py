@@ -15,6 +15,7 @@ import tensorflow as tf
 from adt_tf import validation
 from adt_tf.attacks.common import loss_and_grad, per_example_ce
 from adt_tf.generators import check_image_shape
+from adt_tf.losses import check_outer_loss, trades_outer_loss
 from adt_tf.methods.base import AdversarialTrainer, replicas_in_sync, unscale_loss
 
 
@@ -83,6 +84,10 @@ class AmortizedAdversarialTrainer(AdversarialTrainer):
         generator_lr: the generator Adam's initial learning rate (2e-4).
         generator_decay_steps: if > 0, the learning rate decays linearly to 0 over that many
             steps (set it to epochs * steps_per_epoch); 0 keeps it constant.
+        outer_loss: 'ce' or 'trades' (ADT with the TRADES loss, paper Sec. 5.4): L becomes
+            CE(f(x), y) + trades_beta * KL(f(x) || f(x_adv)), which the classifier descends and
+            whose x_adv-gradient (the beta * KL part) the generator ascends with its entropy.
+        trades_beta: beta >= 0 of the TRADES loss (6.0).
         seed: integer seed of the method's randomness.
 
     Mathematical details:
@@ -111,9 +116,12 @@ class AmortizedAdversarialTrainer(AdversarialTrainer):
     generator_beta1 = 0.5
 
     def __init__(self, classifier, epsilon=8 / 255, entropy_weight=0.01, generator_width=16,
-                 generator_blocks=3, generator_lr=2e-4, generator_decay_steps=0, seed=None,
-                 **kwargs):
+                 generator_blocks=3, generator_lr=2e-4, generator_decay_steps=0,
+                 outer_loss="ce", trades_beta=6.0, seed=None, **kwargs):
         super().__init__(classifier, epsilon=epsilon, seed=seed, **kwargs)
+        # Stored under another name: `outer_loss` is the trainer's hook method.
+        self.outer_loss_name = check_outer_loss(outer_loss)
+        self.trades_beta = validation.check_non_negative(trades_beta, "trades_beta")
         self.entropy_weight = validation.check_non_negative(entropy_weight, "entropy_weight")
         self.generator_width = validation.check_positive_int(generator_width, "generator_width")
         self.generator_blocks = validation.check_positive_int(
@@ -216,6 +224,11 @@ class AmortizedAdversarialTrainer(AdversarialTrainer):
         sample = self.sample_adversary(x, self.generator_inputs(x, y), seed, training=False)
         return tf.stop_gradient(sample.x_adv), {"entropy": sample.entropy}
 
+    def outer_loss(self, x, x_train, y, sample_weight):
+        if self.outer_loss_name == "trades":
+            return trades_outer_loss(self, x, x_train, y, sample_weight, self.trades_beta)
+        return super().outer_loss(x, x_train, y, sample_weight)
+
     # ------------------------------------------------------------------ the joint step
     def _classifier_pass(self, x, x_adv, y, sample_weight, update_classifier):
         """Loss, logits, classifier gradients and dL/dx_adv in one backward pass."""
@@ -283,10 +296,6 @@ class AmortizedAdversarialTrainer(AdversarialTrainer):
             tracker.update_state(values[tracker.name])
         return self.compute_metrics(result.x_adv, y, result.y_pred, sample_weight=sample_weight)
 
-    # ------------------------------------------------------------------ checkpoints
-    # Keras's save_weights stores a layer's own variables but not its SeedGenerator's state;
-    # store that too, so that a restored trainer draws the same noise as the original would.
-
     # ------------------------------------------------------------------ config
     def get_config(self):
         config = super().get_config()
@@ -296,5 +305,7 @@ class AmortizedAdversarialTrainer(AdversarialTrainer):
             "generator_blocks": self.generator_blocks,
             "generator_lr": self.generator_lr,
             "generator_decay_steps": self.generator_decay_steps,
+            "outer_loss": self.outer_loss_name,
+            "trades_beta": self.trades_beta,
         })
         return config
