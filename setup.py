@@ -21,6 +21,7 @@ setup(
         "tensorboard>=2.16",  # tf.summary for the TensorBoard callback
         "keras-tuner>=1.4",
         "absl-py>=1.0",
+        "matplotlib",  # adt-tune's plot of robust accuracy and entropy against lambda
         "numpy",
     ],
     extras_require={
@@ -30,6 +31,7 @@ setup(
     entry_points={
         "console_scripts": [
             "adt-train=trainers.train:run",
+            "adt-tune=trainers.tune_lambda:run",
         ],
     },
 )
