@@ -43,7 +43,6 @@ import tensorflow as tf
 from adt_tf import data as data_lib
 from adt_tf import validation
 from adt_tf.attacks import pgd
-from adt_tf.evaluation import correct_under_attack
 from adt_tf.methods import get_method
 from adt_tf.training import TrainConfig, build_trainer
 
@@ -201,19 +200,38 @@ class RobustAccuracyCallback(keras.callbacks.Callback):
         self.batch_size = validation.check_positive_int(batch_size, "batch_size")
         self.seed = int(seed)
 
-    def _attack(self, classifier, x, y):
-        return pgd(classifier, x, y, self.epsilon, steps=self.steps, step_size=self.epsilon / 4,
-                   random_start=True, seed=self.seed)
+    def on_train_begin(self, logs=None):
+        # Traced once per training (not once per epoch): the classifier is fixed during fit.
+        classifier = getattr(self.model, "classifier", self.model)
+
+        def predict(x, y):
+            clean = tf.argmax(classifier(x, training=False), -1, output_type=tf.int32)
+            x_adv = pgd(classifier, x, y, self.epsilon, steps=self.steps,
+                        step_size=self.epsilon / 4, random_start=True, seed=self.seed)
+            adv = tf.argmax(classifier(x_adv, training=False), -1, output_type=tf.int32)
+            return clean, adv
+
+        self._predict = tf.function(predict, reduce_retracing=True)
+
+    def evaluate(self) -> tuple[float, float]:
+        """(clean accuracy, robust accuracy) of the current model on the validation inputs."""
+        if getattr(self, "_predict", None) is None:
+            self.on_train_begin()
+        clean_ok = robust_ok = 0
+        for start in range(0, len(self.x), self.batch_size):
+            x = self.x[start:start + self.batch_size]
+            x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+            y = np.asarray(self.y[start:start + self.batch_size], np.int32)
+            clean, adv = (p.numpy() for p in self._predict(tf.constant(x), tf.constant(y)))
+            clean_ok += int(np.sum(clean == y))
+            robust_ok += int(np.sum((clean == y) & (adv == y)))
+        return clean_ok / len(self.x), robust_ok / len(self.x)
 
     def on_epoch_end(self, epoch, logs=None):
-        classifier = getattr(self.model, "classifier", self.model)
-        clean = correct_under_attack(classifier, self.x, self.y, None,
-                                     batch_size=self.batch_size, verbose=False)
-        robust = correct_under_attack(classifier, self.x, self.y, self._attack,
-                                      batch_size=self.batch_size, verbose=False)
+        clean, robust = self.evaluate()
         if logs is not None:
-            logs[CLEAN_NAME] = float(clean.mean())
-            logs[OBJECTIVE_NAME] = float((clean & robust).mean())
+            logs[CLEAN_NAME] = clean
+            logs[OBJECTIVE_NAME] = robust
 
 
 class FailOnNonFiniteLoss(keras.callbacks.Callback):

@@ -41,20 +41,25 @@ def trial_rows(oracle: kt.Oracle) -> list[dict[str, Any]]:
 
     Each row holds `trial_id`, `status`, the hyperparameter values (keras-tuner's own
     `tuner/...` bookkeeping left out), the validation clean and robust accuracy and the mean
-    entropy of the best epoch (None where a trial has no such value), and `best_epoch`
-    (counted from 1).
+    entropy of the best epoch (None where a trial has no such value), `best_epoch` (counted
+    from 1) and, for hyperband, `epochs` (the trial's budget).
     """
     order = [t for t in getattr(oracle, "start_order", []) if t in oracle.trials]
     order += [t for t in oracle.trials if t not in order]
     rows = []
     for trial_id in order:
         trial = oracle.trials[trial_id]
+        values = trial.hyperparameters.values
         row: dict[str, Any] = {"trial_id": trial_id, "status": str(trial.status)}
-        row.update({k: v for k, v in trial.hyperparameters.values.items()
-                    if not k.startswith("tuner/")})
+        row.update({k: v for k, v in values.items() if not k.startswith("tuner/")})
+        if "tuner/epochs" in values:  # hyperband: the epoch budget of this trial
+            row["epochs"] = int(values["tuner/epochs"])
         for name in METRIC_COLUMNS:
             row[name] = _metric(trial, name)
-        row["best_epoch"] = None if trial.best_step is None else int(trial.best_step) + 1
+        # best_step counts the epochs of this fit; a hyperband trial may go on from the
+        # weights of an earlier one, at epoch tuner/initial_epoch.
+        start = int(values.get("tuner/initial_epoch", 0))
+        row["best_epoch"] = None if trial.best_step is None else start + int(trial.best_step) + 1
         rows.append(row)
     return rows
 

@@ -186,9 +186,9 @@ def test_cli_search_writes_table_plot_best_and_resumes_without_retraining(tmp_pa
     np.savez(data_dir / "train.npz", x=x[:160], y=y[:160])
     np.savez(data_dir / "test.npz", x=x[160:], y=y[160:])
     args = [f"--dataset=npz:{data_dir}", "--method=adt_exp", "--tuner=grid",
-            "--lambda_values=1,0", "--max_trials=3", "--epochs=1", "--val_examples=64", "--val_pgd_steps=2",
-            "--epsilon=0.03", "--model_width=4", "--batch_size=8", "--lr=0.05",
-            "--inner_steps=2", "--mc_samples=1", "--verbose=0",
+            "--lambda_values=1,0", "--max_trials=3", "--epochs=1", "--val_examples=64",
+            "--val_pgd_steps=2", "--epsilon=0.03", "--model_width=4", "--batch_size=8",
+            "--lr=0.05", "--inner_steps=2", "--mc_samples=1", "--verbose=0",
             f"--directory={tmp_path}/tune", "--project_name=lam"]
     out = run_cli(*args).stdout
     project = tmp_path / "tune" / "lam"
