@@ -183,6 +183,16 @@ class RobustAccuracyCallback(keras.callbacks.Callback):
     `model.classifier` (the bare classifier of a method; the model itself otherwise). Put it
     before the callbacks that read these logs (keras-tuner's, History).
 
+    Mathematical details:
+        A_rob = (1/N) sum_i 1[f(x_i) = y_i and f(PGD_k(x_i)) = y_i], with PGD_k the
+        per-example best of k steps x <- Proj_{B(x_i, eps) cap [0,1]}(x + eps/4 sign grad L)
+        from a uniform random start (`adt_tf.attacks.pgd`). A search maximises A_rob of the
+        best epoch of each trial: lambda* = argmax_lambda A_rob(theta_lambda).
+
+    Example:
+        >>> scorer = RobustAccuracyCallback(x_val, y_val, epsilon=8 / 255, steps=10)
+        >>> trainer.fit(train_ds, epochs=5, callbacks=[scorer])  # logs val_robust_accuracy
+
     Args:
         x, y: validation images (uint8 or float in [0, 1]) and labels.
         epsilon: the L-inf budget.
