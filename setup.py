@@ -22,6 +22,10 @@ setup(
         "keras-tuner>=1.4",
         "absl-py>=1.0",
         "matplotlib",  # adt-tune's plot of robust accuracy and entropy against lambda
+        # SavedModel export: PredictionLog warm-up records, ModelServerConfig, gRPC client.
+        # Its version follows TensorFlow's (2.21 needs tensorflow 2.21).
+        "tensorflow-serving-api>=2.16",
+        "grpcio",
         "numpy",
     ],
     extras_require={
@@ -32,6 +36,7 @@ setup(
         "console_scripts": [
             "adt-train=trainers.train:run",
             "adt-tune=trainers.tune_lambda:run",
+            "adt-export=export.export_saved_model:run",
         ],
     },
 )
