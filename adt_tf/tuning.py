@@ -44,7 +44,7 @@ from adt_tf import data as data_lib
 from adt_tf import validation
 from adt_tf.attacks import pgd
 from adt_tf.methods import get_method
-from adt_tf.training import TrainConfig, build_trainer
+from adt_tf.training import TrainConfig, _probe_classifier, build_trainer
 
 OBJECTIVE_NAME = "val_robust_accuracy"
 CLEAN_NAME = "val_clean_accuracy"
@@ -291,9 +291,8 @@ class MethodHyperModel(kt.HyperModel):
         self.execution = 0  # set by the tuner before each execution of a trial
         self.fixed_params = {k: v for k, v in config.method_params.items()
                              if k not in self.knobs}
-        # The fixed arguments fail here, not in the first trial.
-        get_method(config.method)(keras.Sequential([keras.layers.Dense(2)]), epsilon=epsilon,
-                                  **self.fixed_params)
+        # The fixed arguments fail here, not in the first trial (the probe is adt-train's).
+        get_method(config.method)(_probe_classifier(), epsilon=epsilon, **self.fixed_params)
 
     def declare_hyperparameters(self, hp: kt.HyperParameters) -> None:
         self.searched_params(hp)

@@ -107,6 +107,25 @@ def test_hypermodel_builds_the_method_with_searched_and_fixed_values():
     assert len(hypermodel.splits.x_test) == 64
 
 
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_registered_method_builds_with_its_searched_values(method):
+    import keras_tuner as kt
+
+    args = inspect.signature(METHODS[method].__init__).parameters
+    small = {k: 4 for k in ("generator_width", "encoder_width") if k in args}
+    config = tiny_config(method=method, method_params=small)
+    primary, optional = tuning.searchable_knobs(method)
+    hypermodel = tuning.MethodHyperModel(config, tiny_splits(), val_examples=8,
+                                         tune=optional)
+    hp = kt.HyperParameters()
+    hypermodel.declare_hyperparameters(hp)
+    assert set(hp.values) == set(primary + optional)
+    trainer = hypermodel.build(hp)
+    assert isinstance(trainer, METHODS[method])
+    for name, value in hp.values.items():
+        assert trainer.get_config()[name] == value, name
+
+
 def test_robust_accuracy_callback_sets_the_objective():
     x, y = make_tiny_images(32, 16)
     classifier = tiny_classifier()
