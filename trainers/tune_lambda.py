@@ -61,6 +61,9 @@ flags.DEFINE_integer("retrain_epochs", 76, "Epochs of the retraining (the refere
 
 # Settings that may change when a search is resumed.
 RESUMABLE_CHANGES = ("max_trials", "verbose")
+# adt-train settings that do not change what a trial computes (the machine, the output, the
+# retraining's test report).
+TRAIN_SETTINGS_NOT_IN_SEARCH = ("workdir", "verbose", "strategy", "eval_examples")
 
 
 def _project_name(config, tuner: str) -> str:
@@ -116,7 +119,7 @@ def tune(config, *, tuner_kind: str, max_trials: int, executions_per_trial: int,
     project_dir = os.path.join(directory, project_name)
     settings = {
         "train_config": {k: v for k, v in dataclasses.asdict(config).items()
-                         if k not in ("workdir", "verbose")},
+                         if k not in TRAIN_SETTINGS_NOT_IN_SEARCH},
         "tuner": tuner_kind, "max_trials": max_trials,
         "executions_per_trial": executions_per_trial, "val_examples": val_examples,
         "val_pgd_steps": val_pgd_steps, "space": dataclasses.asdict(space),
