@@ -21,6 +21,7 @@ setup(
         "tensorboard>=2.16",  # tf.summary for the TensorBoard callback
         "keras-tuner>=1.4",
         "absl-py>=1.0",
+        "matplotlib",  # adt-tune's plot of robust accuracy and entropy against lambda
         # SavedModel export: PredictionLog warm-up records, ModelServerConfig, gRPC client.
         # Its version follows TensorFlow's (2.21 needs tensorflow 2.21).
         "tensorflow-serving-api>=2.16",
@@ -34,6 +35,7 @@ setup(
     entry_points={
         "console_scripts": [
             "adt-train=trainers.train:run",
+            "adt-tune=trainers.tune_lambda:run",
             "adt-export=export.export_saved_model:run",
         ],
     },
