@@ -335,7 +335,8 @@ def test_cli_flags_reach_the_constructor():
         train.FLAGS.unparse_flags()
     assert params == {"entropy_weight": 1.0, "generator_width": 4, "generator_blocks": 2,
                       "generator_lr": 1e-3, "generator_decay_steps": 100, "z_dim": 8,
-                      "tau": 0.5, "encoder_lr": 3e-4, "encoder_width": 2}
+                      "tau": 0.5, "encoder_lr": 3e-4, "encoder_width": 2, "outer_loss": "ce",
+                      "trades_beta": 6.0}
 
 
 @pytest.mark.slow
