@@ -26,6 +26,7 @@ setup(
         "tensorflow-serving-api>=2.16",
         "grpcio",
         "numpy",
+        "matplotlib>=3.5",  # adt-analyze's pictures (Agg canvas, headless)
     ],
     extras_require={
         "test": ["pytest>=7"],
@@ -35,6 +36,7 @@ setup(
         "console_scripts": [
             "adt-train=trainers.train:run",
             "adt-export=export.export_saved_model:run",
+            "adt-analyze=trainers.analyze:run",
         ],
     },
 )
