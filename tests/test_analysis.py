@@ -328,6 +328,10 @@ def test_several_models_side_by_side_and_a_lambda_table(tmp_path):
     pic = summary["pictures"]["landscape"]
     assert imread(pic["path"]).shape[:2] == (pic["height"], pic["width"])
     assert pic["width"] == 2 * 300  # one column per model
+    tiny_classifier(input_shape=(20, 20, 3)).save(tmp_path / "big.keras")
+    with pytest.raises(ValueError, match=r"takes inputs of shape \(20, 20, 3\)"):
+        run_analyses(AnalysisConfig(models=[str(tmp_path / "big.keras")],
+                                    dataset=f"npz:{data}", out=str(tmp_path / "out3")))
     with pytest.raises(ValueError, match="No lambda known for model"):
         AnalysisConfig(models=models, analyses=("lambda",)).validate()
     with pytest.raises(ValueError, match="Got 1 lambdas for 2 models"):
