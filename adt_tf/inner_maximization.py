@@ -79,18 +79,20 @@ def explicit_inner_maximization(
     beta1: float,
     beta2: float,
     seed: tf.Tensor,
+    loss_fn=None,
 ) -> InnerResult:
-    """Maximises E_p[CE(f(x + delta), y)] + lambda * H(p) over the per-example (mu, v).
+    """Maximises E_p[L(f(x + delta), y)] + lambda * H(p) over the per-example (mu, v).
 
     Mathematical details:
         p(delta) is `ExplicitAdversarialDistribution(mu, v, epsilon)`, mu = v = 0 at the start.
         Each of the T steps draws k reparameterised samples per example (one forward pass of
         k*B inputs, classifier in inference mode), estimates
 
-            J(mu, v) = mean_{k, B} CE(f(clip(x + delta)), y) + lambda * mean_{k, B} (-log p / D)
+            J(mu, v) = mean_{k, B} L(f(clip(x + delta)), y) + lambda * mean_{k, B} (-log p / D)
 
-        and takes one Adam ascent step on (mu, v). Only input-side gradients are taken: the
-        tape watches mu and v alone, so no weight gradient is computed.
+        (L = CE unless `loss_fn` is given) and takes one Adam ascent step on (mu, v). Only
+        input-side gradients are taken: the tape watches mu and v alone, so no weight
+        gradient is computed.
 
     Args:
         classifier: logits model, called with training=False.
@@ -98,6 +100,9 @@ def explicit_inner_maximization(
         epsilon: L-infinity radius. entropy_weight: lambda. steps: T. samples: k.
         lr, beta1, beta2: the inner Adam's settings (ADT: 0.3, 0, 0).
         seed: stateless seed [2]; each step folds in its index.
+        loss_fn: the per-example loss L(logits [k*B, C], labels [k*B]) -> [k*B] that the
+            distribution maximises (None: cross-entropy; ADT with the TRADES loss passes
+            beta * KL(f(x) || f(x + delta)), see `adt_tf.methods.adt_exp`).
 
     Returns:
         An `InnerResult`.
@@ -112,10 +117,13 @@ def explicit_inner_maximization(
             step_seed = tf.random.experimental.stateless_fold_in(seed, t)
             x_adv, nlp = sample_inputs(x, dist, samples, step_seed)
             logits = classifier(x_adv, training=False)
-            ce = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
-                y_rep, tf.cast(logits, tf.float32), from_logits=True))
+            if loss_fn is None:
+                loss = keras.losses.sparse_categorical_crossentropy(
+                    y_rep, tf.cast(logits, tf.float32), from_logits=True)
+            else:
+                loss = loss_fn(logits, y_rep)
             entropy = tf.reduce_mean(tf.cast(nlp, tf.float32))
-            objective = ce + entropy_weight * entropy
+            objective = tf.reduce_mean(tf.cast(loss, tf.float32)) + entropy_weight * entropy
         g_loc, g_raw = tape.gradient(objective, [loc, raw])
         (loc, raw), (m_loc, m_raw), (s_loc, s_raw) = adam_ascent(
             [loc, raw], [g_loc, g_raw], [m_loc, m_raw], [s_loc, s_raw], t + 1, lr, beta1, beta2)

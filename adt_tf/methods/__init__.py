@@ -7,15 +7,27 @@ plus one line here.
 from adt_tf.methods.adt_exp import ADTExp
 from adt_tf.methods.adt_exp_am import ADTExpAM
 from adt_tf.methods.adt_imp_am import ADTImpAM
+from adt_tf.methods.alp import ALP
 from adt_tf.methods.amortized import AmortizedAdversarialTrainer
 from adt_tf.methods.base import AdversarialTrainer
+from adt_tf.methods.fast_at import FastAT
+from adt_tf.methods.feascatter import FeaScatter
+from adt_tf.methods.fgsm_at import FGSMAT
+from adt_tf.methods.pgd_at import PGDAT
 from adt_tf.methods.standard import StandardTraining
+from adt_tf.methods.trades import TRADES
 
 METHODS: dict[str, type[AdversarialTrainer]] = {
     "standard": StandardTraining,
     "adt_exp": ADTExp,
     "adt_exp_am": ADTExpAM,
     "adt_imp_am": ADTImpAM,
+    "pgd_at": PGDAT,
+    "fgsm_at": FGSMAT,
+    "fast_at": FastAT,
+    "alp": ALP,
+    "trades": TRADES,
+    "feascatter": FeaScatter,
 }
 
 
@@ -26,5 +38,6 @@ def get_method(name: str) -> type[AdversarialTrainer]:
     return METHODS[name]
 
 
-__all__ = ["METHODS", "ADTExp", "ADTExpAM", "ADTImpAM", "AdversarialTrainer",
-           "AmortizedAdversarialTrainer", "StandardTraining", "get_method"]
+__all__ = ["ALP", "FGSMAT", "METHODS", "PGDAT", "TRADES", "ADTExp", "ADTExpAM", "ADTImpAM",
+           "AdversarialTrainer", "AmortizedAdversarialTrainer", "FastAT", "FeaScatter",
+           "StandardTraining", "get_method"]

@@ -8,6 +8,7 @@ import tensorflow as tf
 from adt_tf import validation
 from adt_tf.distributions import ExplicitAdversarialDistribution
 from adt_tf.inner_maximization import explicit_inner_maximization, sample_inputs
+from adt_tf.losses import check_outer_loss, kl_divergence, trades_outer_loss
 from adt_tf.methods.base import AdversarialTrainer
 
 
@@ -29,6 +30,13 @@ class ADTExp(AdversarialTrainer):
         the scale the reference code uses and that lambda = 0.01 is calibrated to.
         Outer: CE(f(clip(x + delta)), y) with delta a fresh sample, classifier in training mode.
 
+        With `outer_loss='trades'` (ADT with the TRADES loss, paper Sec. 5.4) L becomes
+        CE(f(x), y) + beta * KL(f(x) || f(x + delta)) in both problems: the inner one
+        maximises E_p[beta * KL(f(x) || f(x + delta))] + lambda H(p) (the clean
+        cross-entropy does not depend on p; f(x) in inference mode, fixed), and the outer
+        one is `adt_tf.losses.trades_outer_loss` (compiled CE on f(x) plus beta times the
+        batch-mean KL, both passes in training mode).
+
     Args:
         classifier: a Keras model returning logits.
         epsilon: L-infinity budget (8/255 for CIFAR).
@@ -37,6 +45,9 @@ class ADTExp(AdversarialTrainer):
         mc_samples: k >= 1 Monte Carlo samples per inner step (5).
         inner_lr: the inner Adam's learning rate (0.3).
         inner_beta1, inner_beta2: the inner Adam's betas (0, 0: a near-sign step).
+        outer_loss: 'ce' (the paper's main setting) or 'trades' (Sec. 5.4).
+        trades_beta: beta >= 0 of the TRADES loss (6.0; the paper reports 1 and 6); unused
+            with 'ce'.
         seed: integer seed of the method's randomness.
 
     Metrics (besides loss and the compiled ones): `entropy` (the mean per-dimension entropy
@@ -57,8 +68,8 @@ class ADTExp(AdversarialTrainer):
     aux_metrics = ("entropy", "inner_objective")
 
     def __init__(self, classifier, epsilon=8 / 255, entropy_weight=0.01, inner_steps=7,
-                 mc_samples=5, inner_lr=0.3, inner_beta1=0.0, inner_beta2=0.0, seed=None,
-                 **kwargs):
+                 mc_samples=5, inner_lr=0.3, inner_beta1=0.0, inner_beta2=0.0,
+                 outer_loss="ce", trades_beta=6.0, seed=None, **kwargs):
         super().__init__(classifier, epsilon=epsilon, seed=seed, **kwargs)
         self.entropy_weight = validation.check_non_negative(entropy_weight, "entropy_weight")
         self.inner_steps = validation.check_positive_int(inner_steps, "inner_steps")
@@ -66,18 +77,40 @@ class ADTExp(AdversarialTrainer):
         self.inner_lr = validation.check_positive(inner_lr, "inner_lr")
         self.inner_beta1 = validation.check_in_range(inner_beta1, "inner_beta1", 0.0, 0.999999)
         self.inner_beta2 = validation.check_in_range(inner_beta2, "inner_beta2", 0.0, 0.999999)
+        # Stored under another name: `outer_loss` is the trainer's hook method.
+        self.outer_loss_name = check_outer_loss(outer_loss)
+        self.trades_beta = validation.check_non_negative(trades_beta, "trades_beta")
+
+    def _inner_loss_fn(self, x):
+        """The inner per-example loss: None (cross-entropy) or beta * KL(f(x) || f(x'))."""
+        if self.outer_loss_name == "ce":
+            return None
+        clean_logits = tf.stop_gradient(self.classifier(x, training=False))
+        tiled = tf.tile(clean_logits, [self.mc_samples, 1])
+        beta = self.trades_beta
+
+        def kl_loss(logits, _labels):
+            return beta * kl_divergence(tiled, logits)
+
+        return kl_loss
 
     def perturb(self, x, y):
         seed = self.next_seed()
         result = explicit_inner_maximization(
             self.classifier, x, y, epsilon=self.epsilon, entropy_weight=self.entropy_weight,
             steps=self.inner_steps, samples=self.mc_samples, lr=self.inner_lr,
-            beta1=self.inner_beta1, beta2=self.inner_beta2, seed=seed)
+            beta1=self.inner_beta1, beta2=self.inner_beta2, seed=seed,
+            loss_fn=self._inner_loss_fn(x))
         # One fresh sample per example feeds the outer update.
         dist = ExplicitAdversarialDistribution(result.loc, result.raw_scale, self.epsilon)
         final_seed = tf.random.experimental.stateless_fold_in(seed, -1)
         x_adv, _ = sample_inputs(x, dist, 1, final_seed)
         return x_adv, {"entropy": result.entropy, "inner_objective": result.objective}
+
+    def outer_loss(self, x, x_train, y, sample_weight):
+        if self.outer_loss_name == "trades":
+            return trades_outer_loss(self, x, x_train, y, sample_weight, self.trades_beta)
+        return super().outer_loss(x, x_train, y, sample_weight)
 
     def get_config(self):
         config = super().get_config()
@@ -88,5 +121,7 @@ class ADTExp(AdversarialTrainer):
             "inner_lr": self.inner_lr,
             "inner_beta1": self.inner_beta1,
             "inner_beta2": self.inner_beta2,
+            "outer_loss": self.outer_loss_name,
+            "trades_beta": self.trades_beta,
         })
         return config

@@ -1,0 +1,197 @@
+"""Method-specific properties of the baselines, and their argument checks."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from adt_tf.attacks.common import per_example_ce
+from adt_tf.losses import kl_divergence, logit_pairing_penalty
+from adt_tf.methods import ALP, FGSMAT, PGDAT, TRADES, ADTExp, FastAT, FeaScatter
+from adt_tf.methods.feascatter import feature_scattering_perturbation
+from adt_tf.methods.trades import trades_perturbation
+from adt_tf.optimal_transport import sinkhorn_distance
+from tests.helpers import ce_loss, make_tiny_images, tiny_classifier
+
+EPS = 8 / 255
+
+
+@pytest.fixture(scope="module")
+def batch():
+    x, y = make_tiny_images(32)
+    return tf.constant(x), tf.constant(y)
+
+
+def compiled(trainer):
+    trainer.compile(optimizer="sgd", loss=ce_loss())
+    return trainer
+
+
+def in_ball(x_adv, x):
+    return tf.reduce_max(tf.abs(x_adv - x)) <= EPS + 1e-6 and tf.reduce_min(x_adv) >= 0
+
+
+def linf(a, b):
+    return float(tf.reduce_max(tf.abs(a - b)))
+
+
+def test_pgd_at_examples_lie_in_the_ball_and_raise_the_loss(batch):
+    x, y = batch
+    trainer = PGDAT(tiny_classifier(), epsilon=EPS, attack_steps=5, seed=0)
+    x_adv, aux = trainer.perturb(x, y)
+    assert aux == {}
+    assert bool(trainer.threat.contains(x_adv, x))
+    assert linf(x_adv, x) > EPS / 2  # it moved
+    clean = per_example_ce(trainer.classifier(x), y)
+    adv = per_example_ce(trainer.classifier(x_adv), y)
+    assert float(tf.reduce_mean(adv)) > float(tf.reduce_mean(clean))
+    assert float(tf.reduce_mean(tf.cast(adv >= clean, tf.float32))) > 0.9
+
+
+def test_fast_at_uses_a_random_start_and_a_step_of_one_and_a_quarter_eps(batch):
+    x, y = batch
+    trainer = FastAT(tiny_classifier(), epsilon=EPS, seed=0)
+    assert trainer.step_size == pytest.approx(1.25 * EPS)
+    first, _ = trainer.perturb(x, y)
+    second, _ = trainer.perturb(x, y)
+    assert bool(trainer.threat.contains(first, x))
+    assert linf(first, second) > 0  # fresh random start each step
+    # The step exceeds eps, so most pixels end on the border of the ball.
+    on_border = tf.abs(tf.abs(first - x) - EPS) < 1e-6
+    interior = tf.logical_and(x > EPS, x < 1 - EPS)
+    share = tf.reduce_mean(tf.cast(tf.boolean_mask(on_border, interior), tf.float32))
+    assert float(share) > 0.5
+
+
+def test_fgsm_at_replaces_the_first_half_by_least_likely_examples(batch):
+    x, y = batch
+    trainer = compiled(FGSMAT(tiny_classifier(), epsilon=EPS, seed=0))
+    x_train, _ = trainer.perturb(x, y)
+    half = x.shape[0] // 2
+    np.testing.assert_array_equal(x_train[half:], x[half:])
+    assert bool(trainer.threat.contains(x_train, x))
+    np.testing.assert_allclose(tf.reduce_max(tf.abs(x_train[:half] - x[:half]), [1, 2, 3]),
+                               EPS, rtol=1e-5)
+    logits = trainer.classifier(x[:half])
+    least = tf.argmin(logits, -1, output_type=tf.int32)
+    before = per_example_ce(logits, least)
+    after = per_example_ce(trainer.classifier(x_train[:half]), least)
+    assert float(tf.reduce_mean(after)) < float(tf.reduce_mean(before))
+
+
+def test_fgsm_at_weighs_clean_and_adversarial_parts_as_kurakin(batch):
+    x, y = batch
+    trainer = compiled(FGSMAT(tiny_classifier(), epsilon=EPS, adv_fraction=0.25,
+                              adv_weight=0.3, seed=0))
+    x_train, _ = trainer.perturb(x, y)
+    loss, _ = trainer.outer_loss(x, x_train, y, None)
+    ce = per_example_ce(trainer.classifier(x_train), y).numpy()
+    m, k = len(ce), round(0.25 * len(ce))
+    expected = (ce[k:].sum() + 0.3 * ce[:k].sum()) / ((m - k) + 0.3 * k)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+
+
+def test_fgsm_at_random_epsilon_stays_within_the_budget(batch):
+    x, y = batch
+    trainer = FGSMAT(tiny_classifier(), epsilon=EPS, adv_fraction=1.0, random_epsilon=True,
+                     seed=0)
+    x_train, _ = trainer.perturb(x, y)
+    sizes = tf.reduce_max(tf.abs(x_train - x), [1, 2, 3]).numpy()
+    assert sizes.max() <= EPS + 1e-6
+    assert len(np.unique(np.round(sizes, 6))) > len(sizes) // 2  # one eps per example
+
+
+def test_alp_penalty_vanishes_when_logits_agree(batch):
+    x, y = batch
+    z = tf.random.stateless_normal([8, 10], seed=[1, 2])
+    np.testing.assert_allclose(logit_pairing_penalty(z, z), 0.0)
+    np.testing.assert_allclose(logit_pairing_penalty(z, z + 1.0), 1.0, rtol=1e-6)
+    # Through the trainer: with x_adv = x the ALP loss is the clean cross-entropy alone.
+    trainer = compiled(ALP(tiny_classifier(), epsilon=EPS, alp_weight=10.0, seed=0))
+    loss, _ = trainer.outer_loss(x, x, y, None)
+    ce = tf.reduce_mean(per_example_ce(trainer(x, training=True), y))
+    np.testing.assert_allclose(float(loss), float(ce), rtol=1e-6)
+    shifted, _ = trainer.outer_loss(x, tf.clip_by_value(x + EPS, 0, 1), y, None)
+    assert float(shifted) != pytest.approx(float(ce))
+
+
+def random_corner(x, seed=(7, 7)):
+    """A random vertex of the ball (a perturbation of the same size as a sign step)."""
+    signs = tf.sign(tf.random.stateless_normal(tf.shape(x), seed=seed))
+    return tf.clip_by_value(x + EPS * signs, 0.0, 1.0)
+
+
+def test_trades_inner_loop_raises_the_kl(batch):
+    x, _ = batch
+    classifier = tiny_classifier()
+    _, kl_at_start = trades_perturbation(classifier, x, EPS, steps=1, seed=5)
+    x_adv, _ = trades_perturbation(classifier, x, EPS, steps=5, step_size=EPS / 4, seed=5)
+    clean = classifier(x)
+    kl_end = tf.reduce_mean(kl_divergence(clean, classifier(x_adv)))
+    kl_corner = tf.reduce_mean(kl_divergence(clean, classifier(random_corner(x))))
+    assert bool(in_ball(x_adv, x))
+    assert float(kl_end) > 10 * float(kl_at_start) > 0
+    # Ascent, not just any move: far above a random vertex of the ball.
+    assert float(kl_end) > 5 * float(kl_corner)
+
+
+def test_feascatter_step_raises_the_transport_distance(batch):
+    x, _ = batch
+    classifier = tiny_classifier()
+    x_adv, at_start = feature_scattering_perturbation(
+        classifier, x, EPS, seed=tf.constant([3, 4]), sinkhorn_tolerance=0.0)
+    clean = classifier(x)
+    after = sinkhorn_distance(clean, classifier(x_adv), tolerance=0.0)
+    corner = sinkhorn_distance(clean, classifier(random_corner(x)), tolerance=0.0)
+    assert bool(in_ball(x_adv, x))
+    assert float(after) > float(at_start) > 0
+    assert float(after) > 2 * float(corner)
+
+
+def test_feascatter_outer_loss_uses_its_label_smoothing(batch):
+    x, y = batch
+    trainer = compiled(FeaScatter(tiny_classifier(), epsilon=EPS, label_smoothing=0.5,
+                                  seed=0))
+    loss, logits = trainer.outer_loss(x, x, y, None)
+    log_p = tf.nn.log_softmax(logits).numpy()
+    onehot = np.eye(10)[y.numpy()]
+    target = 0.5 * onehot + 0.5 / 9 * (1 - onehot)
+    np.testing.assert_allclose(float(loss), -(target * log_p).sum(1).mean(), rtol=1e-5)
+
+
+BAD_INPUTS = [
+    (TRADES, {"trades_beta": -1.0}, -1.0),
+    (ADTExp, {"trades_beta": -0.5}, -0.5),
+    (ADTExp, {"outer_loss": "hinge"}, "hinge"),
+    (PGDAT, {"attack_steps": 0}, 0),
+    (ALP, {"attack_steps": 0}, 0),
+    (TRADES, {"attack_steps": 0}, 0),
+    (FeaScatter, {"attack_steps": 0}, 0),
+    (PGDAT, {"attack_step_size": 0.0}, 0.0),
+    (ALP, {"attack_step_size": -0.01}, -0.01),
+    (TRADES, {"attack_step_size": 0.0}, 0.0),
+    (FastAT, {"attack_step_size": -1.0}, -1.0),
+    (FeaScatter, {"attack_step_size": 0.0}, 0.0),
+    (ALP, {"alp_weight": -2.0}, -2.0),
+    (FGSMAT, {"adv_fraction": 1.5}, 1.5),
+    (FGSMAT, {"adv_weight": -0.3}, -0.3),
+    (FeaScatter, {"label_smoothing": 1.0}, 1.0),
+    (FeaScatter, {"sinkhorn_reg": 0.0}, 0.0),
+    (FeaScatter, {"sinkhorn_iterations": 0}, 0),
+    (PGDAT, {"epsilon": 8.0}, 8.0),
+]
+
+
+@pytest.mark.parametrize(("cls", "kwargs", "value"), BAD_INPUTS,
+                         ids=[f"{c.__name__}-{next(iter(k))}" for c, k, _ in BAD_INPUTS])
+def test_bad_input_is_a_value_error_naming_the_value(cls, kwargs, value):
+    with pytest.raises(ValueError, match=re.escape(repr(value))):
+        cls(tiny_classifier(), **kwargs)
+
+
+def test_none_step_size_means_the_documented_default():
+    assert PGDAT(tiny_classifier(), attack_step_size=None).attack_step_size == 2 / 255
+    assert TRADES(tiny_classifier(), attack_step_size=None).attack_step_size == 0.007
