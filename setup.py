@@ -27,6 +27,7 @@ setup(
         "tensorflow-serving-api>=2.16",
         "grpcio",
         "numpy",
+        "matplotlib>=3.5",  # adt-analyze's pictures (Agg canvas, headless)
     ],
     extras_require={
         "test": ["pytest>=7"],
@@ -37,6 +38,7 @@ setup(
             "adt-train=trainers.train:run",
             "adt-tune=trainers.tune_lambda:run",
             "adt-export=export.export_saved_model:run",
+            "adt-analyze=trainers.analyze:run",
         ],
     },
 )
