@@ -21,7 +21,13 @@ setup(
         "tensorboard>=2.16",  # tf.summary for the TensorBoard callback
         "keras-tuner>=1.4",
         "absl-py>=1.0",
+        "matplotlib",  # adt-tune's plot of robust accuracy and entropy against lambda
+        # SavedModel export: PredictionLog warm-up records, ModelServerConfig, gRPC client.
+        # Its version follows TensorFlow's (2.21 needs tensorflow 2.21).
+        "tensorflow-serving-api>=2.16",
+        "grpcio",
         "numpy",
+        "matplotlib>=3.5",  # adt-analyze's pictures (Agg canvas, headless)
     ],
     extras_require={
         "test": ["pytest>=7"],
@@ -30,6 +36,9 @@ setup(
     entry_points={
         "console_scripts": [
             "adt-train=trainers.train:run",
+            "adt-tune=trainers.tune_lambda:run",
+            "adt-export=export.export_saved_model:run",
+            "adt-analyze=trainers.analyze:run",
         ],
     },
 )

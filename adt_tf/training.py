@@ -27,7 +27,7 @@ from adt_tf.distributed import (
     worker_role,
 )
 from adt_tf.evaluation import correct_under_attack
-from adt_tf.methods import get_method
+from adt_tf.methods import AmortizedAdversarialTrainer, get_method
 from adt_tf.models import MODELS, build_model
 from adt_tf.precision import precision_policy
 
@@ -280,6 +280,9 @@ def run_training(config: TrainConfig) -> dict[str, Any]:
     tmp = os.path.join(out_dir, "classifier.tmp.keras")
     classifier.save(tmp)
     os.replace(tmp, path)  # a reader never sees a half-written model
+    if isinstance(trainer, AmortizedAdversarialTrainer):  # reusable as attacks
+        for name, network in trainer.adversary_networks().items():
+            network.save(os.path.join(out_dir, f"{name}.keras"))
     if not role.is_chief:
         return {"method": config.method, "worker": role.name, "classifier_path": path,
                 "epochs": config.epochs, "seed": config.seed}

@@ -72,10 +72,49 @@ flags.DEFINE_integer("verbose", 1, "Keras verbosity: 0 silent, 1 progress bar, 2
 
 # Method hyperparameters: a flag named like a constructor argument of the selected method
 # class is passed to it; None means "the method's own default".
-flags.DEFINE_float("entropy_weight", None, "ADT: entropy weight lambda (adt_exp: 0.01).")
+flags.DEFINE_float("entropy_weight", None, "ADT: entropy weight lambda (adt_exp, adt_exp_am: "
+                   "0.01; adt_imp_am: 1.0).")
 flags.DEFINE_integer("inner_steps", None, "ADT_EXP: inner ascent steps T (7).")
 flags.DEFINE_integer("mc_samples", None, "ADT_EXP: Monte Carlo samples k per step (5).")
 flags.DEFINE_float("inner_lr", None, "ADT_EXP: inner Adam learning rate (0.3).")
+flags.DEFINE_integer("generator_width", None, "ADT_*-AM: base channels of the generator "
+                     "(16; the reference uses 256).")
+flags.DEFINE_integer("generator_blocks", None, "ADT_*-AM: residual blocks of the generator (3).")
+flags.DEFINE_float("generator_lr", None, "ADT_*-AM: the generator Adam's learning rate (2e-4).")
+flags.DEFINE_integer("generator_decay_steps", None, "ADT_*-AM: decay the generator's learning "
+                     "rate linearly to 0 over this many steps (epochs x steps per epoch); "
+                     "0 keeps it constant (0).")
+flags.DEFINE_integer("z_dim", None, "ADT_IMP-AM: dimension of the generator's noise z (64).")
+flags.DEFINE_float("tau", None, "ADT_IMP-AM: margin tau of the entropy penalty "
+                   "lambda * relu(-E[log q(z|delta)] - tau) (0.9).")
+flags.DEFINE_float("encoder_lr", None, "ADT_IMP-AM: the entropy encoder Adam's learning rate "
+                   "(2e-4).")
+flags.DEFINE_integer("encoder_width", None, "ADT_IMP-AM: first-layer channels of the entropy "
+                     "encoder (16; the reference uses 32).")
+flags.DEFINE_string("outer_loss", None, "adt_exp: the loss L of the ADT objective, 'ce' (default) "
+                    "or 'trades' (CE(f(x), y) + trades_beta * KL(f(x) || f(x_adv))).")
+flags.DEFINE_float("trades_beta", None, "trades, adt_exp with --outer_loss=trades: weight beta "
+                   "of the KL term (6.0).")
+flags.DEFINE_integer("attack_steps", None, "Steps of the training attack: pgd_at, alp, trades 10; "
+                     "feascatter 1.")
+flags.DEFINE_float("attack_step_size", None, "Step of the training attack in [0, 1] pixels: "
+                   "pgd_at, alp 2/255; trades 0.007; fast_at 1.25 * epsilon; feascatter epsilon.")
+flags.DEFINE_float("adv_fraction", None, "fgsm_at: fraction of each batch replaced by "
+                   "adversarial examples (0.5).")
+flags.DEFINE_float("adv_weight", None, "fgsm_at: weight lambda of the adversarial part of the "
+                   "loss (0.3).")
+flags.DEFINE_bool("random_epsilon", None, "fgsm_at: draw each example's budget from N(0, "
+                  "(epsilon/2)^2) truncated to [0, epsilon], as Kurakin et al. (False).")
+flags.DEFINE_float("alp_weight", None, "alp: weight of the logit-pairing penalty (0.5).")
+flags.DEFINE_float("init_std", None, "trades: std of the Gaussian start of the inner "
+                   "maximisation (0.001).")
+flags.DEFINE_float("label_smoothing", None, "feascatter: label smoothing of the outer "
+                   "cross-entropy (0.5).")
+flags.DEFINE_float("sinkhorn_reg", None, "feascatter: entropic regularisation of the optimal "
+                   "transport (0.01).")
+flags.DEFINE_integer("sinkhorn_iterations", None, "feascatter: maximum Sinkhorn iterations (100).")
+flags.DEFINE_float("sinkhorn_tolerance", None, "feascatter: Sinkhorn early-stop tolerance on the "
+                   "dual potential (0.1; 0 runs every iteration).")
 
 
 def method_params_from_flags(method: str) -> dict:

@@ -5,7 +5,10 @@ plus one line here.
 """
 
 from adt_tf.methods.adt_exp import ADTExp
+from adt_tf.methods.adt_exp_am import ADTExpAM
+from adt_tf.methods.adt_imp_am import ADTImpAM
 from adt_tf.methods.alp import ALP
+from adt_tf.methods.amortized import AmortizedAdversarialTrainer
 from adt_tf.methods.base import AdversarialTrainer
 from adt_tf.methods.fast_at import FastAT
 from adt_tf.methods.feascatter import FeaScatter
@@ -17,6 +20,8 @@ from adt_tf.methods.trades import TRADES
 METHODS: dict[str, type[AdversarialTrainer]] = {
     "standard": StandardTraining,
     "adt_exp": ADTExp,
+    "adt_exp_am": ADTExpAM,
+    "adt_imp_am": ADTImpAM,
     "pgd_at": PGDAT,
     "fgsm_at": FGSMAT,
     "fast_at": FastAT,
@@ -33,5 +38,6 @@ def get_method(name: str) -> type[AdversarialTrainer]:
     return METHODS[name]
 
 
-__all__ = ["ALP", "FGSMAT", "METHODS", "PGDAT", "TRADES", "ADTExp", "AdversarialTrainer",
-           "FastAT", "FeaScatter", "StandardTraining", "get_method"]
+__all__ = ["ALP", "FGSMAT", "METHODS", "PGDAT", "TRADES", "ADTExp", "ADTExpAM", "ADTImpAM",
+           "AdversarialTrainer", "AmortizedAdversarialTrainer", "FastAT", "FeaScatter",
+           "StandardTraining", "get_method"]

@@ -48,6 +48,7 @@ class AdversarialTrainer(keras.Model):
     """
 
     aux_metrics: tuple[str, ...] = ()
+    _SEED_KEY = "seed_generator_state"
 
     def __init__(self, classifier: keras.Model, epsilon: float = 8 / 255, seed: int | None = None,
                  **kwargs):
@@ -170,6 +171,19 @@ class AdversarialTrainer(keras.Model):
                 break
             iterator = None
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    # ------------------------------------------------------------------ state
+    # Keras does not save a SeedGenerator's state with the weights; keeping it in the
+    # checkpoint makes a resumed run draw the same noise as an uninterrupted one.
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        store[self._SEED_KEY] = self.seed_generator.state.numpy()
+
+    def load_own_variables(self, store):
+        own = {key: store[key] for key in store.keys() if key != self._SEED_KEY}
+        super().load_own_variables(own)
+        if self._SEED_KEY in store.keys():
+            self.seed_generator.state.assign(store[self._SEED_KEY])
 
     # ------------------------------------------------------------------ config
     def get_config(self):

@@ -1,0 +1,109 @@
+"""adt-analyze: pictures and numbers that explain a robust classifier.
+
+    adt-analyze --model=runs/standard,runs/adt_exp --dataset=cifar10_sample \
+        --num_examples=100 --out=runs/analysis --analyses=diversity,landscape,curvature
+
+Analyses (--analyses, comma-separated):
+  diversity  EXP-attack samples against PGD random restarts: average pairwise L2 distance
+             per input and a PCA scatter grid (paper Fig. 1)
+  landscape  cross-entropy on a grid along the gradient sign and a random sign (Fig. 2a-e)
+  curvature  dominant eigenvalue of the input Hessian by power iteration (Fig. 2f)
+  lambda     robust accuracy and entropy against lambda, from the models (their lambda read
+             from each run's config.json, or --lambdas) or from --lambda_table (Fig. 5)
+
+Writes <out>/<analysis>.json, PNGs and <out>/summary.json, and prints a short summary.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+
+from adt_tf import data as data_lib
+from adt_tf.analysis.plots import LANDSCAPE_KINDS
+from adt_tf.analysis.runner import ANALYSES, AnalysisConfig, format_summary, run_analyses
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_list("model", [], "Classifiers, comma-separated: .keras files or training "
+                  "workdirs containing classifier.keras.")
+flags.DEFINE_string("dataset", data_lib.SAMPLE,
+                    f"Dataset (its test split): {', '.join(data_lib.known_datasets())}.")
+flags.DEFINE_string("data_dir", None, "Where tensorflow-datasets keeps its files.")
+flags.DEFINE_integer("num_examples", 100, "N: analyse the first N test inputs.")
+flags.DEFINE_string("out", "runs/analysis", "Output folder (PNG and JSON).")
+flags.DEFINE_list("analyses", ["diversity", "landscape", "curvature"],
+                  f"Analyses to run: {', '.join(ANALYSES)}.")
+flags.DEFINE_float("epsilon", None, "L-inf budget in [0, 1] pixels (default: the dataset's, "
+                   "8/255 for CIFAR).")
+flags.DEFINE_integer("seed", 0, "Seed of every random choice (EXP noise, PGD starts, random "
+                     "direction, power-iteration start).")
+flags.DEFINE_integer("batch_size", 32, "Inputs per batch.")
+flags.DEFINE_integer("verbose", 1, "0 silent, 1 progress bars.")
+# diversity
+flags.DEFINE_integer("num_samples", 10, "Diversity: n samples of the EXP distribution and n "
+                     "PGD restarts per input (>= 2).")
+flags.DEFINE_integer("exp_steps", 20, "EXP attack: inner Adam steps T (also the lambda study's "
+                     "entropy).")
+flags.DEFINE_integer("exp_mc_samples", 10, "EXP attack: Monte Carlo samples k per step.")
+flags.DEFINE_float("exp_entropy_weight", 0.01, "EXP attack: entropy weight lambda.")
+flags.DEFINE_integer("pgd_steps", 20, "Diversity: PGD iterations per restart (step eps/4).")
+flags.DEFINE_integer("pca_inputs", 8, "Diversity: inputs drawn in the PCA scatter grid.")
+# landscape
+flags.DEFINE_integer("grid_size", 21, "Landscape: points per axis (odd keeps the clean input "
+                     "on the grid).")
+flags.DEFINE_float("landscape_span", 1.0, "Landscape: the grid spans [-span, span] epsilons.")
+flags.DEFINE_integer("landscape_inputs", 2, "Landscape: inputs drawn (rows of the picture).")
+flags.DEFINE_enum("landscape_plot", "contour", list(LANDSCAPE_KINDS), "Landscape: plot kind.")
+# curvature
+flags.DEFINE_integer("power_iterations", 20, "Curvature: Hessian-vector products per input.")
+# lambda study
+flags.DEFINE_string("lambda_table", None, "Lambda study: a trial table (.csv or .json with "
+                    "columns lambda, clean accuracy, robust accuracy, entropy), e.g. adt-tune's "
+                    "trials.csv; plotted instead of evaluating the models.")
+flags.DEFINE_list("lambdas", None, "Lambda study: the lambda of each model (default: "
+                  "method_params.entropy_weight of each run's config.json).")
+flags.DEFINE_list("lambda_attacks", ["fgsm", "pgd"], "Lambda study: attacks (registry names, "
+                  "each with its defaults; pgd is PGD-20).")
+
+
+def config_from_flags() -> AnalysisConfig:
+    lambdas = None
+    if FLAGS.lambdas is not None:
+        try:
+            lambdas = [float(v) for v in FLAGS.lambdas]
+        except ValueError:
+            raise ValueError(f"lambdas must be numbers, got {FLAGS.lambdas}.") from None
+    return AnalysisConfig(
+        models=list(FLAGS.model), dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
+        num_examples=FLAGS.num_examples, out=FLAGS.out, analyses=tuple(FLAGS.analyses),
+        epsilon=FLAGS.epsilon, seed=FLAGS.seed, batch_size=FLAGS.batch_size,
+        verbose=FLAGS.verbose, num_samples=FLAGS.num_samples, exp_steps=FLAGS.exp_steps,
+        exp_mc_samples=FLAGS.exp_mc_samples, exp_entropy_weight=FLAGS.exp_entropy_weight,
+        pgd_steps=FLAGS.pgd_steps, pca_inputs=FLAGS.pca_inputs, grid_size=FLAGS.grid_size,
+        landscape_span=FLAGS.landscape_span, landscape_inputs=FLAGS.landscape_inputs,
+        landscape_plot=FLAGS.landscape_plot, power_iterations=FLAGS.power_iterations,
+        lambda_table=FLAGS.lambda_table, lambdas=lambdas,
+        lambda_attacks=tuple(FLAGS.lambda_attacks))
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    try:
+        summary = run_analyses(config_from_flags())
+    except ValueError as err:
+        logging.error("%s", err)
+        print(f"adt-analyze: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(format_summary(summary))
+
+
+def run():
+    """Console-script entry point (`adt-analyze`)."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
