@@ -14,10 +14,12 @@ on GPU, a width-16 PreAct ResNet-18 on CPU), each batch size and each method of
   is one forward+backward training step of standard training on the same batch, measured in
   the same run, interleaved with the method's steps so that both see the same machine load;
   the same ratio from process CPU time is given too (less sensitive to other processes);
-- the memory peak of one step: on GPU the allocator's peak (`get_memory_info`); on CPU the
-  peak resident set size of the process during the step (VmHWM, reset before the step
-  through /proc/self/clear_refs; `resource.getrusage` lifetime peak where that is not
-  possible), i.e. the whole process, model and TensorFlow runtime included.
+- the memory peak: on GPU the allocator's peak during one step (`get_memory_info`, reset
+  before the step); on CPU the peak resident set size (VmHWM, or `resource.getrusage`) of a
+  fresh process that builds the model and the method and runs two steps (TensorFlow's CPU
+  allocator keeps what earlier steps and methods used, so one process cannot attribute its
+  memory to one method): the TensorFlow runtime and the model are included, the standard
+  training row is the reference.
 
 Writes bench/results/speed_<machine>.md (a Markdown table, with the load average of the
 machine before and after, since other processes make every timing slower).
@@ -31,6 +33,8 @@ import platform
 import re
 import resource
 import statistics
+import subprocess
+import sys
 import time
 
 import keras
@@ -57,6 +61,8 @@ flags.DEFINE_string("machine", None, "Name in the output file (default: the GPU'
 flags.DEFINE_string("output_dir", os.path.join(os.path.dirname(__file__), "results"),
                     "Folder of the result table.")
 flags.DEFINE_string("note", "", "A line added under the table's header.")
+flags.DEFINE_string("memory_probe", None, "Internal: MODEL,BATCH,METHOD; run two steps and "
+                    "print the process's peak RSS (used for the CPU memory column).")
 
 
 def has_gpu() -> bool:
@@ -76,23 +82,6 @@ def model_preset(name: str):
 
 
 # ---------------------------------------------------------------------- memory
-def _gpu_peak_reset():
-    tf.config.experimental.reset_memory_stats("GPU:0")
-
-
-def _gpu_peak() -> int:
-    return tf.config.experimental.get_memory_info("GPU:0")["peak"]
-
-
-def _rss_peak_reset() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets the peak RSS (VmHWM) of this process
-        return True
-    except OSError:
-        return False
-
-
 def _proc_status(field: str) -> int | None:
     try:
         with open("/proc/self/status") as f:
@@ -104,35 +93,50 @@ def _proc_status(field: str) -> int | None:
     return None
 
 
-def _rss_peak() -> int:
-    peak = _proc_status("VmHWM")
-    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def memory_method() -> str:
     if has_gpu():
         return ("GPU allocator peak during one step (tf.config.experimental.get_memory_info), "
                 "and in brackets its increase over the memory in use before the step")
-    if _rss_peak_reset():
-        return ("peak resident set size of the whole process during one step (VmHWM, reset "
-                "via /proc/self/clear_refs before it), and in brackets its increase over the "
-                "resident size before the step")
-    return "process lifetime peak RSS (resource.getrusage; could not be reset per step)"
+    return ("peak resident set size of a fresh process that builds the model and the method "
+            "and runs two training steps (VmHWM; TensorFlow runtime and model included: "
+            "compare with the standard-training row)")
 
 
-def step_memory_peak(step) -> tuple[int, int]:
-    """(bytes at the peak of one call of `step`, increase over the bytes in use before)."""
-    if has_gpu():
-        before = tf.config.experimental.get_memory_info("GPU:0")["current"]
-        _gpu_peak_reset()
-        step()
-        peak = _gpu_peak()
-    else:
-        before = _proc_status("VmRSS") or 0
-        _rss_peak_reset()
-        step()
-        peak = _rss_peak()
+def gpu_step_memory(step) -> tuple[int, int]:
+    """(bytes at the GPU peak of one call of `step`, increase over those in use before)."""
+    before = tf.config.experimental.get_memory_info("GPU:0")["current"]
+    tf.config.experimental.reset_memory_stats("GPU:0")
+    step()
+    peak = tf.config.experimental.get_memory_info("GPU:0")["peak"]
     return peak, max(peak - before, 0)
+
+
+def cpu_process_memory(model: str, batch: int, method: str) -> int | None:
+    """Peak RSS in bytes of a fresh process running two steps of `method` (None on failure)."""
+    args = [sys.executable, "-m", "bench.speed", f"--memory_probe={model},{batch},{method}",
+            f"--jit_compile={FLAGS.jit_compile}", f"--mixed_precision={FLAGS.mixed_precision}",
+            f"--intra_op_threads={FLAGS.intra_op_threads}",
+            f"--inter_op_threads={FLAGS.inter_op_threads}"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    proc = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True)
+    found = re.findall(r"^PEAK_RSS_BYTES=(\d+)$", proc.stdout, flags=re.MULTILINE)
+    return int(found[-1]) if found else None
+
+
+def memory_probe(spec: str) -> None:
+    model, batch, method = spec.split(",")
+    builder, shape, kwargs, epsilon, _ = model_preset(model)
+    x, y = batch_of(int(batch), shape)
+    step = compiled_step(METHODS[method](build_model(builder, shape, 10, **kwargs),
+                                         epsilon=epsilon, seed=0), x, y)
+    step()
+    step()
+    peak = _proc_status("VmHWM")
+    if peak is None:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(f"PEAK_RSS_BYTES={peak}")
 
 
 # ---------------------------------------------------------------------- timing
@@ -153,6 +157,12 @@ def compiled_step(trainer, x, y):
     return step
 
 
+def batch_of(batch: int, shape) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(batch,) + tuple(shape)).astype("float32")
+    return x, rng.integers(0, 10, batch).astype("int32")
+
+
 def timed(step) -> tuple[float, float]:
     """(wall seconds, process CPU seconds) of one call."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -162,9 +172,7 @@ def timed(step) -> tuple[float, float]:
 
 def measure(model: str, batch: int, methods: list[str]) -> list[dict]:
     builder, shape, kwargs, epsilon, _ = model_preset(model)
-    rng = np.random.default_rng(0)
-    x = rng.uniform(size=(batch,) + shape).astype("float32")
-    y = rng.integers(0, 10, batch).astype("int32")
+    x, y = batch_of(batch, shape)
 
     def classifier():
         return build_model(builder, shape, 10, **kwargs)
@@ -185,7 +193,8 @@ def measure(model: str, batch: int, methods: list[str]) -> list[dict]:
             for _ in range(FLAGS.steps):  # interleaved: both see the same load
                 plain_times.append(timed(plain))
                 times.append(timed(step))
-            row["memory"], row["memory_step"] = step_memory_peak(step)
+            if has_gpu():
+                row["memory"], row["memory_step"] = gpu_step_memory(step)
         except Exception as err:  # noqa: BLE001 - one broken method must not stop the table
             row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"
             print(f"{model} b{batch} {name}: {row['error']}")
@@ -202,6 +211,8 @@ def measure(model: str, batch: int, methods: list[str]) -> list[dict]:
         if passes:
             row["floor"] = row["step"] / (passes * row["plain"])
             row["floor_cpu"] = row["step_cpu"] / (passes * row["plain_cpu"])
+        if not has_gpu():
+            row["memory"] = cpu_process_memory(model, batch, name)
         print(format_row(row), flush=True)
         rows.append(row)
     return rows
@@ -209,7 +220,7 @@ def measure(model: str, batch: int, methods: list[str]) -> list[dict]:
 
 # ---------------------------------------------------------------------- report
 COLUMNS = ("model", "batch", "method", "passes", "step ms", "images/s", "plain step ms",
-           "floor ratio", "floor ratio (CPU time)", "memory peak MiB (+ during step)")
+           "floor ratio", "floor ratio (CPU time)", "memory peak MiB")
 
 
 def format_row(row: dict) -> str:
@@ -223,8 +234,15 @@ def format_row(row: dict) -> str:
         row["model"], str(row["batch"]), row["method"], str(row["passes"] or "n/a"),
         f"{1e3 * row['step']:.1f}", f"{row['batch'] / row['step']:.0f}",
         f"{1e3 * row['plain']:.1f}", ratio("floor"), ratio("floor_cpu"),
-        f"{row['memory'] / 2**20:.0f} (+{row['memory_step'] / 2**20:.0f})",
+        memory(row),
     ]) + " |"
+
+
+def memory(row: dict) -> str:
+    if row.get("memory") is None:
+        return "n/a"
+    text = f"{row['memory'] / 2**20:.0f}"
+    return text + (f" (+{row['memory_step'] / 2**20:.0f})" if "memory_step" in row else "")
 
 
 def device_description() -> str:
@@ -289,6 +307,9 @@ def main(argv):
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
     if FLAGS.mixed_precision:
         keras.config.set_dtype_policy("mixed_float16" if has_gpu() else "mixed_bfloat16")
+    if FLAGS.memory_probe:
+        memory_probe(FLAGS.memory_probe)
+        return
     methods = FLAGS.methods or list(METHODS)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
