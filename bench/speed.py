@@ -299,14 +299,19 @@ def report(rows: list[dict], load_before, load_after, models: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv):
-    del argv
+def apply_runtime_flags() -> None:
+    """Threads and dtype policy from the flags (before any TensorFlow work)."""
     if FLAGS.intra_op_threads:
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op_threads)
     if FLAGS.inter_op_threads:
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
     if FLAGS.mixed_precision:
         keras.config.set_dtype_policy("mixed_float16" if has_gpu() else "mixed_bfloat16")
+
+
+def main(argv):
+    del argv
+    apply_runtime_flags()
     if FLAGS.memory_probe:
         memory_probe(FLAGS.memory_probe)
         return
