@@ -12,7 +12,8 @@ on GPU, a width-16 PreAct ResNet-18 on CPU), each batch size and each method of
 - the floor ratio = step time / (passes x plain step time), where `passes` is what the
   method declares (`forward_backward_passes()`, T*k + 1 = 36 for ADT_EXP) and the plain step
   is one forward+backward training step of standard training on the same batch, measured in
-  the same run, interleaved with the method's steps so that both see the same machine load;
+  the same run, interleaved with the method's steps (three plain steps before each) so that
+  both see the same machine load;
   the same ratio from process CPU time is given too (less sensitive to other processes);
 - the memory peak: on GPU the allocator's peak during one step (`get_memory_info`, reset
   before the step); on CPU the peak resident set size (VmHWM, or `resource.getrusage`) of a
@@ -63,6 +64,9 @@ flags.DEFINE_string("output_dir", os.path.join(os.path.dirname(__file__), "resul
 flags.DEFINE_string("note", "", "A line added under the table's header.")
 flags.DEFINE_string("memory_probe", None, "Internal: MODEL,BATCH,METHOD; run two steps and "
                     "print the process's peak RSS (used for the CPU memory column).")
+
+
+PLAIN_PER_STEP = 3  # plain steps timed before each timed step of the method
 
 
 def has_gpu() -> bool:
@@ -191,7 +195,8 @@ def measure(model: str, batch: int, methods: list[str]) -> list[dict]:
                 step()
             plain_times, times = [], []
             for _ in range(FLAGS.steps):  # interleaved: both see the same load
-                plain_times.append(timed(plain))
+                for _ in range(PLAIN_PER_STEP):  # cheap, and a steadier median
+                    plain_times.append(timed(plain))
                 times.append(timed(step))
             if has_gpu():
                 row["memory"], row["memory_step"] = gpu_step_memory(step)
@@ -288,7 +293,8 @@ def report(rows: list[dict], load_before, load_after, models: list[str]) -> str:
         f"{FLAGS.warmup} warm-up steps, median of {FLAGS.steps} timed steps.",
         "- Models: " + "; ".join(f"{m} = {model_preset(m)[4]}" for m in models) + ".",
         "- Floor ratio = step time / (passes x plain step time), the plain step (standard "
-        "training, one forward+backward) timed in the same run, interleaved. Passes as "
+        f"training, one forward+backward) timed in the same run, {PLAIN_PER_STEP} before "
+        "each timed step of the method (medians of both). Passes as "
         "declared by each method (`forward_backward_passes()`).",
         f"- Memory: {memory_method()}.",
     ]
