@@ -45,6 +45,15 @@ def make_strategy(name: str, tpu: str | None = None) -> tf.distribute.Strategy:
     Raises:
         ValueError: unknown name, "multiworker" without a TF_CONFIG cluster, "tpu" without
             a reachable TPU.
+
+    Example:
+        >>> strategy = make_strategy("multiworker")   # TF_CONFIG set on every worker
+        >>> role = worker_role(strategy)
+        >>> with strategy.scope():
+        ...     trainer = ADTExp(build_model("wrn_28_10", (32, 32, 3), 10))
+        ...     trainer.compile(...)
+        >>> trainer.fit(shard_by_data(train_ds), callbacks=[SharedBackupAndRestore(
+        ...     "/shared/run/backup", role.write_dir("/shared/run") + "/backup")])
     """
     validation.check_choice(name, "strategy", STRATEGIES)
     if name == "default":
