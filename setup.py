@@ -21,6 +21,10 @@ setup(
         "tensorboard>=2.16",  # tf.summary for the TensorBoard callback
         "keras-tuner>=1.4",
         "absl-py>=1.0",
+        # SavedModel export: PredictionLog warm-up records, ModelServerConfig, gRPC client.
+        # Its version follows TensorFlow's (2.21 needs tensorflow 2.21).
+        "tensorflow-serving-api>=2.16",
+        "grpcio",
         "numpy",
     ],
     extras_require={
@@ -33,6 +37,7 @@ setup(
         "console_scripts": [
             "adt-train=trainers.train:run",
             "adt-evaluate=trainers.evaluate:run",
+            "adt-export=export.export_saved_model:run",
         ],
     },
 )

@@ -20,7 +20,7 @@ from adt_tf import data as data_lib
 from adt_tf import validation
 from adt_tf.attacks import pgd
 from adt_tf.evaluation import correct_under_attack
-from adt_tf.methods import get_method
+from adt_tf.methods import AmortizedAdversarialTrainer, get_method
 from adt_tf.models import MODELS, build_model
 
 STRATEGIES = ("default", "mirrored")
@@ -245,6 +245,9 @@ def run_training(config: TrainConfig) -> dict[str, Any]:
     tmp = os.path.join(config.workdir, "classifier.tmp.keras")
     classifier.save(tmp)
     os.replace(tmp, path)  # a reader never sees a half-written model
+    if isinstance(trainer, AmortizedAdversarialTrainer):  # reusable as attacks
+        for name, network in trainer.adversary_networks().items():
+            network.save(os.path.join(config.workdir, f"{name}.keras"))
 
     report = evaluate_report(classifier, splits, epsilon, config)
     report.update({"method": config.method, "classifier_path": path,

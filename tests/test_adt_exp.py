@@ -106,3 +106,20 @@ def test_registry_and_type_errors():
         get_method("adt")
     with pytest.raises(TypeError, match="keras.Model"):
         ADTExp("not a model")
+
+
+def test_checkpoint_keeps_the_noise_stream(tmp_path):
+    x, y = make_tiny_images(16)
+    first = compiled(ADTExp(tiny_classifier(), inner_steps=1, mc_samples=1, seed=1))
+    first.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    path = str(tmp_path / "ckpt.weights.h5")
+    first.save_weights(path)
+    second = compiled(ADTExp(tiny_classifier(), inner_steps=1, mc_samples=1, seed=99))
+    second(x[:1])
+    second.optimizer.build(second.trainable_variables)
+    second.load_weights(path)
+    np.testing.assert_array_equal(second.seed_generator.state.numpy(),
+                                  first.seed_generator.state.numpy())
+    a, _ = first.perturb(tf.constant(x), tf.constant(y))
+    b, _ = second.perturb(tf.constant(x), tf.constant(y))
+    np.testing.assert_allclose(a, b, atol=1e-6)

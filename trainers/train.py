@@ -58,10 +58,25 @@ flags.DEFINE_integer("verbose", 1, "Keras verbosity: 0 silent, 1 progress bar, 2
 
 # Method hyperparameters: a flag named like a constructor argument of the selected method
 # class is passed to it; None means "the method's own default".
-flags.DEFINE_float("entropy_weight", None, "ADT: entropy weight lambda (adt_exp: 0.01).")
+flags.DEFINE_float("entropy_weight", None, "ADT: entropy weight lambda (adt_exp, adt_exp_am: "
+                   "0.01; adt_imp_am: 1.0).")
 flags.DEFINE_integer("inner_steps", None, "ADT_EXP: inner ascent steps T (7).")
 flags.DEFINE_integer("mc_samples", None, "ADT_EXP: Monte Carlo samples k per step (5).")
 flags.DEFINE_float("inner_lr", None, "ADT_EXP: inner Adam learning rate (0.3).")
+flags.DEFINE_integer("generator_width", None, "ADT_*-AM: base channels of the generator "
+                     "(16; the reference uses 256).")
+flags.DEFINE_integer("generator_blocks", None, "ADT_*-AM: residual blocks of the generator (3).")
+flags.DEFINE_float("generator_lr", None, "ADT_*-AM: the generator Adam's learning rate (2e-4).")
+flags.DEFINE_integer("generator_decay_steps", None, "ADT_*-AM: decay the generator's learning "
+                     "rate linearly to 0 over this many steps (epochs x steps per epoch); "
+                     "0 keeps it constant (0).")
+flags.DEFINE_integer("z_dim", None, "ADT_IMP-AM: dimension of the generator's noise z (64).")
+flags.DEFINE_float("tau", None, "ADT_IMP-AM: margin tau of the entropy penalty "
+                   "lambda * relu(-E[log q(z|delta)] - tau) (0.9).")
+flags.DEFINE_float("encoder_lr", None, "ADT_IMP-AM: the entropy encoder Adam's learning rate "
+                   "(2e-4).")
+flags.DEFINE_integer("encoder_width", None, "ADT_IMP-AM: first-layer channels of the entropy "
+                     "encoder (16; the reference uses 32).")
 
 
 def method_params_from_flags(method: str) -> dict:

@@ -5,12 +5,17 @@ plus one line here.
 """
 
 from adt_tf.methods.adt_exp import ADTExp
+from adt_tf.methods.adt_exp_am import ADTExpAM
+from adt_tf.methods.adt_imp_am import ADTImpAM
+from adt_tf.methods.amortized import AmortizedAdversarialTrainer
 from adt_tf.methods.base import AdversarialTrainer
 from adt_tf.methods.standard import StandardTraining
 
 METHODS: dict[str, type[AdversarialTrainer]] = {
     "standard": StandardTraining,
     "adt_exp": ADTExp,
+    "adt_exp_am": ADTExpAM,
+    "adt_imp_am": ADTImpAM,
 }
 
 
@@ -21,4 +26,5 @@ def get_method(name: str) -> type[AdversarialTrainer]:
     return METHODS[name]
 
 
-__all__ = ["METHODS", "ADTExp", "AdversarialTrainer", "StandardTraining", "get_method"]
+__all__ = ["METHODS", "ADTExp", "ADTExpAM", "ADTImpAM", "AdversarialTrainer",
+           "AmortizedAdversarialTrainer", "StandardTraining", "get_method"]

@@ -48,6 +48,7 @@ class AdversarialTrainer(keras.Model):
     """
 
     aux_metrics: tuple[str, ...] = ()
+    _SEED_KEY = "seed_generator_state"
 
     def __init__(self, classifier: keras.Model, epsilon: float = 8 / 255, seed: int | None = None,
                  **kwargs):
@@ -130,6 +131,19 @@ class AdversarialTrainer(keras.Model):
         """Clean-input evaluation: loss and compiled metrics (the aux trackers are omitted)."""
         logs = super().test_step(data)
         return {k: v for k, v in logs.items() if k not in self.aux_metrics}
+
+    # ------------------------------------------------------------------ state
+    # Keras does not save a SeedGenerator's state with the weights; keeping it in the
+    # checkpoint makes a resumed run draw the same noise as an uninterrupted one.
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        store[self._SEED_KEY] = self.seed_generator.state.numpy()
+
+    def load_own_variables(self, store):
+        own = {key: store[key] for key in store.keys() if key != self._SEED_KEY}
+        super().load_own_variables(own)
+        if self._SEED_KEY in store.keys():
+            self.seed_generator.state.assign(store[self._SEED_KEY])
 
     # ------------------------------------------------------------------ config
     def get_config(self):

@@ -1,0 +1,300 @@
+"""The joint step shared by the amortised ADT methods (ADT_EXP-AM and ADT_IMP-AM).
+
+A generator network replaces ADT's per-example inner loop: one forward pass gives every
+example's perturbation, and one backward pass updates the classifier (descending the loss)
+and the generator (ascending it, plus an entropy term) at the same time.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import keras
+import tensorflow as tf
+
+from adt_tf import validation
+from adt_tf.attacks.common import loss_and_grad, per_example_ce
+from adt_tf.generators import check_image_shape
+from adt_tf.methods.base import AdversarialTrainer, replicas_in_sync, unscale_loss
+
+
+class AdversarySample(NamedTuple):
+    """What an amortised adversary produces for a batch.
+
+    Attributes:
+        x_adv: clip(x + delta, 0, 1), differentiable w.r.t. the adversary's weights.
+        regularizer: the scalar the adversary adds to the classifier's loss in its objective
+            (lambda * H for EXP-AM, -lambda * relu(-E[log q] - tau) for IMP-AM).
+        entropy: the scalar entropy estimate tracked as the `entropy` metric.
+    """
+
+    x_adv: tf.Tensor
+    regularizer: tf.Tensor
+    entropy: tf.Tensor
+
+
+class JointStepResult(NamedTuple):
+    """What `joint_step` returns (all computed before the update, with the old weights).
+
+    Attributes:
+        x_adv: the adversarial batch (gradients stopped).
+        loss: the classifier's loss on x_adv (the compiled loss, per-replica scaling undone).
+        y_pred: the classifier's logits on x_adv.
+        objective: the generator's objective, loss + regularizer.
+        entropy: the entropy estimate of the batch.
+    """
+
+    x_adv: tf.Tensor
+    loss: tf.Tensor
+    y_pred: tf.Tensor
+    objective: tf.Tensor
+    entropy: tf.Tensor
+
+
+def classifier_image_shape(classifier: keras.Model) -> tuple[int, int, int]:
+    """The (H, W, C) input shape of a functional classifier (ValueError if unknown)."""
+    try:
+        shape = tuple(classifier.inputs[0].shape[1:])
+    except (AttributeError, IndexError, TypeError, ValueError):
+        shape = None
+    if shape is None or len(shape) != 3 or any(d is None for d in shape):
+        raise ValueError(
+            "An amortised method needs a classifier with a known (H, W, C) input shape (a "
+            f"functional model, e.g. from adt_tf.models.build_model), got {classifier.name!r} "
+            f"with input shape {shape!r}."
+        )
+    return check_image_shape(shape, name="classifier input shape")
+
+
+class AmortizedAdversarialTrainer(AdversarialTrainer):
+    """Base class of the amortised ADT methods: a generator trained jointly with the classifier.
+
+    Subclasses build the adversary (`build_adversary`), say how it samples x_adv
+    (`sample_adversary`) and list its networks and optimizers (`adversary_parts`); this class
+    computes the generator's inputs and runs the joint step.
+
+    Args:
+        classifier: a functional Keras model returning logits, input (H, W, C) with H and W
+            divisible by 4.
+        epsilon: L-infinity budget.
+        entropy_weight: lambda >= 0.
+        generator_width: base channels of the generator's ResNet trunk (>= 1).
+        generator_blocks: residual blocks of the generator (>= 0).
+        generator_lr: the generator Adam's initial learning rate (2e-4).
+        generator_decay_steps: if > 0, the learning rate decays linearly to 0 over that many
+            steps (set it to epochs * steps_per_epoch); 0 keeps it constant.
+        seed: integer seed of the method's randomness.
+
+    Mathematical details:
+        Generator inputs (classifier in inference mode, not differentiated through):
+            g1 = grad_x CE(f(x), y),  x_fgsm = clip(x + epsilon sign(g1), 0, 1),
+            g2 = grad_x CE(f(x_fgsm), y),  features = [x, g1, g2]  (3C channels).
+        The gradients are those of the per-example cross-entropy, so their scale does not
+        depend on the batch size (the reference code differentiates the batch mean).
+
+        Joint step: with x_adv = clip(x + delta_phi, 0, 1) and L the compiled loss,
+            theta <- opt_theta(grad_theta L(f_theta(x_adv), y)),
+            phi   <- opt_phi(-grad_phi [L(f_theta(x_adv), y) + R(phi)]),
+        a gradient reversal at x_adv. It is computed with one backward pass through the
+        classifier: the tape of the classifier gives grad_theta L and G = dL/dx_adv at once;
+        the generator then descends the surrogate -(sum(stop_gradient(G) * x_adv) + R), whose
+        phi-gradient is exactly -J^T G - grad_phi R (J = dx_adv/dphi). Each optimizer scales
+        its own loss (mixed precision): G is computed from the classifier's scaled loss and
+        divided by that scale before it enters the generator's surrogate.
+
+    Metrics: `loss` and the compiled metrics on x_adv; `entropy` (the subclass's entropy
+    estimate) and `generator_objective` (L + R, what the generator ascends).
+    """
+
+    aux_metrics = ("entropy", "generator_objective")
+    #: Adam's beta_1 for the generator (the reference's image-to-image GAN setting).
+    generator_beta1 = 0.5
+
+    def __init__(self, classifier, epsilon=8 / 255, entropy_weight=0.01, generator_width=16,
+                 generator_blocks=3, generator_lr=2e-4, generator_decay_steps=0, seed=None,
+                 **kwargs):
+        super().__init__(classifier, epsilon=epsilon, seed=seed, **kwargs)
+        self.entropy_weight = validation.check_non_negative(entropy_weight, "entropy_weight")
+        self.generator_width = validation.check_positive_int(generator_width, "generator_width")
+        self.generator_blocks = validation.check_positive_int(
+            generator_blocks, "generator_blocks", minimum=0)
+        self.generator_lr = validation.check_positive(generator_lr, "generator_lr")
+        self.generator_decay_steps = validation.check_positive_int(
+            generator_decay_steps, "generator_decay_steps", minimum=0)
+        self.image_shape = classifier_image_shape(classifier)
+        self.build_adversary()
+        self.generator_optimizer = None
+
+    # ------------------------------------------------------------------ subclass hooks
+    def build_adversary(self) -> None:
+        """Creates `self.generator` (and any other network of the adversary)."""
+        raise NotImplementedError
+
+    def sample_adversary(self, x, features, seed, training: bool) -> AdversarySample:
+        """Draws x_adv for the batch x from the generator given its input features."""
+        raise NotImplementedError
+
+    def adversary_parts(self) -> list[tuple[keras.optimizers.Optimizer, list]]:
+        """(optimizer, trainable variables) of each network that ascends the objective."""
+        return [(self.generator_optimizer, self.generator.trainable_variables)]
+
+    def adversary_networks(self) -> dict[str, keras.Model]:
+        """The adversary's networks by name ("generator", and "encoder" for IMP-AM); each can
+        be saved on its own with `network.save(path)`."""
+        return {"generator": self.generator}
+
+    # ------------------------------------------------------------------ optimizers
+    def generator_learning_rate(self):
+        """The generator's learning rate: a float, or a linear decay to 0 (a schedule)."""
+        if self.generator_decay_steps == 0:
+            return self.generator_lr
+        return keras.optimizers.schedules.PolynomialDecay(
+            self.generator_lr, self.generator_decay_steps, end_learning_rate=0.0, power=1.0)
+
+    def compile(self, *args, generator_optimizer=None, **kwargs):
+        """Keras's compile, plus the generator's optimizer.
+
+        Args:
+            *args, **kwargs: passed to `keras.Model.compile` (the classifier's optimizer,
+                loss, metrics, jit_compile, ...).
+            generator_optimizer: overrides the default Adam(generator_lr, beta_1=0.5) with
+                linear decay (tests use SGD to read gradients off the updates).
+        """
+        super().compile(*args, **kwargs)
+        if not self.built:  # the input shape is known: build now, so load_weights can follow
+            self.build((None,) + self.image_shape)
+        if generator_optimizer is None:
+            generator_optimizer = keras.optimizers.Adam(
+                self.generator_learning_rate(), beta_1=self.generator_beta1,
+                name="generator_optimizer")
+        self.generator_optimizer = self._prepare_optimizer(generator_optimizer, self.generator)
+
+    #: The attributes holding the adversary's optimizers (each a keyword of `compile`).
+    adversary_optimizer_names: tuple[str, ...] = ("generator_optimizer",)
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config is not None:
+            for name in self.adversary_optimizer_names:
+                config[name] = keras.saving.serialize_keras_object(getattr(self, name))
+        return config
+
+    def compile_from_config(self, config):
+        """Compiles from `get_compile_config()` (so that `keras.saving.load_model` restores
+        the adversary's optimizers too)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+
+    def _prepare_optimizer(self, optimizer, network: keras.Model):
+        """Loss-scales `optimizer` like the classifier's and creates its variables now.
+
+        Building the optimizers in compile (the classifier's on the classifier's variables
+        only: Keras would otherwise build it on every trainable variable of the trainer,
+        generator included) makes `load_weights` restore their state into a fresh trainer.
+        """
+        optimizer = keras.optimizers.get(optimizer)
+        if (isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+                and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)):
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer, name=optimizer.name)
+        if self.optimizer is not None and not self.optimizer.built:
+            self.optimizer.build(self.classifier.trainable_variables)
+        optimizer.build(network.trainable_variables)
+        return optimizer
+
+    # ------------------------------------------------------------------ the adversary
+    def generator_inputs(self, x, y) -> tf.Tensor:
+        """[x, grad_x CE(f(x)), grad_x CE(f(x_fgsm))] (3C channels), gradients stopped."""
+        x = tf.convert_to_tensor(x)
+        _, grad, _ = loss_and_grad(self.classifier, x, y, per_example_ce)
+        x_fgsm = self.threat.project(self.threat.step(x, grad, self.epsilon), x)
+        _, grad_fgsm, _ = loss_and_grad(self.classifier, x_fgsm, y, per_example_ce)
+        features = tf.concat([x, tf.cast(grad, x.dtype), tf.cast(grad_fgsm, x.dtype)], axis=-1)
+        return tf.stop_gradient(features)
+
+    def perturb(self, x, y, seed=None):
+        """x_adv from the generator in inference mode (the amortised attack)."""
+        seed = self.next_seed() if seed is None else seed
+        sample = self.sample_adversary(x, self.generator_inputs(x, y), seed, training=False)
+        return tf.stop_gradient(sample.x_adv), {"entropy": sample.entropy}
+
+    # ------------------------------------------------------------------ the joint step
+    def _classifier_pass(self, x, x_adv, y, sample_weight, update_classifier):
+        """Loss, logits, classifier gradients and dL/dx_adv in one backward pass."""
+        variables = self.classifier.trainable_variables if update_classifier else []
+        # Only the classifier's variables are read under this tape (trainable ones are watched
+        # when they are to be updated); x_adv is watched for the generator's gradient.
+        with tf.GradientTape(watch_accessed_variables=update_classifier) as tape:
+            tape.watch(x_adv)
+            if update_classifier:
+                loss, y_pred = self.outer_loss(x, x_adv, y, sample_weight)
+            else:
+                y_pred = self.classifier(x_adv, training=False)
+                loss = self.compute_loss(x=x_adv, y=y, y_pred=y_pred,
+                                         sample_weight=sample_weight, training=False)
+            scale = self.optimizer.scale_loss(tf.ones((), loss.dtype))
+            scaled = loss * scale
+        grads = tape.gradient(scaled, variables + [x_adv])
+        x_grad = grads[-1] / tf.cast(scale, grads[-1].dtype)
+        return loss, y_pred, grads[:-1], x_grad
+
+    def joint_step(self, x, y, sample_weight=None, *, seed, update_classifier: bool = True
+                   ) -> JointStepResult:
+        """One joint update of the classifier and the adversary (see the class docstring).
+
+        Args:
+            x, y, sample_weight: a batch.
+            seed: stateless seed [2] of the adversary's noise.
+            update_classifier: False keeps the classifier fixed (called in inference mode) and
+                trains the adversary alone, e.g. a generator attack against a trained model.
+        """
+        x = tf.convert_to_tensor(x)
+        features = self.generator_inputs(x, y)
+        parts = self.adversary_parts()
+        # This tape sees the adversary's networks only: the classifier runs while it is paused.
+        with tf.GradientTape(persistent=len(parts) > 1) as tape:
+            sample = self.sample_adversary(x, features, seed, training=True)
+            with tape.stop_recording():
+                loss, y_pred, classifier_grads, x_grad = self._classifier_pass(
+                    x, sample.x_adv, y, sample_weight, update_classifier)
+            # Gradient reversal at x_adv: the generator receives -dL/dx_adv. The loss from
+            # compute_loss is already divided by the number of replicas; divide R likewise so
+            # that the sum of the replicas' gradients is the gradient of the global mean.
+            regularizer = sample.regularizer / tf.cast(replicas_in_sync(), tf.float32)
+            surrogate = (tf.reduce_sum(tf.stop_gradient(x_grad) * sample.x_adv)
+                         + tf.cast(regularizer, sample.x_adv.dtype))
+            scaled = [optimizer.scale_loss(-surrogate) for optimizer, _ in parts]
+        for (optimizer, variables), objective in zip(parts, scaled):
+            grads = tape.gradient(objective, variables)
+            optimizer.apply_gradients(zip(grads, variables))
+        if update_classifier:
+            variables = self.classifier.trainable_variables
+            self.optimizer.apply_gradients(zip(classifier_grads, variables))
+        loss = unscale_loss(loss)
+        return JointStepResult(
+            x_adv=tf.stop_gradient(sample.x_adv), loss=loss, y_pred=y_pred,
+            objective=tf.cast(loss, tf.float32) + tf.cast(sample.regularizer, tf.float32),
+            entropy=sample.entropy)
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        result = self.joint_step(x, y, sample_weight, seed=self.next_seed())
+        self._loss_tracker.update_state(result.loss, sample_weight=tf.shape(x)[0])
+        values = {"entropy": result.entropy, "generator_objective": result.objective}
+        for tracker in self._aux_tracker_list:
+            tracker.update_state(values[tracker.name])
+        return self.compute_metrics(result.x_adv, y, result.y_pred, sample_weight=sample_weight)
+
+    # ------------------------------------------------------------------ checkpoints
+    # Keras's save_weights stores a layer's own variables but not its SeedGenerator's state;
+    # store that too, so that a restored trainer draws the same noise as the original would.
+
+    # ------------------------------------------------------------------ config
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "entropy_weight": self.entropy_weight,
+            "generator_width": self.generator_width,
+            "generator_blocks": self.generator_blocks,
+            "generator_lr": self.generator_lr,
+            "generator_decay_steps": self.generator_decay_steps,
+        })
+        return config

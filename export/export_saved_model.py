@@ -1,0 +1,114 @@
+"""adt-export: export a trained classifier as a SavedModel that TensorFlow Serving loads as is.
+
+    adt-export --model=runs/adt_exp --export_dir=exports --model_name=adt_cifar10
+
+`--model` is a training workdir (its config.json names the dataset, so the export gets the
+class names and the model card gets the dataset, epsilon, method, accuracies of report.json
+and the training config) or a bare `.keras` classifier (add `--dataset` for class names).
+Writes `<export_dir>/<model_name>/<version>/` atomically (version: the next free integer
+unless `--version`), with warm-up requests and `model_card.json`, updates
+`<export_dir>/models.config`, and verifies the export in a fresh process before publishing it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+
+from absl import app, flags, logging
+
+from export.verify import VerificationError  # light: NumPy only
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("model", None, "A .keras classifier or a training workdir (holding "
+                    "classifier.keras, config.json and report.json).")
+flags.DEFINE_string("export_dir", "exports", "Export base: one folder per model, numbered "
+                    "version folders inside, models.config beside them.")
+flags.DEFINE_string("model_name", None, "Name of the served model (default: the workdir's or "
+                    "the file's name).")
+flags.DEFINE_integer("version", None, "Version number (default: the next free integer). An "
+                     "existing version is never overwritten.")
+flags.DEFINE_string("dataset", None, "Dataset of the classifier, for class names and real "
+                    "warm-up images (default: the workdir's config.json).")
+flags.DEFINE_string("serving_root", "/models", "Where the server sees --export_dir: base_path "
+                    "in models.config is <serving_root>/<model_name> (/models in the official "
+                    "Docker container; an absolute local path for a local server).")
+flags.DEFINE_bool("verify", True, "Reload the export in a fresh process and compare it with "
+                  "the Keras classifier before publishing it.")
+
+
+def default_model_name(model_path: str) -> str:
+    path = os.path.normpath(model_path)
+    base = os.path.basename(path) if os.path.isdir(path) else os.path.splitext(
+        os.path.basename(path))[0]
+    if base == "classifier":  # <workdir>/classifier.keras -> the workdir's name
+        base = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", base).lstrip(".-")
+    return name or "classifier"
+
+
+def export_from_flags() -> tuple[str, dict]:
+    from export import exporter, sources
+
+    source = sources.load_source(FLAGS.model)
+    dataset = FLAGS.dataset or source.dataset
+    data_dir = (source.config or {}).get("data_dir")
+    shape = tuple(int(d) for d in source.classifier.inputs[0].shape[1:])
+    images, images_source = sources.real_images(shape, exporter.NUM_IMAGES, dataset, data_dir)
+    card = sources.workdir_card(source)
+    if FLAGS.dataset:
+        card["dataset"] = FLAGS.dataset
+    path = exporter.export_classifier(
+        source.classifier, FLAGS.export_dir, FLAGS.model_name or default_model_name(
+            FLAGS.model), FLAGS.version, class_names=sources.class_names_of(dataset),
+        model_card=card, images=images, images_source=images_source,
+        verify_export=FLAGS.verify, serving_root=FLAGS.serving_root)
+    with open(os.path.join(path, "model_card.json")) as f:
+        return path, json.load(f)
+
+
+def _fail(err: Exception):
+    logging.error("%s", err)
+    print(f"adt-export: error: {err}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if not FLAGS["verbosity"].present:  # TensorFlow's INFO lines drown the report
+        logging.set_verbosity(logging.WARNING)
+    try:
+        # Checked before TensorFlow is imported, so a typo costs no start-up time.
+        if not FLAGS.model:
+            raise ValueError("--model is required: a .keras classifier or a training workdir.")
+        if not os.path.exists(FLAGS.model):
+            raise ValueError(f"{FLAGS.model} does not exist; --model must be a .keras "
+                             "classifier or a training workdir holding classifier.keras.")
+        path, card = export_from_flags()
+    except (ValueError, FileExistsError, VerificationError) as err:
+        _fail(err)  # on a VerificationError, no version folder was published
+
+    print(f"Exported {card['model_name']} version {card['version']} to {path}")
+    check = card.get("verification")
+    if check:
+        print(f"  verified in a fresh process: serving_default vs Keras max abs difference "
+              f"{check['max_abs_diff']:.3g} (tolerance {check['tolerance']:g}); "
+              f"serving_bytes vs serving_default {check['bytes_max_abs_diff']:.3g}; "
+              "saved_model_cli show --all ok")
+    else:
+        print("  not verified (--noverify)")
+    print(f"  signatures: {', '.join(k for k in card['signatures'] if k != 'outputs')}")
+    print(f"  models.config: {os.path.join(FLAGS.export_dir, 'models.config')}")
+
+
+def run():
+    """Console-script entry point (`adt-export`)."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,70 @@
+"""`models.config`: the TF Serving model-server configuration at the export base.
+
+A text-format `tensorflow.serving.ModelServerConfig` listing every model exported under the
+base, each with the folder TF Serving watches for numbered versions:
+
+    model_config_list {
+      config {
+        name: "adt_cifar10"
+        base_path: "/models/adt_cifar10"
+        model_platform: "tensorflow"
+      }
+    }
+
+Pass it with `tensorflow_model_server --model_config_file=...`. `base_path` is where the
+server sees the model folder: by default `/models/<name>`, the official Docker container's
+convention when the export base is mounted at /models.
+"""
+
+from __future__ import annotations
+
+import os
+
+from export.constants import MODELS_CONFIG
+
+DEFAULT_SERVING_ROOT = "/models"
+
+
+def read_models_config(path: str):
+    """Parses a models.config file into a `ModelServerConfig` (ValueError if it is not one)."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = model_server_config_pb2.ModelServerConfig()
+    with open(path) as f:
+        text = f.read()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as err:
+        raise ValueError(f"{path} is not a ModelServerConfig text proto ({err}); fix or remove "
+                         "it, it is not overwritten.") from err
+    return config
+
+
+def update_models_config(export_base: str, model_name: str,
+                         serving_root: str = DEFAULT_SERVING_ROOT) -> str:
+    """Adds (or updates) `model_name` in `<export_base>/models.config`, keeping the other
+    models listed there; written atomically. Returns the file's path."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    path = os.path.join(export_base, MODELS_CONFIG)
+    if os.path.exists(path):
+        config = read_models_config(path)
+    else:
+        config = model_server_config_pb2.ModelServerConfig()
+    entries = config.model_config_list.config
+    entry = next((e for e in entries if e.name == model_name), None)
+    if entry is None:
+        entry = entries.add()
+    entry.name = model_name
+    entry.base_path = f"{serving_root.rstrip('/')}/{model_name}"
+    entry.model_platform = "tensorflow"
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text_format.MessageToString(config))
+    os.replace(tmp, path)
+    return path
+
+
+__all__ = ["DEFAULT_SERVING_ROOT", "read_models_config", "update_models_config"]

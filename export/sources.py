@@ -1,0 +1,172 @@
+"""What an export starts from: a saved classifier or a training workdir, and real images.
+
+A training workdir (written by `adt-train`) holds `config.json` (the resolved settings, naming
+the dataset), `classifier.keras` and, after the final evaluation, `report.json` (clean and
+PGD-20 accuracy). A bare `.keras` file carries no dataset: class names and images then come
+from `--dataset` or from the bundled CIFAR-10 sample.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from adt_tf import data as data_lib
+
+CLASSIFIER_FILE = "classifier.keras"
+
+
+@dataclasses.dataclass
+class Source:
+    """A loaded classifier and what its workdir says about it (None for a bare file)."""
+
+    classifier: keras.Model
+    model_path: str
+    workdir: str | None = None
+    config: dict[str, Any] | None = None
+    report: dict[str, Any] | None = None
+
+    @property
+    def dataset(self) -> str | None:
+        return None if self.config is None else self.config.get("dataset")
+
+
+def _read_json(path: str) -> dict[str, Any] | None:
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}).") from err
+
+
+def load_classifier(path: str) -> keras.Model:
+    """Loads a `.keras` classifier (a saved training method yields its bare classifier).
+
+    Raises:
+        ValueError: a missing file, another format, or a file Keras cannot read (the message
+            names the file and Keras's reason).
+    """
+    if not os.path.exists(path):
+        raise ValueError(f"{path} does not exist; --model must be a .keras classifier or a "
+                         "training workdir holding classifier.keras.")
+    if not path.endswith(".keras"):
+        raise ValueError(f"{path} is not a .keras file; --model must be a .keras classifier or "
+                         "a training workdir holding classifier.keras.")
+    import adt_tf.methods  # noqa: F401  (registers the training methods' classes)
+    import adt_tf.models  # noqa: F401
+
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as err:  # zip, JSON, HDF5, unknown classes: one clear message for all
+        raise ValueError(f"Could not load a Keras classifier from {path} "
+                         f"({type(err).__name__}: {err}); is the file complete?") from err
+    inner = getattr(model, "classifier", None)
+    return inner if isinstance(inner, keras.Model) else model
+
+
+def load_source(path: str) -> Source:
+    """A `.keras` file or a training workdir -> `Source`."""
+    if os.path.isdir(path):
+        model_path = os.path.join(path, CLASSIFIER_FILE)
+        if not os.path.exists(model_path):
+            raise ValueError(f"{path} is a folder without {CLASSIFIER_FILE}; pass a training "
+                             "workdir whose run has finished, or a .keras file.")
+        return Source(load_classifier(model_path), model_path, path,
+                      _read_json(os.path.join(path, "config.json")),
+                      _read_json(os.path.join(path, "report.json")))
+    return Source(load_classifier(path), path)
+
+
+def class_names_of(dataset: str | None) -> tuple[str, ...] | None:
+    """The class names of a dataset, None when unknown (or the dataset cannot be read)."""
+    if not dataset:
+        return None
+    try:
+        return data_lib.dataset_info(dataset).class_names
+    except (ValueError, OSError):
+        return None
+
+
+def fit_images(x: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """uint8 or [0, 1] images -> float32 [n, H, W, C] in [0, 1] (resized, channels adapted)."""
+    x = np.asarray(x)
+    x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+    height, width, channels = shape
+    if x.shape[-1] != channels:
+        if channels == 1 and x.shape[-1] == 3:
+            x = tf.image.rgb_to_grayscale(x).numpy()
+        elif channels == 3 and x.shape[-1] == 1:
+            x = np.repeat(x, 3, axis=-1)
+        else:
+            x = np.resize(x.mean(axis=-1, keepdims=True), x.shape[:-1] + (channels,))
+    if x.shape[1:3] != (height, width):
+        x = tf.image.resize(x, (height, width), antialias=True).numpy()
+    return np.clip(x, 0.0, 1.0).astype(np.float32)
+
+
+def _test_images(dataset: str, data_dir: str | None, n: int) -> np.ndarray:
+    if dataset == data_lib.SAMPLE or dataset.startswith(data_lib.NPZ_PREFIX):
+        return data_lib.load(dataset, max_test_examples=n).x_test
+    info = data_lib.dataset_info(dataset)
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(info.tfds_name, data_dir=data_dir)
+    if not builder.is_prepared():  # never download during an export
+        raise ValueError(f"{dataset} is not prepared in tensorflow-datasets' data_dir.")
+    x, _ = tfds.as_numpy(builder.as_dataset(split=f"test[:{n}]", as_supervised=True,
+                                            batch_size=-1))
+    return x
+
+
+def real_images(shape: tuple[int, int, int], n: int = 8, dataset: str | None = None,
+                data_dir: str | None = None) -> tuple[np.ndarray, str]:
+    """n real test images of the model's shape, float32 in [0, 1], and where they came from.
+
+    The dataset's own test images when they can be read without a download, else the first
+    test images of the bundled CIFAR-10 sample, resized and converted to the model's shape
+    (real photographs either way, which is what warm-up and verification need).
+    """
+    if dataset:
+        try:
+            return fit_images(_test_images(dataset, data_dir, n), shape), f"{dataset} test split"
+        except Exception:  # noqa: BLE001  (missing files, no download: fall back, said below)
+            pass
+    x = data_lib.load(data_lib.SAMPLE, max_test_examples=n).x_test
+    return fit_images(x, shape), f"{data_lib.SAMPLE} test split, fitted to {list(shape)}"
+
+
+def workdir_card(source: Source) -> dict[str, Any]:
+    """Model-card fields from a workdir: dataset, epsilon, method, accuracies, config."""
+    config, report = source.config or {}, source.report or {}
+    card: dict[str, Any] = {"source_model": os.path.abspath(source.model_path)}
+    if source.workdir:
+        card["workdir"] = os.path.abspath(source.workdir)
+    card["dataset"] = report.get("dataset", config.get("dataset"))
+    card["method"] = report.get("method", config.get("method"))
+    epsilon = report.get("epsilon", config.get("epsilon"))
+    if epsilon is None and card["dataset"]:
+        try:
+            epsilon = data_lib.dataset_info(card["dataset"]).epsilon
+        except (ValueError, OSError):
+            epsilon = None
+    card["epsilon"] = epsilon
+    card["clean_accuracy"] = report.get("clean_accuracy")
+    card["robust_accuracy"] = report.get("robust_accuracy", report.get("pgd20_accuracy"))
+    card["robust_accuracy_attack"] = report.get("attack") if card["robust_accuracy"] is not None \
+        else None
+    card["evaluation"] = report or None
+    card["training_config"] = config or None
+    optional = ("robust_accuracy_attack", "evaluation", "training_config")
+    return {k: v for k, v in card.items() if v is not None or k not in optional}
+
+
+__all__ = ["CLASSIFIER_FILE", "Source", "class_names_of", "fit_images", "load_classifier",
+           "load_source", "real_images", "workdir_card"]

@@ -1,0 +1,92 @@
+"""Tests of the amortised adversaries' networks (adt_tf/generators.py)."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from adt_tf.generators import EntropyEncoder, ExplicitGenerator, ImplicitGenerator
+
+SHAPES = [(32, 32, 3), (28, 28, 1)]  # CIFAR- and MNIST-shaped
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_explicit_generator_shapes_and_dtypes(shape):
+    h, w, c = shape
+    g = ExplicitGenerator(shape, width=4, num_blocks=1)
+    features = tf.random.uniform([3, h, w, 3 * c])
+    loc, raw_scale = g(features)
+    assert loc.shape == (3, h, w, c) and raw_scale.shape == (3, h, w, c)
+    assert loc.dtype == tf.float32 and raw_scale.dtype == tf.float32
+    # Two different heads: mu and v are not the same map.
+    assert not np.allclose(loc.numpy(), raw_scale.numpy())
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_implicit_generator_and_encoder_shapes(shape):
+    h, w, c = shape
+    g = ImplicitGenerator(shape, z_dim=5, width=4, num_blocks=1, projection_units=8)
+    features = tf.random.uniform([3, h, w, 3 * c])
+    z1 = tf.random.uniform([3, 5], -1, 1, seed=1)
+    z2 = tf.random.uniform([3, 5], -1, 1, seed=2)
+    u1 = g([features, z1], training=False)
+    u2 = g([features, z2], training=False)
+    assert u1.shape == (3, h, w, c) and u1.dtype == tf.float32
+    # The noise reaches the output: different z, different perturbations.
+    assert np.max(np.abs(u1.numpy() - u2.numpy())) > 0
+    enc = EntropyEncoder(shape, z_dim=5, width=4)
+    mean, raw_variance = enc(tf.tanh(u1))
+    assert mean.shape == (3, 5) and raw_variance.shape == (3, 5)
+    assert mean.dtype == tf.float32
+
+
+def test_encoder_log_prob_matches_tfp_normal():
+    z = tf.random.uniform([4, 6], -1, 1, seed=3)
+    mean = tf.random.normal([4, 6], seed=4)
+    raw = tf.random.normal([4, 6], seed=5) * 3.0
+    expected = tfp.distributions.Normal(
+        mean, tf.sqrt(tf.math.softplus(raw) + 1e-6)).log_prob(z)
+    np.testing.assert_allclose(EntropyEncoder.log_prob(z, mean, raw), expected, rtol=1e-5,
+                               atol=1e-5)
+    # Stays finite when the variance underflows.
+    assert np.all(np.isfinite(EntropyEncoder.log_prob(z, mean, tf.fill([4, 6], -200.0))))
+
+
+@pytest.mark.parametrize("shape", [(30, 32, 3), (32, 18, 1)])
+def test_sizes_not_divisible_by_4_are_rejected(shape):
+    with pytest.raises(ValueError, match=rf"divisible by 4.*{shape[0]}, {shape[1]}"):
+        ExplicitGenerator(shape, width=4)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        ImplicitGenerator(shape, width=4)
+
+
+def test_bad_widths_and_z_dim_are_rejected():
+    with pytest.raises(ValueError, match="width must be an integer >= 1, got 0"):
+        ExplicitGenerator((16, 16, 3), width=0)
+    with pytest.raises(ValueError, match="z_dim must be an integer >= 1, got 0"):
+        ImplicitGenerator((16, 16, 3), z_dim=0)
+    with pytest.raises(ValueError, match="width must be an integer >= 1, got 0"):
+        EntropyEncoder((16, 16, 3), width=0)
+    with pytest.raises(ValueError, match="height, width, channels"):
+        EntropyEncoder((16, 16))
+
+
+@pytest.mark.parametrize("cls", [ExplicitGenerator, ImplicitGenerator, EntropyEncoder])
+def test_save_and_reload_on_their_own(cls, tmp_path):
+    net = cls((16, 16, 3), width=4)
+    if cls is ImplicitGenerator:
+        inputs = [tf.random.uniform([2, 16, 16, 9]), tf.random.uniform([2, 64], -1, 1)]
+    elif cls is ExplicitGenerator:
+        inputs = tf.random.uniform([2, 16, 16, 9])
+    else:
+        inputs = tf.random.uniform([2, 16, 16, 3], -1, 1)
+    path = str(tmp_path / "net.keras")
+    net.save(path)
+    again = keras.saving.load_model(path)
+    assert type(again) is cls
+    assert again.get_config() == net.get_config()
+    for a, b in zip(tf.nest.flatten(net(inputs)), tf.nest.flatten(again(inputs))):
+        np.testing.assert_array_equal(a, b)
