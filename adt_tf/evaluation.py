@@ -31,8 +31,9 @@ import tensorflow as tf
 
 import adt_tf
 from adt_tf import sanity, validation
-from adt_tf.attacks import get_attack
+from adt_tf.attacks import fit_amortized_adversary, get_attack
 from adt_tf.eval_report import AttackResult, EvaluationResult
+from adt_tf.methods.amortized import classifier_image_shape
 from adt_tf.models.common import PENULTIMATE
 from adt_tf.suites import DEFAULT_PER_ATTACK, AttackSpec, resolve_suite
 
@@ -180,6 +181,11 @@ def _store(path: str, correct: np.ndarray, mask: np.ndarray, seconds: float) -> 
 def _skip_reason(spec: AttackSpec, classifier, source_model) -> str | None:
     if "source_model" in spec.needs and source_model is None:
         return "no source model given"
+    if "adversary" in spec.needs:
+        try:
+            classifier_image_shape(classifier)
+        except (AttributeError, ValueError):
+            return "needs a Keras classifier whose input height and width divide by 4"
     if "penultimate" in spec.needs:
         try:
             classifier.get_layer(PENULTIMATE)
@@ -188,9 +194,16 @@ def _skip_reason(spec: AttackSpec, classifier, source_model) -> str | None:
     return None
 
 
-def _attack_fn(spec: AttackSpec, epsilon: float, source_model, pool):
+def _attack_fn(spec: AttackSpec, classifier, epsilon: float, source_model, pool, train_pool,
+               seed: int, verbose: bool):
     fn = get_attack(spec.attack)
     extra = {}
+    if "adversary" in spec.needs:
+        fit = {k: v for k, v in spec.params.items() if k.startswith(("train_", "generator_"))
+               or k == "entropy_weight"}
+        extra["adversary"] = fit_amortized_adversary(
+            classifier, *train_pool, epsilon, kind=spec.attack, seed=seed, verbose=verbose,
+            **fit)
     if "source_model" in spec.needs:
         extra["source"] = source_model
     if "target_pool" in spec.needs:
@@ -220,6 +233,7 @@ def environment() -> dict:
 def evaluate(classifier, x, y, *, epsilon: float, suite: str = "quick",
              overrides: dict | None = None, per_attack: str | None = None,
              batch_size: int = 256, seed: int = 0, source_model=None, target_pool=None,
+             train_pool=None,
              cache_dir: str | None = None, model_id: str | None = None,
              model_name: str = "classifier", dataset: str = "arrays",
              sanity_checks: bool = True, sanity_inputs: int = 100, jit_compile: bool = False,
@@ -239,6 +253,8 @@ def evaluate(classifier, x, y, *, epsilon: float, suite: str = "quick",
         source_model: the source of the transfer attacks (skipped without one).
         target_pool: (images, labels) FeaAttack draws targets from; default the first
             `TARGET_POOL_SIZE` evaluation inputs.
+        train_pool: (images, labels) the EXP-AM / IMP-AM generators train on (the dataset's
+            training split in adt-evaluate); default the evaluation inputs themselves.
         cache_dir: if set, each attack's per-example results are stored there and reused by a
             later call with the same model, data and settings (resumable evaluations).
         model_id: identifies the model in the cache key (default: a hash of its weights).
@@ -264,6 +280,7 @@ def evaluate(classifier, x, y, *, epsilon: float, suite: str = "quick",
         target_pool = (x[:TARGET_POOL_SIZE], y[:TARGET_POOL_SIZE])
     else:
         target_pool = prepare_inputs(classifier, *target_pool)
+    train_pool = (x, y) if train_pool is None else prepare_inputs(classifier, *train_pool)
     key_base = None
     if cache_dir is not None:
         model_id = model_id or weights_id(classifier)
@@ -274,7 +291,7 @@ def evaluate(classifier, x, y, *, epsilon: float, suite: str = "quick",
                     "epsilon": epsilon, "seed": seed, "batch_size": batch_size,
                     "per_attack": per_attack,
                     "source": weights_id(source_model) if source_model is not None else None,
-                    "pool": _array_id(*target_pool)}
+                    "pool": _array_id(*target_pool), "train_pool": _array_id(*train_pool)}
 
     clean = correct_under_attack(classifier, x, y, None, batch_size=batch_size,
                                  verbose=bool(verbose), label="clean")
@@ -307,8 +324,9 @@ def evaluate(classifier, x, y, *, epsilon: float, suite: str = "quick",
             correct = np.zeros(len(x), bool)
             if len(idx):
                 correct[idx] = correct_under_attack(
-                    classifier, x[idx], y[idx], _attack_fn(spec, epsilon, source_model,
-                                                           target_pool),
+                    classifier, x[idx], y[idx],
+                    _attack_fn(spec, classifier, epsilon, source_model, target_pool,
+                               train_pool, seed, bool(verbose)),
                     batch_size=batch_size, jit_compile=jit_compile, verbose=bool(verbose),
                     label=spec.name, seed=seed)
             seconds = time.perf_counter() - t0

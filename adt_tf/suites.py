@@ -6,7 +6,8 @@ suites are ordered lists of catalogue names:
 
 - `quick`: PGD-20.
 - `paper`: the ADT paper's battery (Sec. 5): FGSM, PGD-20, PGD-100, MIM-20, C&W, FeaAttack,
-  SPSA, transfer PGD-20 and MIM-20 (when a source model is given), and the distributional EXP.
+  SPSA, transfer PGD-20 and MIM-20 (when a source model is given), and the distributional
+  EXP, EXP-AM and IMP-AM.
 - `autoattack`: AutoAttack's standard order (Croce & Hein, 2020): APGD-CE, APGD-T (9 targets),
   Square (5000 queries). FAB-T is not implemented (see README).
 - `full`: paper then autoattack.
@@ -24,13 +25,13 @@ from adt_tf.attacks import ATTACKS, get_attack
 
 KINDS = ("white-box", "black-box", "transfer", "distributional")
 #: What an attack may need from the evaluation besides (classifier, x, y, epsilon).
-NEEDS = ("source_model", "penultimate", "target_pool")
+NEEDS = ("source_model", "penultimate", "target_pool", "adversary")
 
 # Arguments that the evaluation supplies itself; they cannot be overridden by name.
 _SUPPLIED = ("classifier", "x", "y", "epsilon", "seed", "source", "target_images",
-             "target_labels")
+             "target_labels", "adversary")
 _COUNTS = ("steps", "restarts", "num_queries", "samples", "num_targets", "check_samples",
-           "sample_chunk")
+           "sample_chunk", "train_steps", "train_batch_size", "generator_width")
 _SIZES = ("step_size", "lr", "perturbation")
 
 
@@ -46,7 +47,7 @@ class AttackSpec:
         label: how the report names it, a format string of the parameters (e.g.
             "PGD-{steps}"); `display_label` fills it in.
         needs: what it needs from the evaluation ("source_model", "penultimate",
-            "target_pool").
+            "target_pool", "adversary": a generator fitted before the attack).
     """
 
     name: str
@@ -108,6 +109,11 @@ def _short(value):
     return value
 
 
+# The amortised attacks: a generator trained against the fixed model (on the evaluation's
+# training pool), then sampled.
+_AM = {"train_steps": 500, "train_batch_size": 64, "generator_width": 16, "check_samples": 10}
+
+
 def _catalogue() -> dict[str, AttackSpec]:
     specs = [
         AttackSpec("fgsm", "fgsm", {}, "white-box", "FGSM"),
@@ -128,6 +134,10 @@ def _catalogue() -> dict[str, AttackSpec]:
                    "transfer", "Transfer MIM-{steps}", ("source_model",)),
         AttackSpec("exp", "exp", {"steps": 20, "samples": 10, "check_samples": 10},
                    "distributional", "EXP (T={steps}, k={samples})"),
+        AttackSpec("exp_am", "exp_am", _AM, "distributional",
+                   "EXP-AM ({train_steps} generator steps)", ("adversary",)),
+        AttackSpec("imp_am", "imp_am", _AM, "distributional",
+                   "IMP-AM ({train_steps} generator steps)", ("adversary",)),
         AttackSpec("apgd_ce", "apgd", {"steps": 100, "loss": "ce", "restarts": 1},
                    "white-box", "APGD-CE"),
         AttackSpec("apgd_dlr", "apgd", {"steps": 100, "loss": "dlr", "restarts": 1},
@@ -145,7 +155,7 @@ CATALOGUE: dict[str, AttackSpec] = _catalogue()
 SUITES: dict[str, tuple[str, ...]] = {
     "quick": ("pgd20",),
     "paper": ("fgsm", "pgd20", "pgd100", "mim20", "cw30", "fea", "spsa", "transfer_pgd20",
-              "transfer_mim20", "exp"),
+              "transfer_mim20", "exp", "exp_am", "imp_am"),
     "autoattack": ("apgd_ce", "apgd_t", "square"),
 }
 SUITES["full"] = SUITES["paper"] + SUITES["autoattack"]

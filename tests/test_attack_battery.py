@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from adt_tf.attacks import ATTACKS, apgd, fea_attack, fgsm, pgd, square
+from adt_tf.attacks import (
+    ATTACKS,
+    apgd,
+    exp_am,
+    fea_attack,
+    fgsm,
+    fit_amortized_adversary,
+    pgd,
+    square,
+)
 from adt_tf.attacks.apgd import checkpoints
 from adt_tf.attacks.common import dlr_loss, targeted_dlr_loss
 from adt_tf.attacks.distributional import pick_per_example
@@ -22,9 +31,22 @@ def trained():
     return model, x[:64], y[:64]
 
 
-def small_settings(model):
+@pytest.fixture(scope="module")
+def adversaries():
+    """EXP-AM and IMP-AM generators, briefly trained against the tiny classifier."""
+    model, x, y = trained_tiny_classifier()
+    return {kind: fit_amortized_adversary(model, x, y, EPS, kind=kind, train_steps=15,
+                                          train_batch_size=32, generator_width=4,
+                                          generator_blocks=1, seed=1)
+            for kind in ("exp_am", "imp_am")}
+
+
+def small_settings(model, adversaries=None):
     """Settings small enough for CPU tests, one entry per registered attack."""
+    adversaries = adversaries or {}
     return {
+        "exp_am": {"adversary": adversaries.get("exp_am"), "check_samples": 4},
+        "imp_am": {"adversary": adversaries.get("imp_am"), "check_samples": 4},
         "fgsm": {}, "pgd": {"steps": 5}, "mim": {"steps": 5}, "cw": {"steps": 5},
         "fea": {"steps": 5, "num_targets": 2, "step_size": 2 / 255},
         "spsa": {"steps": 5, "samples": 16, "sample_chunk": 8},
@@ -35,7 +57,8 @@ def small_settings(model):
     }
 
 
-RANDOMISED = ("pgd", "cw", "spsa", "square", "apgd", "apgd_t", "exp", "fea")
+RANDOMISED = ("pgd", "cw", "spsa", "square", "apgd", "apgd_t", "exp", "fea", "exp_am",
+              "imp_am")
 
 
 def accuracy(model, x, y):
@@ -47,9 +70,9 @@ def test_every_registered_attack_has_a_test_setting(trained):
 
 
 @pytest.mark.parametrize("name", sorted(ATTACKS))
-def test_attack_in_ball_seeded_and_stronger_than_clean(trained, name):
+def test_attack_in_ball_seeded_and_stronger_than_clean(trained, adversaries, name):
     model, x, y = trained
-    kwargs = small_settings(model)[name]
+    kwargs = small_settings(model, adversaries)[name]
     run = tf.function(lambda xb, yb, s: ATTACKS[name](model, xb, yb, EPS, seed=s, **kwargs))
     seed = tf.constant([7, 0], tf.int32)
     a = run(tf.constant(x), tf.constant(y), seed)
@@ -162,3 +185,14 @@ def test_bad_attack_arguments(trained):
             square(model, x[:2], y[:2], eps)
     with pytest.raises(ValueError, match="source"):
         ATTACKS["transfer"](model, x[:2], y[:2], EPS, source=None)
+
+
+def test_amortized_attack_trains_its_own_generator_when_called_eagerly(trained):
+    model, x, y = trained
+    x_adv = exp_am(model, x[:16], y[:16], EPS, train_steps=2, train_batch_size=8,
+                   generator_width=2, generator_blocks=0, check_samples=2)
+    assert np.abs(x_adv.numpy() - x[:16]).max() <= EPS + 1e-6
+    with pytest.raises(ValueError, match="call it eagerly, or pass adversary="):
+        tf.function(lambda a, b: exp_am(model, a, b, EPS))(x[:2], y[:2])
+    with pytest.raises(ValueError, match="train_steps"):
+        exp_am(model, x[:2], y[:2], EPS, train_steps=0)

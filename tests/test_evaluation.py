@@ -182,33 +182,30 @@ def test_epsilon_sweep_check():
     assert sanity.check_epsilon_sweep(falling) == []
 
 
-def test_savedmodel_signature_is_evaluated_like_the_keras_model(trained, tmp_path):
+def test_savedmodel_export_is_evaluated_like_the_keras_model(trained, tmp_path):
+    from export.exporter import export_classifier
+
     model, x, y = trained
-
-    class Export(tf.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        @tf.function(input_signature=[tf.TensorSpec([None, 16, 16, 3], tf.float32)])
-        def serve(self, images):
-            logits = self.m(images, training=False)
-            return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
-
-    module = Export(model)
-    path = os.path.join(str(tmp_path), "export", "1")
-    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
-    loaded = load_classifier(os.path.join(str(tmp_path), "export"))  # picks version 1
+    base = str(tmp_path / "exports")
+    export_classifier(model, base, "tiny", verify_export=False, serving_root=base)
+    loaded = load_classifier(os.path.join(base, "tiny"))  # picks the version folder 1
     assert loaded.image_shape == (16, 16, 3)
     np.testing.assert_allclose(loaded(x), model(x), atol=1e-5)
-    kwargs = dict(epsilon=EPS, suite="pgd20,fea", per_attack="all", verbose=0,
+    kwargs = dict(epsilon=EPS, suite="pgd20,fea,exp_am", per_attack="all", verbose=0,
                   sanity_checks=False,
-                  overrides={"pgd20": {"steps": 5}, "fea": {"num_targets": 1, "steps": 2}})
+                  overrides={"pgd20": {"steps": 5}, "fea": {"num_targets": 1, "steps": 2},
+                             "exp_am": {"train_steps": 3, "generator_width": 2,
+                                        "check_samples": 2}})
     from_export = evaluate(loaded, x, y, model_id="export", **kwargs)
     from_keras = evaluate(model, x, y, **kwargs)
     assert from_export.attack("pgd20").accuracy == pytest.approx(
         from_keras.attack("pgd20").accuracy, abs=1 / 48)
     assert "penultimate" in from_export.attack("fea").skipped
+    assert "divide by 4" in from_export.attack("exp_am").skipped
+    # The Keras model runs both: FeaAttack and a generator fitted on the evaluation inputs.
+    assert from_keras.attack("fea").skipped is None
+    assert from_keras.attack("exp_am").num_attacked == from_keras.attack("pgd20").num_attacked
+    assert from_keras.attack("exp_am").params["train_steps"] == 3
 
 
 def test_bad_input(trained, tmp_path):

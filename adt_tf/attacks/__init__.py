@@ -6,6 +6,7 @@ Every attack works on batches of images in [0, 1], stays inside the L-infinity b
 runs under `tf.function` (its loops are `tf.while_loop`s).
 """
 
+from adt_tf.attacks.amortized import exp_am, fit_amortized_adversary, imp_am
 from adt_tf.attacks.apgd import apgd, apgd_targeted
 from adt_tf.attacks.cw import cw
 from adt_tf.attacks.distributional import exp_attack
@@ -26,6 +27,8 @@ ATTACKS = {
     "spsa": spsa,
     "transfer": transfer,
     "exp": exp_attack,
+    "exp_am": exp_am,
+    "imp_am": imp_am,
     "apgd": apgd,
     "apgd_t": apgd_targeted,
     "square": square,
@@ -42,5 +45,6 @@ def get_attack(name: str):
     return ATTACKS[name]
 
 
-__all__ = ["ATTACKS", "BLACK_BOX", "apgd", "apgd_targeted", "cw", "exp_attack", "fea_attack",
-           "fgsm", "get_attack", "mim", "pgd", "spsa", "square", "transfer"]
+__all__ = ["ATTACKS", "BLACK_BOX", "apgd", "apgd_targeted", "cw", "exp_am", "exp_attack",
+           "fea_attack", "fgsm", "fit_amortized_adversary", "get_attack", "imp_am", "mim", "pgd",
+           "spsa", "square", "transfer"]
