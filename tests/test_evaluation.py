@@ -120,7 +120,8 @@ def test_suites_are_as_documented():
     assert SUITES["autoattack"] == ("apgd_ce", "apgd_t", "square")
     assert SUITES["full"] == SUITES["paper"] + SUITES["autoattack"]
     paper = {CATALOGUE[n].attack for n in SUITES["paper"]}
-    assert paper == {"fgsm", "pgd", "mim", "cw", "fea", "spsa", "transfer", "exp"}
+    assert paper == {"fgsm", "pgd", "mim", "cw", "fea", "spsa", "transfer", "exp", "exp_am",
+                     "imp_am"}
     assert CATALOGUE["pgd100"].params["steps"] == 100
     assert CATALOGUE["square"].params["num_queries"] == 5000
     assert CATALOGUE["fea"].params["num_targets"] == 200
