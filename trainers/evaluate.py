@@ -7,6 +7,10 @@ Writes <out>/robustness.json (every setting, per-attack and worst-case accuracy,
 sanity warnings), <out>/robustness.md (the same as a table) and per-example results; each
 attack's per-example results are cached in <out>/cache, so a rerun with the same model, data
 and settings skips the attacks already done (an interrupted run resumes).
+
+FeaAttack draws its targets from the first 1,000 test images; the EXP-AM and IMP-AM
+generators are fitted on the first 10,000 training images. Transfer attacks need
+--source_model (they are reported as skipped without it).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from adt_tf.loading import file_id, load_classifier
 from adt_tf.suites import CATALOGUE, SUITES, parse_overrides, resolve_suite
 
 FLAGS = flags.FLAGS
+#: Training images the EXP-AM / IMP-AM generators are fitted on (the first ones).
+TRAIN_POOL_SIZE = 10000
 
 flags.DEFINE_string("model", None, "The classifier: a .keras file or a SavedModel export "
                     "folder (its serving_default signature's `logits` output).")
@@ -77,6 +83,7 @@ def run_evaluation(model: str, dataset: str = data_lib.SAMPLE, *, data_dir=None,
         overrides=overrides, per_attack=per_attack, batch_size=batch_size, seed=seed,
         source_model=source,
         target_pool=(splits.x_test[:TARGET_POOL_SIZE], splits.y_test[:TARGET_POOL_SIZE]),
+        train_pool=(splits.x_train[:TRAIN_POOL_SIZE], splits.y_train[:TRAIN_POOL_SIZE]),
         cache_dir=os.path.join(out, "cache"), model_id=model_id, model_name=model,
         dataset=dataset, sanity_checks=sanity_checks, jit_compile=jit_compile,
         verbose=verbose)
