@@ -5,9 +5,11 @@ import os
 import subprocess
 import sys
 
+import keras
 import pytest
 
-from tests.helpers import tiny_classifier
+from adt_tf import data as data_lib
+from tests.helpers import ce_loss, tiny_classifier
 from trainers.evaluate import run_evaluation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -15,19 +17,25 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
+    keras.utils.set_random_seed(2)
+    splits = data_lib.load(data_lib.SAMPLE, max_train_examples=1000)
+    model = tiny_classifier(input_shape=(32, 32, 3))
+    model.compile(keras.optimizers.Adam(3e-3), ce_loss())
+    model.fit(splits.x_train / 255.0, splits.y_train, epochs=3, batch_size=64, verbose=0)
     path = str(tmp_path_factory.mktemp("model") / "classifier.keras")
-    tiny_classifier(input_shape=(32, 32, 3)).save(path)
+    model.save(path)
     return path
 
 
 def test_end_to_end_and_resume(saved_model, tmp_path, capsys):
     out = str(tmp_path / "eval")
-    kwargs = dict(suite="pgd20,fgsm", attack_params=["pgd20.steps=3"], num_examples=12,
+    kwargs = dict(suite="pgd20,fgsm", attack_params=["pgd20.steps=3"], num_examples=24,
                   batch_size=8, out=out, verbose=1)
     result, paths = run_evaluation(saved_model, "cifar10_sample", **kwargs)
     assert "pgd20_acc" in capsys.readouterr().out  # a progress bar per attack
     data = json.load(open(paths["json"]))
-    assert data["num_examples"] == 12 and data["dataset"] == "cifar10_sample"
+    assert data["attacks"][0]["num_attacked"] > 0  # some inputs are classified correctly
+    assert data["num_examples"] == 24 and data["dataset"] == "cifar10_sample"
     assert data["epsilon"] == pytest.approx(8 / 255)  # the dataset's default
     assert data["attacks"][0]["params"]["steps"] == 3
     assert os.path.exists(paths["md"]) and len(os.listdir(os.path.join(out, "cache"))) == 2
