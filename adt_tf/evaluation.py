@@ -18,8 +18,6 @@ Misclassified clean inputs are never attacked: they count as broken by every att
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import platform
 import time
@@ -32,6 +30,7 @@ import tensorflow as tf
 import adt_tf
 from adt_tf import sanity, validation
 from adt_tf.attacks import fit_amortized_adversary, get_attack
+from adt_tf.eval_cache import array_id, cache_file, load_cached, store, weights_id
 from adt_tf.eval_report import AttackResult, EvaluationResult
 from adt_tf.methods.amortized import classifier_image_shape
 from adt_tf.models.common import PENULTIMATE
@@ -40,7 +39,6 @@ from adt_tf.suites import DEFAULT_PER_ATTACK, AttackSpec, resolve_suite
 PER_ATTACK_MODES = ("all", "remaining")
 #: FeaAttack's default target pool: the first inputs of the evaluation, at most this many.
 TARGET_POOL_SIZE = 1000
-_CACHE_VERSION = 1
 
 
 def _batches(x: np.ndarray, y: np.ndarray, batch_size: int):
@@ -135,46 +133,6 @@ def prepare_inputs(classifier, x, y) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"Labels must lie in [0, {num_classes}) for this model's "
                          f"{num_classes} outputs, got values in [{y.min()}, {y.max()}].")
     return x, y.astype(np.int32)
-
-
-# ---------------------------------------------------------------------------- cache
-def weights_id(classifier) -> str | None:
-    """A hash of a Keras classifier's weights (None for objects without `get_weights`)."""
-    if not hasattr(classifier, "get_weights"):
-        return None
-    digest = hashlib.sha256()
-    for w in classifier.get_weights():
-        digest.update(np.ascontiguousarray(w).tobytes())
-    return digest.hexdigest()[:20]
-
-
-def _array_id(*arrays) -> str:
-    digest = hashlib.sha256()
-    for a in arrays:
-        digest.update(np.ascontiguousarray(a).tobytes())
-    return digest.hexdigest()[:20]
-
-
-def _cache_file(cache_dir: str, spec: AttackSpec, key: dict) -> str:
-    text = json.dumps(key, sort_keys=True, default=str)
-    return os.path.join(cache_dir, f"{spec.name}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
-                                   ".npz")
-
-
-def _load_cached(path: str, mask: np.ndarray):
-    if not os.path.exists(path):
-        return None
-    with np.load(path) as data:
-        if not np.array_equal(data["evaluated"], mask):
-            return None  # earlier attacks changed the inputs this one runs on
-        return data["correct"].copy(), float(data["seconds"])
-
-
-def _store(path: str, correct: np.ndarray, mask: np.ndarray, seconds: float) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, correct=correct, evaluated=mask, seconds=seconds)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------- running
@@ -287,11 +245,11 @@ def evaluate(classifier, x, y, *, epsilon: float, suite: str = "quick",
         if model_id is None:
             raise ValueError("A cache_dir needs a model_id for this model (it has no Keras "
                              "weights to hash).")
-        key_base = {"version": _CACHE_VERSION, "model": model_id, "data": _array_id(x, y),
+        key_base = {"model": model_id, "data": array_id(x, y),
                     "epsilon": epsilon, "seed": seed, "batch_size": batch_size,
                     "per_attack": per_attack,
                     "source": weights_id(source_model) if source_model is not None else None,
-                    "pool": _array_id(*target_pool), "train_pool": _array_id(*train_pool)}
+                    "pool": array_id(*target_pool), "train_pool": array_id(*train_pool)}
 
     clean = correct_under_attack(classifier, x, y, None, batch_size=batch_size,
                                  verbose=bool(verbose), label="clean")
@@ -310,9 +268,9 @@ def evaluate(classifier, x, y, *, epsilon: float, suite: str = "quick",
             results.append(result)
             continue
         mask = (clean if per_attack == "all" else robust).copy()
-        path = _cache_file(cache_dir, spec, dict(key_base, spec=spec.to_dict())) \
+        path = cache_file(cache_dir, spec.name, dict(key_base, spec=spec.to_dict())) \
             if cache_dir else None
-        cached = _load_cached(path, mask) if path else None
+        cached = load_cached(path, mask) if path else None
         if cached is not None:
             correct, seconds = cached
             result.cached = True
@@ -331,7 +289,7 @@ def evaluate(classifier, x, y, *, epsilon: float, suite: str = "quick",
                     label=spec.name, seed=seed)
             seconds = time.perf_counter() - t0
             if path:
-                _store(path, correct, mask, seconds)
+                store(path, correct, mask, seconds)
         robust &= correct
         per_example[spec.name] = correct
         result.num_attacked = int(mask.sum())
@@ -369,5 +327,4 @@ def run_sanity_checks(classifier, x, y, epsilon: float, seed: int = 0):
 
 
 __all__ = ["PER_ATTACK_MODES", "correct_under_attack", "environment", "evaluate",
-           "input_shape_of", "predict_labels", "prepare_inputs", "run_sanity_checks",
-           "weights_id"]
+           "input_shape_of", "predict_labels", "prepare_inputs", "run_sanity_checks"]
