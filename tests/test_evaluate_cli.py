@@ -59,6 +59,13 @@ def test_bad_settings_fail_before_loading(saved_model, tmp_path):
         run_evaluation(small, "cifar10_sample", num_examples=4, out=str(tmp_path))
 
 
+def test_importing_both_command_lines_does_not_clash():
+    import trainers.evaluate as evaluate_cli
+    import trainers.train  # noqa: F401  (defines flags named like adt-evaluate's)
+
+    assert "suite" not in evaluate_cli.FLAGS  # adt-evaluate defines its flags only in run()
+
+
 def test_command_line_reports_errors_with_exit_code_2(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "trainers.evaluate", f"--model={tmp_path}/missing.keras",

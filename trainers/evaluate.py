@@ -30,31 +30,38 @@ FLAGS = flags.FLAGS
 #: Training images the EXP-AM / IMP-AM generators are fitted on (the first ones).
 TRAIN_POOL_SIZE = 10000
 
-flags.DEFINE_string("model", None, "The classifier: a .keras file or a SavedModel export "
-                    "folder (its serving_default signature's `logits` output).")
-flags.DEFINE_string("dataset", data_lib.SAMPLE,
-                    f"Dataset: {', '.join(data_lib.known_datasets())}.")
-flags.DEFINE_string("data_dir", None, "Where tensorflow-datasets keeps its files.")
-flags.DEFINE_string("suite", "quick",
-                    f"Suite ({', '.join(sorted(SUITES))}) or a comma-separated list of attacks "
-                    f"({', '.join(CATALOGUE)}).")
-flags.DEFINE_list("attack_params", [], "Attack settings, ATTACK.PARAM=VALUE, e.g. "
-                  "fea.num_targets=20,spsa.samples=512,square.num_queries=1000.")
-flags.DEFINE_enum("per_attack", None, list(PER_ATTACK_MODES),
-                  "'all': every attack on every clean-correct input (own accuracy per "
-                  "attack); 'remaining': each on the inputs still robust (default for the "
-                  "autoattack and full suites).")
-flags.DEFINE_float("epsilon", None, "L-inf budget in [0, 1] pixels (default: the dataset's, "
-                   "8/255 for CIFAR).")
-flags.DEFINE_integer("num_examples", None, "Evaluate the first N test inputs (default: all).")
-flags.DEFINE_integer("batch_size", 256, "Inputs per attack batch.")
-flags.DEFINE_string("source_model", None, "Source model of the transfer attacks (.keras or "
-                    "SavedModel); without it they are skipped.")
-flags.DEFINE_string("out", "runs/eval", "Output folder (JSON, Markdown, cache).")
-flags.DEFINE_integer("seed", 0, "Seed of the attacks.")
-flags.DEFINE_bool("jit_compile", False, "Compile the attacks with XLA.")
-flags.DEFINE_bool("sanity_checks", True, "Run the gradient-masking sanity checks.")
-flags.DEFINE_integer("verbose", 1, "0 silent, 1 progress bars.")
+
+def define_flags() -> None:
+    """Defines the command line's flags (on first use only: trainers/train.py defines flags
+    of the same names, and both modules may be imported by one process, e.g. the tests)."""
+    if "suite" in FLAGS:
+        return
+    flags.DEFINE_string("model", None, "The classifier: a .keras file or a SavedModel export "
+                        "folder (its serving_default signature's `logits` output).")
+    flags.DEFINE_string("dataset", data_lib.SAMPLE,
+                        f"Dataset: {', '.join(data_lib.known_datasets())}.")
+    flags.DEFINE_string("data_dir", None, "Where tensorflow-datasets keeps its files.")
+    flags.DEFINE_string("suite", "quick",
+                        f"Suite ({', '.join(sorted(SUITES))}) or a comma-separated list of "
+                        f"attacks ({', '.join(CATALOGUE)}).")
+    flags.DEFINE_list("attack_params", [], "Attack settings, ATTACK.PARAM=VALUE, e.g. "
+                      "fea.num_targets=20,spsa.samples=512,square.num_queries=1000.")
+    flags.DEFINE_enum("per_attack", None, list(PER_ATTACK_MODES),
+                      "'all': every attack on every clean-correct input (own accuracy per "
+                      "attack); 'remaining': each on the inputs still robust (default for the "
+                      "autoattack and full suites).")
+    flags.DEFINE_float("epsilon", None, "L-inf budget in [0, 1] pixels (default: the "
+                       "dataset's, 8/255 for CIFAR).")
+    flags.DEFINE_integer("num_examples", None, "Evaluate the first N test inputs (default: "
+                         "all).")
+    flags.DEFINE_integer("batch_size", 256, "Inputs per attack batch.")
+    flags.DEFINE_string("source_model", None, "Source model of the transfer attacks (.keras or "
+                        "SavedModel); without it they are skipped.")
+    flags.DEFINE_string("out", "runs/eval", "Output folder (JSON, Markdown, cache).")
+    flags.DEFINE_integer("seed", 0, "Seed of the attacks.")
+    flags.DEFINE_bool("jit_compile", False, "Compile the attacks with XLA.")
+    flags.DEFINE_bool("sanity_checks", True, "Run the gradient-masking sanity checks.")
+    flags.DEFINE_integer("verbose", 1, "0 silent, 1 progress bars.")
 
 
 def run_evaluation(model: str, dataset: str = data_lib.SAMPLE, *, data_dir=None,
@@ -115,6 +122,7 @@ def main(argv):
 
 def run():
     """Console-script entry point (`adt-evaluate`)."""
+    define_flags()
     app.run(main)
 
 
