@@ -12,6 +12,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from adt_tf import validation
+from adt_tf.precision import as_float32
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -69,8 +70,12 @@ class ExplicitAdversarialDistribution:
 
     def __init__(self, loc: tf.Tensor, raw_scale: tf.Tensor, epsilon: float):
         self.epsilon = validation.check_epsilon(epsilon)
-        loc = tf.convert_to_tensor(loc)
-        raw_scale = tf.convert_to_tensor(raw_scale, dtype=loc.dtype)
+        # Always at least float32, whatever the Keras policy: a float16/bfloat16 mu (e.g. from
+        # a generator under mixed precision) is cast up, so the samples, the tanh Jacobian
+        # and the entropy are float32 (bfloat16 keeps 8 bits: log sigma and r^2 / 2 would
+        # lose the differences lambda * H is made of).
+        loc = as_float32(loc)
+        raw_scale = tf.cast(as_float32(raw_scale), loc.dtype)
         if loc.shape.rank is not None and loc.shape.rank < 2:
             raise ValueError(
                 f"loc must have a batch dimension and an event shape, got shape {loc.shape}."

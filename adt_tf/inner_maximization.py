@@ -11,6 +11,10 @@ import keras
 import tensorflow as tf
 
 from adt_tf.distributions import ExplicitAdversarialDistribution
+from adt_tf.precision import as_float32
+
+MAX_UNROLLED_STEPS = 16
+"""Inner loops of at most this many steps are unrolled by default (see `unroll`)."""
 
 
 class InnerResult(NamedTuple):
@@ -61,7 +65,10 @@ def sample_inputs(x, dist: ExplicitAdversarialDistribution, num_samples: int, se
         (x_adv [k*B, ...], neg_log_prob [k, B])
     """
     sample = dist.sample(num_samples, seed)
-    x_adv = tf.clip_by_value(x[tf.newaxis] + tf.cast(sample.delta, x.dtype), 0.0, 1.0)
+    # In the distribution's dtype (float32 at least): a bfloat16 pixel near 0.5 has a
+    # resolution of 1/256, coarser than a quarter of epsilon = 8/255.
+    x = tf.cast(x, sample.delta.dtype)
+    x_adv = tf.clip_by_value(x[tf.newaxis] + sample.delta, 0.0, 1.0)
     flat = tf.reshape(x_adv, tf.concat([[-1], tf.shape(x)[1:]], axis=0))
     return flat, sample.neg_log_prob
 
@@ -80,6 +87,7 @@ def explicit_inner_maximization(
     beta2: float,
     seed: tf.Tensor,
     loss_fn=None,
+    unroll: bool | None = None,
 ) -> InnerResult:
     """Maximises E_p[L(f(x + delta), y)] + lambda * H(p) over the per-example (mu, v).
 
@@ -103,12 +111,24 @@ def explicit_inner_maximization(
         loss_fn: the per-example loss L(logits [k*B, C], labels [k*B]) -> [k*B] that the
             distribution maximises (None: cross-entropy; ADT with the TRADES loss passes
             beta * KL(f(x) || f(x + delta)), see `adt_tf.methods.adt_exp`).
+        unroll: write the T steps out one after the other instead of a `tf.while_loop`
+            (same ops, same random numbers, same result). None: unroll when T <=
+            `MAX_UNROLLED_STEPS`. Unrolled code runs faster under TensorFlow's graph
+            optimisers (docs/performance.md: ADT_EXP's step 19% faster on a 2-core CPU)
+            but takes longer to trace and compile for large T.
 
     Returns:
         An `InnerResult`.
     """
-    x = tf.convert_to_tensor(x)
+    x = as_float32(x)  # mu, v and x + delta in float32 (at least) under any Keras policy
     y_rep = tf.tile(tf.reshape(y, [-1]), [samples])
+    # A float16 classifier's backward pass can underflow: the gradient of a mean over k*B
+    # examples is ~1/(k*B) per example. Differentiate the objective scaled by k*B (the
+    # per-example sum) and undo the scale in float32 (a static loss scale; with beta1 =
+    # beta2 = 0 the Adam step does not depend on the scale at all). bfloat16 has float32's
+    # range and needs none.
+    grad_scale = (tf.cast(tf.size(y_rep), tf.float32)
+                  if getattr(classifier, "compute_dtype", None) == "float16" else None)
 
     def body(t, loc, raw, m_loc, m_raw, s_loc, s_raw, objective, entropy):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
@@ -124,7 +144,10 @@ def explicit_inner_maximization(
                 loss = loss_fn(logits, y_rep)
             entropy = tf.reduce_mean(tf.cast(nlp, tf.float32))
             objective = tf.reduce_mean(tf.cast(loss, tf.float32)) + entropy_weight * entropy
-        g_loc, g_raw = tape.gradient(objective, [loc, raw])
+            scaled = objective if grad_scale is None else objective * grad_scale
+        g_loc, g_raw = tape.gradient(scaled, [loc, raw])
+        if grad_scale is not None:
+            g_loc, g_raw = (g / tf.cast(grad_scale, g.dtype) for g in (g_loc, g_raw))
         (loc, raw), (m_loc, m_raw), (s_loc, s_raw) = adam_ascent(
             [loc, raw], [g_loc, g_raw], [m_loc, m_raw], [s_loc, s_raw], t + 1, lr, beta1, beta2)
         return t + 1, loc, raw, m_loc, m_raw, s_loc, s_raw, objective, entropy
@@ -134,6 +157,15 @@ def explicit_inner_maximization(
     zeros = [tf.zeros_like(x) for _ in range(6)]
     scalar = tf.constant(0.0, tf.float32)
     state = (tf.constant(0), *zeros, scalar, scalar)
-    _, loc, raw, _, _, _, _, objective, entropy = tf.while_loop(
-        lambda t, *_: t < steps, body, state, maximum_iterations=steps)
+    if unroll is None:
+        unroll = steps <= MAX_UNROLLED_STEPS
+    if unroll:
+        # Straight-line code: inside a while_loop body TensorFlow 2.21 often (not always:
+        # it depends on the graph's node order) leaves MaxPoolGrad to Eigen instead of
+        # oneDNN, 8x slower, and grappler fuses fewer elementwise ops.
+        for _ in range(steps):
+            state = body(*state)
+    else:
+        state = tf.while_loop(lambda t, *_: t < steps, body, state, maximum_iterations=steps)
+    _, loc, raw, _, _, _, _, objective, entropy = state
     return InnerResult(loc=loc, raw_scale=raw, objective=objective, entropy=entropy)

@@ -19,11 +19,18 @@ import tensorflow as tf
 from adt_tf import data as data_lib
 from adt_tf import validation
 from adt_tf.attacks import pgd
+from adt_tf.distributed import (
+    STRATEGIES,
+    SharedBackupAndRestore,
+    make_strategy,
+    shard_by_data,
+    worker_role,
+)
 from adt_tf.evaluation import correct_under_attack
 from adt_tf.methods import AmortizedAdversarialTrainer, get_method
 from adt_tf.models import MODELS, build_model
+from adt_tf.precision import precision_policy
 
-STRATEGIES = ("default", "mirrored")
 # Settings that may change when a run is resumed in the same workdir.
 RESUMABLE_CHANGES = ("epochs", "eval_examples", "verbose")
 
@@ -57,7 +64,9 @@ class TrainConfig:
     eval_examples: int | None = None
     eval_batch_size: int = 256
     jit_compile: bool = False
+    mixed_precision: bool = False
     strategy: str = "default"
+    tpu: str | None = None
     verbose: int = 1
 
     def resolved_epsilon(self) -> float:
@@ -89,6 +98,10 @@ class TrainConfig:
 
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss."""
+
+
+class WorkerLostError(RuntimeError):
+    """A peer of a multi-worker run stopped; restart this worker (it resumes the run)."""
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
@@ -128,10 +141,6 @@ def _learning_rate(config: TrainConfig, steps_per_epoch: int):
         return config.lr
     values = [config.lr * config.lr_decay_factor**i for i in range(len(boundaries) + 1)]
     return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
-
-
-def _strategy(name: str) -> tf.distribute.Strategy:
-    return tf.distribute.MirroredStrategy() if name == "mirrored" else tf.distribute.get_strategy()
 
 
 def _check_workdir(config: TrainConfig, path: str) -> None:
@@ -192,6 +201,9 @@ def evaluate_report(classifier: keras.Model, splits: data_lib.Splits, epsilon: f
 
 
 def format_report(report: dict[str, Any]) -> str:
+    if "clean_accuracy" not in report:  # a non-chief worker of a multi-worker run
+        return (f"Worker {report['worker']} finished {report['method']}; the chief writes "
+                f"the report. This worker's copy of the classifier: {report['classifier_path']}")
     eps = report["epsilon"]
     return "\n".join([
         f"Report: {report['method']} on {report['dataset']} (test split, "
@@ -204,55 +216,81 @@ def format_report(report: dict[str, Any]) -> str:
 
 def run_training(config: TrainConfig) -> dict[str, Any]:
     """Trains, checkpoints every epoch (resuming a previous run in the same workdir), saves
-    `<workdir>/classifier.keras`, evaluates and returns the report (also `report.json`)."""
+    `<workdir>/classifier.keras`, evaluates and returns the report (also `report.json`).
+
+    Under `strategy="multiworker"` every worker calls this with the same config (its role
+    comes from TF_CONFIG): the workers train in lockstep on their shares of each batch;
+    the chief writes config.json, the backup, the logs, classifier.keras and the report in
+    the workdir (which must be on a file system all workers see), the other workers write
+    their copies under <workdir>/workers/<task>-<id>/ and return a short report.
+    """
     config.validate()
+    # First: MultiWorkerMirroredStrategy must configure collectives before TF starts.
+    strategy = make_strategy(config.strategy, config.tpu)
+    role = worker_role(strategy)
     # The method's constructor checks its arguments: run it on a throwaway model before
     # any data is read.
     get_method(config.method)(_probe_classifier(), epsilon=config.resolved_epsilon(),
                               seed=config.seed, **config.method_params)
-    os.makedirs(config.workdir, exist_ok=True)
-    config_path = os.path.join(config.workdir, "config.json")
+    out_dir = role.write_dir(config.workdir)
+    os.makedirs(out_dir, exist_ok=True)
+    config_path = os.path.join(out_dir, "config.json")
     _check_workdir(config, config_path)
     with open(config_path, "w") as f:
         json.dump(dataclasses.asdict(config), f, indent=2)
 
-    keras.utils.set_random_seed(config.seed)
+    keras.utils.set_random_seed(config.seed)  # the same on every worker: same init, order
     splits = data_lib.load(config.dataset, config.data_dir, config.max_train_examples)
     train_ds = data_lib.make_dataset(splits.x_train, splits.y_train, config.batch_size,
                                      training=True, augment=splits.info.augment, seed=config.seed)
     test_ds = data_lib.make_dataset(splits.x_test, splits.y_test, config.eval_batch_size,
                                     training=False)
+    if role.num_workers > 1:
+        train_ds, test_ds = shard_by_data(train_ds), shard_by_data(test_ds)
     steps_per_epoch = math.ceil(len(splits.x_train) / config.batch_size)
     epsilon = config.resolved_epsilon()
 
-    strategy = _strategy(config.strategy)
-    with strategy.scope():
+    with precision_policy(config.mixed_precision, strategy), strategy.scope():
         trainer = build_trainer(config, splits, steps_per_epoch)
     backup_dir = os.path.join(config.workdir, "backup")
     _announce_resume(backup_dir, config)
     callbacks = [
         StopOnNonFiniteLoss(backup_dir),
-        keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch", delete_checkpoint=False,
-                                         double_checkpoint=True),
-        keras.callbacks.TensorBoard(os.path.join(config.workdir, "logs"), write_graph=False),
-        keras.callbacks.CSVLogger(os.path.join(config.workdir, "history.csv"), append=True),
+        SharedBackupAndRestore(backup_dir, os.path.join(out_dir, "backup"), save_freq="epoch",
+                               delete_checkpoint=False, double_checkpoint=True),
+        keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), write_graph=False),
+        keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"), append=True),
     ]
-    trainer.fit(train_ds, epochs=config.epochs, validation_data=test_ds, callbacks=callbacks,
-                verbose=config.verbose, shuffle=False)  # the pipeline shuffles
+    try:
+        trainer.fit(train_ds, epochs=config.epochs, validation_data=test_ds,
+                    callbacks=callbacks, verbose=config.verbose if role.is_chief else 0,
+                    shuffle=False)  # the pipeline shuffles
+    except (tf.errors.UnavailableError, tf.errors.AbortedError,
+            tf.errors.DeadlineExceededError) as err:
+        if role.num_workers < 2:
+            raise
+        first_line = (err.message or str(err)).strip().splitlines()[0]
+        raise WorkerLostError(
+            f"{role.name}: a peer worker of the run stopped ({type(err).__name__}: "
+            f"{first_line}). Restart every stopped worker with the same command: the run "
+            f"resumes from the last completed epoch in {backup_dir}.") from err
 
     classifier = trainer.classifier
-    path = os.path.join(config.workdir, "classifier.keras")
-    tmp = os.path.join(config.workdir, "classifier.tmp.keras")
+    path = os.path.join(out_dir, "classifier.keras")
+    tmp = os.path.join(out_dir, "classifier.tmp.keras")
     classifier.save(tmp)
     os.replace(tmp, path)  # a reader never sees a half-written model
     if isinstance(trainer, AmortizedAdversarialTrainer):  # reusable as attacks
         for name, network in trainer.adversary_networks().items():
-            network.save(os.path.join(config.workdir, f"{name}.keras"))
+            network.save(os.path.join(out_dir, f"{name}.keras"))
+    if not role.is_chief:
+        return {"method": config.method, "worker": role.name, "classifier_path": path,
+                "epochs": config.epochs, "seed": config.seed}
 
     report = evaluate_report(classifier, splits, epsilon, config)
     report.update({"method": config.method, "classifier_path": path,
                    "epochs": config.epochs, "seed": config.seed})
-    with open(os.path.join(config.workdir, "report.json"), "w") as f:
+    with open(os.path.join(out_dir, "report.json"), "w") as f:
         json.dump(report, f, indent=2)
     return report
 
@@ -270,5 +308,5 @@ def _probe_classifier() -> keras.Model:
     return keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)))
 
 
-__all__ = ["NonFiniteLossError", "TrainConfig", "build_trainer", "format_report",
-           "method_param_names", "run_training"]
+__all__ = ["NonFiniteLossError", "TrainConfig", "WorkerLostError", "build_trainer",
+           "format_report", "method_param_names", "run_training"]

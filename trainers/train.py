@@ -6,6 +6,10 @@
 Writes <workdir>/config.json (the resolved settings), TensorBoard logs, a checkpoint every
 epoch (a rerun with the same workdir resumes where it stopped), <workdir>/classifier.keras,
 and a report (clean and PGD-20 accuracy on the test split) to stdout and report.json.
+
+Several machines: start the same command on each with --strategy=multiworker and TF_CONFIG
+set (docs/multiworker.md). Exit status: 0 done; 2 bad settings or a non-finite loss; 3 a
+peer worker of a multi-worker run stopped (restart this worker: the run resumes).
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ from adt_tf.training import (
     STRATEGIES,
     NonFiniteLossError,
     TrainConfig,
+    WorkerLostError,
     format_report,
     method_param_names,
     run_training,
 )
 
 FLAGS = flags.FLAGS
+EXIT_RESTART = 3  # a peer worker of a multi-worker run stopped: restart this one to resume
 
 flags.DEFINE_string("method", "adt_exp", f"Training method: {', '.join(sorted(METHODS))}.")
 flags.DEFINE_string("dataset", data_lib.SAMPLE,
@@ -52,8 +58,16 @@ flags.DEFINE_integer("seed", 0, "Seed of initialisation, data order and the meth
 flags.DEFINE_string("workdir", "runs/adt", "Output folder; rerunning resumes the run there.")
 flags.DEFINE_integer("max_train_examples", None, "Use only the first N training examples.")
 flags.DEFINE_integer("eval_examples", None, "Test inputs of the final report (default: all).")
-flags.DEFINE_bool("jit_compile", False, "Compile train steps with XLA.")
-flags.DEFINE_enum("strategy", "default", list(STRATEGIES), "Distribution strategy.")
+flags.DEFINE_bool("jit_compile", False, "Compile train steps with XLA (usually a win on GPU "
+                  "and TPU, a loss on CPU).")
+flags.DEFINE_bool("mixed_precision", False, "Compute in float16 on GPU, bfloat16 on CPU/TPU, "
+                  "with float32 variables, losses and adversarial distributions.")
+flags.DEFINE_enum("strategy", "default", list(STRATEGIES),
+                  "Distribution strategy: default (one device), mirrored (all local GPUs), "
+                  "multiworker (the machines listed in the TF_CONFIG environment variable; "
+                  "start the same command on each, see docs/multiworker.md), tpu.")
+flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strategy=tpu (default: "
+                    "TensorFlow's discovery, e.g. the TPU VM's own).")
 flags.DEFINE_integer("verbose", 1, "Keras verbosity: 0 silent, 1 progress bar, 2 one line.")
 
 # Method hyperparameters: a flag named like a constructor argument of the selected method
@@ -138,7 +152,8 @@ def config_from_flags() -> TrainConfig:
         momentum=FLAGS.momentum, weight_decay=FLAGS.weight_decay, epsilon=FLAGS.epsilon,
         method_params=method_params_from_flags(FLAGS.method), seed=FLAGS.seed,
         max_train_examples=FLAGS.max_train_examples, eval_examples=FLAGS.eval_examples,
-        jit_compile=FLAGS.jit_compile, strategy=FLAGS.strategy, verbose=FLAGS.verbose)
+        jit_compile=FLAGS.jit_compile, mixed_precision=FLAGS.mixed_precision,
+        strategy=FLAGS.strategy, tpu=FLAGS.tpu, verbose=FLAGS.verbose)
 
 
 def main(argv):
@@ -151,6 +166,10 @@ def main(argv):
         logging.error("%s", err)
         print(f"adt-train: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except WorkerLostError as err:  # multi-worker: the cluster manager restarts this worker
+        logging.error("%s", err)
+        print(f"adt-train: {err}", file=sys.stderr)
+        sys.exit(EXIT_RESTART)
     print(format_report(report))
 
 

@@ -112,6 +112,11 @@ class ADTExp(AdversarialTrainer):
             return trades_outer_loss(self, x, x_train, y, sample_weight, self.trades_beta)
         return super().outer_loss(x, x_train, y, sample_weight)
 
+    def forward_backward_passes(self):
+        # T steps of k samples each, then the outer update (two passes with the TRADES loss).
+        outer = 2 if self.outer_loss_name == "trades" else 1
+        return self.inner_steps * self.mc_samples + outer
+
     def get_config(self):
         config = super().get_config()
         config.update({

@@ -58,6 +58,9 @@ class ALP(PGDAT):
         loss = 0.5 * (clean + adv) + self.alp_weight * pairing
         return loss, adv_logits
 
+    def forward_backward_passes(self):
+        return self.attack_steps + 2  # the outer update differentiates f(x) and f(x_adv)
+
     def get_config(self):
         config = super().get_config()
         config["alp_weight"] = self.alp_weight

@@ -294,7 +294,14 @@ class AmortizedAdversarialTrainer(AdversarialTrainer):
         values = {"entropy": result.entropy, "generator_objective": result.objective}
         for tracker in self._aux_tracker_list:
             tracker.update_state(values[tracker.name])
-        return self.compute_metrics(result.x_adv, y, result.y_pred, sample_weight=sample_weight)
+        return self._reducible(self.compute_metrics(result.x_adv, y, result.y_pred,
+                                                    sample_weight=sample_weight))
+
+    def forward_backward_passes(self):
+        # Two input gradients for the generator's inputs (at x and at x_fgsm), then the joint
+        # step's classifier pass (two with the TRADES loss); the generator's own passes are
+        # not classifier passes and are not counted.
+        return 2 + (2 if self.outer_loss_name == "trades" else 1)
 
     # ------------------------------------------------------------------ config
     def get_config(self):

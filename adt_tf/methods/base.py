@@ -89,6 +89,18 @@ class AdversarialTrainer(keras.Model):
             seed = tf.random.experimental.stateless_fold_in(seed, replica)
         return seed
 
+    # ------------------------------------------------------------------ cost
+    def forward_backward_passes(self) -> int | None:
+        """Forward+backward passes over a batch that one training step must make.
+
+        The floor of the step's cost in units of one plain training step (bench/speed.py
+        divides the measured step time by it): every attack or inner-maximisation step
+        counts one pass (a forward and an input-gradient backward), every differentiated
+        forward of the outer update one more; forward-only passes are not counted. None
+        when a method does not declare it.
+        """
+        return None
+
     # ------------------------------------------------------------------ hooks
     def perturb(self, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         """The inner maximisation: the inputs the classifier is trained on.
@@ -125,12 +137,40 @@ class AdversarialTrainer(keras.Model):
         self.optimizer.apply_gradients(zip(grads, variables))
         for tracker in self._aux_tracker_list:
             tracker.update_state(aux[tracker.name])
-        return self.compute_metrics(x_train, y, y_pred, sample_weight=sample_weight)
+        return self._reducible(self.compute_metrics(x_train, y, y_pred,
+                                                    sample_weight=sample_weight))
 
     def test_step(self, data):
         """Clean-input evaluation: loss and compiled metrics (the aux trackers are omitted)."""
         logs = super().test_step(data)
-        return {k: v for k, v in logs.items() if k not in self.aux_metrics}
+        return self._reducible({k: v for k, v in logs.items() if k not in self.aux_metrics})
+
+    # ------------------------------------------------------------------ distribution
+    def _reducible(self, logs):
+        # Under MultiWorkerMirroredStrategy Keras 3 averages every log value over the
+        # replicas with strategy.reduce("MEAN", v, axis=0), which fails on the scalars a step
+        # returns (keras-team/keras#20585): give them a length-1 axis (the mean of one
+        # synchronised value is that value, a scalar again).
+        if not isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return logs
+        return {k: tf.reshape(v, [1]) if v.shape.rank == 0 else v for k, v in logs.items()}
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3 (through 3.15) builds the metrics from a first batch that it averages over
+        # the replicas with strategy.reduce("MEAN", (x, y)); MultiWorkerMirroredStrategy
+        # rejects a tuple there (keras-team/keras#20585). The build needs shapes and dtypes
+        # only, so under that strategy this worker's own part of the batch is used instead.
+        strategy = self.distribute_strategy
+        if iterator is not None and isinstance(strategy,
+                                               tf.distribute.MultiWorkerMirroredStrategy):
+            for _, _, it in iterator:
+                data_batch = keras.tree.map_structure(
+                    lambda v: (strategy.experimental_local_results(v)[0]
+                               if isinstance(v, tf.distribute.DistributedValues) else v),
+                    next(it))
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     # ------------------------------------------------------------------ state
     # Keras does not save a SeedGenerator's state with the weights; keeping it in the

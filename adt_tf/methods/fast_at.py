@@ -53,6 +53,9 @@ class FastAT(AdversarialTrainer):
                      random_start=True, seed=self.next_seed())
         return x_adv, {}
 
+    def forward_backward_passes(self):
+        return 2  # one FGSM gradient from the random start, one outer pass
+
     def get_config(self):
         config = super().get_config()
         config["attack_step_size"] = self.attack_step_size

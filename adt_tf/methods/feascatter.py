@@ -137,6 +137,9 @@ class FeaScatter(AdversarialTrainer):
         loss = batch_mean(ce, sample_weight) + regularization_penalty(self)
         return loss, y_pred
 
+    def forward_backward_passes(self):
+        return self.attack_steps + 1
+
     def get_config(self):
         config = super().get_config()
         config.update({

@@ -98,6 +98,9 @@ class FGSMAT(AdversarialTrainer):
                                  training=True)
         return loss, y_pred
 
+    def forward_backward_passes(self):
+        return 2  # one FGSM gradient, one outer pass over the mixed batch
+
     def get_config(self):
         config = super().get_config()
         config.update({

@@ -62,6 +62,9 @@ class PGDAT(AdversarialTrainer):
     def perturb(self, x, y):
         return self.adversarial_examples(x, y), {}
 
+    def forward_backward_passes(self):
+        return self.attack_steps + 1
+
     def get_config(self):
         config = super().get_config()
         config.update({

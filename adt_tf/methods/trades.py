@@ -110,6 +110,9 @@ class TRADES(AdversarialTrainer):
     def outer_loss(self, x, x_train, y, sample_weight):
         return trades_outer_loss(self, x, x_train, y, sample_weight, self.trades_beta)
 
+    def forward_backward_passes(self):
+        return self.attack_steps + 2  # the outer update differentiates f(x) and f(x_adv)
+
     def get_config(self):
         config = super().get_config()
         config.update({

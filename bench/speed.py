@@ -1,0 +1,339 @@
+"""Speed benchmark: training images/s, floor ratio and memory peak of every training method.
+
+    python -m bench.speed                                   # all methods, both models, 64 & 128
+    python -m bench.speed --methods=adt_exp --models=small_cnn --batch_sizes=64 --steps=9
+
+For each model (SmallCNN at the MNIST shape 28x28x1, and a CIFAR model at 32x32x3: WRN-28-10
+on GPU, a width-16 PreAct ResNet-18 on CPU), each batch size and each method of
+`adt_tf.methods.METHODS` (default hyperparameters: ADT_EXP with T = 7, k = 5), it measures
+
+- the time of one training step (the method's compiled `train_function`, the median of
+  `--steps` timed steps after `--warmup` untimed ones), and images/s = batch / that time;
+- the floor ratio = step time / (passes x plain step time), where `passes` is what the
+  method declares (`forward_backward_passes()`, T*k + 1 = 36 for ADT_EXP) and the plain step
+  is one forward+backward training step of standard training on the same batch, measured in
+  the same run, interleaved with the method's steps so that both see the same machine load;
+  the same ratio from process CPU time is given too (less sensitive to other processes);
+- the memory peak: on GPU the allocator's peak during one step (`get_memory_info`, reset
+  before the step); on CPU the peak resident set size (VmHWM, or `resource.getrusage`) of a
+  fresh process that builds the model and the method and runs two steps (TensorFlow's CPU
+  allocator keeps what earlier steps and methods used, so one process cannot attribute its
+  memory to one method): the TensorFlow runtime and the model are included, the standard
+  training row is the reference.
+
+Writes bench/results/speed_<machine>.md (a Markdown table, with the load average of the
+machine before and after, since other processes make every timing slower).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+
+from adt_tf.methods import METHODS, StandardTraining
+from adt_tf.models import build_model
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("methods", None, "Methods to time (default: every registered method).")
+flags.DEFINE_list("models", ["small_cnn", "cifar"], "Model presets: small_cnn (28x28x1), "
+                  "cifar (32x32x3; WRN-28-10 on GPU, a width-16 PreAct ResNet-18 on CPU).")
+flags.DEFINE_list("batch_sizes", ["64", "128"], "Batch sizes.")
+flags.DEFINE_integer("warmup", 2, "Untimed steps first (tracing, compilation, caches).")
+flags.DEFINE_integer("steps", 5, "Timed steps (the median is reported).")
+flags.DEFINE_bool("jit_compile", False, "Compile the train steps with XLA.")
+flags.DEFINE_bool("mixed_precision", False, "mixed_float16 on GPU, mixed_bfloat16 on CPU.")
+flags.DEFINE_integer("intra_op_threads", 0, "TensorFlow intra-op threads (0: its default).")
+flags.DEFINE_integer("inter_op_threads", 0, "TensorFlow inter-op threads (0: its default).")
+flags.DEFINE_string("machine", None, "Name in the output file (default: the GPU's name, "
+                    "else cpu<cores>).")
+flags.DEFINE_string("output_dir", os.path.join(os.path.dirname(__file__), "results"),
+                    "Folder of the result table.")
+flags.DEFINE_string("note", "", "A line added under the table's header.")
+flags.DEFINE_string("memory_probe", None, "Internal: MODEL,BATCH,METHOD; run two steps and "
+                    "print the process's peak RSS (used for the CPU memory column).")
+
+
+def has_gpu() -> bool:
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def model_preset(name: str):
+    """(builder name, input shape, builder kwargs, epsilon, description) of a preset."""
+    if name == "small_cnn":
+        return "small_cnn", (28, 28, 1), {}, 0.3, "SmallCNN 28x28x1"
+    if name == "cifar":
+        if has_gpu():
+            return "wrn_28_10", (32, 32, 3), {}, 8 / 255, "WRN-28-10 32x32x3"
+        return ("preact_resnet18", (32, 32, 3), {"width": 16}, 8 / 255,
+                "PreAct ResNet-18 (width 16) 32x32x3")
+    raise ValueError(f"Unknown model preset {name!r}; known: small_cnn, cifar.")
+
+
+# ---------------------------------------------------------------------- memory
+def _proc_status(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def memory_method() -> str:
+    if has_gpu():
+        return ("GPU allocator peak during one step (tf.config.experimental.get_memory_info), "
+                "and in brackets its increase over the memory in use before the step")
+    return ("peak resident set size of a fresh process that builds the model and the method "
+            "and runs two training steps (VmHWM; TensorFlow runtime and model included: "
+            "compare with the standard-training row)")
+
+
+def gpu_step_memory(step) -> tuple[int, int]:
+    """(bytes at the GPU peak of one call of `step`, increase over those in use before)."""
+    before = tf.config.experimental.get_memory_info("GPU:0")["current"]
+    tf.config.experimental.reset_memory_stats("GPU:0")
+    step()
+    peak = tf.config.experimental.get_memory_info("GPU:0")["peak"]
+    return peak, max(peak - before, 0)
+
+
+def cpu_process_memory(model: str, batch: int, method: str) -> int | None:
+    """Peak RSS in bytes of a fresh process running two steps of `method` (None on failure)."""
+    args = [sys.executable, "-m", "bench.speed", f"--memory_probe={model},{batch},{method}",
+            f"--jit_compile={FLAGS.jit_compile}", f"--mixed_precision={FLAGS.mixed_precision}",
+            f"--intra_op_threads={FLAGS.intra_op_threads}",
+            f"--inter_op_threads={FLAGS.inter_op_threads}"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    proc = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True)
+    found = re.findall(r"^PEAK_RSS_BYTES=(\d+)$", proc.stdout, flags=re.MULTILINE)
+    return int(found[-1]) if found else None
+
+
+def memory_probe(spec: str) -> None:
+    model, batch, method = spec.split(",")
+    builder, shape, kwargs, epsilon, _ = model_preset(model)
+    x, y = batch_of(int(batch), shape)
+    step = compiled_step(METHODS[method](build_model(builder, shape, 10, **kwargs),
+                                         epsilon=epsilon, seed=0), x, y)
+    step()
+    step()
+    peak = _proc_status("VmHWM")
+    if peak is None:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(f"PEAK_RSS_BYTES={peak}")
+
+
+# ---------------------------------------------------------------------- timing
+def compiled_step(trainer, x, y):
+    """A function running one training step of `trainer` on (x, y) and waiting for it."""
+    trainer.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                    jit_compile=FLAGS.jit_compile)
+    trainer(x[:1])
+    trainer.make_train_function()
+    train_function = trainer.train_function
+    iterator = iter(tf.data.Dataset.from_tensors((x, y)).repeat())
+
+    def step():
+        logs = train_function(iterator)
+        return float(logs["loss"])  # waits for the step to finish
+
+    return step
+
+
+def batch_of(batch: int, shape) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(batch,) + tuple(shape)).astype("float32")
+    return x, rng.integers(0, 10, batch).astype("int32")
+
+
+def timed(step) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    step()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def measure(model: str, batch: int, methods: list[str]) -> list[dict]:
+    builder, shape, kwargs, epsilon, _ = model_preset(model)
+    x, y = batch_of(batch, shape)
+
+    def classifier():
+        return build_model(builder, shape, 10, **kwargs)
+
+    keras.utils.set_random_seed(0)
+    plain = compiled_step(StandardTraining(classifier()), x, y)
+    for _ in range(FLAGS.warmup):
+        plain()
+    rows = []
+    for name in methods:
+        row = {"model": model, "batch": batch, "method": name}
+        try:
+            trainer = METHODS[name](classifier(), epsilon=epsilon, seed=0)
+            step = compiled_step(trainer, x, y)
+            for _ in range(FLAGS.warmup):
+                step()
+            plain_times, times = [], []
+            for _ in range(FLAGS.steps):  # interleaved: both see the same load
+                plain_times.append(timed(plain))
+                times.append(timed(step))
+            if has_gpu():
+                row["memory"], row["memory_step"] = gpu_step_memory(step)
+        except Exception as err:  # noqa: BLE001 - one broken method must not stop the table
+            row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"
+            print(f"{model} b{batch} {name}: {row['error']}")
+            rows.append(row)
+            continue
+        passes = trainer.forward_backward_passes()
+        row.update({
+            "passes": passes,
+            "step": statistics.median(t[0] for t in times),
+            "step_cpu": statistics.median(t[1] for t in times),
+            "plain": statistics.median(t[0] for t in plain_times),
+            "plain_cpu": statistics.median(t[1] for t in plain_times),
+        })
+        if passes:
+            row["floor"] = row["step"] / (passes * row["plain"])
+            row["floor_cpu"] = row["step_cpu"] / (passes * row["plain_cpu"])
+        if not has_gpu():
+            row["memory"] = cpu_process_memory(model, batch, name)
+        print(format_row(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------- report
+COLUMNS = ("model", "batch", "method", "passes", "step ms", "images/s", "plain step ms",
+           "floor ratio", "floor ratio (CPU time)", "memory peak MiB")
+
+
+def format_row(row: dict) -> str:
+    if "error" in row:
+        return f"| {row['model']} | {row['batch']} | {row['method']} | | {row['error']} |"
+
+    def ratio(key):
+        return f"{row[key]:.2f}" if key in row else "n/a"
+
+    return "| " + " | ".join([
+        row["model"], str(row["batch"]), row["method"], str(row["passes"] or "n/a"),
+        f"{1e3 * row['step']:.1f}", f"{row['batch'] / row['step']:.0f}",
+        f"{1e3 * row['plain']:.1f}", ratio("floor"), ratio("floor_cpu"),
+        memory(row),
+    ]) + " |"
+
+
+def memory(row: dict) -> str:
+    if row.get("memory") is None:
+        return "n/a"
+    text = f"{row['memory'] / 2**20:.0f}"
+    return text + (f" (+{row['memory_step'] / 2**20:.0f})" if "memory_step" in row else "")
+
+
+def device_description() -> str:
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return f"{len(gpus)} x {details.get('device_name', 'GPU')}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f
+                       if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"CPU: {cpu}, {os.cpu_count()} cores, no GPU"
+
+
+def machine_name() -> str:
+    if FLAGS.machine:
+        return FLAGS.machine
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "gpu")
+        return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+    return f"cpu{os.cpu_count()}"
+
+
+def report(rows: list[dict], load_before, load_after, models: list[str]) -> str:
+    cores = os.cpu_count() or 1
+    busy = max(load_before[0], load_after[0]) > 0.5 * cores
+    lines = [
+        f"# Training speed on {machine_name()}",
+        "",
+        f"- Device: {device_description()}; TensorFlow {tf.__version__}, Keras "
+        f"{keras.__version__}; {datetime.date.today().isoformat()}.",
+        f"- Load average (1, 5, 15 min) before: {', '.join(f'{v:.2f}' for v in load_before)}; "
+        f"after: {', '.join(f'{v:.2f}' for v in load_after)} (on {cores} cores)."
+        + (" **The machine was busy with other processes: every time here is slower and "
+           "noisier than on a quiet machine.**" if busy else ""),
+        f"- XLA: {'on' if FLAGS.jit_compile else 'off'}; mixed precision: "
+        f"{'on' if FLAGS.mixed_precision else 'off'}; threads intra/inter: "
+        f"{FLAGS.intra_op_threads or 'default'}/{FLAGS.inter_op_threads or 'default'}; "
+        f"{FLAGS.warmup} warm-up steps, median of {FLAGS.steps} timed steps.",
+        "- Models: " + "; ".join(f"{m} = {model_preset(m)[4]}" for m in models) + ".",
+        "- Floor ratio = step time / (passes x plain step time), the plain step (standard "
+        "training, one forward+backward) timed in the same run, interleaved. Passes as "
+        "declared by each method (`forward_backward_passes()`).",
+        f"- Memory: {memory_method()}.",
+    ]
+    if FLAGS.note:
+        lines.append(f"- {FLAGS.note}")
+    lines += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += [format_row(r) for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def apply_runtime_flags() -> None:
+    """Threads and dtype policy from the flags (before any TensorFlow work)."""
+    if FLAGS.intra_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op_threads)
+    if FLAGS.inter_op_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
+    if FLAGS.mixed_precision:
+        keras.config.set_dtype_policy("mixed_float16" if has_gpu() else "mixed_bfloat16")
+
+
+def main(argv):
+    del argv
+    apply_runtime_flags()
+    if FLAGS.memory_probe:
+        memory_probe(FLAGS.memory_probe)
+        return
+    methods = FLAGS.methods or list(METHODS)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise app.UsageError(f"Unknown methods {unknown}; known: {', '.join(METHODS)}.")
+    for m in FLAGS.models:
+        model_preset(m)
+    load_before = os.getloadavg()
+    rows = []
+    for model in FLAGS.models:
+        for batch in (int(b) for b in FLAGS.batch_sizes):
+            rows += measure(model, batch, methods)
+    text = report(rows, load_before, os.getloadavg(), FLAGS.models)
+    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    path = os.path.join(FLAGS.output_dir, f"speed_{machine_name()}.md")
+    with open(path, "w") as f:
+        f.write(text)
+    print(text)
+    print(f"Written to {path}")
+
+
+if __name__ == "__main__":
+    app.run(main)

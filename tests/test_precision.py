@@ -1,0 +1,155 @@
+"""Mixed precision (bfloat16 on CPU, float16 with loss scaling) and XLA for the methods."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from adt_tf.distributions import ExplicitAdversarialDistribution
+from adt_tf.inner_maximization import explicit_inner_maximization
+from adt_tf.methods import METHODS, ADTExp
+from adt_tf.precision import as_float32, mixed_policy_name, precision_policy
+from adt_tf.training import TrainConfig, run_training
+from tests.helpers import ce_loss, make_tiny_images, tiny_classifier
+from tests.test_distributions import numpy_neg_log_prob
+
+EPS = 8 / 255
+
+
+@pytest.fixture
+def policy():
+    """Sets a global Keras dtype policy for one test and restores float32 afterwards."""
+    yield keras.config.set_dtype_policy
+    keras.config.set_dtype_policy("float32")
+
+
+def test_policy_names_and_the_context_restores_the_previous_policy():
+    assert mixed_policy_name() == ("mixed_float16" if tf.config.list_physical_devices("GPU")
+                                   else "mixed_bfloat16")
+    with precision_policy(True) as name:
+        assert keras.config.dtype_policy().name == name == mixed_policy_name()
+    assert keras.config.dtype_policy().name == "float32"
+    with precision_policy(False) as name:
+        assert name == "float32"
+    assert as_float32(tf.ones([2], tf.bfloat16)).dtype == tf.float32
+    assert as_float32(tf.ones([2], tf.float64)).dtype == tf.float64
+
+
+def test_distribution_from_low_precision_parameters_is_float32():
+    rng = np.random.default_rng(0)
+    mu = tf.constant(rng.normal(0, 2, (2, 4, 4, 3)), tf.bfloat16)
+    v = tf.constant(rng.normal(0, 1, (2, 4, 4, 3)), tf.float16)
+    with tf.GradientTape() as tape:
+        tape.watch([mu, v])
+        dist = ExplicitAdversarialDistribution(mu, v, EPS)
+        s = dist.sample(3, seed=tf.constant([1, 2]))
+        objective = tf.reduce_mean(s.neg_log_prob)
+    assert s.delta.dtype == s.pre_tanh.dtype == s.neg_log_prob.dtype == tf.float32
+    mu32, v32 = (tf.cast(t, tf.float32).numpy() for t in (mu, v))
+    want = np.stack([numpy_neg_log_prob(s.pre_tanh[i], mu32, v32, EPS) for i in range(3)])
+    np.testing.assert_allclose(s.neg_log_prob, want, rtol=1e-4, atol=1e-4)
+    g_mu, g_v = tape.gradient(objective, [mu, v])
+    assert g_mu.dtype == tf.bfloat16 and g_v.dtype == tf.float16  # flows back through casts
+    assert np.all(np.isfinite(tf.cast(g_mu, tf.float32))) and float(tf.reduce_sum(
+        tf.abs(tf.cast(g_v, tf.float32)))) > 0
+
+
+def moved_fraction(classifier, x, y):
+    """Fraction of pixels whose mu took the first near-sign step (|step| = lr = 0.3)."""
+    result = explicit_inner_maximization(
+        classifier, x, y, epsilon=EPS, entropy_weight=0.01, steps=1, samples=2, lr=0.3,
+        beta1=0.0, beta2=0.0, seed=tf.constant([1, 2]))
+    for t in result:
+        assert t.dtype == tf.float32 and np.all(np.isfinite(t.numpy()))
+    return float(np.mean(np.abs(result.loc.numpy()) > 0.15))
+
+
+@pytest.mark.parametrize("mixed", ["mixed_bfloat16", "mixed_float16"])
+def test_inner_loop_keeps_float32_with_a_low_precision_classifier(policy, mixed):
+    x, y = make_tiny_images(16)
+    init = tiny_classifier().get_weights()
+    reference = moved_fraction(tiny_classifier(), x, y)  # float32
+    policy(mixed)
+    classifier = tiny_classifier()
+    classifier.set_weights(init)
+    assert classifier.layers[2].compute_dtype == mixed.split("_")[1]
+    # As many pixels take their step as in float32 (clipped pixels have no gradient in
+    # either, and low precision flips a few signs): no wholesale underflow of the input
+    # gradients to zero in the float16 backward pass.
+    assert reference > 0.5
+    assert moved_fraction(classifier, x, y) >= reference - 0.02
+
+
+def fit_fixed_batch(policy_name, init, x, y):
+    keras.config.set_dtype_policy(policy_name)
+    classifier = tiny_classifier(width=8, dense_units=32)
+    classifier.set_weights(init)
+    trainer = ADTExp(classifier, inner_steps=3, mc_samples=2, seed=1)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss=ce_loss())
+    history = trainer.fit(x, y, batch_size=16, epochs=3, verbose=0, shuffle=False).history
+    return trainer, history, classifier.get_weights()
+
+
+@pytest.mark.parametrize("mixed", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_training_stays_close_to_float32(policy, mixed):
+    x, y = make_tiny_images(32)
+    init = tiny_classifier(width=8, dense_units=32).get_weights()
+    _, reference, ref_weights = fit_fixed_batch("float32", init, x, y)
+    trainer, history, weights = fit_fixed_batch(mixed, init, x, y)
+    assert trainer.classifier.layers[2].compute_dtype == mixed.split("_")[1]
+    assert trainer.classifier.layers[2].kernel.dtype == "float32"  # float32 master weights
+    if mixed == "mixed_float16":  # Keras wraps the optimizer; the train step scales the loss
+        assert isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert history["loss"][-1] < history["loss"][0]
+    np.testing.assert_allclose(history["loss"], reference["loss"], atol=0.01)
+    np.testing.assert_allclose(history["entropy"], reference["entropy"], atol=0.01)
+    moved = max(np.abs(a - b).max() for a, b in zip(ref_weights, init))
+    diff = max(np.abs(a - b).max() for a, b in zip(ref_weights, weights))
+    assert diff < 0.25 * moved, (diff, moved)
+
+
+def test_run_training_with_mixed_precision(tmp_path):
+    report = run_training(TrainConfig(
+        workdir=str(tmp_path / "run"), epochs=1, max_train_examples=32, batch_size=16,
+        model_params={"width": 4}, eval_examples=16, mixed_precision=True, verbose=0,
+        method_params={"inner_steps": 1, "mc_samples": 2}))
+    assert keras.config.dtype_policy().name == "float32"  # restored after the run
+    classifier = keras.saving.load_model(report["classifier_path"])
+    assert classifier.get_layer("conv1").dtype_policy.name == mixed_policy_name()
+    assert classifier.get_layer("logits").compute_dtype == "float32"
+    assert 0 <= report["pgd20_accuracy"] <= report["clean_accuracy"] <= 1
+    with open(os.path.join(tmp_path, "run", "config.json")) as f:
+        assert json.load(f)["mixed_precision"] is True
+
+
+def one_step(method, x, y, jit_compile):
+    trainer = METHODS[method](tiny_classifier(), epsilon=EPS, seed=0)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss=ce_loss(),
+                    metrics=["accuracy"], jit_compile=jit_compile)
+    history = trainer.fit(x, y, batch_size=len(x), epochs=2, verbose=0).history
+    return trainer, history
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_trains_under_mixed_bfloat16(policy, method):
+    x, y = make_tiny_images(8)
+    policy("mixed_bfloat16")
+    trainer, history = one_step(method, x, y, jit_compile=False)
+    assert trainer.classifier.layers[2].compute_dtype == "bfloat16"
+    for values in history.values():
+        assert np.all(np.isfinite(values)), history
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_trains_under_xla(method):
+    x, y = make_tiny_images(8)
+    _, history = one_step(method, x, y, jit_compile=True)
+    for values in history.values():
+        assert np.all(np.isfinite(values)), history

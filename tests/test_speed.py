@@ -1,0 +1,78 @@
+"""What the speed work relies on: the unrolled inner loop, declared pass counts, the benchmark."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from adt_tf.inner_maximization import MAX_UNROLLED_STEPS, explicit_inner_maximization
+from adt_tf.methods import METHODS, ADTExp
+from tests.helpers import make_tiny_images, tiny_classifier
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EPS = 8 / 255
+
+
+def inner(classifier, x, y, unroll, steps=3):
+    return explicit_inner_maximization(
+        classifier, x, y, epsilon=EPS, entropy_weight=0.01, steps=steps, samples=2, lr=0.3,
+        beta1=0.5, beta2=0.9, seed=tf.constant([4, 2]), unroll=unroll)
+
+
+@pytest.mark.parametrize("graph", [False, True])
+def test_unrolled_inner_loop_equals_the_while_loop(graph):
+    x, y = make_tiny_images(8)
+    classifier = tiny_classifier()
+    run = tf.function(inner, reduce_retracing=True) if graph else inner
+    unrolled = run(classifier, tf.constant(x), tf.constant(y), True)
+    looped = run(classifier, tf.constant(x), tf.constant(y), False)
+    assert float(tf.reduce_max(tf.abs(unrolled.loc))) > 0.1  # the steps really moved mu
+    for a, b in zip(unrolled, looped):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)  # fusions round differently
+
+
+def test_default_unrolls_short_loops_only():
+    x, y = make_tiny_images(4)
+    classifier = tiny_classifier()
+
+    def ops(steps):
+        graph = tf.function(lambda a, b: inner(classifier, a, b, None, steps)
+                            ).get_concrete_function(tf.constant(x), tf.constant(y)).graph
+        return {op.type for op in graph.get_operations()}
+
+    assert "While" not in ops(2) and "StatelessWhile" not in ops(2)
+    assert {"While", "StatelessWhile"} & ops(MAX_UNROLLED_STEPS + 1)
+
+
+def test_every_method_declares_its_passes():
+    for name, cls in METHODS.items():
+        passes = cls(tiny_classifier(), epsilon=EPS, seed=0).forward_backward_passes()
+        assert isinstance(passes, int) and passes >= 1, name
+    assert ADTExp(tiny_classifier()).forward_backward_passes() == 7 * 5 + 1
+    assert ADTExp(tiny_classifier(), inner_steps=2, mc_samples=3,
+                  outer_loss="trades").forward_backward_passes() == 2 * 3 + 2
+    keras.backend.clear_session()
+
+
+@pytest.mark.slow
+def test_speed_benchmark_writes_its_table(tmp_path):
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.speed", "--methods=standard,adt_exp", "--models=small_cnn",
+         "--batch_sizes=8", "--warmup=1", "--steps=2", f"--output_dir={tmp_path}",
+         "--machine=test"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = (tmp_path / "speed_test.md").read_text()
+    assert "Load average (1, 5, 15 min) before:" in table
+    rows = [line.split("|")[1:-1] for line in table.splitlines()
+            if line.startswith("| small_cnn")]
+    assert [r[2].strip() for r in rows] == ["standard", "adt_exp"]
+    adt = [c.strip() for c in rows[1]]
+    assert adt[3] == "36" and float(adt[4]) > 0 and float(adt[7]) > 0  # passes, ms, floor
+    assert float(adt[9]) > 100  # MiB: the peak RSS of a process running TensorFlow
