@@ -32,11 +32,14 @@ setup(
     extras_require={
         "test": ["pytest>=7"],
         "dev": ["pytest>=7", "ruff"],
+        # An independent PGD to cross-check ours (tests/test_evaluation_reference.py, slow).
+        "reference": ["adversarial-robustness-toolbox>=1.17"],
     },
     entry_points={
         "console_scripts": [
             "adt-train=trainers.train:run",
             "adt-tune=trainers.tune_lambda:run",
+            "adt-evaluate=trainers.evaluate:run",
             "adt-export=export.export_saved_model:run",
             "adt-analyze=trainers.analyze:run",
         ],

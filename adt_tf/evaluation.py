@@ -1,12 +1,44 @@
-"""Accuracy of a classifier on clean inputs and under an attack, batch by batch."""
+"""Robustness evaluation: run a suite of attacks, take the per-example worst case, report.
+
+`evaluate` is the library entry point (the `adt-evaluate` command line wraps it);
+`correct_under_attack` is the batch loop it shares with the training report.
+
+Per-attack accuracy and the worst case. Robust accuracy (paper Eq. 12) counts an input only if
+it is classified correctly clean and under every attack of the suite. How each attack's own
+number is measured is the `per_attack` mode, recorded in the result:
+
+- "all": every attack runs on every clean-correct input, so each attack's accuracy is its own,
+  and the worst case is the per-example AND of all of them (the paper's tables).
+- "remaining": each attack runs only on the inputs still robust after the earlier ones
+  (AutoAttack's way, far cheaper for a long suite); an attack's own accuracy is then not
+  measured (reported as None), only the worst case after it.
+
+Misclassified clean inputs are never attacked: they count as broken by every attack.
+"""
 
 from __future__ import annotations
 
+import os
+import platform
+import time
 from collections.abc import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+import adt_tf
+from adt_tf import sanity, validation
+from adt_tf.attacks import fit_amortized_adversary, get_attack
+from adt_tf.eval_cache import array_id, cache_file, load_cached, store, weights_id
+from adt_tf.eval_report import AttackResult, EvaluationResult
+from adt_tf.methods.amortized import classifier_image_shape
+from adt_tf.models.common import PENULTIMATE
+from adt_tf.suites import DEFAULT_PER_ATTACK, AttackSpec, resolve_suite
+
+PER_ATTACK_MODES = ("all", "remaining")
+#: FeaAttack's default target pool: the first inputs of the evaluation, at most this many.
+TARGET_POOL_SIZE = 1000
 
 
 def _batches(x: np.ndarray, y: np.ndarray, batch_size: int):
@@ -18,35 +50,281 @@ def _batches(x: np.ndarray, y: np.ndarray, batch_size: int):
                                                               tf.int32)
 
 
-def predict_labels(classifier: keras.Model, x: tf.Tensor) -> np.ndarray:
-    return np.argmax(classifier(x, training=False).numpy(), axis=-1)
+def predict_labels(classifier, x: tf.Tensor) -> np.ndarray:
+    return np.argmax(np.asarray(classifier(x, training=False)), axis=-1)
 
 
-def correct_under_attack(classifier: keras.Model, x: np.ndarray, y: np.ndarray,
+def correct_under_attack(classifier, x: np.ndarray, y: np.ndarray,
                          attack: Callable | None, *, batch_size: int = 256,
                          jit_compile: bool = False, verbose: bool = True,
-                         label: str = "attack") -> np.ndarray:
+                         label: str = "attack", seed: int | None = None) -> np.ndarray:
     """Per-example correctness (bool [N]) of the classifier on attack(classifier, x, y).
 
     Args:
         classifier: logits model.
         x: images, uint8 (scaled to [0, 1] here) or float in [0, 1]; y: integer labels.
-        attack: a function (classifier, x, y) -> x_adv, or None for clean inputs. It is
-            traced once with tf.function (XLA if `jit_compile`).
+        attack: a function (classifier, x, y) -> x_adv, or None for clean inputs; with
+            `seed` set, (classifier, x, y, seed) -> x_adv. It is traced once with tf.function
+            (XLA if `jit_compile`).
         batch_size: inputs per batch.
         verbose: show a progress bar.
+        seed: if given, each batch gets its own stateless seed [seed, index of its first
+            input], passed as the attack's fourth argument.
     """
     if attack is None:
-        def run(xb, yb):
+        def run(xb, yb, sb):
             return xb
+    elif seed is None:
+        run = tf.function(lambda xb, yb, sb: attack(classifier, xb, yb),
+                          jit_compile=jit_compile, reduce_retracing=True)
     else:
-        run = tf.function(lambda xb, yb: attack(classifier, xb, yb), jit_compile=jit_compile,
-                          reduce_retracing=True)
+        run = tf.function(lambda xb, yb, sb: attack(classifier, xb, yb, sb),
+                          jit_compile=jit_compile, reduce_retracing=True)
     correct = np.zeros(len(x), dtype=bool)
     bar = keras.utils.Progbar(len(x), unit_name="input") if verbose else None
     for start, xb, yb in _batches(x, y, batch_size):
-        x_adv = run(xb, yb)
+        batch_seed = tf.constant([0 if seed is None else seed, start], tf.int32)
+        x_adv = run(xb, yb, batch_seed)
         correct[start:start + len(yb)] = predict_labels(classifier, x_adv) == yb.numpy()
         if bar is not None:
             bar.add(len(yb), values=[(label + "_acc", float(correct[:start + len(yb)].mean()))])
     return correct
+
+
+# ---------------------------------------------------------------------------- inputs
+def input_shape_of(classifier) -> tuple | None:
+    """The (H, W, C) a classifier expects, when it says (Keras models and our wrappers)."""
+    shape = getattr(classifier, "image_shape", None)
+    if shape is None:
+        try:
+            shape = tuple(classifier.inputs[0].shape[1:])
+        except (AttributeError, IndexError, TypeError, ValueError):
+            return None
+    return tuple(shape)
+
+
+def prepare_inputs(classifier, x, y) -> tuple[np.ndarray, np.ndarray]:
+    """Float32 images in [0, 1] and int labels, checked against the classifier (ValueError)."""
+    x, y = np.asarray(x), np.asarray(y).reshape(-1)
+    if x.ndim != 4:
+        raise ValueError(f"Images must have shape [N, H, W, C], got {x.shape}.")
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"Need as many labels as images (and at least one), got {len(x)} "
+                         f"images and {len(y)} labels.")
+    expected = input_shape_of(classifier)
+    if expected is not None and all(d is not None for d in expected) and \
+            tuple(x.shape[1:]) != tuple(expected):
+        raise ValueError(f"The data's images have shape {tuple(x.shape[1:])} but the model "
+                         f"expects {tuple(expected)}; pick the dataset the model was trained "
+                         "on.")
+    if x.dtype == np.uint8:
+        x = x.astype(np.float32) / 255.0
+    x = x.astype(np.float32)
+    if x.min() < 0 or x.max() > 1:
+        raise ValueError(f"Images must lie in [0, 1] (or be uint8), got values in "
+                         f"[{x.min():.3g}, {x.max():.3g}].")
+    try:
+        logits = np.asarray(classifier(tf.constant(x[:1]), training=False))
+    except Exception as err:  # any failure of the model on one input ends the same way
+        raise ValueError(f"The model cannot classify one input of shape {x.shape[1:]}: "
+                         f"{type(err).__name__}: {err}") from err
+    num_classes = logits.shape[-1]
+    if y.min() < 0 or y.max() >= num_classes:
+        raise ValueError(f"Labels must lie in [0, {num_classes}) for this model's "
+                         f"{num_classes} outputs, got values in [{y.min()}, {y.max()}].")
+    return x, y.astype(np.int32)
+
+
+# ---------------------------------------------------------------------------- running
+def _skip_reason(spec: AttackSpec, classifier, source_model) -> str | None:
+    if "source_model" in spec.needs and source_model is None:
+        return "no source model given"
+    if "adversary" in spec.needs:
+        try:
+            classifier_image_shape(classifier)
+        except (AttributeError, ValueError):
+            return "needs a Keras classifier whose input height and width divide by 4"
+    if "penultimate" in spec.needs:
+        try:
+            classifier.get_layer(PENULTIMATE)
+        except (AttributeError, ValueError):
+            return f"the model exposes no '{PENULTIMATE}' layer"
+    return None
+
+
+def _attack_fn(spec: AttackSpec, classifier, epsilon: float, source_model, pool, train_pool,
+               seed: int, verbose: bool):
+    fn = get_attack(spec.attack)
+    extra = {}
+    if "adversary" in spec.needs:
+        fit = {k: v for k, v in spec.params.items() if k.startswith(("train_", "generator_"))
+               or k == "entropy_weight"}
+        extra["adversary"] = fit_amortized_adversary(
+            classifier, *train_pool, epsilon, kind=spec.attack, seed=seed, verbose=verbose,
+            **fit)
+    if "source_model" in spec.needs:
+        extra["source"] = source_model
+    if "target_pool" in spec.needs:
+        extra["target_images"], extra["target_labels"] = pool
+
+    def attack(model, xb, yb, seed):
+        return fn(model, xb, yb, epsilon, seed=seed, **spec.params, **extra)
+
+    return attack
+
+
+def environment() -> dict:
+    """Versions and the machine, recorded with every result."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return {"adt_tf": adt_tf.__version__, "tensorflow": tf.__version__,
+            "keras": keras.__version__, "python": platform.python_version(), "cpu": cpu,
+            "cpu_count": os.cpu_count(),
+            "gpus": [d.name for d in tf.config.list_logical_devices("GPU")]}
+
+
+def evaluate(classifier, x, y, *, epsilon: float, suite: str = "quick",
+             overrides: dict | None = None, per_attack: str | None = None,
+             batch_size: int = 256, seed: int = 0, source_model=None, target_pool=None,
+             train_pool=None,
+             cache_dir: str | None = None, model_id: str | None = None,
+             model_name: str = "classifier", dataset: str = "arrays",
+             sanity_checks: bool = True, sanity_inputs: int = 100, jit_compile: bool = False,
+             verbose: int = 1) -> EvaluationResult:
+    """Runs a suite of attacks and returns clean, per-attack and worst-case accuracy.
+
+    Args:
+        classifier: logits model (a Keras model, or any callable(x, training=False) -> logits).
+        x: images [N, H, W, C], uint8 or float in [0, 1]; y: integer labels [N].
+        epsilon: L-infinity budget in (0, 1].
+        suite: "quick", "paper", "autoattack", "full", or a comma-separated list of
+            catalogue names (see `adt_tf.suites`).
+        overrides: {attack name: {parameter: value}}, e.g. {"fea": {"num_targets": 20}}.
+        per_attack: "all" or "remaining" (see the module docstring); default per suite.
+        batch_size: inputs per attack batch.
+        seed: seed of every attack (each batch folds in its position).
+        source_model: the source of the transfer attacks (skipped without one).
+        target_pool: (images, labels) FeaAttack draws targets from; default the first
+            `TARGET_POOL_SIZE` evaluation inputs.
+        train_pool: (images, labels) the EXP-AM / IMP-AM generators train on (the dataset's
+            training split in adt-evaluate); default the evaluation inputs themselves.
+        cache_dir: if set, each attack's per-example results are stored there and reused by a
+            later call with the same model, data and settings (resumable evaluations).
+        model_id: identifies the model in the cache key (default: a hash of its weights).
+        model_name, dataset: how the report names them.
+        sanity_checks: run the checks of `adt_tf.sanity` and put their warnings in the report.
+        sanity_inputs: inputs used by the checks (the first ones).
+        jit_compile: compile attacks with XLA.
+        verbose: 0 silent, 1 progress bars.
+
+    Returns:
+        An `EvaluationResult`.
+    """
+    started = time.perf_counter()
+    epsilon = validation.check_epsilon(epsilon)
+    batch_size = validation.check_positive_int(batch_size, "batch_size")
+    specs = resolve_suite(suite, overrides)
+    per_attack = per_attack or DEFAULT_PER_ATTACK.get(suite, "remaining")
+    validation.check_choice(per_attack, "per_attack mode", PER_ATTACK_MODES)
+    x, y = prepare_inputs(classifier, x, y)
+    if source_model is not None:
+        prepare_inputs(source_model, x[:1], y[:1])
+    if target_pool is None:
+        target_pool = (x[:TARGET_POOL_SIZE], y[:TARGET_POOL_SIZE])
+    else:
+        target_pool = prepare_inputs(classifier, *target_pool)
+    train_pool = (x, y) if train_pool is None else prepare_inputs(classifier, *train_pool)
+    key_base = None
+    if cache_dir is not None:
+        model_id = model_id or weights_id(classifier)
+        if model_id is None:
+            raise ValueError("A cache_dir needs a model_id for this model (it has no Keras "
+                             "weights to hash).")
+        key_base = {"model": model_id, "data": array_id(x, y),
+                    "epsilon": epsilon, "seed": seed, "batch_size": batch_size,
+                    "per_attack": per_attack,
+                    "source": weights_id(source_model) if source_model is not None else None,
+                    "pool": array_id(*target_pool), "train_pool": array_id(*train_pool)}
+
+    clean = correct_under_attack(classifier, x, y, None, batch_size=batch_size,
+                                 verbose=bool(verbose), label="clean")
+    robust = clean.copy()
+    per_example = {"clean": clean}
+    results = []
+    for spec in specs:
+        params = dict(spec.params, epsilon=epsilon, seed=seed)
+        result = AttackResult(name=spec.name, label=spec.display_label, attack=spec.attack,
+                              kind=spec.kind, params=params,
+                              evaluated_on="clean_correct" if per_attack == "all"
+                              else "still_robust")
+        reason = _skip_reason(spec, classifier, source_model)
+        if reason:
+            result.skipped = reason
+            results.append(result)
+            continue
+        mask = (clean if per_attack == "all" else robust).copy()
+        path = cache_file(cache_dir, spec.name, dict(key_base, spec=spec.to_dict())) \
+            if cache_dir else None
+        cached = load_cached(path, mask) if path else None
+        if cached is not None:
+            correct, seconds = cached
+            result.cached = True
+        else:
+            if verbose:
+                print(f"{spec.display_label}: {int(mask.sum())} inputs")
+            t0 = time.perf_counter()
+            idx = np.flatnonzero(mask)
+            correct = np.zeros(len(x), bool)
+            if len(idx):
+                correct[idx] = correct_under_attack(
+                    classifier, x[idx], y[idx],
+                    _attack_fn(spec, classifier, epsilon, source_model, target_pool,
+                               train_pool, seed, bool(verbose)),
+                    batch_size=batch_size, jit_compile=jit_compile, verbose=bool(verbose),
+                    label=spec.name, seed=seed)
+            seconds = time.perf_counter() - t0
+            if path:
+                store(path, correct, mask, seconds)
+        robust &= correct
+        per_example[spec.name] = correct
+        result.num_attacked = int(mask.sum())
+        result.num_broken = int((mask & ~correct).sum())
+        result.accuracy = float(correct.mean()) if per_attack == "all" else None
+        result.robust_after = float(robust.mean())
+        result.seconds = float(seconds)
+        results.append(result)
+    per_example["robust"] = robust
+
+    warnings, checks = [], {}
+    if sanity_checks:
+        warnings, checks = run_sanity_checks(classifier, x[:sanity_inputs], y[:sanity_inputs],
+                                             epsilon, seed=seed)
+        warnings += sanity.check_black_box(results, per_example, clean)
+    return EvaluationResult(
+        model=model_name, dataset=dataset, num_examples=len(x), epsilon=epsilon, suite=suite,
+        per_attack=per_attack, seed=seed, batch_size=batch_size,
+        clean_accuracy=float(clean.mean()), robust_accuracy=float(robust.mean()),
+        attacks=results, warnings=warnings, sanity=checks,
+        seconds=time.perf_counter() - started, environment=environment(),
+        per_example=per_example)
+
+
+def run_sanity_checks(classifier, x, y, epsilon: float, seed: int = 0):
+    """The model-side checks of `adt_tf.sanity` on a few inputs: (warnings, measurements)."""
+    x_t = tf.constant(x, tf.float32)
+    warnings = sanity.check_logits(np.asarray(classifier(x_t, training=False)))
+    grad_warnings, grads = sanity.check_gradients(classifier, x_t, y)
+    random_warnings, diff = sanity.check_randomness(classifier, x_t)
+    sweep = sanity.epsilon_sweep(classifier, x_t, y, epsilon, seed=seed)
+    warnings += grad_warnings + random_warnings + sanity.check_epsilon_sweep(sweep)
+    return warnings, {"gradients": grads, "max_logit_difference_between_passes": diff,
+                      "epsilon_sweep": sweep}
+
+
+__all__ = ["PER_ATTACK_MODES", "correct_under_attack", "environment", "evaluate",
+           "input_shape_of", "predict_labels", "prepare_inputs", "run_sanity_checks"]

@@ -41,3 +41,21 @@ def tiny_classifier(input_shape=(16, 16, 3), num_classes: int = 10, **kwargs):
 
 def ce_loss():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+_TRAINED: dict = {}
+
+
+def trained_tiny_classifier(n: int = 256, epochs: int = 15):
+    """A tiny classifier trained on n real 16x16 images (built once per process), with the
+    images and labels: (model, x, y). Training accuracy is well above chance, so attacks have
+    something to break."""
+    key = (n, epochs)
+    if key not in _TRAINED:
+        keras.utils.set_random_seed(1)
+        x, y = make_tiny_images(n)
+        model = tiny_classifier(width=8, dense_units=32)
+        model.compile(keras.optimizers.Adam(3e-3), ce_loss())
+        model.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
+        _TRAINED[key] = (model, x, y)
+    return _TRAINED[key]

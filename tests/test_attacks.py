@@ -73,7 +73,7 @@ def test_bad_arguments():
         pgd(None, tf.zeros([1, 4, 4, 1]), tf.zeros([1], tf.int32), EPS, steps=0)
     with pytest.raises(ValueError, match="did you mean"):
         fgsm(None, tf.zeros([1, 4, 4, 1]), tf.zeros([1], tf.int32), 8)
-    with pytest.raises(ValueError, match="Unknown attack 'cw'; known: fgsm, pgd"):
-        get_attack("cw")
+    with pytest.raises(ValueError, match="Unknown attack 'deepfool'; known: apgd, apgd_t, cw"):
+        get_attack("deepfool")
     with pytest.raises(ValueError, match="attack loss"):
-        pgd(None, tf.zeros([1, 4, 4, 1]), tf.zeros([1], tf.int32), EPS, loss="dlr")
+        pgd(None, tf.zeros([1, 4, 4, 1]), tf.zeros([1], tf.int32), EPS, loss="hinge")

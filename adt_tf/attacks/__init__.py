@@ -1,15 +1,41 @@
 """Attacks, one per module; each a function (classifier, x, y, epsilon, ...) -> x_adv.
 
 `ATTACKS` maps an attack's name to its function; a new attack is one module plus one line.
+Every attack works on batches of images in [0, 1], stays inside the L-infinity ball and
+[0, 1], keeps the input's shape and dtype, takes a `seed` (int or stateless seed tensor) and
+runs under `tf.function` (its loops are `tf.while_loop`s).
 """
 
+from adt_tf.attacks.amortized import exp_am, fit_amortized_adversary, imp_am
+from adt_tf.attacks.apgd import apgd, apgd_targeted
+from adt_tf.attacks.cw import cw
+from adt_tf.attacks.distributional import exp_attack
+from adt_tf.attacks.feature import fea_attack
 from adt_tf.attacks.fgsm import fgsm
+from adt_tf.attacks.mim import mim
 from adt_tf.attacks.pgd import pgd
+from adt_tf.attacks.spsa import spsa
+from adt_tf.attacks.square import square
+from adt_tf.attacks.transfer import transfer
 
 ATTACKS = {
     "fgsm": fgsm,
     "pgd": pgd,
+    "mim": mim,
+    "cw": cw,
+    "fea": fea_attack,
+    "spsa": spsa,
+    "transfer": transfer,
+    "exp": exp_attack,
+    "exp_am": exp_am,
+    "imp_am": imp_am,
+    "apgd": apgd,
+    "apgd_t": apgd_targeted,
+    "square": square,
 }
+
+# Attacks that never read a gradient of the attacked model (score-based or transfer).
+BLACK_BOX = frozenset({"spsa", "square", "transfer"})
 
 
 def get_attack(name: str):
@@ -19,4 +45,6 @@ def get_attack(name: str):
     return ATTACKS[name]
 
 
-__all__ = ["ATTACKS", "fgsm", "get_attack", "pgd"]
+__all__ = ["ATTACKS", "BLACK_BOX", "apgd", "apgd_targeted", "cw", "exp_am", "exp_attack",
+           "fea_attack", "fgsm", "fit_amortized_adversary", "get_attack", "imp_am", "mim", "pgd",
+           "spsa", "square", "transfer"]

@@ -24,16 +24,53 @@ def margin_loss(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
     return other - true_logit
 
 
-LOSSES = {"ce": per_example_ce, "margin": margin_loss}
+def _true_and_sorted(logits, y):
+    logits = tf.cast(logits, tf.float32)
+    onehot = tf.one_hot(tf.cast(y, tf.int32), tf.shape(logits)[-1], dtype=logits.dtype)
+    true_logit = tf.reduce_sum(onehot * logits, axis=-1)
+    best_other = tf.reduce_max(logits - 1e9 * onehot, axis=-1)
+    return logits, true_logit, best_other, tf.sort(logits, axis=-1, direction="DESCENDING")
+
+
+def dlr_loss(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    """The Difference of Logits Ratio of each example (Croce & Hein, 2020, Eq. 4).
+
+    Mathematical details:
+        DLR(z, y) = -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12), pi sorting the
+        logits in decreasing order. It is invariant to a shift and a rescaling of the logits,
+        so it cannot be defeated by scaling them up (which saturates the softmax and zeroes
+        the cross-entropy gradient). Needs at least 3 classes.
+    """
+    _, true_logit, best_other, ranked = _true_and_sorted(logits, y)
+    return -(true_logit - best_other) / (ranked[:, 0] - ranked[:, 2] + 1e-12)
+
+
+def targeted_dlr_loss(logits: tf.Tensor, y: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+    """The targeted DLR loss of APGD-T (Croce & Hein, 2020, Eq. 5); needs at least 4 classes.
+
+    Mathematical details:
+        -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12), t the target class.
+    """
+    logits, true_logit, _, ranked = _true_and_sorted(logits, y)
+    target_logit = tf.gather(logits, tf.cast(target, tf.int32), batch_dims=1)
+    scale = ranked[:, 0] - 0.5 * (ranked[:, 2] + ranked[:, 3]) + 1e-12
+    return -(true_logit - target_logit) / scale
+
+
+LOSSES = {"ce": per_example_ce, "margin": margin_loss, "dlr": dlr_loss}
 
 
 def get_loss(name: str):
-    """The per-example loss registered under `name` ('ce' or 'margin')."""
+    """The per-example loss registered under `name` ('ce', 'margin' or 'dlr')."""
     return LOSSES[validation.check_choice(name, "attack loss", LOSSES)]
 
 
 def loss_and_grad(classifier, x, y, loss_fn):
     """Per-example loss and its gradient w.r.t. the input (classifier in inference mode).
+
+    A classifier whose output does not depend on its input through differentiable ops (a
+    `tf.stop_gradient` inside it) gets a zero gradient, not None: the attack then runs and
+    fails visibly, and the gradient check of the evaluation flags the model.
 
     Returns:
         (loss [B], grad [B, ...], logits [B, classes])
@@ -42,7 +79,8 @@ def loss_and_grad(classifier, x, y, loss_fn):
         tape.watch(x)
         logits = classifier(x, training=False)
         loss = loss_fn(logits, y)
-    return loss, tape.gradient(loss, x), logits
+    grad = tape.gradient(loss, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return loss, grad, logits
 
 
 def misclassified(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
@@ -50,8 +88,32 @@ def misclassified(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
     return tf.not_equal(tf.argmax(logits, axis=-1, output_type=tf.int32), tf.cast(y, tf.int32))
 
 
+def correct(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    """Bool [B]: the prediction equals the label."""
+    return tf.logical_not(misclassified(logits, y))
+
+
 def as_seed(seed) -> tf.Tensor:
     """A stateless seed tensor [2] from an int or an existing seed tensor."""
     if isinstance(seed, int):
         return tf.constant([seed, 0], tf.int32)
     return tf.cast(seed, tf.int32)
+
+
+def fold(seed: tf.Tensor, *values) -> tf.Tensor:
+    """A new stateless seed derived from `seed` and the given integers (in order)."""
+    for value in values:
+        seed = tf.random.experimental.stateless_fold_in(seed, value)
+    return seed
+
+
+def select(mask: tf.Tensor, a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """Per example (mask [B]), a where mask else b; a and b of shape [B, ...]."""
+    shape = tf.concat([tf.shape(mask), tf.ones(tf.rank(a) - 1, tf.int32)], axis=0)
+    return tf.where(tf.reshape(mask, shape), a, b)
+
+
+def batch_shape(mask: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
+    """mask [B] reshaped to broadcast against `like` [B, ...]."""
+    shape = tf.concat([tf.shape(mask), tf.ones(tf.rank(like) - 1, tf.int32)], axis=0)
+    return tf.reshape(mask, shape)

@@ -1,0 +1,232 @@
+"""Auto-PGD (Croce & Hein, 2020): PGD with momentum and a step size that adapts itself.
+
+APGD-CE, APGD-DLR and the targeted APGD-T (DLR towards each of the top classes) are the
+gradient attacks of AutoAttack. They need no step-size tuning: the step starts at 2 epsilon and
+is halved, per example, at checkpoints where the loss stopped rising.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+from adt_tf import validation
+from adt_tf.attacks.common import (
+    as_seed,
+    batch_shape,
+    fold,
+    get_loss,
+    loss_and_grad,
+    misclassified,
+    select,
+    targeted_dlr_loss,
+)
+from adt_tf.threat import LinfBall
+
+
+def checkpoints(steps: int) -> list[int]:
+    """The iterations w_1 < w_2 < ... < steps at which APGD may halve its step size.
+
+    Mathematical details:
+        p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06), w_j = ceil(p_j N).
+        For N = 100: 22, 41, 57, 70, 80, 87, 93, 99.
+    """
+    steps = validation.check_positive_int(steps, "steps")
+    p = [0.0, 0.22]
+    while p[-1] + max(p[-1] - p[-2] - 0.03, 0.06) <= 1.0:
+        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+    # The 1e-9 absorbs the rounding of the sums above (0.22 + 0.19 = 0.41000000000000003).
+    marks = sorted({math.ceil(q * steps - 1e-9) for q in p[1:]})
+    return [w for w in marks if 0 < w < steps]
+
+
+def _schedule(steps: int):
+    """Per iteration: whether it is a checkpoint, and the length of the interval it closes."""
+    marks = checkpoints(steps)
+    is_mark, length, last = [False] * steps, [1.0] * steps, 0
+    for w in marks:
+        is_mark[w], length[w], last = True, float(w - last), w
+    return tf.constant(is_mark), tf.constant(length, tf.float32)
+
+
+def _apgd_run(classifier, x, y, ball: LinfBall, loss_fn, steps: int, rho: float, alpha: float,
+              x0):
+    """One APGD run from x0. Returns (x_out, found [B], best loss [B])."""
+    is_mark, length = _schedule(steps)
+    loss0, grad0, logits0 = loss_and_grad(classifier, x0, y, loss_fn)
+    found0 = misclassified(logits0, y)
+    eta0 = tf.fill(tf.shape(loss0), 2.0 * ball.epsilon)
+
+    def body(k, x_cur, x_prev, loss_cur, grad_cur, eta, x_max, f_max, grad_max, increases,
+             f_max_mark, reduced_mark, x_adv, found):
+        # The first step has no momentum (x_{-1} = x_0 would make it a no-op anyway).
+        a = tf.where(k > 0, alpha, 1.0)
+        z = ball.project(x_cur + tf.cast(batch_shape(eta, x), x.dtype) * tf.sign(grad_cur), x)
+        x_next = ball.project(x_cur + a * (z - x_cur) + (1.0 - a) * (x_cur - x_prev), x)
+        loss_next, grad_next, logits = loss_and_grad(classifier, x_next, y, loss_fn)
+        is_adv = misclassified(logits, y)
+        x_adv = select(tf.logical_and(is_adv, tf.logical_not(found)), x_next, x_adv)
+        found = tf.logical_or(found, is_adv)
+        increases = increases + tf.cast(loss_next > loss_cur, tf.float32)
+        better = loss_next > f_max
+        x_max = select(better, x_next, x_max)
+        grad_max = select(better, grad_next, grad_max)
+        f_max = tf.where(better, loss_next, f_max)
+        # Checkpoint: halve the step where the loss rose in fewer than rho of the steps since
+        # the last checkpoint (condition 1), or where neither the step nor the best loss
+        # changed since then (condition 2); those examples restart from their best point.
+        mark = is_mark[k]
+        cond1 = increases < rho * length[k]
+        cond2 = tf.logical_and(tf.logical_not(reduced_mark), f_max <= f_max_mark)
+        halve = tf.logical_and(mark, tf.logical_or(cond1, cond2))
+        eta = tf.where(halve, eta / 2.0, eta)
+        x_prev = select(halve, x_max, x_cur)
+        x_next = select(halve, x_max, x_next)
+        grad_next = select(halve, grad_max, grad_next)
+        loss_next = tf.where(halve, f_max, loss_next)
+        increases = tf.where(mark, tf.zeros_like(increases), increases)
+        f_max_mark = tf.where(mark, f_max, f_max_mark)
+        reduced_mark = tf.where(mark, halve, reduced_mark)
+        return (k + 1, x_next, x_prev, loss_next, grad_next, eta, x_max, f_max, grad_max,
+                increases, f_max_mark, reduced_mark, x_adv, found)
+
+    state = (tf.constant(0), x0, x0, loss0, grad0, eta0, x0, loss0, grad0,
+             tf.zeros_like(loss0), loss0, tf.zeros_like(found0), x0, found0)
+    out = tf.while_loop(lambda k, *_: k < steps, body, state, maximum_iterations=steps)
+    x_max, f_max, x_adv, found = out[6], out[7], out[12], out[13]
+    return select(found, x_adv, x_max), found, f_max
+
+
+def _check(steps, restarts, rho, momentum):
+    steps = validation.check_positive_int(steps, "steps")
+    restarts = validation.check_positive_int(restarts, "restarts")
+    rho = validation.check_in_range(rho, "rho", 0.0, 1.0)
+    momentum = validation.check_in_range(momentum, "momentum", 0.0, 1.0)
+    return steps, restarts, rho, momentum
+
+
+def _merge(best, new):
+    """Keeps per example an adversarial point if either has one, else the higher loss."""
+    best_x, best_found, best_loss = best
+    new_x, new_found, new_loss = new
+    take = tf.logical_or(tf.logical_and(new_found, tf.logical_not(best_found)),
+                         tf.logical_and(tf.equal(new_found, best_found), new_loss > best_loss))
+    return (select(take, new_x, best_x), tf.logical_or(best_found, new_found),
+            tf.where(take, new_loss, best_loss))
+
+
+def _skip_if_done(best, run):
+    """Runs `run()` unless every example of the batch is already adversarial."""
+    return tf.cond(tf.reduce_all(best[1]), lambda: best, run)
+
+
+def apgd(classifier, x, y, epsilon: float, *, steps: int = 100, loss: str = "ce",
+         restarts: int = 1, rho: float = 0.75, momentum: float = 0.75, seed=0) -> tf.Tensor:
+    """APGD-CE (loss='ce') or APGD-DLR (loss='dlr'), untargeted, L-infinity.
+
+    Args:
+        classifier: logits model (called with training=False).
+        x: clean inputs in [0, 1]; y: integer labels.
+        epsilon: L-infinity budget.
+        steps: iterations N (100 in AutoAttack).
+        loss: 'ce', 'dlr' (needs >= 3 classes) or 'margin'.
+        restarts: independent runs from random starts; the best per example is kept
+            (AutoAttack's standard version uses 1).
+        rho: the fraction of rising steps below which the step is halved (0.75).
+        momentum: alpha, the weight of the new step against the last one (0.75).
+        seed: int or stateless seed tensor for the random starts.
+
+    Mathematical details:
+        x_1 = P(x_0 + eta sign(grad f(x_0))), and for k >= 1
+            z_{k+1} = P(x_k + eta sign(grad f(x_k)))
+            x_{k+1} = P(x_k + alpha (z_{k+1} - x_k) + (1 - alpha)(x_k - x_{k-1})),
+        P the projection onto the ball and [0, 1], eta = 2 epsilon at the start. At the
+        checkpoints w_j (see `checkpoints`) eta is halved, per example, and the iterate restarts
+        from the best point so far if (1) the loss rose in fewer than rho (w_j - w_{j-1}) of the
+        steps since w_{j-1}, or (2) neither eta nor the best loss changed since w_{j-1}. After a
+        restart the momentum term starts from zero. x_0 is a uniform point of the ball. The
+        output is, per example, the first misclassified iterate if any, else the best-loss one.
+
+    Example:
+        >>> x_adv = apgd(model, x, y, 8 / 255, loss="dlr")
+
+    Reference:
+        Croce, Hein. "Reliable evaluation of adversarial robustness with an ensemble of diverse
+        parameter-free attacks", ICML 2020, Algorithm 1.
+
+    Returns:
+        x_adv, same shape and dtype as x.
+    """
+    ball = LinfBall(epsilon)
+    steps, restarts, rho, momentum = _check(steps, restarts, rho, momentum)
+    loss_fn = get_loss(loss)
+    x = tf.convert_to_tensor(x)
+    base = as_seed(seed)
+    best = None
+    for r in range(restarts):
+        def run(r=r):
+            x0 = ball.random_start(x, fold(base, r))
+            return _apgd_run(classifier, x, y, ball, loss_fn, steps, rho, momentum, x0)
+
+        best = run() if best is None else _merge(best, _skip_if_done(best, run))
+    return best[0]
+
+
+def apgd_targeted(classifier, x, y, epsilon: float, *, steps: int = 100, num_targets: int = 9,
+                  restarts: int = 1, rho: float = 0.75, momentum: float = 0.75,
+                  seed=0) -> tf.Tensor:
+    """APGD-T: APGD on the targeted DLR loss towards each of the `num_targets` top classes.
+
+    Args:
+        classifier: logits model; needs at least 4 classes.
+        x: clean inputs in [0, 1]; y: integer labels.
+        epsilon: L-infinity budget.
+        steps: iterations per target (100).
+        num_targets: how many of the classes ranked highest by the clean logits (the true one
+            excluded) are tried in turn (9 in AutoAttack; capped at classes - 1).
+        restarts: runs per target.
+        rho, momentum: as in `apgd`.
+        seed: int or stateless seed tensor.
+
+    Mathematical details:
+        For r = 1..num_targets the target t_r is the class of rank r + 1 in the clean logits,
+        and APGD maximises -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2). An input is broken when
+        it is misclassified (as any class). Targets are tried until every input of the batch
+        is broken.
+
+    Example:
+        >>> x_adv = apgd_targeted(model, x, y, 8 / 255)
+
+    Reference:
+        Croce, Hein, ICML 2020, Sec. 4 (APGD-T in AutoAttack's standard version).
+
+    Returns:
+        x_adv, same shape and dtype as x.
+    """
+    ball = LinfBall(epsilon)
+    steps, restarts, rho, momentum = _check(steps, restarts, rho, momentum)
+    num_targets = validation.check_positive_int(num_targets, "num_targets")
+    x = tf.convert_to_tensor(x)
+    base = as_seed(seed)
+    logits = classifier(x, training=False)
+    num_classes = logits.shape[-1]
+    if num_classes is not None:
+        if num_classes < 4:
+            raise ValueError(f"apgd_targeted needs at least 4 classes, got {num_classes}.")
+        num_targets = min(num_targets, num_classes - 1)
+    ranked = tf.argsort(tf.cast(logits, tf.float32), axis=-1, direction="DESCENDING")
+    best = None
+    for t in range(num_targets):
+        target = ranked[:, t + 1]
+
+        def loss_fn(z, labels, target=target):
+            return targeted_dlr_loss(z, labels, target)
+
+        for r in range(restarts):
+            def run(loss_fn=loss_fn, t=t, r=r):
+                x0 = ball.random_start(x, fold(base, t, r))
+                return _apgd_run(classifier, x, y, ball, loss_fn, steps, rho, momentum, x0)
+
+            best = run() if best is None else _merge(best, _skip_if_done(best, run))
+    return best[0]

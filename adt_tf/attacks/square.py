@@ -1,0 +1,118 @@
+"""The Square attack (Andriushchenko et al., 2020): a score-based random search, no gradients."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from adt_tf import validation
+from adt_tf.attacks.common import as_seed, batch_shape, fold, margin_loss, misclassified
+from adt_tf.threat import LinfBall
+
+# Iterations (on a budget rescaled to 10,000 queries) after which the square's area fraction
+# p is halved, from the paper's schedule.
+_HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+
+
+def square_fraction(iteration, num_queries: int, p_init: float) -> tf.Tensor:
+    """The fraction p of the image a square covers at `iteration` (a float32 scalar tensor).
+
+    Mathematical details:
+        i' = floor(10000 i / num_queries); p = p_init / 2^(number of halving points < i'),
+        the halving points being 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000.
+    """
+    scaled = tf.cast(tf.cast(iteration, tf.float32) / num_queries * 10000.0, tf.int32)
+    halvings = tf.reduce_sum(tf.cast(scaled > tf.constant(_HALVINGS), tf.float32))
+    return tf.cast(p_init, tf.float32) / tf.pow(2.0, halvings)
+
+
+def square(classifier, x, y, epsilon: float, *, num_queries: int = 5000, p_init: float = 0.8,
+           seed=0) -> tf.Tensor:
+    """Untargeted L-infinity Square attack on the margin loss.
+
+    Args:
+        classifier: logits model (called with training=False); only its outputs are used.
+        x: clean inputs [B, H, W, C] in [0, 1]; y: integer labels.
+        epsilon: L-infinity budget.
+        num_queries: model evaluations per input, the first (the initial stripes) included
+            (5000 in AutoAttack's standard version).
+        p_init: the initial fraction of pixels a square covers (0.8, AutoAttack's setting for
+            L-infinity; the paper's schedule halves it nine times).
+        seed: int or stateless seed tensor.
+
+    Mathematical details:
+        Minimise the margin m(x') = z_y(x') - max_{j != y} z_j(x') over the vertices of the
+        ball. Start from vertical stripes: delta[:, w, c] = +-epsilon, one random sign per column
+        and channel. At iteration i draw a square of side s = max(round(sqrt(p_i H W)), 1)
+        (at most H - 1) at a uniformly random position and set delta on it to +-epsilon, one
+        random sign per channel (flipped if that would leave the image unchanged); keep the
+        candidate if it lowers the margin. An input stops being queried once misclassified.
+
+    Example:
+        >>> x_adv = square(model, x, y, 8 / 255, num_queries=1000)
+
+    Reference:
+        Andriushchenko, Croce, Flammarion, Hein. "Square Attack: a query-efficient black-box
+        adversarial attack via random search", ECCV 2020, Algorithms 1 and 2.
+
+    Returns:
+        x_adv, same shape and dtype as x.
+    """
+    ball = LinfBall(epsilon)
+    num_queries = validation.check_positive_int(num_queries, "num_queries")
+    p_init = validation.check_in_range(p_init, "p_init", 1e-6, 1.0)
+    x = tf.convert_to_tensor(x)
+    base = as_seed(seed)
+    shape = tf.shape(x)
+    batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
+    eps = tf.cast(ball.epsilon, x.dtype)
+
+    def signs(shape_, seed_):
+        bits = tf.random.stateless_uniform(shape_, seed=seed_, maxval=2, dtype=tf.int32)
+        return tf.cast(2 * bits - 1, x.dtype)
+
+    def query(x_adv):
+        logits = classifier(x_adv, training=False)
+        return margin_loss(logits, y) * -1.0, misclassified(logits, y)
+
+    delta = eps * signs(tf.stack([batch, 1, width, channels]), fold(base, 0))
+    delta = delta * tf.ones_like(x)
+    x_best = ball.project(x + delta, x)
+    margin, done = query(x_best)
+
+    rows = tf.reshape(tf.range(height), [1, -1, 1, 1])
+    cols = tf.reshape(tf.range(width), [1, 1, -1, 1])
+
+    def body(i, x_best, margin, done):
+        p = square_fraction(i, num_queries, p_init)
+        side = tf.cast(tf.round(tf.sqrt(p * tf.cast(height * width, tf.float32))), tf.int32)
+        side = tf.clip_by_value(side, 1, tf.maximum(height - 1, 1))
+        step_seed = fold(base, 1, i)
+        seeds = tf.random.experimental.stateless_split(step_seed, 3)
+        top = tf.random.stateless_uniform([batch], seeds[0], maxval=height - side + 1,
+                                          dtype=tf.int32)
+        left = tf.random.stateless_uniform([batch], seeds[1], maxval=width - side + 1,
+                                           dtype=tf.int32)
+        top, left = tf.reshape(top, [-1, 1, 1, 1]), tf.reshape(left, [-1, 1, 1, 1])
+        window = tf.logical_and(tf.logical_and(rows >= top, rows < top + side),
+                                tf.logical_and(cols >= left, cols < left + side))
+        window = tf.broadcast_to(window, tf.shape(x))
+        corner = eps * signs(tf.stack([batch, 1, 1, channels]), seeds[2])
+        candidate = ball.project(tf.where(window, x + corner, x_best), x)
+        # A square that repeats the current values would waste a query: flip its signs.
+        unchanged = tf.reduce_all(tf.logical_or(tf.logical_not(window),
+                                                tf.abs(candidate - x_best) < 1e-7),
+                                  axis=[1, 2, 3])
+        corner = tf.where(batch_shape(unchanged, corner), -corner, corner)
+        candidate = ball.project(tf.where(window, x + corner, x_best), x)
+        new_margin, new_done = query(candidate)
+        accept = tf.logical_and(tf.logical_not(done), new_margin < margin)
+        x_best = tf.where(batch_shape(accept, x), candidate, x_best)
+        margin = tf.where(accept, new_margin, margin)
+        done = tf.logical_or(done, tf.logical_and(accept, new_done))
+        return i + 1, x_best, margin, done
+
+    _, x_best, _, _ = tf.while_loop(
+        lambda i, _x, _m, d: tf.logical_and(i < num_queries,
+                                             tf.logical_not(tf.reduce_all(d))),
+        body, (tf.constant(1), x_best, margin, done), maximum_iterations=num_queries)
+    return x_best

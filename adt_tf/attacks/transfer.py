@@ -1,0 +1,40 @@
+"""Transfer attacks: adversarial examples crafted on a source model, evaluated on the target."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def transfer(classifier, x, y, epsilon: float, *, source, attack: str = "pgd",
+             **attack_kwargs) -> tf.Tensor:
+    """Crafts x_adv with a registered white-box attack on `source`; `classifier` is not used.
+
+    Args:
+        classifier: the target model (unused: the attack sees only the source).
+        x: clean inputs in [0, 1]; y: integer labels.
+        epsilon: L-infinity budget.
+        source: the source logits model (e.g. an independently trained classifier).
+        attack: the registry name of the attack run on the source ('pgd', 'mim', ...).
+        **attack_kwargs: its settings (e.g. steps=20).
+
+    Mathematical details:
+        x_adv = A(f_source, x, y, epsilon); robustness is then measured on f_target(x_adv).
+        A black-box threat: it reveals gradient masking when it beats white-box attacks.
+
+    Example:
+        >>> x_adv = transfer(target, x, y, 8 / 255, source=other_model, attack="mim")
+
+    Reference:
+        Papernot, McDaniel, Goodfellow. "Transferability in Machine Learning", 2016; the ADT
+        paper's transfer setting (Dong et al., NeurIPS 2020, Sec. 5).
+
+    Returns:
+        x_adv, same shape and dtype as x.
+    """
+    from adt_tf.attacks import get_attack  # the registry imports this module
+
+    if source is None:
+        raise ValueError("transfer needs a source model (source=...).")
+    if attack == "transfer":
+        raise ValueError("transfer cannot wrap itself; pick a white-box attack such as 'pgd'.")
+    return get_attack(attack)(source, x, y, epsilon, **attack_kwargs)

@@ -1,0 +1,61 @@
+"""The evaluation's cache: each attack's per-example results, keyed by everything they depend on.
+
+A rerun of an evaluation with the same model, inputs and settings reads an attack's results
+back instead of running it again, so an interrupted evaluation resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import numpy as np
+
+#: Bumped when the meaning of a cached result changes (old entries are then ignored).
+CACHE_VERSION = 1
+
+
+def weights_id(classifier) -> str | None:
+    """A hash of a Keras classifier's weights (None for objects without `get_weights`)."""
+    if not hasattr(classifier, "get_weights"):
+        return None
+    digest = hashlib.sha256()
+    for w in classifier.get_weights():
+        digest.update(np.ascontiguousarray(w).tobytes())
+    return digest.hexdigest()[:20]
+
+
+def array_id(*arrays) -> str:
+    """A hash of the bytes of some arrays (the inputs, the labels)."""
+    digest = hashlib.sha256()
+    for a in arrays:
+        digest.update(np.ascontiguousarray(a).tobytes())
+    return digest.hexdigest()[:20]
+
+
+def cache_file(cache_dir: str, name: str, key: dict) -> str:
+    """The file of attack `name` under `key` (any JSON-serialisable description)."""
+    text = json.dumps(dict(key, cache_version=CACHE_VERSION), sort_keys=True, default=str)
+    return os.path.join(cache_dir, f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:16]}.npz")
+
+
+def load_cached(path: str, mask: np.ndarray):
+    """(correct [N], seconds) stored at `path` for the same attacked inputs `mask`, else None."""
+    if not os.path.exists(path):
+        return None
+    with np.load(path) as data:
+        if not np.array_equal(data["evaluated"], mask):
+            return None  # earlier attacks changed the inputs this one runs on
+        return data["correct"].copy(), float(data["seconds"])
+
+
+def store(path: str, correct: np.ndarray, mask: np.ndarray, seconds: float) -> None:
+    """Writes an attack's results atomically (a reader never sees half a file)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, correct=correct, evaluated=mask, seconds=seconds)
+    os.replace(tmp, path)
+
+
+__all__ = ["CACHE_VERSION", "array_id", "cache_file", "load_cached", "store", "weights_id"]

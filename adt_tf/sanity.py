@@ -1,0 +1,147 @@
+"""Checks that warn when a robustness number is likely to be wrong (gradient masking & co.).
+
+In the spirit of AutoAttack's checks (Croce & Hein, 2020) and of Carlini et al., "On
+Evaluating Adversarial Robustness" (2019): each check returns warnings (plain sentences for
+the report) and the measurements behind them. None of them changes a robustness number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from adt_tf.attacks import pgd
+from adt_tf.attacks.common import loss_and_grad, per_example_ce
+
+#: A share of inputs with zero or non-finite input gradients above this is flagged.
+GRADIENT_THRESHOLD = 0.1
+#: The epsilon sweep's multiples of the evaluation's epsilon.
+SWEEP_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+def check_logits(logits: np.ndarray) -> list[str]:
+    """Warns when the outputs look like probabilities (non-negative rows summing to 1)."""
+    logits = np.asarray(logits, np.float64)
+    sums = logits.sum(axis=-1)
+    if np.all(logits >= 0) and np.allclose(sums, 1.0, atol=1e-3):
+        return ["The model's outputs are non-negative and every row sums to 1: it returns "
+                "probabilities, not logits. Attacks on a softmax output see vanishing "
+                "gradients and overstate robustness; evaluate the pre-softmax logits."]
+    return []
+
+
+def check_gradients(classifier, x, y, threshold: float = GRADIENT_THRESHOLD):
+    """Warns when many inputs have an all-zero or a non-finite cross-entropy gradient.
+
+    Returns:
+        (warnings, {"zero": share, "non_finite": share, "num_inputs": n})
+    """
+    x = tf.convert_to_tensor(x, tf.float32)
+    _, grad, _ = loss_and_grad(classifier, x, tf.convert_to_tensor(y, tf.int32),
+                               per_example_ce)
+    grad = tf.reshape(grad, [tf.shape(grad)[0], -1]).numpy()
+    non_finite = ~np.all(np.isfinite(grad), axis=1)
+    zero = np.all(grad == 0, axis=1) & ~non_finite
+    stats = {"zero": float(zero.mean()), "non_finite": float(non_finite.mean()),
+             "num_inputs": int(len(grad))}
+    warnings = []
+    if stats["zero"] > threshold:
+        warnings.append(
+            f"The input gradient of the loss is exactly zero on {100 * stats['zero']:.1f}% of "
+            f"{len(grad)} inputs: gradient-based attacks cannot move there (gradient masking, "
+            "a non-differentiable layer, or a saturated softmax). Trust black-box and DLR "
+            "attacks more than CE-gradient ones.")
+    if stats["non_finite"] > threshold:
+        warnings.append(
+            f"The input gradient is NaN or infinite on {100 * stats['non_finite']:.1f}% of "
+            f"{len(grad)} inputs: gradient attacks on this model are unreliable.")
+    return warnings, stats
+
+
+def check_randomness(classifier, x) -> tuple[list[str], float]:
+    """Warns when two inference passes on the same inputs give different logits."""
+    x = tf.convert_to_tensor(x, tf.float32)
+    first = classifier(x, training=False).numpy()
+    second = classifier(x, training=False).numpy()
+    diff = float(np.max(np.abs(first - second))) if first.size else 0.0
+    if diff > 1e-5:
+        return ([f"Two forward passes on the same inputs differ (max logit difference "
+                 f"{diff:.3g}): the model is randomised. Attack it with expectation over "
+                 "transformation (average gradients over its randomness) before trusting "
+                 "these numbers; each attack here sees one random draw."], diff)
+    return [], diff
+
+
+def epsilon_sweep(classifier, x, y, epsilon: float, factors: Sequence[float] = SWEEP_FACTORS,
+                  steps: int = 10, seed: int = 0) -> dict:
+    """PGD (`steps` steps of eps/4, random start) accuracy at multiples of epsilon (<= 1)."""
+    x = tf.convert_to_tensor(x, tf.float32)
+    y = tf.convert_to_tensor(y, tf.int32)
+    epsilons = sorted({min(1.0, f * epsilon) for f in factors})
+    accuracy = []
+    for eps in epsilons:
+        x_adv = pgd(classifier, x, y, eps, steps=steps, seed=seed)
+        pred = np.argmax(classifier(x_adv, training=False).numpy(), axis=-1)
+        accuracy.append(float(np.mean(pred == y.numpy())))
+    return {"epsilons": epsilons, "accuracy": accuracy, "num_inputs": int(len(y)),
+            "attack": f"PGD-{steps}"}
+
+
+def check_epsilon_sweep(sweep: dict) -> list[str]:
+    """Warns when accuracy rises with epsilon (beyond one input of noise) or does not fall."""
+    acc, eps, n = sweep["accuracy"], sweep["epsilons"], max(sweep["num_inputs"], 1)
+    tol = 1.5 / n
+    warnings = []
+    rises = [(eps[i], eps[i + 1]) for i in range(len(acc) - 1) if acc[i + 1] > acc[i] + tol]
+    if rises:
+        lo, hi = rises[0]
+        warnings.append(
+            f"PGD accuracy rises as epsilon grows ({lo * 255:.3g}/255 -> {hi * 255:.3g}/255: "
+            f"{', '.join(f'{100 * a:.1f}%' for a in acc)}): a larger ball contains the smaller "
+            "one, so the attack is failing to optimise (gradient masking?).")
+    if len(acc) > 1 and acc[0] > 0 and acc[-1] >= acc[0]:
+        warnings.append(
+            f"PGD accuracy does not fall from epsilon {eps[0] * 255:.3g}/255 to "
+            f"{eps[-1] * 255:.3g}/255 ({100 * acc[0]:.1f}% -> {100 * acc[-1]:.1f}%): the attack "
+            "does not use its budget (gradient masking?).")
+    return warnings
+
+
+def check_black_box(results, per_example: dict[str, np.ndarray], clean: np.ndarray,
+                    black_box_kinds=("black-box", "transfer")) -> list[str]:
+    """Warns when a black-box attack beats the white-box ones.
+
+    Two rules: (1) an attack with its own accuracy measured is a black-box one and is below
+    every white-box attack's own accuracy; (2) a black-box attack broke more than 1% (and at
+    least 2) of the inputs it ran on that survived every white-box attack of the suite.
+    """
+    ran = [r for r in results if not r.skipped]
+    white = [r for r in ran if r.kind not in black_box_kinds]
+    black = [r for r in ran if r.kind in black_box_kinds]
+    if not white or not black:
+        return []
+    warnings = []
+    white_acc = [r.accuracy for r in white if r.accuracy is not None]
+    survivors = clean.copy()
+    for r in white:
+        survivors &= per_example[r.name]
+    for r in black:
+        if r.accuracy is not None and white_acc and r.accuracy < min(white_acc):
+            warnings.append(
+                f"The black-box attack {r.label} ({100 * r.accuracy:.2f}%) is stronger than "
+                f"every white-box attack (best {100 * min(white_acc):.2f}%): the gradients are "
+                "probably masked, and the white-box numbers overstate robustness.")
+        broken = survivors & ~per_example[r.name]
+        share = broken.sum() / max(survivors.sum(), 1)
+        if broken.sum() >= 2 and share > 0.01:
+            warnings.append(
+                f"{r.label} broke {int(broken.sum())} of the {int(survivors.sum())} inputs that "
+                "survived every white-box attack: gradient-based attacks miss adversarial "
+                "examples that exist (gradient masking?).")
+    return warnings
+
+
+__all__ = ["GRADIENT_THRESHOLD", "SWEEP_FACTORS", "check_black_box", "check_epsilon_sweep",
+           "check_gradients", "check_logits", "check_randomness", "epsilon_sweep"]

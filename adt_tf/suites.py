@@ -1,0 +1,234 @@
+"""Named attack suites: which attacks an evaluation runs, in which order, with which settings.
+
+An `AttackSpec` is plain data (an attack's registry name and its keyword arguments), so a
+suite is recorded in full in every result. `CATALOGUE` holds every named attack setting; the
+suites are ordered lists of catalogue names:
+
+- `quick`: PGD-20.
+- `paper`: the ADT paper's battery (Sec. 5): FGSM, PGD-20, PGD-100, MIM-20, C&W, FeaAttack,
+  SPSA, transfer PGD-20 and MIM-20 (when a source model is given), and the distributional
+  EXP, EXP-AM and IMP-AM.
+- `autoattack`: AutoAttack's standard order (Croce & Hein, 2020): APGD-CE, APGD-T (9 targets),
+  Square (5000 queries). FAB-T is not implemented (see README).
+- `full`: paper then autoattack.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+from typing import Any
+
+from adt_tf import validation
+from adt_tf.attacks import ATTACKS, get_attack
+
+KINDS = ("white-box", "black-box", "transfer", "distributional")
+#: What an attack may need from the evaluation besides (classifier, x, y, epsilon).
+NEEDS = ("source_model", "penultimate", "target_pool", "adversary")
+
+# Arguments that the evaluation supplies itself; they cannot be overridden by name.
+_SUPPLIED = ("classifier", "x", "y", "epsilon", "seed", "source", "target_images",
+             "target_labels", "adversary")
+_COUNTS = ("steps", "restarts", "num_queries", "samples", "num_targets", "check_samples",
+           "sample_chunk", "train_steps", "train_batch_size", "generator_width")
+_SIZES = ("step_size", "lr", "perturbation")
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackSpec:
+    """One attack of a suite, as plain data.
+
+    Attributes:
+        name: unique name in the catalogue (e.g. "pgd20"), used for overrides and the cache.
+        attack: the registry name of the attack function (e.g. "pgd").
+        params: its keyword arguments (JSON-serialisable), epsilon and seed excluded.
+        kind: "white-box", "black-box", "transfer" or "distributional".
+        label: how the report names it, a format string of the parameters (e.g.
+            "PGD-{steps}"); `display_label` fills it in.
+        needs: what it needs from the evaluation ("source_model", "penultimate",
+            "target_pool", "adversary": a generator fitted before the attack).
+    """
+
+    name: str
+    attack: str
+    params: dict[str, Any]
+    kind: str
+    label: str
+    needs: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "attack": self.attack, "params": dict(self.params),
+                "kind": self.kind, "label": self.label, "needs": list(self.needs)}
+
+    def with_params(self, **params) -> AttackSpec:
+        """A copy with some parameters replaced (checked against the attack's signature)."""
+        merged = dict(self.params)
+        merged.update(params)
+        spec = dataclasses.replace(self, params=merged)
+        spec.validate()
+        return spec
+
+    def validate(self) -> None:
+        """ValueError if a parameter is unknown to the attack or out of range."""
+        validation.check_choice(self.kind, "attack kind", KINDS)
+        function = get_attack(self.attack)
+        signature = inspect.signature(function).parameters
+        accepts_any = any(p.kind is p.VAR_KEYWORD for p in signature.values())
+        for key, value in self.params.items():
+            if key in _SUPPLIED:
+                raise ValueError(f"{self.name}: {key!r} is set by the evaluation, not a "
+                                 "parameter.")
+            if key not in signature and not accepts_any:
+                known = sorted(k for k in signature if k not in _SUPPLIED)
+                raise ValueError(f"{self.name}: unknown parameter {key!r} of attack "
+                                 f"{self.attack!r}; known: {', '.join(known)}.")
+            if key in _COUNTS:
+                validation.check_positive_int(value, f"{self.name}.{key}")
+            elif key in _SIZES and value is not None:
+                validation.check_positive(value, f"{self.name}.{key}")
+        try:
+            json.dumps(self.params)
+        except TypeError:
+            raise ValueError(f"{self.name}: parameters must be plain data, got "
+                             f"{self.params!r}.") from None
+
+    @property
+    def display_label(self) -> str:
+        """The label with the parameters filled in ("PGD-20")."""
+        return self.label.format(**self.params)
+
+    def describe(self) -> str:
+        """The settings as one line, e.g. "steps=20, restarts=1"."""
+        return ", ".join(f"{k}={_short(v)}" for k, v in sorted(self.params.items())) or "-"
+
+
+def _short(value):
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return value
+
+
+# The amortised attacks: a generator trained against the fixed model (on the evaluation's
+# training pool), then sampled.
+_AM = {"train_steps": 500, "train_batch_size": 64, "generator_width": 16, "check_samples": 10}
+
+
+def _catalogue() -> dict[str, AttackSpec]:
+    specs = [
+        AttackSpec("fgsm", "fgsm", {}, "white-box", "FGSM"),
+        AttackSpec("pgd20", "pgd", {"steps": 20, "restarts": 1, "random_start": True},
+                   "white-box", "PGD-{steps}"),
+        AttackSpec("pgd100", "pgd", {"steps": 100, "restarts": 1, "random_start": True},
+                   "white-box", "PGD-{steps}"),
+        AttackSpec("mim20", "mim", {"steps": 20, "momentum": 1.0}, "white-box", "MIM-{steps}"),
+        AttackSpec("cw30", "cw", {"steps": 30}, "white-box", "C&W (margin, PGD-{steps})"),
+        AttackSpec("fea", "fea", {"steps": 50, "step_size": 1 / 255, "num_targets": 200},
+                   "white-box", "FeaAttack ({num_targets} targets)",
+                   ("penultimate", "target_pool")),
+        AttackSpec("spsa", "spsa", {"steps": 100, "perturbation": 0.001, "lr": 0.01,
+                                    "samples": 256}, "black-box", "SPSA ({samples} samples)"),
+        AttackSpec("transfer_pgd20", "transfer", {"attack": "pgd", "steps": 20},
+                   "transfer", "Transfer PGD-{steps}", ("source_model",)),
+        AttackSpec("transfer_mim20", "transfer", {"attack": "mim", "steps": 20},
+                   "transfer", "Transfer MIM-{steps}", ("source_model",)),
+        AttackSpec("exp", "exp", {"steps": 20, "samples": 10, "check_samples": 10},
+                   "distributional", "EXP (T={steps}, k={samples})"),
+        AttackSpec("exp_am", "exp_am", _AM, "distributional",
+                   "EXP-AM ({train_steps} generator steps)", ("adversary",)),
+        AttackSpec("imp_am", "imp_am", _AM, "distributional",
+                   "IMP-AM ({train_steps} generator steps)", ("adversary",)),
+        AttackSpec("apgd_ce", "apgd", {"steps": 100, "loss": "ce", "restarts": 1},
+                   "white-box", "APGD-CE"),
+        AttackSpec("apgd_dlr", "apgd", {"steps": 100, "loss": "dlr", "restarts": 1},
+                   "white-box", "APGD-DLR"),
+        AttackSpec("apgd_t", "apgd_t", {"steps": 100, "num_targets": 9, "restarts": 1},
+                   "white-box", "APGD-T ({num_targets} targets)"),
+        AttackSpec("square", "square", {"num_queries": 5000, "p_init": 0.8}, "black-box",
+                   "Square ({num_queries} queries)"),
+    ]
+    return {spec.name: spec for spec in specs}
+
+
+CATALOGUE: dict[str, AttackSpec] = _catalogue()
+
+SUITES: dict[str, tuple[str, ...]] = {
+    "quick": ("pgd20",),
+    "paper": ("fgsm", "pgd20", "pgd100", "mim20", "cw30", "fea", "spsa", "transfer_pgd20",
+              "transfer_mim20", "exp", "exp_am", "imp_am"),
+    "autoattack": ("apgd_ce", "apgd_t", "square"),
+}
+SUITES["full"] = SUITES["paper"] + SUITES["autoattack"]
+
+#: How each suite runs its attacks by default: "all" (each attack on every clean-correct
+#: input, its own accuracy measured) or "remaining" (each on the inputs still robust).
+DEFAULT_PER_ATTACK = {"quick": "all", "paper": "all", "autoattack": "remaining",
+                      "full": "remaining"}
+
+
+def resolve_suite(suite: str, overrides: dict[str, dict[str, Any]] | None = None
+                  ) -> list[AttackSpec]:
+    """The specs of a suite name, or of a comma-separated list of catalogue names.
+
+    Args:
+        suite: "quick", "paper", "autoattack", "full", or e.g. "pgd20,apgd_ce,square".
+        overrides: {catalogue name: {parameter: value}} applied on top (e.g.
+            {"fea": {"num_targets": 20}}); a name that is not in the suite is an error.
+
+    Raises:
+        ValueError: unknown suite or attack names (listing the known ones), unknown or
+            out-of-range parameters.
+    """
+    if suite in SUITES:
+        names = list(SUITES[suite])
+    else:
+        names = [n.strip() for n in str(suite).split(",") if n.strip()]
+        unknown = [n for n in names if n not in CATALOGUE]
+        if unknown or not names:
+            raise ValueError(
+                f"Unknown suite or attack {suite!r}; suites: {', '.join(sorted(SUITES))}; "
+                f"attacks: {', '.join(CATALOGUE)}.")
+        if len(set(names)) != len(names):
+            raise ValueError(f"Attack names repeat in {suite!r}.")
+    specs = [CATALOGUE[n] for n in names]
+    for name, params in (overrides or {}).items():
+        if name not in names:
+            raise ValueError(f"Override for {name!r}, which is not in the suite {suite!r} "
+                             f"({', '.join(names)}).")
+        specs[names.index(name)] = specs[names.index(name)].with_params(**params)
+    for spec in specs:
+        spec.validate()
+    return specs
+
+
+def parse_overrides(text: str | list[str] | None) -> dict[str, dict[str, Any]]:
+    """Parses "fea.num_targets=20,spsa.samples=512" into {"fea": {"num_targets": 20}, ...}.
+
+    Values are read as JSON when they parse (numbers, true/false, null), else as strings.
+    """
+    if not text:
+        return {}
+    items = text if isinstance(text, list) else str(text).split(",")
+    out: dict[str, dict[str, Any]] = {}
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        key, sep, raw = item.partition("=")
+        name, dot, param = key.strip().partition(".")
+        if not sep or not dot or not name or not param:
+            raise ValueError(f"Attack parameter {item!r} must look like ATTACK.PARAM=VALUE "
+                             "(e.g. fea.num_targets=20).")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw.strip()
+        out.setdefault(name, {})[param] = value
+    return out
+
+
+def known_attacks() -> list[str]:
+    return list(CATALOGUE)
+
+
+__all__ = ["ATTACKS", "CATALOGUE", "DEFAULT_PER_ATTACK", "SUITES", "AttackSpec",
+           "known_attacks", "parse_overrides", "resolve_suite"]

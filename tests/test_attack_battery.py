@@ -1,0 +1,198 @@
+"""Every registered attack: inside the ball and [0, 1], shape and dtype kept, seeded, graph
+mode, and stronger than no attack on a trained model; orderings between attacks; the
+pieces with a closed form (APGD's checkpoints, Square's schedule, DLR, sample picking)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from adt_tf.attacks import (
+    ATTACKS,
+    apgd,
+    exp_am,
+    fea_attack,
+    fgsm,
+    fit_amortized_adversary,
+    pgd,
+    square,
+)
+from adt_tf.attacks.apgd import checkpoints
+from adt_tf.attacks.common import dlr_loss, targeted_dlr_loss
+from adt_tf.attacks.distributional import pick_per_example
+from adt_tf.attacks.square import square_fraction
+from tests.helpers import trained_tiny_classifier
+
+EPS = 8 / 255
+
+
+@pytest.fixture(scope="module")
+def trained():
+    model, x, y = trained_tiny_classifier()
+    return model, x[:64], y[:64]
+
+
+@pytest.fixture(scope="module")
+def adversaries():
+    """EXP-AM and IMP-AM generators, briefly trained against the tiny classifier."""
+    model, x, y = trained_tiny_classifier()
+    return {kind: fit_amortized_adversary(model, x, y, EPS, kind=kind, train_steps=15,
+                                          train_batch_size=32, generator_width=4,
+                                          generator_blocks=1, seed=1)
+            for kind in ("exp_am", "imp_am")}
+
+
+def small_settings(model, adversaries=None):
+    """Settings small enough for CPU tests, one entry per registered attack."""
+    adversaries = adversaries or {}
+    return {
+        "exp_am": {"adversary": adversaries.get("exp_am"), "check_samples": 4},
+        "imp_am": {"adversary": adversaries.get("imp_am"), "check_samples": 4},
+        "fgsm": {}, "pgd": {"steps": 5}, "mim": {"steps": 5}, "cw": {"steps": 5},
+        "fea": {"steps": 5, "num_targets": 2, "step_size": 2 / 255},
+        "spsa": {"steps": 5, "samples": 16, "sample_chunk": 8},
+        "transfer": {"source": model, "attack": "pgd", "steps": 3},
+        "exp": {"steps": 3, "samples": 2, "check_samples": 2},
+        "apgd": {"steps": 5}, "apgd_t": {"steps": 3, "num_targets": 2},
+        "square": {"num_queries": 60},
+    }
+
+
+RANDOMISED = ("pgd", "cw", "spsa", "square", "apgd", "apgd_t", "exp", "fea", "exp_am",
+              "imp_am")
+
+
+def accuracy(model, x, y):
+    return float(np.mean(np.argmax(model(x, training=False), -1) == y))
+
+
+def test_every_registered_attack_has_a_test_setting(trained):
+    assert set(small_settings(trained[0])) == set(ATTACKS)
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_attack_in_ball_seeded_and_stronger_than_clean(trained, adversaries, name):
+    model, x, y = trained
+    kwargs = small_settings(model, adversaries)[name]
+    run = tf.function(lambda xb, yb, s: ATTACKS[name](model, xb, yb, EPS, seed=s, **kwargs))
+    seed = tf.constant([7, 0], tf.int32)
+    a = run(tf.constant(x), tf.constant(y), seed)
+    assert a.shape == x.shape and a.dtype == tf.float32
+    a = a.numpy()
+    assert np.abs(a - x).max() <= EPS + 1e-6, name
+    assert a.min() >= 0.0 and a.max() <= 1.0
+    b = run(tf.constant(x), tf.constant(y), seed).numpy()
+    np.testing.assert_array_equal(a, b)  # same seed, same result
+    if name in RANDOMISED:
+        c = run(tf.constant(x), tf.constant(y), tf.constant([8, 0], tf.int32)).numpy()
+        assert np.abs(a - c).max() > 0, f"{name} ignores its seed"
+    assert accuracy(model, a, y) < accuracy(model, x, y), name
+
+
+def test_pgd100_at_most_pgd20_at_most_fgsm(trained):
+    model, x, y = trained
+    broken = {}
+    for steps in (20, 100):
+        x_adv = pgd(model, x, y, EPS, steps=steps, seed=3)
+        broken[steps] = np.argmax(model(x_adv), -1) != y
+    broken["fgsm"] = np.argmax(model(fgsm(model, x, y, EPS)), -1) != y
+    # Same seed: PGD-100's first 20 iterates are PGD-20's, and the best one is kept.
+    assert np.all(broken[100][broken[20]])
+    assert broken[100].mean() >= broken[20].mean() >= broken["fgsm"].mean()
+
+
+def test_apgd_ce_at_least_as_strong_as_pgd20(trained):
+    model, x, y = trained
+    pgd_acc = accuracy(model, pgd(model, x, y, EPS, steps=20, seed=1), y)
+    apgd_acc = accuracy(model, apgd(model, x, y, EPS, steps=100, seed=1), y)
+    assert apgd_acc <= pgd_acc, (apgd_acc, pgd_acc)
+
+
+def test_apgd_checkpoints_follow_the_paper():
+    assert checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+    assert checkpoints(1) == []
+    assert all(0 < w < 10 for w in checkpoints(10))
+
+
+def test_square_schedule():
+    values = [float(square_fraction(i, 10000, 0.8)) for i in (1, 10, 11, 51, 201, 8001)]
+    np.testing.assert_allclose(values, [0.8, 0.8, 0.4, 0.2, 0.1, 0.8 / 512], rtol=1e-6)
+    # Rescaled to the budget: with 1000 queries, iteration 2 is iteration 20 of 10,000.
+    assert float(square_fraction(2, 1000, 0.8)) == pytest.approx(0.4)
+
+
+def test_dlr_losses_match_numpy():
+    z = np.array([[3.0, 1.0, 2.0, 0.5], [0.0, 4.0, 1.0, -1.0]], np.float32)
+    y = np.array([0, 2])
+    target = np.array([2, 1])
+    ranked = -np.sort(-z, axis=1)
+    other = np.array([2.0, 4.0])
+    expected = -(z[[0, 1], y] - other) / (ranked[:, 0] - ranked[:, 2] + 1e-12)
+    np.testing.assert_allclose(dlr_loss(z, y), expected, rtol=1e-6)
+    expected_t = -(z[[0, 1], y] - z[[0, 1], target]) / (
+        ranked[:, 0] - 0.5 * (ranked[:, 2] + ranked[:, 3]) + 1e-12)
+    np.testing.assert_allclose(targeted_dlr_loss(z, y, target), expected_t, rtol=1e-6)
+    # Invariant to shifting and scaling the logits (why AutoAttack uses it).
+    np.testing.assert_allclose(dlr_loss(10 * z + 3, y), expected, rtol=1e-5)
+
+
+def test_pick_per_example_prefers_any_fooling_sample():
+    # Two examples (labels 0, 1), three candidates each; row k * 2 + b.
+    logits = tf.constant([[5.0, 0.0], [0.0, 5.0],    # candidate 0: both correct
+                          [0.0, 1.0], [0.0, 9.0],    # candidate 1: example 0 fooled
+                          [4.0, 0.0], [0.0, 0.1]])   # candidate 2: example 1 has high loss
+    candidates = tf.reshape(tf.range(6, dtype=tf.float32), [6, 1])
+    picked = pick_per_example(candidates, logits, tf.constant([0, 1]), 3).numpy().ravel()
+    np.testing.assert_array_equal(picked, [2.0, 5.0])
+
+
+def test_fea_more_targets_never_break_fewer(trained):
+    model, x, y = trained
+    hit = {}
+    for n in (1, 3):
+        x_adv = fea_attack(model, x, y, EPS, steps=10, num_targets=n, seed=2)
+        hit[n] = np.argmax(model(x_adv), -1) != y
+    # The targets' order depends on the seed only: 3 targets start with the 1-target run.
+    assert np.all(hit[3][hit[1]]) and hit[3].sum() >= hit[1].sum()
+
+
+def test_fea_without_other_classes_returns_the_input(trained):
+    model, x, y = trained
+    same = y == y[0]
+    out = fea_attack(model, x[same], y[same], EPS, steps=3, num_targets=5)
+    np.testing.assert_array_equal(out, x[same])
+
+
+def test_square_works_under_xla(trained):
+    model, x, y = trained
+    out = tf.function(lambda a, b: square(model, a, b, EPS, num_queries=5, seed=1),
+                      jit_compile=True)(x[:8], y[:8]).numpy()
+    assert np.abs(out - x[:8]).max() <= EPS + 1e-6
+
+
+def test_bad_attack_arguments(trained):
+    model, x, y = trained
+    for fn, kwargs, match in [
+        (apgd, {"steps": 0}, "steps"), (square, {"num_queries": 0}, "num_queries"),
+        (ATTACKS["spsa"], {"samples": 0}, "samples"), (fea_attack, {"num_targets": 0},
+                                                      "num_targets"),
+        (ATTACKS["exp"], {"steps": 0}, "steps"), (ATTACKS["apgd_t"], {"num_targets": 0},
+                                                   "num_targets"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            fn(model, x[:2], y[:2], EPS, **kwargs)
+    for eps in (0.0, -0.1, 8.0):
+        with pytest.raises(ValueError, match="epsilon"):
+            square(model, x[:2], y[:2], eps)
+    with pytest.raises(ValueError, match="source"):
+        ATTACKS["transfer"](model, x[:2], y[:2], EPS, source=None)
+
+
+def test_amortized_attack_trains_its_own_generator_when_called_eagerly(trained):
+    model, x, y = trained
+    x_adv = exp_am(model, x[:16], y[:16], EPS, train_steps=2, train_batch_size=8,
+                   generator_width=2, generator_blocks=0, check_samples=2)
+    assert np.abs(x_adv.numpy() - x[:16]).max() <= EPS + 1e-6
+    with pytest.raises(ValueError, match="call it eagerly, or pass adversary="):
+        tf.function(lambda a, b: exp_am(model, a, b, EPS))(x[:2], y[:2])
+    with pytest.raises(ValueError, match="train_steps"):
+        exp_am(model, x[:2], y[:2], EPS, train_steps=0)

@@ -1,0 +1,250 @@
+"""The evaluation: worst case across a suite, per-attack modes, cache, report, sanity checks,
+gradient-free attacks on a gradient-blocked model, bad input."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from adt_tf import sanity
+from adt_tf.attacks import ATTACKS
+from adt_tf.eval_report import EvaluationResult
+from adt_tf.evaluation import evaluate
+from adt_tf.loading import load_classifier
+from adt_tf.suites import CATALOGUE, SUITES, parse_overrides, resolve_suite
+from tests.helpers import tiny_classifier, trained_tiny_classifier
+
+EPS = 8 / 255
+SMALL = {"square": {"num_queries": 100}, "spsa": {"steps": 8, "samples": 32},
+         "pgd20": {"steps": 10}}
+
+
+def small(suite):
+    """The SMALL settings of the attacks in `suite` (overriding others is an error)."""
+    return {k: v for k, v in SMALL.items() if k in suite.split(",")}
+
+
+@pytest.fixture(scope="module")
+def trained():
+    model, x, y = trained_tiny_classifier()
+    return model, x[:48], y[:48]
+
+
+class StopGradient(keras.layers.Layer):
+    def call(self, x):
+        return tf.stop_gradient(x)
+
+
+class Noise(keras.layers.Layer):
+    def call(self, x):
+        return x + tf.random.normal(tf.shape(x), stddev=0.05)
+
+
+def wrap(model, before=None, after=None):
+    inputs = keras.Input(model.input_shape[1:])
+    h = before(inputs) if before is not None else inputs
+    out = model(h)
+    return keras.Model(inputs, after(out) if after is not None else out)
+
+
+def test_worst_case_is_the_per_example_and_of_the_attacks(trained):
+    model, x, y = trained
+    result = evaluate(model, x, y, epsilon=EPS, suite="fgsm,pgd20,square", per_attack="all",
+                      overrides=small("fgsm,pgd20,square"), batch_size=64, seed=5, verbose=0,
+                      sanity_checks=False)
+    clean = np.argmax(model(x), -1) == y
+    idx = np.flatnonzero(clean)
+    expected = clean.copy()
+    for spec in resolve_suite("fgsm,pgd20,square", small("fgsm,pgd20,square")):
+        # One batch (64 >= N): its seed is [seed, 0].
+        x_adv = ATTACKS[spec.attack](model, x[idx], y[idx], EPS, seed=tf.constant([5, 0]),
+                                     **spec.params)
+        correct = np.zeros(len(x), bool)
+        correct[idx] = np.argmax(model(x_adv), -1) == y[idx]
+        np.testing.assert_array_equal(result.per_example[spec.name], correct)
+        assert result.attack(spec.name).accuracy == pytest.approx(correct.mean())
+        assert result.attack(spec.name).evaluated_on == "clean_correct"
+        expected &= correct
+    np.testing.assert_array_equal(result.per_example["robust"], expected)
+    assert result.robust_accuracy == pytest.approx(expected.mean())
+    assert result.clean_accuracy == pytest.approx(clean.mean())
+    assert result.robust_accuracy < result.clean_accuracy
+    for attack in result.attacks:
+        assert result.robust_accuracy <= attack.accuracy
+
+
+def test_remaining_mode_attacks_only_survivors_and_says_so(trained, tmp_path):
+    model, x, y = trained
+    kwargs = dict(epsilon=EPS, suite="fgsm,pgd20,square", per_attack="remaining",
+                  overrides=small("fgsm,pgd20,square"), batch_size=64, verbose=0,
+                  sanity_checks=False)
+    result = evaluate(model, x, y, cache_dir=str(tmp_path), **kwargs)
+    survivors = result.per_example["clean"].copy()
+    for attack in result.attacks:
+        assert attack.accuracy is None and attack.evaluated_on == "still_robust"
+        assert attack.num_attacked == survivors.sum()
+        survivors &= result.per_example[attack.name]
+        assert attack.robust_after == pytest.approx(survivors.mean())
+    assert result.robust_accuracy == pytest.approx(survivors.mean())
+
+    # Resumable: the same call again reads every attack from the cache.
+    again = evaluate(model, x, y, cache_dir=str(tmp_path), **kwargs)
+    assert all(a.cached for a in again.attacks)
+    np.testing.assert_array_equal(again.per_example["robust"], result.per_example["robust"])
+    # Other settings are another cache entry.
+    other = evaluate(model, x, y, cache_dir=str(tmp_path), **dict(kwargs, epsilon=4 / 255))
+    assert not any(a.cached for a in other.attacks)
+
+
+def test_result_writes_json_markdown_and_per_example(trained, tmp_path):
+    model, x, y = trained
+    result = evaluate(model, x[:16], y[:16], epsilon=EPS, suite="quick", verbose=0,
+                      model_name="tiny", dataset="tiny_cifar", sanity_inputs=16)
+    paths = result.save(str(tmp_path))
+    data = json.loads(open(paths["json"]).read())
+    assert data["num_examples"] == 16 and data["epsilon"] == pytest.approx(EPS)
+    assert data["attacks"][0]["params"] == {"steps": 20, "restarts": 1, "random_start": True,
+                                            "epsilon": EPS, "seed": 0}
+    assert "per_example" not in data and data["environment"]["tensorflow"] == tf.__version__
+    assert EvaluationResult.from_dict(data).robust_accuracy == result.robust_accuracy
+    text = open(paths["md"]).read()
+    assert "| PGD-20 | white-box |" in text and "16 inputs" in text and "8/255" in text
+    assert np.load(paths["npz"])["robust"].shape == (16,)
+
+
+def test_suites_are_as_documented():
+    assert SUITES["quick"] == ("pgd20",)
+    assert SUITES["autoattack"] == ("apgd_ce", "apgd_t", "square")
+    assert SUITES["full"] == SUITES["paper"] + SUITES["autoattack"]
+    paper = {CATALOGUE[n].attack for n in SUITES["paper"]}
+    assert paper == {"fgsm", "pgd", "mim", "cw", "fea", "spsa", "transfer", "exp", "exp_am",
+                     "imp_am"}
+    assert CATALOGUE["pgd100"].params["steps"] == 100
+    assert CATALOGUE["square"].params["num_queries"] == 5000
+    assert CATALOGUE["fea"].params["num_targets"] == 200
+    assert resolve_suite("paper", {"fea": {"num_targets": 20}})[5].display_label == \
+        "FeaAttack (20 targets)"
+
+
+def test_skipped_attacks_are_reported_not_counted(trained):
+    model, x, y = trained
+    result = evaluate(model, x[:16], y[:16], epsilon=EPS, suite="fgsm,transfer_pgd20",
+                      verbose=0, sanity_checks=False)
+    assert result.attack("transfer_pgd20").skipped == "no source model given"
+    assert result.robust_accuracy == pytest.approx(result.attack("fgsm").robust_after)
+    assert "skipped: no source model given" in result.to_markdown()
+
+
+def test_black_box_attacks_need_no_gradient_and_masking_is_flagged(trained):
+    model, x, y = trained
+    blocked = wrap(model, before=StopGradient())
+    np.testing.assert_allclose(blocked(x), model(x), atol=1e-6)
+    result = evaluate(blocked, x, y, epsilon=EPS, suite="pgd20,spsa,square", per_attack="all",
+                      overrides=SMALL, verbose=0, sanity_inputs=48)
+    pgd_acc = result.attack("pgd20").accuracy
+    # PGD sees a zero gradient: only its random start moves the input.
+    assert pgd_acc >= result.clean_accuracy - 0.1
+    for name in ("spsa", "square"):
+        assert result.attack(name).accuracy < pgd_acc - 0.1, name
+    text = " ".join(result.warnings)
+    assert "exactly zero" in text
+    assert "stronger than every white-box attack" in text
+    assert result.sanity["gradients"]["zero"] == 1.0
+
+
+def test_healthy_model_passes_the_model_checks(trained):
+    model, x, y = trained
+    warnings = sanity.check_logits(model(x).numpy())
+    warnings += sanity.check_gradients(model, x, y)[0] + sanity.check_randomness(model, x)[0]
+    assert warnings == []
+    sweep = sanity.epsilon_sweep(model, x, y, EPS, steps=5)
+    assert sanity.check_epsilon_sweep(sweep) == []
+    assert sweep["accuracy"][-1] < sweep["accuracy"][0]
+
+
+def test_probabilities_and_randomness_are_flagged(trained):
+    model, x, _ = trained
+    probs = wrap(model, after=keras.layers.Softmax())
+    assert "probabilities" in sanity.check_logits(probs(x).numpy())[0]
+    noisy = wrap(model, before=Noise())
+    assert "randomised" in sanity.check_randomness(noisy, x)[0][0]
+
+
+def test_epsilon_sweep_check():
+    flat = {"epsilons": [1 / 255, 2 / 255, 4 / 255], "accuracy": [0.5, 0.5, 0.5],
+            "num_inputs": 100}
+    rising = dict(flat, accuracy=[0.3, 0.5, 0.2])
+    falling = dict(flat, accuracy=[0.5, 0.3, 0.1])
+    assert "does not fall" in sanity.check_epsilon_sweep(flat)[0]
+    assert "rises" in sanity.check_epsilon_sweep(rising)[0]
+    assert sanity.check_epsilon_sweep(falling) == []
+
+
+def test_savedmodel_export_is_evaluated_like_the_keras_model(trained, tmp_path):
+    from export.exporter import export_classifier
+
+    model, x, y = trained
+    base = str(tmp_path / "exports")
+    export_classifier(model, base, "tiny", verify_export=False, serving_root=base)
+    loaded = load_classifier(os.path.join(base, "tiny"))  # picks the version folder 1
+    assert loaded.image_shape == (16, 16, 3)
+    np.testing.assert_allclose(loaded(x), model(x), atol=1e-5)
+    kwargs = dict(epsilon=EPS, suite="pgd20,fea,exp_am", per_attack="all", verbose=0,
+                  sanity_checks=False,
+                  overrides={"pgd20": {"steps": 5}, "fea": {"num_targets": 1, "steps": 2},
+                             "exp_am": {"train_steps": 3, "generator_width": 2,
+                                        "check_samples": 2}})
+    from_export = evaluate(loaded, x, y, model_id="export", **kwargs)
+    from_keras = evaluate(model, x, y, **kwargs)
+    assert from_export.attack("pgd20").accuracy == pytest.approx(
+        from_keras.attack("pgd20").accuracy, abs=1 / 48)
+    assert "penultimate" in from_export.attack("fea").skipped
+    assert "divide by 4" in from_export.attack("exp_am").skipped
+    # The Keras model runs both: FeaAttack and a generator fitted on the evaluation inputs.
+    assert from_keras.attack("fea").skipped is None
+    assert from_keras.attack("exp_am").num_attacked == from_keras.attack("pgd20").num_attacked
+    assert from_keras.attack("exp_am").params["train_steps"] == 3
+
+
+def test_bad_input(trained, tmp_path):
+    model, x, y = trained
+    for eps in (0.0, -0.01, 8.0, float("nan")):
+        with pytest.raises(ValueError, match="epsilon"):
+            evaluate(model, x, y, epsilon=eps, verbose=0)
+    with pytest.raises(ValueError, match="steps must be an integer >= 1, got 0"):
+        evaluate(model, x, y, epsilon=EPS, overrides={"pgd20": {"steps": 0}}, verbose=0)
+    with pytest.raises(ValueError, match="suites: autoattack, full, paper, quick; attacks: "
+                                         "fgsm, pgd20"):
+        evaluate(model, x, y, epsilon=EPS, suite="strongest", verbose=0)
+    with pytest.raises(ValueError, match="Unknown suite or attack 'pgd20,deepfool'"):
+        resolve_suite("pgd20,deepfool")
+    with pytest.raises(ValueError, match="unknown parameter 'stepz'.*known: .*steps"):
+        resolve_suite("quick", {"pgd20": {"stepz": 3}})
+    with pytest.raises(ValueError, match="not in the suite"):
+        resolve_suite("quick", {"square": {"num_queries": 3}})
+    with pytest.raises(ValueError, match="ATTACK.PARAM=VALUE"):
+        parse_overrides("steps=3")
+    with pytest.raises(ValueError, match="per_attack mode"):
+        evaluate(model, x, y, epsilon=EPS, per_attack="some", verbose=0)
+    big = np.zeros((4, 32, 32, 3), np.float32)
+    with pytest.raises(ValueError, match=r"shape \(32, 32, 3\) but the model expects "
+                                         r"\(16, 16, 3\)"):
+        evaluate(model, big, np.zeros(4, int), epsilon=EPS, verbose=0)
+    with pytest.raises(ValueError, match="Labels must lie in"):
+        evaluate(model, x[:2], np.array([0, 10]), epsilon=EPS, verbose=0)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        evaluate(model, x[:2] * 255, y[:2], epsilon=EPS, verbose=0)
+    with pytest.raises(ValueError, match="does not exist"):
+        load_classifier(str(tmp_path / "missing.keras"))
+    garbage = tmp_path / "garbage.keras"
+    garbage.write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="Could not load the Keras model"):
+        load_classifier(str(garbage))
+    with pytest.raises(ValueError, match="without saved_model.pb"):
+        load_classifier(str(tmp_path))
+    with pytest.raises(ValueError, match="model_id"):
+        evaluate(lambda a, training=False: tiny_classifier()(a), x[:2], y[:2], epsilon=EPS,
+                 cache_dir=str(tmp_path), verbose=0)

@@ -1,0 +1,56 @@
+"""Our PGD-20 against an independent implementation: adversarial-robustness-toolbox's
+ProjectedGradientDescent on the same Keras classifier, inputs and settings (slow; needs the
+`reference` extra: pip install adversarial-robustness-toolbox)."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from adt_tf import data as data_lib
+from adt_tf.attacks import pgd
+from adt_tf.models import build_model
+
+art_classification = pytest.importorskip("art.estimators.classification")
+art_evasion = pytest.importorskip("art.attacks.evasion")
+
+
+@pytest.mark.slow
+def test_pgd20_agrees_with_art_within_one_point():
+    keras.utils.set_random_seed(0)
+    splits = data_lib.load(data_lib.SAMPLE)
+    x_train = splits.x_train.astype("float32") / 255.0
+    x_test = splits.x_test.astype("float32") / 255.0
+    y_test = splits.y_test.astype("int32")
+    mean, std = data_lib.channel_stats(splits.x_train)
+    model = build_model("small_cnn", (32, 32, 3), 10, width=16, dense_units=64, dropout=0.0,
+                        mean=mean, std=std)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(keras.optimizers.Adam(1e-3), ce)
+    model.fit(x_train, splits.y_train, epochs=12, batch_size=64, verbose=0)
+    reference = art_classification.TensorFlowV2Classifier(
+        model=model, nb_classes=10, input_shape=(32, 32, 3), loss_object=ce,
+        clip_values=(0.0, 1.0))
+
+    def accuracy(x_adv):
+        return float(np.mean(np.argmax(model.predict(x_adv, verbose=0), -1) == y_test))
+
+    clean = accuracy(x_test)
+    report = [f"clean {100 * clean:.2f}% on {len(y_test)} inputs"]
+    for eps in (1 / 255, 2 / 255, 8 / 255):
+        ours_fn = tf.function(lambda a, b, eps=eps: pgd(model, a, b, eps, steps=20,
+                                                         step_size=eps / 4, random_start=True,
+                                                         seed=1))
+        ours = np.concatenate([ours_fn(x_test[i:i + 250], y_test[i:i + 250]).numpy()
+                               for i in range(0, len(x_test), 250)])
+        attack = art_evasion.ProjectedGradientDescent(
+            reference, norm=np.inf, eps=eps, eps_step=eps / 4, max_iter=20, num_random_init=1,
+            batch_size=250, verbose=False)
+        theirs = attack.generate(x_test, y=y_test)
+        ours_acc, art_acc = accuracy(ours), accuracy(theirs)
+        report.append(f"eps {eps * 255:.0f}/255: ours {100 * ours_acc:.2f}%, "
+                      f"ART {100 * art_acc:.2f}%")
+        print(report[-1])
+        assert np.abs(theirs - x_test).max() <= eps + 1e-6
+        assert ours_acc < clean, report
+        assert abs(ours_acc - art_acc) < 0.01, report
