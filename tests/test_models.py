@@ -8,6 +8,7 @@ from adt_tf.models import MODELS, PENULTIMATE, build_model, feature_extractor
 @pytest.mark.parametrize("name,shape,kwargs", [
     ("small_cnn", (28, 28, 1), {}),
     ("small_cnn", (32, 32, 3), {"width": 8}),
+    ("small_cnn", (32, 32, 3), {"width": 8, "batch_norm": True, "dropout": 0.0}),
     ("wide_resnet", (32, 32, 3), {"depth": 10, "width": 1}),
     ("preact_resnet18", (32, 32, 3), {"width": 4}),
 ])
@@ -19,6 +20,25 @@ def test_builders_return_logits_and_features(name, shape, kwargs):
     features = feature_extractor(model)(x)
     assert features.shape[0] == 2 and features.ndim == 2
     assert model.get_layer(PENULTIMATE) is not None
+
+
+def test_small_cnn_batch_norm_normalises_in_training_mode():
+    plain = build_model("small_cnn", (16, 16, 3), 10, width=4)
+    model = build_model("small_cnn", (16, 16, 3), 10, width=4, batch_norm=True)
+    names = [layer.name for layer in model.layers if "bn" in layer.name]
+    assert names == ["bn1", "bn2", "bn3", "bn4"]
+    assert not any("bn" in layer.name for layer in plain.layers)
+    # conv without bias + BatchNorm(gamma, beta, 2 moving statistics) per convolution.
+    extra = sum(3 * f for f in (4, 4, 8, 8))
+    assert model.count_params() == plain.count_params() + extra
+    x = np.random.default_rng(0).uniform(0, 1, (8, 16, 16, 3)).astype("float32")
+    relu1 = keras.Model(model.inputs, model.get_layer("bn1").output)
+    out = np.asarray(relu1(x, training=True))
+    assert np.allclose(out.mean(axis=(0, 1, 2)), 0.0, atol=1e-4)  # batch statistics used
+    before = [np.array(w) for w in model.get_layer("bn1").non_trainable_weights]
+    model(x, training=False)
+    after = [np.array(w) for w in model.get_layer("bn1").non_trainable_weights]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
 
 
 def test_reference_architectures_have_expected_size():

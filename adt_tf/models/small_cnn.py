@@ -14,8 +14,8 @@ from adt_tf.models.common import (
 
 
 def small_cnn(input_shape=(28, 28, 1), num_classes: int = 10, *, width: int = 32,
-              dense_units: int = 200, dropout: float = 0.5, mean=None, std=None,
-              name: str = "small_cnn") -> keras.Model:
+              dense_units: int = 200, dropout: float = 0.5, batch_norm: bool = False,
+              mean=None, std=None, name: str = "small_cnn") -> keras.Model:
     """conv(w) conv(w) pool conv(2w) conv(2w) pool dense(d) dropout dense(d) dense(classes).
 
     Any input size of at least 8 x 8 and any number of channels; ReLU activations, 3x3
@@ -27,6 +27,9 @@ def small_cnn(input_shape=(28, 28, 1), num_classes: int = 10, *, width: int = 32
         width: channels of the first two convolutions (the next two have 2 * width).
         dense_units: units of the two hidden dense layers.
         dropout: dropout rate after the first dense layer (0 disables it).
+        batch_norm: BatchNorm between each convolution and its ReLU (not in TRADES's
+            SmallCNN). Adversarial training of the plain SmallCNN on CIFAR-10 at epsilon
+            8/255 can stay at chance level for epochs (bench/README.md); BatchNorm avoids it.
         mean, std: per-channel normalisation done inside the model (None: no normalisation).
 
     Returns:
@@ -40,7 +43,12 @@ def small_cnn(input_shape=(28, 28, 1), num_classes: int = 10, *, width: int = 32
         raise ValueError(f"small_cnn needs inputs of at least 12 x 12, got {input_shape!r}.")
     inputs, x = inputs_and_normalization(input_shape, mean, std)
     for i, filters in enumerate((width, width, 2 * width, 2 * width)):
-        x = keras.layers.Conv2D(filters, 3, activation="relu", name=f"conv{i + 1}")(x)
+        if batch_norm:
+            x = keras.layers.Conv2D(filters, 3, use_bias=False, name=f"conv{i + 1}")(x)
+            x = keras.layers.BatchNormalization(name=f"bn{i + 1}")(x)
+            x = keras.layers.ReLU(name=f"relu{i + 1}")(x)
+        else:
+            x = keras.layers.Conv2D(filters, 3, activation="relu", name=f"conv{i + 1}")(x)
         if i % 2 == 1:
             x = keras.layers.MaxPooling2D(2, name=f"pool{i // 2 + 1}")(x)
     x = keras.layers.Flatten()(x)
