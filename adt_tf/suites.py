@@ -9,7 +9,7 @@ suites are ordered lists of catalogue names:
   SPSA, transfer PGD-20 and MIM-20 (when a source model is given), and the distributional
   EXP, EXP-AM and IMP-AM.
 - `autoattack`: AutoAttack's standard order (Croce & Hein, 2020): APGD-CE, APGD-T (9 targets),
-  Square (5000 queries). FAB-T is not implemented (see README).
+  FAB-T (9 targets), Square (5000 queries).
 - `full`: paper then autoattack.
 """
 
@@ -144,6 +144,8 @@ def _catalogue() -> dict[str, AttackSpec]:
                    "white-box", "APGD-DLR"),
         AttackSpec("apgd_t", "apgd_t", {"steps": 100, "num_targets": 9, "restarts": 1},
                    "white-box", "APGD-T ({num_targets} targets)"),
+        AttackSpec("fab_t", "fab_t", {"steps": 100, "num_targets": 9, "restarts": 1},
+                   "white-box", "FAB-T ({num_targets} targets)"),
         AttackSpec("square", "square", {"num_queries": 5000, "p_init": 0.8}, "black-box",
                    "Square ({num_queries} queries)"),
     ]
@@ -156,7 +158,7 @@ SUITES: dict[str, tuple[str, ...]] = {
     "quick": ("pgd20",),
     "paper": ("fgsm", "pgd20", "pgd100", "mim20", "cw30", "fea", "spsa", "transfer_pgd20",
               "transfer_mim20", "exp", "exp_am", "imp_am"),
-    "autoattack": ("apgd_ce", "apgd_t", "square"),
+    "autoattack": ("apgd_ce", "apgd_t", "fab_t", "square"),
 }
 SUITES["full"] = SUITES["paper"] + SUITES["autoattack"]
 

@@ -9,8 +9,8 @@ first `--num_examples` test images (all of them, misclassified ones included), b
 and its wall time is measured (the first batch's tracing included). Attacks whose cost per
 input is large (FeaAttack with 200 targets, SPSA, Square with 5000 queries, the generator
 attacks) run on a stated subset; the table says which. The classifier is not robust, so the
-attacks that stop early on broken inputs (FeaAttack, SPSA, Square, APGD-T) stop early here:
-the column "budget" gives their worst-case cost per input, reached on a robust model.
+attacks that stop early on broken inputs (FeaAttack, SPSA, Square, APGD-T, FAB-T) stop
+early here: the column "budget" gives their worst-case cost per input, reached on a robust model.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ PLAN = {
     "apgd_ce": (None, {}, "101 gradients"),
     "apgd_dlr": (None, {}, "101 gradients"),
     "apgd_t": (None, {}, "9 x 101 gradients"),
+    "fab_t": (None, {}, "9 x (100 gradients + 200 forward)"),
     "transfer_pgd20": (None, {}, "21 gradients of the source"),
     "exp": (None, {}, "20 x 10 sample gradients + 11 forward"),
     "fea": (50, {}, "200 targets x 50 gradients"),

@@ -53,6 +53,7 @@ def small_settings(model, adversaries=None):
         "transfer": {"source": model, "attack": "pgd", "steps": 3},
         "exp": {"steps": 3, "samples": 2, "check_samples": 2},
         "apgd": {"steps": 5}, "apgd_t": {"steps": 3, "num_targets": 2},
+        "fab_t": {"steps": 5, "num_targets": 2},
         "square": {"num_queries": 60},
     }
 

@@ -117,7 +117,7 @@ def test_result_writes_json_markdown_and_per_example(trained, tmp_path):
 
 def test_suites_are_as_documented():
     assert SUITES["quick"] == ("pgd20",)
-    assert SUITES["autoattack"] == ("apgd_ce", "apgd_t", "square")
+    assert SUITES["autoattack"] == ("apgd_ce", "apgd_t", "fab_t", "square")
     assert SUITES["full"] == SUITES["paper"] + SUITES["autoattack"]
     paper = {CATALOGUE[n].attack for n in SUITES["paper"]}
     assert paper == {"fgsm", "pgd", "mim", "cw", "fea", "spsa", "transfer", "exp", "exp_am",

@@ -10,6 +10,7 @@ from adt_tf.attacks.amortized import exp_am, fit_amortized_adversary, imp_am
 from adt_tf.attacks.apgd import apgd, apgd_targeted
 from adt_tf.attacks.cw import cw
 from adt_tf.attacks.distributional import exp_attack
+from adt_tf.attacks.fab import fab_targeted
 from adt_tf.attacks.feature import fea_attack
 from adt_tf.attacks.fgsm import fgsm
 from adt_tf.attacks.mim import mim
@@ -31,6 +32,7 @@ ATTACKS = {
     "imp_am": imp_am,
     "apgd": apgd,
     "apgd_t": apgd_targeted,
+    "fab_t": fab_targeted,
     "square": square,
 }
 
@@ -46,5 +48,5 @@ def get_attack(name: str):
 
 
 __all__ = ["ATTACKS", "BLACK_BOX", "apgd", "apgd_targeted", "cw", "exp_am", "exp_attack",
-           "fea_attack", "fgsm", "fit_amortized_adversary", "get_attack", "imp_am", "mim", "pgd",
-           "spsa", "square", "transfer"]
+           "fab_targeted", "fea_attack", "fgsm", "fit_amortized_adversary", "get_attack",
+           "imp_am", "mim", "pgd", "spsa", "square", "transfer"]

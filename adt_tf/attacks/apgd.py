@@ -20,6 +20,7 @@ from adt_tf.attacks.common import (
     loss_and_grad,
     misclassified,
     select,
+    target_classes,
     targeted_dlr_loss,
 )
 from adt_tf.threat import LinfBall
@@ -209,16 +210,11 @@ def apgd_targeted(classifier, x, y, epsilon: float, *, steps: int = 100, num_tar
     num_targets = validation.check_positive_int(num_targets, "num_targets")
     x = tf.convert_to_tensor(x)
     base = as_seed(seed)
-    logits = classifier(x, training=False)
-    num_classes = logits.shape[-1]
-    if num_classes is not None:
-        if num_classes < 4:
-            raise ValueError(f"apgd_targeted needs at least 4 classes, got {num_classes}.")
-        num_targets = min(num_targets, num_classes - 1)
-    ranked = tf.argsort(tf.cast(logits, tf.float32), axis=-1, direction="DESCENDING")
+    targets, num_targets = target_classes(classifier(x, training=False), num_targets,
+                                          attack="apgd_targeted", min_classes=4)
     best = None
     for t in range(num_targets):
-        target = ranked[:, t + 1]
+        target = targets[:, t]
 
         def loss_fn(z, labels, target=target):
             return targeted_dlr_loss(z, labels, target)
