@@ -30,8 +30,9 @@ setup(
         "matplotlib>=3.5",  # adt-analyze's pictures (Agg canvas, headless)
     ],
     extras_require={
-        "test": ["pytest>=7"],
-        "dev": ["pytest>=7", "ruff"],
+        # scipy: the linear-programming reference of FAB-T's projection (tests/test_fab.py).
+        "test": ["pytest>=7", "scipy"],
+        "dev": ["pytest>=7", "scipy", "ruff"],
         # An independent PGD to cross-check ours (tests/test_evaluation_reference.py, slow).
         "reference": ["adversarial-robustness-toolbox>=1.17"],
     },

@@ -22,7 +22,7 @@ resumes at the attack it was running. The table is built from every finished run
 
 How the `full` suite is run here (the same for every model):
 - On the first `eval_examples` test images: clean, then FGSM, PGD-20, PGD-100, MIM-20, C&W,
-  transfer PGD-20 and MIM-20, EXP, EXP-AM, IMP-AM, APGD-CE and APGD-T, each on every
+  transfer PGD-20 and MIM-20, EXP, EXP-AM, IMP-AM, APGD-CE, APGD-T and FAB-T, each on every
   clean-correct input (its own accuracy is reported), then the per-example worst case.
 - The attacks whose cost is per input (FeaAttack, SPSA, Square) run on the first
   `subset_examples` of those images, on the inputs still robust after all the others
@@ -63,7 +63,7 @@ ADT_KEYS = ("adt_exp", "adt_exp_trades", "adt_exp_am", "adt_imp_am")
 
 #: The attacks run on `eval_examples` inputs, each on every clean-correct input.
 MAIN_ATTACKS = ("fgsm", "pgd20", "pgd100", "mim20", "cw30", "transfer_pgd20", "transfer_mim20",
-                "exp", "exp_am", "imp_am", "apgd_ce", "apgd_t")
+                "exp", "exp_am", "imp_am", "apgd_ce", "apgd_t", "fab_t")
 #: The attacks whose cost is per input: on a subset, on the inputs still robust.
 SUBSET_ATTACKS = ("fea", "spsa", "square")
 
@@ -215,9 +215,13 @@ def evaluate_run(recipe: Recipe, key: str, seed: int, all_seeds: list[int], data
     _, label, _, _ = method_spec(key)
     d = run_dir(workdir, key, seed)
     summary_path = os.path.join(d, "summary.json")
-    if os.path.exists(summary_path):
+    summary = _read_json(summary_path, None)
+    if summary is not None and all(a in summary["attacks"] for a in MAIN_ATTACKS
+                                   + SUBSET_ATTACKS):
         print(f"[eval] {label}, seed {seed}: finished earlier, kept.")
-        return _read_json(summary_path, {})
+        return summary
+    # (A summary without an attack that was added to the suite later is redone: the attacks
+    # already run come back from the cache.)
     path = classifier_path(workdir, key, seed)
     source_seed = _source_seed(seed, all_seeds)
     source = None
