@@ -45,6 +45,7 @@ from absl import app, flags
 
 from adt_tf.methods import METHODS, StandardTraining
 from adt_tf.models import build_model
+from adt_tf.suites import parse_overrides
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("methods", None, "Methods to time (default: every registered method).")
@@ -62,8 +63,15 @@ flags.DEFINE_string("machine", None, "Name in the output file (default: the GPU'
 flags.DEFINE_string("output_dir", os.path.join(os.path.dirname(__file__), "results"),
                     "Folder of the result table.")
 flags.DEFINE_string("note", "", "A line added under the table's header.")
+flags.DEFINE_list("method_params", [], "Method settings beyond the defaults, METHOD.PARAM=VALUE, "
+                  "e.g. adt_exp.inner_branches=2 (recorded in the table's header).")
 flags.DEFINE_string("memory_probe", None, "Internal: MODEL,BATCH,METHOD; run two steps and "
                     "print the process's peak RSS (used for the CPU memory column).")
+
+
+def method_params(method: str) -> dict:
+    """The --method_params of one method."""
+    return parse_overrides(FLAGS.method_params).get(method, {})
 
 
 PLAIN_PER_STEP = 3  # plain steps timed before each timed step of the method
@@ -120,7 +128,8 @@ def cpu_process_memory(model: str, batch: int, method: str) -> int | None:
     args = [sys.executable, "-m", "bench.speed", f"--memory_probe={model},{batch},{method}",
             f"--jit_compile={FLAGS.jit_compile}", f"--mixed_precision={FLAGS.mixed_precision}",
             f"--intra_op_threads={FLAGS.intra_op_threads}",
-            f"--inter_op_threads={FLAGS.inter_op_threads}"]
+            f"--inter_op_threads={FLAGS.inter_op_threads}",
+            f"--method_params={','.join(FLAGS.method_params)}"]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         p for p in (root, os.environ.get("PYTHONPATH")) if p))
@@ -134,7 +143,8 @@ def memory_probe(spec: str) -> None:
     builder, shape, kwargs, epsilon, _ = model_preset(model)
     x, y = batch_of(int(batch), shape)
     step = compiled_step(METHODS[method](build_model(builder, shape, 10, **kwargs),
-                                         epsilon=epsilon, seed=0), x, y)
+                                         epsilon=epsilon, seed=0, **method_params(method)),
+                         x, y)
     step()
     step()
     peak = _proc_status("VmHWM")
@@ -189,7 +199,8 @@ def measure(model: str, batch: int, methods: list[str]) -> list[dict]:
     for name in methods:
         row = {"model": model, "batch": batch, "method": name}
         try:
-            trainer = METHODS[name](classifier(), epsilon=epsilon, seed=0)
+            trainer = METHODS[name](classifier(), epsilon=epsilon, seed=0,
+                                    **method_params(name))
             step = compiled_step(trainer, x, y)
             for _ in range(FLAGS.warmup):
                 step()
@@ -290,7 +301,8 @@ def report(rows: list[dict], load_before, load_after, models: list[str]) -> str:
         f"- XLA: {'on' if FLAGS.jit_compile else 'off'}; mixed precision: "
         f"{'on' if FLAGS.mixed_precision else 'off'}; threads intra/inter: "
         f"{FLAGS.intra_op_threads or 'default'}/{FLAGS.inter_op_threads or 'default'}; "
-        f"{FLAGS.warmup} warm-up steps, median of {FLAGS.steps} timed steps.",
+        f"{FLAGS.warmup} warm-up steps, median of {FLAGS.steps} timed steps; method settings "
+        f"beyond the defaults: {', '.join(FLAGS.method_params) or 'none'}.",
         "- Models: " + "; ".join(f"{m} = {model_preset(m)[4]}" for m in models) + ".",
         "- Floor ratio = step time / (passes x plain step time), the plain step (standard "
         f"training, one forward+backward) timed in the same run, {PLAIN_PER_STEP} before "

@@ -19,10 +19,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPS = 8 / 255
 
 
-def inner(classifier, x, y, unroll, steps=3):
+def inner(classifier, x, y, unroll, steps=3, branches=1, samples=2):
     return explicit_inner_maximization(
-        classifier, x, y, epsilon=EPS, entropy_weight=0.01, steps=steps, samples=2, lr=0.3,
-        beta1=0.5, beta2=0.9, seed=tf.constant([4, 2]), unroll=unroll)
+        classifier, x, y, epsilon=EPS, entropy_weight=0.01, steps=steps, samples=samples,
+        lr=0.3, beta1=0.5, beta2=0.9, seed=tf.constant([4, 2]), unroll=unroll,
+        branches=branches)
 
 
 @pytest.mark.parametrize("graph", [False, True])
@@ -35,6 +36,37 @@ def test_unrolled_inner_loop_equals_the_while_loop(graph):
     assert float(tf.reduce_max(tf.abs(unrolled.loc))) > 0.1  # the steps really moved mu
     for a, b in zip(unrolled, looped):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)  # fusions round differently
+
+
+@pytest.mark.parametrize("branches", [2, 4])
+def test_parallel_branches_give_the_same_inner_result(branches):
+    # 3 examples x 5 samples = 15 rows: the branches get unequal slices (8 + 7, 4 + 4 + 4 + 3).
+    x, y = make_tiny_images(3)
+    classifier = tiny_classifier()
+    def traced(b):
+        return tf.function(lambda a, c: inner(classifier, a, c, True, 3, b, 5))
+
+    one = traced(1)(tf.constant(x), tf.constant(y))
+    run = traced(branches)
+    split = run(tf.constant(x), tf.constant(y))
+    assert float(tf.reduce_max(tf.abs(one.loc))) > 0.1
+    for a, b in zip(one, split):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    graph = run.get_concrete_function(tf.constant(x), tf.constant(y)).graph
+    splits = [op for op in graph.get_operations() if op.type == "SplitV"]
+    assert splits and all(len(op.outputs) == branches for op in splits)
+
+
+def test_adt_exp_inner_branches_round_trip_and_train():
+    x, y = make_tiny_images(8)
+    trainer = ADTExp(tiny_classifier(), inner_steps=2, mc_samples=3, inner_branches=2, seed=1)
+    assert ADTExp.from_config(trainer.get_config()).inner_branches == 2
+    trainer.compile(optimizer=keras.optimizers.SGD(0.05),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = trainer.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    with pytest.raises(ValueError, match="inner_branches"):
+        ADTExp(tiny_classifier(), inner_branches=0)
 
 
 def test_default_unrolls_short_loops_only():
@@ -66,10 +98,11 @@ def test_speed_benchmark_writes_its_table(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "bench.speed", "--methods=standard,adt_exp", "--models=small_cnn",
          "--batch_sizes=8", "--warmup=1", "--steps=2", f"--output_dir={tmp_path}",
-         "--machine=test"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+         "--machine=test", "--method_params=adt_exp.inner_branches=2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = (tmp_path / "speed_test.md").read_text()
     assert "Load average (1, 5, 15 min) before:" in table
+    assert "beyond the defaults: adt_exp.inner_branches=2." in table
     rows = [line.split("|")[1:-1] for line in table.splitlines()
             if line.startswith("| small_cnn")]
     assert [r[2].strip() for r in rows] == ["standard", "adt_exp"]

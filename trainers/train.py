@@ -77,6 +77,9 @@ flags.DEFINE_float("entropy_weight", None, "ADT: entropy weight lambda (adt_exp,
 flags.DEFINE_integer("inner_steps", None, "ADT_EXP: inner ascent steps T (7).")
 flags.DEFINE_integer("mc_samples", None, "ADT_EXP: Monte Carlo samples k per step (5).")
 flags.DEFINE_float("inner_lr", None, "ADT_EXP: inner Adam learning rate (0.3).")
+flags.DEFINE_integer("inner_branches", None, "ADT_EXP: split each inner step's k*B batch into "
+                     "this many passes run side by side (1; a CPU speed setting, see "
+                     "docs/performance.md).")
 flags.DEFINE_integer("generator_width", None, "ADT_*-AM: base channels of the generator "
                      "(16; the reference uses 256).")
 flags.DEFINE_integer("generator_blocks", None, "ADT_*-AM: residual blocks of the generator (3).")

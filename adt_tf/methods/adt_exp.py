@@ -48,6 +48,10 @@ class ADTExp(AdversarialTrainer):
         outer_loss: 'ce' (the paper's main setting) or 'trades' (Sec. 5.4).
         trades_beta: beta >= 0 of the TRADES loss (6.0; the paper reports 1 and 6); unused
             with 'ce'.
+        inner_branches: split each inner step's k*B batch into this many independent
+            passes that TensorFlow runs side by side (1: one pass). A speed setting for
+            CPUs whose cores the small convolutions of one pass leave idle (see
+            docs/performance.md); same result up to float rounding.
         seed: integer seed of the method's randomness.
 
     Metrics (besides loss and the compiled ones): `entropy` (the mean per-dimension entropy
@@ -69,7 +73,7 @@ class ADTExp(AdversarialTrainer):
 
     def __init__(self, classifier, epsilon=8 / 255, entropy_weight=0.01, inner_steps=7,
                  mc_samples=5, inner_lr=0.3, inner_beta1=0.0, inner_beta2=0.0,
-                 outer_loss="ce", trades_beta=6.0, seed=None, **kwargs):
+                 outer_loss="ce", trades_beta=6.0, inner_branches=1, seed=None, **kwargs):
         super().__init__(classifier, epsilon=epsilon, seed=seed, **kwargs)
         self.entropy_weight = validation.check_non_negative(entropy_weight, "entropy_weight")
         self.inner_steps = validation.check_positive_int(inner_steps, "inner_steps")
@@ -80,6 +84,7 @@ class ADTExp(AdversarialTrainer):
         # Stored under another name: `outer_loss` is the trainer's hook method.
         self.outer_loss_name = check_outer_loss(outer_loss)
         self.trades_beta = validation.check_non_negative(trades_beta, "trades_beta")
+        self.inner_branches = validation.check_positive_int(inner_branches, "inner_branches")
 
     def _inner_loss_fn(self, x):
         """The inner per-example loss: None (cross-entropy) or beta * KL(f(x) || f(x'))."""
@@ -100,7 +105,7 @@ class ADTExp(AdversarialTrainer):
             self.classifier, x, y, epsilon=self.epsilon, entropy_weight=self.entropy_weight,
             steps=self.inner_steps, samples=self.mc_samples, lr=self.inner_lr,
             beta1=self.inner_beta1, beta2=self.inner_beta2, seed=seed,
-            loss_fn=self._inner_loss_fn(x))
+            loss_fn=self._inner_loss_fn(x), branches=self.inner_branches)
         # One fresh sample per example feeds the outer update.
         dist = ExplicitAdversarialDistribution(result.loc, result.raw_scale, self.epsilon)
         final_seed = tf.random.experimental.stateless_fold_in(seed, -1)
@@ -124,6 +129,7 @@ class ADTExp(AdversarialTrainer):
             "inner_steps": self.inner_steps,
             "mc_samples": self.mc_samples,
             "inner_lr": self.inner_lr,
+            "inner_branches": self.inner_branches,
             "inner_beta1": self.inner_beta1,
             "inner_beta2": self.inner_beta2,
             "outer_loss": self.outer_loss_name,
