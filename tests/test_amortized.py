@@ -176,7 +176,9 @@ def test_fit_lowers_the_loss_and_reports_the_metrics(cls, kwargs):
     assert int(trainer.generator_optimizer.iterations.numpy()) == 8
 
 
-@pytest.mark.parametrize("cls,kwargs", METHOD_KWARGS)
+@pytest.mark.parametrize("cls,kwargs", [
+    METHOD_KWARGS[0],  # IMP-AM's XLA run (slow to compile on CPU) is in the slow set
+    pytest.param(*METHOD_KWARGS[1].values, id="imp_am", marks=pytest.mark.slow)])
 def test_trains_under_xla(cls, kwargs):
     trainer = make_trainer(cls, kwargs, generator_blocks=0)  # XLA compiles slowly on CPU
     trainer.compile(optimizer="sgd", loss=ce_loss(), jit_compile=True)

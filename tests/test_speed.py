@@ -98,7 +98,8 @@ def test_speed_benchmark_writes_its_table(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "bench.speed", "--methods=standard,adt_exp", "--models=small_cnn",
          "--batch_sizes=8", "--warmup=1", "--steps=2", f"--output_dir={tmp_path}",
-         "--machine=test", "--method_params=adt_exp.inner_branches=2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+         "--machine=test", "--method_params=adt_exp.inner_branches=2"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = (tmp_path / "speed_test.md").read_text()
     assert "Load average (1, 5, 15 min) before:" in table
