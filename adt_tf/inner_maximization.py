@@ -13,7 +13,7 @@ import tensorflow as tf
 from adt_tf.distributions import ExplicitAdversarialDistribution
 from adt_tf.precision import as_float32
 
-MAX_UNROLLED_STEPS = 16
+MAX_UNROLLED_STEPS = 20
 """Inner loops of at most this many steps are unrolled by default (see `unroll`)."""
 
 
