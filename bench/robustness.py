@@ -21,12 +21,13 @@ resumes at the attack it was running. The table is built from every finished run
 (the ones missing are listed), so it can be made over several sittings.
 
 How the `full` suite is run here (the same for every model):
-- On the first `eval_examples` test images: clean, then FGSM, PGD-20, PGD-100, MIM-20, C&W,
-  transfer PGD-20 and MIM-20, EXP, EXP-AM, IMP-AM, APGD-CE, APGD-T and FAB-T, each on every
-  clean-correct input (its own accuracy is reported), then the per-example worst case.
-- The attacks whose cost is per input (FeaAttack, SPSA, Square) run on the first
-  `subset_examples` of those images, on the inputs still robust after all the others
-  (AutoAttack's way); A_rob (all attacks) is the worst case over the whole suite on that subset.
+- Stage 1, on the first `eval_examples` test images: clean, then FGSM, PGD-20, PGD-100,
+  MIM-20, C&W, transfer PGD-20 and MIM-20, EXP, EXP-AM, IMP-AM and APGD-CE, each on every
+  clean-correct input (its own accuracy is reported).
+- Stage 2, AutoAttack's way: APGD-T and FAB-T on the inputs still robust after stage 1.
+- Stage 3: the attacks whose cost is per input (FeaAttack, SPSA, Square), on the inputs still
+  robust after stages 1 and 2 among the first `subset_examples`; A_rob (all attacks) is the
+  per-example worst case over the whole suite on that subset.
 - Transfer attacks: the source is the same method trained with the next seed of `--all_seeds`
   (an independently trained copy); with a single seed they are skipped. A process waits for its
   source model when another process is still training it.
@@ -61,11 +62,16 @@ METHODS: list[tuple[str, str, str, dict[str, Any]]] = [
 METHOD_KEYS = [m[0] for m in METHODS]
 ADT_KEYS = ("adt_exp", "adt_exp_trades", "adt_exp_am", "adt_imp_am")
 
-#: The attacks run on `eval_examples` inputs, each on every clean-correct input.
+#: Stage 1, on `eval_examples` inputs: each attack on every clean-correct input (its own
+#: accuracy is measured).
 MAIN_ATTACKS = ("fgsm", "pgd20", "pgd100", "mim20", "cw30", "transfer_pgd20", "transfer_mim20",
-                "exp", "exp_am", "imp_am", "apgd_ce", "apgd_t", "fab_t")
-#: The attacks whose cost is per input: on a subset, on the inputs still robust.
+                "exp", "exp_am", "imp_am", "apgd_ce")
+#: Stage 2, AutoAttack's way: only on the inputs still robust after stage 1.
+LATE_ATTACKS = ("apgd_t", "fab_t")
+#: Stage 3, the attacks whose cost is per input: on the inputs still robust after stages 1
+#: and 2 among the first `subset_examples`.
 SUBSET_ATTACKS = ("fea", "spsa", "square")
+ALL_ATTACKS = MAIN_ATTACKS + LATE_ATTACKS + SUBSET_ATTACKS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +102,7 @@ class Recipe:
 
 
 RECIPES = {
-    # About 1 h per seed on a quiet 2-core CPU with one single-threaded process per seed.
+    # About 2 h on a 2-core CPU: two single-threaded processes side by side (bench/README.md).
     # SmallCNN with BatchNorm, no dropout. PGD-AT of the plain SmallCNN (no BatchNorm) at
     # epsilon 8/255 on these 10,000 images stayed at chance level (loss 2.303): width 16 for
     # 3 epochs with lr 0.01 (dropout 0.5) and lr 0.03 (no dropout), width 32 for 1 epoch with
@@ -105,7 +111,7 @@ RECIPES = {
     "cpu": Recipe(model="small_cnn", model_params={"width": 16, "batch_norm": True,
                                                    "dropout": 0.0},
                   train_examples=10000, epochs=6, lr_decay_epochs=(5,), lr=0.05,
-                  eval_examples=1000, subset_examples=100),
+                  eval_examples=500, subset_examples=50),
     # The paper's setting (WRN-28-10, 76 epochs, lr x0.1 at 75) on the whole training set,
     # evaluated on the 2,000 test images of the offline copy.
     "paper": Recipe(model="wrn_28_10", model_params={}, train_examples=None, epochs=76,
@@ -216,8 +222,7 @@ def evaluate_run(recipe: Recipe, key: str, seed: int, all_seeds: list[int], data
     d = run_dir(workdir, key, seed)
     summary_path = os.path.join(d, "summary.json")
     summary = _read_json(summary_path, None)
-    if summary is not None and all(a in summary["attacks"] for a in MAIN_ATTACKS
-                                   + SUBSET_ATTACKS):
+    if summary is not None and all(a in summary["attacks"] for a in ALL_ATTACKS):
         print(f"[eval] {label}, seed {seed}: finished earlier, kept.")
         return summary
     # (A summary without an attack that was added to the suite later is redone: the attacks
@@ -243,15 +248,20 @@ def evaluate_run(recipe: Recipe, key: str, seed: int, all_seeds: list[int], data
     main = evaluate(classifier, x, y, suite=",".join(MAIN_ATTACKS), per_attack="all",
                     source_model=source, model_name=path, **common)
     main.save(os.path.join(d, "eval"), stem="main")
+    robust = main.per_example["robust"].copy()
+    stages = {}
     m = min(recipe.subset_examples, len(x))
-    survivors = np.flatnonzero(main.per_example["robust"][:m])
-    subset = None
-    if len(survivors):
-        subset = evaluate(classifier, x[survivors], y[survivors], suite=",".join(SUBSET_ATTACKS),
-                          per_attack="remaining", sanity_checks=False,
-                          model_name=path, **common)
-        subset.save(os.path.join(d, "eval"), stem="subset")
-    summary = summarize(main, subset, m, len(survivors), key, seed, source_seed, d)
+    for stem, names, limit in (("late", LATE_ATTACKS, len(x)), ("subset", SUBSET_ATTACKS, m)):
+        idx = np.flatnonzero(robust[:limit])
+        result = None
+        if len(idx):
+            result = evaluate(classifier, x[idx], y[idx], suite=",".join(names),
+                              per_attack="remaining", sanity_checks=False, model_name=path,
+                              **common)
+            result.save(os.path.join(d, "eval"), stem=stem)
+            robust[idx] &= result.per_example["robust"]
+        stages[stem] = (result, names, idx)
+    summary = summarize(main, stages, m, key, seed, source_seed, d)
     _write_json(summary_path, summary)
     print(f"[eval] {label}, seed {seed}: clean {100 * summary['clean']:.2f}%, A_rob "
           f"{100 * summary['a_rob_main']:.2f}% ({summary['num_examples']} inputs, without "
@@ -260,40 +270,48 @@ def evaluate_run(recipe: Recipe, key: str, seed: int, all_seeds: list[int], data
     return summary
 
 
-def summarize(main, subset, m: int, num_survivors: int, key: str, seed: int,
-              source_seed: int | None, d: str) -> dict[str, Any]:
+def summarize(main, stages: dict, m: int, key: str, seed: int, source_seed: int | None,
+              d: str) -> dict[str, Any]:
+    """One run's numbers. `stages` maps "late" and "subset" to (EvaluationResult or None when
+    no input was left, attack names, indices of the inputs it ran on)."""
     from adt_tf.suites import CATALOGUE
 
-    robust_first_m = main.per_example["robust"][:m]
-    survived_all = num_survivors
+    n = main.num_examples
+    robust = main.per_example["robust"].copy()
     attacks: dict[str, Any] = {}
     for a in main.attacks:
         attacks[a.name] = {"label": a.label, "accuracy": a.accuracy, "skipped": a.skipped,
-                           "seconds": a.seconds, "params": a.params,
-                           "inputs": main.num_examples}
-    if subset is not None:
-        survived_all = int(subset.per_example["robust"].sum())
-        for a in subset.attacks:
-            attacks[a.name] = {"label": a.label, "accuracy": None, "skipped": a.skipped,
-                               "broken_on_subset": a.num_broken, "attacked": a.num_attacked,
-                               "seconds": a.seconds, "params": a.params, "inputs": m}
-    else:
-        for name in SUBSET_ATTACKS:  # nothing left to attack
+                           "seconds": a.seconds, "params": a.params, "inputs": n}
+    warnings, seconds = list(main.warnings), main.seconds
+    after_late = None
+    for stem in ("late", "subset"):
+        result, names, idx = stages[stem]
+        if result is not None:
+            robust[idx] &= result.per_example["robust"]
+            warnings += result.warnings
+            seconds += result.seconds
+        by_name = {a.name: a for a in result.attacks} if result is not None else {}
+        for name in names:
+            a = by_name.get(name)
             spec = CATALOGUE[name]
-            attacks[name] = {"label": spec.display_label, "accuracy": None, "skipped": None,
-                             "broken_on_subset": 0, "attacked": 0, "seconds": 0.0,
-                             "params": dict(spec.params, epsilon=main.epsilon, seed=seed),
-                             "inputs": m}
+            attacks[name] = {
+                "label": a.label if a else spec.display_label, "accuracy": None,
+                "skipped": a.skipped if a else None, "attacked": a.num_attacked if a else 0,
+                "broken": a.num_broken if a else 0, "seconds": a.seconds if a else 0.0,
+                "params": a.params if a else dict(spec.params, epsilon=main.epsilon, seed=seed),
+                "inputs": n if stem == "late" else m, "stage": stem}
+        if stem == "late":
+            after_late = robust.copy()
     timing = _read_json(os.path.join(d, "timing.json"), {})
     return {
         "method": key, "seed": seed, "transfer_source_seed": source_seed,
-        "num_examples": main.num_examples, "subset_examples": m,
-        "clean": main.clean_accuracy, "a_rob_main": main.robust_accuracy,
-        "a_rob_main_on_subset": float(robust_first_m.mean()),
-        "a_rob_subset": survived_all / m,
-        "attacks": attacks, "warnings": main.warnings + (subset.warnings if subset else []),
-        "train_seconds": timing.get("train_seconds"),
-        "eval_seconds": main.seconds + (subset.seconds if subset else 0.0),
+        "num_examples": n, "subset_examples": m, "clean": main.clean_accuracy,
+        "a_rob_stage1": main.robust_accuracy,
+        "a_rob_main": float(after_late.mean()),
+        "a_rob_main_on_subset": float(after_late[:m].mean()),
+        "a_rob_subset": float(robust[:m].mean()),
+        "attacks": attacks, "warnings": warnings,
+        "train_seconds": timing.get("train_seconds"), "eval_seconds": seconds,
         "environment": main.environment,
     }
 
@@ -386,13 +404,17 @@ def build_table(recipe: Recipe, scale: str, workdir: str, seeds: list[int], meth
         "from a JPEG copy; the first 2,000 official test images, pixel-exact).",
         f"- Seeds: {', '.join(map(str, seeds))} (training and attacks); cells are mean ± "
         "spread over the seeds, spread = half the range (max - min) / 2, in percent.",
-        f"- Test inputs: the first {n} test images for clean accuracy and every attack but "
-        f"FeaAttack, SPSA and Square; those three run on the first {m} of them, only on the "
-        "inputs still robust after all the other attacks (their cost is per input).",
-        f"- A_rob ({n}): per-example worst case (paper Eq. 12) over clean and the attacks "
-        f"run on {n} inputs. **A_rob (all)**: worst case over the whole `full` suite, on the "
-        f"first {m} inputs; A_rob ({n}) restricted to those {m} inputs is shown beside it, "
-        "so the difference is what FeaAttack, SPSA and Square added.",
+        f"- Test inputs: the first {n} test images. Stage 1: clean and each attack of the "
+        "accuracy columns on every clean-correct input (the attack's own accuracy). Stage 2 "
+        "(AutoAttack's way): APGD-T and FAB-T only on the inputs still robust after stage 1. "
+        f"Stage 3: FeaAttack, SPSA and Square (cost per input) only on the inputs still "
+        f"robust after stages 1 and 2 among the first {m}.",
+        f"- A_rob: per-example worst case (paper Eq. 12): after stage 1 ({n} inputs); after "
+        f"stage 2 ({n} inputs, and the same restricted to the first {m}); **A_rob (all)**: "
+        f"after stage 3, the whole `full` suite, on the first {m} inputs.",
+        f"- Why {n} and {m} inputs: on one thread, per robust model, the EXP-AM and IMP-AM "
+        "generator fits, APGD-T, FAB-T, FeaAttack and SPSA cost minutes each, and the recipe "
+        "has to fit about 2 hours on 2 cores.",
         "- Epsilon 8/255; every attack with the evaluation's own settings "
         "(`adt_tf.suites.CATALOGUE`), listed below the table. Transfer attacks: crafted on "
         "the same method trained with the other seed (an independently trained copy).",
@@ -402,9 +424,9 @@ def build_table(recipe: Recipe, scale: str, workdir: str, seeds: list[int], meth
         "CPU recipe ran one single-threaded process per seed, side by side).",
         "",
         "| method | seeds | clean (%) | " + " | ".join(attack_labels[a] for a in cols)
-        + f" | A_rob ({n}) | A_rob ({n}) on first {m} | **A_rob (all), first {m}** "
-        "| train (min) | eval (min) |",
-        "|---|---:|---:|" + "---:|" * len(cols) + "---:|---:|---:|---:|---:|",
+        + f" | A_rob stage 1 ({n}) | A_rob stage 2 ({n}) | stage 2 on first {m} "
+        f"| **A_rob (all), first {m}** | train (min) | eval (min) |",
+        "|---|---:|---:|" + "---:|" * len(cols) + "---:|---:|---:|---:|---:|---:|",
     ]
     for key in methods:
         runs = [found[(key, s)] for s in seeds if (key, s) in found]
@@ -418,7 +440,8 @@ def build_table(recipe: Recipe, scale: str, workdir: str, seeds: list[int], meth
         lines.append(
             f"| {label} | {len(runs)} | {_cell([r['clean'] for r in runs])} | "
             + " | ".join(attack_cells)
-            + f" | {_cell([r['a_rob_main'] for r in runs])} | "
+            + f" | {_cell([r['a_rob_stage1'] for r in runs])} | "
+            f"{_cell([r['a_rob_main'] for r in runs])} | "
             f"{_cell([r['a_rob_main_on_subset'] for r in runs])} | "
             f"**{_cell([r['a_rob_subset'] for r in runs])}** | {train_min:.1f} | "
             f"{eval_min:.1f} |")
@@ -432,13 +455,14 @@ def build_table(recipe: Recipe, scale: str, workdir: str, seeds: list[int], meth
                   f"overlap; with {len(seeds)} seeds this is a weak test, and at this scale "
                   "the models are far from the paper's.)"]
     lines += ["", "## Attack settings", ""]
-    for name in MAIN_ATTACKS + SUBSET_ATTACKS:
+    for name in ALL_ATTACKS:
         info = any_run["attacks"].get(name)
         if info is None:
             continue
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(info["params"].items()))
         inputs = (f"first {n}, every clean-correct input" if name in MAIN_ATTACKS else
-                  f"first {m}, inputs still robust after the others")
+                  f"first {n}, inputs still robust after stage 1" if name in LATE_ATTACKS
+                  else f"first {m}, inputs still robust after stages 1 and 2")
         lines.append(f"- {info['label']} (`{name}`): {params or '-'}; {inputs}.")
     warnings = sorted({f"{method_spec(k)[1]}, seed {s}: {w}" for (k, s), r in found.items()
                        for w in r["warnings"]})

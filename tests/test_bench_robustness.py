@@ -35,40 +35,45 @@ def _result(per_example: dict[str, np.ndarray], names, mode: str) -> EvaluationR
 
 
 def _fake_run(rng, n: int, m: int):
-    """Random per-example outcomes of the main attacks on n inputs and of the subset attacks
-    on the survivors among the first m; returns (main, subset, survivors, expected)."""
+    """Random per-example outcomes of the three stages, run the way the script runs them;
+    returns (main, stages, expected A_rob after stage 2, expected A_rob (all) on the first m)."""
     clean = rng.random(n) < 0.7
     main_pe = {"clean": clean}
     for name in rb.MAIN_ATTACKS:
         main_pe[name] = clean & (rng.random(n) < 0.8)
     main = _result(main_pe, rb.MAIN_ATTACKS, "all")
-    survivors = np.flatnonzero(main.per_example["robust"][:m])
-    k = len(survivors)
-    sub_pe = {"clean": np.ones(k, bool)}
-    alive = np.ones(k, bool)
-    for name in rb.SUBSET_ATTACKS:
-        sub_pe[name] = rng.random(k) < 0.7
-        alive &= sub_pe[name]
-    subset = _result(sub_pe, rb.SUBSET_ATTACKS, "remaining") if k else None  # as the script
-    # The independent reference: every attack's per-example AND on the first m inputs.
-    all_correct = clean[:m].copy()
+    # The independent reference: every attack's per-example AND.
+    truth = clean.copy()
     for name in rb.MAIN_ATTACKS:
-        all_correct &= main_pe[name][:m]
-    expected_subset = np.zeros(m, bool)
-    expected_subset[survivors] = alive
-    assert not (expected_subset & ~all_correct).any()
-    return main, subset, survivors, expected_subset.mean()
+        truth &= main_pe[name]
+    robust, stages = main.per_example["robust"].copy(), {}
+    for stem, names, limit in (("late", rb.LATE_ATTACKS, n), ("subset", rb.SUBSET_ATTACKS, m)):
+        idx = np.flatnonzero(robust[:limit])
+        pe, alive = {"clean": np.ones(len(idx), bool)}, np.ones(len(idx), bool)
+        for name in names:
+            pe[name] = rng.random(len(idx)) < 0.7
+            alive &= pe[name]
+        truth[idx] &= alive
+        robust[idx] &= alive
+        result = _result(pe, names, "remaining") if len(idx) else None  # as the script
+        stages[stem] = (result, names, idx)
+        if stem == "late":
+            after_late = truth.copy()
+    return main, stages, after_late.mean(), truth[:m].mean()
 
 
 def test_summary_worst_case_is_the_per_example_and(tmp_path):
     rng = np.random.default_rng(0)
-    main, subset, survivors, expected = _fake_run(rng, n=60, m=20)
-    summary = rb.summarize(main, subset, 20, len(survivors), "adt_exp", 0, 1, str(tmp_path))
+    main, stages, after_late, expected = _fake_run(rng, n=60, m=20)
+    summary = rb.summarize(main, stages, 20, "adt_exp", 0, 1, str(tmp_path))
     assert summary["a_rob_subset"] == pytest.approx(expected)
-    assert summary["a_rob_main_on_subset"] == pytest.approx(main.per_example["robust"][:20].mean())
+    assert summary["a_rob_main"] == pytest.approx(after_late)
+    assert summary["a_rob_stage1"] == pytest.approx(main.robust_accuracy)
     assert summary["a_rob_subset"] <= summary["a_rob_main_on_subset"] <= 1.0
-    assert summary["a_rob_main"] <= min(a["accuracy"] for name, a in summary["attacks"].items()
-                                        if name in rb.MAIN_ATTACKS)
+    assert summary["a_rob_main"] < summary["a_rob_stage1"]  # stage 2 broke some inputs
+    assert summary["a_rob_stage1"] <= min(a["accuracy"] for name, a in
+                                          summary["attacks"].items() if name in rb.MAIN_ATTACKS)
+    assert set(summary["attacks"]) == set(rb.ALL_ATTACKS)
     assert summary["transfer_source_seed"] == 1
 
 
@@ -101,10 +106,10 @@ def test_table_from_finished_runs(tmp_path):
     expected = {}
     for key in ("pgd_at", "adt_exp"):
         for seed in (0, 1):
-            main, subset, survivors, exp = _fake_run(rng, n=50, m=20)
+            main, stages, _, exp = _fake_run(rng, n=50, m=20)
             d = rb.run_dir(str(workdir), key, seed)
             os.makedirs(d)
-            summary = rb.summarize(main, subset, 20, len(survivors), key, seed, 1 - seed, d)
+            summary = rb.summarize(main, stages, 20, key, seed, 1 - seed, d)
             with open(os.path.join(d, "summary.json"), "w") as f:
                 json.dump(summary, f, default=str)
             expected[(key, seed)] = exp
