@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import sys
 
+import tensorflow as tf
 from absl import app, flags, logging
 
 from adt_tf import data as data_lib
@@ -60,6 +61,11 @@ flags.DEFINE_integer("max_train_examples", None, "Use only the first N training 
 flags.DEFINE_integer("eval_examples", None, "Test inputs of the final report (default: all).")
 flags.DEFINE_bool("jit_compile", False, "Compile train steps with XLA (usually a win on GPU "
                   "and TPU, a loss on CPU).")
+flags.DEFINE_integer("intra_op_threads", 0, "TensorFlow's threads per op (0: its default). With "
+                     "--inner_branches=2 on a 2-core CPU, 1 here and 2 for --inter_op_threads "
+                     "runs each branch on its own core (docs/performance.md).")
+flags.DEFINE_integer("inter_op_threads", 0, "TensorFlow's threads running ops side by side "
+                     "(0: its default).")
 flags.DEFINE_bool("mixed_precision", False, "Compute in float16 on GPU, bfloat16 on CPU/TPU, "
                   "with float32 variables, losses and adversarial distributions.")
 flags.DEFINE_enum("strategy", "default", list(STRATEGIES),
@@ -162,6 +168,13 @@ def config_from_flags() -> TrainConfig:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if FLAGS.intra_op_threads < 0 or FLAGS.inter_op_threads < 0:
+        raise app.UsageError("--intra_op_threads and --inter_op_threads must be >= 0.")
+    # Before TensorFlow starts its thread pools (its first op), which run_training does.
+    if FLAGS.intra_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op_threads)
+    if FLAGS.inter_op_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
     try:
         config = config_from_flags()
         report = run_training(config)
