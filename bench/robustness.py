@@ -143,6 +143,12 @@ def define_flags() -> None:
     flags.DEFINE_integer("subset_examples", None, "Override the subset of the per-input attacks.")
     flags.DEFINE_integer("threads", 0, "TensorFlow intra- and inter-op threads (0: default).")
     flags.DEFINE_bool("table_only", False, "Only build the table from the finished runs.")
+    flags.DEFINE_bool("train_only", False, "Only train (no evaluation): lets several processes "
+                      "share the evaluations out once every model is trained.")
+    flags.DEFINE_string("restore_from", None, "A results JSON of an earlier sitting (e.g. "
+                        "bench/results/robustness_cifar10_cpu.json): the evaluations it holds "
+                        "that this workdir lacks are taken from it (bench/runs/ is not "
+                        "committed, so a new machine starts without them).")
     flags.DEFINE_integer("source_wait_minutes", 120, "How long to wait for a transfer source "
                          "that another process is still training.")
     flags.DEFINE_integer("verbose", 1, "0 quiet, 1 progress bars, 2 one line per epoch.")
@@ -178,6 +184,22 @@ def classifier_path(workdir: str, key: str, seed: int) -> str:
 def training_finished(workdir: str, key: str, seed: int) -> bool:
     d = run_dir(workdir, key, seed)
     return all(os.path.exists(os.path.join(d, f)) for f in ("classifier.keras", "report.json"))
+
+
+def evaluation_finished(workdir: str, key: str, seed: int) -> bool:
+    """Whether the run has a summary with every attack of the suite (one that lacks an attack
+    added to the suite later is redone: the attacks already run come back from the cache)."""
+    summary = _read_json(os.path.join(run_dir(workdir, key, seed), "summary.json"), None)
+    return summary is not None and all(a in summary["attacks"] for a in ALL_ATTACKS)
+
+
+def model_needed(workdir: str, key: str, seed: int, all_seeds: list[int]) -> bool:
+    """A model has to be trained while its own evaluation, or that of a run it is the transfer
+    source of, is unfinished (an evaluation restored from an earlier sitting needs none)."""
+    if not evaluation_finished(workdir, key, seed):
+        return True
+    return any(_source_seed(s, all_seeds) == seed and not evaluation_finished(workdir, key, s)
+               for s in all_seeds)
 
 
 # ------------------------------------------------------------------------------ training
@@ -221,12 +243,9 @@ def evaluate_run(recipe: Recipe, key: str, seed: int, all_seeds: list[int], data
     _, label, _, _ = method_spec(key)
     d = run_dir(workdir, key, seed)
     summary_path = os.path.join(d, "summary.json")
-    summary = _read_json(summary_path, None)
-    if summary is not None and all(a in summary["attacks"] for a in ALL_ATTACKS):
+    if evaluation_finished(workdir, key, seed):
         print(f"[eval] {label}, seed {seed}: finished earlier, kept.")
-        return summary
-    # (A summary without an attack that was added to the suite later is redone: the attacks
-    # already run come back from the cache.)
+        return _read_json(summary_path, None)
     path = classifier_path(workdir, key, seed)
     source_seed = _source_seed(seed, all_seeds)
     source = None
@@ -335,6 +354,33 @@ def _wait_for(ready, minutes: int, what: str) -> None:
         time.sleep(20)
 
 
+def restore_summaries(path: str, recipe: Recipe, workdir: str, methods: list[str],
+                      seeds: list[int]) -> list[str]:
+    """Writes <workdir>/<method>-seed<s>/summary.json for each run of `methods` x `seeds` that
+    the results JSON at `path` holds and the workdir lacks; returns the runs restored. An
+    entry evaluated on another number of inputs than the recipe's is refused (ValueError)."""
+    with open(path) as f:
+        previous = json.load(f)
+    restored = []
+    for key in methods:
+        for seed in seeds:
+            entry = previous.get(f"{key}-seed{seed}")
+            target = os.path.join(run_dir(workdir, key, seed), "summary.json")
+            if entry is None or os.path.exists(target):
+                continue
+            n, m = entry.get("num_examples"), entry.get("subset_examples")
+            if n != recipe.eval_examples or m != min(recipe.subset_examples, n):
+                raise ValueError(
+                    f"{path}: {key}-seed{seed} was evaluated on {n} inputs (subset {m}); this "
+                    f"recipe evaluates {recipe.eval_examples} (subset {recipe.subset_examples}).")
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            _write_json(target, dict(entry, restored_from=os.path.basename(path)))
+            restored.append(f"{key}-seed{seed}")
+    if restored:
+        print(f"Restored from {path}: {', '.join(restored)}.", flush=True)
+    return restored
+
+
 # --------------------------------------------------------------------------------- table
 def collect(workdir: str, seeds: list[int], methods: list[str]) -> tuple[dict, list[str]]:
     found, missing = {}, []
@@ -361,9 +407,10 @@ def _cell(values: list[float]) -> str:
     return f"{mean:.2f} ± {spread:.2f}" if len(values) > 1 else f"{mean:.2f}"
 
 
-def verdict(found: dict, seeds: list[int], key: str, baseline: str = "pgd_at") -> str:
-    a = [found[(key, s)]["a_rob_subset"] for s in seeds if (key, s) in found]
-    b = [found[(baseline, s)]["a_rob_subset"] for s in seeds if (baseline, s) in found]
+def verdict(found: dict, seeds: list[int], key: str, baseline: str = "pgd_at",
+            metric: str = "a_rob_subset") -> str:
+    a = [found[(key, s)][metric] for s in seeds if (key, s) in found]
+    b = [found[(baseline, s)][metric] for s in seeds if (baseline, s) in found]
     if len(a) < 2 or len(b) < 2:
         return "not enough seeds to compare"
     (ma, sa), (mb, sb) = mean_spread(a), mean_spread(b)
@@ -449,11 +496,16 @@ def build_table(recipe: Recipe, scale: str, workdir: str, seeds: list[int], meth
     if ("pgd_at", seeds[0]) in found:
         for key in ADT_KEYS:
             if key in methods and any((key, s) in found for s in seeds):
-                lines.append(f"- {method_spec(key)[1]}: A_rob (all) "
-                             f"{verdict(found, seeds, key)}.")
+                lines.append(f"- {method_spec(key)[1]}: A_rob (all, first {m}) "
+                             f"{verdict(found, seeds, key)}; A_rob after stage 2 ({n} inputs) "
+                             f"{verdict(found, seeds, key, metric='a_rob_main')}.")
         lines += ["", "(\"Beyond the seed spread\": the intervals mean ± spread do not "
                   f"overlap; with {len(seeds)} seeds this is a weak test, and at this scale "
                   "the models are far from the paper's.)"]
+    restored = sorted(f"{k}-seed{s}" for (k, s), r in found.items() if r.get("restored_from"))
+    if restored:
+        lines += ["", f"Evaluations restored from an earlier sitting's results JSON "
+                  f"(`--restore_from`): {', '.join(restored)}. {restored_check(workdir, found)}"]
     lines += ["", "## Attack settings", ""]
     for name in ALL_ATTACKS:
         info = any_run["attacks"].get(name)
@@ -479,6 +531,31 @@ def build_table(recipe: Recipe, scale: str, workdir: str, seeds: list[int], meth
     plot(found, seeds, methods, stem + ".png", n, m, scale)
     print(f"Written {stem}.md, .json, .png")
     return stem + ".md"
+
+
+def restored_check(workdir: str, found: dict) -> str:
+    """For restored evaluations whose model was trained again in this sitting (as a transfer
+    source): whether the new model's clean accuracy on the same test inputs (its training
+    report) equals the evaluated one's, i.e. whether the seeded training reproduced it."""
+    same, differ = [], []
+    for (key, seed), summary in sorted(found.items()):
+        report = _read_json(os.path.join(run_dir(workdir, key, seed), "report.json"), None)
+        if not summary.get("restored_from") or report is None:
+            continue
+        if report.get("num_examples") != summary["num_examples"]:
+            continue
+        (same if round(report["clean_accuracy"] * report["num_examples"])
+         == round(summary["clean"] * summary["num_examples"]) else differ).append(
+            f"{key}-seed{seed}")
+    text = []
+    if same:
+        text.append(f"Trained again here as transfer sources, with the clean accuracy of the "
+                    f"evaluated model on the same inputs: {', '.join(same)}.")
+    if differ:
+        text.append(f"**Trained again here with a clean accuracy that differs from the "
+                    f"evaluated model's** (the transfer attacks of the other seed used the new "
+                    f"model): {', '.join(differ)}.")
+    return " ".join(text)
 
 
 def plot(found: dict, seeds: list[int], methods: list[str], path: str, n: int, m: int,
@@ -552,13 +629,19 @@ def main(argv):
         import tensorflow as tf
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+    if FLAGS.restore_from:
+        restore_summaries(FLAGS.restore_from, recipe, workdir, methods, all_seeds)
     if not FLAGS.table_only:
         print(f"Recipe '{FLAGS.scale}': {recipe.describe()}; seeds {seeds}; "
               f"{platform.node()}", flush=True)
         for seed in seeds:
             for key in methods:
-                train(recipe, key, seed, FLAGS.data, workdir, FLAGS.verbose)
-        for seed in seeds:
+                if model_needed(workdir, key, seed, all_seeds):
+                    train(recipe, key, seed, FLAGS.data, workdir, FLAGS.verbose)
+                else:
+                    print(f"[train] {method_spec(key)[1]}, seed {seed}: not needed (its "
+                          "evaluation, and those it is the transfer source of, are finished).")
+        for seed in seeds if not FLAGS.train_only else ():
             for key in methods:
                 evaluate_run(recipe, key, seed, all_seeds, FLAGS.data, workdir, FLAGS.verbose,
                              FLAGS.source_wait_minutes)

@@ -91,6 +91,12 @@ def test_mean_spread_and_verdict():
     assert rb.verdict(found([0.24, 0.30], [0.25, 0.26]), [0, 1], "adt_exp").startswith(
         "does not differ")
     assert rb.verdict(found([0.3], [0.2]), [0], "adt_exp") == "not enough seeds to compare"
+    # The verdict on another measure reads that measure only.
+    both = {("adt_exp", s): {"a_rob_subset": 0.20, "a_rob_main": a} for s, a in
+            enumerate([0.30, 0.31])} | {("pgd_at", s): {"a_rob_subset": 0.25, "a_rob_main": 0.2}
+                                        for s in (0, 1)}
+    assert rb.verdict(both, [0, 1], "adt_exp").startswith("is below")
+    assert rb.verdict(both, [0, 1], "adt_exp", metric="a_rob_main").startswith("beats")
 
 
 def test_transfer_source_is_the_next_seed():
@@ -121,7 +127,8 @@ def test_table_from_finished_runs(tmp_path):
         row = next(line for line in text.splitlines() if line.startswith(f"| {label} |"))
         assert f"**{mean:.2f} ± {spread:.2f}**" in row
     assert "standard-seed0, standard-seed1" in text  # listed as not finished
-    assert "ADT_EXP: A_rob (all)" in text
+    assert "ADT_EXP: A_rob (all, first 20)" in text
+    assert "A_rob after stage 2 (50 inputs)" in text
     assert os.path.getsize(str(out / "robustness_cifar10_cpu.png")) > 1000
     data = json.load(open(out / "robustness_cifar10_cpu.json"))
     assert set(data) == {"pgd_at-seed0", "pgd_at-seed1", "adt_exp-seed0", "adt_exp-seed1"}
@@ -130,3 +137,77 @@ def test_table_from_finished_runs(tmp_path):
 def test_no_finished_run_gives_no_table(tmp_path):
     assert rb.build_table(rb.RECIPES["cpu"], "cpu", str(tmp_path), [0], ["pgd_at"],
                           str(tmp_path / "out"), "cmd") is None
+
+
+def _summary(key: str, seed: int, n: int = 500, m: int = 50, clean: float = 0.4) -> dict:
+    attacks = {a: {"accuracy": 0.3} for a in rb.ALL_ATTACKS}
+    return {"method": key, "seed": seed, "num_examples": n, "subset_examples": m,
+            "clean": clean, "attacks": attacks}
+
+
+def _write(path, data) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(data, f)
+
+
+def test_restore_summaries_fills_only_missing_runs(tmp_path):
+    workdir = str(tmp_path / "runs")
+    results = str(tmp_path / "previous.json")
+    _write(results, {"pgd_at-seed0": _summary("pgd_at", 0, clean=0.38),
+                     "pgd_at-seed1": _summary("pgd_at", 1, clean=0.99),
+                     "trades-seed0": _summary("trades", 0)})
+    here = os.path.join(rb.run_dir(workdir, "pgd_at", 1), "summary.json")
+    _write(here, _summary("pgd_at", 1, clean=0.41))  # evaluated in this workdir: kept
+    restored = rb.restore_summaries(results, rb.RECIPES["cpu"], workdir, ["pgd_at"], [0, 1])
+    assert restored == ["pgd_at-seed0"]  # trades is not among the methods asked for
+    with open(os.path.join(rb.run_dir(workdir, "pgd_at", 0), "summary.json")) as f:
+        back = json.load(f)
+    assert back["clean"] == 0.38 and back["restored_from"] == "previous.json"
+    with open(here) as f:
+        assert json.load(f)["clean"] == 0.41
+    assert not os.path.exists(rb.run_dir(workdir, "trades", 0))
+    # Run again: nothing is left to restore.
+    assert rb.restore_summaries(results, rb.RECIPES["cpu"], workdir, ["pgd_at"], [0, 1]) == []
+
+
+def test_restore_refuses_another_number_of_inputs(tmp_path):
+    results = str(tmp_path / "previous.json")
+    _write(results, {"pgd_at-seed0": _summary("pgd_at", 0, n=2000, m=500)})
+    with pytest.raises(ValueError, match="2000 inputs"):
+        rb.restore_summaries(results, rb.RECIPES["cpu"], str(tmp_path / "runs"), ["pgd_at"],
+                             [0])
+
+
+def test_model_needed_for_own_or_dependent_evaluation(tmp_path):
+    workdir = str(tmp_path)
+    assert rb.model_needed(workdir, "pgd_at", 0, [0, 1])  # nothing evaluated yet
+    _write(os.path.join(rb.run_dir(workdir, "pgd_at", 0), "summary.json"),
+           _summary("pgd_at", 0))
+    # Seed 0 is evaluated, but it is the transfer source of seed 1, which is not.
+    assert rb.model_needed(workdir, "pgd_at", 0, [0, 1])
+    assert not rb.model_needed(workdir, "pgd_at", 0, [0])
+    _write(os.path.join(rb.run_dir(workdir, "pgd_at", 1), "summary.json"),
+           _summary("pgd_at", 1))
+    assert not rb.model_needed(workdir, "pgd_at", 0, [0, 1])
+    assert not rb.model_needed(workdir, "pgd_at", 1, [0, 1])
+    # A summary missing an attack of the suite is an unfinished evaluation.
+    partial = _summary("pgd_at", 1)
+    del partial["attacks"]["fab_t"]
+    _write(os.path.join(rb.run_dir(workdir, "pgd_at", 1), "summary.json"), partial)
+    assert not rb.evaluation_finished(workdir, "pgd_at", 1)
+    assert rb.model_needed(workdir, "pgd_at", 0, [0, 1])
+
+
+def test_restored_check_compares_clean_accuracy_of_the_retrained_model(tmp_path):
+    workdir = str(tmp_path)
+    found = {}
+    for key, report_clean in (("pgd_at", 0.38), ("trades", 0.40)):
+        found[(key, 0)] = dict(_summary(key, 0, clean=0.38), restored_from="x.json")
+        _write(os.path.join(rb.run_dir(workdir, key, 0), "report.json"),
+               {"num_examples": 500, "clean_accuracy": report_clean})
+    found[("standard", 0)] = dict(_summary("standard", 0), restored_from="x.json")  # no model
+    text = rb.restored_check(workdir, found)
+    assert "evaluated model on the same inputs: pgd_at-seed0." in text
+    assert "differs from the evaluated model's" in text and text.endswith("trades-seed0.")
+    assert "standard" not in text
