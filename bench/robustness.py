@@ -423,6 +423,11 @@ def verdict(found: dict, seeds: list[int], key: str, baseline: str = "pgd_at",
             f"{mb:.2f} ± {sb:.2f})")
 
 
+def binomial_se(p: float, n: int) -> float:
+    """Standard error, in percentage points, of an accuracy p measured on n inputs."""
+    return 100 * float(np.sqrt(p * (1 - p) / n)) if n else float("nan")
+
+
 def build_table(recipe: Recipe, scale: str, workdir: str, seeds: list[int], methods: list[str],
                 output_dir: str, command: str, data: str = DEFAULT_DATA) -> str | None:
     """Writes robustness_cifar10_<scale>.md/.json/.png from the finished runs in `workdir`;
@@ -502,6 +507,12 @@ def build_table(recipe: Recipe, scale: str, workdir: str, seeds: list[int], meth
         lines += ["", "(\"Beyond the seed spread\": the intervals mean ± spread do not "
                   f"overlap; with {len(seeds)} seeds this is a weak test, and at this scale "
                   "the models are far from the paper's.)"]
+        base = [found[("pgd_at", s)] for s in seeds if ("pgd_at", s) in found]
+        lines += ["", "Sampling error of the test inputs alone, beside the seed spread: the "
+                  "binomial standard error of one run's A_rob at AT_PGD's level is "
+                  f"{binomial_se(np.mean([r['a_rob_main'] for r in base]), n):.2f} points on "
+                  f"{n} inputs and "
+                  f"{binomial_se(np.mean([r['a_rob_subset'] for r in base]), m):.2f} on {m}."]
     restored = sorted(f"{k}-seed{s}" for (k, s), r in found.items() if r.get("restored_from"))
     if restored:
         lines += ["", f"Evaluations restored from an earlier sitting's results JSON "

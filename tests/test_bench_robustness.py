@@ -99,6 +99,12 @@ def test_mean_spread_and_verdict():
     assert rb.verdict(both, [0, 1], "adt_exp", metric="a_rob_main").startswith("beats")
 
 
+def test_binomial_standard_error():
+    assert rb.binomial_se(0.5, 100) == pytest.approx(5.0)
+    assert rb.binomial_se(0.2, 500) == pytest.approx(100 * np.sqrt(0.16 / 500))
+    assert rb.binomial_se(0.0, 50) == 0.0
+
+
 def test_transfer_source_is_the_next_seed():
     assert rb._source_seed(0, [0, 1]) == 1
     assert rb._source_seed(1, [0, 1]) == 0
@@ -129,6 +135,7 @@ def test_table_from_finished_runs(tmp_path):
     assert "standard-seed0, standard-seed1" in text  # listed as not finished
     assert "ADT_EXP: A_rob (all, first 20)" in text
     assert "A_rob after stage 2 (50 inputs)" in text
+    assert "standard error of one run's A_rob" in text
     assert os.path.getsize(str(out / "robustness_cifar10_cpu.png")) > 1000
     data = json.load(open(out / "robustness_cifar10_cpu.json"))
     assert set(data) == {"pgd_at-seed0", "pgd_at-seed1", "adt_exp-seed0", "adt_exp-seed1"}
