@@ -301,14 +301,14 @@ def summarize(main, stages: dict, m: int, key: str, seed: int, source_seed: int 
     for a in main.attacks:
         attacks[a.name] = {"label": a.label, "accuracy": a.accuracy, "skipped": a.skipped,
                            "seconds": a.seconds, "params": a.params, "inputs": n}
-    warnings, seconds = list(main.warnings), main.seconds
+    warnings, seconds = list(main.warnings), _wall_seconds(main)
     after_late = None
     for stem in ("late", "subset"):
         result, names, idx = stages[stem]
         if result is not None:
             robust[idx] &= result.per_example["robust"]
             warnings += result.warnings
-            seconds += result.seconds
+            seconds += _wall_seconds(result)
         by_name = {a.name: a for a in result.attacks} if result is not None else {}
         for name in names:
             a = by_name.get(name)
@@ -333,6 +333,12 @@ def summarize(main, stages: dict, m: int, key: str, seed: int, source_seed: int 
         "train_seconds": timing.get("train_seconds"), "eval_seconds": seconds,
         "environment": main.environment,
     }
+
+
+def _wall_seconds(result) -> float:
+    """An evaluation's time over all sittings: the wall time of the last call, which took
+    cached attacks from the cache, plus the time those attacks took when they ran."""
+    return result.seconds + sum(a.seconds for a in result.attacks if a.cached)
 
 
 def _source_seed(seed: int, all_seeds: list[int]) -> int | None:
@@ -423,6 +429,21 @@ def verdict(found: dict, seeds: list[int], key: str, baseline: str = "pgd_at",
             f"{mb:.2f} ± {sb:.2f})")
 
 
+def in_short(found: dict, seeds: list[int], keys: list[str]) -> str:
+    """One sentence: which ADT variants beat AT_PGD beyond the seed spread, on both A_rob
+    measures."""
+    parts = []
+    for metric, what in (("a_rob_subset", "A_rob (all attacks)"),
+                         ("a_rob_main", "A_rob after stage 2")):
+        verdicts = {k: verdict(found, seeds, k, metric=metric) for k in keys}
+        if any(v == "not enough seeds to compare" for v in verdicts.values()):
+            return "**In short:** not every run has two seeds yet; no verdict."
+        winners = [method_spec(k)[1] for k, v in verdicts.items() if v.startswith("beats")]
+        parts.append(f"on {what}, {', '.join(winners) if winners else 'no ADT variant'} "
+                     "beats AT_PGD beyond the seed spread")
+    return f"**In short:** at this scale, {parts[0]}; {parts[1]}."
+
+
 def binomial_se(p: float, n: int) -> float:
     """Standard error, in percentage points, of an accuracy p measured on n inputs."""
     return 100 * float(np.sqrt(p * (1 - p) / n)) if n else float("nan")
@@ -499,6 +520,7 @@ def build_table(recipe: Recipe, scale: str, workdir: str, seeds: list[int], meth
             f"{eval_min:.1f} |")
     lines += ["", "## Does ADT beat AT_PGD here?", ""]
     if ("pgd_at", seeds[0]) in found:
+        lines += [in_short(found, seeds, [k for k in ADT_KEYS if k in methods]), ""]
         for key in ADT_KEYS:
             if key in methods and any((key, s) in found for s in seeds):
                 lines.append(f"- {method_spec(key)[1]}: A_rob (all, first {m}) "

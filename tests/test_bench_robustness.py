@@ -75,6 +75,19 @@ def test_summary_worst_case_is_the_per_example_and(tmp_path):
                                           summary["attacks"].items() if name in rb.MAIN_ATTACKS)
     assert set(summary["attacks"]) == set(rb.ALL_ATTACKS)
     assert summary["transfer_source_seed"] == 1
+    # Wall time of each call (2 s) plus nothing cached.
+    assert summary["eval_seconds"] == pytest.approx(2.0 * (1 + sum(
+        r is not None for r, _, _ in stages.values())))
+
+
+def test_eval_time_counts_attacks_taken_from_the_cache(tmp_path):
+    rng = np.random.default_rng(3)
+    main, stages, _, _ = _fake_run(rng, n=40, m=10)
+    fresh = rb.summarize(main, stages, 10, "pgd_at", 0, None, str(tmp_path))["eval_seconds"]
+    for a in main.attacks[:3]:  # resumed: three attacks came from the cache (1 s each)
+        a.cached = True
+    resumed = rb.summarize(main, stages, 10, "pgd_at", 0, None, str(tmp_path))["eval_seconds"]
+    assert resumed == pytest.approx(fresh + 3.0)
 
 
 def test_mean_spread_and_verdict():
@@ -97,6 +110,18 @@ def test_mean_spread_and_verdict():
                                         for s in (0, 1)}
     assert rb.verdict(both, [0, 1], "adt_exp").startswith("is below")
     assert rb.verdict(both, [0, 1], "adt_exp", metric="a_rob_main").startswith("beats")
+
+
+def test_in_short_names_the_variants_that_beat_at_pgd():
+    found = {("pgd_at", s): {"a_rob_subset": 0.25, "a_rob_main": 0.20} for s in (0, 1)}
+    found |= {("adt_exp", s): {"a_rob_subset": 0.30 + s / 100, "a_rob_main": 0.2}
+              for s in (0, 1)}
+    found |= {("adt_exp_am", s): {"a_rob_subset": 0.10, "a_rob_main": 0.1} for s in (0, 1)}
+    text = rb.in_short(found, [0, 1], ["adt_exp", "adt_exp_am"])
+    assert text == ("**In short:** at this scale, on A_rob (all attacks), ADT_EXP beats AT_PGD "
+                    "beyond the seed spread; on A_rob after stage 2, no ADT variant beats "
+                    "AT_PGD beyond the seed spread.")
+    assert "no verdict" in rb.in_short(found, [0], ["adt_exp"])  # one seed
 
 
 def test_binomial_standard_error():
