@@ -66,7 +66,9 @@ class EvaluationResult:
         attacks: one `AttackResult` per attack of the suite, in order.
         warnings: the sanity checks' findings (empty when none fired).
         sanity: the checks' measurements (gradient statistics, the epsilon sweep, ...).
-        seconds: total wall time. environment: versions and the machine.
+        seconds: total wall time of the call that made this result (attacks read from the
+            cache of an earlier run count nothing here; see `cached_seconds`).
+        environment: versions and the machine.
         per_example: {"clean": bool [N], attack name: bool [N] correct under it, "robust":
             bool [N]}; written to an .npz next to the JSON, not into it.
     """
@@ -87,6 +89,11 @@ class EvaluationResult:
     seconds: float = 0.0
     environment: dict[str, Any] = dataclasses.field(default_factory=dict)
     per_example: dict[str, np.ndarray] = dataclasses.field(default_factory=dict, repr=False)
+
+    @property
+    def cached_seconds(self) -> float:
+        """The time the attacks taken from the cache took when they ran (0 when none were)."""
+        return float(sum(a.seconds for a in self.attacks if a.cached))
 
     def attack(self, name: str) -> AttackResult:
         for result in self.attacks:
@@ -116,7 +123,9 @@ class EvaluationResult:
             "",
             f"Dataset `{self.dataset}`, {self.num_examples} inputs, L-infinity epsilon = "
             f"{eps:.5g} ({eps * 255:.3g}/255), suite `{self.suite}`, seed {self.seed}, "
-            f"batch size {self.batch_size}, total time {self.seconds:.1f} s.",
+            f"batch size {self.batch_size}, total time {self.seconds:.1f} s"
+            + (f" (this run; the attacks read from the cache took {self.cached_seconds:.1f} s "
+               "more when they ran)." if self.cached_seconds else "."),
             "",
             f"- Clean accuracy: **{_pct(self.clean_accuracy)}**",
             f"- Robust accuracy, per-example worst case over the attacks that ran: "

@@ -338,7 +338,7 @@ def summarize(main, stages: dict, m: int, key: str, seed: int, source_seed: int 
 def _wall_seconds(result) -> float:
     """An evaluation's time over all sittings: the wall time of the last call, which took
     cached attacks from the cache, plus the time those attacks took when they ran."""
-    return result.seconds + sum(a.seconds for a in result.attacks if a.cached)
+    return result.seconds + result.cached_seconds
 
 
 def _source_seed(seed: int, all_seeds: list[int]) -> int | None:

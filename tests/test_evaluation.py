@@ -94,6 +94,11 @@ def test_remaining_mode_attacks_only_survivors_and_says_so(trained, tmp_path):
     again = evaluate(model, x, y, cache_dir=str(tmp_path), **kwargs)
     assert all(a.cached for a in again.attacks)
     np.testing.assert_array_equal(again.per_example["robust"], result.per_example["robust"])
+    # The time the cached attacks took when they ran is kept and said apart from this run's.
+    assert result.cached_seconds == 0.0
+    assert again.cached_seconds == pytest.approx(sum(a.seconds for a in result.attacks))
+    assert f"took {again.cached_seconds:.1f} s more" in again.to_markdown()
+    assert "from the cache" not in result.to_markdown()
     # Other settings are another cache entry.
     other = evaluate(model, x, y, cache_dir=str(tmp_path), **dict(kwargs, epsilon=4 / 255))
     assert not any(a.cached for a in other.attacks)
