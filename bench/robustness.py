@@ -674,10 +674,11 @@ def main(argv):
                 else:
                     print(f"[train] {method_spec(key)[1]}, seed {seed}: not needed (its "
                           "evaluation, and those it is the transfer source of, are finished).")
-        for seed in seeds if not FLAGS.train_only else ():
-            for key in methods:
-                evaluate_run(recipe, key, seed, all_seeds, FLAGS.data, workdir, FLAGS.verbose,
-                             FLAGS.source_wait_minutes)
+        if not FLAGS.train_only:
+            for seed in seeds:
+                for key in methods:
+                    evaluate_run(recipe, key, seed, all_seeds, FLAGS.data, workdir,
+                                 FLAGS.verbose, FLAGS.source_wait_minutes)
     build_table(recipe, FLAGS.scale, workdir, all_seeds, methods, FLAGS.output_dir, command,
                 FLAGS.data)
 

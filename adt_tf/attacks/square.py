@@ -78,7 +78,6 @@ def square(classifier, x, y, epsilon: float, *, num_queries: int = 5000, p_init:
     delta = delta * tf.ones_like(x)
     x_best = ball.project(x + delta, x)
     margin, done = query(x_best)
-    margin0, done0 = margin, done
 
     rows = tf.reshape(tf.range(height), [1, -1, 1, 1])
     cols = tf.reshape(tf.range(width), [1, 1, -1, 1])
@@ -112,8 +111,8 @@ def square(classifier, x, y, epsilon: float, *, num_queries: int = 5000, p_init:
         done = tf.logical_or(done, tf.logical_and(accept, new_done))
         # A static batch of 1 broadcasts against the dynamic shapes above to an unknown batch
         # size, which tf.while_loop refuses as a changed loop shape: restore the static ones.
-        return (i + 1, tf.ensure_shape(x_best, x.shape), tf.ensure_shape(margin, margin0.shape),
-                tf.ensure_shape(done, done0.shape))
+        return (i + 1, tf.ensure_shape(x_best, x.shape), tf.ensure_shape(margin, x.shape[:1]),
+                tf.ensure_shape(done, x.shape[:1]))
 
     _, x_best, _, _ = tf.while_loop(
         lambda i, _x, _m, d: tf.logical_and(i < num_queries,
