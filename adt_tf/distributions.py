@@ -12,6 +12,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from adt_tf import validation
+from adt_tf.noise import DEFAULT_NOISE, NoiseSource
 from adt_tf.precision import as_float32
 
 tfd = tfp.distributions
@@ -83,6 +84,7 @@ class ExplicitAdversarialDistribution:
         self._event_shape = tf.shape(loc)[1:]
         self._event_rank = loc.shape.rank - 1
         batch = tf.shape(loc)[0]
+        self._batch = batch
         self._num_dims = tf.reduce_prod(self._event_shape)
         flat_loc = tf.reshape(loc, [batch, -1])
         flat_scale = tf.reshape(tf.math.softplus(raw_scale), [batch, -1])
@@ -95,17 +97,25 @@ class ExplicitAdversarialDistribution:
         lead = tf.shape(flat)[:-1]
         return tf.reshape(flat, tf.concat([lead, self._event_shape], axis=0))
 
-    def sample(self, num_samples: int, seed: tf.Tensor) -> PerturbationSample:
+    def sample(self, num_samples: int, seed: tf.Tensor,
+               noise: NoiseSource = DEFAULT_NOISE) -> PerturbationSample:
         """Draws k reparameterised samples per example.
+
+        The standard-normal draw n [k, B, D] comes from `noise` (by default a stateless draw
+        from `seed`); TFP's own reparameterisation, the base distribution's bijector
+        (shift by mu after scaling by sigma), maps it to u = mu + sigma * n, exactly what
+        `base.sample` does after its own draw.
 
         Args:
             num_samples: k, the number of Monte Carlo samples.
             seed: a stateless seed (int tensor of shape [2]).
+            noise: where n comes from (`adt_tf.noise`; tests replay recorded draws).
 
         Returns:
             A `PerturbationSample` with delta of shape [k, B, *event_shape].
         """
-        u = self.base.sample(num_samples, seed=seed)  # [k, B, D], reparameterised
+        n = noise.normal([num_samples, self._batch, self._num_dims], seed, dtype=self._dtype)
+        u = self.base.bijector.forward(n)  # [k, B, D], reparameterised
         delta = self.bijector.forward(u)
         return PerturbationSample(
             delta=self._unflatten(delta),

@@ -1,5 +1,4 @@
-"""Amortised adversaries of ADT_EXP-AM and ADT_IMP-AM: image-to-image generators and the
-entropy encoder.
+"""Amortised adversaries of ADT_EXP-AM and ADT_IMP-AM: the reference's generator and encoder.
 
 A generator maps the features of a batch (the image and two input gradients, 3C channels) to
 the perturbation's parameters in one forward pass, replacing ADT_EXP's per-example inner loop.
@@ -7,9 +6,15 @@ All three networks are functional Keras models subclassed in the keras-hub style
 `__init__`, described by `get_config()`, saved and reloaded with `model.save(path)` /
 `keras.saving.load_model(path)` on their own (the evaluation reuses them as attacks).
 
+The architectures are those of the authors' code (../shared/DESIGN.md Sec. 4; exact numbers
+in tests/data/adt_reference.npz): the generator is their `ResnetGenerator(zero_pad=True)`,
+every layer at full image resolution (no down- or up-sampling), and the encoder their
+`Encoder` (valid-padded convolutions, LeakyReLU 0.01). Layer names follow the reference's
+PyTorch module names with "." replaced by "_" (`model.3.conv_block.0` is the layer
+`model_3_conv_block_0`), so its weights map one to one.
+
 Reference: Dong, Deng, Pang, Zhu, Su. "Adversarial Distributional Training for Robust Deep
-Learning", NeurIPS 2020, Sec. 3.2-3.3. The trunk follows Johnson, Alahi, Fei-Fei, "Perceptual
-Losses for Real-Time Style Transfer and Super-Resolution", ECCV 2016.
+Learning", NeurIPS 2020, Sec. 3.2-3.3.
 """
 
 from __future__ import annotations
@@ -21,21 +26,19 @@ import tensorflow as tf
 
 from adt_tf import validation
 
-# Initialisation of image-to-image GANs (pix2pix / CycleGAN, used by the reference code):
-# convolution weights ~ N(0, 0.02), BatchNorm scales ~ N(1, 0.02).
+# The reference's initialisation of convolutions and BatchNorm (pix2pix / CycleGAN style):
+# convolution weights ~ N(0, 0.02), BatchNorm scales ~ N(1, 0.02), shifts 0.
 _CONV_INIT = {"mean": 0.0, "stddev": 0.02}
 _GAMMA_INIT = {"mean": 1.0, "stddev": 0.02}
 # PyTorch's BatchNorm defaults (running-average momentum 0.1, epsilon 1e-5) in Keras terms.
 _BN = {"momentum": 0.9, "epsilon": 1e-5}
+#: The encoder's valid convolutions need at least this height and width (20 -> 16 -> 7 -> 4 ->
+#: 1); smaller perturbations are zero-padded to it.
+ENCODER_MIN_SIZE = 20
 
 
-def check_image_shape(image_shape, name: str = "image_shape",
-                      multiple: int = 4) -> tuple[int, int, int]:
-    """Checks an (H, W, C) image shape whose H and W are divisible by `multiple`.
-
-    The generator halves the resolution twice and doubles it twice, so a size that is not a
-    multiple of 4 would not come back to the input's shape.
-    """
+def check_image_shape(image_shape, name: str = "image_shape") -> tuple[int, int, int]:
+    """Checks an (H, W, C) image shape of positive integers."""
     message = f"{name} must be (height, width, channels), got {image_shape!r}."
     try:
         shape = tuple(int(d) for d in image_shape)
@@ -43,62 +46,68 @@ def check_image_shape(image_shape, name: str = "image_shape",
         raise ValueError(message) from None
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(message)
-    height, width, _ = shape
-    if height % multiple or width % multiple:
-        raise ValueError(
-            f"{name} must have a height and width divisible by {multiple} (the generator "
-            f"downsamples twice by 2), got {image_shape!r}."
-        )
     return shape
 
 
-def _conv(filters, kernel, strides=1, name=None, **kwargs):
+def _conv(filters, kernel, name, strides=1, padding="same", dtype=None):
+    """A bias-free convolution (no convolution of the reference has a bias)."""
     return keras.layers.Conv2D(
-        filters, kernel, strides=strides, padding="same", use_bias=False,
-        kernel_initializer=keras.initializers.RandomNormal(**_CONV_INIT), name=name, **kwargs)
+        filters, kernel, strides=strides, padding=padding, use_bias=False, dtype=dtype,
+        kernel_initializer=keras.initializers.RandomNormal(**_CONV_INIT), name=name)
 
 
-def _norm_relu(x, name, activation="relu"):
-    x = keras.layers.BatchNormalization(
-        gamma_initializer=keras.initializers.RandomNormal(**_GAMMA_INIT), name=f"{name}_bn",
-        **_BN)(x)
-    if activation == "leaky_relu":
-        return keras.layers.LeakyReLU(0.01, name=f"{name}_act")(x)
-    if activation is None:
-        return x
-    return keras.layers.Activation(activation, name=f"{name}_act")(x)
+def _bn(name):
+    return keras.layers.BatchNormalization(
+        gamma_initializer=keras.initializers.RandomNormal(**_GAMMA_INIT), name=name, **_BN)
 
 
-def resnet_trunk(x, width: int, num_blocks: int):
-    """The image-to-image ResNet of Johnson et al. on a functional tensor x [B, H, W, *].
+def _dense(units, fan_in, name, activation=None, dtype=None):
+    """A Dense layer with PyTorch's default `nn.Linear` initialisation (the reference's
+    weight initialisation touches convolutions and BatchNorm only): kernel and bias
+    ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(fan_in)
+    init = keras.initializers.RandomUniform(-bound, bound)
+    return keras.layers.Dense(units, activation=activation, kernel_initializer=init,
+                              bias_initializer=init, dtype=dtype, name=name)
 
-    7x7 conv (w) - two stride-2 3x3 convs (2w, 4w) - `num_blocks` residual blocks at 4w - two
-    stride-2 3x3 transposed convs (2w, w), each followed by BatchNorm and ReLU; zero ("same")
-    padding. Returns the [B, H, W, w] features the 7x7 output convolution (`_head`) reads.
+
+def _residual_block(x, in_width: int, out_width: int, name: str):
+    """conv3x3 - BN - ReLU - conv3x3 - BN, plus a shortcut (the input, or conv1x1 - BN where
+    the widths differ), then ReLU of the sum (the reference's `ResnetBlock`)."""
+    h = _conv(out_width, 3, f"{name}_conv_block_0")(x)
+    h = keras.layers.ReLU(name=f"{name}_conv_block_2")(_bn(f"{name}_conv_block_1")(h))
+    h = _bn(f"{name}_conv_block_4")(_conv(out_width, 3, f"{name}_conv_block_3")(h))
+    shortcut = x
+    if in_width != out_width:
+        shortcut = _bn(f"{name}_short_cut_1")(_conv(out_width, 1, f"{name}_short_cut_0")(x))
+    return keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")(
+        [shortcut, h]))
+
+
+def block_widths(width: int, num_blocks: int) -> list[tuple[int, int]]:
+    """(in, out) channels of each residual block: w -> 2w, 2w -> 2w (num_blocks - 2 times),
+    2w -> w; the reference's three blocks for num_blocks = 3. One block is w -> w."""
+    if num_blocks == 0:
+        return []
+    if num_blocks == 1:
+        return [(width, width)]
+    return ([(width, 2 * width)] + [(2 * width, 2 * width)] * (num_blocks - 2)
+            + [(2 * width, width)])
+
+
+def resnet_generator(x, out_channels: int, width: int, num_blocks: int):
+    """The reference's full-resolution `ResnetGenerator(zero_pad=True)` on a functional x.
+
+    conv3x3 (-> w), BN, ReLU; residual blocks (`block_widths`); conv3x3 (w -> out_channels),
+    no activation. Zero "same" padding, stride 1, no bias anywhere, every layer at the
+    input's resolution. The last convolution runs in float32 under mixed precision: its
+    outputs parameterise a density.
     """
-    x = _norm_relu(_conv(width, 7, name="stem")(x), "stem")
-    for i, mult in enumerate((2, 4)):
-        x = _norm_relu(_conv(width * mult, 3, strides=2, name=f"down{i + 1}")(x), f"down{i + 1}")
-    for i in range(num_blocks):
-        name = f"block{i + 1}"
-        h = _norm_relu(_conv(4 * width, 3, name=f"{name}_conv1")(x), f"{name}_1")
-        h = _norm_relu(_conv(4 * width, 3, name=f"{name}_conv2")(h), f"{name}_2", activation=None)
-        x = keras.layers.Add(name=f"{name}_add")([x, h])
-    for i, mult in enumerate((2, 1)):
-        x = keras.layers.Conv2DTranspose(
-            width * mult, 3, strides=2, padding="same", use_bias=False,
-            kernel_initializer=keras.initializers.RandomNormal(**_CONV_INIT),
-            name=f"up{i + 1}")(x)
-        x = _norm_relu(x, f"up{i + 1}")
-    return x
-
-
-def _head(x, channels: int, name: str):
-    """The 7x7 output convolution (with bias). It runs in float32 under mixed precision:
-    its outputs parameterise a density."""
-    return keras.layers.Conv2D(
-        channels, 7, padding="same", dtype="float32",
-        kernel_initializer=keras.initializers.RandomNormal(**_CONV_INIT), name=name)(x)
+    x = _conv(width, 3, "model_0")(x)
+    x = keras.layers.ReLU(name="model_2")(_bn("model_1")(x))
+    for i, (w_in, w_out) in enumerate(block_widths(width, num_blocks)):
+        x = _residual_block(x, w_in, w_out, f"model_{3 + i}")
+    return _conv(out_channels, 3, f"model_{3 + num_blocks}", dtype="float32")(x)
 
 
 class _ConfigurableModel(keras.Model):
@@ -116,6 +125,12 @@ class _ConfigurableModel(keras.Model):
         return cls(**config)
 
 
+def _check_sizes(width, num_blocks):
+    width = validation.check_positive_int(width, "generator width")
+    num_blocks = validation.check_positive_int(num_blocks, "num_blocks", minimum=0)
+    return width, num_blocks
+
+
 @keras.saving.register_keras_serializable(package="adt_tf")
 class ExplicitGenerator(_ConfigurableModel):
     """The generator of ADT_EXP-AM: features -> (mu, v) of the explicit distribution.
@@ -125,14 +140,15 @@ class ExplicitGenerator(_ConfigurableModel):
     `ExplicitAdversarialDistribution(loc, raw_scale, epsilon)`.
 
     Args:
-        image_shape: (H, W, C) of the images; H and W divisible by 4.
-        width: base channels w of the ResNet trunk (w, 2w, 4w; the reference uses 256, CPU
-            runs far fewer).
-        num_blocks: residual blocks at the lowest resolution (3 in the reference).
+        image_shape: (H, W, C) of the images (any size: no layer changes the resolution).
+        width: base channels w (blocks w -> 2w -> 2w -> w). The reference trains with 256,
+            about 10M parameters; the parameter count grows as w^2 (width 16: about 40k).
+        num_blocks: residual blocks (3 in the reference).
 
     Mathematical details:
         (mu, v) = g_phi([x, grad_1, grad_2]); delta = epsilon tanh(u), u ~ N(mu, softplus(v)^2).
-        The last 7x7 convolution outputs 2C channels: C for mu and C for v.
+        The last 3x3 convolution (`model_6` with 3 blocks) outputs 2C channels: 0:C are mu,
+        C:2C are v, as the reference's `phi`.
 
     Example:
         >>> g = ExplicitGenerator((32, 32, 3), width=16)
@@ -141,21 +157,19 @@ class ExplicitGenerator(_ConfigurableModel):
         TensorShape([8, 32, 32, 3])
 
     Reference:
-        Dong et al., NeurIPS 2020, Sec. 3.2 (ADT_EXP-AM).
+        Dong et al., NeurIPS 2020, Sec. 3.2 (ADT_EXP-AM); the authors' `ResnetGenerator`.
     """
 
     _config_keys = ("image_shape", "width", "num_blocks")
 
-    def __init__(self, image_shape, width: int = 16, num_blocks: int = 3, **kwargs):
+    def __init__(self, image_shape, width: int = 256, num_blocks: int = 3, **kwargs):
         image_shape = check_image_shape(image_shape)
-        width = validation.check_positive_int(width, "generator width")
-        num_blocks = validation.check_positive_int(num_blocks, "num_blocks", minimum=0)
+        width, num_blocks = _check_sizes(width, num_blocks)
         height, img_width, channels = image_shape
         features = keras.Input((height, img_width, 3 * channels), name="features")
-        trunk = resnet_trunk(features, width, num_blocks)
-        # Two C-channel heads: the same map as one 2C-channel convolution split in two.
-        loc = _head(trunk, channels, "loc")
-        raw_scale = _head(trunk, channels, "raw_scale")
+        phi = resnet_generator(features, 2 * channels, width, num_blocks)
+        loc = keras.layers.Lambda(lambda p: p[..., :channels], name="loc")(phi)
+        raw_scale = keras.layers.Lambda(lambda p: p[..., channels:], name="raw_scale")(phi)
         kwargs.setdefault("name", "explicit_generator")
         super().__init__(inputs=features, outputs=[loc, raw_scale], **kwargs)
         self.image_shape = image_shape
@@ -172,16 +186,18 @@ class ImplicitGenerator(_ConfigurableModel):
     delta = epsilon * tanh(u).
 
     Args:
-        image_shape: (H, W, C); H and W divisible by 4.
+        image_shape: (H, W, C).
         z_dim: dimension of the noise (64 in the reference).
-        width: base channels of the ResNet trunk.
-        num_blocks: residual blocks.
-        projection_units: hidden units of the noise projection (256 in the reference).
+        width: base channels of the generator (as `ExplicitGenerator`; 256 in the reference).
+        num_blocks: residual blocks (3).
+        projection_units: hidden units of the noise branch (256 in the reference).
 
     Mathematical details:
-        The noise is projected by Dense(projection_units, relu) - Dense(H W, relu), reshaped
-        to one H x W feature map and concatenated to the features as a (3C + 1)-th channel,
-        as in the reference code; then u = trunk([features, proj(z)]).
+        The reference's `z_encoder`: Dense(projection_units) - ReLU - Dense(H W) - ReLU,
+        reshaped row-major to one H x W map and concatenated to the features as the
+        (3C + 1)-th channel; then u = generator([features, map]). The reference is written
+        for 32 x 32 images (Dense 256 -> 1024, a 32 x 32 map); for another image size the
+        second Dense has H * W units, so the map always covers the image at full resolution.
 
     Example:
         >>> g = ImplicitGenerator((32, 32, 3), z_dim=64, width=16)
@@ -193,21 +209,20 @@ class ImplicitGenerator(_ConfigurableModel):
 
     _config_keys = ("image_shape", "z_dim", "width", "num_blocks", "projection_units")
 
-    def __init__(self, image_shape, z_dim: int = 64, width: int = 16, num_blocks: int = 3,
+    def __init__(self, image_shape, z_dim: int = 64, width: int = 256, num_blocks: int = 3,
                  projection_units: int = 256, **kwargs):
         image_shape = check_image_shape(image_shape)
         z_dim = validation.check_positive_int(z_dim, "z_dim")
-        width = validation.check_positive_int(width, "generator width")
-        num_blocks = validation.check_positive_int(num_blocks, "num_blocks", minimum=0)
+        width, num_blocks = _check_sizes(width, num_blocks)
         projection_units = validation.check_positive_int(projection_units, "projection_units")
         height, img_width, channels = image_shape
         features = keras.Input((height, img_width, 3 * channels), name="features")
         z = keras.Input((z_dim,), name="z")
-        h = keras.layers.Dense(projection_units, activation="relu", name="z_proj1")(z)
-        h = keras.layers.Dense(height * img_width, activation="relu", name="z_proj2")(h)
+        h = _dense(projection_units, z_dim, "z_encoder_0", activation="relu")(z)
+        h = _dense(height * img_width, projection_units, "z_encoder_2", activation="relu")(h)
         h = keras.layers.Reshape((height, img_width, 1), name="z_map")(h)
         x = keras.layers.Concatenate(name="features_and_z")([features, h])
-        u = _head(resnet_trunk(x, width, num_blocks), channels, "pre_tanh")
+        u = resnet_generator(x, channels, width, num_blocks)
         kwargs.setdefault("name", "implicit_generator")
         super().__init__(inputs=[features, z], outputs=u, **kwargs)
         self.image_shape = image_shape
@@ -227,19 +242,25 @@ class EntropyEncoder(_ConfigurableModel):
 
     Args:
         image_shape: (H, W, C) of the perturbations.
-        z_dim: dimension of the noise to recover.
-        width: channels of the first convolution (the reference uses 32; then 2w, 4w, 8w).
+        z_dim: dimension of the noise to recover (64).
+        width: channels of the first convolution (32 in the reference; then 2w, 4w, 8w).
 
     Mathematical details:
-        conv5x5(w) - conv4x4/2(2w) - conv4x4(4w) - conv4x4/2(8w), each with BatchNorm and a
-        leaky ReLU, global average pooling, Dense(2 z_dim). `log_prob` gives, per dimension,
+        The reference's `Encoder`: conv5x5 (w), conv4x4 stride 2 (2w), conv4x4 (4w),
+        conv4x4 stride 2 (8w), all "valid" padding and bias-free, each followed by BatchNorm
+        and LeakyReLU(0.01) (PyTorch's slope, not Keras's 0.3); average pooling; one
+        Dense(2 z_dim) whose first z_dim outputs are the mean and the last z_dim the raw
+        variance. On 32 x 32 inputs the last map is 4 x 4 and the reference's 4 x 4 average
+        pool equals the global average used here (defined for every size). Inputs smaller
+        than 20 x 20 (e.g. 16 x 16 test images) are zero-padded to 20 x 20 first, the
+        smallest size the valid convolutions accept.
+        `log_prob` is the reference's: per dimension,
 
-            log q(z_j | delta) = -(z_j - m_j)^2 / (2 s_j) - log(s_j) / 2 - log(2 pi) / 2,
+            log q(z_j | delta) = -(z_j - m_j)^2 / (2 s_j + 1e-8) - log(s_j + 1e-8) / 2
+                                 - log(2 pi) / 2,   s = softplus(raw_variance).
 
-        s = softplus(raw_variance) + 1e-6 (the floor keeps log s finite once softplus
-        underflows). Since H(delta) >= I(z; delta) >= H(z) + E[log q(z | delta)] for
-        delta = g(z), the per-dimension bound is log 2 + mean_j E[log q(z_j | delta)]
-        (H(U(-1, 1)) = log 2).
+        Since H(delta) >= I(z; delta) >= H(z) + E[log q(z | delta)] for delta = g(z), the
+        per-dimension bound is log 2 + mean_j E[log q(z_j | delta)] (H(U(-1, 1)) = log 2).
 
     Example:
         >>> enc = EntropyEncoder((32, 32, 3), z_dim=64)
@@ -252,18 +273,26 @@ class EntropyEncoder(_ConfigurableModel):
     _config_keys = ("image_shape", "z_dim", "width")
 
     def __init__(self, image_shape, z_dim: int = 64, width: int = 32, **kwargs):
-        image_shape = check_image_shape(image_shape, multiple=1)
+        image_shape = check_image_shape(image_shape)
         z_dim = validation.check_positive_int(z_dim, "z_dim")
         width = validation.check_positive_int(width, "encoder width")
+        height, img_width, _ = image_shape
         inputs = keras.Input(image_shape, name="normalised_delta")
         x = inputs
-        for i, (mult, kernel, stride) in enumerate(((1, 5, 1), (2, 4, 2), (4, 4, 1), (8, 4, 2))):
-            x = _conv(width * mult, kernel, strides=stride, name=f"conv{i + 1}")(x)
-            x = _norm_relu(x, f"conv{i + 1}", activation="leaky_relu")
+        pad_h, pad_w = max(0, ENCODER_MIN_SIZE - height), max(0, ENCODER_MIN_SIZE - img_width)
+        if pad_h or pad_w:
+            x = keras.layers.ZeroPadding2D(((pad_h // 2, pad_h - pad_h // 2),
+                                            (pad_w // 2, pad_w - pad_w // 2)), name="pad")(x)
+        layers = ((1, 5, 1), (2, 4, 2), (4, 4, 1), (8, 4, 2))
+        for i, (mult, kernel, stride) in enumerate(layers):
+            x = _conv(width * mult, kernel, f"main1_{3 * i}", strides=stride,
+                      padding="valid")(x)
+            x = _bn(f"main1_{3 * i + 1}")(x)
+            x = keras.layers.LeakyReLU(negative_slope=0.01, name=f"main1_{3 * i + 2}")(x)
         x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-        # Dense(2 z_dim) as two heads, in float32 (they parameterise a density).
-        mean = keras.layers.Dense(z_dim, dtype="float32", name="mean")(x)
-        raw_variance = keras.layers.Dense(z_dim, dtype="float32", name="raw_variance")(x)
+        out = _dense(2 * z_dim, 8 * width, "main2_0", dtype="float32")(x)
+        mean = keras.layers.Lambda(lambda o: o[..., :z_dim], name="mean")(out)
+        raw_variance = keras.layers.Lambda(lambda o: o[..., z_dim:], name="raw_variance")(out)
         kwargs.setdefault("name", "entropy_encoder")
         super().__init__(inputs=inputs, outputs=[mean, raw_variance], **kwargs)
         self.image_shape = image_shape
@@ -273,10 +302,10 @@ class EntropyEncoder(_ConfigurableModel):
     @staticmethod
     def log_prob(z: tf.Tensor, mean: tf.Tensor, raw_variance: tf.Tensor) -> tf.Tensor:
         """log q(z | delta) of each dimension, [B, z_dim] (see the class docstring)."""
-        variance = tf.math.softplus(raw_variance) + 1e-6
-        return (-tf.square(z - mean) / (2.0 * variance) - 0.5 * tf.math.log(variance)
-                - 0.5 * math.log(2.0 * math.pi))
+        variance = tf.math.softplus(raw_variance)
+        return (-tf.square(z - mean) / (2.0 * variance + 1e-8)
+                - 0.5 * tf.math.log(variance + 1e-8) - 0.5 * math.log(2.0 * math.pi))
 
 
-__all__ = ["EntropyEncoder", "ExplicitGenerator", "ImplicitGenerator", "check_image_shape",
-           "resnet_trunk"]
+__all__ = ["ENCODER_MIN_SIZE", "EntropyEncoder", "ExplicitGenerator", "ImplicitGenerator",
+           "block_widths", "check_image_shape", "resnet_generator"]

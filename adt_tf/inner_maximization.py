@@ -10,11 +10,22 @@ from typing import NamedTuple
 import keras
 import tensorflow as tf
 
+from adt_tf import validation
 from adt_tf.distributions import ExplicitAdversarialDistribution
+from adt_tf.noise import DEFAULT_NOISE, NoiseSource
 from adt_tf.precision import as_float32
 
 MAX_UNROLLED_STEPS = 20
 """Inner loops of at most this many steps are unrolled by default (see `unroll`)."""
+
+INNER_GRADIENTS = ("accumulate", "fresh")
+"""How the inner loop's steps use the gradients: "accumulate" (the reference code, the
+default) or "fresh" (a named, non-default variant; see `explicit_inner_maximization`)."""
+
+
+def check_inner_gradients(value: str) -> str:
+    """Validates the `inner_gradients` setting."""
+    return validation.check_choice(value, "inner_gradients", INNER_GRADIENTS)
 
 
 class InnerResult(NamedTuple):
@@ -58,13 +69,14 @@ def adam_ascent(params, grads, first, second, step, lr, beta1, beta2, eps=1e-8):
     return new_params, new_first, new_second
 
 
-def sample_inputs(x, dist: ExplicitAdversarialDistribution, num_samples: int, seed):
+def sample_inputs(x, dist: ExplicitAdversarialDistribution, num_samples: int, seed,
+                  noise: NoiseSource = DEFAULT_NOISE):
     """k clipped adversarial inputs per example, flattened to one batch of k*B.
 
     Returns:
         (x_adv [k*B, ...], neg_log_prob [k, B])
     """
-    sample = dist.sample(num_samples, seed)
+    sample = dist.sample(num_samples, seed, noise)
     # In the distribution's dtype (float32 at least): a bfloat16 pixel near 0.5 has a
     # resolution of 1/256, coarser than a quarter of epsilon = 8/255.
     x = tf.cast(x, sample.delta.dtype)
@@ -101,6 +113,8 @@ def explicit_inner_maximization(
     loss_fn=None,
     unroll: bool | None = None,
     branches: int = 1,
+    gradients: str = "accumulate",
+    noise: NoiseSource = DEFAULT_NOISE,
 ) -> InnerResult:
     """Maximises E_p[L(f(x + delta), y)] + lambda * H(p) over the per-example (mu, v).
 
@@ -114,6 +128,19 @@ def explicit_inner_maximization(
         (L = CE unless `loss_fn` is given) and takes one Adam ascent step on (mu, v). Only
         input-side gradients are taken: the tape watches mu and v alone, so no weight
         gradient is computed.
+
+        As in the authors' code, the gradient of a step is that of k * J, i.e. the *sum* over
+        the k samples of each sample's objective (batch-mean L plus lambda times the mean of
+        -log p over the B * D elements); and with `gradients="accumulate"` (the default) the
+        gradients are never zeroed between steps, exactly as the reference loop (it calls
+        no `zero_grad()` inside it): step t feeds Adam with
+
+            G_t = sum_{s <= t} grad k J_s(mu_s, v_s),
+
+        so with beta1 = beta2 = 0 (ADT's setting) mu and v move by lr * G_t / (|G_t| + 1e-8),
+        about lr * sign of the running sum, a momentum of 1. `gradients="fresh"` feeds each
+        step its own gradient only (G_t = grad k J_t), a noisier, different distribution
+        (a named variant, kept for the ablation in bench/robustness.py).
 
     Args:
         classifier: logits model, called with training=False.
@@ -135,26 +162,32 @@ def explicit_inner_maximization(
             small convolutions do not profit from intra-op threads this uses the cores
             that would otherwise idle; on a GPU keep 1. The result is the same up to
             float rounding (every pass is per example; inference-mode BatchNorm too).
+        gradients: "accumulate" (the reference, default) or "fresh" (see above).
+        noise: where the standard-normal draws come from (`adt_tf.noise`): by default a
+            stateless draw from the step's seed; a `RecordedNoise` replays given draws (step t
+            takes the next k rows).
 
     Returns:
         An `InnerResult`.
     """
+    gradients = check_inner_gradients(gradients)
+    accumulate = gradients == "accumulate"
     x = as_float32(x)  # mu, v and x + delta in float32 (at least) under any Keras policy
     y_rep = tf.tile(tf.reshape(y, [-1]), [samples])
-    # A float16 classifier's backward pass can underflow: the gradient of a mean over k*B
-    # examples is ~1/(k*B) per example. Differentiate the objective scaled by k*B (the
-    # per-example sum) and undo the scale in float32 (a static loss scale; with beta1 =
-    # beta2 = 0 the Adam step does not depend on the scale at all). bfloat16 has float32's
-    # range and needs none.
-    grad_scale = (tf.cast(tf.size(y_rep), tf.float32)
-                  if getattr(classifier, "compute_dtype", None) == "float16" else None)
+    # The reference differentiates the sum over the k samples of each sample's objective:
+    # k * J. A float16 classifier's backward pass can also underflow (the gradient of a
+    # mean over k*B examples is ~1/(k*B) per example), so under float16 the objective is
+    # further scaled by B (k*B in all: the per-example sum) and that extra factor undone in
+    # float32 (a static loss scale). bfloat16 has float32's range and needs none.
+    extra_scale = (tf.cast(tf.size(y), tf.float32)
+                   if getattr(classifier, "compute_dtype", None) == "float16" else None)
 
-    def body(t, loc, raw, m_loc, m_raw, s_loc, s_raw, objective, entropy):
+    def body(t, loc, raw, acc_loc, acc_raw, m_loc, m_raw, s_loc, s_raw, objective, entropy):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch([loc, raw])
             dist = ExplicitAdversarialDistribution(loc, raw, epsilon)
             step_seed = tf.random.experimental.stateless_fold_in(seed, t)
-            x_adv, nlp = sample_inputs(x, dist, samples, step_seed)
+            x_adv, nlp = sample_inputs(x, dist, samples, step_seed, noise)
             logits = parallel_logits(classifier, x_adv, branches)
             if loss_fn is None:
                 loss = keras.losses.sparse_categorical_crossentropy(
@@ -163,17 +196,23 @@ def explicit_inner_maximization(
                 loss = loss_fn(logits, y_rep)
             entropy = tf.reduce_mean(tf.cast(nlp, tf.float32))
             objective = tf.reduce_mean(tf.cast(loss, tf.float32)) + entropy_weight * entropy
-            scaled = objective if grad_scale is None else objective * grad_scale
+            scaled = objective * float(samples)
+            if extra_scale is not None:
+                scaled = scaled * extra_scale
         g_loc, g_raw = tape.gradient(scaled, [loc, raw])
-        if grad_scale is not None:
-            g_loc, g_raw = (g / tf.cast(grad_scale, g.dtype) for g in (g_loc, g_raw))
+        if extra_scale is not None:
+            g_loc, g_raw = (g / tf.cast(extra_scale, g.dtype) for g in (g_loc, g_raw))
+        if accumulate:  # the reference never zeroes the inner gradients
+            acc_loc, acc_raw = acc_loc + g_loc, acc_raw + g_raw
+            g_loc, g_raw = acc_loc, acc_raw
         (loc, raw), (m_loc, m_raw), (s_loc, s_raw) = adam_ascent(
             [loc, raw], [g_loc, g_raw], [m_loc, m_raw], [s_loc, s_raw], t + 1, lr, beta1, beta2)
-        return t + 1, loc, raw, m_loc, m_raw, s_loc, s_raw, objective, entropy
+        return (t + 1, loc, raw, acc_loc, acc_raw, m_loc, m_raw, s_loc, s_raw, objective,
+                entropy)
 
-    # Six distinct zero tensors: in eager mode a tape watching one tensor object twice
+    # Eight distinct zero tensors: in eager mode a tape watching one tensor object twice
     # (mu and v) would hand each the gradient of both.
-    zeros = [tf.zeros_like(x) for _ in range(6)]
+    zeros = [tf.zeros_like(x) for _ in range(8)]
     scalar = tf.constant(0.0, tf.float32)
     state = (tf.constant(0), *zeros, scalar, scalar)
     if unroll is None:
@@ -186,5 +225,5 @@ def explicit_inner_maximization(
             state = body(*state)
     else:
         state = tf.while_loop(lambda t, *_: t < steps, body, state, maximum_iterations=steps)
-    _, loc, raw, _, _, _, _, objective, entropy = state
+    _, loc, raw, _, _, _, _, _, _, objective, entropy = state
     return InnerResult(loc=loc, raw_scale=raw, objective=objective, entropy=entropy)

@@ -29,6 +29,7 @@ from adt_tf.distributed import (
 from adt_tf.evaluation import correct_under_attack
 from adt_tf.methods import AmortizedAdversarialTrainer, get_method
 from adt_tf.models import MODELS, build_model
+from adt_tf.optimizers import check_weight_decay_form, make_optimizer
 from adt_tf.precision import precision_policy
 
 # Settings that may change when a run is resumed in the same workdir.
@@ -57,6 +58,7 @@ class TrainConfig:
     lr_decay_factor: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 2e-4
+    weight_decay_form: str = "coupled"
     epsilon: float | None = None
     method_params: dict[str, Any] = dataclasses.field(default_factory=dict)
     seed: int = 0
@@ -88,6 +90,7 @@ class TrainConfig:
         validation.check_positive(self.lr, "lr")
         validation.check_in_range(self.momentum, "momentum", 0.0, 1.0)
         validation.check_non_negative(self.weight_decay, "weight_decay")
+        check_weight_decay_form(self.weight_decay_form)
         if self.max_train_examples is not None:
             validation.check_positive_int(self.max_train_examples, "max_train_examples")
         if self.eval_examples is not None:
@@ -134,15 +137,6 @@ def method_param_names(method: str) -> list[str]:
     return [p for p in params if p not in ("self", "classifier", "epsilon", "seed", "kwargs")]
 
 
-def _learning_rate(config: TrainConfig, steps_per_epoch: int):
-    boundaries = [e * steps_per_epoch for e in sorted(config.lr_decay_epochs)
-                  if e < config.epochs]
-    if not boundaries:
-        return config.lr
-    values = [config.lr * config.lr_decay_factor**i for i in range(len(boundaries) + 1)]
-    return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
-
-
 def _check_workdir(config: TrainConfig, path: str) -> None:
     """Refuses to resume a workdir that holds a run with other settings."""
     if not os.path.exists(path):
@@ -165,9 +159,12 @@ def build_trainer(config: TrainConfig, splits: data_lib.Splits, steps_per_epoch:
     trainer = get_method(config.method)(classifier, epsilon=config.resolved_epsilon(),
                                         seed=config.seed, **config.method_params)
     trainer.compile(
-        optimizer=keras.optimizers.SGD(_learning_rate(config, steps_per_epoch),
-                                       momentum=config.momentum,
-                                       weight_decay=config.weight_decay or None),
+        optimizer=make_optimizer(config.lr, momentum=config.momentum,
+                                 weight_decay=config.weight_decay,
+                                 weight_decay_form=config.weight_decay_form,
+                                 decay_epochs=config.lr_decay_epochs,
+                                 decay_factor=config.lr_decay_factor,
+                                 steps_per_epoch=steps_per_epoch, epochs=config.epochs),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=config.jit_compile,

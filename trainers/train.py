@@ -49,10 +49,17 @@ flags.DEFINE_integer("epochs", 76, "Training epochs (the reference schedule: 76)
 flags.DEFINE_integer("batch_size", 64, "Global batch size.")
 flags.DEFINE_float("lr", 0.1, "SGD learning rate.")
 flags.DEFINE_list("lr_decay_epochs", ["75", "90", "100"],
-                  "Epochs at which the learning rate is multiplied by --lr_decay_factor.")
+                  "Epochs (counted from 1) from which the learning rate is multiplied by "
+                  "--lr_decay_factor once more; the reference's 75 gives 74 epochs at --lr "
+                  "and 2 at --lr x 0.1 in a 76-epoch run.")
 flags.DEFINE_float("lr_decay_factor", 0.1, "Learning-rate decay factor.")
 flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
-flags.DEFINE_float("weight_decay", 2e-4, "SGD weight decay (decoupled, Keras style).")
+flags.DEFINE_float("weight_decay", 2e-4, "SGD weight decay: the L2 term wd * w added to the "
+                   "gradient before momentum (PyTorch's SGD, the reference), see "
+                   "--weight_decay_form.")
+flags.DEFINE_enum("weight_decay_form", "coupled", ["coupled", "decoupled"],
+                  "coupled: PyTorch's L2-in-the-gradient (the reference); decoupled: Keras's "
+                  "SGD(weight_decay=...), w -= lr * wd * w, about 10x weaker at momentum 0.9.")
 flags.DEFINE_float("epsilon", None, "L-inf budget in [0, 1] pixels (default: the dataset's, "
                    "8/255 for CIFAR).")
 flags.DEFINE_integer("seed", 0, "Seed of initialisation, data order and the method's noise.")
@@ -86,8 +93,12 @@ flags.DEFINE_float("inner_lr", None, "ADT_EXP: inner Adam learning rate (0.3).")
 flags.DEFINE_integer("inner_branches", None, "ADT_EXP: split each inner step's k*B batch into "
                      "this many passes run side by side (1; a CPU speed setting, see "
                      "docs/performance.md).")
-flags.DEFINE_integer("generator_width", None, "ADT_*-AM: base channels of the generator "
-                     "(16; the reference uses 256).")
+flags.DEFINE_string("inner_gradients", None, "adt_exp: 'accumulate' (the reference: the inner "
+                    "steps' gradients are summed, never zeroed; default) or 'fresh' (one "
+                    "gradient per step, a non-default variant).")
+flags.DEFINE_integer("generator_width", None, "ADT_*-AM: base channels w of the full-resolution "
+                     "generator (w, 2w, 2w, w; 256 as the reference, about 10M parameters; "
+                     "CPU runs need fewer).")
 flags.DEFINE_integer("generator_blocks", None, "ADT_*-AM: residual blocks of the generator (3).")
 flags.DEFINE_float("generator_lr", None, "ADT_*-AM: the generator Adam's learning rate (2e-4).")
 flags.DEFINE_integer("generator_decay_steps", None, "ADT_*-AM: decay the generator's learning "
@@ -99,7 +110,7 @@ flags.DEFINE_float("tau", None, "ADT_IMP-AM: margin tau of the entropy penalty "
 flags.DEFINE_float("encoder_lr", None, "ADT_IMP-AM: the entropy encoder Adam's learning rate "
                    "(2e-4).")
 flags.DEFINE_integer("encoder_width", None, "ADT_IMP-AM: first-layer channels of the entropy "
-                     "encoder (16; the reference uses 32).")
+                     "encoder (32 as the reference; then 2x, 4x, 8x).")
 flags.DEFINE_string("outer_loss", None, "adt_exp: the loss L of the ADT objective, 'ce' (default) "
                     "or 'trades' (CE(f(x), y) + trades_beta * KL(f(x) || f(x_adv))).")
 flags.DEFINE_float("trades_beta", None, "trades, adt_exp with --outer_loss=trades: weight beta "
@@ -158,7 +169,8 @@ def config_from_flags() -> TrainConfig:
         data_dir=FLAGS.data_dir, model=FLAGS.model, model_params=model_params,
         normalize=FLAGS.normalize, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
         lr=FLAGS.lr, lr_decay_epochs=decay, lr_decay_factor=FLAGS.lr_decay_factor,
-        momentum=FLAGS.momentum, weight_decay=FLAGS.weight_decay, epsilon=FLAGS.epsilon,
+        momentum=FLAGS.momentum, weight_decay=FLAGS.weight_decay,
+        weight_decay_form=FLAGS.weight_decay_form, epsilon=FLAGS.epsilon,
         method_params=method_params_from_flags(FLAGS.method), seed=FLAGS.seed,
         max_train_examples=FLAGS.max_train_examples, eval_examples=FLAGS.eval_examples,
         jit_compile=FLAGS.jit_compile, mixed_precision=FLAGS.mixed_precision,

@@ -38,7 +38,7 @@ def pick_per_example(candidates, logits, y, num_candidates: int):
 def exp_attack(classifier, x, y, epsilon: float, *, steps: int = 20, samples: int = 10,
                entropy_weight: float = 0.01, lr: float = 0.3, beta1: float = 0.0,
                beta2: float = 0.0, check_samples: int = 10, check_mode: bool = True,
-               seed=0) -> tf.Tensor:
+               gradients: str = "accumulate", seed=0) -> tf.Tensor:
     """The EXP distributional attack: fit ADT_EXP's distribution to x, then sample it.
 
     Args:
@@ -51,6 +51,8 @@ def exp_attack(classifier, x, y, epsilon: float, *, steps: int = 20, samples: in
         lr, beta1, beta2: the inner Adam (0.3, 0, 0 as in ADT).
         check_samples: fresh samples drawn from the fitted distribution and checked (10).
         check_mode: also check x + epsilon tanh(mu), the image of the distribution's centre.
+        gradients: 'accumulate' (the reference's inner loop, gradients never zeroed) or
+            'fresh' (`adt_tf.inner_maximization`).
         seed: int or stateless seed tensor.
 
     Mathematical details:
@@ -79,7 +81,8 @@ def exp_attack(classifier, x, y, epsilon: float, *, steps: int = 20, samples: in
     base = as_seed(seed)
     fitted = explicit_inner_maximization(
         classifier, x, y, epsilon=ball.epsilon, entropy_weight=entropy_weight, steps=steps,
-        samples=samples, lr=lr, beta1=beta1, beta2=beta2, seed=fold(base, 0))
+        samples=samples, lr=lr, beta1=beta1, beta2=beta2, seed=fold(base, 0),
+        gradients=gradients)
     dist = ExplicitAdversarialDistribution(fitted.loc, fitted.raw_scale, ball.epsilon)
     candidates, _ = sample_inputs(x, dist, check_samples, fold(base, 1))
     count = check_samples

@@ -29,11 +29,12 @@ class ADTExpAM(AmortizedAdversarialTrainer):
         `AmortizedAdversarialTrainer`.
 
     Args:
-        classifier: a functional Keras model returning logits; input H, W divisible by 4.
+        classifier: a functional Keras model returning logits.
         epsilon: L-infinity budget (8/255 for CIFAR).
         entropy_weight: lambda >= 0 (0.01).
-        generator_width: base channels w of the generator (trunk w, 2w, 4w). The reference
-            uses 256 (about 69M parameters in this trunk); the default 16 suits a CPU.
+        generator_width: base channels w of the full-resolution generator (blocks w -> 2w,
+            2w -> 2w, 2w -> w). The default is the reference's 256 (about 10M parameters on
+            CIFAR-10); CPU runs need a smaller width, and should say which.
         generator_blocks: residual blocks (3).
         generator_lr: the generator Adam's learning rate (2e-4, beta_1 = 0.5).
         generator_decay_steps: linear decay of that rate to 0 over this many steps; 0 keeps
@@ -68,7 +69,7 @@ class ADTExpAM(AmortizedAdversarialTrainer):
     def sample_adversary(self, x, features, seed, training):
         loc, raw_scale = self.generator(features, training=training)
         dist = ExplicitAdversarialDistribution(loc, raw_scale, self.epsilon)
-        sample = dist.sample(1, seed)
+        sample = dist.sample(1, seed, self.noise_source)
         x_adv = self.threat.clip(x + tf.cast(sample.delta[0], x.dtype))
         entropy = tf.reduce_mean(tf.cast(sample.neg_log_prob, tf.float32))
         return AdversarySample(x_adv=x_adv, regularizer=self.entropy_weight * entropy,

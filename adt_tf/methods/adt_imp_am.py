@@ -10,6 +10,7 @@ import tensorflow as tf
 from adt_tf import validation
 from adt_tf.generators import EntropyEncoder, ImplicitGenerator
 from adt_tf.methods.amortized import AdversarySample, AmortizedAdversarialTrainer
+from adt_tf.optimizers import TorchAdam
 
 
 @keras.saving.register_keras_serializable(package="adt_tf")
@@ -32,15 +33,15 @@ class ADTImpAM(AmortizedAdversarialTrainer):
         The encoder reads delta / epsilon = tanh(u).
 
     Args:
-        classifier: a functional Keras model returning logits; input H, W divisible by 4.
+        classifier: a functional Keras model returning logits.
         epsilon: L-infinity budget.
         entropy_weight: lambda >= 0 (1.0).
         generator_width, generator_blocks, generator_lr, generator_decay_steps: as for
             `ADTExpAM`.
         z_dim: noise dimension (64).
         tau: the margin tau >= 0 on nll (0.9).
-        encoder_lr: the encoder Adam's learning rate (2e-4).
-        encoder_width: first-layer channels of the encoder (the reference uses 32).
+        encoder_lr: the encoder Adam's learning rate (2e-4; betas (0.9, 0.999), epsilon 1e-8).
+        encoder_width: first-layer channels of the encoder (32, the reference's).
         seed: integer seed of the method's randomness.
 
     Attributes:
@@ -62,9 +63,9 @@ class ADTImpAM(AmortizedAdversarialTrainer):
         NeurIPS 2020, Sec. 3.3 (ADT_IMP-AM).
     """
 
-    def __init__(self, classifier, epsilon=8 / 255, entropy_weight=1.0, generator_width=16,
+    def __init__(self, classifier, epsilon=8 / 255, entropy_weight=1.0, generator_width=256,
                  generator_blocks=3, generator_lr=2e-4, generator_decay_steps=0, z_dim=64,
-                 tau=0.9, encoder_lr=2e-4, encoder_width=16, outer_loss="ce", trades_beta=6.0,
+                 tau=0.9, encoder_lr=2e-4, encoder_width=32, outer_loss="ce", trades_beta=6.0,
                  seed=None, **kwargs):
         self.z_dim = validation.check_positive_int(z_dim, "z_dim")
         self.tau = validation.check_non_negative(tau, "tau")
@@ -94,7 +95,8 @@ class ADTImpAM(AmortizedAdversarialTrainer):
         (or `encoder_optimizer`)."""
         super().compile(*args, **kwargs)
         if encoder_optimizer is None:
-            encoder_optimizer = keras.optimizers.Adam(self.encoder_lr, name="encoder_optimizer")
+            encoder_optimizer = TorchAdam(self.encoder_lr, epsilon=self.adam_epsilon,
+                                          name="encoder_optimizer")
         self.encoder_optimizer = self._prepare_optimizer(encoder_optimizer, self.encoder)
 
     def adversary_parts(self):
@@ -103,7 +105,7 @@ class ADTImpAM(AmortizedAdversarialTrainer):
 
     def sample_adversary(self, x, features, seed, training):
         batch = tf.shape(x)[0]
-        z = tf.random.stateless_uniform([batch, self.z_dim], seed, -1.0, 1.0, tf.float32)
+        z = self.noise_source.uniform([batch, self.z_dim], seed, -1.0, 1.0, tf.float32)
         direction = tf.tanh(self.generator([features, z], training=training))
         x_adv = self.threat.clip(x + tf.cast(self.epsilon * direction, x.dtype))
         mean, raw_variance = self.encoder(direction, training=training)

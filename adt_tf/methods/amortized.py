@@ -17,6 +17,7 @@ from adt_tf.attacks.common import loss_and_grad, per_example_ce
 from adt_tf.generators import check_image_shape
 from adt_tf.losses import check_outer_loss, trades_outer_loss
 from adt_tf.methods.base import AdversarialTrainer, replicas_in_sync, unscale_loss
+from adt_tf.optimizers import TorchAdam
 
 
 class AdversarySample(NamedTuple):
@@ -75,13 +76,14 @@ class AmortizedAdversarialTrainer(AdversarialTrainer):
     computes the generator's inputs and runs the joint step.
 
     Args:
-        classifier: a functional Keras model returning logits, input (H, W, C) with H and W
-            divisible by 4.
+        classifier: a functional Keras model returning logits, input (H, W, C).
         epsilon: L-infinity budget.
         entropy_weight: lambda >= 0.
-        generator_width: base channels of the generator's ResNet trunk (>= 1).
+        generator_width: base channels w of the full-resolution generator (>= 1; 256 as the
+            reference, about 10M parameters; CPU runs need fewer, state the width used).
         generator_blocks: residual blocks of the generator (>= 0).
-        generator_lr: the generator Adam's initial learning rate (2e-4).
+        generator_lr: the generator Adam's initial learning rate (2e-4; betas (0.5, 0.999) and
+            epsilon 1e-8, PyTorch's, as the reference).
         generator_decay_steps: if > 0, the learning rate decays linearly to 0 over that many
             steps (set it to epochs * steps_per_epoch); 0 keeps it constant.
         outer_loss: 'ce' or 'trades' (ADT with the TRADES loss, paper Sec. 5.4): L becomes
@@ -93,9 +95,10 @@ class AmortizedAdversarialTrainer(AdversarialTrainer):
     Mathematical details:
         Generator inputs (classifier in inference mode, not differentiated through):
             g1 = grad_x CE(f(x), y),  x_fgsm = clip(x + epsilon sign(g1), 0, 1),
-            g2 = grad_x CE(f(x_fgsm), y),  features = [x, g1, g2]  (3C channels).
-        The gradients are those of the per-example cross-entropy, so their scale does not
-        depend on the batch size (the reference code differentiates the batch mean).
+            g2 = grad_x CE(f(x_fgsm), y),  features = [x, g1, g2]  (3C channels),
+        with CE the *batch-mean* cross-entropy, as in the reference code: each example's
+        gradient is 1/B of its own loss's gradient (B the global batch size, so a replica
+        of a MirroredStrategy feeds its generator what one device would).
 
         Joint step: with x_adv = clip(x + delta_phi, 0, 1) and L the compiled loss,
             theta <- opt_theta(grad_theta L(f_theta(x_adv), y)),
@@ -114,8 +117,10 @@ class AmortizedAdversarialTrainer(AdversarialTrainer):
     aux_metrics = ("entropy", "generator_objective")
     #: Adam's beta_1 for the generator (the reference's image-to-image GAN setting).
     generator_beta1 = 0.5
+    #: Adam's epsilon for the adversary's networks: PyTorch's default, as the reference.
+    adam_epsilon = 1e-8
 
-    def __init__(self, classifier, epsilon=8 / 255, entropy_weight=0.01, generator_width=16,
+    def __init__(self, classifier, epsilon=8 / 255, entropy_weight=0.01, generator_width=256,
                  generator_blocks=3, generator_lr=2e-4, generator_decay_steps=0,
                  outer_loss="ce", trades_beta=6.0, seed=None, **kwargs):
         super().__init__(classifier, epsilon=epsilon, seed=seed, **kwargs)
@@ -165,16 +170,17 @@ class AmortizedAdversarialTrainer(AdversarialTrainer):
         Args:
             *args, **kwargs: passed to `keras.Model.compile` (the classifier's optimizer,
                 loss, metrics, jit_compile, ...).
-            generator_optimizer: overrides the default Adam(generator_lr, beta_1=0.5) with
-                linear decay (tests use SGD to read gradients off the updates).
+            generator_optimizer: overrides the default `TorchAdam(generator_lr, beta_1=0.5)`
+                (PyTorch's Adam, as the reference; with linear decay when
+                generator_decay_steps > 0). Tests use SGD to read gradients off the updates.
         """
         super().compile(*args, **kwargs)
         if not self.built:  # the input shape is known: build now, so load_weights can follow
             self.build((None,) + self.image_shape)
         if generator_optimizer is None:
-            generator_optimizer = keras.optimizers.Adam(
+            generator_optimizer = TorchAdam(
                 self.generator_learning_rate(), beta_1=self.generator_beta1,
-                name="generator_optimizer")
+                epsilon=self.adam_epsilon, name="generator_optimizer")
         self.generator_optimizer = self._prepare_optimizer(generator_optimizer, self.generator)
 
     #: The attributes holding the adversary's optimizers (each a keyword of `compile`).
@@ -210,12 +216,17 @@ class AmortizedAdversarialTrainer(AdversarialTrainer):
 
     # ------------------------------------------------------------------ the adversary
     def generator_inputs(self, x, y) -> tf.Tensor:
-        """[x, grad_x CE(f(x)), grad_x CE(f(x_fgsm))] (3C channels), gradients stopped."""
+        """[x, grad_x CE(f(x)), grad_x CE(f(x_fgsm))] (3C channels), gradients stopped; CE is
+        the batch-mean cross-entropy over the global batch (see the class docstring)."""
         x = tf.convert_to_tensor(x)
+        # per_example_ce's input gradient is each example's own; the batch mean's is 1/B of it.
+        global_batch = tf.cast(tf.shape(x)[0] * replicas_in_sync(), tf.float32)
         _, grad, _ = loss_and_grad(self.classifier, x, y, per_example_ce)
         x_fgsm = self.threat.project(self.threat.step(x, grad, self.epsilon), x)
         _, grad_fgsm, _ = loss_and_grad(self.classifier, x_fgsm, y, per_example_ce)
-        features = tf.concat([x, tf.cast(grad, x.dtype), tf.cast(grad_fgsm, x.dtype)], axis=-1)
+        grads = [tf.cast(tf.cast(g, tf.float32) / global_batch, x.dtype)
+                 for g in (grad, grad_fgsm)]
+        features = tf.concat([x] + grads, axis=-1)
         return tf.stop_gradient(features)
 
     def perturb(self, x, y, seed=None):

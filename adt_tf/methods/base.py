@@ -8,6 +8,7 @@ import keras
 import tensorflow as tf
 
 from adt_tf import validation
+from adt_tf.noise import DEFAULT_NOISE, NoiseSource
 from adt_tf.threat import LinfBall
 
 
@@ -65,6 +66,10 @@ class AdversarialTrainer(keras.Model):
             self.seed if self.seed is not None else random.randint(1, 2**30)
         )
         self._aux_tracker_list = [keras.metrics.Mean(name=name) for name in self.aux_metrics]
+        #: Where the adversarial distributions' draws come from (`adt_tf.noise`): stateless
+        #: draws from `next_seed()` by default; tests set a `RecordedNoise` to replay the
+        #: reference code's draws. Set it before the first step (a traced step keeps it).
+        self.noise_source: NoiseSource = DEFAULT_NOISE
 
     @property
     def classifier(self) -> keras.Model:

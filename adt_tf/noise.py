@@ -1,0 +1,106 @@
+"""Where the methods' random draws come from: a stateless seed by default, recorded draws in tests.
+
+Every draw an ADT method makes for its adversarial distribution (the standard-normal noise of
+ADT_EXP and ADT_EXP-AM, the uniform z of ADT_IMP-AM) goes through a `NoiseSource`. The default,
+`SeededNoise`, is a plain stateless TensorFlow draw from the seed the method passes, so it
+costs nothing beyond the draw itself. `RecordedNoise` hands out given arrays in the order
+they are asked for, which lets a test replay the exact draws of another implementation (the
+authors' PyTorch code in `tests/data/adt_reference.npz`) through the project's own training
+steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+
+class NoiseSource:
+    """The interface: standard-normal and uniform draws of a given shape.
+
+    Args of both methods: `shape` (a list or 1-D tensor), `seed` (a stateless seed, int
+    tensor [2]), `dtype`.
+    """
+
+    def normal(self, shape, seed, dtype=tf.float32) -> tf.Tensor:
+        raise NotImplementedError
+
+    def uniform(self, shape, seed, minval: float, maxval: float,
+                dtype=tf.float32) -> tf.Tensor:
+        raise NotImplementedError
+
+
+class SeededNoise(NoiseSource):
+    """Stateless draws from the seed (the default of every method): a fixed seed gives fixed
+    numbers, in eager mode, under `tf.function` and on every replica alike."""
+
+    def normal(self, shape, seed, dtype=tf.float32):
+        return tf.random.stateless_normal(shape, seed, dtype=dtype)
+
+    def uniform(self, shape, seed, minval, maxval, dtype=tf.float32):
+        return tf.random.stateless_uniform(shape, seed, minval, maxval, dtype=dtype)
+
+
+class RecordedNoise(NoiseSource):
+    """Replays recorded draws in the order they are asked for (for tests).
+
+    Each call to `normal(shape, ...)` takes the next `shape[0]` rows of the recorded normal
+    draws and reshapes them to `shape` (rows are flattened row-major, as the methods flatten an
+    image); `uniform` does the same with the uniform draws (the recorded values are returned as
+    they are: minval and maxval only document the draw). A call past the end raises.
+    The position is a variable, so the order holds in eager mode and under `tf.function`
+    alike (TensorFlow runs stateful ops on one resource in program order).
+
+    Args:
+        normal: array [N, ...] of standard-normal rows, or None.
+        uniform: array [M, ...] of uniform rows, or None.
+
+    Example:
+        >>> noise = RecordedNoise(normal=reference["exp/step0/noise"])   # [36, 8, 8, 8, 3]
+        >>> trainer.noise = noise      # the next 7 inner steps take 5 rows each, then 1
+    """
+
+    def __init__(self, normal: np.ndarray | Sequence | None = None,
+                 uniform: np.ndarray | Sequence | None = None):
+        self._pools = {}
+        self._positions = {}
+        for kind, values in (("normal", normal), ("uniform", uniform)):
+            if values is None:
+                continue
+            values = np.asarray(values, dtype=np.float32)
+            if values.ndim < 1 or len(values) == 0:
+                raise ValueError(f"recorded {kind} draws must be a non-empty array of rows, "
+                                 f"got shape {values.shape}.")
+            self._pools[kind] = tf.constant(values.reshape(len(values), -1))
+            self._positions[kind] = tf.Variable(0, dtype=tf.int32, trainable=False,
+                                                name=f"recorded_{kind}_position")
+
+    def rows_used(self, kind: str = "normal") -> int:
+        """How many rows of that kind have been handed out."""
+        return int(self._positions[kind].numpy())
+
+    def _take(self, kind, shape, dtype):
+        if kind not in self._pools:
+            raise ValueError(f"RecordedNoise has no recorded {kind} draws.")
+        pool, position = self._pools[kind], self._positions[kind]
+        shape = tf.convert_to_tensor(shape, tf.int32)
+        count = shape[0]
+        start = position.assign_add(count) - count
+        tf.debugging.assert_less_equal(
+            start + count, tf.shape(pool)[0],
+            message=f"RecordedNoise: more {kind} draws were asked for than were recorded")
+        rows = pool[start:start + count]
+        return tf.cast(tf.reshape(rows, shape), dtype)
+
+    def normal(self, shape, seed, dtype=tf.float32):
+        return self._take("normal", shape, dtype)
+
+    def uniform(self, shape, seed, minval, maxval, dtype=tf.float32):
+        return self._take("uniform", shape, dtype)
+
+
+DEFAULT_NOISE = SeededNoise()
+
+__all__ = ["DEFAULT_NOISE", "NoiseSource", "RecordedNoise", "SeededNoise"]

@@ -1,0 +1,210 @@
+"""The classifier's optimiser and learning-rate schedule, as the reference code runs them.
+
+`make_optimizer` is the one place that builds the outer optimiser: `adt-train`, `adt-tune`
+and the benchmarks all go through `adt_tf.training.build_trainer`, which calls it.
+
+Reference facts (the authors' PyTorch code, ../shared/DESIGN.md Sec. 4):
+- SGD with momentum 0.9 and weight decay 2e-4 in PyTorch's form: the L2 term wd * w is added
+  to the gradient *before* momentum, and the momentum buffer is kept in gradient units,
+
+      g <- g + wd * w,   buf <- momentum * buf + g,   w <- w - lr * buf.
+
+  Keras's `SGD(weight_decay=...)` is decoupled (w <- w - lr * wd * w outside the momentum),
+  about 10x weaker at momentum 0.9 for the same number, and Keras keeps its velocity in
+  parameter units (v <- momentum * v - lr * g), which differs from PyTorch's buffer right
+  after a learning-rate decay. `CoupledSGD` is PyTorch's update; the decoupled form stays
+  available as `weight_decay_form="decoupled"`.
+- The amortised methods' generator and encoder use `torch.optim.Adam`, whose epsilon is added
+  to the bias-corrected root of the second moment: w <- w - lr * m_hat / (sqrt(v_hat) + eps).
+  Keras's `Adam` adds it before the bias correction, which amounts to PyTorch's with
+  eps / sqrt(1 - beta2^t) (31.6 eps at the first step with beta2 = 0.999) and moves
+  parameters whose gradient is small differently. `TorchAdam` is PyTorch's update.
+- The schedule counts epochs from 1 and multiplies the rate by 0.1 from epoch 75 on (and
+  again from 90 and from 100), so a 76-epoch run has 74 epochs at 0.1 and 2 at 0.01.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import tensorflow as tf
+
+from adt_tf import validation
+
+WEIGHT_DECAY_FORMS = ("coupled", "decoupled")
+
+
+@keras.saving.register_keras_serializable(package="adt_tf")
+class CoupledSGD(keras.optimizers.SGD):
+    """SGD with momentum and L2 weight decay exactly as PyTorch's `torch.optim.SGD`.
+
+    Args:
+        learning_rate: a float or a `keras.optimizers.schedules.LearningRateSchedule`.
+        momentum: in [0, 1] (0.9 in the reference).
+        coupled_weight_decay: wd >= 0, the L2 coefficient added to the gradient (2e-4 in the
+            reference). It applies to every trainable variable the optimiser updates (BatchNorm
+            scales and biases included), as `SGD(model.parameters(), weight_decay=wd)` does.
+        **kwargs: other `keras.optimizers.SGD` arguments (not `weight_decay` or `nesterov`).
+
+    Mathematical details:
+        g <- g + wd * w;  buf <- momentum * buf + g;  w <- w - lr * buf
+        (without momentum: w <- w - lr * g). The gradient g reaching `update_step` is the
+        one Keras has already summed over replicas and unscaled for mixed precision, so the
+        decay term is added once per variable, after the all-reduce, under any strategy.
+
+    Example:
+        >>> opt = CoupledSGD(0.1, momentum=0.9, coupled_weight_decay=2e-4)
+    """
+
+    def __init__(self, learning_rate=0.01, momentum=0.0, coupled_weight_decay=0.0,
+                 name="coupled_sgd", **kwargs):
+        for key in ("weight_decay", "nesterov"):
+            if kwargs.get(key):
+                raise ValueError(f"CoupledSGD does not take {key}={kwargs[key]!r}; use "
+                                 "keras.optimizers.SGD for the decoupled (Keras) form.")
+            kwargs.pop(key, None)
+        super().__init__(learning_rate=learning_rate, momentum=float(momentum), name=name,
+                         **kwargs)
+        self.coupled_weight_decay = validation.check_non_negative(
+            coupled_weight_decay, "weight_decay")
+
+    def update_step(self, gradient, variable, learning_rate):
+        learning_rate = tf.cast(learning_rate, variable.dtype)
+        gradient = tf.cast(gradient, variable.dtype)
+        if self.coupled_weight_decay:
+            gradient = gradient + tf.cast(self.coupled_weight_decay, variable.dtype) * variable
+        if self.momentum == 0:
+            self.assign_sub(variable, gradient * learning_rate)
+            return
+        buf = self.momentums[self._get_variable_index(variable)]
+        self.assign(buf, buf * tf.cast(self.momentum, variable.dtype) + gradient)
+        self.assign_sub(variable, buf * learning_rate)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("nesterov", None)
+        config.pop("weight_decay", None)
+        config["coupled_weight_decay"] = self.coupled_weight_decay
+        return config
+
+
+@keras.saving.register_keras_serializable(package="adt_tf")
+class TorchAdam(keras.optimizers.Adam):
+    """Adam with PyTorch's epsilon placement (`torch.optim.Adam`, amsgrad off).
+
+    Args: those of `keras.optimizers.Adam` (epsilon defaults to PyTorch's 1e-8; amsgrad is
+    not supported).
+
+    Mathematical details:
+        m <- b1 m + (1 - b1) g,  v <- b2 v + (1 - b2) g^2,
+        w <- w - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps).
+        Keras's Adam divides by sqrt(v) + eps *before* the bias correction, i.e. uses
+        eps / sqrt(1 - b2^t) in this formula.
+
+    Example:
+        >>> opt = TorchAdam(2e-4, beta_1=0.5, beta_2=0.999)   # the reference's generator
+    """
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+                 name="torch_adam", **kwargs):
+        if kwargs.pop("amsgrad", False):
+            raise ValueError("TorchAdam does not support amsgrad=True.")
+        super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2,
+                         epsilon=epsilon, name=name, **kwargs)
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        lr = tf.cast(learning_rate, dtype)
+        gradient = tf.cast(gradient, dtype)
+        step = tf.cast(self.iterations + 1, dtype)
+        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        m = self._momentums[self._get_variable_index(variable)]
+        v = self._velocities[self._get_variable_index(variable)]
+        self.assign_add(m, (gradient - m) * (1 - beta_1))
+        self.assign_add(v, (tf.square(gradient) - v) * (1 - beta_2))
+        m_hat = m / (1 - tf.pow(beta_1, step))
+        v_hat = v / (1 - tf.pow(beta_2, step))
+        self.assign_sub(variable, lr * m_hat / (tf.sqrt(v_hat) + tf.cast(self.epsilon, dtype)))
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("amsgrad", None)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="adt_tf")
+class EpochStepDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """The reference's step schedule: epochs counted from 1, the rate times `factor` from each
+    decay epoch on.
+
+    Args:
+        initial_learning_rate: the rate of epoch 1.
+        decay_epochs: epochs (counted from 1) from which the rate is multiplied by `factor`
+            once more (75, 90, 100 in the reference).
+        factor: the multiplier (0.1).
+        steps_per_epoch: optimizer steps in one epoch.
+
+    Mathematical details:
+        With the optimizer's step counter s (0 at the first step), the epoch is
+        e = floor(s / steps_per_epoch) + 1 and lr(s) = lr0 * factor^#{d in decay_epochs: e >= d}.
+        With decay_epochs = (75,) and 76 epochs: 74 epochs at lr0, 2 at 0.1 lr0.
+
+    Example:
+        >>> schedule = EpochStepDecay(0.1, (75, 90, 100), 0.1, steps_per_epoch=782)
+        >>> float(schedule(74 * 782 - 1)), float(schedule(74 * 782))
+        (0.1, 0.01)
+    """
+
+    def __init__(self, initial_learning_rate: float, decay_epochs: Sequence[int],
+                 factor: float, steps_per_epoch: int):
+        self.initial_learning_rate = validation.check_positive(initial_learning_rate, "lr")
+        self.decay_epochs = tuple(sorted(validation.check_positive_int(e, "lr_decay_epochs")
+                                         for e in decay_epochs))
+        self.factor = validation.check_positive(factor, "lr_decay_factor")
+        self.steps_per_epoch = validation.check_positive_int(steps_per_epoch, "steps_per_epoch")
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.int64)
+        epoch = step // self.steps_per_epoch + 1
+        decays = tf.zeros([], tf.float32)
+        for boundary in self.decay_epochs:
+            decays += tf.cast(epoch >= boundary, tf.float32)
+        return self.initial_learning_rate * tf.pow(tf.constant(self.factor, tf.float32), decays)
+
+    def get_config(self):
+        return {"initial_learning_rate": self.initial_learning_rate,
+                "decay_epochs": list(self.decay_epochs), "factor": self.factor,
+                "steps_per_epoch": self.steps_per_epoch}
+
+
+def check_weight_decay_form(value: str) -> str:
+    return validation.check_choice(value, "weight_decay_form", WEIGHT_DECAY_FORMS)
+
+
+def make_optimizer(lr: float, *, momentum: float, weight_decay: float,
+                   weight_decay_form: str = "coupled", decay_epochs: Sequence[int] = (),
+                   decay_factor: float = 0.1, steps_per_epoch: int = 1,
+                   epochs: int | None = None) -> keras.optimizers.Optimizer:
+    """The classifier's SGD: the reference's `CoupledSGD` with an `EpochStepDecay` schedule.
+
+    Args:
+        lr: the initial learning rate. momentum: SGD momentum.
+        weight_decay: its coefficient (2e-4 in the reference; 0 for none).
+        weight_decay_form: "coupled" (PyTorch's L2-in-the-gradient, the default and the
+            reference) or "decoupled" (Keras's `SGD(weight_decay=...)`, w -= lr * wd * w; a
+            named, non-default option).
+        decay_epochs, decay_factor, steps_per_epoch: the step schedule (`EpochStepDecay`).
+        epochs: the run's length; decay epochs after it are dropped (a constant rate when
+            none is left).
+    """
+    form = check_weight_decay_form(weight_decay_form)
+    decays = [e for e in decay_epochs if epochs is None or e <= epochs]
+    rate = (EpochStepDecay(lr, decays, decay_factor, steps_per_epoch) if decays else lr)
+    if form == "coupled":
+        return CoupledSGD(rate, momentum=momentum, coupled_weight_decay=weight_decay)
+    return keras.optimizers.SGD(rate, momentum=momentum, weight_decay=weight_decay or None)
+
+
+__all__ = ["WEIGHT_DECAY_FORMS", "CoupledSGD", "EpochStepDecay", "TorchAdam",
+           "check_weight_decay_form", "make_optimizer"]
