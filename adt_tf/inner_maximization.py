@@ -36,12 +36,14 @@ class InnerResult(NamedTuple):
         raw_scale: v after the last step (sigma = softplus(v)), shape of x.
         objective: the inner objective E[CE] + lambda * H at the last step (scalar).
         entropy: the per-dimension entropy estimate at the last step (scalar).
+        trace: with `trace=True`, (mu, v) after each step: a list of T pairs; else None.
     """
 
     loc: tf.Tensor
     raw_scale: tf.Tensor
     objective: tf.Tensor
     entropy: tf.Tensor
+    trace: list | None = None
 
 
 def adam_ascent(params, grads, first, second, step, lr, beta1, beta2, eps=1e-8):
@@ -115,6 +117,7 @@ def explicit_inner_maximization(
     branches: int = 1,
     gradients: str = "accumulate",
     noise: NoiseSource = DEFAULT_NOISE,
+    trace: bool = False,
 ) -> InnerResult:
     """Maximises E_p[L(f(x + delta), y)] + lambda * H(p) over the per-example (mu, v).
 
@@ -166,6 +169,8 @@ def explicit_inner_maximization(
         noise: where the standard-normal draws come from (`adt_tf.noise`): by default a
             stateless draw from the step's seed; a `RecordedNoise` replays given draws (step t
             takes the next k rows).
+        trace: also return (mu, v) after every step (`InnerResult.trace`; the loop is
+            then unrolled), for analyses of how the distribution evolves.
 
     Returns:
         An `InnerResult`.
@@ -217,13 +222,17 @@ def explicit_inner_maximization(
     state = (tf.constant(0), *zeros, scalar, scalar)
     if unroll is None:
         unroll = steps <= MAX_UNROLLED_STEPS
-    if unroll:
+    history = [] if trace else None
+    if unroll or trace:
         # Straight-line code: inside a while_loop body TensorFlow 2.21 often (not always:
         # it depends on the graph's node order) leaves MaxPoolGrad to Eigen instead of
         # oneDNN, 8x slower, and grappler fuses fewer elementwise ops.
         for _ in range(steps):
             state = body(*state)
+            if trace:
+                history.append((state[1], state[2]))
     else:
         state = tf.while_loop(lambda t, *_: t < steps, body, state, maximum_iterations=steps)
     _, loc, raw, _, _, _, _, _, _, objective, entropy = state
-    return InnerResult(loc=loc, raw_scale=raw, objective=objective, entropy=entropy)
+    return InnerResult(loc=loc, raw_scale=raw, objective=objective, entropy=entropy,
+                       trace=history)

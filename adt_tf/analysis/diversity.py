@@ -98,15 +98,20 @@ def pca_project(points, num_components: int = 2) -> tuple[np.ndarray, np.ndarray
 
 def exp_samples(classifier, x, y, epsilon: float, num_samples: int, *, steps: int = 20,
                 mc_samples: int = 10, entropy_weight: float = 0.01, lr: float = 0.3,
-                seed=0) -> tf.Tensor:
+                gradients: str = "accumulate", seed=0, return_fit: bool = False):
     """n adversarial examples per input, drawn from the distribution the EXP attack fits.
 
     The EXP attack is ADT_EXP's inner maximisation run against the fixed classifier (T = 20
     Adam steps of k = 10 Monte Carlo samples, lambda = 0.01); the fitted per-input
     distribution is then sampled n times.
 
+    Args:
+        gradients: the inner loop's 'accumulate' (the reference) or 'fresh'.
+        return_fit: also return the fitted `InnerResult` (with the per-step trace of mu, v).
+
     Returns:
-        [n, B, ...] inputs clip(x + delta), delta ~ p_{mu, v}, inside the epsilon-ball.
+        [n, B, ...] inputs clip(x + delta), delta ~ p_{mu, v}, inside the epsilon-ball (and the
+        `InnerResult` with `return_fit`).
     """
     ball = LinfBall(epsilon)
     num_samples = validation.check_positive_int(num_samples, "num_samples")
@@ -118,11 +123,13 @@ def exp_samples(classifier, x, y, epsilon: float, num_samples: int, *, steps: in
         steps=validation.check_positive_int(steps, "steps"),
         samples=validation.check_positive_int(mc_samples, "mc_samples"),
         lr=validation.check_positive(lr, "lr"), beta1=0.0, beta2=0.0,
-        seed=tf.random.experimental.stateless_fold_in(base, 0))
+        seed=tf.random.experimental.stateless_fold_in(base, 0), gradients=gradients,
+        trace=return_fit)
     dist = ExplicitAdversarialDistribution(fitted.loc, fitted.raw_scale, ball.epsilon)
     flat, _ = sample_inputs(x, dist, num_samples,
                             tf.random.experimental.stateless_fold_in(base, 1))
-    return tf.reshape(flat, tf.concat([[num_samples], tf.shape(x)], axis=0))
+    samples = tf.reshape(flat, tf.concat([[num_samples], tf.shape(x)], axis=0))
+    return (samples, fitted) if return_fit else samples
 
 
 def pgd_samples(classifier, x, y, epsilon: float, num_samples: int, *, steps: int = 20,
