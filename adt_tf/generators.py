@@ -57,8 +57,12 @@ def _conv(filters, kernel, name, strides=1, padding="same", dtype=None):
 
 
 def _bn(name):
+    """BatchNorm with the batch statistics of the *global* batch under a distribution strategy
+    (`synchronized=True`), so that the generator normalises a replica's examples as one
+    device normalises the whole batch, as the single-device reference does."""
     return keras.layers.BatchNormalization(
-        gamma_initializer=keras.initializers.RandomNormal(**_GAMMA_INIT), name=name, **_BN)
+        gamma_initializer=keras.initializers.RandomNormal(**_GAMMA_INIT), name=name,
+        synchronized=True, **_BN)
 
 
 def _dense(units, fan_in, name, activation=None, dtype=None):

@@ -186,6 +186,11 @@ def explicit_inner_maximization(
     # float32 (a static loss scale). bfloat16 has float32's range and needs none.
     extra_scale = (tf.cast(tf.size(y), tf.float32)
                    if getattr(classifier, "compute_dtype", None) == "float16" else None)
+    # Under a distribution strategy each replica's batch mean is over its share of the batch:
+    # dividing by the replica count makes it the global batch's mean, so the Adam steps (and
+    # their epsilon) are those one device takes on the whole batch.
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    sum_scale = float(samples) / replicas
 
     def body(t, loc, raw, acc_loc, acc_raw, m_loc, m_raw, s_loc, s_raw, objective, entropy):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
@@ -201,7 +206,7 @@ def explicit_inner_maximization(
                 loss = loss_fn(logits, y_rep)
             entropy = tf.reduce_mean(tf.cast(nlp, tf.float32))
             objective = tf.reduce_mean(tf.cast(loss, tf.float32)) + entropy_weight * entropy
-            scaled = objective * float(samples)
+            scaled = objective * sum_scale
             if extra_scale is not None:
                 scaled = scaled * extra_scale
         g_loc, g_raw = tape.gradient(scaled, [loc, raw])

@@ -1,7 +1,9 @@
 """Where the methods' random draws come from: a stateless seed by default, recorded draws in tests.
 
-Every draw an ADT method makes for its adversarial distribution (the standard-normal noise of
-ADT_EXP and ADT_EXP-AM, the uniform z of ADT_IMP-AM) goes through a `NoiseSource`. The default,
+Every random draw a training method makes goes through its `noise_source` (a `NoiseSource`):
+the standard-normal noise of ADT_EXP and ADT_EXP-AM, the uniform z of ADT_IMP-AM, the uniform
+random starts of AT_PGD, ALP, FastAT and FeaScatter, TRADES's Gaussian start and FGSM-AT's
+random budgets. The default,
 `SeededNoise`, is a plain stateless TensorFlow draw from the seed the method passes, so it
 costs nothing beyond the draw itself. `RecordedNoise` hands out given arrays in the order
 they are asked for, which lets a test replay the exact draws of another implementation (the
@@ -31,6 +33,10 @@ class NoiseSource:
                 dtype=tf.float32) -> tf.Tensor:
         raise NotImplementedError
 
+    def truncated_normal(self, shape, seed, dtype=tf.float32) -> tf.Tensor:
+        """A standard normal truncated to [-2, 2]."""
+        raise NotImplementedError
+
 
 class SeededNoise(NoiseSource):
     """Stateless draws from the seed (the default of every method): a fixed seed gives fixed
@@ -41,6 +47,9 @@ class SeededNoise(NoiseSource):
 
     def uniform(self, shape, seed, minval, maxval, dtype=tf.float32):
         return tf.random.stateless_uniform(shape, seed, minval, maxval, dtype=dtype)
+
+    def truncated_normal(self, shape, seed, dtype=tf.float32):
+        return tf.random.stateless_truncated_normal(shape, seed, dtype=dtype)
 
 
 class RecordedNoise(NoiseSource):
@@ -63,10 +72,12 @@ class RecordedNoise(NoiseSource):
     """
 
     def __init__(self, normal: np.ndarray | Sequence | None = None,
-                 uniform: np.ndarray | Sequence | None = None):
+                 uniform: np.ndarray | Sequence | None = None,
+                 truncated_normal: np.ndarray | Sequence | None = None):
         self._pools = {}
         self._positions = {}
-        for kind, values in (("normal", normal), ("uniform", uniform)):
+        for kind, values in (("normal", normal), ("uniform", uniform),
+                             ("truncated_normal", truncated_normal)):
             if values is None:
                 continue
             values = np.asarray(values, dtype=np.float32)
@@ -99,6 +110,9 @@ class RecordedNoise(NoiseSource):
 
     def uniform(self, shape, seed, minval, maxval, dtype=tf.float32):
         return self._take("uniform", shape, dtype)
+
+    def truncated_normal(self, shape, seed, dtype=tf.float32):
+        return self._take("truncated_normal", shape, dtype)
 
 
 DEFAULT_NOISE = SeededNoise()

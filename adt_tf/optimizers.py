@@ -184,8 +184,8 @@ def check_weight_decay_form(value: str) -> str:
 
 def make_optimizer(lr: float, *, momentum: float, weight_decay: float,
                    weight_decay_form: str = "coupled", decay_epochs: Sequence[int] = (),
-                   decay_factor: float = 0.1, steps_per_epoch: int = 1,
-                   epochs: int | None = None) -> keras.optimizers.Optimizer:
+                   decay_factor: float = 0.1,
+                   steps_per_epoch: int = 1) -> keras.optimizers.Optimizer:
     """The classifier's SGD: the reference's `CoupledSGD` with an `EpochStepDecay` schedule.
 
     Args:
@@ -195,12 +195,15 @@ def make_optimizer(lr: float, *, momentum: float, weight_decay: float,
             reference) or "decoupled" (Keras's `SGD(weight_decay=...)`, w -= lr * wd * w; a
             named, non-default option).
         decay_epochs, decay_factor, steps_per_epoch: the step schedule (`EpochStepDecay`).
-        epochs: the run's length; decay epochs after it are dropped (a constant rate when
-            none is left).
+            Decay epochs beyond the run never take effect. The rate is a schedule even
+            without decay epochs: the optimiser's saved state then has the same variables
+            whatever the run's length, so a run resumed with a larger --epochs restores its
+            momentum and step count (with a plain float rate Keras adds a learning-rate
+            variable, and a resume that turned the float into a schedule silently skipped
+            the whole optimiser state).
     """
     form = check_weight_decay_form(weight_decay_form)
-    decays = [e for e in decay_epochs if epochs is None or e <= epochs]
-    rate = (EpochStepDecay(lr, decays, decay_factor, steps_per_epoch) if decays else lr)
+    rate = EpochStepDecay(lr, decay_epochs, decay_factor, steps_per_epoch)
     if form == "coupled":
         return CoupledSGD(rate, momentum=momentum, coupled_weight_decay=weight_decay)
     return keras.optimizers.SGD(rate, momentum=momentum, weight_decay=weight_decay or None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from adt_tf import validation
+from adt_tf.noise import DEFAULT_NOISE, NoiseSource
 
 
 class LinfBall:
@@ -48,16 +49,16 @@ class LinfBall:
         delta = tf.clip_by_value(x_adv - x, -self.epsilon, self.epsilon)
         return self.clip(x + delta)
 
-    def random_start(self, x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    def random_start(self, x: tf.Tensor, seed: tf.Tensor,
+                     noise: NoiseSource = DEFAULT_NOISE) -> tf.Tensor:
         """A uniform random point of the ball (before clipping to the pixel range).
 
         Args:
             x: clean inputs.
             seed: a stateless seed, an int tensor of shape [2].
+            noise: where the uniform draw comes from (`adt_tf.noise`; default: the seed).
         """
-        noise = tf.random.stateless_uniform(
-            tf.shape(x), seed=seed, minval=-self.epsilon, maxval=self.epsilon, dtype=x.dtype
-        )
+        noise = noise.uniform(tf.shape(x), seed, -self.epsilon, self.epsilon, dtype=x.dtype)
         return self.clip(x + noise)
 
     def step(self, x_adv: tf.Tensor, grad: tf.Tensor, step_size: float) -> tf.Tensor:

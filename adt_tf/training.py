@@ -131,6 +131,22 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                 f"kept in {self.backup_dir}: lower --lr or check the data, then rerun.")
 
 
+class LogLearningRate(keras.callbacks.Callback):
+    """Adds the learning rate each epoch trained with to its logs (`learning_rate` in
+    history.csv and TensorBoard), read at the epoch's first step."""
+
+    def __init__(self):
+        super().__init__()
+        self._rate = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self._rate is not None:
+            logs["learning_rate"] = self._rate
+
+
 def method_param_names(method: str) -> list[str]:
     """Constructor arguments of a method class beyond the base ones (for the CLI)."""
     params = inspect.signature(get_method(method).__init__).parameters
@@ -164,7 +180,7 @@ def build_trainer(config: TrainConfig, splits: data_lib.Splits, steps_per_epoch:
                                  weight_decay_form=config.weight_decay_form,
                                  decay_epochs=config.lr_decay_epochs,
                                  decay_factor=config.lr_decay_factor,
-                                 steps_per_epoch=steps_per_epoch, epochs=config.epochs),
+                                 steps_per_epoch=steps_per_epoch),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=config.jit_compile,
@@ -252,6 +268,7 @@ def run_training(config: TrainConfig) -> dict[str, Any]:
     backup_dir = os.path.join(config.workdir, "backup")
     _announce_resume(backup_dir, config)
     callbacks = [
+        LogLearningRate(),
         StopOnNonFiniteLoss(backup_dir),
         SharedBackupAndRestore(backup_dir, os.path.join(out_dir, "backup"), save_freq="epoch",
                                delete_checkpoint=False, double_checkpoint=True),

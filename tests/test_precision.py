@@ -64,7 +64,7 @@ def moved_fraction(classifier, x, y):
     result = explicit_inner_maximization(
         classifier, x, y, epsilon=EPS, entropy_weight=0.01, steps=1, samples=2, lr=0.3,
         beta1=0.0, beta2=0.0, seed=tf.constant([1, 2]))
-    for t in result:
+    for t in (result.loc, result.raw_scale, result.objective, result.entropy):
         assert t.dtype == tf.float32 and np.all(np.isfinite(t.numpy()))
     return float(np.mean(np.abs(result.loc.numpy()) > 0.15))
 

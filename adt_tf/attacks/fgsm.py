@@ -6,11 +6,13 @@ import tensorflow as tf
 
 from adt_tf import validation
 from adt_tf.attacks.common import as_seed, get_loss, loss_and_grad
+from adt_tf.noise import DEFAULT_NOISE, NoiseSource
 from adt_tf.threat import LinfBall
 
 
 def fgsm(classifier, x, y, epsilon: float, *, loss: str = "ce", targeted: bool = False,
-         step_size: float | None = None, random_start: bool = False, seed=0) -> tf.Tensor:
+         step_size: float | None = None, random_start: bool = False, seed=0,
+         noise: NoiseSource = DEFAULT_NOISE) -> tf.Tensor:
     """One signed-gradient step of size epsilon (or `step_size`).
 
     Args:
@@ -22,6 +24,7 @@ def fgsm(classifier, x, y, epsilon: float, *, loss: str = "ce", targeted: bool =
         step_size: defaults to epsilon (use 1.25 epsilon with random_start for "fast" AT).
         random_start: start from a uniform point of the ball (Wong et al., 2020).
         seed: int or stateless seed tensor, used by the random start.
+        noise: where the random start's draw comes from (`adt_tf.noise`; default: the seed).
 
     Mathematical details:
         x_adv = Proj_{B(x, eps)}(x0 + a * sign(grad_x L(f(x0), y))), x0 = x or a random start;
@@ -33,7 +36,7 @@ def fgsm(classifier, x, y, epsilon: float, *, loss: str = "ce", targeted: bool =
     ball = LinfBall(epsilon)
     size = ball.epsilon if step_size is None else validation.check_positive(step_size, "step_size")
     x = tf.convert_to_tensor(x)
-    x0 = ball.random_start(x, as_seed(seed)) if random_start else x
+    x0 = ball.random_start(x, as_seed(seed), noise) if random_start else x
     _, grad, _ = loss_and_grad(classifier, x0, y, get_loss(loss))
     if targeted:
         grad = -grad

@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from adt_tf import validation
 from adt_tf.attacks.common import as_seed, get_loss, loss_and_grad, misclassified
+from adt_tf.noise import DEFAULT_NOISE, NoiseSource
 from adt_tf.threat import LinfBall
 
 
@@ -28,7 +29,7 @@ def _select(mask, a, b):
 
 def pgd(classifier, x, y, epsilon: float, *, steps: int = 20, step_size: float | None = None,
         random_start: bool = True, restarts: int = 1, loss: str = "ce", targeted: bool = False,
-        momentum: float | None = None, seed=0) -> tf.Tensor:
+        momentum: float | None = None, seed=0, noise: NoiseSource = DEFAULT_NOISE) -> tf.Tensor:
     """L-infinity PGD keeping, per example, the best iterate over all steps and restarts.
 
     Args:
@@ -45,6 +46,7 @@ def pgd(classifier, x, y, epsilon: float, *, steps: int = 20, step_size: float |
             gradient is L1-normalised per example and accumulated, and the step follows
             the sign of the accumulator.
         seed: int or stateless seed tensor for the random starts.
+        noise: where the random starts' draws come from (`adt_tf.noise`; default: the seed).
 
     Mathematical details:
         x_{t+1} = Proj_{B(x, eps)}(x_t + a * sign(g_t)), g_t = +-grad_x L(f(x_t), y)
@@ -95,7 +97,8 @@ def pgd(classifier, x, y, epsilon: float, *, steps: int = 20, step_size: float |
     for r in range(restarts):
         start = x
         if random_start:
-            start = ball.random_start(x, tf.random.experimental.stateless_fold_in(base_seed, r))
+            start = ball.random_start(x, tf.random.experimental.stateless_fold_in(base_seed, r),
+                                      noise)
         state = (tf.constant(0), start, tf.zeros_like(x)) + best
         _, x_adv, _, *best = tf.while_loop(lambda i, *_: i < steps, step, state,
                                            maximum_iterations=steps)

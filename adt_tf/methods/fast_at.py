@@ -50,7 +50,7 @@ class FastAT(AdversarialTrainer):
 
     def perturb(self, x, y):
         x_adv = fgsm(self.classifier, x, y, self.epsilon, step_size=self.step_size,
-                     random_start=True, seed=self.next_seed())
+                     random_start=True, seed=self.next_seed(), noise=self.noise_source)
         return x_adv, {}
 
     def forward_backward_passes(self):

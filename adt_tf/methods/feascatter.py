@@ -8,6 +8,7 @@ import tensorflow as tf
 from adt_tf import validation
 from adt_tf.losses import batch_mean, regularization_penalty, smoothed_cross_entropy
 from adt_tf.methods.base import AdversarialTrainer
+from adt_tf.noise import DEFAULT_NOISE, NoiseSource
 from adt_tf.optimal_transport import sinkhorn_distance
 from adt_tf.threat import LinfBall
 
@@ -15,7 +16,8 @@ from adt_tf.threat import LinfBall
 def feature_scattering_perturbation(classifier, x, epsilon: float, *, steps: int = 1,
                                     step_size: float | None = None, sinkhorn_reg: float = 0.01,
                                     sinkhorn_iterations: int = 100,
-                                    sinkhorn_tolerance: float = 0.1, seed):
+                                    sinkhorn_tolerance: float = 0.1, seed,
+                                    noise: NoiseSource = DEFAULT_NOISE):
     """Perturbs a batch so that its logits are scattered away from the clean ones.
 
     Unsupervised (labels are not used) and collaborative: the distance couples the whole
@@ -29,6 +31,7 @@ def feature_scattering_perturbation(classifier, x, epsilon: float, *, steps: int
         sinkhorn_reg, sinkhorn_iterations, sinkhorn_tolerance: see
             `adt_tf.optimal_transport.sinkhorn_plan`.
         seed: stateless seed tensor of the uniform random start.
+        noise: where its draw comes from (`adt_tf.noise`; default: the seed).
 
     Mathematical details:
         x_0 = clip(x + U(-eps, eps)^d, 0, 1),
@@ -47,7 +50,7 @@ def feature_scattering_perturbation(classifier, x, epsilon: float, *, steps: int
         step_size, "step_size")
     x = tf.convert_to_tensor(x)
     clean_logits = tf.stop_gradient(classifier(x, training=False))
-    start = ball.random_start(x, seed)
+    start = ball.random_start(x, seed, noise)
 
     def step(i, x_adv, _):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
@@ -128,7 +131,8 @@ class FeaScatter(AdversarialTrainer):
             self.classifier, x, self.epsilon, steps=self.attack_steps,
             step_size=self.attack_step_size, sinkhorn_reg=self.sinkhorn_reg,
             sinkhorn_iterations=self.sinkhorn_iterations,
-            sinkhorn_tolerance=self.sinkhorn_tolerance, seed=self.next_seed())
+            sinkhorn_tolerance=self.sinkhorn_tolerance, seed=self.next_seed(),
+            noise=self.noise_source)
         return x_adv, {"ot_distance": distance}
 
     def outer_loss(self, x, x_train, y, sample_weight):

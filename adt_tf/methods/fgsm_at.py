@@ -70,7 +70,7 @@ class FGSMAT(AdversarialTrainer):
         if self.random_epsilon:
             # A standard normal truncated to [-2, 2], folded onto [0, 2], times eps/2: the
             # normal N(0, (eps/2)^2) truncated to [0, eps].
-            draw = tf.abs(tf.random.stateless_truncated_normal(shape, seed=seed))
+            draw = tf.abs(self.noise_source.truncated_normal(shape, seed))
             size = tf.cast(draw * (self.epsilon / 2), x.dtype)
         else:
             size = tf.cast(self.epsilon, x.dtype)

@@ -57,7 +57,8 @@ class PGDAT(AdversarialTrainer):
     def adversarial_examples(self, x, y):
         """PGD examples of (x, y) against the current classifier (inference mode)."""
         return pgd(self.classifier, x, y, self.epsilon, steps=self.attack_steps,
-                   step_size=self.attack_step_size, random_start=True, seed=self.next_seed())
+                   step_size=self.attack_step_size, random_start=True, seed=self.next_seed(),
+                   noise=self.noise_source)
 
     def perturb(self, x, y):
         return self.adversarial_examples(x, y), {}

@@ -10,11 +10,13 @@ from adt_tf.attacks.common import as_seed
 from adt_tf.losses import kl_divergence, trades_outer_loss
 from adt_tf.methods.base import AdversarialTrainer
 from adt_tf.methods.pgd_at import resolve_step_size
+from adt_tf.noise import DEFAULT_NOISE, NoiseSource
 from adt_tf.threat import LinfBall
 
 
 def trades_perturbation(classifier, x, epsilon: float, *, steps: int = 10,
-                        step_size: float = 0.007, init_std: float = 0.001, seed=0):
+                        step_size: float = 0.007, init_std: float = 0.001, seed=0,
+                        noise: NoiseSource = DEFAULT_NOISE):
     """TRADES's inner maximisation: signed-gradient ascent on KL(f(x) || f(x')) in the ball.
 
     Args:
@@ -40,8 +42,8 @@ def trades_perturbation(classifier, x, epsilon: float, *, steps: int = 10,
     init_std = validation.check_non_negative(init_std, "init_std")
     x = tf.convert_to_tensor(x)
     clean_logits = tf.stop_gradient(classifier(x, training=False))
-    noise = tf.random.stateless_normal(tf.shape(x), seed=as_seed(seed), dtype=x.dtype)
-    start = ball.clip(x + tf.cast(init_std, x.dtype) * noise)
+    draw = noise.normal(tf.shape(x), as_seed(seed), dtype=x.dtype)
+    start = ball.clip(x + tf.cast(init_std, x.dtype) * draw)
 
     def step(i, x_adv, _):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
@@ -104,7 +106,8 @@ class TRADES(AdversarialTrainer):
     def perturb(self, x, y):
         x_adv, kl = trades_perturbation(
             self.classifier, x, self.epsilon, steps=self.attack_steps,
-            step_size=self.attack_step_size, init_std=self.init_std, seed=self.next_seed())
+            step_size=self.attack_step_size, init_std=self.init_std, seed=self.next_seed(),
+            noise=self.noise_source)
         return x_adv, {"inner_kl": kl}
 
     def outer_loss(self, x, x_train, y, sample_weight):
