@@ -30,7 +30,7 @@ def fit_amortized_adversary(classifier, x, y, epsilon: float, *, kind: str = "ex
     """Trains an amortised adversary against the fixed classifier.
 
     Args:
-        classifier: a functional Keras logits model, input H and W divisible by 4.
+        classifier: a functional Keras logits model (any input H x W).
         x, y: the images ([N, H, W, C] in [0, 1], or uint8) and labels it trains on.
         epsilon: L-infinity budget.
         kind: "exp_am" (explicit distribution) or "imp_am" (implicit, with entropy encoder).
@@ -109,7 +109,7 @@ def exp_am(classifier, x, y, epsilon: float, *, adversary=None, check_samples: i
     """EXP-AM: samples of an ADT_EXP-AM generator trained against the fixed classifier.
 
     Args:
-        classifier: a functional Keras logits model (input H, W divisible by 4).
+        classifier: a functional Keras logits model (any input H x W).
         x: clean inputs in [0, 1]; y: integer labels.
         epsilon: L-infinity budget.
         adversary: a trained adversary from `fit_amortized_adversary(kind="exp_am")`; None
