@@ -57,12 +57,15 @@ def _conv(filters, kernel, name, strides=1, padding="same", dtype=None):
 
 
 def _bn(name):
-    """BatchNorm with the batch statistics of the *global* batch under a distribution strategy
-    (`synchronized=True`), so that the generator normalises a replica's examples as one
-    device normalises the whole batch, as the single-device reference does."""
+    """BatchNorm; built under a strategy of several replicas it uses the statistics of the
+    *global* batch (`synchronized=True`), so that the generator normalises a replica's
+    examples as one device normalises the whole batch, as the single-device reference does.
+    On one replica it keeps Keras's two-pass moments: the synchronised path computes the
+    variance as E[x^2] - E[x]^2, which rounds worse (seen in tests/test_reference_parity.py)."""
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
     return keras.layers.BatchNormalization(
         gamma_initializer=keras.initializers.RandomNormal(**_GAMMA_INIT), name=name,
-        synchronized=True, **_BN)
+        synchronized=replicas > 1, **_BN)
 
 
 def _dense(units, fan_in, name, activation=None, dtype=None):

@@ -151,20 +151,27 @@ def off_elements(actual, expected):
     return float(diff.max()), int(np.sum(diff > FINE_TOL))
 
 
-def test_adt_exp_inner_steps_match_the_reference(ref):
-    """mu and v after each of the 7 inner steps of both training steps."""
-    x, y = ref["exp/x"], ref["exp/y"].astype("int32")
-    model = tiny_classifier(x.shape[1:])
-    trainer = ADTExp(model, epsilon=EPS, seed=0)
+def make_exp(ref):
+    """The project's ADTExp (its defaults: the reference's settings) on the reference's
+    classifier, compiled as adt-train compiles it."""
+    x, y = tf.constant(ref["exp/x"]), tf.constant(ref["exp/y"].astype("int32"))
+    trainer = ADTExp(tiny_classifier(x.shape[1:]), epsilon=EPS, seed=0)
     compile_like_adt_train(trainer)
     trainer(x[:1])
-    load_classifier(model, ref, "exp/initial")
+    load_classifier(trainer.classifier, ref, "exp/initial")
+    return trainer, x, y
+
+
+def test_adt_exp_inner_steps_match_the_reference(ref):
+    """mu and v after each of the 7 inner steps of both training steps."""
+    trainer, x, y = make_exp(ref)
+    model = trainer.classifier
     mismatched = []
     for step in (0, 1):
         noise = ref[f"exp/step{step}/noise"]
         for t in range(1, 8):
             result = explicit_inner_maximization(
-                model, tf.constant(x), tf.constant(y), epsilon=EPS,
+                model, x, y, epsilon=EPS,
                 entropy_weight=trainer.entropy_weight, steps=t, samples=trainer.mc_samples,
                 lr=trainer.inner_lr, beta1=trainer.inner_beta1, beta2=trainer.inner_beta2,
                 seed=tf.constant([0, 0]), gradients=trainer.inner_gradients,
@@ -175,19 +182,15 @@ def test_adt_exp_inner_steps_match_the_reference(ref):
                 if worst > STEP_TOL or count > HANDFUL:
                     mismatched.append((step, t, name, worst, count))
         trainer.noise_source = RecordedNoise(normal=noise)
-        trainer.train_step((tf.constant(x), tf.constant(y)))
+        trainer.train_step((x, y))
     assert not mismatched, mismatched
 
 
 def test_adt_exp_training_steps_match_the_reference(ref):
     """x_adv, the outer loss and the classifier's weights after each of two training steps
     (weight decay, momentum and the learning rate of the optimiser adt-train builds)."""
-    x, y = tf.constant(ref["exp/x"]), tf.constant(ref["exp/y"].astype("int32"))
-    model = tiny_classifier(x.shape[1:])
-    trainer = ADTExp(model, epsilon=EPS, seed=0)
-    compile_like_adt_train(trainer)
-    trainer(x[:1])
-    load_classifier(model, ref, "exp/initial")
+    trainer, x, y = make_exp(ref)
+    model = trainer.classifier
     for step in (0, 1):
         noise = ref[f"exp/step{step}/noise"]
         trainer.noise_source = RecordedNoise(normal=noise)
@@ -207,12 +210,8 @@ def test_adt_exp_training_steps_match_the_reference(ref):
 
 def test_adt_exp_parity_under_tf_function(ref):
     """The traced train step (what fit runs) gives the same weights as the reference."""
-    x, y = tf.constant(ref["exp/x"]), tf.constant(ref["exp/y"].astype("int32"))
-    model = tiny_classifier(x.shape[1:])
-    trainer = ADTExp(model, epsilon=EPS, seed=0)
-    compile_like_adt_train(trainer)
-    trainer(x[:1])
-    load_classifier(model, ref, "exp/initial")
+    trainer, x, y = make_exp(ref)
+    model = trainer.classifier
     trainer.noise_source = RecordedNoise(normal=np.concatenate(
         [ref["exp/step0/noise"], ref["exp/step1/noise"]]))
     step = tf.function(trainer.train_step)
