@@ -191,6 +191,7 @@ def test_trains_under_xla(cls, kwargs):
                for v, old in zip(trainer.generator.trainable_variables, before))
 
 
+@pytest.mark.slow  # tests/test_replicas.py checks one step against one device (fast set)
 @pytest.mark.parametrize("cls,kwargs", METHOD_KWARGS)
 def test_trains_under_mirrored_strategy(cls, kwargs, two_device_strategy):
     with two_device_strategy.scope():

@@ -26,6 +26,19 @@ def inner(classifier, x, y, unroll, steps=3, branches=1, samples=2):
         branches=branches)
 
 
+def assert_same_inner(a, b):
+    """Two InnerResults of one computation rounded differently (other fusions or slices):
+    objective and entropy to 1e-4; mu and v to 1e-5 but for at most 0.1% of the elements,
+    those whose running gradient sum is within rounding of zero, where the accumulated
+    gradient's rounding decides a step's length (each within 1e-3; a step is 0.3)."""
+    for x, y in ((a.objective, b.objective), (a.entropy, b.entropy)):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+    for x, y in ((a.loc, b.loc), (a.raw_scale, b.raw_scale)):
+        diff = np.abs(x.numpy() - y.numpy())
+        assert diff.max() < 1e-3 and np.mean(diff > 1e-5) <= 1e-3, (diff.max(),
+                                                                     np.sum(diff > 1e-5))
+
+
 @pytest.mark.parametrize("graph", [False, True])
 def test_unrolled_inner_loop_equals_the_while_loop(graph):
     x, y = make_tiny_images(8)
@@ -34,8 +47,7 @@ def test_unrolled_inner_loop_equals_the_while_loop(graph):
     unrolled = run(classifier, tf.constant(x), tf.constant(y), True)
     looped = run(classifier, tf.constant(x), tf.constant(y), False)
     assert float(tf.reduce_max(tf.abs(unrolled.loc))) > 0.1  # the steps really moved mu
-    for a, b in zip(unrolled, looped):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)  # fusions round differently
+    assert_same_inner(unrolled, looped)  # fusions round differently
 
 
 @pytest.mark.parametrize("branches", [2, 4])
@@ -50,8 +62,7 @@ def test_parallel_branches_give_the_same_inner_result(branches):
     run = traced(branches)
     split = run(tf.constant(x), tf.constant(y))
     assert float(tf.reduce_max(tf.abs(one.loc))) > 0.1
-    for a, b in zip(one, split):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert_same_inner(one, split)
     graph = run.get_concrete_function(tf.constant(x), tf.constant(y)).graph
     splits = [op for op in graph.get_operations() if op.type == "SplitV"]
     assert splits and all(len(op.outputs) == branches for op in splits)
