@@ -43,6 +43,9 @@ flags.DEFINE_string("data_dir", None, "Where tensorflow-datasets keeps its files
 flags.DEFINE_string("model", "small_cnn", f"Classifier: {', '.join(sorted(MODELS))}.")
 flags.DEFINE_integer("model_width", None, "Width of the classifier (its builder's `width`).")
 flags.DEFINE_integer("model_depth", None, "Depth of a wide_resnet (6n + 4).")
+flags.DEFINE_bool("model_batch_norm", None, "small_cnn: BatchNorm after each convolution "
+                  "(default off, as TRADES's SmallCNN; the plain SmallCNN can stay at chance "
+                  "under adversarial training, see BUILD_NOTES).")
 flags.DEFINE_bool("normalize", True, "Normalise inputs by the training set's channel "
                   "mean/std inside the classifier.")
 flags.DEFINE_integer("epochs", 76, "Training epochs (the reference schedule: 76).")
@@ -159,6 +162,11 @@ def config_from_flags() -> TrainConfig:
         model_params["width"] = FLAGS.model_width
     if FLAGS.model_depth is not None:
         model_params["depth"] = FLAGS.model_depth
+    if FLAGS.model_batch_norm is not None:
+        if FLAGS.model != "small_cnn":
+            raise ValueError(f"--model_batch_norm applies to --model=small_cnn only, got "
+                             f"--model={FLAGS.model}.")
+        model_params["batch_norm"] = FLAGS.model_batch_norm
     try:
         decay = tuple(int(e) for e in FLAGS.lr_decay_epochs)
     except ValueError:
