@@ -86,6 +86,12 @@ def test_cli_rejects_bad_input_with_message(tmp_path):
     assert proc.returncode == 2
     assert "epsilon must be in (0, 1], got 8.0; did you mean 8/255?" in proc.stderr
     assert not os.path.exists(os.path.join(tmp_path, "x", "classifier.keras"))
+    proc = run_cli(f"--workdir={tmp_path}/y", "--model=preact_resnet18", "--model_batch_norm",
+                   check=False)
+    assert proc.returncode == 2
+    assert "--model_batch_norm applies to --model=small_cnn only" in proc.stderr
+    proc = run_cli(f"--workdir={tmp_path}/z", "--inner_gradients=summed", check=False)
+    assert proc.returncode == 2 and "Unknown inner_gradients 'summed'" in proc.stderr
 
 
 @pytest.mark.parametrize("kwargs,match", [
