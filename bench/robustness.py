@@ -484,6 +484,12 @@ def build_table(recipe: Recipe, scale: str, workdir: str, seeds: list[int], meth
     lines = [
         f"# Robustness on CIFAR-10, `{scale}` recipe",
         "",
+    ]
+    if missing:
+        lines += [f"**Partial table**: {len(missing)} of {len(missing) + len(found)} runs are "
+                  f"not finished yet ({', '.join(missing)}); the rerun of the same command "
+                  "resumes them (bench/README.md).", ""]
+    lines += [
         f"- Recipe (the same for every method): {recipe.describe()}. Each method's inner "
         "settings are the paper's (the defaults of `adt_tf.methods`): AT_PGD 10 steps of "
         "2/255 with random start; TRADES beta 6, 10 steps of 0.007; ADT_EXP T = 7, k = 5, "
@@ -508,7 +514,7 @@ def build_table(recipe: Recipe, scale: str, workdir: str, seeds: list[int], meth
         f"after stage 3, the whole `full` suite, on the first {m} inputs.",
         f"- Why {n} and {m} inputs: on one thread, per robust model, the EXP-AM and IMP-AM "
         "generator fits, APGD-T, FAB-T, FeaAttack and SPSA cost minutes each, and the recipe "
-        "has to fit about 2 hours on 2 cores.",
+        "has to fit a few hours on 2 cores.",
         "- Epsilon 8/255; every attack with the evaluation's own settings "
         "(`adt_tf.suites.CATALOGUE`), listed below the table. Transfer attacks: crafted on "
         "the same method trained with the other seed (an independently trained copy).",
