@@ -1,6 +1,7 @@
 """Every registered attack: inside the ball and [0, 1], shape and dtype kept, seeded, graph
 mode, and stronger than no attack on a trained model; orderings between attacks; the
-pieces with a closed form (APGD's checkpoints, Square's schedule, DLR, sample picking)."""
+pieces with a closed form (DLR, sample picking); APGD's and Square's schedules are in
+test_autoattack_parity.py."""
 
 import numpy as np
 import pytest
@@ -16,10 +17,8 @@ from adt_tf.attacks import (
     pgd,
     square,
 )
-from adt_tf.attacks.apgd import checkpoints
 from adt_tf.attacks.common import dlr_loss, targeted_dlr_loss
 from adt_tf.attacks.distributional import pick_per_example
-from adt_tf.attacks.square import square_fraction
 from tests.helpers import trained_tiny_classifier
 
 EPS = 8 / 255
@@ -121,19 +120,6 @@ def test_apgd_ce_at_least_as_strong_as_pgd20(trained):
     pgd_acc = accuracy(model, pgd(model, x, y, EPS, steps=20, seed=1), y)
     apgd_acc = accuracy(model, apgd(model, x, y, EPS, steps=100, seed=1), y)
     assert apgd_acc <= pgd_acc, (apgd_acc, pgd_acc)
-
-
-def test_apgd_checkpoints_follow_the_paper():
-    assert checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
-    assert checkpoints(1) == []
-    assert all(0 < w < 10 for w in checkpoints(10))
-
-
-def test_square_schedule():
-    values = [float(square_fraction(i, 10000, 0.8)) for i in (1, 10, 11, 51, 201, 8001)]
-    np.testing.assert_allclose(values, [0.8, 0.8, 0.4, 0.2, 0.1, 0.8 / 512], rtol=1e-6)
-    # Rescaled to the budget: with 1000 queries, iteration 2 is iteration 20 of 10,000.
-    assert float(square_fraction(2, 1000, 0.8)) == pytest.approx(0.4)
 
 
 def test_dlr_losses_match_numpy():

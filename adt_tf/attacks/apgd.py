@@ -7,8 +7,6 @@ is halved, per example, at checkpoints where the loss stopped rising.
 
 from __future__ import annotations
 
-import math
-
 import tensorflow as tf
 
 from adt_tf import validation
@@ -27,76 +25,81 @@ from adt_tf.threat import LinfBall
 
 
 def checkpoints(steps: int) -> list[int]:
-    """The iterations w_1 < w_2 < ... < steps at which APGD may halve its step size.
+    """The iteration counts w_1 < w_2 < ... < steps after which APGD may halve its step size.
 
     Mathematical details:
-        p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06), w_j = ceil(p_j N).
-        For N = 100: 22, 41, 57, 70, 80, 87, 93, 99.
+        The intervals are AutoAttack's: h_1 = max(floor(0.22 N), 1) and
+        h_{j+1} = max(h_j - max(floor(0.03 N), 1), max(floor(0.06 N), 1)); w_j = h_1 + ... + h_j.
+        For N = 100: 22, 41, 57, 70, 80, 87, 93, 99. A check after the N-th iteration would
+        change nothing (no step follows it) and is left out.
     """
     steps = validation.check_positive_int(steps, "steps")
-    p = [0.0, 0.22]
-    while p[-1] + max(p[-1] - p[-2] - 0.03, 0.06) <= 1.0:
-        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
-    # The 1e-9 absorbs the rounding of the sums above (0.22 + 0.19 = 0.41000000000000003).
-    marks = sorted({math.ceil(q * steps - 1e-9) for q in p[1:]})
-    return [w for w in marks if 0 < w < steps]
+    interval = max(int(0.22 * steps), 1)
+    shrink, shortest = max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
+    marks, done = [], interval
+    while done < steps:
+        marks.append(done)
+        interval = max(interval - shrink, shortest)
+        done += interval
+    return marks
 
 
 def _schedule(steps: int):
-    """Per iteration: whether it is a checkpoint, and the length of the interval it closes."""
-    marks = checkpoints(steps)
+    """Per iteration index k (0-based): whether a check follows it, and its interval's length."""
     is_mark, length, last = [False] * steps, [1.0] * steps, 0
-    for w in marks:
-        is_mark[w], length[w], last = True, float(w - last), w
+    for w in checkpoints(steps):
+        is_mark[w - 1], length[w - 1], last = True, float(w - last), w
     return tf.constant(is_mark), tf.constant(length, tf.float32)
 
 
 def _apgd_run(classifier, x, y, ball: LinfBall, loss_fn, steps: int, rho: float, alpha: float,
               x0):
-    """One APGD run from x0. Returns (x_out, found [B], best loss [B])."""
+    """One APGD run from x0. Returns (x_out, found [B], best loss [B], final step size [B])."""
     is_mark, length = _schedule(steps)
     loss0, grad0, logits0 = loss_and_grad(classifier, x0, y, loss_fn)
     found0 = misclassified(logits0, y)
     eta0 = tf.fill(tf.shape(loss0), 2.0 * ball.epsilon)
 
-    def body(k, x_cur, x_prev, loss_cur, grad_cur, eta, x_max, f_max, grad_max, increases,
+    def body(k, x_cur, x_prev, loss_last, grad_cur, eta, x_max, f_max, grad_max, increases,
              f_max_mark, reduced_mark, x_adv, found):
         # The first step has no momentum (x_{-1} = x_0 would make it a no-op anyway).
-        a = tf.where(k > 0, alpha, 1.0)
+        a = tf.cast(tf.where(k > 0, alpha, 1.0), x.dtype)
         z = ball.project(x_cur + tf.cast(batch_shape(eta, x), x.dtype) * tf.sign(grad_cur), x)
         x_next = ball.project(x_cur + a * (z - x_cur) + (1.0 - a) * (x_cur - x_prev), x)
         loss_next, grad_next, logits = loss_and_grad(classifier, x_next, y, loss_fn)
         is_adv = misclassified(logits, y)
         x_adv = select(tf.logical_and(is_adv, tf.logical_not(found)), x_next, x_adv)
         found = tf.logical_or(found, is_adv)
-        increases = increases + tf.cast(loss_next > loss_cur, tf.float32)
+        increases = increases + tf.cast(loss_next > loss_last, tf.float32)
         better = loss_next > f_max
         x_max = select(better, x_next, x_max)
         grad_max = select(better, grad_next, grad_max)
         f_max = tf.where(better, loss_next, f_max)
-        # Checkpoint: halve the step where the loss rose in fewer than rho of the steps since
-        # the last checkpoint (condition 1), or where neither the step nor the best loss
-        # changed since then (condition 2); those examples restart from their best point.
+        # Check: halve the step where the loss rose in at most rho of the steps since the
+        # last check (condition 1), or where neither the step nor the best loss changed
+        # since then (condition 2); those examples go back to their best point and its
+        # gradient. The momentum term of the next step is then x_max - x_cur.
         mark = is_mark[k]
-        cond1 = increases < rho * length[k]
+        cond1 = increases <= rho * length[k]
         cond2 = tf.logical_and(tf.logical_not(reduced_mark), f_max <= f_max_mark)
         halve = tf.logical_and(mark, tf.logical_or(cond1, cond2))
         eta = tf.where(halve, eta / 2.0, eta)
-        x_prev = select(halve, x_max, x_cur)
         x_next = select(halve, x_max, x_next)
         grad_next = select(halve, grad_max, grad_next)
-        loss_next = tf.where(halve, f_max, loss_next)
         increases = tf.where(mark, tf.zeros_like(increases), increases)
         f_max_mark = tf.where(mark, f_max, f_max_mark)
         reduced_mark = tf.where(mark, halve, reduced_mark)
-        return (k + 1, x_next, x_prev, loss_next, grad_next, eta, x_max, f_max, grad_max,
+        return (k + 1, x_next, x_cur, loss_next, grad_next, eta, x_max, f_max, grad_max,
                 increases, f_max_mark, reduced_mark, x_adv, found)
 
-    state = (tf.constant(0), x0, x0, loss0, grad0, eta0, x0, loss0, grad0,
-             tf.zeros_like(loss0), loss0, tf.zeros_like(found0), x0, found0)
+    # AutoAttack compares the first loss with an entry of a zero-initialised history (its
+    # index -1), not with the loss at x_0, and counts the first check as following a halving
+    # (so condition 2 cannot fire there): both kept, for identical iterates.
+    state = (tf.constant(0), x0, x0, tf.zeros_like(loss0), grad0, eta0, x0, loss0, grad0,
+             tf.zeros_like(loss0), loss0, tf.ones_like(found0), x0, found0)
     out = tf.while_loop(lambda k, *_: k < steps, body, state, maximum_iterations=steps)
-    x_max, f_max, x_adv, found = out[6], out[7], out[12], out[13]
-    return select(found, x_adv, x_max), found, f_max
+    eta, x_max, f_max, x_adv, found = out[5], out[6], out[7], out[12], out[13]
+    return select(found, x_adv, x_max), found, f_max, eta
 
 
 def _check(steps, restarts, rho, momentum):
@@ -144,9 +147,10 @@ def apgd(classifier, x, y, epsilon: float, *, steps: int = 100, loss: str = "ce"
             x_{k+1} = P(x_k + alpha (z_{k+1} - x_k) + (1 - alpha)(x_k - x_{k-1})),
         P the projection onto the ball and [0, 1], eta = 2 epsilon at the start. At the
         checkpoints w_j (see `checkpoints`) eta is halved, per example, and the iterate restarts
-        from the best point so far if (1) the loss rose in fewer than rho (w_j - w_{j-1}) of the
+        from the best point so far if (1) the loss rose in at most rho (w_j - w_{j-1}) of the
         steps since w_{j-1}, or (2) neither eta nor the best loss changed since w_{j-1}. After a
-        restart the momentum term starts from zero. x_0 is a uniform point of the ball. The
+        restart the momentum term is x_best - x_{w_j - 1}, as in AutoAttack's code. x_0 is a
+        uniform point of the ball. The
         output is, per example, the first misclassified iterate if any, else the best-loss one.
 
     Example:
@@ -168,7 +172,7 @@ def apgd(classifier, x, y, epsilon: float, *, steps: int = 100, loss: str = "ce"
     for r in range(restarts):
         def run(r=r):
             x0 = ball.random_start(x, fold(base, r))
-            return _apgd_run(classifier, x, y, ball, loss_fn, steps, rho, momentum, x0)
+            return _apgd_run(classifier, x, y, ball, loss_fn, steps, rho, momentum, x0)[:3]
 
         best = run() if best is None else _merge(best, _skip_if_done(best, run))
     return best[0]
@@ -222,7 +226,7 @@ def apgd_targeted(classifier, x, y, epsilon: float, *, steps: int = 100, num_tar
         for r in range(restarts):
             def run(loss_fn=loss_fn, t=t, r=r):
                 x0 = ball.random_start(x, fold(base, t, r))
-                return _apgd_run(classifier, x, y, ball, loss_fn, steps, rho, momentum, x0)
+                return _apgd_run(classifier, x, y, ball, loss_fn, steps, rho, momentum, x0)[:3]
 
             best = run() if best is None else _merge(best, _skip_if_done(best, run))
     return best[0]

@@ -8,44 +8,84 @@ from adt_tf import validation
 from adt_tf.attacks.common import as_seed, batch_shape, fold, margin_loss, misclassified
 from adt_tf.threat import LinfBall
 
-# Iterations (on a budget rescaled to 10,000 queries) after which the square's area fraction
-# p is halved, from the paper's schedule.
+# Iterations after which the square's area fraction p is halved (the paper's schedule, for
+# 10,000 queries).
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
 
-def square_fraction(iteration, num_queries: int, p_init: float) -> tf.Tensor:
+def square_fraction(iteration, num_queries: int, p_init: float,
+                    rescale_schedule: bool = False) -> tf.Tensor:
     """The fraction p of the image a square covers at `iteration` (a float32 scalar tensor).
 
     Mathematical details:
-        i' = floor(10000 i / num_queries); p = p_init / 2^(number of halving points < i'),
-        the halving points being 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000.
+        i' = i, or floor(10000 i / num_queries) if `rescale_schedule`;
+        p = p_init / 2^(number of halving points < i'), the halving points being 10, 50, 200,
+        500, 1000, 2000, 4000, 6000 and 8000. AutoAttack's standard version does not rescale
+        (its Square has `resc_schedule=False`): with 5,000 queries p halves seven times.
     """
-    scaled = tf.cast(tf.cast(iteration, tf.float32) / num_queries * 10000.0, tf.int32)
+    if rescale_schedule:
+        scaled = tf.cast(tf.cast(iteration, tf.float32) / num_queries * 10000.0, tf.int32)
+    else:
+        scaled = tf.cast(iteration, tf.int32)
     halvings = tf.reduce_sum(tf.cast(scaled > tf.constant(_HALVINGS), tf.float32))
     return tf.cast(p_init, tf.float32) / tf.pow(2.0, halvings)
 
 
+def square_window(shape, p, seed) -> tf.Tensor:
+    """Where the squares of one iteration lie: a bool mask [B, H, W, 1], one square each.
+
+    Args:
+        shape: the batch's shape [B, H, W, C] (a tensor or a list).
+        p: the fraction of the image a square covers (`square_fraction`).
+        seed: stateless seed of the positions.
+
+    Mathematical details:
+        side s = max(round(sqrt(p H W)), 1), at most min(H, W); the top-left corner is uniform
+        in [0, max(H - s, 1)) x [0, max(W - s, 1)), AutoAttack's range (the last position is
+        never drawn unless the square spans the image).
+    """
+    batch, height, width = shape[0], shape[1], shape[2]
+    area = tf.cast(height * width, tf.float32)
+    side = tf.cast(tf.round(tf.sqrt(tf.cast(p, tf.float32) * area)), tf.int32)
+    side = tf.clip_by_value(side, 1, tf.minimum(height, width))
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    top = tf.random.stateless_uniform([batch], seeds[0], maxval=tf.maximum(height - side, 1),
+                                      dtype=tf.int32)
+    left = tf.random.stateless_uniform([batch], seeds[1], maxval=tf.maximum(width - side, 1),
+                                       dtype=tf.int32)
+    top, left = tf.reshape(top, [-1, 1, 1, 1]), tf.reshape(left, [-1, 1, 1, 1])
+    rows = tf.reshape(tf.range(height), [1, -1, 1, 1])
+    cols = tf.reshape(tf.range(width), [1, 1, -1, 1])
+    return tf.logical_and(tf.logical_and(rows >= top, rows < top + side),
+                          tf.logical_and(cols >= left, cols < left + side))
+
+
 def square(classifier, x, y, epsilon: float, *, num_queries: int = 5000, p_init: float = 0.8,
-           seed=0) -> tf.Tensor:
+           rescale_schedule: bool = False, seed=0) -> tf.Tensor:
     """Untargeted L-infinity Square attack on the margin loss.
 
     Args:
         classifier: logits model (called with training=False); only its outputs are used.
         x: clean inputs [B, H, W, C] in [0, 1]; y: integer labels.
         epsilon: L-infinity budget.
-        num_queries: model evaluations per input, the first (the initial stripes) included
-            (5000 in AutoAttack's standard version).
+        num_queries: iterations, one model evaluation each, after the one of the initial
+            stripes (5000 in AutoAttack's standard version, which counts the same way).
         p_init: the initial fraction of pixels a square covers (0.8, AutoAttack's setting for
-            L-infinity; the paper's schedule halves it nine times).
+            L-infinity).
+        rescale_schedule: stretch the halving schedule to `num_queries` as if they were
+            10,000 (the Square paper's code); False is AutoAttack's standard version.
         seed: int or stateless seed tensor.
 
     Mathematical details:
         Minimise the margin m(x') = z_y(x') - max_{j != y} z_j(x') over the vertices of the
         ball. Start from vertical stripes: delta[:, w, c] = +-epsilon, one random sign per column
-        and channel. At iteration i draw a square of side s = max(round(sqrt(p_i H W)), 1)
-        (at most H - 1) at a uniformly random position and set delta on it to +-epsilon, one
-        random sign per channel (flipped if that would leave the image unchanged); keep the
-        candidate if it lowers the margin. An input stops being queried once misclassified.
+        and channel. At iteration i = 0, ..., num_queries - 1 draw a square of side
+        s = max(round(sqrt(p_i H W)), 1) (at most min(H, W); p_i from `square_fraction`, the
+        position from `square_window`) and set delta on it to +-epsilon, one random sign per
+        channel; keep the candidate if it lowers the margin. An input stops being queried once
+        misclassified.
+        One addition to AutoAttack's copy, from the Square paper's own code: a square that
+        would leave the image unchanged has its signs flipped rather than waste a query.
 
     Example:
         >>> x_adv = square(model, x, y, 8 / 255, num_queries=1000)
@@ -60,10 +100,11 @@ def square(classifier, x, y, epsilon: float, *, num_queries: int = 5000, p_init:
     ball = LinfBall(epsilon)
     num_queries = validation.check_positive_int(num_queries, "num_queries")
     p_init = validation.check_in_range(p_init, "p_init", 1e-6, 1.0)
+    rescale_schedule = bool(rescale_schedule)
     x = tf.convert_to_tensor(x)
     base = as_seed(seed)
     shape = tf.shape(x)
-    batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
+    batch, width, channels = shape[0], shape[2], shape[3]
     eps = tf.cast(ball.epsilon, x.dtype)
 
     def signs(shape_, seed_):
@@ -79,24 +120,11 @@ def square(classifier, x, y, epsilon: float, *, num_queries: int = 5000, p_init:
     x_best = ball.project(x + delta, x)
     margin, done = query(x_best)
 
-    rows = tf.reshape(tf.range(height), [1, -1, 1, 1])
-    cols = tf.reshape(tf.range(width), [1, 1, -1, 1])
-
     def body(i, x_best, margin, done):
-        p = square_fraction(i, num_queries, p_init)
-        side = tf.cast(tf.round(tf.sqrt(p * tf.cast(height * width, tf.float32))), tf.int32)
-        side = tf.clip_by_value(side, 1, tf.maximum(height - 1, 1))
-        step_seed = fold(base, 1, i)
-        seeds = tf.random.experimental.stateless_split(step_seed, 3)
-        top = tf.random.stateless_uniform([batch], seeds[0], maxval=height - side + 1,
-                                          dtype=tf.int32)
-        left = tf.random.stateless_uniform([batch], seeds[1], maxval=width - side + 1,
-                                           dtype=tf.int32)
-        top, left = tf.reshape(top, [-1, 1, 1, 1]), tf.reshape(left, [-1, 1, 1, 1])
-        window = tf.logical_and(tf.logical_and(rows >= top, rows < top + side),
-                                tf.logical_and(cols >= left, cols < left + side))
-        window = tf.broadcast_to(window, tf.shape(x))
-        corner = eps * signs(tf.stack([batch, 1, 1, channels]), seeds[2])
+        p = square_fraction(i, num_queries, p_init, rescale_schedule)
+        seeds = tf.random.experimental.stateless_split(fold(base, 1, i), 2)
+        window = tf.broadcast_to(square_window(shape, p, seeds[0]), tf.shape(x))
+        corner = eps * signs(tf.stack([batch, 1, 1, channels]), seeds[1])
         candidate = ball.project(tf.where(window, x + corner, x_best), x)
         # A square that repeats the current values would waste a query: flip its signs.
         unchanged = tf.reduce_all(tf.logical_or(tf.logical_not(window),
@@ -117,5 +145,5 @@ def square(classifier, x, y, epsilon: float, *, num_queries: int = 5000, p_init:
     _, x_best, _, _ = tf.while_loop(
         lambda i, _x, _m, d: tf.logical_and(i < num_queries,
                                              tf.logical_not(tf.reduce_all(d))),
-        body, (tf.constant(1), x_best, margin, done), maximum_iterations=num_queries)
+        body, (tf.constant(0), x_best, margin, done), maximum_iterations=num_queries)
     return x_best
