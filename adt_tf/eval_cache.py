@@ -1,19 +1,26 @@
 """The evaluation's cache: each attack's per-example results, keyed by everything they depend on.
 
 A rerun of an evaluation with the same model, inputs and settings reads an attack's results
-back instead of running it again, so an interrupted evaluation resumes where it stopped.
+back instead of running it again, so an interrupted evaluation resumes where it stopped. The
+key holds a hash of the model's weights (whatever name the model is given) and a version of
+the attack's code (`code_version`): a changed model, or an attack fixed since, is run again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
+import sys
+import types
 
 import numpy as np
 
 #: Bumped when the meaning of a cached result changes (old entries are then ignored).
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+
+_PACKAGE = "adt_tf"
 
 
 def weights_id(classifier) -> str | None:
@@ -23,6 +30,32 @@ def weights_id(classifier) -> str | None:
     digest = hashlib.sha256()
     for w in classifier.get_weights():
         digest.update(np.ascontiguousarray(w).tobytes())
+    return digest.hexdigest()[:20]
+
+
+def _package_modules(module_name: str, seen: set[str]) -> None:
+    """Adds `module_name` and every package module its namespace refers to (transitively)."""
+    if module_name in seen or module_name not in sys.modules:
+        return
+    seen.add(module_name)
+    for value in vars(sys.modules[module_name]).values():
+        name = value.__name__ if isinstance(value, types.ModuleType) else \
+            getattr(value, "__module__", None)
+        if isinstance(name, str) and (name == _PACKAGE or name.startswith(_PACKAGE + ".")):
+            _package_modules(name, seen)
+
+
+def code_version(function) -> str:
+    """A hash of the source of the module defining `function` and of every module of the
+    package it uses, directly or through others (the attack's code, as the cache sees it)."""
+    seen: set[str] = set()
+    _package_modules(function.__module__, seen)
+    digest = hashlib.sha256()
+    for name in sorted(seen):
+        try:
+            digest.update(name.encode() + inspect.getsource(sys.modules[name]).encode())
+        except (OSError, TypeError):  # no source (a frozen install): the name alone
+            digest.update(name.encode())
     return digest.hexdigest()[:20]
 
 
@@ -58,4 +91,5 @@ def store(path: str, correct: np.ndarray, mask: np.ndarray, seconds: float) -> N
     os.replace(tmp, path)
 
 
-__all__ = ["CACHE_VERSION", "array_id", "cache_file", "load_cached", "store", "weights_id"]
+__all__ = ["CACHE_VERSION", "array_id", "cache_file", "code_version", "load_cached", "store",
+           "weights_id"]

@@ -30,7 +30,14 @@ import tensorflow as tf
 import adt_tf
 from adt_tf import sanity, validation
 from adt_tf.attacks import fit_amortized_adversary, get_attack
-from adt_tf.eval_cache import array_id, cache_file, load_cached, store, weights_id
+from adt_tf.eval_cache import (
+    array_id,
+    cache_file,
+    code_version,
+    load_cached,
+    store,
+    weights_id,
+)
 from adt_tf.eval_report import AttackResult, EvaluationResult
 from adt_tf.methods.amortized import classifier_image_shape
 from adt_tf.models.common import PENULTIMATE
@@ -215,7 +222,10 @@ def evaluate(classifier, x, y, *, epsilon: float, suite: str = "quick",
             training split in adt-evaluate); default the evaluation inputs themselves.
         cache_dir: if set, each attack's per-example results are stored there and reused by a
             later call with the same model, data and settings (resumable evaluations).
-        model_id: identifies the model in the cache key (default: a hash of its weights).
+        model_id: identifies the model in the cache key besides the hash of its weights
+            (which is always part of the key when the model has Keras weights; a model
+            without them, e.g. a SavedModel signature, needs a model_id such as a hash of its
+            files).
         model_name, dataset: how the report names them.
         sanity_checks: run the checks of `adt_tf.sanity` and put their warnings in the report.
         sanity_inputs: inputs used by the checks (the first ones).
@@ -241,11 +251,11 @@ def evaluate(classifier, x, y, *, epsilon: float, suite: str = "quick",
     train_pool = (x, y) if train_pool is None else prepare_inputs(classifier, *train_pool)
     key_base = None
     if cache_dir is not None:
-        model_id = model_id or weights_id(classifier)
-        if model_id is None:
+        weights = weights_id(classifier)
+        if model_id is None and weights is None:
             raise ValueError("A cache_dir needs a model_id for this model (it has no Keras "
                              "weights to hash).")
-        key_base = {"model": model_id, "data": array_id(x, y),
+        key_base = {"model": model_id, "weights": weights, "data": array_id(x, y),
                     "epsilon": epsilon, "seed": seed, "batch_size": batch_size,
                     "per_attack": per_attack,
                     "source": weights_id(source_model) if source_model is not None else None,
@@ -268,7 +278,8 @@ def evaluate(classifier, x, y, *, epsilon: float, suite: str = "quick",
             results.append(result)
             continue
         mask = (clean if per_attack == "all" else robust).copy()
-        path = cache_file(cache_dir, spec.name, dict(key_base, spec=spec.to_dict())) \
+        path = cache_file(cache_dir, spec.name, dict(
+            key_base, spec=spec.to_dict(), code=code_version(get_attack(spec.attack)))) \
             if cache_dir else None
         cached = load_cached(path, mask) if path else None
         if cached is not None:

@@ -198,3 +198,18 @@ def test_amortized_attack_trains_its_own_generator_when_called_eagerly(trained):
         tf.function(lambda a, b: exp_am(model, a, b, EPS))(x[:2], y[:2])
     with pytest.raises(ValueError, match="train_steps"):
         exp_am(model, x[:2], y[:2], EPS, train_steps=0)
+
+
+@pytest.mark.parametrize("name", ["pgd20", "mim20", "cw30", "transfer_mim20"])
+def test_paper_battery_starts_at_random_points_as_the_authors(trained, name):
+    """The authors' evaluation starts PGD, MIM and C&W from a uniform point of the ball: two
+    seeds must give two different adversarial batches."""
+    from adt_tf.suites import CATALOGUE
+
+    model, x, y = trained
+    spec = CATALOGUE[name]
+    extra = {"source": model} if "source_model" in spec.needs else {}
+    fn = ATTACKS[spec.attack]
+    a = fn(model, x[:8], y[:8], EPS, seed=1, **spec.params, **extra).numpy()
+    b = fn(model, x[:8], y[:8], EPS, seed=2, **spec.params, **extra).numpy()
+    assert np.abs(a - b).max() > 0, name
