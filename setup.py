@@ -30,10 +30,11 @@ setup(
         "matplotlib>=3.5",  # adt-analyze's pictures (Agg canvas, headless)
     ],
     extras_require={
-        # scipy: the linear-programming reference of FAB-T's projection (tests/test_fab.py).
-        "test": ["pytest>=7", "scipy"],
-        "dev": ["pytest>=7", "scipy", "ruff"],
-        # An independent PGD to cross-check ours (tests/test_evaluation_reference.py, slow).
+        # scipy: the linear-programming reference of FAB-T's projection (tests/test_fab.py);
+        # adversarial-robustness-toolbox: the independent attacks of the cross-check
+        # (tests/test_crosscheck.py in the fast set, bench/crosscheck.py).
+        "test": ["pytest>=7", "scipy", "adversarial-robustness-toolbox>=1.17"],
+        "dev": ["pytest>=7", "scipy", "adversarial-robustness-toolbox>=1.17", "ruff"],
         "reference": ["adversarial-robustness-toolbox>=1.17"],
     },
     entry_points={
