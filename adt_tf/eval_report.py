@@ -153,15 +153,20 @@ class EvaluationResult:
         if self.warnings:
             lines += [f"- WARNING: {w}" for w in self.warnings]
         else:
-            lines.append("- No warning: logits (not probabilities), finite non-zero gradients, "
-                         "deterministic model, accuracy falls with epsilon, no black-box attack "
-                         "stronger than the white-box ones.")
+            lines.append("- No warning: logits (not probabilities), finite non-zero gradients "
+                         "at APGD's start, deterministic model, accuracy falls with epsilon and "
+                         "reaches 0 with an unbounded budget, no black-box attack stronger than "
+                         "the white-box ones.")
         sweep = self.sanity.get("epsilon_sweep")
         if sweep:
             lines += ["", "Epsilon sweep (" + sweep.get("attack", "PGD") + f", "
                       f"{sweep.get('num_inputs')} inputs): "
                       + ", ".join(f"{e * 255:.3g}/255: {_pct(a)}"
                                   for e, a in zip(sweep["epsilons"], sweep["accuracy"]))]
+        unbounded = self.sanity.get("unbounded")
+        if unbounded:
+            lines += ["", f"Unbounded budget ({unbounded['attack']}, epsilon = 1, "
+                      f"{unbounded['num_inputs']} inputs): {_pct(unbounded['accuracy'])}."]
         return "\n".join(lines) + "\n"
 
     def save(self, out_dir: str, stem: str = "robustness") -> dict[str, str]:

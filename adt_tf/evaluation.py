@@ -265,6 +265,7 @@ def evaluate(classifier, x, y, *, epsilon: float, suite: str = "quick",
                                  verbose=bool(verbose), label="clean")
     robust = clean.copy()
     per_example = {"clean": clean}
+    ran_on: dict[str, np.ndarray] = {}
     results = []
     for spec in specs:
         params = dict(spec.params, epsilon=epsilon, seed=seed)
@@ -303,6 +304,7 @@ def evaluate(classifier, x, y, *, epsilon: float, suite: str = "quick",
                 store(path, correct, mask, seconds)
         robust &= correct
         per_example[spec.name] = correct
+        ran_on[spec.name] = mask
         result.num_attacked = int(mask.sum())
         result.num_broken = int((mask & ~correct).sum())
         result.accuracy = float(correct.mean()) if per_attack == "all" else None
@@ -315,7 +317,14 @@ def evaluate(classifier, x, y, *, epsilon: float, suite: str = "quick",
     if sanity_checks:
         warnings, checks = run_sanity_checks(classifier, x[:sanity_inputs], y[:sanity_inputs],
                                              epsilon, seed=seed)
-        warnings += sanity.check_black_box(results, per_example, clean)
+        run_attack = {spec.name: (lambda idx, spec=spec: correct_under_attack(
+            classifier, x[idx], y[idx],
+            _attack_fn(spec, classifier, epsilon, source_model, target_pool, train_pool, seed,
+                       False), batch_size=batch_size, jit_compile=jit_compile, verbose=False,
+            label=spec.name, seed=seed)) for spec in specs}
+        correct_view, ran_view = follow_up_black_box(results, per_example, ran_on, clean,
+                                                     run_attack)
+        warnings += sanity.check_black_box(results, correct_view, ran_view, clean)
     return EvaluationResult(
         model=model_name, dataset=dataset, num_examples=len(x), epsilon=epsilon, suite=suite,
         per_attack=per_attack, seed=seed, batch_size=batch_size,
@@ -325,17 +334,63 @@ def evaluate(classifier, x, y, *, epsilon: float, suite: str = "quick",
         per_example=per_example)
 
 
+def follow_up_black_box(results, per_example: dict, ran_on: dict, clean: np.ndarray,
+                        run_attack: dict, black_box_kinds=("black-box", "transfer")):
+    """Completes what the black-box check needs in "remaining" mode.
+
+    An input a black-box attack broke is never given to the attacks after it, so whether the
+    gradient attacks would have broken it too is unknown. Here every gradient attack (kind
+    "white-box") of the suite that did not run on such an input (and no attack broke before)
+    runs on it now. The robustness numbers do not change (those inputs are broken already);
+    only the views the check reads do.
+
+    Args:
+        results: the suite's `AttackResult`s; per_example: each attack's correctness;
+        ran_on: the inputs each attack ran on; clean: the clean-correct inputs;
+        run_attack: {attack name: f(indices) -> correct [len(indices)]}.
+
+    Returns:
+        (correct, ran_on) with the follow-up runs merged in (copies).
+    """
+    correct = {k: v.copy() for k, v in per_example.items()}
+    ran = {k: v.copy() for k, v in ran_on.items()}
+    done = [r for r in results if not r.skipped]
+    black = [r for r in done if r.kind in black_box_kinds]
+    if not black:
+        return correct, ran
+    others_broken = np.zeros_like(clean)
+    for r in done:
+        if r.kind not in black_box_kinds:
+            others_broken |= ran[r.name] & ~correct[r.name]
+    black_broken = np.zeros_like(clean)
+    for r in black:
+        black_broken |= ran[r.name] & ~correct[r.name]
+    for r in done:
+        if r.kind != "white-box":
+            continue
+        need = clean & black_broken & ~others_broken & ~ran[r.name]
+        idx = np.flatnonzero(need)
+        if len(idx):
+            correct[r.name][idx] = run_attack[r.name](idx)
+            ran[r.name] |= need
+            others_broken |= need & ~correct[r.name]
+    return correct, ran
+
+
 def run_sanity_checks(classifier, x, y, epsilon: float, seed: int = 0):
     """The model-side checks of `adt_tf.sanity` on a few inputs: (warnings, measurements)."""
     x_t = tf.constant(x, tf.float32)
     warnings = sanity.check_logits(np.asarray(classifier(x_t, training=False)))
-    grad_warnings, grads = sanity.check_gradients(classifier, x_t, y)
+    grad_warnings, grads = sanity.check_gradients(classifier, x_t, y, epsilon, seed=seed)
     random_warnings, diff = sanity.check_randomness(classifier, x_t)
     sweep = sanity.epsilon_sweep(classifier, x_t, y, epsilon, seed=seed)
-    warnings += grad_warnings + random_warnings + sanity.check_epsilon_sweep(sweep)
+    unbounded = sanity.unbounded_accuracy(classifier, x_t, y)
+    warnings += grad_warnings + random_warnings + sanity.check_epsilon_sweep(sweep) \
+        + sanity.check_unbounded(unbounded)
     return warnings, {"gradients": grads, "max_logit_difference_between_passes": diff,
-                      "epsilon_sweep": sweep}
+                      "epsilon_sweep": sweep, "unbounded": unbounded}
 
 
 __all__ = ["PER_ATTACK_MODES", "correct_under_attack", "environment", "evaluate",
+           "follow_up_black_box",
            "input_shape_of", "predict_labels", "prepare_inputs", "run_sanity_checks"]

@@ -13,12 +13,14 @@ import numpy as np
 import tensorflow as tf
 
 from adt_tf.attacks import pgd
-from adt_tf.attacks.common import loss_and_grad, per_example_ce
+from adt_tf.attacks.common import dlr_loss, loss_and_grad, per_example_ce
+from adt_tf.threat import LinfBall
 
-#: A share of inputs with zero or non-finite input gradients above this is flagged.
-GRADIENT_THRESHOLD = 0.1
 #: The epsilon sweep's multiples of the evaluation's epsilon.
 SWEEP_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
+#: PGD accuracy with an unbounded budget (epsilon = 1, the whole pixel range) above this
+#: share of the inputs is flagged: no genuine model survives it (Carlini et al., Sec. 5.3).
+UNBOUNDED_THRESHOLD = 0.05
 
 
 def check_logits(logits: np.ndarray) -> list[str]:
@@ -32,31 +34,56 @@ def check_logits(logits: np.ndarray) -> list[str]:
     return []
 
 
-def check_gradients(classifier, x, y, threshold: float = GRADIENT_THRESHOLD):
-    """Warns when many inputs have an all-zero or a non-finite cross-entropy gradient.
+def check_gradients(classifier, x, y, epsilon: float, seed: int = 0):
+    """Warns when any input has an all-zero or a non-finite gradient at APGD's start.
+
+    AutoAttack's rule: the gradient of the DLR loss (the CE loss for fewer than 3 classes) at
+    a uniform random point of the epsilon-ball, where APGD starts, on the inputs an attack
+    runs on (the clean-correct ones: on a misclassified input whose label ranks third the
+    DLR loss is constant); one input with a zero gradient is enough to warn. The CE gradient
+    there is measured too.
 
     Returns:
-        (warnings, {"zero": share, "non_finite": share, "num_inputs": n})
+        (warnings, {"zero": share, "zero_inputs": count, "zero_ce": share,
+                    "non_finite": share, "num_inputs": n, "loss": "dlr" or "ce"})
     """
     x = tf.convert_to_tensor(x, tf.float32)
-    _, grad, _ = loss_and_grad(classifier, x, tf.convert_to_tensor(y, tf.int32),
-                               per_example_ce)
-    grad = tf.reshape(grad, [tf.shape(grad)[0], -1]).numpy()
-    non_finite = ~np.all(np.isfinite(grad), axis=1)
+    y = tf.convert_to_tensor(y, tf.int32)
+    logits = classifier(x, training=False)
+    keep = np.flatnonzero(np.argmax(np.asarray(logits), -1) == y.numpy())
+    x, y = tf.gather(x, keep), tf.gather(y, keep)
+    start = LinfBall(epsilon).random_start(x, tf.constant([seed, 0], tf.int32))
+    num_classes = int(logits.shape[-1])
+    loss = "dlr" if num_classes >= 3 else "ce"
+
+    def per_input(loss_fn):
+        _, grad, _ = loss_and_grad(classifier, start, y, loss_fn)
+        return tf.reshape(grad, [tf.shape(grad)[0], -1]).numpy()
+
+    if len(keep) == 0:
+        return [], {"zero": 0.0, "zero_inputs": 0, "zero_ce": 0.0, "non_finite": 0.0,
+                    "num_inputs": 0, "loss": loss}
+    grad = per_input(dlr_loss if loss == "dlr" else per_example_ce)
+    ce = per_input(per_example_ce) if loss == "dlr" else grad
+    non_finite = ~np.all(np.isfinite(grad), axis=1) | ~np.all(np.isfinite(ce), axis=1)
     zero = np.all(grad == 0, axis=1) & ~non_finite
-    stats = {"zero": float(zero.mean()), "non_finite": float(non_finite.mean()),
-             "num_inputs": int(len(grad))}
+    n = len(grad)
+    stats = {"zero": float(zero.mean()), "zero_inputs": int(zero.sum()),
+             "zero_ce": float((np.all(ce == 0, axis=1) & ~non_finite).mean()),
+             "non_finite": float(non_finite.mean()), "num_inputs": int(n), "loss": loss}
     warnings = []
-    if stats["zero"] > threshold:
+    if zero.any():
         warnings.append(
-            f"The input gradient of the loss is exactly zero on {100 * stats['zero']:.1f}% of "
-            f"{len(grad)} inputs: gradient-based attacks cannot move there (gradient masking, "
-            "a non-differentiable layer, or a saturated softmax). Trust black-box and DLR "
-            "attacks more than CE-gradient ones.")
-    if stats["non_finite"] > threshold:
+            f"The input gradient of the {loss.upper()} loss at APGD's random start is exactly "
+            f"zero on {int(zero.sum())} of {n} clean-correct inputs "
+            f"({100 * stats['zero']:.1f}%): "
+            "gradient-based attacks cannot move there (gradient masking, a "
+            "non-differentiable layer, or a saturated softmax). Trust black-box attacks more "
+            "than gradient ones on this model.")
+    if non_finite.any():
         warnings.append(
-            f"The input gradient is NaN or infinite on {100 * stats['non_finite']:.1f}% of "
-            f"{len(grad)} inputs: gradient attacks on this model are unreliable.")
+            f"The input gradient is NaN or infinite on {int(non_finite.sum())} of {n} inputs: "
+            "gradient attacks on this model are unreliable.")
     return warnings, stats
 
 
@@ -89,6 +116,28 @@ def epsilon_sweep(classifier, x, y, epsilon: float, factors: Sequence[float] = S
             "attack": f"PGD-{steps}"}
 
 
+def unbounded_accuracy(classifier, x, y, steps: int = 20, step_size: float = 0.1) -> dict:
+    """PGD accuracy with epsilon = 1 (any image is allowed), started from the clean inputs."""
+    x = tf.convert_to_tensor(x, tf.float32)
+    y = tf.convert_to_tensor(y, tf.int32)
+    x_adv = pgd(classifier, x, y, 1.0, steps=steps, step_size=step_size, random_start=False)
+    pred = np.argmax(classifier(x_adv, training=False).numpy(), axis=-1)
+    return {"epsilon": 1.0, "accuracy": float(np.mean(pred == y.numpy())),
+            "num_inputs": int(len(y)), "attack": f"PGD-{steps} (step {step_size}, from clean)"}
+
+
+def check_unbounded(result: dict, threshold: float = UNBOUNDED_THRESHOLD) -> list[str]:
+    """Warns when an attack allowed to change every pixel arbitrarily leaves accuracy above
+    `threshold` (and at least two inputs correct)."""
+    acc, n = result["accuracy"], max(result["num_inputs"], 1)
+    if acc > threshold and acc * n >= 2:
+        return [f"{result['attack']} with epsilon = 1 (the whole pixel range) leaves "
+                f"{100 * acc:.1f}% of {n} inputs correctly classified: an attack that may "
+                "change the image arbitrarily must reach 0%, so the gradients do not lead it "
+                "anywhere (gradient masking?)."]
+    return []
+
+
 def check_epsilon_sweep(sweep: dict) -> list[str]:
     """Warns when accuracy rises with epsilon (beyond one input of noise) or does not fall."""
     acc, eps, n = sweep["accuracy"], sweep["epsilons"], max(sweep["num_inputs"], 1)
@@ -109,13 +158,22 @@ def check_epsilon_sweep(sweep: dict) -> list[str]:
     return warnings
 
 
-def check_black_box(results, per_example: dict[str, np.ndarray], clean: np.ndarray,
-                    black_box_kinds=("black-box", "transfer")) -> list[str]:
+def check_black_box(results, correct: dict[str, np.ndarray], ran_on: dict[str, np.ndarray],
+                    clean: np.ndarray, black_box_kinds=("black-box", "transfer")) -> list[str]:
     """Warns when a black-box attack beats the white-box ones.
+
+    Args:
+        results: the suite's `AttackResult`s.
+        correct: per attack, whether each input was still classified correctly after it
+            (on the inputs it ran on).
+        ran_on: per attack, the inputs it ran on (in "remaining" mode, the ones still robust
+            before it, plus any follow-up runs of the evaluation, see `evaluate`).
+        clean: the clean-correct inputs.
 
     Two rules: (1) an attack with its own accuracy measured is a black-box one and is below
     every white-box attack's own accuracy; (2) a black-box attack broke more than 1% (and at
-    least 2) of the inputs it ran on that survived every white-box attack of the suite.
+    least 2) of the inputs it ran on that no other attack broke, counting only inputs every
+    gradient attack (kind "white-box") of the suite ran on.
     """
     ran = [r for r in results if not r.skipped]
     white = [r for r in ran if r.kind not in black_box_kinds]
@@ -124,16 +182,20 @@ def check_black_box(results, per_example: dict[str, np.ndarray], clean: np.ndarr
         return []
     warnings = []
     white_acc = [r.accuracy for r in white if r.accuracy is not None]
-    survivors = clean.copy()
+    white_broken = np.zeros_like(clean)
+    all_white_ran = clean.copy()
     for r in white:
-        survivors &= per_example[r.name]
+        white_broken |= ran_on[r.name] & ~correct[r.name]
+        if r.kind == "white-box":
+            all_white_ran &= ran_on[r.name]
     for r in black:
         if r.accuracy is not None and white_acc and r.accuracy < min(white_acc):
             warnings.append(
                 f"The black-box attack {r.label} ({100 * r.accuracy:.2f}%) is stronger than "
                 f"every white-box attack (best {100 * min(white_acc):.2f}%): the gradients are "
                 "probably masked, and the white-box numbers overstate robustness.")
-        broken = survivors & ~per_example[r.name]
+        survivors = ran_on[r.name] & clean & ~white_broken & all_white_ran
+        broken = survivors & ~correct[r.name]
         share = broken.sum() / max(survivors.sum(), 1)
         if broken.sum() >= 2 and share > 0.01:
             warnings.append(
@@ -143,5 +205,6 @@ def check_black_box(results, per_example: dict[str, np.ndarray], clean: np.ndarr
     return warnings
 
 
-__all__ = ["GRADIENT_THRESHOLD", "SWEEP_FACTORS", "check_black_box", "check_epsilon_sweep",
-           "check_gradients", "check_logits", "check_randomness", "epsilon_sweep"]
+__all__ = ["SWEEP_FACTORS", "UNBOUNDED_THRESHOLD", "check_black_box", "check_epsilon_sweep",
+           "check_gradients", "check_logits", "check_randomness", "check_unbounded",
+           "epsilon_sweep", "unbounded_accuracy"]

@@ -181,19 +181,81 @@ def test_black_box_attacks_need_no_gradient_and_masking_is_flagged(trained):
     for name in ("spsa", "square"):
         assert result.attack(name).accuracy < pgd_acc - 0.1, name
     text = " ".join(result.warnings)
-    assert "exactly zero" in text
+    correct = int(np.sum(np.argmax(model(x[:48]), -1) == y[:48]))
+    assert "exactly zero" in text and f"on {correct} of {correct} clean-correct inputs" in text
     assert "stronger than every white-box attack" in text
+    assert "epsilon = 1" in text  # PGD cannot move even with the whole pixel range allowed
     assert result.sanity["gradients"]["zero"] == 1.0
+    assert result.sanity["gradients"]["loss"] == "dlr"
+
+
+def test_black_box_check_sees_inputs_later_attacks_skipped_in_remaining_mode(trained):
+    """Square before APGD-CE, AutoAttack's way: the inputs Square breaks are never given to
+    APGD-CE; the check must still see that the gradient attacks could not break them."""
+    model, x, y = trained
+    blocked = wrap(model, before=StopGradient())
+    suite = "pgd20,square,apgd_ce"
+    overrides = {"square": {"num_queries": 200}, "apgd_ce": {"steps": 5}}
+    result = evaluate(blocked, x, y, epsilon=EPS, suite=suite, per_attack="remaining",
+                      overrides=overrides, verbose=0, sanity_inputs=8)
+    assert result.attack("square").num_broken >= 2
+    assert any("survived every white-box attack" in w for w in result.warnings)
+    # The healthy model: whatever Square breaks, APGD-CE breaks too: no such warning.
+    healthy = evaluate(model, x, y, epsilon=EPS, suite=suite, per_attack="remaining",
+                       overrides=overrides, verbose=0, sanity_inputs=8)
+    assert not any("survived every white-box attack" in w for w in healthy.warnings)
 
 
 def test_healthy_model_passes_the_model_checks(trained):
     model, x, y = trained
     warnings = sanity.check_logits(model(x).numpy())
-    warnings += sanity.check_gradients(model, x, y)[0] + sanity.check_randomness(model, x)[0]
+    warnings += sanity.check_gradients(model, x, y, EPS)[0] + sanity.check_randomness(model, x)[0]
     assert warnings == []
     sweep = sanity.epsilon_sweep(model, x, y, EPS, steps=5)
     assert sanity.check_epsilon_sweep(sweep) == []
     assert sweep["accuracy"][-1] < sweep["accuracy"][0]
+    unbounded = sanity.unbounded_accuracy(model, x, y)
+    assert unbounded["accuracy"] <= sanity.UNBOUNDED_THRESHOLD
+    assert sanity.check_unbounded(unbounded) == []
+
+
+class Quantised:
+    """A classifier behind a non-differentiable input quantisation (64 levels, finer than
+    epsilon): its input gradient is zero everywhere, yet small perturbations change it."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, x, training=False):
+        return self.model(tf.stop_gradient(tf.round(x * 64.0) / 64.0), training=False)
+
+
+def test_masking_by_quantisation_is_flagged_by_the_gradient_and_unbounded_checks(trained):
+    model, x, y = trained
+    masked = Quantised(model)
+    warnings, stats = sanity.check_gradients(masked, x, y, EPS)
+    n = stats["num_inputs"]
+    assert n == int(np.sum(np.argmax(masked(x), -1) == y)) > 0
+    assert stats["zero_inputs"] == n and f"on {n} of {n} clean-correct" in warnings[0]
+    unbounded = sanity.unbounded_accuracy(masked, x, y)
+    assert unbounded["accuracy"] > 0.3  # it never moves from the clean inputs
+    assert "epsilon = 1" in sanity.check_unbounded(unbounded)[0]
+
+
+def test_one_input_with_a_zero_gradient_is_enough_to_warn(trained):
+    """AutoAttack's rule (any input), not a share."""
+    model, x, y = trained
+    keep = np.argmax(model(x), -1) == y
+    x, y = x[keep][:20], y[keep][:20]
+
+    def partly_masked(images, training=False):
+        logits = model(images, training=False)
+        first = tf.one_hot(tf.zeros([1], tf.int32), logits.shape[-1]) * 0.0
+        frozen = tf.stop_gradient(logits[:1]) + first
+        return tf.concat([frozen, logits[1:]], axis=0)
+
+    warnings, stats = sanity.check_gradients(partly_masked, x, y, EPS)
+    assert stats["zero_inputs"] == 1 and f"on 1 of {len(y)} clean-correct" in warnings[0]
 
 
 def test_probabilities_and_randomness_are_flagged(trained):
