@@ -314,5 +314,20 @@ class EntropyEncoder(_ConfigurableModel):
                 - 0.5 * tf.math.log(variance + 1e-8) - 0.5 * math.log(2.0 * math.pi))
 
 
-__all__ = ["ENCODER_MIN_SIZE", "EntropyEncoder", "ExplicitGenerator", "ImplicitGenerator",
-           "block_widths", "check_image_shape", "resnet_generator"]
+def classifier_image_shape(classifier: keras.Model) -> tuple[int, int, int]:
+    """The (H, W, C) input shape of a functional classifier (ValueError if unknown)."""
+    try:
+        shape = tuple(classifier.inputs[0].shape[1:])
+    except (AttributeError, IndexError, TypeError, ValueError):
+        shape = None
+    if shape is None or len(shape) != 3 or any(d is None for d in shape):
+        raise ValueError(
+            "An amortised method needs a classifier with a known (H, W, C) input shape (a "
+            f"functional model, e.g. from adt_tf.models.build_model), got {classifier.name!r} "
+            f"with input shape {shape!r}."
+        )
+    return check_image_shape(shape, name="classifier input shape")
+
+
+__all__ = ["block_widths", "check_image_shape", "classifier_image_shape", "ENCODER_MIN_SIZE",
+           "EntropyEncoder", "ExplicitGenerator", "ImplicitGenerator", "resnet_generator"]

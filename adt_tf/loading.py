@@ -1,15 +1,25 @@
-"""Loading a classifier to evaluate: a Keras file, or a SavedModel export (its signature)."""
+"""The one loader of every command: a model argument (a `.keras` file, a training workdir, or a
+SavedModel export) to a classifier, with one set of error messages."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib
+import json
 import os
+import re
+import zipfile
+from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
 
 SIGNATURE = "serving_default"
 LOGITS = "logits"
+#: What a training workdir holds (written by adt-train).
+CLASSIFIER_FILE = "classifier.keras"
+_EXPECTED = (f"expected a .keras file, a training workdir holding {CLASSIFIER_FILE}, or a "
+             "SavedModel export folder")
 
 
 class SavedModelClassifier:
@@ -70,32 +80,100 @@ def savedmodel_dir(path: str) -> str | None:
     return os.path.join(path, max(versions, key=int)) if versions else None
 
 
-def load_classifier(path: str):
-    """A classifier from a `.keras`/`.h5` file or a SavedModel export folder.
+def resolve_model_path(path: str) -> str:
+    """The file or folder behind a model argument: a `.keras` (or `.h5`) file, the
+    `classifier.keras` of a training workdir, or a SavedModel folder (or its latest version).
 
     Raises:
-        ValueError: the path does not exist or does not hold a loadable classifier.
+        ValueError: naming the path, if it is none of these.
     """
     if not path or not os.path.exists(path):
-        raise ValueError(f"Model path {path!r} does not exist; expected a .keras file or a "
-                         "SavedModel export folder.")
+        raise ValueError(f"Model path {path!r} does not exist; {_EXPECTED}.")
     if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, CLASSIFIER_FILE)):
+            return os.path.join(path, CLASSIFIER_FILE)
         found = savedmodel_dir(path)
         if found is None:
-            raise ValueError(f"{path} is a folder without saved_model.pb (nor numbered version "
-                             "folders holding one); expected a SavedModel export or a .keras "
-                             "file.")
-        return SavedModelClassifier(found)
+            raise ValueError(f"{path} is a folder without {CLASSIFIER_FILE} or saved_model.pb "
+                             f"(nor numbered version folders holding one); {_EXPECTED}.")
+        return found
     if not path.endswith((".keras", ".h5")):
-        raise ValueError(f"Cannot tell the format of {path}; expected a .keras (or .h5) file "
-                         "or a SavedModel folder.")
-    import adt_tf.methods  # noqa: F401  (registers the package's serialisable classes)
+        raise ValueError(f"Cannot tell the format of {path}: it is not a .keras file; "
+                         f"{_EXPECTED}.")
+    return path
 
+
+def _register_package_classes(path: str) -> None:
+    """Imports the package modules a `.keras` file's config names, so that Keras finds the
+    classes registered there (a saved training method, a model of `adt_tf.models`) without
+    the loader knowing which they are."""
     try:
-        return keras.saving.load_model(path, compile=False)
-    except Exception as err:  # corrupt, truncated or foreign files all end the same way
-        raise ValueError(f"Could not load the Keras model {path}: {type(err).__name__}: "
-                         f"{err}") from err
+        with zipfile.ZipFile(path) as archive:
+            text = archive.read("config.json").decode()
+    except (OSError, KeyError, zipfile.BadZipFile, UnicodeDecodeError):
+        return  # Keras itself reports what is wrong with the file
+    for module in sorted(set(re.findall(r'"module":\s*"(adt_tf(?:\.\w+)*)"', text))):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass
+
+
+def load_classifier(path: str):
+    """The classifier behind a model argument (see `resolve_model_path`).
+
+    A `.keras` file holding a saved training method yields its bare classifier; a SavedModel
+    export yields a `SavedModelClassifier` (its serving signature).
+
+    Raises:
+        ValueError: the path does not exist or does not hold a loadable classifier (the
+            message names the path and the reason).
+    """
+    resolved = resolve_model_path(path)
+    if os.path.isdir(resolved):
+        return SavedModelClassifier(resolved)
+    _register_package_classes(resolved)
+    try:
+        model = keras.saving.load_model(resolved, compile=False)
+    except Exception as err:  # zip, JSON, HDF5, unknown classes: one clear message for all
+        raise ValueError(f"Could not load a Keras classifier from {resolved} "
+                         f"({type(err).__name__}: {err}); is the file complete?") from err
+    inner = getattr(model, "classifier", None)
+    return inner if isinstance(inner, keras.Model) else model
+
+
+def run_config(path: str) -> dict | None:
+    """The `config.json` of the training run a model comes from, if there is one."""
+    resolved = resolve_model_path(path)
+    config = os.path.join(os.path.dirname(os.path.abspath(resolved)), "config.json")
+    if not os.path.isfile(config):
+        return None
+    with open(config) as f:
+        return json.load(f)
+
+
+def entropy_weight_of(path: str) -> float | None:
+    """The entropy weight lambda a model was trained with (from its run's config.json)."""
+    config = run_config(path) or {}
+    value = config.get("method_params", {}).get("entropy_weight")
+    return None if value is None else float(value)
+
+
+def model_labels(paths: Sequence[str]) -> list[str]:
+    """Short distinct names for models: the workdir's (or the file's) name, made unique and
+    safe for file names."""
+    labels = []
+    for path in paths:
+        resolved = os.path.abspath(resolve_model_path(path))
+        stem = os.path.splitext(os.path.basename(resolved))[0]
+        if stem == os.path.splitext(CLASSIFIER_FILE)[0]:
+            stem = os.path.basename(os.path.dirname(resolved)) or stem
+        label = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem) or "model"
+        base, i = label, 2
+        while label in labels:
+            label, i = f"{base}_{i}", i + 1
+        labels.append(label)
+    return labels
 
 
 def file_id(path: str) -> str:
@@ -117,4 +195,6 @@ def file_id(path: str) -> str:
     return digest.hexdigest()[:20]
 
 
-__all__ = ["SavedModelClassifier", "file_id", "load_classifier", "savedmodel_dir"]
+__all__ = ["CLASSIFIER_FILE", "SavedModelClassifier", "entropy_weight_of", "file_id",
+           "load_classifier", "model_labels", "resolve_model_path", "run_config",
+           "savedmodel_dir"]

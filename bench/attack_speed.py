@@ -4,8 +4,9 @@
 
 A small classifier (SmallCNN, width 16) is trained briefly on the offline CIFAR-10 copy
 (../shared/data/cifar10); a second one, with another seed, is the source of the transfer
-attack. Each attack of `adt_tf.suites.CATALOGUE` then runs with its evaluation settings on the
-first `--num_examples` test images (all of them, misclassified ones included), batch by batch,
+attack. Each attack of `adt_tf.evaluation.suites.CATALOGUE` then runs with its evaluation
+settings on the first `--num_examples` test images (all of them, misclassified ones included),
+batch by batch,
 and its wall time is measured (the first batch's tracing included). Attacks whose cost per
 input is large (FeaAttack with 200 targets, SPSA, Square with 5000 queries, the generator
 attacks) run on a stated subset; the table says which. The classifier is not robust, so the
@@ -27,8 +28,8 @@ import tensorflow as tf
 from adt_tf import data as data_lib
 from adt_tf.attacks import fit_amortized_adversary
 from adt_tf.evaluation import correct_under_attack, environment
+from adt_tf.evaluation.suites import CATALOGUE
 from adt_tf.models import build_model
-from adt_tf.suites import CATALOGUE
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "..", "..", "shared", "data", "cifar10")
@@ -144,7 +145,8 @@ def main():
         f"training, {args.epochs} epochs on the first {args.train_examples} CIFAR-10 training "
         f"images ({train_seconds:.0f} s); clean accuracy {100 * clean.mean():.1f}% on the first "
         f"{len(x)} test images of ../shared/data/cifar10. Epsilon 8/255, batch "
-        f"{args.batch_size}, every setting the evaluation's own (`adt_tf.suites.CATALOGUE`) "
+        f"{args.batch_size}, every setting the evaluation's own "
+        "(`adt_tf.evaluation.suites.CATALOGUE`) "
         "unless stated. Each attack runs on all the inputs of its row (misclassified ones "
         "too); the time includes tracing the tf.function (no XLA).",
         "",

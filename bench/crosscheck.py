@@ -5,7 +5,7 @@ attacked twice, each side chained AutoAttack's way (every attack runs on the inp
 robust after the earlier ones):
 
 - ours: the `autoattack` suite (APGD-CE, APGD-T with 9 targets, FAB-T with 9 targets, Square
-  with 5,000 queries; `adt_tf.suites`), as `adt-evaluate --suite=autoattack` runs it;
+  with 5,000 queries; `adt_tf.evaluation.suites`), as `adt-evaluate --suite=autoattack` runs it;
 - adversarial-robustness-toolbox (the `reference` extra): its ProjectedGradientDescent
   (20 steps of epsilon/4, one random start), AutoProjectedGradientDescent on the CE and on the
   DLR loss (100 iterations, its default 5 random starts each) and SquareAttack (5,000

@@ -311,7 +311,7 @@ def summarize(main, stages: dict, m: int, key: str, seed: int, source_seed: int 
               d: str) -> dict[str, Any]:
     """One run's numbers. `stages` maps "late" and "subset" to (EvaluationResult or None when
     no input was left, attack names, indices of the inputs it ran on)."""
-    from adt_tf.suites import CATALOGUE
+    from adt_tf.evaluation.suites import CATALOGUE
 
     n = main.num_examples
     robust = main.per_example["robust"].copy()
@@ -516,7 +516,8 @@ def build_table(recipe: Recipe, scale: str, workdir: str, seeds: list[int], meth
         "generator fits, APGD-T, FAB-T, FeaAttack and SPSA cost minutes each, and the recipe "
         "has to fit a few hours on 2 cores.",
         "- Epsilon 8/255; every attack with the evaluation's own settings "
-        "(`adt_tf.suites.CATALOGUE`), listed below the table. Transfer attacks: crafted on "
+        "(`adt_tf.evaluation.suites.CATALOGUE`), listed below the table. Transfer attacks: "
+        "crafted on "
         "the same method trained with the other seed (an independently trained copy).",
         f"- Machine: {env.get('cpu')}, {env.get('cpu_count')} cores, GPUs: "
         f"{env.get('gpus') or 'none'}; TensorFlow {env.get('tensorflow')}, Keras "

@@ -43,9 +43,9 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
+from adt_tf.evaluation.suites import parse_overrides
 from adt_tf.methods import METHODS, StandardTraining
 from adt_tf.models import build_model
-from adt_tf.suites import parse_overrides
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("methods", None, "Methods to time (default: every registered method).")

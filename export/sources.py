@@ -18,8 +18,8 @@ import numpy as np
 import tensorflow as tf
 
 from adt_tf import data as data_lib
-
-CLASSIFIER_FILE = "classifier.keras"
+from adt_tf import loading
+from adt_tf.loading import CLASSIFIER_FILE
 
 
 @dataclasses.dataclass
@@ -47,42 +47,24 @@ def _read_json(path: str) -> dict[str, Any] | None:
         raise ValueError(f"{path} is not valid JSON ({err}).") from err
 
 
-def load_classifier(path: str) -> keras.Model:
-    """Loads a `.keras` classifier (a saved training method yields its bare classifier).
+def load_source(path: str) -> Source:
+    """A `.keras` file or a training workdir -> `Source` (the bare classifier, loaded by
+    `adt_tf.loading`; a training method saved whole is unwrapped there).
 
     Raises:
-        ValueError: a missing file, another format, or a file Keras cannot read (the message
-            names the file and Keras's reason).
+        ValueError: naming the path, if it holds no Keras classifier (a SavedModel is already
+            an export).
     """
-    if not os.path.exists(path):
-        raise ValueError(f"{path} does not exist; --model must be a .keras classifier or a "
-                         "training workdir holding classifier.keras.")
-    if not path.endswith(".keras"):
-        raise ValueError(f"{path} is not a .keras file; --model must be a .keras classifier or "
-                         "a training workdir holding classifier.keras.")
-    import adt_tf.methods  # noqa: F401  (registers the training methods' classes)
-    import adt_tf.models  # noqa: F401
-
-    try:
-        model = keras.saving.load_model(path, compile=False)
-    except Exception as err:  # zip, JSON, HDF5, unknown classes: one clear message for all
-        raise ValueError(f"Could not load a Keras classifier from {path} "
-                         f"({type(err).__name__}: {err}); is the file complete?") from err
-    inner = getattr(model, "classifier", None)
-    return inner if isinstance(inner, keras.Model) else model
-
-
-def load_source(path: str) -> Source:
-    """A `.keras` file or a training workdir -> `Source`."""
+    model_path = loading.resolve_model_path(path)
+    if os.path.isdir(model_path):
+        raise ValueError(f"{path} is a SavedModel export already; adt-export starts from a "
+                         f".keras classifier or a training workdir holding {CLASSIFIER_FILE}.")
+    classifier = loading.load_classifier(model_path)
     if os.path.isdir(path):
-        model_path = os.path.join(path, CLASSIFIER_FILE)
-        if not os.path.exists(model_path):
-            raise ValueError(f"{path} is a folder without {CLASSIFIER_FILE}; pass a training "
-                             "workdir whose run has finished, or a .keras file.")
-        return Source(load_classifier(model_path), model_path, path,
+        return Source(classifier, model_path, path,
                       _read_json(os.path.join(path, "config.json")),
                       _read_json(os.path.join(path, "report.json")))
-    return Source(load_classifier(path), path)
+    return Source(classifier, model_path)
 
 
 def class_names_of(dataset: str | None) -> tuple[str, ...] | None:
@@ -168,5 +150,5 @@ def workdir_card(source: Source) -> dict[str, Any]:
     return {k: v for k, v in card.items() if v is not None or k not in optional}
 
 
-__all__ = ["CLASSIFIER_FILE", "Source", "class_names_of", "fit_images", "load_classifier",
+__all__ = ["CLASSIFIER_FILE", "Source", "class_names_of", "fit_images",
            "load_source", "real_images", "workdir_card"]

@@ -249,7 +249,7 @@ def test_bad_input_is_a_clear_value_error(tmp_path):
     missing = str(tmp_path / "nowhere.keras")
     with pytest.raises(ValueError, match="nowhere.keras.*does not exist"):
         load_classifier(missing)
-    with pytest.raises(ValueError, match="holds no classifier.keras"):
+    with pytest.raises(ValueError, match="folder without classifier.keras or saved_model.pb"):
         resolve_model_path(str(tmp_path))
     with pytest.raises(ValueError, match="num_examples must be an integer >= 1, got 0"):
         AnalysisConfig(models=[missing], num_examples=0).validate()

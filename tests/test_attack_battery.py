@@ -204,7 +204,7 @@ def test_amortized_attack_trains_its_own_generator_when_called_eagerly(trained):
 def test_paper_battery_starts_at_random_points_as_the_authors(trained, name):
     """The authors' evaluation starts PGD, MIM and C&W from a uniform point of the ball: two
     seeds must give two different adversarial batches."""
-    from adt_tf.suites import CATALOGUE
+    from adt_tf.evaluation.suites import CATALOGUE
 
     model, x, y = trained
     spec = CATALOGUE[name]

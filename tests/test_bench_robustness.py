@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from adt_tf.eval_report import AttackResult, EvaluationResult
+from adt_tf.evaluation.report import AttackResult, EvaluationResult
 from bench import robustness as rb
 
 

@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from adt_tf import sanity
 from adt_tf.attacks import ATTACKS
-from adt_tf.eval_report import EvaluationResult
-from adt_tf.evaluation import evaluate
+from adt_tf.evaluation import evaluate, sanity
+from adt_tf.evaluation.report import EvaluationResult
+from adt_tf.evaluation.suites import CATALOGUE, SUITES, parse_overrides, resolve_suite
 from adt_tf.loading import load_classifier
-from adt_tf.suites import CATALOGUE, SUITES, parse_overrides, resolve_suite
 from tests.helpers import tiny_classifier, trained_tiny_classifier
 
 EPS = 8 / 255
@@ -122,7 +121,7 @@ def test_cache_is_keyed_by_the_weights_whatever_the_model_is_called(tmp_path):
 
 def test_code_version_follows_the_attacks_code():
     from adt_tf.attacks import cw, mim, pgd, square
-    from adt_tf.eval_cache import code_version
+    from adt_tf.evaluation.cache import code_version
 
     assert code_version(pgd) == code_version(pgd)
     assert code_version(pgd) != code_version(square)
@@ -334,9 +333,9 @@ def test_bad_input(trained, tmp_path):
         load_classifier(str(tmp_path / "missing.keras"))
     garbage = tmp_path / "garbage.keras"
     garbage.write_bytes(b"not a zip file")
-    with pytest.raises(ValueError, match="Could not load the Keras model"):
+    with pytest.raises(ValueError, match="Could not load a Keras classifier"):
         load_classifier(str(garbage))
-    with pytest.raises(ValueError, match="without saved_model.pb"):
+    with pytest.raises(ValueError, match="without classifier.keras or saved_model.pb"):
         load_classifier(str(tmp_path))
     with pytest.raises(ValueError, match="model_id"):
         evaluate(lambda a, training=False: tiny_classifier()(a), x[:2], y[:2], epsilon=EPS,

@@ -313,11 +313,11 @@ def test_missing_or_corrupt_input_model(tmp_path, trained):
     with pytest.raises(ValueError, match="Could not load a Keras classifier"):
         sources.load_source(str(truncated))
     (tmp_path / "empty_workdir").mkdir()
-    with pytest.raises(ValueError, match="folder without classifier.keras"):
+    with pytest.raises(ValueError, match="folder without classifier.keras or saved_model.pb"):
         sources.load_source(str(tmp_path / "empty_workdir"))
-    (tmp_path / "model.h5").write_bytes(b"x")
+    (tmp_path / "model.txt").write_bytes(b"x")
     with pytest.raises(ValueError, match="not a .keras file"):
-        sources.load_source(str(tmp_path / "model.h5"))
+        sources.load_source(str(tmp_path / "model.txt"))
 
 
 def test_adt_tf_never_imports_export():

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from adt_tf.attacks import ATTACKS, fab_targeted, pgd
 from adt_tf.attacks.fab import linf_projection_to_hyperplane
-from adt_tf.suites import CATALOGUE, SUITES, resolve_suite
+from adt_tf.evaluation.suites import CATALOGUE, SUITES, resolve_suite
 from tests.helpers import trained_tiny_classifier
 
 EPS = 8 / 255

@@ -23,8 +23,8 @@ from absl import app, flags, logging
 from adt_tf import data as data_lib
 from adt_tf import validation
 from adt_tf.evaluation import PER_ATTACK_MODES, TARGET_POOL_SIZE, evaluate
+from adt_tf.evaluation.suites import CATALOGUE, SUITES, parse_overrides, resolve_suite
 from adt_tf.loading import file_id, load_classifier
-from adt_tf.suites import CATALOGUE, SUITES, parse_overrides, resolve_suite
 
 FLAGS = flags.FLAGS
 #: Training images the EXP-AM / IMP-AM generators are fitted on (the first ones).

@@ -26,7 +26,6 @@ from adt_tf.analysis.lambda_study import (
     read_trial_table,
 )
 from adt_tf.analysis.landscape import LandscapeResult, landscape_directions, loss_grid
-from adt_tf.analysis.loading import load_classifier, resolve_model_path
 from adt_tf.analysis.plots import (
     Picture,
     plot_curvature,
@@ -35,6 +34,7 @@ from adt_tf.analysis.plots import (
     plot_landscapes,
 )
 from adt_tf.analysis.runner import ANALYSES, AnalysisConfig, format_summary, run_analyses
+from adt_tf.loading import load_classifier, resolve_model_path
 
 __all__ = [
     "ANALYSES", "AnalysisConfig", "CurvatureResult", "DiversityResult", "LambdaPoint",

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from adt_tf import data as data_lib
-from adt_tf import validation
-from adt_tf.analysis import lambda_study, loading, plots
+from adt_tf import loading, validation
+from adt_tf.analysis import lambda_study, plots
 from adt_tf.analysis.curvature import curvature_analysis
 from adt_tf.analysis.diversity import diversity_analysis
 from adt_tf.analysis.landscape import loss_grid

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from adt_tf import validation
 from adt_tf.attacks.common import loss_and_grad, per_example_ce
-from adt_tf.generators import check_image_shape
+from adt_tf.generators import classifier_image_shape
 from adt_tf.losses import check_outer_loss, trades_outer_loss
 from adt_tf.methods.base import AdversarialTrainer, replicas_in_sync, unscale_loss
 from adt_tf.optimizers import TorchAdam
@@ -51,21 +51,6 @@ class JointStepResult(NamedTuple):
     y_pred: tf.Tensor
     objective: tf.Tensor
     entropy: tf.Tensor
-
-
-def classifier_image_shape(classifier: keras.Model) -> tuple[int, int, int]:
-    """The (H, W, C) input shape of a functional classifier (ValueError if unknown)."""
-    try:
-        shape = tuple(classifier.inputs[0].shape[1:])
-    except (AttributeError, IndexError, TypeError, ValueError):
-        shape = None
-    if shape is None or len(shape) != 3 or any(d is None for d in shape):
-        raise ValueError(
-            "An amortised method needs a classifier with a known (H, W, C) input shape (a "
-            f"functional model, e.g. from adt_tf.models.build_model), got {classifier.name!r} "
-            f"with input shape {shape!r}."
-        )
-    return check_image_shape(shape, name="classifier input shape")
 
 
 class AmortizedAdversarialTrainer(AdversarialTrainer):

@@ -28,9 +28,10 @@ import numpy as np
 import tensorflow as tf
 
 import adt_tf
-from adt_tf import sanity, validation
+from adt_tf import validation
 from adt_tf.attacks import fit_amortized_adversary, get_attack
-from adt_tf.eval_cache import (
+from adt_tf.evaluation import sanity
+from adt_tf.evaluation.cache import (
     array_id,
     cache_file,
     code_version,
@@ -38,10 +39,10 @@ from adt_tf.eval_cache import (
     store,
     weights_id,
 )
-from adt_tf.eval_report import AttackResult, EvaluationResult
-from adt_tf.methods.amortized import classifier_image_shape
+from adt_tf.evaluation.report import AttackResult, EvaluationResult
+from adt_tf.evaluation.suites import DEFAULT_PER_ATTACK, AttackSpec, resolve_suite
+from adt_tf.generators import classifier_image_shape
 from adt_tf.models.common import PENULTIMATE
-from adt_tf.suites import DEFAULT_PER_ATTACK, AttackSpec, resolve_suite
 
 PER_ATTACK_MODES = ("all", "remaining")
 #: FeaAttack's default target pool: the first inputs of the evaluation, at most this many.
@@ -210,7 +211,7 @@ def evaluate(classifier, x, y, *, epsilon: float, suite: str = "quick",
         x: images [N, H, W, C], uint8 or float in [0, 1]; y: integer labels [N].
         epsilon: L-infinity budget in (0, 1].
         suite: "quick", "paper", "autoattack", "full", or a comma-separated list of
-            catalogue names (see `adt_tf.suites`).
+            catalogue names (see `adt_tf.evaluation.suites`).
         overrides: {attack name: {parameter: value}}, e.g. {"fea": {"num_targets": 20}}.
         per_attack: "all" or "remaining" (see the module docstring); default per suite.
         batch_size: inputs per attack batch.
@@ -227,7 +228,8 @@ def evaluate(classifier, x, y, *, epsilon: float, suite: str = "quick",
             without them, e.g. a SavedModel signature, needs a model_id such as a hash of its
             files).
         model_name, dataset: how the report names them.
-        sanity_checks: run the checks of `adt_tf.sanity` and put their warnings in the report.
+        sanity_checks: run the checks of `adt_tf.evaluation.sanity` and put their warnings
+            in the report.
         sanity_inputs: inputs used by the checks (the first ones).
         jit_compile: compile attacks with XLA.
         verbose: 0 silent, 1 progress bars.
@@ -378,7 +380,8 @@ def follow_up_black_box(results, per_example: dict, ran_on: dict, clean: np.ndar
 
 
 def run_sanity_checks(classifier, x, y, epsilon: float, seed: int = 0):
-    """The model-side checks of `adt_tf.sanity` on a few inputs: (warnings, measurements)."""
+    """The model-side checks of `adt_tf.evaluation.sanity` on a few inputs:
+    (warnings, measurements)."""
     x_t = tf.constant(x, tf.float32)
     warnings = sanity.check_logits(np.asarray(classifier(x_t, training=False)))
     grad_warnings, grads = sanity.check_gradients(classifier, x_t, y, epsilon, seed=seed)
@@ -391,6 +394,6 @@ def run_sanity_checks(classifier, x, y, epsilon: float, seed: int = 0):
                       "epsilon_sweep": sweep, "unbounded": unbounded}
 
 
-__all__ = ["PER_ATTACK_MODES", "correct_under_attack", "environment", "evaluate",
-           "follow_up_black_box",
-           "input_shape_of", "predict_labels", "prepare_inputs", "run_sanity_checks"]
+__all__ = ["PER_ATTACK_MODES", "TARGET_POOL_SIZE", "correct_under_attack", "environment",
+           "evaluate", "follow_up_black_box", "input_shape_of", "predict_labels",
+           "prepare_inputs", "run_sanity_checks"]
