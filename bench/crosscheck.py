@@ -186,15 +186,20 @@ def to_markdown(rows: list[dict], command: str, environment: dict) -> str:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("models", [], "NAME=PATH pairs: a .keras classifier, a training workdir or a "
-                  "SavedModel export each.")
-flags.DEFINE_string("data", DEFAULT_DATA, "A folder with train.npz and test.npz (CIFAR-10).")
-flags.DEFINE_integer("examples", 500, "Test inputs (the first ones).")
-flags.DEFINE_float("epsilon", 8 / 255, "L-infinity budget.")
-flags.DEFINE_string("workdir", os.path.join(ROOT, "bench", "runs", "crosscheck"),
-                    "Where each side's per-attack results are cached (resumable).")
-flags.DEFINE_string("tag", "cpu", "Results go to bench/results/crosscheck_<tag>.md/.json.")
-flags.DEFINE_integer("threads", 0, "TensorFlow threads per op (0: its default).")
+
+
+def define_flags() -> None:
+    """The command line's flags (defined only when run as a script: the test imports this
+    module beside other commands' flags)."""
+    flags.DEFINE_list("models", [], "NAME=PATH pairs: a .keras classifier, a training workdir or a "
+                      "SavedModel export each.")
+    flags.DEFINE_string("data", DEFAULT_DATA, "A folder with train.npz and test.npz (CIFAR-10).")
+    flags.DEFINE_integer("examples", 500, "Test inputs (the first ones).")
+    flags.DEFINE_float("epsilon", 8 / 255, "L-infinity budget.")
+    flags.DEFINE_string("workdir", os.path.join(ROOT, "bench", "runs", "crosscheck"),
+                        "Where each side's per-attack results are cached (resumable).")
+    flags.DEFINE_string("tag", "cpu", "Results go to bench/results/crosscheck_<tag>.md/.json.")
+    flags.DEFINE_integer("threads", 0, "TensorFlow threads per op (0: its default).")
 
 
 def main(argv) -> None:
@@ -250,4 +255,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
