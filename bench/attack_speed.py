@@ -26,8 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from adt_tf import data as data_lib
-from adt_tf.attacks import fit_amortized_adversary
-from adt_tf.evaluation import correct_under_attack, environment
+from adt_tf.evaluation import correct_under_attack, environment, fit_amortized_adversary
 from adt_tf.evaluation.suites import CATALOGUE
 from adt_tf.models import build_model
 

@@ -6,7 +6,7 @@ Every attack works on batches of images in [0, 1], stays inside the L-infinity b
 runs under `tf.function` (its loops are `tf.while_loop`s).
 """
 
-from adt_tf.attacks.amortized import exp_am, fit_amortized_adversary, imp_am
+from adt_tf.attacks.amortized import exp_am, imp_am
 from adt_tf.attacks.apgd import apgd, apgd_targeted
 from adt_tf.attacks.cw import cw
 from adt_tf.attacks.distributional import exp_attack
@@ -48,5 +48,5 @@ def get_attack(name: str):
 
 
 __all__ = ["ATTACKS", "BLACK_BOX", "apgd", "apgd_targeted", "cw", "exp_am", "exp_attack",
-           "fab_targeted", "fea_attack", "fgsm", "fit_amortized_adversary", "get_attack",
+           "fab_targeted", "fea_attack", "fgsm", "get_attack",
            "imp_am", "mim", "pgd", "spsa", "square", "transfer"]

@@ -10,6 +10,7 @@ checks that say when a number is likely to be wrong.
 Loading a model argument is `adt_tf.loading` (shared with every other command).
 """
 
+from adt_tf.evaluation.amortized import fit_amortized_adversary
 from adt_tf.evaluation.report import AttackResult, EvaluationResult
 from adt_tf.evaluation.runner import (
     PER_ATTACK_MODES,
@@ -34,5 +35,6 @@ from adt_tf.evaluation.suites import (
 
 __all__ = ["CATALOGUE", "DEFAULT_PER_ATTACK", "PER_ATTACK_MODES", "SUITES", "TARGET_POOL_SIZE",
            "AttackResult", "AttackSpec", "EvaluationResult", "correct_under_attack",
-           "environment", "evaluate", "follow_up_black_box", "input_shape_of", "parse_overrides",
-           "predict_labels", "prepare_inputs", "resolve_suite", "run_sanity_checks"]
+           "environment", "evaluate", "fit_amortized_adversary", "follow_up_black_box",
+           "input_shape_of", "parse_overrides", "predict_labels", "prepare_inputs",
+           "resolve_suite", "run_sanity_checks"]

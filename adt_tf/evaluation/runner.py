@@ -29,8 +29,9 @@ import tensorflow as tf
 
 import adt_tf
 from adt_tf import validation
-from adt_tf.attacks import fit_amortized_adversary, get_attack
+from adt_tf.attacks import get_attack
 from adt_tf.evaluation import sanity
+from adt_tf.evaluation.amortized import fit_amortized_adversary
 from adt_tf.evaluation.cache import (
     array_id,
     cache_file,
