@@ -48,13 +48,14 @@ def ce_loss():
 _TRAINED: dict = {}
 
 
-def trained_tiny_classifier(n: int = 256, epochs: int = 15):
-    """A tiny classifier trained on n real 16x16 images (built once per process), with the
-    images and labels: (model, x, y). Training accuracy is well above chance, so attacks have
-    something to break."""
-    key = (n, epochs)
+def trained_tiny_classifier(n: int = 256, epochs: int = 15, seed: int = 1):
+    """A tiny classifier trained on n real 16x16 images (built once per process and seed),
+    with the images and labels: (model, x, y). Training accuracy is well above chance, so
+    attacks have something to break. Another seed gives an independently trained copy (the
+    source of transfer attacks)."""
+    key = (n, epochs, seed)
     if key not in _TRAINED:
-        keras.utils.set_random_seed(1)
+        keras.utils.set_random_seed(seed)
         x, y = make_tiny_images(n)
         model = tiny_classifier(width=8, dense_units=32)
         model.compile(keras.optimizers.Adam(3e-3), ce_loss())

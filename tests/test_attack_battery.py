@@ -13,12 +13,12 @@ from adt_tf.attacks import (
     exp_am,
     fea_attack,
     fgsm,
-    fit_amortized_adversary,
     pgd,
     square,
 )
 from adt_tf.attacks.common import dlr_loss, targeted_dlr_loss
 from adt_tf.attacks.distributional import pick_per_example
+from adt_tf.evaluation import fit_amortized_adversary
 from tests.helpers import trained_tiny_classifier
 
 EPS = 8 / 255
@@ -43,15 +43,17 @@ def adversaries():
 
 
 def small_settings(model, adversaries=None):
-    """Settings small enough for CPU tests, one entry per registered attack."""
+    """Settings small enough for CPU tests, one entry per registered attack. The transfer
+    attack's source is an independently trained copy (another seed), never the target."""
     adversaries = adversaries or {}
+    source = trained_tiny_classifier(seed=2)[0]
     return {
         "exp_am": {"adversary": adversaries.get("exp_am"), "check_samples": 4},
         "imp_am": {"adversary": adversaries.get("imp_am"), "check_samples": 4},
         "fgsm": {}, "pgd": {"steps": 5}, "mim": {"steps": 5}, "cw": {"steps": 5},
         "fea": {"steps": 5, "num_targets": 2, "step_size": 2 / 255},
         "spsa": {"steps": 5, "samples": 16, "sample_chunk": 8},
-        "transfer": {"source": model, "attack": "pgd", "steps": 3},
+        "transfer": {"source": source, "attack": "pgd", "steps": 3},
         "exp": {"steps": 3, "samples": 2, "check_samples": 2},
         "apgd": {"steps": 5}, "apgd_t": {"steps": 3, "num_targets": 2},
         "fab_t": {"steps": 5, "num_targets": 2},
@@ -71,8 +73,23 @@ def test_every_registered_attack_has_a_test_setting(trained):
     assert set(small_settings(trained[0])) == set(ATTACKS)
 
 
+def sign_noise_accuracy(model, x, y, draws: int = 5) -> float:
+    """Accuracy under random +-epsilon sign noise (the mean over a few seeded draws): what an
+    attack that does nothing clever would reach."""
+    rng = np.random.default_rng(0)
+    return float(np.mean([accuracy(model, np.clip(x + EPS * rng.choice([-1.0, 1.0], x.shape),
+                                                  0, 1).astype(np.float32), y)
+                          for _ in range(draws)]))
+
+
+@pytest.fixture(scope="module")
+def noise_accuracy(trained):
+    return sign_noise_accuracy(*trained)
+
+
 @pytest.mark.parametrize("name", sorted(ATTACKS))
-def test_attack_in_ball_seeded_and_stronger_than_clean(trained, adversaries, name):
+def test_attack_in_ball_seeded_and_beats_random_sign_noise(trained, adversaries, noise_accuracy,
+                                                           name):
     model, x, y = trained
     kwargs = small_settings(model, adversaries)[name]
     run = tf.function(lambda xb, yb, s: ATTACKS[name](model, xb, yb, EPS, seed=s, **kwargs))
@@ -87,7 +104,8 @@ def test_attack_in_ball_seeded_and_stronger_than_clean(trained, adversaries, nam
     if name in RANDOMISED:
         c = run(tf.constant(x), tf.constant(y), tf.constant([8, 0], tf.int32)).numpy()
         assert np.abs(a - c).max() > 0, f"{name} ignores its seed"
-    assert accuracy(model, a, y) < accuracy(model, x, y), name
+    # Below what random sign noise of the same epsilon leaves (not merely below clean).
+    assert accuracy(model, a, y) < noise_accuracy, (name, accuracy(model, a, y), noise_accuracy)
 
 
 @pytest.mark.parametrize("name", sorted(ATTACKS))
@@ -101,6 +119,33 @@ def test_attack_on_a_batch_of_one(trained, adversaries, name):
     a = run(tf.constant(x[:1]), tf.constant(y[:1]), tf.constant([3, 0], tf.int32)).numpy()
     assert a.shape == x[:1].shape
     assert np.all(np.abs(a - x[:1]) <= EPS + 1e-6) and a.min() >= 0.0 and a.max() <= 1.0
+
+
+def test_margin_pgd_reaches_the_closed_form_minimal_distance_of_a_linear_model():
+    """Two classes, logits W x + b: the smallest L-infinity perturbation that flips an input
+    is d = (z_y - z_o) / ||w_y - w_o||_1 (inputs far from the pixel bounds). C&W's margin PGD
+    must flip every input at 1.02 d and none at 0.98 d (nothing can)."""
+    from adt_tf.attacks import cw
+
+    rng = np.random.default_rng(0)
+    dim = 4 * 4 * 3
+    w = rng.normal(0, 1, (dim, 2))
+    x = rng.uniform(0.45, 0.55, (8, 4, 4, 3)).astype(np.float32)
+    b = np.array([-0.5 * (w[:, 0] - w[:, 1]).sum(), 0.0])  # the boundary passes through 0.5
+    z = x.reshape(8, -1).astype(np.float64) @ w + b
+    y = np.argmax(z, 1).astype(np.int32)
+
+    def linear(images, training=False):
+        flat = tf.reshape(images, [tf.shape(images)[0], -1])
+        return flat @ tf.constant(w, tf.float32) + tf.constant(b, tf.float32)
+
+    distance = np.abs(z[:, 0] - z[:, 1]) / np.abs(w[:, 0] - w[:, 1]).sum()
+    assert 1e-3 < distance.min() and distance.max() < 0.05  # the pixel bounds never bind
+    for i in range(len(x)):
+        for factor, flipped in ((1.02, True), (0.98, False)):
+            x_adv = cw(linear, x[i:i + 1], y[i:i + 1], float(factor * distance[i]), steps=30,
+                       seed=i)
+            assert (np.argmax(linear(x_adv).numpy(), 1)[0] != y[i]) == flipped, (i, factor)
 
 
 def test_pgd100_at_most_pgd20_at_most_fgsm(trained):
@@ -189,15 +234,31 @@ def test_bad_attack_arguments(trained):
         ATTACKS["transfer"](model, x[:2], y[:2], EPS, source=None)
 
 
-def test_amortized_attack_trains_its_own_generator_when_called_eagerly(trained):
+def test_amortized_attacks_sample_a_generator_fitted_above_them(trained):
+    """The attacks only sample; fitting (training a method's generator) is the evaluation's."""
     model, x, y = trained
-    x_adv = exp_am(model, x[:16], y[:16], EPS, train_steps=2, train_batch_size=8,
-                   generator_width=2, generator_blocks=0, check_samples=2)
+    adversary = fit_amortized_adversary(model, x[:16], y[:16], EPS, kind="exp_am",
+                                        train_steps=2, train_batch_size=8, generator_width=2,
+                                        generator_blocks=0)
+    x_adv = exp_am(model, x[:16], y[:16], EPS, adversary=adversary, check_samples=2)
     assert np.abs(x_adv.numpy() - x[:16]).max() <= EPS + 1e-6
-    with pytest.raises(ValueError, match="call it eagerly, or pass adversary="):
-        tf.function(lambda a, b: exp_am(model, a, b, EPS))(x[:2], y[:2])
+    with pytest.raises(ValueError, match="adt_tf.evaluation.fit_amortized_adversary"):
+        exp_am(model, x[:2], y[:2], EPS)
     with pytest.raises(ValueError, match="train_steps"):
-        exp_am(model, x[:2], y[:2], EPS, train_steps=0)
+        fit_amortized_adversary(model, x[:2], y[:2], EPS, train_steps=0)
+
+
+def test_attacks_import_nothing_of_training():
+    """Layering: no attack module imports the training methods (nor the evaluation)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, adt_tf.attacks; "
+            "print(sorted(m for m in sys.modules if m.startswith(('adt_tf.methods', "
+            "'adt_tf.training', 'adt_tf.evaluation'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip().splitlines()[-1]
+    assert out == "[]", out
 
 
 @pytest.mark.parametrize("name", ["pgd20", "mim20", "cw30", "transfer_mim20"])

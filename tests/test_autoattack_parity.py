@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from adt_tf.attacks import ATTACKS, fit_amortized_adversary, square
+from adt_tf.attacks import ATTACKS, square
 from adt_tf.attacks.apgd import _apgd_run, checkpoints
 from adt_tf.attacks.common import per_example_ce
 from adt_tf.attacks.square import square_fraction, square_window
+from adt_tf.evaluation import fit_amortized_adversary
 from adt_tf.models.common import PENULTIMATE
 from adt_tf.threat import LinfBall
 from tests.helpers import SAMPLE, ce_loss

@@ -122,7 +122,6 @@ def test_run_training_with_mixed_precision(tmp_path):
     classifier = keras.saving.load_model(report["classifier_path"])
     assert classifier.get_layer("conv1").dtype_policy.name == mixed_policy_name()
     assert classifier.get_layer("logits").compute_dtype == "float32"
-    assert 0 <= report["pgd20_accuracy"] <= report["clean_accuracy"] <= 1
     with open(os.path.join(tmp_path, "run", "config.json")) as f:
         assert json.load(f)["mixed_precision"] is True
 
