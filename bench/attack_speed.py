@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import time
 
 import keras
@@ -169,7 +170,8 @@ def main():
         lines += ["", "Settings changed from the evaluation's defaults for this benchmark: "
                   + "; ".join(changed) + "."]
     lines += ["", f"Total wall time of the benchmark: {time.perf_counter() - started:.0f} s.",
-              "", "Command: `PYTHONPATH=. python bench/attack_speed.py`", ""]
+              "", "Command: `PYTHONPATH=. python bench/attack_speed.py"
+              + "".join(f" {a}" for a in sys.argv[1:]) + "`", ""]
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         f.write("\n".join(lines))
