@@ -62,3 +62,24 @@ def trained_tiny_classifier(n: int = 256, epochs: int = 15, seed: int = 1):
         model.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
         _TRAINED[key] = (model, x, y)
     return _TRAINED[key]
+
+
+def attack_settings(adversaries=None, source=None, **replace) -> dict:
+    """Settings small enough for CPU tests, one entry per registered attack (`replace`
+    overrides whole entries). The transfer attack's source is `source` (give an
+    independently trained copy, never the target)."""
+    adversaries = adversaries or {}
+    settings = {
+        "exp_am": {"adversary": adversaries.get("exp_am"), "check_samples": 4},
+        "imp_am": {"adversary": adversaries.get("imp_am"), "check_samples": 4},
+        "fgsm": {}, "pgd": {"steps": 5}, "mim": {"steps": 5}, "cw": {"steps": 5},
+        "fea": {"steps": 5, "num_targets": 2, "step_size": 2 / 255},
+        "spsa": {"steps": 5, "samples": 16, "sample_chunk": 8},
+        "transfer": {"source": source, "attack": "pgd", "steps": 3},
+        "exp": {"steps": 3, "samples": 2, "check_samples": 2},
+        "apgd": {"steps": 5}, "apgd_t": {"steps": 3, "num_targets": 2},
+        "fab_t": {"steps": 5, "num_targets": 2},
+        "square": {"num_queries": 60},
+    }
+    settings.update(replace)
+    return settings

@@ -19,7 +19,7 @@ from adt_tf.attacks import (
 from adt_tf.attacks.common import dlr_loss, targeted_dlr_loss
 from adt_tf.attacks.distributional import pick_per_example
 from adt_tf.evaluation import fit_amortized_adversary
-from tests.helpers import trained_tiny_classifier
+from tests.helpers import attack_settings, trained_tiny_classifier
 
 EPS = 8 / 255
 
@@ -43,22 +43,8 @@ def adversaries():
 
 
 def small_settings(model, adversaries=None):
-    """Settings small enough for CPU tests, one entry per registered attack. The transfer
-    attack's source is an independently trained copy (another seed), never the target."""
-    adversaries = adversaries or {}
-    source = trained_tiny_classifier(seed=2)[0]
-    return {
-        "exp_am": {"adversary": adversaries.get("exp_am"), "check_samples": 4},
-        "imp_am": {"adversary": adversaries.get("imp_am"), "check_samples": 4},
-        "fgsm": {}, "pgd": {"steps": 5}, "mim": {"steps": 5}, "cw": {"steps": 5},
-        "fea": {"steps": 5, "num_targets": 2, "step_size": 2 / 255},
-        "spsa": {"steps": 5, "samples": 16, "sample_chunk": 8},
-        "transfer": {"source": source, "attack": "pgd", "steps": 3},
-        "exp": {"steps": 3, "samples": 2, "check_samples": 2},
-        "apgd": {"steps": 5}, "apgd_t": {"steps": 3, "num_targets": 2},
-        "fab_t": {"steps": 5, "num_targets": 2},
-        "square": {"num_queries": 60},
-    }
+    """`attack_settings` with an independently trained transfer source (another seed)."""
+    return attack_settings(adversaries, source=trained_tiny_classifier(seed=2)[0])
 
 
 RANDOMISED = ("pgd", "cw", "spsa", "square", "apgd", "apgd_t", "exp", "fea", "exp_am",

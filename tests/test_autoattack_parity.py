@@ -19,7 +19,7 @@ from adt_tf.attacks.square import square_fraction, square_window
 from adt_tf.evaluation import fit_amortized_adversary
 from adt_tf.models.common import PENULTIMATE
 from adt_tf.threat import LinfBall
-from tests.helpers import SAMPLE, ce_loss
+from tests.helpers import SAMPLE, attack_settings, ce_loss
 
 EPS = 8 / 255
 
@@ -184,22 +184,6 @@ def non_square_classifier(shape):
     return model, x[:16], y[:16]
 
 
-def settings(model, adversaries):
-    return {
-        "exp_am": {"adversary": adversaries["exp_am"], "check_samples": 2},
-        "imp_am": {"adversary": adversaries["imp_am"], "check_samples": 2},
-        "fgsm": {}, "pgd": {"steps": 3}, "mim": {"steps": 3}, "cw": {"steps": 3},
-        "fea": {"steps": 3, "num_targets": 2, "step_size": 2 / 255},
-        "spsa": {"steps": 2, "samples": 8, "sample_chunk": 8},
-        "transfer": {"source": model, "attack": "pgd", "steps": 2},
-        "exp": {"steps": 2, "samples": 2, "check_samples": 2},
-        "apgd": {"steps": 4}, "apgd_t": {"steps": 3, "num_targets": 2},
-        "fab_t": {"steps": 3, "num_targets": 2},
-        # p_init = 1 asks for a square larger than the short side: it must be capped.
-        "square": {"num_queries": 20, "p_init": 1.0},
-    }
-
-
 @pytest.fixture(scope="module", params=[(12, 8, 3), (8, 12, 3)], ids=["12x8", "8x12"])
 def non_square(request):
     model, x, y = non_square_classifier(request.param)
@@ -207,7 +191,10 @@ def non_square(request):
                                                  train_batch_size=8, generator_width=4,
                                                  generator_blocks=1, seed=1)
                    for kind in ("exp_am", "imp_am")}
-    return model, x, y, settings(model, adversaries)
+    # p_init = 1 asks for a square larger than the short side: it must be capped. The source
+    # of the transfer attack only needs the same input shape here.
+    return model, x, y, attack_settings(adversaries, source=model,
+                                        square={"num_queries": 20, "p_init": 1.0})
 
 
 @pytest.mark.parametrize("name", sorted(ATTACKS))
