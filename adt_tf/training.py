@@ -6,11 +6,14 @@ calls `run_training`; benchmarks and the tuner call it directly.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import inspect
 import json
 import math
 import os
+import socket
 from typing import Any
 
 import keras
@@ -31,8 +34,9 @@ from adt_tf.models import MODELS, build_model
 from adt_tf.optimizers import check_weight_decay_form, make_optimizer
 from adt_tf.precision import precision_policy
 
-# Settings that may change when a run is resumed in the same workdir.
-RESUMABLE_CHANGES = ("epochs", "eval_examples", "verbose")
+# Settings that may change when a run is resumed in the same workdir (the workdir itself: the
+# folder is the run, however its path is written or wherever it was moved).
+RESUMABLE_CHANGES = ("workdir", "epochs", "eval_examples", "verbose")
 
 
 @dataclasses.dataclass
@@ -87,6 +91,7 @@ class TrainConfig:
         validation.check_positive_int(self.epochs, "epochs")
         validation.check_positive_int(self.batch_size, "batch_size")
         validation.check_positive(self.lr, "lr")
+        validation.check_in_range(self.lr_decay_factor, "lr_decay_factor", 0.0, 1.0)
         validation.check_in_range(self.momentum, "momentum", 0.0, 1.0)
         validation.check_non_negative(self.weight_decay, "weight_decay")
         check_weight_decay_form(self.weight_decay_form)
@@ -126,8 +131,12 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(float(loss)):
             raise NonFiniteLossError(
                 f"The training loss became {float(loss)} at epoch {self._epoch + 1}, step "
-                f"{batch + 1}; training stopped. The checkpoint of the last completed epoch is "
-                f"kept in {self.backup_dir}: lower --lr or check the data, then rerun.")
+                f"{batch + 1}; training stopped. " + (
+                    f"The checkpoint of the last completed epoch is kept in {self.backup_dir}; "
+                    "rerun with the same settings to resume from it, or check the data."
+                    if _completed_epochs(self.backup_dir) else
+                    "No epoch was completed, so nothing was kept: lower --lr or check the "
+                    "data, then rerun (the same --workdir accepts the new settings)."))
 
 
 class LogLearningRate(keras.callbacks.Callback):
@@ -152,18 +161,39 @@ def method_param_names(method: str) -> list[str]:
     return [p for p in params if p not in ("self", "classifier", "epsilon", "seed", "kwargs")]
 
 
-def _check_workdir(config: TrainConfig, path: str) -> None:
-    """Refuses to resume a workdir that holds a run with other settings."""
-    if not os.path.exists(path):
+def _completed_epochs(backup_dir: str) -> int:
+    """Epochs a workdir's backup holds (0 without one)."""
+    meta = os.path.join(backup_dir, "training_metadata.json")
+    if not os.path.exists(meta):
+        return 0
+    with open(meta) as f:
+        return int(json.load(f).get("epoch", 0))
+
+
+def _check_workdir(config: TrainConfig, path: str, backup_dir: str) -> None:
+    """Refuses to resume a workdir that holds a run with other settings, or one trained for
+    more epochs than asked. A workdir with no completed epoch binds nothing: a run that
+    failed at once (a bad flag, bad data, a NaN in its first epoch) takes the corrected
+    command."""
+    done = _completed_epochs(backup_dir)
+    if not os.path.exists(path) or done == 0:
         return
-    with open(path) as f:
-        old = json.load(f)
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path} is not a readable run configuration ({err}); move the "
+                         "workdir aside or use a new --workdir.") from err
     new = json.loads(json.dumps(dataclasses.asdict(config)))
     diff = sorted(k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k])
     if diff:
         details = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in diff)
         raise ValueError(f"{config.workdir} holds a run with other settings ({details}); "
                          "use a new --workdir, or the same settings to resume it.")
+    if done > config.epochs:
+        raise ValueError(f"{config.workdir} holds a run already trained for {done} epochs; "
+                         f"--epochs={config.epochs} is fewer (give --epochs={done} or more, or "
+                         "a new --workdir).")
 
 
 def build_trainer(config: TrainConfig, splits: data_lib.Splits, steps_per_epoch: int):
@@ -240,12 +270,22 @@ def run_training(config: TrainConfig) -> dict[str, Any]:
     get_method(config.method)(_probe_classifier(), epsilon=config.resolved_epsilon(),
                               seed=config.seed, **config.method_params)
     out_dir = role.write_dir(config.workdir)
-    os.makedirs(out_dir, exist_ok=True)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"--workdir={out_dir} is a file, not a folder.")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"Cannot create --workdir={out_dir}: {err.strerror}.") from err
     config_path = os.path.join(out_dir, "config.json")
-    _check_workdir(config, config_path)
-    with open(config_path, "w") as f:
-        json.dump(dataclasses.asdict(config), f, indent=2)
+    backup_dir = os.path.join(config.workdir, "backup")
+    with workdir_lock(out_dir):
+        _check_workdir(config, config_path, backup_dir)
+        return _train(config, role, strategy, out_dir, config_path, backup_dir)
 
+
+def _train(config: TrainConfig, role, strategy, out_dir: str, config_path: str,
+           backup_dir: str) -> dict[str, Any]:
+    """The run itself, in a workdir this process holds the lock of."""
     keras.utils.set_random_seed(config.seed)  # the same on every worker: same init, order
     splits = data_lib.load(config.dataset, config.data_dir, config.max_train_examples)
     train_ds = data_lib.make_dataset(splits.x_train, splits.y_train, config.batch_size,
@@ -259,7 +299,11 @@ def run_training(config: TrainConfig) -> dict[str, Any]:
 
     with precision_policy(config.mixed_precision, strategy), strategy.scope():
         trainer = build_trainer(config, splits, steps_per_epoch)
-    backup_dir = os.path.join(config.workdir, "backup")
+    # Written once the data and the model are known to be good, atomically.
+    tmp = config_path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(dataclasses.asdict(config), f, indent=2)
+    os.replace(tmp, config_path)
     _announce_resume(backup_dir, config)
     callbacks = [
         LogLearningRate(),
@@ -298,9 +342,37 @@ def run_training(config: TrainConfig) -> dict[str, Any]:
     report = evaluate_report(classifier, splits, epsilon, config)
     report.update({"method": config.method, "classifier_path": path,
                    "epochs": config.epochs, "seed": config.seed})
-    with open(os.path.join(out_dir, "report.json"), "w") as f:
+    tmp = os.path.join(out_dir, "report.tmp.json")
+    with open(tmp, "w") as f:
         json.dump(report, f, indent=2)
+    os.replace(tmp, os.path.join(out_dir, "report.json"))
     return report
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str):
+    """Holds `<workdir>/.lock` (an exclusive `flock`) for the run: a second run into the same
+    workdir is refused. The kernel drops the lock when the process ends, however it ends, so
+    a killed run never leaves it stuck and the rerun resumes."""
+    path = os.path.join(workdir, ".lock")
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise ValueError(f"--workdir={workdir} is in use by another adt-train run ({owner}); "
+                         "wait for it to finish, or use another --workdir.") from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
 
 def _announce_resume(backup_dir: str, config: TrainConfig) -> None:
@@ -317,4 +389,4 @@ def _probe_classifier() -> keras.Model:
 
 
 __all__ = ["NonFiniteLossError", "TrainConfig", "WorkerLostError", "build_trainer",
-           "format_report", "method_param_names", "run_training"]
+           "format_report", "method_param_names", "run_training", "workdir_lock"]

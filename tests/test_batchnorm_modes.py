@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from adt_tf.attacks import ATTACKS
+from adt_tf.evaluation import fit_amortized_adversary
 from adt_tf.methods import METHODS
 from adt_tf.noise import RecordedNoise
 from adt_tf.optimizers import make_optimizer
@@ -50,8 +51,10 @@ def test_attacks_leave_the_moving_statistics_alone(data, name):
     before = moving_stats(model)
     kwargs = small_settings(model)[name]
     if name in ("exp_am", "imp_am"):  # fits a small generator against the model first
-        kwargs = {"check_samples": 2, "train_steps": 2, "train_batch_size": 8,
-                  "generator_width": 2, "generator_blocks": 1}
+        adversary = fit_amortized_adversary(model, x.numpy(), y.numpy(), EPS, kind=name,
+                                            train_steps=2, train_batch_size=8,
+                                            generator_width=2, generator_blocks=1)
+        kwargs = {"check_samples": 2, "adversary": adversary}  # the fit is checked too
     ATTACKS[name](model, x, y, EPS, seed=0, **kwargs)
     for a, b in zip(before, moving_stats(model)):
         np.testing.assert_array_equal(a, b, err_msg=name)

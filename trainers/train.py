@@ -141,8 +141,22 @@ flags.DEFINE_float("sinkhorn_tolerance", None, "feascatter: Sinkhorn early-stop 
 
 
 def method_params_from_flags(method: str) -> dict:
-    """The selected method's constructor arguments, from flags or the method's defaults."""
+    """The selected method's constructor arguments, from flags or the method's defaults.
+
+    Raises:
+        ValueError: a method flag was given that the selected method does not take (it
+            would be silently ignored otherwise).
+    """
     signature = inspect.signature(get_method(method).__init__).parameters
+    own = set(method_param_names(method))
+    others = sorted({name for m in METHODS for name in method_param_names(m)} - own)
+    stray = [name for name in others if name in FLAGS and FLAGS[name].present]
+    if stray:
+        takers = {name: sorted(m for m in METHODS if name in method_param_names(m))
+                  for name in stray}
+        details = "; ".join(f"--{n} applies to {', '.join(takers[n])}" for n in stray)
+        raise ValueError(f"--method={method} does not take {', '.join('--' + n for n in stray)} "
+                         f"({details}); drop it or pick one of those methods.")
     params = {}
     for name in method_param_names(method):
         value = FLAGS[name].value if name in FLAGS else None

@@ -1,0 +1,85 @@
+"""Nothing lost, nothing silently wrong (issue 17): one run per workdir, a workdir that takes
+its own fix, resume under another spelling of its path, no ignored flags, no shrinking run."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from adt_tf.training import TrainConfig, run_training, workdir_lock
+from tests.test_train_cli import run_cli
+
+TINY = dict(max_train_examples=32, batch_size=16, model_params={"width": 4}, eval_examples=16,
+            verbose=0, method="standard", lr=0.01)
+
+
+def test_a_workdir_is_owned_by_one_run_at_a_time(tmp_path):
+    workdir = str(tmp_path / "run")
+    os.makedirs(workdir)
+    with workdir_lock(workdir):
+        with pytest.raises(ValueError, match=r"is in use by another adt-train run \(pid "):
+            run_training(TrainConfig(workdir=workdir, epochs=1, **TINY))
+        # The command line says so and exits 2, writing nothing.
+        proc = run_cli(f"--workdir={workdir}", "--method=standard", "--epochs=1",
+                       "--max_train_examples=32", check=False)
+        assert proc.returncode == 2 and "is in use by another adt-train run" in proc.stderr
+        assert not os.path.exists(os.path.join(workdir, "config.json"))
+    # Released (as when the holder dies, however): the run goes ahead.
+    assert run_training(TrainConfig(workdir=workdir, epochs=1, **TINY))["epochs"] == 1
+
+
+def test_a_run_that_failed_at_once_leaves_a_workdir_that_takes_the_fix(tmp_path):
+    workdir = str(tmp_path / "run")
+    with pytest.raises(ValueError, match="width"):
+        run_training(TrainConfig(workdir=workdir, epochs=1, **dict(
+            TINY, model_params={"width": 0})))
+    assert not os.path.exists(os.path.join(workdir, "config.json"))
+    # config.json of a run that stopped before its first epoch (a NaN loss) binds nothing.
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump(dict(TINY, workdir=workdir, lr=10.0), f)
+    report = run_training(TrainConfig(workdir=workdir, epochs=1, **TINY))
+    assert report["epochs"] == 1
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["lr"] == TINY["lr"]
+
+
+def test_resume_survives_another_spelling_or_a_move_of_the_workdir(tmp_path, monkeypatch):
+    workdir = tmp_path / "run"
+    run_training(TrainConfig(workdir=str(workdir), epochs=1, **TINY))
+    monkeypatch.chdir(tmp_path)
+    # Relative, with a trailing slash: the same run, resumed (one more epoch).
+    report = run_training(TrainConfig(workdir="run/", epochs=2, **TINY))
+    assert report["epochs"] == 2
+    moved = tmp_path / "moved"
+    shutil.move(str(workdir), str(moved))
+    assert run_training(TrainConfig(workdir=str(moved), epochs=2, **TINY))["epochs"] == 2
+
+
+def test_fewer_epochs_than_trained_is_refused(tmp_path):
+    workdir = str(tmp_path / "run")
+    run_training(TrainConfig(workdir=workdir, epochs=2, **TINY))
+    with pytest.raises(ValueError, match="already trained for 2 epochs; --epochs=1 is fewer"):
+        run_training(TrainConfig(workdir=workdir, epochs=1, **TINY))
+    with open(os.path.join(workdir, "report.json")) as f:
+        assert json.load(f)["epochs"] == 2
+
+
+def test_bad_lr_decay_factor_and_a_file_as_workdir_are_errors(tmp_path):
+    with pytest.raises(ValueError, match="lr_decay_factor"):
+        run_training(TrainConfig(workdir=str(tmp_path / "a"), epochs=1,
+                                 **dict(TINY, lr_decay_factor=float("nan"))))
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        run_training(TrainConfig(workdir=str(afile), epochs=1, **TINY))
+
+
+def test_a_flag_the_method_does_not_take_is_an_error(tmp_path):
+    proc = run_cli(f"--workdir={tmp_path}/w", "--method=pgd_at", "--entropy_weight=0.1",
+                   "--mc_samples=3", check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "--method=pgd_at does not take --entropy_weight, --mc_samples" in proc.stderr
+    assert "--entropy_weight applies to adt_exp" in proc.stderr
+    assert not os.path.exists(os.path.join(tmp_path, "w"))
