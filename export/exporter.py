@@ -170,6 +170,12 @@ def export_classifier(classifier: keras.Model, export_base: str, model_name: str
                               " or leave it unset.")
 
     tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir)
+    # mkdtemp makes the folder private (0700); a published version is readable by a server
+    # running as another user, like any folder made under the user's umask.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    pending = None
     try:
         tf.saved_model.save(module, tmp, signatures=module.signatures())
         warmup.write_warmup(tmp, warmup.warmup_records(model_name, images[:4]))
@@ -181,14 +187,23 @@ def export_classifier(classifier: keras.Model, export_base: str, model_name: str
             card["verification"] = verify.verify_export(
                 tmp, images, _probabilities(classifier, images), spec.class_names is not None)
             _write_json(card_path, card)
+        # models.config is prepared before anything is published: a malformed or unwritable
+        # one fails the export with no version in place.
+        pending = serving_config.prepare_models_config(export_base, model_name, serving_root)
         if os.path.exists(target):  # another exporter got there first
             raise FileExistsError(f"{target} appeared during the export; nothing was "
                                   "overwritten.")
         os.rename(tmp, target)
+        try:
+            serving_config.commit_models_config(pending)
+        except BaseException:
+            os.rename(target, tmp)  # take the version back: all of the export or none
+            raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if pending is not None and os.path.exists(pending):
+            os.remove(pending)
         raise
-    serving_config.update_models_config(export_base, model_name, serving_root)
     return target
 
 

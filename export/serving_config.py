@@ -41,10 +41,12 @@ def read_models_config(path: str):
     return config
 
 
-def update_models_config(export_base: str, model_name: str,
-                         serving_root: str = DEFAULT_SERVING_ROOT) -> str:
-    """Adds (or updates) `model_name` in `<export_base>/models.config`, keeping the other
-    models listed there; written atomically. Returns the file's path."""
+def prepare_models_config(export_base: str, model_name: str,
+                          serving_root: str = DEFAULT_SERVING_ROOT) -> str:
+    """Writes `<export_base>/models.config` with `model_name` added (or updated), the other
+    models kept, to a temporary file beside it, and returns that file's path; nothing is
+    published until `commit_models_config`. ValueError names the file if the present one is
+    malformed or the folder is not writable."""
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
@@ -61,10 +63,27 @@ def update_models_config(export_base: str, model_name: str,
     entry.base_path = f"{serving_root.rstrip('/')}/{model_name}"
     entry.model_platform = "tensorflow"
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text_format.MessageToString(config))
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text_format.MessageToString(config))
+    except OSError as err:
+        raise ValueError(f"Cannot write {path} ({err.strerror}); nothing was exported.") from err
+    return tmp
+
+
+def commit_models_config(pending: str) -> str:
+    """Publishes a file from `prepare_models_config` (an atomic rename). Returns the path."""
+    path = pending.rsplit(".tmp-", 1)[0]
+    os.replace(pending, path)
     return path
 
 
-__all__ = ["DEFAULT_SERVING_ROOT", "read_models_config", "update_models_config"]
+def update_models_config(export_base: str, model_name: str,
+                         serving_root: str = DEFAULT_SERVING_ROOT) -> str:
+    """Adds (or updates) `model_name` in `<export_base>/models.config`, keeping the other
+    models listed there; written atomically. Returns the file's path."""
+    return commit_models_config(prepare_models_config(export_base, model_name, serving_root))
+
+
+__all__ = ["DEFAULT_SERVING_ROOT", "commit_models_config", "prepare_models_config",
+           "read_models_config", "update_models_config"]

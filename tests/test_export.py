@@ -278,6 +278,32 @@ def test_models_config_parses_and_lists_every_model(exported, trained, tmp_path)
     assert open(os.path.join(base, "models.config")).read() == "this is { not a config"
 
 
+def test_an_export_is_published_whole_or_not_at_all(trained, tmp_path):
+    """A malformed (or unwritable) models.config fails the export before any version is in
+    place, and a retry after the fix publishes version 1, not 2."""
+    classifier, images = trained
+    base = str(tmp_path)
+    with open(os.path.join(base, "models.config"), "w") as f:
+        f.write("this is { not a config")
+    with pytest.raises(ValueError, match="not a ModelServerConfig"):
+        export_classifier(classifier, base, NAME, images=images, verify_export=False)
+    assert os.listdir(os.path.join(base, NAME)) == []  # no version, no temporary folder
+    assert sorted(os.listdir(base)) == ["models.config", NAME]
+    os.remove(os.path.join(base, "models.config"))
+    path = export_classifier(classifier, base, NAME, images=images, verify_export=False)
+    assert os.path.basename(path) == "1"
+
+
+def test_published_versions_are_readable_by_other_users(exported):
+    """Made like any folder under the user's umask (mkdtemp's 0700 would hide it from a
+    server running as another user)."""
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(exported[1]).st_mode) == 0o777 & ~umask
+
+
 # -- bad arguments and input models ------------------------------------------------------
 
 
