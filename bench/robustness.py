@@ -202,11 +202,22 @@ def training_finished(workdir: str, key: str, seed: int) -> bool:
     return all(os.path.exists(os.path.join(d, f)) for f in ("classifier.keras", "report.json"))
 
 
+def attack_code_versions() -> dict[str, str]:
+    """The code version of each attack of the suite (`adt_tf.evaluation.cache.code_version`)."""
+    from adt_tf.attacks import get_attack
+    from adt_tf.evaluation.cache import code_version
+    from adt_tf.evaluation.suites import CATALOGUE
+
+    return {name: code_version(get_attack(CATALOGUE[name].attack)) for name in ALL_ATTACKS}
+
+
 def evaluation_finished(workdir: str, key: str, seed: int) -> bool:
-    """Whether the run has a summary with every attack of the suite (one that lacks an attack
-    added to the suite later is redone: the attacks already run come back from the cache)."""
+    """Whether the run has a summary with every attack of the suite, each run with the
+    attack's present code (a summary that lacks an attack added later, or made with an attack
+    changed since, is redone; what is still valid comes back from the cache)."""
     summary = _read_json(os.path.join(run_dir(workdir, key, seed), "summary.json"), None)
-    return summary is not None and all(a in summary["attacks"] for a in ALL_ATTACKS)
+    return (summary is not None and all(a in summary["attacks"] for a in ALL_ATTACKS)
+            and summary.get("attack_code") == attack_code_versions())
 
 
 def model_needed(workdir: str, key: str, seed: int, all_seeds: list[int]) -> bool:
@@ -299,6 +310,7 @@ def evaluate_run(recipe: Recipe, key: str, seed: int, all_seeds: list[int], data
             robust[idx] &= result.per_example["robust"]
         stages[stem] = (result, names, idx)
     summary = summarize(main, stages, m, key, seed, source_seed, d)
+    summary["attack_code"] = attack_code_versions()
     _write_json(summary_path, summary)
     print(f"[eval] {label}, seed {seed}: clean {100 * summary['clean']:.2f}%, A_rob "
           f"{100 * summary['a_rob_main']:.2f}% ({summary['num_examples']} inputs, without "
@@ -674,7 +686,7 @@ def _read_json(path: str, default):
 
 
 def _write_json(path: str, data) -> None:
-    tmp = path + ".tmp"
+    tmp = f"{path}.tmp-{os.getpid()}"  # two processes (one per seed) write the same table
     with open(tmp, "w") as f:
         json.dump(data, f, indent=2, default=lambda v: v.tolist() if hasattr(v, "tolist")
                   else str(v))

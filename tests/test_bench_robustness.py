@@ -174,7 +174,7 @@ def test_no_finished_run_gives_no_table(tmp_path):
 def _summary(key: str, seed: int, n: int = 500, m: int = 50, clean: float = 0.4) -> dict:
     attacks = {a: {"accuracy": 0.3} for a in rb.ALL_ATTACKS}
     return {"method": key, "seed": seed, "num_examples": n, "subset_examples": m,
-            "clean": clean, "attacks": attacks}
+            "clean": clean, "attacks": attacks, "attack_code": rb.attack_code_versions()}
 
 
 def _write(path, data) -> None:
@@ -229,6 +229,14 @@ def test_model_needed_for_own_or_dependent_evaluation(tmp_path):
     _write(os.path.join(rb.run_dir(workdir, "pgd_at", 1), "summary.json"), partial)
     assert not rb.evaluation_finished(workdir, "pgd_at", 1)
     assert rb.model_needed(workdir, "pgd_at", 0, [0, 1])
+    # So is one made with an attack whose code changed since (or with no record of it).
+    stale = _summary("pgd_at", 1)
+    stale["attack_code"]["apgd_ce"] = "an older version"
+    _write(os.path.join(rb.run_dir(workdir, "pgd_at", 1), "summary.json"), stale)
+    assert not rb.evaluation_finished(workdir, "pgd_at", 1)
+    del stale["attack_code"]
+    _write(os.path.join(rb.run_dir(workdir, "pgd_at", 1), "summary.json"), stale)
+    assert not rb.evaluation_finished(workdir, "pgd_at", 1)
 
 
 def test_restored_check_compares_clean_accuracy_of_the_retrained_model(tmp_path):
