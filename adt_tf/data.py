@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zipfile
 from importlib import resources
 
 import numpy as np
@@ -103,19 +104,59 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
     if not os.path.exists(path):
         raise ValueError(f"{path} does not exist; an npz: source needs train.npz and test.npz "
                          "with arrays x (uint8 N x H x W x C) and y (int labels).")
-    with np.load(path, allow_pickle=False) as data:
-        missing = {"x", "y"} - set(data.files)
-        if missing:
-            raise ValueError(f"{path} lacks the arrays {sorted(missing)}; found {data.files}, "
-                             "expected x (uint8 N x H x W x C) and y (int labels).")
-        return {k: data[k] for k in data.files}
+    if not os.path.isfile(path):
+        raise ValueError(f"{path} is not a file; an npz: source needs train.npz and test.npz "
+                         "files.")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):
+                raise ValueError("it holds one bare array, not named arrays x and y")
+            missing = {"x", "y"} - set(data.files)
+            if missing:
+                raise ValueError(f"{path} lacks the arrays {sorted(missing)}; found "
+                                 f"{data.files}, expected x (uint8 N x H x W x C) and y (int "
+                                 "labels).")
+            return {k: data[k] for k in data.files}
+    except ValueError as err:
+        if str(err).startswith(path):
+            raise
+        raise ValueError(f"{path} is not a readable .npz archive ({err}).") from err
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as err:  # truncated, CRC, empty
+        raise ValueError(f"{path} is not a readable .npz archive ({type(err).__name__}: "
+                         f"{err}); is the file complete?") from err
+
+
+def _classes_from_labels(directory: str, train_y: np.ndarray, test_y: np.ndarray) -> int:
+    """The class count of an npz: source without a `num_classes` array, from its labels: the
+    training labels must be exactly 0..C-1 and the test labels among them, else one stray
+    label would silently change the model's number of outputs."""
+    if not (np.issubdtype(train_y.dtype, np.integer) and np.issubdtype(test_y.dtype,
+                                                                        np.integer)):
+        return int(max(train_y.max(), test_y.max())) + 1  # validate_arrays names the dtype
+    present = np.unique(train_y)
+    count = int(present.max()) + 1
+    if present.min() < 0:
+        return count  # validate_arrays names the negative labels
+    missing = sorted(set(range(count)) - set(present.tolist()))
+    stray = sorted(v for v in np.unique(test_y).tolist() if v >= count)
+    if missing or stray:
+        details = ([f"training labels skip {missing[:10]}"] if missing else []) + (
+            [f"test labels {stray[:10]} never occur in training"] if stray else [])
+        raise ValueError(f"{directory}: cannot tell the number of classes from the labels "
+                         f"({'; '.join(details)}). Fix the labels, or state the count with an "
+                         "array num_classes in train.npz.")
+    return count
 
 
 def _load_npz_dir(directory: str) -> Splits:
     train = _read_npz(os.path.join(directory, "train.npz"))
     test = _read_npz(os.path.join(directory, "test.npz"))
-    labels = np.concatenate([train["y"].ravel(), test["y"].ravel()])
-    num_classes = int(train["num_classes"]) if "num_classes" in train else int(labels.max()) + 1
+    if len(train["x"]) == 0 or len(train["y"].ravel()) == 0:
+        raise ValueError(f"{os.path.join(directory, 'train.npz')} holds no training images.")
+    if "num_classes" in train:
+        num_classes = int(train["num_classes"])
+    else:
+        num_classes = _classes_from_labels(directory, train["y"].ravel(), test["y"].ravel())
     num_classes = max(num_classes, 2)
     for split, data in (("train.npz", train), ("test.npz", test)):
         validate_arrays(data["x"], data["y"], num_classes, os.path.join(directory, split))

@@ -269,7 +269,8 @@ def test_adt_analyze_end_to_end_writes_every_output(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     for split in ("train", "test"):
-        np.savez(data / f"{split}.npz", x=(x * 255).round().astype(np.uint8), y=y)
+        np.savez(data / f"{split}.npz", x=(x * 255).round().astype(np.uint8), y=y,
+                 **({"num_classes": 10} if split == "train" else {}))  # a few images
     workdir = tmp_path / "run_b"
     workdir.mkdir()
     tiny_classifier().save(workdir / "classifier.keras")
@@ -315,7 +316,8 @@ def test_several_models_side_by_side_and_a_lambda_table(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     for split in ("train", "test"):
-        np.savez(data / f"{split}.npz", x=(x * 255).round().astype(np.uint8), y=y)
+        np.savez(data / f"{split}.npz", x=(x * 255).round().astype(np.uint8), y=y,
+                 **({"num_classes": 10} if split == "train" else {}))  # a few images
     tiny_classifier().save(tmp_path / "a.keras")
     (tmp_path / "b").mkdir()
     keras.utils.set_random_seed(1)

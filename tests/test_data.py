@@ -72,6 +72,46 @@ def test_npz_missing_arrays_and_files(tmp_path):
         data_lib.load(f"npz:{tmp_path}")
 
 
+def test_npz_class_count_is_never_guessed_from_a_stray_label(tmp_path):
+    x = np.zeros((10, 8, 8, 3), np.uint8)
+    y = np.arange(10) % 5
+    stray = y.copy()
+    stray[3] = 99
+    write_npz(str(tmp_path / "a"), x, y, x, stray)
+    with pytest.raises(ValueError, match=r"test labels \[99\] never occur in training.*"
+                                         "num_classes"):
+        data_lib.load(f"npz:{tmp_path / 'a'}")
+    gap = np.where(y == 2, 4, y)  # class 2 never appears in training
+    write_npz(str(tmp_path / "b"), x, gap)
+    with pytest.raises(ValueError, match=r"training labels skip \[2\]"):
+        data_lib.load(f"npz:{tmp_path / 'b'}")
+    # Stated explicitly, the count is taken as given (a class may be absent from the data).
+    np.savez(os.path.join(tmp_path, "b", "train.npz"), x=x, y=gap, num_classes=100)
+    assert data_lib.load(f"npz:{tmp_path / 'b'}").info.num_classes == 100
+
+
+def test_broken_npz_files_are_errors_naming_the_file(tmp_path):
+    x, y = np.zeros((4, 8, 8, 3), np.uint8), np.arange(4) % 2
+    good = tmp_path / "good"
+    write_npz(str(good), x, y)
+    data = (good / "train.npz").read_bytes()
+    cases = {"truncated": data[: len(data) // 2], "empty": b""}
+    for name, content in cases.items():
+        write_npz(str(tmp_path / name), x, y)
+        (tmp_path / name / "train.npz").write_bytes(content)
+        with pytest.raises(ValueError, match=f"{name}/train.npz is not a readable .npz"):
+            data_lib.load(f"npz:{tmp_path / name}")
+    folder = tmp_path / "folder"
+    write_npz(str(folder), x, y)
+    os.remove(folder / "train.npz")
+    os.makedirs(folder / "train.npz")
+    with pytest.raises(ValueError, match="train.npz is not a file"):
+        data_lib.load(f"npz:{folder}")
+    write_npz(str(tmp_path / "none"), x[:0], y[:0], x, y)
+    with pytest.raises(ValueError, match="holds no training images"):
+        data_lib.load(f"npz:{tmp_path / 'none'}")
+
+
 def test_unknown_dataset_lists_known():
     with pytest.raises(ValueError, match="Unknown dataset 'cifar11'; known: .*cifar10_sample"):
         data_lib.load("cifar11")
