@@ -376,11 +376,9 @@ def workdir_lock(workdir: str):
 
 
 def _announce_resume(backup_dir: str, config: TrainConfig) -> None:
-    meta = os.path.join(backup_dir, "training_metadata.json")
-    if config.verbose and os.path.exists(meta):
-        with open(meta) as f:
-            done = json.load(f).get("epoch", 0)
-        print(f"Resuming {config.workdir}: {done} of {config.epochs} epochs already done.")
+    if config.verbose and os.path.exists(os.path.join(backup_dir, "training_metadata.json")):
+        print(f"Resuming {config.workdir}: {_completed_epochs(backup_dir)} of {config.epochs} "
+              "epochs already done.")
 
 
 def _probe_classifier() -> keras.Model:

@@ -22,7 +22,6 @@ results are cached under --workdir.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -93,6 +92,8 @@ def toolbox(classifier, x, y, epsilon: float, stages, *, cache_dir: str | None =
     import keras
     from art.estimators.classification import TensorFlowV2Classifier
 
+    from adt_tf.evaluation.cache import array_id, cache_file
+
     num_classes = int(np.asarray(classifier(x[:1], training=False)).shape[-1])
     estimator = TensorFlowV2Classifier(
         model=classifier, nb_classes=num_classes, input_shape=tuple(x.shape[1:]),
@@ -106,12 +107,9 @@ def toolbox(classifier, x, y, epsilon: float, stages, *, cache_dir: str | None =
     clean = int(robust.sum())
     out = []
     for label, settings, build in stages:
-        key = json.dumps({"model": model_id, "data": hashlib.sha256(x.tobytes()).hexdigest(),
-                          "label": label, "settings": settings, "epsilon": epsilon,
-                          "seed": seed, "before": hashlib.sha256(robust.tobytes()).hexdigest()},
-                         sort_keys=True)
-        path = os.path.join(cache_dir, f"art-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
-                            ".npz") if cache_dir else None
+        path = cache_file(cache_dir, "art", {
+            "model": model_id, "data": array_id(x, y), "label": label, "settings": settings,
+            "epsilon": epsilon, "seed": seed, "before": array_id(robust)}) if cache_dir else None
         if path and os.path.exists(path):
             with np.load(path) as data:
                 robust, seconds = data["robust"].copy(), float(data["seconds"])
@@ -210,7 +208,7 @@ def main(argv) -> None:
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
     from adt_tf import data as data_lib
     from adt_tf.evaluation import environment
-    from adt_tf.loading import file_id, load_classifier
+    from adt_tf.loading import file_id, load_classifier, resolve_model_path
 
     if not FLAGS.models:
         sys.exit("bench.crosscheck: --models needs at least one NAME=PATH.")
@@ -227,8 +225,7 @@ def main(argv) -> None:
         name, _, path = item.partition("=")
         if not path:
             sys.exit(f"bench.crosscheck: --models entry {item!r} is not NAME=PATH.")
-        model_path = os.path.join(path, "classifier.keras") if os.path.isdir(path) and \
-            os.path.exists(os.path.join(path, "classifier.keras")) else path
+        model_path = resolve_model_path(path)
         classifier = load_classifier(model_path)
         model_id = file_id(model_path)
         cache = os.path.join(FLAGS.workdir, name)

@@ -264,6 +264,14 @@ def evaluate(classifier, x, y, *, epsilon: float, suite: str = "quick",
                     "source": weights_id(source_model) if source_model is not None else None,
                     "pool": array_id(*target_pool), "train_pool": array_id(*train_pool)}
 
+    def run_on(spec: AttackSpec, idx: np.ndarray, show: bool) -> np.ndarray:
+        """Per-input correctness after `spec` on the inputs `idx`."""
+        attack = _attack_fn(spec, classifier, epsilon, source_model, target_pool, train_pool,
+                            seed, show)
+        return correct_under_attack(classifier, x[idx], y[idx], attack, batch_size=batch_size,
+                                    jit_compile=jit_compile, verbose=show, label=spec.name,
+                                    seed=seed)
+
     clean = correct_under_attack(classifier, x, y, None, batch_size=batch_size,
                                  verbose=bool(verbose), label="clean")
     robust = clean.copy()
@@ -296,12 +304,7 @@ def evaluate(classifier, x, y, *, epsilon: float, suite: str = "quick",
             idx = np.flatnonzero(mask)
             correct = np.zeros(len(x), bool)
             if len(idx):
-                correct[idx] = correct_under_attack(
-                    classifier, x[idx], y[idx],
-                    _attack_fn(spec, classifier, epsilon, source_model, target_pool,
-                               train_pool, seed, bool(verbose)),
-                    batch_size=batch_size, jit_compile=jit_compile, verbose=bool(verbose),
-                    label=spec.name, seed=seed)
+                correct[idx] = run_on(spec, idx, bool(verbose))
             seconds = time.perf_counter() - t0
             if path:
                 store(path, correct, mask, seconds)
@@ -320,11 +323,8 @@ def evaluate(classifier, x, y, *, epsilon: float, suite: str = "quick",
     if sanity_checks:
         warnings, checks = run_sanity_checks(classifier, x[:sanity_inputs], y[:sanity_inputs],
                                              epsilon, seed=seed)
-        run_attack = {spec.name: (lambda idx, spec=spec: correct_under_attack(
-            classifier, x[idx], y[idx],
-            _attack_fn(spec, classifier, epsilon, source_model, target_pool, train_pool, seed,
-                       False), batch_size=batch_size, jit_compile=jit_compile, verbose=False,
-            label=spec.name, seed=seed)) for spec in specs}
+        run_attack = {spec.name: (lambda idx, spec=spec: run_on(spec, idx, False))
+                      for spec in specs}
         correct_view, ran_view = follow_up_black_box(results, per_example, ran_on, clean,
                                                      run_attack)
         warnings += sanity.check_black_box(results, correct_view, ran_view, clean)
@@ -338,7 +338,7 @@ def evaluate(classifier, x, y, *, epsilon: float, suite: str = "quick",
 
 
 def follow_up_black_box(results, per_example: dict, ran_on: dict, clean: np.ndarray,
-                        run_attack: dict, black_box_kinds=("black-box", "transfer")):
+                        run_attack: dict, black_box_kinds=sanity.BLACK_BOX_KINDS):
     """Completes what the black-box check needs in "remaining" mode.
 
     An input a black-box attack broke is never given to the attacks after it, so whether the

@@ -16,6 +16,8 @@ from adt_tf.attacks import pgd
 from adt_tf.attacks.common import dlr_loss, loss_and_grad, per_example_ce
 from adt_tf.threat import LinfBall
 
+#: Attack kinds that read no gradient of the attacked model.
+BLACK_BOX_KINDS = ("black-box", "transfer")
 #: The epsilon sweep's multiples of the evaluation's epsilon.
 SWEEP_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
 #: PGD accuracy with an unbounded budget (epsilon = 1, the whole pixel range) above this
@@ -159,7 +161,7 @@ def check_epsilon_sweep(sweep: dict) -> list[str]:
 
 
 def check_black_box(results, correct: dict[str, np.ndarray], ran_on: dict[str, np.ndarray],
-                    clean: np.ndarray, black_box_kinds=("black-box", "transfer")) -> list[str]:
+                    clean: np.ndarray, black_box_kinds=BLACK_BOX_KINDS) -> list[str]:
     """Warns when a black-box attack beats the white-box ones.
 
     Args:
@@ -205,6 +207,6 @@ def check_black_box(results, correct: dict[str, np.ndarray], ran_on: dict[str, n
     return warnings
 
 
-__all__ = ["SWEEP_FACTORS", "UNBOUNDED_THRESHOLD", "check_black_box", "check_epsilon_sweep",
-           "check_gradients", "check_logits", "check_randomness", "check_unbounded",
-           "epsilon_sweep", "unbounded_accuracy"]
+__all__ = ["BLACK_BOX_KINDS", "SWEEP_FACTORS", "UNBOUNDED_THRESHOLD", "check_black_box",
+           "check_epsilon_sweep", "check_gradients", "check_logits", "check_randomness",
+           "check_unbounded", "epsilon_sweep", "unbounded_accuracy"]
