@@ -248,30 +248,51 @@ def _crop_flip(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, training: bool,
-                 augment: str = "none", seed: int = 0, shuffle_buffer: int | None = None
-                 ) -> tf.data.Dataset:
+                 augment: str = "none", seed: int = 0, first_epoch: int = 0,
+                 num_epochs: int = 1) -> tf.data.Dataset:
     """A tf.data pipeline of (float32 images in [0, 1], int32 labels) batches.
+
+    For training, the batches of epochs `first_epoch` .. `first_epoch + num_epochs - 1`
+    follow one another (pass `steps_per_epoch` to `fit`). An epoch's order and augmentation
+    are a function of (`seed`, epoch number) alone, so a run resumed at epoch k sees exactly
+    the batches an uninterrupted run sees from epoch k on.
 
     Args:
         x: uint8 images; y: integer labels.
-        batch_size: examples per batch.
-        training: shuffle (reshuffled every epoch) and augment.
+        batch_size: examples per batch (an epoch's last batch may be smaller).
+        training: shuffle (another order every epoch) and augment.
         augment: "crop_flip" (CIFAR) or "none"; used only when training.
-        seed: seed of the shuffle and of the augmentation (a fixed seed, a fixed stream).
-        shuffle_buffer: defaults to the whole set.
+        seed: seed of the order and of the augmentation.
+        first_epoch, num_epochs: the epochs the training stream holds.
     """
     batch_size = validation.check_positive_int(batch_size, "batch_size")
     validation.check_choice(augment, "augmentation", ("crop_flip", "none"))
-    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
-    if training:
-        ds = ds.shuffle(shuffle_buffer or len(x), seed=seed, reshuffle_each_iteration=True)
+    if not training:
+        ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
+        ds = ds.map(lambda image, label: (tf.cast(image, tf.float32) / 255.0, label),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    if first_epoch < 0:
+        raise ValueError(f"first_epoch must be >= 0, got {first_epoch}.")
+    validation.check_positive_int(num_epochs, "num_epochs")
+    images, labels = tf.constant(x), tf.constant(y.astype(np.int32))
+    n = len(x)
+    run_key = tf.constant([int(seed) % 2**63, 0x5EED], tf.int64)
 
-    def to_float(image, label):
-        return tf.cast(image, tf.float32) / 255.0, label
+    def epoch_batches(epoch):
+        keys = tf.random.experimental.stateless_split(
+            tf.random.experimental.stateless_fold_in(run_key, epoch), 2)
+        order = tf.random.experimental.stateless_shuffle(tf.range(n), seed=keys[0])
 
-    ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
-    if training and augment == "crop_flip":
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip((ds, seeds)).map(
-            lambda xy, s: (_crop_flip(xy[0], s), xy[1]), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        def example(index, position):
+            image = tf.cast(tf.gather(images, index), tf.float32) / 255.0
+            if augment == "crop_flip":
+                image = _crop_flip(image, tf.random.experimental.stateless_fold_in(
+                    keys[1], position))
+            return image, tf.gather(labels, index)
+
+        ds = tf.data.Dataset.from_tensor_slices((order, tf.range(n)))
+        return ds.map(example, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+
+    epochs = tf.data.Dataset.range(first_epoch, first_epoch + num_epochs)
+    return epochs.flat_map(epoch_batches).prefetch(tf.data.AUTOTUNE)

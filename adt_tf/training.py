@@ -25,6 +25,7 @@ from adt_tf.distributed import (
     STRATEGIES,
     SharedBackupAndRestore,
     make_strategy,
+    restored_epoch,
     shard_by_data,
     worker_role,
 )
@@ -134,7 +135,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                 f"{batch + 1}; training stopped. " + (
                     f"The checkpoint of the last completed epoch is kept in {self.backup_dir}; "
                     "rerun with the same settings to resume from it, or check the data."
-                    if _completed_epochs(self.backup_dir) else
+                    if restored_epoch(self.backup_dir) else
                     "No epoch was completed, so nothing was kept: lower --lr or check the "
                     "data, then rerun (the same --workdir accepts the new settings)."))
 
@@ -161,21 +162,12 @@ def method_param_names(method: str) -> list[str]:
     return [p for p in params if p not in ("self", "classifier", "epsilon", "seed", "kwargs")]
 
 
-def _completed_epochs(backup_dir: str) -> int:
-    """Epochs a workdir's backup holds (0 without one)."""
-    meta = os.path.join(backup_dir, "training_metadata.json")
-    if not os.path.exists(meta):
-        return 0
-    with open(meta) as f:
-        return int(json.load(f).get("epoch", 0))
-
-
 def _check_workdir(config: TrainConfig, path: str, backup_dir: str) -> None:
     """Refuses to resume a workdir that holds a run with other settings, or one trained for
     more epochs than asked. A workdir with no completed epoch binds nothing: a run that
     failed at once (a bad flag, bad data, a NaN in its first epoch) takes the corrected
     command."""
-    done = _completed_epochs(backup_dir)
+    done = restored_epoch(backup_dir)
     if not os.path.exists(path) or done == 0:
         return
     try:
@@ -288,15 +280,7 @@ def _train(config: TrainConfig, role, strategy, out_dir: str, config_path: str,
     """The run itself, in a workdir this process holds the lock of."""
     keras.utils.set_random_seed(config.seed)  # the same on every worker: same init, order
     splits = data_lib.load(config.dataset, config.data_dir, config.max_train_examples)
-    train_ds = data_lib.make_dataset(splits.x_train, splits.y_train, config.batch_size,
-                                     training=True, augment=splits.info.augment, seed=config.seed)
-    test_ds = data_lib.make_dataset(splits.x_test, splits.y_test, config.eval_batch_size,
-                                    training=False)
-    if role.num_workers > 1:
-        train_ds, test_ds = shard_by_data(train_ds), shard_by_data(test_ds)
     steps_per_epoch = math.ceil(len(splits.x_train) / config.batch_size)
-    epsilon = config.resolved_epsilon()
-
     with precision_policy(config.mixed_precision, strategy), strategy.scope():
         trainer = build_trainer(config, splits, steps_per_epoch)
     # Written once the data and the model are known to be good, atomically.
@@ -305,17 +289,36 @@ def _train(config: TrainConfig, role, strategy, out_dir: str, config_path: str,
         json.dump(dataclasses.asdict(config), f, indent=2)
     os.replace(tmp, config_path)
     _announce_resume(backup_dir, config)
+    backup = SharedBackupAndRestore(backup_dir, os.path.join(out_dir, "backup"),
+                                    save_freq="epoch", delete_checkpoint=False,
+                                    double_checkpoint=True)
+    # Restored here, before the data stream is made, so that the stream starts at the epoch
+    # the backup holds (after Keras's fallback to the previous checkpoint, if the last one
+    # is unreadable): a resumed run sees the batches an uninterrupted one sees. `fit`
+    # restores the same files again.
+    backup.set_model(trainer)
+    backup.on_train_begin()
+    first_epoch = min(restored_epoch(backup_dir), config.epochs)
+    train_ds = data_lib.make_dataset(
+        splits.x_train, splits.y_train, config.batch_size, training=True,
+        augment=splits.info.augment, seed=config.seed, first_epoch=first_epoch,
+        num_epochs=max(config.epochs - first_epoch, 1))
+    test_ds = data_lib.make_dataset(splits.x_test, splits.y_test, config.eval_batch_size,
+                                    training=False)
+    if role.num_workers > 1:
+        train_ds, test_ds = shard_by_data(train_ds), shard_by_data(test_ds)
+    epsilon = config.resolved_epsilon()
     callbacks = [
         LogLearningRate(),
         StopOnNonFiniteLoss(backup_dir),
-        SharedBackupAndRestore(backup_dir, os.path.join(out_dir, "backup"), save_freq="epoch",
-                               delete_checkpoint=False, double_checkpoint=True),
+        backup,
         keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), write_graph=False),
         keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"), append=True),
     ]
     try:
-        trainer.fit(train_ds, epochs=config.epochs, validation_data=test_ds,
-                    callbacks=callbacks, verbose=config.verbose if role.is_chief else 0,
+        trainer.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+                    validation_data=test_ds, callbacks=callbacks,
+                    verbose=config.verbose if role.is_chief else 0,
                     shuffle=False)  # the pipeline shuffles
     except (tf.errors.UnavailableError, tf.errors.AbortedError,
             tf.errors.DeadlineExceededError) as err:
@@ -377,7 +380,7 @@ def workdir_lock(workdir: str):
 
 def _announce_resume(backup_dir: str, config: TrainConfig) -> None:
     if config.verbose and os.path.exists(os.path.join(backup_dir, "training_metadata.json")):
-        print(f"Resuming {config.workdir}: {_completed_epochs(backup_dir)} of {config.epochs} "
+        print(f"Resuming {config.workdir}: {restored_epoch(backup_dir)} of {config.epochs} "
               "epochs already done.")
 
 

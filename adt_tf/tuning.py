@@ -320,14 +320,18 @@ class MethodHyperModel(kt.HyperModel):
         if args:
             raise TypeError("MethodHyperModel trains on the data it was given; pass no "
                             f"positional arguments to search(), got {len(args)}.")
+        kwargs.setdefault("epochs", self.config.epochs)
+        first_epoch = kwargs.get("initial_epoch", 0)  # Hyperband continues trials
         train_ds = data_lib.make_dataset(
             self.splits.x_train, self.splits.y_train, self.config.batch_size, training=True,
-            augment=self.splits.info.augment, seed=self.seed)
+            augment=self.splits.info.augment, seed=self.seed, first_epoch=first_epoch,
+            num_epochs=max(kwargs["epochs"] - first_epoch, 1))
+        kwargs.setdefault("steps_per_epoch",
+                          math.ceil(len(self.splits.x_train) / self.config.batch_size))
         scorer = RobustAccuracyCallback(
             self.splits.x_test, self.splits.y_test, self.config.epsilon,
             steps=self.val_pgd_steps, batch_size=self.config.eval_batch_size,
             seed=self.config.seed)
-        kwargs.setdefault("epochs", self.config.epochs)
         kwargs.setdefault("verbose", self.config.verbose)
         # The scorer goes first, so that keras-tuner's callbacks and History see its logs.
         callbacks = [FailOnNonFiniteLoss(), scorer] + list(callbacks or [])

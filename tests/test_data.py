@@ -155,3 +155,29 @@ def test_evaluation_pipeline_is_ordered_and_unaugmented():
     got = np.concatenate([xb.numpy() for xb, _ in ds])
     np.testing.assert_allclose(got, splits.x_train.astype(np.float32) / 255.0)
     assert isinstance(ds, tf.data.Dataset)
+
+
+def test_an_epoch_is_the_same_wherever_the_training_stream_starts():
+    """What makes a resumed run the uninterrupted one: epoch k's batches (order and
+    augmentation) depend on the seed and k alone, not on where the stream began."""
+    splits = data_lib.load("cifar10_sample", max_train_examples=40)
+
+    def batches(first_epoch, num_epochs, seed=1):
+        return [(xb.numpy(), yb.numpy()) for xb, yb in data_lib.make_dataset(
+            splits.x_train, splits.y_train, 16, training=True, augment="crop_flip",
+            seed=seed, first_epoch=first_epoch, num_epochs=num_epochs)]
+
+    whole = batches(0, 3)
+    assert [len(yb) for _, yb in whole] == [16, 16, 8] * 3  # batched within each epoch
+    for k in range(3):
+        alone = batches(k, 1)
+        for (xa, ya), (xb, yb) in zip(alone, whole[3 * k:3 * k + 3], strict=True):
+            np.testing.assert_array_equal(xa, xb)
+            np.testing.assert_array_equal(ya, yb)
+    epoch_labels = [np.concatenate([yb for _, yb in whole[3 * k:3 * k + 3]]) for k in range(3)]
+    for labels in epoch_labels:  # every epoch is a permutation of the data
+        assert sorted(labels.tolist()) == sorted(splits.y_train.tolist())
+    assert not np.array_equal(whole[0][0], whole[3][0])  # epochs differ from one another
+    assert not np.array_equal(whole[0][0], batches(0, 1, seed=2)[0][0])
+    with pytest.raises(ValueError, match="num_epochs"):
+        data_lib.make_dataset(splits.x_train, splits.y_train, 16, training=True, num_epochs=0)

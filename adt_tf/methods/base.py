@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from adt_tf import validation
@@ -178,17 +179,33 @@ class AdversarialTrainer(keras.Model):
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     # ------------------------------------------------------------------ state
-    # Keras does not save a SeedGenerator's state with the weights; keeping it in the
-    # checkpoint makes a resumed run draw the same noise as an uninterrupted one.
+    # Keras does not save a SeedGenerator's state with the weights; keeping every one of them
+    # in the checkpoint (the method's noise seed and the classifier's own, e.g. dropout's)
+    # makes a resumed run draw what an uninterrupted one draws.
+    def _seed_states(self) -> list:
+        """The state variables of every SeedGenerator of the trainer and its classifier,
+        in the (fixed) order of `self.variables`."""
+        return [v for v in self.variables if v.name == "seed_generator_state"]
+
     def save_own_variables(self, store):
         super().save_own_variables(store)
-        store[self._SEED_KEY] = self.seed_generator.state.numpy()
+        store[self._SEED_KEY] = np.stack([v.numpy() for v in self._seed_states()])
 
     def load_own_variables(self, store):
         own = {key: store[key] for key in store.keys() if key != self._SEED_KEY}
         super().load_own_variables(own)
-        if self._SEED_KEY in store.keys():
-            self.seed_generator.state.assign(store[self._SEED_KEY])
+        if self._SEED_KEY not in store.keys():
+            return
+        saved = np.asarray(store[self._SEED_KEY])
+        if saved.ndim == 1:  # an older checkpoint: the method's seed only
+            self.seed_generator.state.assign(saved)
+            return
+        states = self._seed_states()
+        if len(states) != len(saved):
+            raise ValueError(f"the checkpoint holds {len(saved)} random-seed states, this "
+                             f"model has {len(states)}: it is not this model's checkpoint.")
+        for variable, value in zip(states, saved, strict=True):
+            variable.assign(value)
 
     # ------------------------------------------------------------------ config
     def get_config(self):
