@@ -132,6 +132,9 @@ def load_classifier(path: str):
     resolved = resolve_model_path(path)
     if os.path.isdir(resolved):
         return SavedModelClassifier(resolved)
+    if resolved.endswith(".keras") and not zipfile.is_zipfile(resolved):
+        raise ValueError(f"{resolved} is not a readable .keras archive (not a zip file: "
+                         "truncated, damaged or another format); is the file complete?")
     _register_package_classes(resolved)
     try:
         model = keras.saving.load_model(resolved, compile=False)

@@ -262,12 +262,7 @@ def run_training(config: TrainConfig) -> dict[str, Any]:
     get_method(config.method)(_probe_classifier(), epsilon=config.resolved_epsilon(),
                               seed=config.seed, **config.method_params)
     out_dir = role.write_dir(config.workdir)
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ValueError(f"--workdir={out_dir} is a file, not a folder.")
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"Cannot create --workdir={out_dir}: {err.strerror}.") from err
+    validation.check_writable_dir(out_dir, "--workdir")
     config_path = os.path.join(out_dir, "config.json")
     backup_dir = os.path.join(config.workdir, "backup")
     with workdir_lock(out_dir):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable
 
 
@@ -18,16 +19,29 @@ def check_epsilon(epsilon: float, name: str = "epsilon") -> float:
     return value
 
 
+def _number(value, name: str, what: str) -> float:
+    """float(value), or a ValueError naming `name` when value is no number (a string, None):
+    "abc" must not surface as int()'s own message. A ValueError, as the CLIs report."""
+    if isinstance(value, (bool, str, bytes)):
+        raise ValueError(f"{name} must be {what}, got {value!r}.")  # noqa: TRY004
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be {what}, got {value!r}.") from None
+
+
 def check_positive_int(value: int, name: str, minimum: int = 1) -> int:
     """Checks an integer count such as a number of steps or samples."""
-    if isinstance(value, bool) or int(value) != value or int(value) < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
+    what = f"an integer >= {minimum}"
+    v = _number(value, name, what)
+    if not math.isfinite(v) or int(v) != v or v < minimum:
+        raise ValueError(f"{name} must be {what}, got {value!r}.")  # noqa: TRY004
+    return int(v)
 
 
 def check_non_negative(value: float, name: str) -> float:
     """Checks a weight such as the entropy weight lambda."""
-    v = float(value)
+    v = _number(value, name, "a finite number >= 0")
     if not math.isfinite(v) or v < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
     return v
@@ -35,7 +49,7 @@ def check_non_negative(value: float, name: str) -> float:
 
 def check_positive(value: float, name: str) -> float:
     """Checks a step size or a learning rate."""
-    v = float(value)
+    v = _number(value, name, "a finite number > 0")
     if not math.isfinite(v) or v <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
     return v
@@ -43,7 +57,7 @@ def check_positive(value: float, name: str) -> float:
 
 def check_in_range(value: float, name: str, low: float, high: float) -> float:
     """Checks low <= value <= high (for example Adam's beta coefficients)."""
-    v = float(value)
+    v = _number(value, name, f"a number in [{low}, {high}]")
     if not (low <= v <= high):
         raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}.")
     return v
@@ -55,3 +69,18 @@ def check_choice(value: str, name: str, choices: Iterable[str]) -> str:
     if value not in known:
         raise ValueError(f"Unknown {name} {value!r}; known: {', '.join(known)}.")
     return value
+
+
+def check_writable_dir(path: str, name: str) -> str:
+    """Makes folder `path` (and its parents) or raises a ValueError naming `name` (a flag,
+    e.g. "--out") and the reason: a file in the way, no permission, a read-only disk.
+    Called before long work starts, so it does not fail at the end."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{name}={path} is a file, not a folder.")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"Cannot create {name}={path}: {err.strerror}.") from err
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"Cannot write into {name}={path}: permission denied.")
+    return path

@@ -89,7 +89,7 @@ def main(argv):
             raise ValueError(f"{FLAGS.model} does not exist; --model must be a .keras "
                              "classifier or a training workdir holding classifier.keras.")
         path, card = export_from_flags()
-    except (ValueError, FileExistsError, VerificationError) as err:
+    except (ValueError, OSError, VerificationError) as err:  # OSError: disk full, ...
         _fail(err)  # on a VerificationError, no version folder was published
 
     print(f"Exported {card['model_name']} version {card['version']} to {path}")

@@ -32,6 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from adt_tf import validation
 from export import constants as names
 from export import serving_config, sources, verify, warmup
 from export.signatures import ServingModule
@@ -161,7 +162,7 @@ def export_classifier(classifier: keras.Model, export_base: str, model_name: str
                          f"{', '.join(map(str, spec.input_shape))}], got {images.shape}.")
 
     model_dir = os.path.join(export_base, model_name)
-    os.makedirs(model_dir, exist_ok=True)
+    validation.check_writable_dir(model_dir, "--export_dir (its model folder)")
     version = next_version(model_dir) if version is None else int(version)
     target = os.path.join(model_dir, str(version))
     if os.path.exists(target):

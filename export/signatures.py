@@ -97,14 +97,18 @@ def checked_images(images: tf.Tensor, input_shape: tuple[int, int, int]) -> tf.T
     """
     height, width, channels = input_shape
     expected = f"[N, {height}, {width}, {channels}]"
-    shape = tf.shape(images)
-    shape_ok = tf.cond(
-        tf.equal(tf.size(shape), 4),
-        lambda: tf.reduce_all(tf.equal(shape[1:], [height, width, channels])),
-        lambda: tf.constant(False))
+    # `serving_default` declares [None, H, W, C], and graph optimisation trusts that shape,
+    # but neither TF Serving nor a loaded signature enforces it, so the check must not rely
+    # on it (a `tf.cond` on the rank is folded away, and comparing shape[1:] with [H, W, C]
+    # then fails as "Incompatible shapes" for an image sent without its batch dimension).
+    # The runtime shape is padded with -1 to five entries: entries 1..3 must be H, W, C and
+    # the fifth must stay -1 (no fifth dimension).
+    padded = tf.concat([tf.shape(images), tf.fill([5], -1)], axis=0)[:5]
+    shape_ok = tf.logical_and(tf.reduce_all(tf.equal(padded[1:4], [height, width, channels])),
+                              tf.equal(padded[4], -1))
     check_shape = tf.debugging.Assert(shape_ok, [
         f"images must be a float32 tensor of shape {expected} with pixels in [0, 1]; got shape",
-        shape], summarize=8)
+        tf.shape(images)], summarize=8)
     with tf.control_dependencies([check_shape]):
         finite = tf.reduce_all(tf.math.is_finite(images))
         check_finite = tf.debugging.Assert(finite, [
@@ -170,7 +174,12 @@ class ServingModule(tf.Module):
         names = None if spec.class_names is None else tf.constant(spec.class_names)
 
         def outputs(images):
-            logits = tf.cast(classifier(images, training=False), tf.float32)
+            # An empty batch is answered with empty outputs (some convolution kernels
+            # reject a batch of 0 with an unrelated message).
+            logits = tf.cond(
+                tf.shape(images)[0] > 0,
+                lambda: tf.cast(classifier(images, training=False), tf.float32),
+                lambda: tf.zeros([0, spec.num_classes], tf.float32))
             classes = tf.argmax(logits, axis=-1, output_type=tf.int64)
             result = {"probabilities": tf.nn.softmax(logits, axis=-1), "logits": logits,
                       "classes": classes}

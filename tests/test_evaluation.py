@@ -319,6 +319,15 @@ def test_bad_input(trained, tmp_path):
         resolve_suite("quick", {"square": {"num_queries": 3}})
     with pytest.raises(ValueError, match="ATTACK.PARAM=VALUE"):
         parse_overrides("steps=3")
+    # A value of the wrong type names the parameter (not int()'s "invalid literal").
+    for text, match in (("pgd20.steps=abc", "pgd20.steps must be a number, got 'abc'"),
+                        ("pgd20.step_size=fast", "pgd20.step_size must be a number"),
+                        ("pgd20.random_start=3", "pgd20.random_start must be true or false"),
+                        ("pgd20.steps=2.5", "pgd20.steps must be an integer >= 1, got 2.5")):
+        with pytest.raises(ValueError, match=match):
+            resolve_suite("quick", parse_overrides(text))
+    assert resolve_suite("quick", parse_overrides("pgd20.step_size=null"))[0].params[
+        "step_size"] is None
     with pytest.raises(ValueError, match="per_attack mode"):
         evaluate(model, x, y, epsilon=EPS, per_attack="some", verbose=0)
     big = np.zeros((4, 32, 32, 3), np.float32)
@@ -333,7 +342,7 @@ def test_bad_input(trained, tmp_path):
         load_classifier(str(tmp_path / "missing.keras"))
     garbage = tmp_path / "garbage.keras"
     garbage.write_bytes(b"not a zip file")
-    with pytest.raises(ValueError, match="Could not load a Keras classifier"):
+    with pytest.raises(ValueError, match="garbage.keras is not a readable .keras archive"):
         load_classifier(str(garbage))
     with pytest.raises(ValueError, match="without classifier.keras or saved_model.pb"):
         load_classifier(str(tmp_path))

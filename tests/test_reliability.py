@@ -83,3 +83,41 @@ def test_a_flag_the_method_does_not_take_is_an_error(tmp_path):
     assert "--method=pgd_at does not take --entropy_weight, --mc_samples" in proc.stderr
     assert "--entropy_weight applies to adt_exp" in proc.stderr
     assert not os.path.exists(os.path.join(tmp_path, "w"))
+
+
+def test_an_output_folder_that_cannot_be_made_is_an_error_naming_its_flag(tmp_path):
+    """Checked before the work starts (not after hours of attacks), by one helper."""
+    from adt_tf.analysis.runner import AnalysisConfig, run_analyses
+    from adt_tf.validation import check_writable_dir
+    from trainers.evaluate import run_evaluation
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    under = str(blocker / "sub")
+    assert check_writable_dir(str(tmp_path / "new" / "dir"), "--out") and os.path.isdir(
+        tmp_path / "new" / "dir")
+    with pytest.raises(ValueError, match=r"--out=.*a_file is a file, not a folder"):
+        check_writable_dir(str(blocker), "--out")
+    with pytest.raises(ValueError, match=r"Cannot create --workdir=.*a_file/sub: Not a dir"):
+        run_training(TrainConfig(workdir=under, epochs=1, **TINY))
+    # adt-evaluate: the output folder is checked before the model is even loaded
+    with pytest.raises(ValueError, match=r"Cannot create --out=.*a_file/sub"):
+        run_evaluation(str(tmp_path / "not_loaded_yet.keras"), out=under, verbose=0)
+    with pytest.raises(ValueError, match=r"Cannot create --out=.*a_file/sub"):
+        (tmp_path / "not_loaded_yet.keras").write_text("the model would be loaded next")
+        run_analyses(AnalysisConfig(models=[str(tmp_path / "not_loaded_yet.keras")],
+                                    analyses=["landscape"], out=under))
+
+
+def test_an_unwritable_export_dir_exits_2_naming_it(tmp_path):
+    from tests.test_export import run_cli as run_export_cli
+
+    workdir = tmp_path / "run"
+    run_training(TrainConfig(workdir=str(workdir), epochs=1, **TINY))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    proc = run_export_cli(f"--model={workdir}", f"--export_dir={blocker}/exports",
+                          "--noverify")
+    assert proc.returncode == 2, proc.stderr
+    assert f"Cannot create --export_dir (its model folder)={blocker}/exports/run" in proc.stderr
+    assert "Traceback" not in proc.stderr

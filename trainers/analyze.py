@@ -93,7 +93,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:
         summary = run_analyses(config_from_flags())
-    except ValueError as err:
+    except (ValueError, OSError) as err:
         logging.error("%s", err)
         print(f"adt-analyze: error: {err}", file=sys.stderr)
         sys.exit(2)

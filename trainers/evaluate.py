@@ -77,6 +77,7 @@ def run_evaluation(model: str, dataset: str = data_lib.SAMPLE, *, data_dir=None,
     if num_examples is not None:
         validation.check_positive_int(num_examples, "num_examples")
     validation.check_positive_int(batch_size, "batch_size")
+    validation.check_writable_dir(out, "--out")  # not after hours of attacks
     classifier = load_classifier(model)
     source = load_classifier(source_model) if source_model else None
     splits = data_lib.load(dataset, data_dir)
@@ -112,7 +113,7 @@ def main(argv):
             batch_size=FLAGS.batch_size, source_model=FLAGS.source_model, out=FLAGS.out,
             seed=FLAGS.seed, jit_compile=FLAGS.jit_compile,
             sanity_checks=FLAGS.sanity_checks, verbose=FLAGS.verbose)
-    except (ValueError, RuntimeError) as err:
+    except (ValueError, RuntimeError, OSError) as err:
         logging.error("%s", err)
         print(f"adt-evaluate: error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -212,7 +212,7 @@ def main(argv):
     try:
         config = config_from_flags()
         report = run_training(config)
-    except (ValueError, NonFiniteLossError) as err:
+    except (ValueError, NonFiniteLossError, OSError) as err:
         logging.error("%s", err)
         print(f"adt-train: error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -116,7 +116,8 @@ def tune(config, *, tuner_kind: str, max_trials: int, executions_per_trial: int,
     config.validate()
     tuning.knobs_to_search(config.method, tune_knobs)  # unknown knob -> ValueError
 
-    project_dir = os.path.join(directory, project_name)
+    project_dir = validation.check_writable_dir(os.path.join(directory, project_name),
+                                                "--directory (its --project_name folder)")
     settings = {
         "train_config": {k: v for k, v in dataclasses.asdict(config).items()
                          if k not in TRAIN_SETTINGS_NOT_IN_SEARCH},
@@ -194,7 +195,7 @@ def main(argv):
             project_name=_project_name(config, FLAGS.tuner), overwrite=FLAGS.overwrite,
             space=_space(), tune_knobs=tuple(FLAGS.tune),
             hyperband_factor=FLAGS.hyperband_factor)
-    except ValueError as err:
+    except (ValueError, OSError) as err:
         logging.error("%s", err)
         print(f"adt-tune: error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -221,7 +222,7 @@ def main(argv):
               f"in {workdir}.")
         try:
             report = run_training(retrain)
-        except (ValueError, NonFiniteLossError) as err:
+        except (ValueError, NonFiniteLossError, OSError) as err:
             print(f"adt-tune: error: {err}", file=sys.stderr)
             sys.exit(2)
         print(format_report(report))

@@ -149,7 +149,7 @@ def run_analyses(config: AnalysisConfig) -> dict[str, Any]:
     """Runs the configured analyses; writes <out>/<analysis>.json and PNGs, and
     <out>/summary.json; returns the summary."""
     config.validate()
-    os.makedirs(config.out, exist_ok=True)
+    validation.check_writable_dir(config.out, "--out")
     labels = loading.model_labels(config.models) if config.models else []
     classifiers = {label: loading.load_classifier(path)
                    for label, path in zip(labels, config.models)}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import re
 from typing import Any
 
 from adt_tf import validation
@@ -83,6 +84,8 @@ class AttackSpec:
                 known = sorted(k for k in signature if k not in _SUPPLIED)
                 raise ValueError(f"{self.name}: unknown parameter {key!r} of attack "
                                  f"{self.attack!r}; known: {', '.join(known)}.")
+            if key in signature:
+                _check_type(value, signature[key], f"{self.name}.{key}")
             if key in _COUNTS:
                 validation.check_positive_int(value, f"{self.name}.{key}")
             elif key in _SIZES and value is not None:
@@ -101,6 +104,39 @@ class AttackSpec:
     def describe(self) -> str:
         """The settings as one line, e.g. "steps=20, restarts=1"."""
         return ", ".join(f"{k}={_short(v)}" for k, v in sorted(self.params.items())) or "-"
+
+
+def _expected_type(parameter: inspect.Parameter) -> str | None:
+    """"bool", "number" or "str": what a parameter takes, from its default or, when that is
+    None, its annotation; None when neither tells."""
+    default = parameter.default
+    if isinstance(default, bool):
+        return "bool"
+    if isinstance(default, (int, float)):
+        return "number"
+    if isinstance(default, str):
+        return "str"
+    annotation = str(parameter.annotation)
+    for word, kind in (("bool", "bool"), ("float", "number"), ("int", "number"),
+                       ("str", "str")):
+        if re.search(rf"\b{word}\b", annotation):
+            return kind
+    return None
+
+
+def _check_type(value: Any, parameter: inspect.Parameter, name: str) -> None:
+    """ValueError naming the parameter when an override has the wrong type (e.g. "abc" for
+    a number of steps); None stays allowed where the default is None."""
+    kind = _expected_type(parameter)
+    if value is None and parameter.default is None:
+        return
+    ok = {"bool": lambda v: isinstance(v, bool),
+          "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          "str": lambda v: isinstance(v, str),
+          None: lambda v: True}[kind](value)
+    if not ok:
+        words = {"bool": "true or false", "number": "a number", "str": "a string"}[kind]
+        raise ValueError(f"{name} must be {words}, got {value!r}.")
 
 
 def _short(value):
