@@ -292,7 +292,8 @@ def _train(config: TrainConfig, role, strategy, out_dir: str, config_path: str,
     # is unreadable): a resumed run sees the batches an uninterrupted one sees. `fit`
     # restores the same files again.
     backup.set_model(trainer)
-    backup.on_train_begin()
+    with precision_policy(config.mixed_precision, strategy), strategy.scope():
+        backup.on_train_begin()  # may build the optimizer's variables
     first_epoch = min(restored_epoch(backup_dir), config.epochs)
     train_ds = data_lib.make_dataset(
         splits.x_train, splits.y_train, config.batch_size, training=True,

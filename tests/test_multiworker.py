@@ -2,8 +2,9 @@
 
 The two end-to-end tests start `adt-train --strategy=multiworker` twice with TF_CONFIG naming
 two local ports (free ones, chosen at test time); they take one to two minutes on two
-shared cores and are marked slow. The fast tests cover the pieces: strategy names, worker
-roles, write folders, the shared backup callback.
+shared cores and are marked slow. The fast suite runs a shortened kill-and-resume run
+(`test_multiworker_short_kill_and_resume`) and the pieces: strategy names, worker roles,
+write folders, the shared backup callback.
 """
 
 from __future__ import annotations
@@ -135,20 +136,20 @@ def test_two_workers_train_in_lockstep_and_end_with_identical_weights(tmp_path):
     assert fresh.output_shape == (None, 10)
 
 
-@pytest.mark.slow
-def test_killed_worker_restarts_and_the_run_resumes_the_same_epoch(tmp_path):
+def kill_a_worker_and_resume(tmp_path, epochs: int, kill_after: int, args=()):
+    """Two workers; worker 1 is killed once `kill_after` epochs are backed up, restarted;
+    checks the chief's exit 3 and restart, the resume, and identical final weights."""
     workdir = str(tmp_path / "run")
-    epochs = 6
-    cluster = Cluster(tmp_path, [f"--workdir={workdir}", f"--epochs={epochs}", *TINY])
+    cluster = Cluster(tmp_path, [f"--workdir={workdir}", f"--epochs={epochs}", *TINY, *args])
     backup = os.path.join(workdir, "backup")
     deadline = time.time() + 300
-    while restored_epoch(backup) < 2 and time.time() < deadline:
+    while restored_epoch(backup) < kill_after and time.time() < deadline:
         assert all(p.poll() is None for p in cluster.procs), cluster.log(0)[-3000:]
-        time.sleep(0.2)
+        time.sleep(0.1)
     cluster.procs[1].send_signal(signal.SIGKILL)  # worker 1 dies mid-training
     cluster.procs[1].wait()
     killed_after = restored_epoch(backup)
-    assert 2 <= killed_after < epochs
+    assert kill_after <= killed_after < epochs
     cluster.procs[1] = cluster.start(1)  # ... and is restarted
     cluster.supervise()  # the chief fails on the lost peer (exit 3) and is restarted too
 
@@ -166,6 +167,19 @@ def test_killed_worker_restarts_and_the_run_resumes_the_same_epoch(tmp_path):
     worker = classifier_weights(os.path.join(workdir, "workers", "worker-1", "classifier.keras"))
     for a, b in zip(chief, worker):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_killed_worker_restarts_and_the_run_resumes_the_same_epoch(tmp_path):
+    kill_a_worker_and_resume(tmp_path, epochs=6, kill_after=2)
+
+
+def test_multiworker_short_kill_and_resume(tmp_path):
+    """The fast suite's multi-worker run (the Keras workarounds for
+    MultiWorkerMirroredStrategy, a lost worker's exit 3, the restart that resumes): the
+    slow test above, shortened to 3 epochs of one inner step."""
+    kill_a_worker_and_resume(tmp_path, epochs=3, kill_after=1,
+                             args=("--inner_steps=1", "--mc_samples=1"))
 
 
 # ---------------------------------------------------------------------- fast tests
