@@ -1,5 +1,9 @@
 """ADT's explicit adversarial distribution: delta = epsilon * tanh(u), u ~ N(mu, diag(sigma^2)).
 
+For the L2 ball (`norm="l2"`, beyond the paper) the Gaussian is pushed through the radial map
+`adt_tf.bijectors.RadialTanh` instead, delta = epsilon * tanh(||u||) * u / ||u||, onto the
+open L2 ball, with its exact log-Jacobian; everything else is the same.
+
 Reference: Dong, Deng, Pang, Zhu, Su. "Adversarial Distributional Training for Robust Deep
 Learning", NeurIPS 2020, Sec. 3.1 and Eq. 11.
 """
@@ -12,8 +16,10 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from adt_tf import validation
+from adt_tf.bijectors import RadialTanh
 from adt_tf.noise import DEFAULT_NOISE, NoiseSource
 from adt_tf.precision import as_float32
+from adt_tf.threat import THREATS
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -44,7 +50,10 @@ class ExplicitAdversarialDistribution:
     Args:
         loc: mu, shape [B, *event_shape] (e.g. [B, H, W, C]).
         raw_scale: v, same shape; sigma = softplus(v).
-        epsilon: the L-infinity radius; every sample lies in [-epsilon, epsilon].
+        epsilon: the radius; every sample lies in [-epsilon, epsilon] per coordinate
+            (L-infinity) or has ||delta||_2 < epsilon per example (L2).
+        norm: "linf" (the paper's Tanh o Scale, coordinate-wise) or "l2" (RadialTanh over
+            each example's flattened perturbation).
 
     Mathematical details:
         With r = (u - mu) / sigma, paper Eq. 11 gives, per dimension j,
@@ -61,6 +70,10 @@ class ExplicitAdversarialDistribution:
         example (the authors' code averages, and lambda = 0.01 is calibrated to that scale);
         `neg_log_prob` is therefore the total -log p divided by D.
 
+        For norm="l2", -log p(delta) = -log N(u; mu, sigma) + log|det J(u)| with the radial
+        map's log-Jacobian log h'(r) + (D - 1) log(h(r) / r), h = epsilon tanh, r = ||u||
+        (derived in `adt_tf.bijectors`), again from u and again divided by D.
+
     Example:
         >>> dist = ExplicitAdversarialDistribution(tf.zeros([4, 32, 32, 3]),
         ...                                        tf.zeros([4, 32, 32, 3]), 8 / 255)
@@ -69,8 +82,12 @@ class ExplicitAdversarialDistribution:
         (TensorShape([5, 4, 32, 32, 3]), TensorShape([5, 4]))
     """
 
-    def __init__(self, loc: tf.Tensor, raw_scale: tf.Tensor, epsilon: float):
-        self.epsilon = validation.check_epsilon(epsilon)
+    def __init__(self, loc: tf.Tensor, raw_scale: tf.Tensor, epsilon: float,
+                 norm: str = "linf"):
+        validation.check_choice(norm, "norm", THREATS)
+        self.norm = norm
+        self.epsilon = (validation.check_epsilon(epsilon) if norm == "linf" else
+                        validation.check_positive(epsilon, "epsilon"))
         # Always at least float32, whatever the Keras policy: a float16/bfloat16 mu (e.g. from
         # a generator under mixed precision) is cast up, so the samples, the tanh Jacobian
         # and the entropy are float32 (bfloat16 keeps 8 bits: log sigma and r^2 / 2 would
@@ -89,7 +106,9 @@ class ExplicitAdversarialDistribution:
         flat_loc = tf.reshape(loc, [batch, -1])
         flat_scale = tf.reshape(tf.math.softplus(raw_scale), [batch, -1])
         self.base = tfd.MultivariateNormalDiag(loc=flat_loc, scale_diag=flat_scale)
-        self.bijector = tfb.Chain([tfb.Scale(tf.cast(self.epsilon, loc.dtype)), tfb.Tanh()])
+        self.bijector = (
+            tfb.Chain([tfb.Scale(tf.cast(self.epsilon, loc.dtype)), tfb.Tanh()])
+            if norm == "linf" else RadialTanh(self.epsilon))
         self.distribution = tfd.TransformedDistribution(self.base, self.bijector)
         self._dtype = loc.dtype
 

@@ -90,3 +90,46 @@ def test_eager_and_function_agree_and_xla_is_reproducible():
 def test_bad_epsilon_is_rejected():
     with pytest.raises(ValueError, match="did you mean 8/255"):
         ExplicitAdversarialDistribution(tf.zeros([1, 2]), tf.zeros([1, 2]), 8)
+
+
+# ---------------------------------------------------------------------- L2 (RadialTanh)
+def numpy_neg_log_prob_l2(u, mu, v, eps):
+    """The L2 distribution's per-dimension -log p in float64, from the closed form:
+    -log N(u) + log h'(r) + (D - 1) log(h(r) / r), h = eps tanh, r = ||u|| per example."""
+    u, mu, v = (np.asarray(a, np.float64).reshape(len(a), -1) for a in (u, mu, v))
+    sigma = np.logaddexp(0.0, v)
+    dims = u.shape[1]
+    log_normal = np.sum(-0.5 * ((u - mu) / sigma) ** 2 - 0.5 * math.log(2 * math.pi)
+                        - np.log(sigma), axis=1)
+    r = np.linalg.norm(u, axis=1)
+    log_det = (math.log(eps) + np.log(1 - np.tanh(r) ** 2)
+               + (dims - 1) * np.log(eps * np.tanh(r) / r))
+    return (-log_normal + log_det) / dims
+
+
+@pytest.mark.parametrize("scale", [0.005, 0.05, 0.3])
+def test_l2_neg_log_prob_matches_the_closed_form(scale):
+    rng = np.random.default_rng(2)
+    shape = (3, 4, 4, 2)
+    mu = rng.normal(0, scale, shape).astype("float32")
+    v = rng.normal(-3, 0.5, shape).astype("float32")
+    u = (mu + rng.normal(0, 1, shape) * np.logaddexp(0, v)).astype("float32")
+    dist = ExplicitAdversarialDistribution(mu, v, 0.5, norm="l2")
+    np.testing.assert_allclose(dist.neg_log_prob(u).numpy(),
+                               numpy_neg_log_prob_l2(u, mu, v, 0.5), rtol=1e-4, atol=1e-4)
+
+
+def test_l2_samples_lie_in_the_ball_with_gradients_to_mu_and_v():
+    mu = tf.Variable(tf.random.stateless_normal([4, 8, 8, 3], seed=[1, 1]) * 0.2)
+    v = tf.Variable(tf.fill([4, 8, 8, 3], -2.0))
+    with tf.GradientTape() as tape:
+        dist = ExplicitAdversarialDistribution(mu, v, 0.5, norm="l2")
+        sample = dist.sample(6, seed=tf.constant([2, 3]))
+        objective = tf.reduce_mean(sample.delta) + tf.reduce_mean(sample.neg_log_prob)
+    assert sample.delta.shape == (6, 4, 8, 8, 3) and sample.neg_log_prob.shape == (6, 4)
+    norms = tf.norm(tf.reshape(sample.delta, [6, 4, -1]), axis=-1).numpy()
+    assert norms.max() < 0.5
+    grads = tape.gradient(objective, [mu, v])
+    assert all(np.all(np.isfinite(g.numpy())) and np.abs(g.numpy()).max() > 0 for g in grads)
+    with pytest.raises(ValueError, match="Unknown norm 'l1'"):
+        ExplicitAdversarialDistribution(mu, v, 0.5, norm="l1")
