@@ -112,6 +112,11 @@ class ExplicitAdversarialDistribution:
         self.distribution = tfd.TransformedDistribution(self.base, self.bijector)
         self._dtype = loc.dtype
 
+    def centre(self) -> tf.Tensor:
+        """f(mu), the image of the Gaussian's mean (epsilon * tanh(mu) for L-infinity), shape
+        [B, *event_shape]."""
+        return self._unflatten(self.bijector.forward(self.base.mean()))
+
     def _unflatten(self, flat: tf.Tensor) -> tf.Tensor:
         lead = tf.shape(flat)[:-1]
         return tf.reshape(flat, tf.concat([lead, self._event_shape], axis=0))

@@ -105,6 +105,7 @@ def explicit_inner_maximization(
     y: tf.Tensor,
     *,
     epsilon: float,
+    norm: str = "linf",
     entropy_weight: float,
     steps: int,
     samples: int,
@@ -122,7 +123,8 @@ def explicit_inner_maximization(
     """Maximises E_p[L(f(x + delta), y)] + lambda * H(p) over the per-example (mu, v).
 
     Mathematical details:
-        p(delta) is `ExplicitAdversarialDistribution(mu, v, epsilon)`, mu = v = 0 at the start.
+        p(delta) is `ExplicitAdversarialDistribution(mu, v, epsilon, norm)`, mu = v = 0 at the
+        start.
         Each of the T steps draws k reparameterised samples per example (one forward pass of
         k*B inputs, classifier in inference mode), estimates
 
@@ -148,7 +150,8 @@ def explicit_inner_maximization(
     Args:
         classifier: logits model, called with training=False.
         x: clean inputs [B, ...] in [0, 1]; y: integer labels [B].
-        epsilon: L-infinity radius. entropy_weight: lambda. steps: T. samples: k.
+        epsilon: the ball's radius; norm: "linf" (the paper) or "l2" (the radial distribution).
+        entropy_weight: lambda. steps: T. samples: k.
         lr, beta1, beta2: the inner Adam's settings (ADT: 0.3, 0, 0).
         seed: stateless seed [2]; each step folds in its index.
         loss_fn: the per-example loss L(logits [k*B, C], labels [k*B]) -> [k*B] that the
@@ -195,7 +198,7 @@ def explicit_inner_maximization(
     def body(t, loc, raw, acc_loc, acc_raw, m_loc, m_raw, s_loc, s_raw, objective, entropy):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch([loc, raw])
-            dist = ExplicitAdversarialDistribution(loc, raw, epsilon)
+            dist = ExplicitAdversarialDistribution(loc, raw, epsilon, norm)
             step_seed = tf.random.experimental.stateless_fold_in(seed, t)
             x_adv, nlp = sample_inputs(x, dist, samples, step_seed, noise)
             logits = parallel_logits(classifier, x_adv, branches)

@@ -208,10 +208,26 @@ class L2Ball(Ball):
 THREATS = {"linf": LinfBall, "l2": L2Ball}
 
 
+def as_threat(epsilon: float | Ball) -> Ball:
+    """An attack's `epsilon` argument as a threat model: a number is the radius of an
+    L-infinity ball (the paper's threat model, and every attack's default); a `Ball` is used
+    as it is."""
+    return epsilon if isinstance(epsilon, Ball) else LinfBall(epsilon)
+
+
+def require_linf(threat: Ball, what: str) -> LinfBall:
+    """`threat` if it is an L-infinity ball, else a ValueError saying that `what` (an attack
+    or method) has no version for that norm."""
+    if threat.norm != LinfBall.norm:
+        raise ValueError(f"{what} has no {threat.norm} version: it is defined for the "
+                         "L-infinity ball only (--norm=linf).")
+    return threat  # type: ignore[return-value]
+
+
 def make_threat(norm: str, epsilon: float) -> Ball:
     """The threat model of a `--norm` value ("linf" or "l2") and radius."""
     validation.check_choice(norm, "norm", tuple(THREATS))
     return THREATS[norm](epsilon)
 
 
-__all__ = ["THREATS", "Ball", "L2Ball", "LinfBall", "make_threat"]
+__all__ = ["THREATS", "Ball", "L2Ball", "LinfBall", "as_threat", "make_threat", "require_linf"]

@@ -1,9 +1,11 @@
 """Attacks, one per module; each a function (classifier, x, y, epsilon, ...) -> x_adv.
 
 `ATTACKS` maps an attack's name to its function; a new attack is one module plus one line.
-Every attack works on batches of images in [0, 1], stays inside the L-infinity ball and
-[0, 1], keeps the input's shape and dtype, takes a `seed` (int or stateless seed tensor) and
-runs under `tf.function` (its loops are `tf.while_loop`s).
+Every attack works on batches of images in [0, 1], stays inside the ball and [0, 1], keeps
+the input's shape and dtype, takes a `seed` (int or stateless seed tensor) and runs under
+`tf.function` (its loops are `tf.while_loop`s). Its `epsilon` is an L-infinity radius or a
+threat model (`adt_tf.threat.LinfBall`, `L2Ball`); `L2_ATTACKS` lists those that take an L2
+ball (the others say so with a ValueError).
 """
 
 from adt_tf.attacks.amortized import exp_am, imp_am
@@ -36,6 +38,9 @@ ATTACKS = {
     "square": square,
 }
 
+# Attacks that take an L2 ball (`adt_tf.threat.L2Ball`) as well as an L-infinity one.
+L2_ATTACKS = frozenset({"fgsm", "pgd", "mim", "cw", "transfer", "exp"})
+
 # Attacks that never read a gradient of the attacked model (score-based or transfer).
 BLACK_BOX = frozenset({"spsa", "square", "transfer"})
 
@@ -47,6 +52,6 @@ def get_attack(name: str):
     return ATTACKS[name]
 
 
-__all__ = ["ATTACKS", "BLACK_BOX", "apgd", "apgd_targeted", "cw", "exp_am", "exp_attack",
-           "fab_targeted", "fea_attack", "fgsm", "get_attack",
-           "imp_am", "mim", "pgd", "spsa", "square", "transfer"]
+__all__ = ["ATTACKS", "BLACK_BOX", "L2_ATTACKS", "apgd", "apgd_targeted", "cw", "exp_am",
+           "exp_attack", "fab_targeted", "fea_attack", "fgsm", "get_attack", "imp_am", "mim",
+           "pgd", "spsa", "square", "transfer"]

@@ -17,11 +17,11 @@ import tensorflow as tf
 from adt_tf import validation
 from adt_tf.attacks.common import as_seed, fold
 from adt_tf.attacks.distributional import pick_per_example
-from adt_tf.threat import LinfBall
+from adt_tf.threat import as_threat, require_linf
 
 
 def _amortized(kind, classifier, x, y, epsilon, adversary, check_samples, seed, fit_kwargs):
-    ball = LinfBall(epsilon)
+    ball = require_linf(as_threat(epsilon), "the amortised attacks (EXP-AM, IMP-AM)")
     check_samples = validation.check_positive_int(check_samples, "check_samples")
     x = tf.convert_to_tensor(x)
     if adversary is None:

@@ -21,7 +21,7 @@ from adt_tf.attacks.common import (
     target_classes,
     targeted_dlr_loss,
 )
-from adt_tf.threat import LinfBall
+from adt_tf.threat import LinfBall, as_threat, require_linf
 
 
 def checkpoints(steps: int) -> list[int]:
@@ -163,7 +163,7 @@ def apgd(classifier, x, y, epsilon: float, *, steps: int = 100, loss: str = "ce"
     Returns:
         x_adv, same shape and dtype as x.
     """
-    ball = LinfBall(epsilon)
+    ball = require_linf(as_threat(epsilon), "APGD")
     steps, restarts, rho, momentum = _check(steps, restarts, rho, momentum)
     loss_fn = get_loss(loss)
     x = tf.convert_to_tensor(x)
@@ -209,7 +209,7 @@ def apgd_targeted(classifier, x, y, epsilon: float, *, steps: int = 100, num_tar
     Returns:
         x_adv, same shape and dtype as x.
     """
-    ball = LinfBall(epsilon)
+    ball = require_linf(as_threat(epsilon), "APGD")
     steps, restarts, rho, momentum = _check(steps, restarts, rho, momentum)
     num_targets = validation.check_positive_int(num_targets, "num_targets")
     x = tf.convert_to_tensor(x)

@@ -14,7 +14,8 @@ def cw(classifier, x, y, epsilon: float, *, steps: int = 30, step_size: float | 
     Args:
         classifier: logits model (called with training=False).
         x: clean inputs in [0, 1]; y: integer labels.
-        epsilon: L-infinity budget.
+        epsilon: the budget: an L-infinity radius, or a threat model (`adt_tf.threat`,
+            e.g. `L2Ball(0.5)`: steps, projection and random start are then its own).
         steps: iterations (30 in the ADT paper).
         step_size: defaults to epsilon / 4.
         random_start: start from a uniform point of the ball.

@@ -8,7 +8,7 @@ from adt_tf import validation
 from adt_tf.attacks.common import as_seed, fold, misclassified, per_example_ce
 from adt_tf.distributions import ExplicitAdversarialDistribution
 from adt_tf.inner_maximization import explicit_inner_maximization, sample_inputs
-from adt_tf.threat import LinfBall
+from adt_tf.threat import as_threat
 
 
 def pick_per_example(candidates, logits, y, num_candidates: int):
@@ -44,13 +44,15 @@ def exp_attack(classifier, x, y, epsilon: float, *, steps: int = 20, samples: in
     Args:
         classifier: logits model (called with training=False).
         x: clean inputs in [0, 1]; y: integer labels.
-        epsilon: L-infinity budget.
+        epsilon: the budget: an L-infinity radius, or a threat model (`adt_tf.threat`; with
+            an `L2Ball` the distribution is the radial one, `adt_tf.bijectors.RadialTanh`).
         steps: T, inner ascent steps (20 for the attack; training uses 7).
         samples: k, Monte Carlo samples per step (10).
         entropy_weight: lambda of the inner objective (0.01, ADT's default).
         lr, beta1, beta2: the inner Adam (0.3, 0, 0 as in ADT).
         check_samples: fresh samples drawn from the fitted distribution and checked (10).
-        check_mode: also check x + epsilon tanh(mu), the image of the distribution's centre.
+        check_mode: also check x + f(mu), the image of the distribution's centre (f the
+            distribution's bijector: epsilon tanh for L-infinity).
         gradients: 'accumulate' (the reference's inner loop, gradients never zeroed) or
             'fresh' (`adt_tf.inner_maximization`).
         seed: int or stateless seed tensor.
@@ -71,7 +73,7 @@ def exp_attack(classifier, x, y, epsilon: float, *, steps: int = 20, samples: in
     Returns:
         x_adv, same shape and dtype as x.
     """
-    ball = LinfBall(epsilon)
+    ball = as_threat(epsilon)
     steps = validation.check_positive_int(steps, "steps")
     samples = validation.check_positive_int(samples, "samples")
     check_samples = validation.check_positive_int(check_samples, "check_samples")
@@ -80,17 +82,18 @@ def exp_attack(classifier, x, y, epsilon: float, *, steps: int = 20, samples: in
     x = tf.convert_to_tensor(x)
     base = as_seed(seed)
     fitted = explicit_inner_maximization(
-        classifier, x, y, epsilon=ball.epsilon, entropy_weight=entropy_weight, steps=steps,
-        samples=samples, lr=lr, beta1=beta1, beta2=beta2, seed=fold(base, 0),
+        classifier, x, y, epsilon=ball.epsilon, norm=ball.norm, entropy_weight=entropy_weight,
+        steps=steps, samples=samples, lr=lr, beta1=beta1, beta2=beta2, seed=fold(base, 0),
         gradients=gradients)
-    dist = ExplicitAdversarialDistribution(fitted.loc, fitted.raw_scale, ball.epsilon)
+    dist = ExplicitAdversarialDistribution(fitted.loc, fitted.raw_scale, ball.epsilon,
+                                           norm=ball.norm)
     candidates, _ = sample_inputs(x, dist, check_samples, fold(base, 1))
     count = check_samples
     if check_mode:
-        centre = ball.project(x + ball.epsilon * tf.tanh(fitted.loc), x)
+        centre = ball.project(x + dist.centre(), x)
         candidates = tf.concat([candidates, centre], axis=0)
         count += 1
     logits = classifier(candidates, training=False)
-    # Samples are inside the ball by construction (|epsilon tanh u| < epsilon); the final
-    # projection only removes rounding.
+    # Samples are inside the ball by construction (the bijector maps onto the open ball);
+    # the final projection only removes rounding.
     return ball.project(pick_per_example(candidates, logits, y, count), x)

@@ -21,7 +21,7 @@ from adt_tf.attacks.common import (
     select,
     target_classes,
 )
-from adt_tf.threat import LinfBall
+from adt_tf.threat import as_threat, require_linf
 
 
 def linf_projection_to_hyperplane(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
@@ -183,7 +183,7 @@ def fab_targeted(classifier, x, y, epsilon: float, *, steps: int = 100, num_targ
     Returns:
         x_adv, same shape and dtype as x.
     """
-    ball = LinfBall(epsilon)
+    ball = require_linf(as_threat(epsilon), "FAB-T")
     epsilon = ball.epsilon
     steps = validation.check_positive_int(steps, "steps")
     restarts = validation.check_positive_int(restarts, "restarts")

@@ -10,7 +10,7 @@ import tensorflow as tf
 from adt_tf import validation
 from adt_tf.attacks.common import as_seed, fold, misclassified, select
 from adt_tf.models.common import PENULTIMATE
-from adt_tf.threat import LinfBall
+from adt_tf.threat import as_threat, require_linf
 
 _FEATURE_MODELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -77,7 +77,7 @@ def fea_attack(classifier, x, y, epsilon: float, *, steps: int = 50,
     Returns:
         x_adv, same shape and dtype as x.
     """
-    ball = LinfBall(epsilon)
+    ball = require_linf(as_threat(epsilon), "FeaAttack")
     steps = validation.check_positive_int(steps, "steps")
     step_size = validation.check_positive(step_size, "step_size")
     num_targets = validation.check_positive_int(num_targets, "num_targets")

@@ -7,7 +7,7 @@ import tensorflow as tf
 from adt_tf import validation
 from adt_tf.attacks.common import as_seed, get_loss, loss_and_grad
 from adt_tf.noise import DEFAULT_NOISE, NoiseSource
-from adt_tf.threat import LinfBall
+from adt_tf.threat import as_threat
 
 
 def fgsm(classifier, x, y, epsilon: float, *, loss: str = "ce", targeted: bool = False,
@@ -18,7 +18,8 @@ def fgsm(classifier, x, y, epsilon: float, *, loss: str = "ce", targeted: bool =
     Args:
         classifier: logits model (called with training=False).
         x: clean inputs in [0, 1]; y: integer labels (the target labels if `targeted`).
-        epsilon: L-infinity budget.
+        epsilon: the budget: an L-infinity radius, or a threat model (`adt_tf.threat`,
+            e.g. `L2Ball(0.5)`: steps, projection and random start are then its own).
         loss: 'ce' or 'margin'.
         targeted: descend the loss towards y instead of ascending it away from y.
         step_size: defaults to epsilon (use 1.25 epsilon with random_start for "fast" AT).
@@ -33,7 +34,7 @@ def fgsm(classifier, x, y, epsilon: float, *, loss: str = "ce", targeted: bool =
     Returns:
         x_adv, same shape and dtype as x.
     """
-    ball = LinfBall(epsilon)
+    ball = as_threat(epsilon)
     size = ball.epsilon if step_size is None else validation.check_positive(step_size, "step_size")
     x = tf.convert_to_tensor(x)
     x0 = ball.random_start(x, as_seed(seed), noise) if random_start else x

@@ -16,7 +16,8 @@ def mim(classifier, x, y, epsilon: float, *, steps: int = 20, momentum: float = 
     Args:
         classifier: logits model (called with training=False).
         x: clean inputs in [0, 1]; y: integer labels.
-        epsilon: L-infinity budget.
+        epsilon: the budget: an L-infinity radius, or a threat model (`adt_tf.threat`,
+            e.g. `L2Ball(0.5)`: steps, projection and random start are then its own).
         steps: iterations (20).
         momentum: decay factor mu of the accumulator (1.0, the MIM paper's setting).
         step_size: defaults to epsilon / 4.

@@ -7,7 +7,7 @@ import tensorflow as tf
 from adt_tf import validation
 from adt_tf.attacks.common import as_seed, get_loss, loss_and_grad, misclassified
 from adt_tf.noise import DEFAULT_NOISE, NoiseSource
-from adt_tf.threat import LinfBall
+from adt_tf.threat import as_threat
 
 
 def _better(new_loss, new_adv, best_loss, best_adv):
@@ -30,12 +30,14 @@ def _select(mask, a, b):
 def pgd(classifier, x, y, epsilon: float, *, steps: int = 20, step_size: float | None = None,
         random_start: bool = True, restarts: int = 1, loss: str = "ce", targeted: bool = False,
         momentum: float | None = None, seed=0, noise: NoiseSource = DEFAULT_NOISE) -> tf.Tensor:
-    """L-infinity PGD keeping, per example, the best iterate over all steps and restarts.
+    """PGD (L-infinity, or the given threat model) keeping, per example, the best iterate
+    over all steps and restarts.
 
     Args:
         classifier: logits model (called with training=False).
         x: clean inputs in [0, 1]; y: integer labels (targets if `targeted`).
-        epsilon: L-infinity budget.
+        epsilon: the budget: an L-infinity radius, or a threat model (`adt_tf.threat`,
+            e.g. `L2Ball(0.5)`: steps, projection and random start are then its own).
         steps: iterations per restart (20 for PGD-20).
         step_size: defaults to epsilon / 4 (the ADT paper's setting).
         random_start: start from a uniform point of the ball.
@@ -50,13 +52,15 @@ def pgd(classifier, x, y, epsilon: float, *, steps: int = 20, step_size: float |
 
     Mathematical details:
         x_{t+1} = Proj_{B(x, eps)}(x_t + a * sign(g_t)), g_t = +-grad_x L(f(x_t), y)
+        (for an L2 ball the step is a * g_t / ||g_t||_2 and the projection the exact one onto
+        ball and box, `adt_tf.threat.L2Ball`)
         (or the momentum accumulator). Every iterate, the final one included, is scored; per
         example an iterate that misclassifies beats one that does not, then higher loss wins.
 
     Returns:
         x_adv, same shape and dtype as x, inside the ball and [0, 1].
     """
-    ball = LinfBall(epsilon)
+    ball = as_threat(epsilon)
     steps = validation.check_positive_int(steps, "steps")
     restarts = validation.check_positive_int(restarts, "restarts")
     size = ball.epsilon / 4 if step_size is None else validation.check_positive(

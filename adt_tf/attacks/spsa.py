@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from adt_tf import validation
 from adt_tf.attacks.common import as_seed, batch_shape, fold, margin_loss, misclassified
-from adt_tf.threat import LinfBall
+from adt_tf.threat import as_threat, require_linf
 
 
 def spsa(classifier, x, y, epsilon: float, *, steps: int = 100, perturbation: float = 0.001,
@@ -45,7 +45,7 @@ def spsa(classifier, x, y, epsilon: float, *, steps: int = 100, perturbation: fl
     Returns:
         x_adv, same shape and dtype as x.
     """
-    ball = LinfBall(epsilon)
+    ball = require_linf(as_threat(epsilon), "SPSA")
     steps = validation.check_positive_int(steps, "steps")
     perturbation = validation.check_positive(perturbation, "perturbation")
     lr = validation.check_positive(lr, "lr")

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from adt_tf import validation
 from adt_tf.attacks.common import as_seed, batch_shape, fold, margin_loss, misclassified
-from adt_tf.threat import LinfBall
+from adt_tf.threat import as_threat, require_linf
 
 # Iterations after which the square's area fraction p is halved (the paper's schedule, for
 # 10,000 queries).
@@ -97,7 +97,7 @@ def square(classifier, x, y, epsilon: float, *, num_queries: int = 5000, p_init:
     Returns:
         x_adv, same shape and dtype as x.
     """
-    ball = LinfBall(epsilon)
+    ball = require_linf(as_threat(epsilon), "Square")
     num_queries = validation.check_positive_int(num_queries, "num_queries")
     p_init = validation.check_in_range(p_init, "p_init", 1e-6, 1.0)
     rescale_schedule = bool(rescale_schedule)

@@ -12,7 +12,8 @@ def transfer(classifier, x, y, epsilon: float, *, source, attack: str = "pgd",
     Args:
         classifier: the target model (unused: the attack sees only the source).
         x: clean inputs in [0, 1]; y: integer labels.
-        epsilon: L-infinity budget.
+        epsilon: the budget: an L-infinity radius, or a threat model (`adt_tf.threat`,
+            e.g. `L2Ball(0.5)`: steps, projection and random start are then its own).
         source: the source logits model (e.g. an independently trained classifier).
         attack: the registry name of the attack run on the source ('pgd', 'mim', ...).
         **attack_kwargs: its settings (e.g. steps=20).
