@@ -35,6 +35,8 @@ class DatasetInfo:
         augment: "crop_flip" or "none".
         class_names: names of the classes when known, else None.
         tfds_name: the tensorflow-datasets name, None for local sources.
+        l2_epsilon: the default L2 budget (0.5 for CIFAR, RobustBench's L2 leaderboard; 2.0
+            for MNIST), None where no usual value exists (give --epsilon).
     """
 
     name: str
@@ -43,16 +45,30 @@ class DatasetInfo:
     augment: str
     class_names: tuple[str, ...] | None = None
     tfds_name: str | None = None
+    l2_epsilon: float | None = None
+
+    def default_epsilon(self, norm: str = "linf") -> float:
+        """The dataset's budget for a norm ("linf" or "l2"), or a ValueError naming it."""
+        if norm == "linf":
+            return self.epsilon
+        if norm == "l2" and self.l2_epsilon is not None:
+            return self.l2_epsilon
+        raise ValueError(f"Dataset {self.name!r} has no default {norm} epsilon; give "
+                         "--epsilon.")
 
 
 DATASETS: dict[str, DatasetInfo] = {
-    "cifar10": DatasetInfo("cifar10", 10, 8 / 255, "crop_flip", CIFAR10_CLASSES, "cifar10"),
-    "cifar100": DatasetInfo("cifar100", 100, 8 / 255, "crop_flip", None, "cifar100"),
+    "cifar10": DatasetInfo("cifar10", 10, 8 / 255, "crop_flip", CIFAR10_CLASSES, "cifar10",
+                           l2_epsilon=0.5),
+    "cifar100": DatasetInfo("cifar100", 100, 8 / 255, "crop_flip", None, "cifar100",
+                            l2_epsilon=0.5),
     "svhn_cropped": DatasetInfo("svhn_cropped", 10, 4 / 255, "none", tuple("0123456789"),
                                 "svhn_cropped"),
-    "mnist": DatasetInfo("mnist", 10, 0.3, "none", tuple("0123456789"), "mnist"),
+    "mnist": DatasetInfo("mnist", 10, 0.3, "none", tuple("0123456789"), "mnist",
+                         l2_epsilon=2.0),
     "fashion_mnist": DatasetInfo("fashion_mnist", 10, 0.1, "none", None, "fashion_mnist"),
-    SAMPLE: DatasetInfo(SAMPLE, 10, 8 / 255, "crop_flip", CIFAR10_CLASSES, None),
+    SAMPLE: DatasetInfo(SAMPLE, 10, 8 / 255, "crop_flip", CIFAR10_CLASSES, None,
+                        l2_epsilon=0.5),
 }
 
 
@@ -169,7 +185,8 @@ def _load_npz_dir(directory: str) -> Splits:
         names = CIFAR10_CLASSES if "cifar10" in os.path.abspath(directory) else None
     info = DatasetInfo(
         name=f"{NPZ_PREFIX}{directory}", num_classes=num_classes, epsilon=8 / 255,
-        augment="crop_flip" if shape == (32, 32, 3) else "none", class_names=names)
+        augment="crop_flip" if shape == (32, 32, 3) else "none", class_names=names,
+        l2_epsilon=0.5 if shape == (32, 32, 3) else None)
     return Splits(train["x"], train["y"].astype(np.int64), test["x"], test["y"].astype(np.int64),
                   info)
 

@@ -308,8 +308,8 @@ def test_bad_input(trained, tmp_path):
             evaluate(model, x, y, epsilon=eps, verbose=0)
     with pytest.raises(ValueError, match="steps must be an integer >= 1, got 0"):
         evaluate(model, x, y, epsilon=EPS, overrides={"pgd20": {"steps": 0}}, verbose=0)
-    with pytest.raises(ValueError, match="suites: autoattack, full, paper, quick; attacks: "
-                                         "fgsm, pgd20"):
+    with pytest.raises(ValueError, match="suites: autoattack, full, paper, paper_l2, quick; "
+                                         "attacks: fgsm, pgd20"):
         evaluate(model, x, y, epsilon=EPS, suite="strongest", verbose=0)
     with pytest.raises(ValueError, match="Unknown suite or attack 'pgd20,deepfool'"):
         resolve_suite("pgd20,deepfool")

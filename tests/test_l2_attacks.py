@@ -66,3 +66,32 @@ def test_linf_only_attacks_refuse_an_l2_ball(trained, name):
     with pytest.raises(ValueError, match="has no l2 version: it is defined for the "
                                          "L-infinity ball only"):
         ATTACKS[name](model, x[:4], y[:4], L2Ball(EPS), seed=0, **params)
+
+
+def test_l2_evaluation_runs_the_l2_suite_and_refuses_linf_only_ones(trained):
+    from adt_tf import data as data_lib
+    from adt_tf.evaluation import EvaluationResult, evaluate
+
+    model, x, y = trained
+    x, y = x[:48], y[:48]
+    result = evaluate(model, x, y, epsilon=EPS, norm="l2", suite="paper_l2", verbose=0,
+                      overrides={"pgd100": {"steps": 10},
+                                 "exp": {"steps": 3, "samples": 2, "check_samples": 2}})
+    ran = [a for a in result.attacks if a.accuracy is not None]
+    assert {a.name for a in ran} == {"fgsm", "pgd20", "pgd100", "mim20", "cw30", "exp"}
+    assert result.robust_accuracy <= min(a.accuracy for a in ran) < result.clean_accuracy
+    assert all(a.params["norm"] == "l2" for a in ran) and result.norm == "l2"
+    assert "L2 epsilon = 0.5" in result.to_markdown()
+    assert EvaluationResult.from_dict(result.to_dict()).norm == "l2"
+    # the same PGD-20 as the attack called directly with the L2 ball
+    from adt_tf.attacks import pgd
+    from adt_tf.threat import L2Ball
+
+    direct = pgd(model, x, y, L2Ball(EPS), steps=20, seed=0)
+    assert result.attack("pgd20").accuracy == accuracy(model, direct, y)
+    with pytest.raises(ValueError, match=r"'paper' has attacks without an l2 version "
+                                         r"\(fea, spsa, exp_am, imp_am\)"):
+        evaluate(model, x, y, epsilon=EPS, norm="l2", suite="paper", verbose=0)
+    assert data_lib.dataset_info("cifar10").default_epsilon("l2") == 0.5
+    with pytest.raises(ValueError, match="has no default l2 epsilon; give --epsilon"):
+        data_lib.dataset_info("svhn_cropped").default_epsilon("l2")

@@ -25,6 +25,7 @@ from adt_tf import validation
 from adt_tf.evaluation import PER_ATTACK_MODES, TARGET_POOL_SIZE, evaluate
 from adt_tf.evaluation.suites import CATALOGUE, SUITES, parse_overrides, resolve_suite
 from adt_tf.loading import file_id, load_classifier
+from adt_tf.threat import THREATS, make_threat
 
 FLAGS = flags.FLAGS
 #: Training images the EXP-AM / IMP-AM generators are fitted on (the first ones).
@@ -50,8 +51,10 @@ def define_flags() -> None:
                       "'all': every attack on every clean-correct input (own accuracy per "
                       "attack); 'remaining': each on the inputs still robust (default for the "
                       "autoattack and full suites).")
-    flags.DEFINE_float("epsilon", None, "L-inf budget in [0, 1] pixels (default: the "
-                       "dataset's, 8/255 for CIFAR).")
+    flags.DEFINE_enum("norm", "linf", list(THREATS),
+                      "Threat model: linf (the paper's) or l2 (suites quick and paper_l2).")
+    flags.DEFINE_float("epsilon", None, "Budget in the [0, 1] pixel scale (default: the "
+                       "dataset's for --norm, 8/255 L-inf and 0.5 L2 for CIFAR).")
     flags.DEFINE_integer("num_examples", None, "Evaluate the first N test inputs (default: "
                          "all).")
     flags.DEFINE_integer("batch_size", 256, "Inputs per attack batch.")
@@ -66,14 +69,15 @@ def define_flags() -> None:
 
 def run_evaluation(model: str, dataset: str = data_lib.SAMPLE, *, data_dir=None,
                    suite: str = "quick", attack_params=None, per_attack=None, epsilon=None,
+                   norm: str = "linf",
                    num_examples=None, batch_size: int = 256, source_model=None,
                    out: str = "runs/eval", seed: int = 0, jit_compile: bool = False,
                    sanity_checks: bool = True, verbose: int = 1):
     """What `adt-evaluate` does, as a function: returns (EvaluationResult, written paths)."""
     overrides = parse_overrides(attack_params)
-    resolve_suite(suite, overrides)  # bad names fail before anything is loaded
+    resolve_suite(suite, overrides, norm=norm)  # bad names fail before anything is loaded
     if epsilon is not None:
-        validation.check_epsilon(epsilon)
+        make_threat(norm, epsilon)  # checks the budget for the norm
     if num_examples is not None:
         validation.check_positive_int(num_examples, "num_examples")
     validation.check_positive_int(batch_size, "batch_size")
@@ -81,13 +85,13 @@ def run_evaluation(model: str, dataset: str = data_lib.SAMPLE, *, data_dir=None,
     classifier = load_classifier(model)
     source = load_classifier(source_model) if source_model else None
     splits = data_lib.load(dataset, data_dir)
-    eps = epsilon if epsilon is not None else splits.info.epsilon
+    eps = epsilon if epsilon is not None else splits.info.default_epsilon(norm)
     n = len(splits.x_test) if num_examples is None else min(num_examples, len(splits.x_test))
     model_id = file_id(model)
     if source_model:
         model_id += "+" + file_id(source_model)
     result = evaluate(
-        classifier, splits.x_test[:n], splits.y_test[:n], epsilon=eps, suite=suite,
+        classifier, splits.x_test[:n], splits.y_test[:n], epsilon=eps, norm=norm, suite=suite,
         overrides=overrides, per_attack=per_attack, batch_size=batch_size, seed=seed,
         source_model=source,
         target_pool=(splits.x_test[:TARGET_POOL_SIZE], splits.y_test[:TARGET_POOL_SIZE]),
@@ -109,7 +113,7 @@ def main(argv):
         result, paths = run_evaluation(
             FLAGS.model, FLAGS.dataset, data_dir=FLAGS.data_dir, suite=FLAGS.suite,
             attack_params=FLAGS.attack_params, per_attack=FLAGS.per_attack,
-            epsilon=FLAGS.epsilon, num_examples=FLAGS.num_examples,
+            epsilon=FLAGS.epsilon, norm=FLAGS.norm, num_examples=FLAGS.num_examples,
             batch_size=FLAGS.batch_size, source_model=FLAGS.source_model, out=FLAGS.out,
             seed=FLAGS.seed, jit_compile=FLAGS.jit_compile,
             sanity_checks=FLAGS.sanity_checks, verbose=FLAGS.verbose)

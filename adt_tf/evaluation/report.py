@@ -57,7 +57,8 @@ class EvaluationResult:
 
     Attributes:
         model: what was evaluated (a path or a name). dataset: its data source.
-        num_examples: N, the inputs evaluated. epsilon: the L-infinity budget.
+        num_examples: N, the inputs evaluated. epsilon: the budget, the radius of the ball
+            of norm `norm` ("linf" or "l2").
         suite: the suite name (or list of attacks). per_attack: "all" or "remaining".
         seed, batch_size: the run's settings.
         clean_accuracy: accuracy on clean inputs.
@@ -89,6 +90,7 @@ class EvaluationResult:
     seconds: float = 0.0
     environment: dict[str, Any] = dataclasses.field(default_factory=dict)
     per_example: dict[str, np.ndarray] = dataclasses.field(default_factory=dict, repr=False)
+    norm: str = "linf"
 
     @property
     def cached_seconds(self) -> float:
@@ -118,11 +120,13 @@ class EvaluationResult:
 
     def to_markdown(self) -> str:
         eps = self.epsilon
+        budget = (f"L-infinity epsilon = {eps:.5g} ({eps * 255:.3g}/255)" if self.norm == "linf"
+                  else f"{self.norm.upper()} epsilon = {eps:.5g}")
         lines = [
             f"# Robustness of `{self.model}`",
             "",
-            f"Dataset `{self.dataset}`, {self.num_examples} inputs, L-infinity epsilon = "
-            f"{eps:.5g} ({eps * 255:.3g}/255), suite `{self.suite}`, seed {self.seed}, "
+            f"Dataset `{self.dataset}`, {self.num_examples} inputs, {budget}, "
+            f"suite `{self.suite}`, seed {self.seed}, "
             f"batch size {self.batch_size}, total time {self.seconds:.1f} s"
             + (f" (this run; the attacks read from the cache took {self.cached_seconds:.1f} s "
                "more when they ran)." if self.cached_seconds else "."),
@@ -161,7 +165,7 @@ class EvaluationResult:
         if sweep:
             lines += ["", "Epsilon sweep (" + sweep.get("attack", "PGD") + f", "
                       f"{sweep.get('num_inputs')} inputs): "
-                      + ", ".join(f"{e * 255:.3g}/255: {_pct(a)}"
+                      + ", ".join(f"{_radius(e, self.norm)}: {_pct(a)}"
                                   for e, a in zip(sweep["epsilons"], sweep["accuracy"]))]
         unbounded = self.sanity.get("unbounded")
         if unbounded:
@@ -194,6 +198,10 @@ def _json_default(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _radius(eps: float, norm: str) -> str:
+    return f"{eps * 255:.3g}/255" if norm == "linf" else f"{eps:.3g}"
 
 
 def _pct(value) -> str:

@@ -44,6 +44,7 @@ from adt_tf.evaluation.report import AttackResult, EvaluationResult
 from adt_tf.evaluation.suites import DEFAULT_PER_ATTACK, AttackSpec, resolve_suite
 from adt_tf.generators import classifier_image_shape
 from adt_tf.models.common import PENULTIMATE
+from adt_tf.threat import Ball, as_threat, make_threat
 
 PER_ATTACK_MODES = ("all", "remaining")
 #: FeaAttack's default target pool: the first inputs of the evaluation, at most this many.
@@ -161,16 +162,16 @@ def _skip_reason(spec: AttackSpec, classifier, source_model) -> str | None:
     return None
 
 
-def _attack_fn(spec: AttackSpec, classifier, epsilon: float, source_model, pool, train_pool,
-               seed: int, verbose: bool):
+def _attack_fn(spec: AttackSpec, classifier, epsilon: float | Ball, source_model, pool,
+               train_pool, seed: int, verbose: bool):
     fn = get_attack(spec.attack)
     extra = {}
     if "adversary" in spec.needs:
         fit = {k: v for k, v in spec.params.items() if k.startswith(("train_", "generator_"))
                or k == "entropy_weight"}
-        extra["adversary"] = fit_amortized_adversary(
-            classifier, *train_pool, epsilon, kind=spec.attack, seed=seed, verbose=verbose,
-            **fit)
+        extra["adversary"] = fit_amortized_adversary(  # L-infinity only (resolve_suite)
+            classifier, *train_pool, as_threat(epsilon).epsilon, kind=spec.attack, seed=seed,
+            verbose=verbose, **fit)
     if "source_model" in spec.needs:
         extra["source"] = source_model
     if "target_pool" in spec.needs:
@@ -197,7 +198,7 @@ def environment() -> dict:
             "gpus": [d.name for d in tf.config.list_logical_devices("GPU")]}
 
 
-def evaluate(classifier, x, y, *, epsilon: float, suite: str = "quick",
+def evaluate(classifier, x, y, *, epsilon: float, norm: str = "linf", suite: str = "quick",
              overrides: dict | None = None, per_attack: str | None = None,
              batch_size: int = 256, seed: int = 0, source_model=None, target_pool=None,
              train_pool=None,
@@ -210,8 +211,10 @@ def evaluate(classifier, x, y, *, epsilon: float, suite: str = "quick",
     Args:
         classifier: logits model (a Keras model, or any callable(x, training=False) -> logits).
         x: images [N, H, W, C], uint8 or float in [0, 1]; y: integer labels [N].
-        epsilon: L-infinity budget in (0, 1].
-        suite: "quick", "paper", "autoattack", "full", or a comma-separated list of
+        epsilon: the budget: the radius of the L-infinity ball, in (0, 1], or of the L2 ball.
+        norm: "linf" (the paper's threat model) or "l2" (attacks of `L2_ATTACKS` only: the
+            suites "quick" and "paper_l2").
+        suite: "quick", "paper", "autoattack", "full", "paper_l2", or a comma-separated list of
             catalogue names (see `adt_tf.evaluation.suites`).
         overrides: {attack name: {parameter: value}}, e.g. {"fea": {"num_targets": 20}}.
         per_attack: "all" or "remaining" (see the module docstring); default per suite.
@@ -239,9 +242,10 @@ def evaluate(classifier, x, y, *, epsilon: float, suite: str = "quick",
         An `EvaluationResult`.
     """
     started = time.perf_counter()
-    epsilon = validation.check_epsilon(epsilon)
+    threat = make_threat(norm, epsilon)
+    epsilon = threat.epsilon
     batch_size = validation.check_positive_int(batch_size, "batch_size")
-    specs = resolve_suite(suite, overrides)
+    specs = resolve_suite(suite, overrides, norm=norm)
     per_attack = per_attack or DEFAULT_PER_ATTACK.get(suite, "remaining")
     validation.check_choice(per_attack, "per_attack mode", PER_ATTACK_MODES)
     x, y = prepare_inputs(classifier, x, y)
@@ -263,10 +267,12 @@ def evaluate(classifier, x, y, *, epsilon: float, suite: str = "quick",
                     "per_attack": per_attack,
                     "source": weights_id(source_model) if source_model is not None else None,
                     "pool": array_id(*target_pool), "train_pool": array_id(*train_pool)}
+        if norm != "linf":  # L-infinity keys stay those of earlier versions
+            key_base["norm"] = norm
 
     def run_on(spec: AttackSpec, idx: np.ndarray, show: bool) -> np.ndarray:
         """Per-input correctness after `spec` on the inputs `idx`."""
-        attack = _attack_fn(spec, classifier, epsilon, source_model, target_pool, train_pool,
+        attack = _attack_fn(spec, classifier, threat, source_model, target_pool, train_pool,
                             seed, show)
         return correct_under_attack(classifier, x[idx], y[idx], attack, batch_size=batch_size,
                                     jit_compile=jit_compile, verbose=show, label=spec.name,
@@ -280,6 +286,8 @@ def evaluate(classifier, x, y, *, epsilon: float, suite: str = "quick",
     results = []
     for spec in specs:
         params = dict(spec.params, epsilon=epsilon, seed=seed)
+        if norm != "linf":
+            params["norm"] = norm
         result = AttackResult(name=spec.name, label=spec.display_label, attack=spec.attack,
                               kind=spec.kind, params=params,
                               evaluated_on="clean_correct" if per_attack == "all"
@@ -322,14 +330,15 @@ def evaluate(classifier, x, y, *, epsilon: float, suite: str = "quick",
     warnings, checks = [], {}
     if sanity_checks:
         warnings, checks = run_sanity_checks(classifier, x[:sanity_inputs], y[:sanity_inputs],
-                                             epsilon, seed=seed)
+                                             threat, seed=seed)
         run_attack = {spec.name: (lambda idx, spec=spec: run_on(spec, idx, False))
                       for spec in specs}
         correct_view, ran_view = follow_up_black_box(results, per_example, ran_on, clean,
                                                      run_attack)
         warnings += sanity.check_black_box(results, correct_view, ran_view, clean)
     return EvaluationResult(
-        model=model_name, dataset=dataset, num_examples=len(x), epsilon=epsilon, suite=suite,
+        model=model_name, dataset=dataset, num_examples=len(x), epsilon=epsilon, norm=norm,
+        suite=suite,
         per_attack=per_attack, seed=seed, batch_size=batch_size,
         clean_accuracy=float(clean.mean()), robust_accuracy=float(robust.mean()),
         attacks=results, warnings=warnings, sanity=checks,
@@ -380,7 +389,7 @@ def follow_up_black_box(results, per_example: dict, ran_on: dict, clean: np.ndar
     return correct, ran
 
 
-def run_sanity_checks(classifier, x, y, epsilon: float, seed: int = 0):
+def run_sanity_checks(classifier, x, y, epsilon: float | Ball, seed: int = 0):
     """The model-side checks of `adt_tf.evaluation.sanity` on a few inputs:
     (warnings, measurements)."""
     x_t = tf.constant(x, tf.float32)

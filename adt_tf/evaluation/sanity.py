@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from adt_tf.attacks import pgd
 from adt_tf.attacks.common import dlr_loss, loss_and_grad, per_example_ce
-from adt_tf.threat import LinfBall
+from adt_tf.threat import Ball, LinfBall, as_threat
 
 #: Attack kinds that read no gradient of the attacked model.
 BLACK_BOX_KINDS = ("black-box", "transfer")
@@ -36,7 +36,7 @@ def check_logits(logits: np.ndarray) -> list[str]:
     return []
 
 
-def check_gradients(classifier, x, y, epsilon: float, seed: int = 0):
+def check_gradients(classifier, x, y, epsilon: float | Ball, seed: int = 0):
     """Warns when any input has an all-zero or a non-finite gradient at APGD's start.
 
     AutoAttack's rule: the gradient of the DLR loss (the CE loss for fewer than 3 classes) at
@@ -54,7 +54,7 @@ def check_gradients(classifier, x, y, epsilon: float, seed: int = 0):
     logits = classifier(x, training=False)
     keep = np.flatnonzero(np.argmax(np.asarray(logits), -1) == y.numpy())
     x, y = tf.gather(x, keep), tf.gather(y, keep)
-    start = LinfBall(epsilon).random_start(x, tf.constant([seed, 0], tf.int32))
+    start = as_threat(epsilon).random_start(x, tf.constant([seed, 0], tf.int32))
     num_classes = int(logits.shape[-1])
     loss = "dlr" if num_classes >= 3 else "ce"
 
@@ -103,19 +103,27 @@ def check_randomness(classifier, x) -> tuple[list[str], float]:
     return [], diff
 
 
-def epsilon_sweep(classifier, x, y, epsilon: float, factors: Sequence[float] = SWEEP_FACTORS,
-                  steps: int = 10, seed: int = 0) -> dict:
-    """PGD (`steps` steps of eps/4, random start) accuracy at multiples of epsilon (<= 1)."""
+def epsilon_sweep(classifier, x, y, epsilon: float | Ball,
+                  factors: Sequence[float] = SWEEP_FACTORS, steps: int = 10,
+                  seed: int = 0) -> dict:
+    """PGD (`steps` steps of eps/4, random start) accuracy at multiples of epsilon, in the
+    evaluation's threat model (an L-infinity radius is capped at 1, the pixel range)."""
     x = tf.convert_to_tensor(x, tf.float32)
     y = tf.convert_to_tensor(y, tf.int32)
-    epsilons = sorted({min(1.0, f * epsilon) for f in factors})
+    threat = as_threat(epsilon)
+    cap = 1.0 if isinstance(threat, LinfBall) else float("inf")
+    epsilons = sorted({min(cap, f * threat.epsilon) for f in factors})
     accuracy = []
     for eps in epsilons:
-        x_adv = pgd(classifier, x, y, eps, steps=steps, seed=seed)
+        x_adv = pgd(classifier, x, y, type(threat)(eps), steps=steps, seed=seed)
         pred = np.argmax(classifier(x_adv, training=False).numpy(), axis=-1)
         accuracy.append(float(np.mean(pred == y.numpy())))
     return {"epsilons": epsilons, "accuracy": accuracy, "num_inputs": int(len(y)),
-            "attack": f"PGD-{steps}"}
+            "attack": f"PGD-{steps}", "norm": threat.norm}
+
+
+def _radius(eps: float, norm: str) -> str:
+    return f"{eps * 255:.3g}/255" if norm == "linf" else f"{eps:.3g} ({norm})"
 
 
 def unbounded_accuracy(classifier, x, y, steps: int = 20, step_size: float = 0.1) -> dict:
@@ -143,19 +151,20 @@ def check_unbounded(result: dict, threshold: float = UNBOUNDED_THRESHOLD) -> lis
 def check_epsilon_sweep(sweep: dict) -> list[str]:
     """Warns when accuracy rises with epsilon (beyond one input of noise) or does not fall."""
     acc, eps, n = sweep["accuracy"], sweep["epsilons"], max(sweep["num_inputs"], 1)
+    norm = sweep.get("norm", "linf")
     tol = 1.5 / n
     warnings = []
     rises = [(eps[i], eps[i + 1]) for i in range(len(acc) - 1) if acc[i + 1] > acc[i] + tol]
     if rises:
         lo, hi = rises[0]
         warnings.append(
-            f"PGD accuracy rises as epsilon grows ({lo * 255:.3g}/255 -> {hi * 255:.3g}/255: "
+            f"PGD accuracy rises as epsilon grows ({_radius(lo, norm)} -> {_radius(hi, norm)}: "
             f"{', '.join(f'{100 * a:.1f}%' for a in acc)}): a larger ball contains the smaller "
             "one, so the attack is failing to optimise (gradient masking?).")
     if len(acc) > 1 and acc[0] > 0 and acc[-1] >= acc[0]:
         warnings.append(
-            f"PGD accuracy does not fall from epsilon {eps[0] * 255:.3g}/255 to "
-            f"{eps[-1] * 255:.3g}/255 ({100 * acc[0]:.1f}% -> {100 * acc[-1]:.1f}%): the attack "
+            f"PGD accuracy does not fall from epsilon {_radius(eps[0], norm)} to "
+            f"{_radius(eps[-1], norm)} ({100 * acc[0]:.1f}% -> {100 * acc[-1]:.1f}%): the attack "
             "does not use its budget (gradient masking?).")
     return warnings
 

@@ -22,7 +22,8 @@ import re
 from typing import Any
 
 from adt_tf import validation
-from adt_tf.attacks import ATTACKS, get_attack
+from adt_tf.attacks import ATTACKS, L2_ATTACKS, get_attack
+from adt_tf.threat import THREATS
 
 KINDS = ("white-box", "black-box", "transfer", "distributional")
 #: What an attack may need from the evaluation besides (classifier, x, y, epsilon).
@@ -199,21 +200,26 @@ SUITES: dict[str, tuple[str, ...]] = {
     "autoattack": ("apgd_ce", "apgd_t", "fab_t", "square"),
 }
 SUITES["full"] = SUITES["paper"] + SUITES["autoattack"]
+#: The paper's battery without the attacks that have no L2 version (FeaAttack, SPSA, the
+#: amortised ones): the suite of `--norm=l2` beside `quick`.
+SUITES["paper_l2"] = tuple(n for n in SUITES["paper"] if CATALOGUE[n].attack in L2_ATTACKS)
 
 #: How each suite runs its attacks by default: "all" (each attack on every clean-correct
 #: input, its own accuracy measured) or "remaining" (each on the inputs still robust).
 DEFAULT_PER_ATTACK = {"quick": "all", "paper": "all", "autoattack": "remaining",
-                      "full": "remaining"}
+                      "full": "remaining", "paper_l2": "all"}
 
 
-def resolve_suite(suite: str, overrides: dict[str, dict[str, Any]] | None = None
-                  ) -> list[AttackSpec]:
+def resolve_suite(suite: str, overrides: dict[str, dict[str, Any]] | None = None,
+                  norm: str = "linf") -> list[AttackSpec]:
     """The specs of a suite name, or of a comma-separated list of catalogue names.
 
     Args:
         suite: "quick", "paper", "autoattack", "full", or e.g. "pgd20,apgd_ce,square".
         overrides: {catalogue name: {parameter: value}} applied on top (e.g.
             {"fea": {"num_targets": 20}}); a name that is not in the suite is an error.
+        norm: the threat model's norm; for "l2" every attack must have an L2 version
+            (`adt_tf.attacks.L2_ATTACKS`).
 
     Raises:
         ValueError: unknown suite or attack names (listing the known ones), unknown or
@@ -238,6 +244,16 @@ def resolve_suite(suite: str, overrides: dict[str, dict[str, Any]] | None = None
         specs[names.index(name)] = specs[names.index(name)].with_params(**params)
     for spec in specs:
         spec.validate()
+    validation.check_choice(norm, "norm", THREATS)
+    if norm != "linf":
+        missing = [spec.name for spec in specs if spec.attack not in L2_ATTACKS]
+        if missing:
+            usable = [name for name, members in SUITES.items()
+                      if all(CATALOGUE[m].attack in L2_ATTACKS for m in members)]
+            raise ValueError(f"The suite {suite!r} has attacks without an {norm} version "
+                             f"({', '.join(missing)}); with norm={norm} use a suite of "
+                             f"{', '.join(usable)} or a list of {', '.join(sorted(L2_ATTACKS))}"
+                             " attacks.")
     return specs
 
 
