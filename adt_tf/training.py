@@ -34,6 +34,7 @@ from adt_tf.methods import AmortizedAdversarialTrainer, get_method
 from adt_tf.models import MODELS, build_model
 from adt_tf.optimizers import check_weight_decay_form, make_optimizer
 from adt_tf.precision import precision_policy
+from adt_tf.threat import THREATS, make_threat
 
 # Settings that may change when a run is resumed in the same workdir (the workdir itself: the
 # folder is the run, however its path is written or wherever it was moved).
@@ -64,6 +65,7 @@ class TrainConfig:
     weight_decay: float = 2e-4
     weight_decay_form: str = "coupled"
     epsilon: float | None = None
+    norm: str = "linf"
     method_params: dict[str, Any] = dataclasses.field(default_factory=dict)
     seed: int = 0
     max_train_examples: int | None = None
@@ -76,9 +78,10 @@ class TrainConfig:
     verbose: int = 1
 
     def resolved_epsilon(self) -> float:
+        """The budget: --epsilon, else the dataset's default for the norm."""
         if self.epsilon is not None:
-            return validation.check_epsilon(self.epsilon)
-        return data_lib.dataset_info(self.dataset).epsilon
+            return make_threat(self.norm, self.epsilon).epsilon
+        return data_lib.dataset_info(self.dataset).default_epsilon(self.norm)
 
     def validate(self) -> None:
         """Raises ValueError for bad settings, before any data is read or model built."""
@@ -87,8 +90,9 @@ class TrainConfig:
         validation.check_choice(self.strategy, "strategy", STRATEGIES)
         if not self.dataset.startswith(data_lib.NPZ_PREFIX):
             data_lib.dataset_info(self.dataset)
+        validation.check_choice(self.norm, "norm", THREATS)
         if self.epsilon is not None:
-            validation.check_epsilon(self.epsilon)
+            make_threat(self.norm, self.epsilon)
         validation.check_positive_int(self.epochs, "epochs")
         validation.check_positive_int(self.batch_size, "batch_size")
         validation.check_positive(self.lr, "lr")
@@ -159,7 +163,8 @@ class LogLearningRate(keras.callbacks.Callback):
 def method_param_names(method: str) -> list[str]:
     """Constructor arguments of a method class beyond the base ones (for the CLI)."""
     params = inspect.signature(get_method(method).__init__).parameters
-    return [p for p in params if p not in ("self", "classifier", "epsilon", "seed", "kwargs")]
+    return [p for p in params
+            if p not in ("self", "classifier", "epsilon", "seed", "norm", "kwargs")]
 
 
 def _check_workdir(config: TrainConfig, path: str, backup_dir: str) -> None:
@@ -177,6 +182,9 @@ def _check_workdir(config: TrainConfig, path: str, backup_dir: str) -> None:
         raise ValueError(f"{path} is not a readable run configuration ({err}); move the "
                          "workdir aside or use a new --workdir.") from err
     new = json.loads(json.dumps(dataclasses.asdict(config)))
+    # A setting added after the run was written (e.g. norm) reads as its default there.
+    defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig(workdir=""))))
+    old = {k: old.get(k, defaults.get(k)) for k in new}
     diff = sorted(k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k])
     if diff:
         details = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in diff)
@@ -194,7 +202,8 @@ def build_trainer(config: TrainConfig, splits: data_lib.Splits, steps_per_epoch:
     classifier = build_model(config.model, splits.input_shape, splits.info.num_classes,
                              mean=mean, std=std, **config.model_params)
     trainer = get_method(config.method)(classifier, epsilon=config.resolved_epsilon(),
-                                        seed=config.seed, **config.method_params)
+                                        norm=config.norm, seed=config.seed,
+                                        **config.method_params)
     trainer.compile(
         optimizer=make_optimizer(config.lr, momentum=config.momentum,
                                  weight_decay=config.weight_decay,
@@ -218,14 +227,16 @@ def evaluate_report(classifier: keras.Model, splits: data_lib.Splits, epsilon: f
     x, y = splits.x_test[:n], splits.y_test[:n]
     # The evaluation's own PGD-20 (the `quick` suite), with the run's seed: the report's
     # number is what `adt-evaluate --suite=quick --seed=<seed>` gives on the same inputs.
-    result = evaluate(classifier, x, y, epsilon=epsilon, suite="quick", seed=config.seed,
+    result = evaluate(classifier, x, y, epsilon=epsilon, norm=config.norm, suite="quick",
+                      seed=config.seed,
                       batch_size=config.eval_batch_size, sanity_checks=False,
                       verbose=int(bool(config.verbose)))
     return {
         "dataset": config.dataset, "split": "test", "num_examples": int(n),
-        "epsilon": epsilon, "clean_accuracy": result.clean_accuracy,
+        "epsilon": epsilon, "norm": config.norm, "clean_accuracy": result.clean_accuracy,
         "pgd20_accuracy": result.robust_accuracy,
-        "attack": "PGD-20, step epsilon/4, uniform random start, 1 restart, CE loss",
+        "attack": ("PGD-20" if config.norm == "linf" else f"PGD-20 ({config.norm.upper()})")
+        + ", step epsilon/4, uniform random start, 1 restart, CE loss",
     }
 
 
@@ -233,10 +244,12 @@ def format_report(report: dict[str, Any]) -> str:
     if "clean_accuracy" not in report:  # a non-chief worker of a multi-worker run
         return (f"Worker {report['worker']} finished {report['method']}; the chief writes "
                 f"the report. This worker's copy of the classifier: {report['classifier_path']}")
-    eps = report["epsilon"]
+    eps, norm = report["epsilon"], report.get("norm", "linf")
+    budget = (f"epsilon = {eps:.5f} = {eps * 255:.3g}/255" if norm == "linf" else
+              f"{norm.upper()} epsilon = {eps:.5g}")
     return "\n".join([
         f"Report: {report['method']} on {report['dataset']} (test split, "
-        f"{report['num_examples']} inputs, epsilon = {eps:.5f} = {eps * 255:.3g}/255)",
+        f"{report['num_examples']} inputs, {budget})",
         f"  clean accuracy:  {100 * report['clean_accuracy']:.2f}%",
         f"  PGD-20 accuracy: {100 * report['pgd20_accuracy']:.2f}%  ({report['attack']})",
         f"  classifier: {report['classifier_path']}",
@@ -260,7 +273,7 @@ def run_training(config: TrainConfig) -> dict[str, Any]:
     # The method's constructor checks its arguments: run it on a throwaway model before
     # any data is read.
     get_method(config.method)(_probe_classifier(), epsilon=config.resolved_epsilon(),
-                              seed=config.seed, **config.method_params)
+                              norm=config.norm, seed=config.seed, **config.method_params)
     out_dir = role.write_dir(config.workdir)
     validation.check_writable_dir(out_dir, "--workdir")
     config_path = os.path.join(out_dir, "config.json")

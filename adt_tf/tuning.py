@@ -281,6 +281,9 @@ class MethodHyperModel(kt.HyperModel):
                  val_examples: int = 512, val_pgd_steps: int = 10, name: str | None = None):
         super().__init__(name=name, tunable=True)
         config.validate()
+        if config.norm != "linf":
+            raise ValueError(f"The lambda search runs under --norm=linf only (its validation "
+                             f"PGD is L-infinity), got --norm={config.norm}.")
         epsilon = (validation.check_epsilon(config.epsilon) if config.epsilon is not None
                    else splits.info.epsilon)
         self.config = dataclasses.replace(config, epsilon=epsilon)

@@ -63,8 +63,11 @@ flags.DEFINE_float("weight_decay", 2e-4, "SGD weight decay: the L2 term wd * w a
 flags.DEFINE_enum("weight_decay_form", "coupled", ["coupled", "decoupled"],
                   "coupled: PyTorch's L2-in-the-gradient (the reference); decoupled: Keras's "
                   "SGD(weight_decay=...), w -= lr * wd * w, about 10x weaker at momentum 0.9.")
-flags.DEFINE_float("epsilon", None, "L-inf budget in [0, 1] pixels (default: the dataset's, "
-                   "8/255 for CIFAR).")
+flags.DEFINE_enum("norm", "linf", ["linf", "l2"],
+                  "Threat model: linf (the paper's) or l2 (standard, pgd_at, trades, adt_exp; "
+                  "ADT_EXP's distribution is then the radial one onto the L2 ball).")
+flags.DEFINE_float("epsilon", None, "Budget in the [0, 1] pixel scale (default: the dataset's "
+                   "for --norm: 8/255 L-inf, 0.5 L2 for CIFAR).")
 flags.DEFINE_integer("seed", 0, "Seed of initialisation, data order and the method's noise.")
 flags.DEFINE_string("workdir", "runs/adt", "Output folder; rerunning resumes the run there.")
 flags.DEFINE_integer("max_train_examples", None, "Use only the first N training examples.")
@@ -158,8 +161,13 @@ def method_params_from_flags(method: str) -> dict:
         raise ValueError(f"--method={method} does not take {', '.join('--' + n for n in stray)} "
                          f"({details}); drop it or pick one of those methods.")
     params = {}
+    epsilon = (FLAGS.epsilon if FLAGS.epsilon is not None
+               else data_lib.dataset_info(FLAGS.dataset).default_epsilon(FLAGS.norm))
+    by_norm = get_method(method).norm_defaults(FLAGS.norm, epsilon)
     for name in method_param_names(method):
         value = FLAGS[name].value if name in FLAGS else None
+        if value is None and name in by_norm:
+            value = by_norm[name]  # e.g. a step size: 2/255 for linf, epsilon / 4 for l2
         if value is None:
             default = signature[name].default
             if default is inspect.Parameter.empty:
@@ -192,7 +200,7 @@ def config_from_flags() -> TrainConfig:
         normalize=FLAGS.normalize, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
         lr=FLAGS.lr, lr_decay_epochs=decay, lr_decay_factor=FLAGS.lr_decay_factor,
         momentum=FLAGS.momentum, weight_decay=FLAGS.weight_decay,
-        weight_decay_form=FLAGS.weight_decay_form, epsilon=FLAGS.epsilon,
+        weight_decay_form=FLAGS.weight_decay_form, epsilon=FLAGS.epsilon, norm=FLAGS.norm,
         method_params=method_params_from_flags(FLAGS.method), seed=FLAGS.seed,
         max_train_examples=FLAGS.max_train_examples, eval_examples=FLAGS.eval_examples,
         jit_compile=FLAGS.jit_compile, mixed_precision=FLAGS.mixed_precision,

@@ -46,7 +46,8 @@ class ADTExp(AdversarialTrainer):
 
     Args:
         classifier: a Keras model returning logits.
-        epsilon: L-infinity budget (8/255 for CIFAR).
+        epsilon: the budget (8/255 L-infinity for CIFAR; 0.5 for L2, where the distribution
+            is the radial one of `adt_tf.bijectors.RadialTanh`).
         entropy_weight: lambda >= 0 (0.01).
         inner_steps: T >= 1 (7).
         mc_samples: k >= 1 Monte Carlo samples per inner step (5).
@@ -81,6 +82,8 @@ class ADTExp(AdversarialTrainer):
 
     aux_metrics = ("entropy", "inner_objective")
 
+    NORMS = ("linf", "l2")
+
     def __init__(self, classifier, epsilon=8 / 255, entropy_weight=0.01, inner_steps=7,
                  mc_samples=5, inner_lr=0.3, inner_beta1=0.0, inner_beta2=0.0,
                  outer_loss="ce", trades_beta=6.0, inner_branches=1,
@@ -114,13 +117,15 @@ class ADTExp(AdversarialTrainer):
     def perturb(self, x, y):
         seed = self.next_seed()
         result = explicit_inner_maximization(
-            self.classifier, x, y, epsilon=self.epsilon, entropy_weight=self.entropy_weight,
+            self.classifier, x, y, epsilon=self.epsilon, norm=self.norm,
+            entropy_weight=self.entropy_weight,
             steps=self.inner_steps, samples=self.mc_samples, lr=self.inner_lr,
             beta1=self.inner_beta1, beta2=self.inner_beta2, seed=seed,
             loss_fn=self._inner_loss_fn(x), branches=self.inner_branches,
             gradients=self.inner_gradients, noise=self.noise_source)
         # One fresh sample per example feeds the outer update.
-        dist = ExplicitAdversarialDistribution(result.loc, result.raw_scale, self.epsilon)
+        dist = ExplicitAdversarialDistribution(result.loc, result.raw_scale, self.epsilon,
+                                               norm=self.norm)
         final_seed = tf.random.experimental.stateless_fold_in(seed, -1)
         x_adv, _ = sample_inputs(x, dist, 1, final_seed, self.noise_source)
         return x_adv, {"entropy": result.entropy, "inner_objective": result.objective}

@@ -8,9 +8,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from adt_tf import validation
 from adt_tf.noise import DEFAULT_NOISE, NoiseSource
-from adt_tf.threat import LinfBall
+from adt_tf.threat import make_threat
 
 
 def replicas_in_sync() -> int:
@@ -39,7 +38,9 @@ class AdversarialTrainer(keras.Model):
 
     Args:
         classifier: a Keras model mapping images in [0, 1] to logits.
-        epsilon: the L-infinity budget in the [0, 1] pixel scale.
+        epsilon: the budget in the [0, 1] pixel scale: the radius of the ball of `norm`.
+        norm: "linf" (the paper's threat model) or "l2" (for the methods whose `NORMS`
+            hold it; the others refuse it); `self.threat` is the ball.
         seed: integer seed of the method's own randomness (noise, random starts); a fixed
             seed gives a fixed result. None draws one.
         **kwargs: passed to `keras.Model` (e.g. `name`).
@@ -50,18 +51,24 @@ class AdversarialTrainer(keras.Model):
     """
 
     aux_metrics: tuple[str, ...] = ()
+    #: The threat models the method is defined for.
+    NORMS: tuple[str, ...] = ("linf",)
     _SEED_KEY = "seed_generator_state"
 
     def __init__(self, classifier: keras.Model, epsilon: float = 8 / 255, seed: int | None = None,
-                 **kwargs):
+                 norm: str = "linf", **kwargs):
         super().__init__(**kwargs)
         if not isinstance(classifier, keras.Model):
             raise TypeError(
                 f"classifier must be a keras.Model, got {type(classifier).__name__}."
             )
         self._classifier = classifier
-        self.epsilon = validation.check_epsilon(epsilon)
-        self.threat = LinfBall(self.epsilon)
+        self.threat = make_threat(norm, epsilon)
+        if norm not in self.NORMS:
+            raise ValueError(f"{type(self).__name__} has no {norm} version (it takes "
+                             f"--norm={', '.join(self.NORMS)}).")
+        self.norm = norm
+        self.epsilon = self.threat.epsilon
         self.seed = seed if seed is None else int(seed)
         self.seed_generator = keras.random.SeedGenerator(
             self.seed if self.seed is not None else random.randint(1, 2**30)
@@ -94,6 +101,12 @@ class AdversarialTrainer(keras.Model):
             replica = tf.cast(ctx.replica_id_in_sync_group, tf.int32)
             seed = tf.random.experimental.stateless_fold_in(seed, replica)
         return seed
+
+    @classmethod
+    def norm_defaults(cls, norm: str, epsilon: float) -> dict:
+        """Defaults of constructor arguments that depend on the threat model (e.g. a step
+        size of 2/255 for L-infinity, epsilon / 4 for L2); what a None argument becomes."""
+        return {}
 
     # ------------------------------------------------------------------ cost
     def forward_backward_passes(self) -> int | None:
@@ -214,6 +227,7 @@ class AdversarialTrainer(keras.Model):
             "classifier": keras.saving.serialize_keras_object(self._classifier),
             "epsilon": self.epsilon,
             "seed": self.seed,
+            "norm": self.norm,
         })
         return config
 

@@ -48,15 +48,24 @@ class PGDAT(AdversarialTrainer):
         ICLR 2018.
     """
 
-    def __init__(self, classifier, epsilon=8 / 255, attack_steps=10, attack_step_size=2 / 255,
+    NORMS = ("linf", "l2")
+
+    def __init__(self, classifier, epsilon=8 / 255, attack_steps=10, attack_step_size=None,
                  seed=None, **kwargs):
         super().__init__(classifier, epsilon=epsilon, seed=seed, **kwargs)
         self.attack_steps = validation.check_positive_int(attack_steps, "attack_steps")
-        self.attack_step_size = resolve_step_size(attack_step_size, 2 / 255)
+        self.attack_step_size = resolve_step_size(
+            attack_step_size, self.norm_defaults(self.norm, self.epsilon)["attack_step_size"])
+
+    @classmethod
+    def norm_defaults(cls, norm, epsilon):
+        # Madry et al.'s 2/255 for L-infinity; for L2 epsilon / 4, the 2.5 epsilon / steps
+        # of Madry et al.'s L2 runs with 10 steps (and the ADT paper's PGD-20 ratio).
+        return {"attack_step_size": 2 / 255 if norm == "linf" else epsilon / 4}
 
     def adversarial_examples(self, x, y):
         """PGD examples of (x, y) against the current classifier (inference mode)."""
-        return pgd(self.classifier, x, y, self.epsilon, steps=self.attack_steps,
+        return pgd(self.classifier, x, y, self.threat, steps=self.attack_steps,
                    step_size=self.attack_step_size, random_start=True, seed=self.next_seed(),
                    noise=self.noise_source)
 

@@ -11,10 +11,10 @@ from adt_tf.losses import kl_divergence, trades_outer_loss
 from adt_tf.methods.base import AdversarialTrainer
 from adt_tf.methods.pgd_at import resolve_step_size
 from adt_tf.noise import DEFAULT_NOISE, NoiseSource
-from adt_tf.threat import LinfBall
+from adt_tf.threat import Ball, as_threat
 
 
-def trades_perturbation(classifier, x, epsilon: float, *, steps: int = 10,
+def trades_perturbation(classifier, x, epsilon: float | Ball, *, steps: int = 10,
                         step_size: float = 0.007, init_std: float = 0.001, seed=0,
                         noise: NoiseSource = DEFAULT_NOISE):
     """TRADES's inner maximisation: signed-gradient ascent on KL(f(x) || f(x')) in the ball.
@@ -22,7 +22,8 @@ def trades_perturbation(classifier, x, epsilon: float, *, steps: int = 10,
     Args:
         classifier: logits model (called with training=False).
         x: clean inputs [B, ...] in [0, 1].
-        epsilon: L-infinity budget. steps: iterations (>= 1). step_size: step (> 0).
+        epsilon: an L-infinity radius or a threat model (`adt_tf.threat`).
+        steps: iterations (>= 1). step_size: step (> 0).
         init_std: standard deviation of the Gaussian start (0.001; >= 0).
         seed: int or stateless seed tensor of the start.
 
@@ -36,7 +37,7 @@ def trades_perturbation(classifier, x, epsilon: float, *, steps: int = 10,
         (x_adv, kl): x_adv in the ball and [0, 1]; kl the mean KL at the last iterate's
         predecessor (the value whose gradient made the last step).
     """
-    ball = LinfBall(epsilon)
+    ball = as_threat(epsilon)
     steps = validation.check_positive_int(steps, "steps")
     step_size = validation.check_positive(step_size, "step_size")
     init_std = validation.check_non_negative(init_std, "init_std")
@@ -95,17 +96,25 @@ class TRADES(AdversarialTrainer):
 
     aux_metrics = ("inner_kl",)
 
-    def __init__(self, classifier, epsilon=8 / 255, attack_steps=10, attack_step_size=0.007,
+    NORMS = ("linf", "l2")
+
+    def __init__(self, classifier, epsilon=8 / 255, attack_steps=10, attack_step_size=None,
                  trades_beta=6.0, init_std=0.001, seed=None, **kwargs):
         super().__init__(classifier, epsilon=epsilon, seed=seed, **kwargs)
         self.attack_steps = validation.check_positive_int(attack_steps, "attack_steps")
-        self.attack_step_size = resolve_step_size(attack_step_size, 0.007)
+        self.attack_step_size = resolve_step_size(
+            attack_step_size, self.norm_defaults(self.norm, self.epsilon)["attack_step_size"])
         self.trades_beta = validation.check_non_negative(trades_beta, "trades_beta")
         self.init_std = validation.check_non_negative(init_std, "init_std")
 
+    @classmethod
+    def norm_defaults(cls, norm, epsilon):
+        # TRADES's 0.007 for L-infinity; epsilon / 4 for L2 (as AT_PGD's).
+        return {"attack_step_size": 0.007 if norm == "linf" else epsilon / 4}
+
     def perturb(self, x, y):
         x_adv, kl = trades_perturbation(
-            self.classifier, x, self.epsilon, steps=self.attack_steps,
+            self.classifier, x, self.threat, steps=self.attack_steps,
             step_size=self.attack_step_size, init_std=self.init_std, seed=self.next_seed(),
             noise=self.noise_source)
         return x_adv, {"inner_kl": kl}
