@@ -177,9 +177,8 @@ def test_fit_lowers_the_loss_and_reports_the_metrics(cls, kwargs):
     assert int(trainer.generator_optimizer.iterations.numpy()) == 8
 
 
-@pytest.mark.parametrize("cls,kwargs", [
-    METHOD_KWARGS[0],  # IMP-AM's XLA run (slow to compile on CPU) is in the slow set
-    pytest.param(*METHOD_KWARGS[1].values, id="imp_am", marks=pytest.mark.slow)])
+@pytest.mark.slow  # XLA training is in the fast set through ADT_EXP (test_adt_exp.py)
+@pytest.mark.parametrize("cls,kwargs", METHOD_KWARGS)
 def test_trains_under_xla(cls, kwargs):
     trainer = make_trainer(cls, kwargs, generator_blocks=0)  # XLA compiles slowly on CPU
     trainer.compile(optimizer="sgd", loss=ce_loss(), jit_compile=True)

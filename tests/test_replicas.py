@@ -82,7 +82,12 @@ def one_step(strategy, name, init, x, y):
     return trainer.get_weights()
 
 
-@pytest.mark.parametrize("name", sorted(SETTINGS))
+# adt_exp and pgd_at in the fast set (an explicit distribution, an attack); the others slow.
+REPLICA_NAMES = [n if n in ("adt_exp", "pgd_at") else pytest.param(n, marks=pytest.mark.slow)
+                 for n in sorted(SETTINGS)]
+
+
+@pytest.mark.parametrize("name", REPLICA_NAMES)
 def test_mirrored_step_equals_single_device_step(two_device_strategy, name):
     x, y = make_tiny_images(16)
     keras.utils.set_random_seed(1)

@@ -50,7 +50,7 @@ def test_unrolled_inner_loop_equals_the_while_loop(graph):
     assert_same_inner(unrolled, looped)  # fusions round differently
 
 
-@pytest.mark.parametrize("branches", [2, 4])
+@pytest.mark.parametrize("branches", [2, pytest.param(4, marks=pytest.mark.slow)])
 def test_parallel_branches_give_the_same_inner_result(branches):
     # 3 examples x 5 samples = 15 rows: the branches get unequal slices (8 + 7, 4 + 4 + 4 + 3).
     x, y = make_tiny_images(3)

@@ -107,7 +107,9 @@ def test_hypermodel_builds_the_method_with_searched_and_fixed_values():
     assert len(hypermodel.splits.x_test) == 64
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", [  # three in the fast set, every method in the slow one
+    m if m in ("adt_exp", "adt_exp_am", "pgd_at") else pytest.param(m, marks=pytest.mark.slow)
+    for m in sorted(METHODS)])
 def test_every_registered_method_builds_with_its_searched_values(method):
     import keras_tuner as kt
 
@@ -272,6 +274,7 @@ class CountTrainings(keras.callbacks.Callback):
         STARTS.append(1)
 
 
+@pytest.mark.slow  # the CLI test resumes a search in the fast set
 def test_resumed_search_keeps_finished_trials_and_only_adds_new_ones(tmp_path):
     def search(max_trials):
         STARTS.clear()
@@ -301,6 +304,7 @@ def test_resumed_search_keeps_finished_trials_and_only_adds_new_ones(tmp_path):
         tuner.oracle.get_best_trials(1)[0].score)
 
 
+@pytest.mark.slow
 def test_search_under_a_mirrored_strategy(tmp_path, two_device_strategy):
     tuner = tuning.build_tuner("grid", tiny_hypermodel(space=tuning.SearchSpace(values=(0.01,))),
                                max_trials=3, directory=str(tmp_path), project_name="m",
