@@ -17,6 +17,9 @@ METHOD_KWARGS = [
     pytest.param(ADTExpAM, {}, id="exp_am"),
     pytest.param(ADTImpAM, {"z_dim": 8, "encoder_width": 4}, id="imp_am"),
 ]
+# The longer checks run IMP-AM in the slow set only (its encoder doubles their time).
+IMP_AM_SLOW = [METHOD_KWARGS[0],
+               pytest.param(*METHOD_KWARGS[1].values, id="imp_am", marks=pytest.mark.slow)]
 
 
 def make_trainer(cls, kwargs, input_shape=(16, 16, 3), **extra):
@@ -163,7 +166,7 @@ def test_implicit_entropy_bound_rises_against_a_fixed_classifier():
 
 
 # ---------------------------------------------------------------------------- training
-@pytest.mark.parametrize("cls,kwargs", METHOD_KWARGS)
+@pytest.mark.parametrize("cls,kwargs", IMP_AM_SLOW)
 def test_fit_lowers_the_loss_and_reports_the_metrics(cls, kwargs):
     trainer = make_trainer(cls, kwargs)
     trainer.compile(optimizer=keras.optimizers.Adam(1e-2), loss=ce_loss(),
@@ -212,7 +215,7 @@ def optimizer_variables(trainer):
     return [v for opt in optimizers for v in opt.variables]
 
 
-@pytest.mark.parametrize("cls,kwargs", METHOD_KWARGS)
+@pytest.mark.parametrize("cls,kwargs", IMP_AM_SLOW)
 def test_checkpoint_round_trip_resumes_exactly(cls, kwargs, tmp_path):
     x, y = make_tiny_images(32)
 

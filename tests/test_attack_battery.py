@@ -94,7 +94,12 @@ def test_attack_in_ball_seeded_and_beats_random_sign_noise(trained, adversaries,
     assert accuracy(model, a, y) < noise_accuracy, (name, accuracy(model, a, y), noise_accuracy)
 
 
-@pytest.mark.parametrize("name", sorted(ATTACKS))
+# Five attacks (one per family of loops) in the fast set, every attack in the slow one.
+FAST_FIVE = ("apgd", "exp", "fab_t", "pgd", "square")
+
+
+@pytest.mark.parametrize("name", [n if n in FAST_FIVE else pytest.param(
+    n, marks=pytest.mark.slow) for n in sorted(ATTACKS)])
 def test_attack_on_a_batch_of_one(trained, adversaries, name):
     """A batch of one input traced with its static shape (what the evaluation does when one
     input is left for an attack: the robustness benchmark's stage 3 met it): loops whose

@@ -43,7 +43,9 @@ def data():
     return tf.constant(x), tf.constant(y)
 
 
-@pytest.mark.parametrize("name", sorted(ATTACKS))
+@pytest.mark.parametrize("name", [  # five in the fast set, every attack in the slow one
+    n if n in ("apgd_t", "exp", "fab_t", "pgd", "square") else pytest.param(
+        n, marks=pytest.mark.slow) for n in sorted(ATTACKS)])
 def test_attacks_leave_the_moving_statistics_alone(data, name):
     x, y = data
     model = primed(bn_classifier(), x)

@@ -154,6 +154,7 @@ def sweep(trained):
     return out
 
 
+@pytest.mark.slow  # FAB's correctness in the fast set: the linear model's minimal distance
 def test_fab_accuracy_falls_monotonically_with_epsilon(trained, sweep):
     model, x, y = trained
     clean = 1 - broken(model, x, y).mean()

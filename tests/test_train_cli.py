@@ -105,6 +105,7 @@ def test_cli_resumes_after_kill_9_and_ends_where_an_uninterrupted_run_ends(tmp_p
         np.testing.assert_array_equal(resumed, uninterrupted)
 
 
+@pytest.mark.slow  # the same checks run in-process in test_bad_settings_fail_before_training
 def test_cli_rejects_bad_input_with_message(tmp_path):
     proc = run_cli(f"--workdir={tmp_path}/x", "--epsilon=8", check=False)
     assert proc.returncode == 2
