@@ -126,17 +126,20 @@ def real_images(shape: tuple[int, int, int], n: int = 8, dataset: str | None = N
 
 
 def workdir_card(source: Source) -> dict[str, Any]:
-    """Model-card fields from a workdir: dataset, epsilon, method, accuracies, config."""
+    """Model-card fields from a workdir: dataset, norm and epsilon (the threat model), method,
+    accuracies, config."""
     config, report = source.config or {}, source.report or {}
     card: dict[str, Any] = {"source_model": os.path.abspath(source.model_path)}
     if source.workdir:
         card["workdir"] = os.path.abspath(source.workdir)
     card["dataset"] = report.get("dataset", config.get("dataset"))
     card["method"] = report.get("method", config.get("method"))
+    # The threat model: a run written before `norm` existed is L-infinity.
+    card["norm"] = report.get("norm", config.get("norm", "linf"))
     epsilon = report.get("epsilon", config.get("epsilon"))
     if epsilon is None and card["dataset"]:
         try:
-            epsilon = data_lib.dataset_info(card["dataset"]).epsilon
+            epsilon = data_lib.dataset_info(card["dataset"]).default_epsilon(card["norm"])
         except (ValueError, OSError):
             epsilon = None
     card["epsilon"] = epsilon

@@ -439,9 +439,14 @@ def test_model_card_from_a_training_workdir(trained, tmp_path):
     card = json.load(open(os.path.join(path, "model_card.json")))
     assert card["dataset"] == "cifar10_sample" and card["method"] == "adt_exp"
     assert card["epsilon"] == pytest.approx(8 / 255)
+    assert card["norm"] == "linf"  # a run written before norm existed is L-infinity
     assert card["clean_accuracy"] == 0.25 and card["robust_accuracy"] == 0.125
     assert card["training_config"] == config and card["class_names"] == list(CIFAR10_CLASSES)
     assert card["software"]["tensorflow"] == tf.__version__
+    # an L2 run: the card names the norm, and the dataset's L2 budget when none is recorded
+    source.config, source.report = dict(config, norm="l2", epsilon=None), {}
+    l2_card = sources.workdir_card(source)
+    assert l2_card["norm"] == "l2" and l2_card["epsilon"] == 0.5
 
 
 def test_real_images_fall_back_to_the_bundled_sample():
