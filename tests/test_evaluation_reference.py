@@ -15,8 +15,9 @@ art_classification = pytest.importorskip("art.estimators.classification")
 art_evasion = pytest.importorskip("art.attacks.evasion")
 
 
-@pytest.mark.slow
-def test_pgd20_agrees_with_art_within_one_point():
+@pytest.fixture(scope="module")
+def setting():
+    """A SmallCNN trained on the bundled sample, its test split, and ART's wrapper of it."""
     keras.utils.set_random_seed(0)
     splits = data_lib.load(data_lib.SAMPLE)
     x_train = splits.x_train.astype("float32") / 255.0
@@ -31,6 +32,12 @@ def test_pgd20_agrees_with_art_within_one_point():
     reference = art_classification.TensorFlowV2Classifier(
         model=model, nb_classes=10, input_shape=(32, 32, 3), loss_object=ce,
         clip_values=(0.0, 1.0))
+    return model, x_test, y_test, reference
+
+
+@pytest.mark.slow
+def test_pgd20_agrees_with_art_within_one_point(setting):
+    model, x_test, y_test, reference = setting
 
     def accuracy(x_adv):
         return float(np.mean(np.argmax(model.predict(x_adv, verbose=0), -1) == y_test))
@@ -52,5 +59,38 @@ def test_pgd20_agrees_with_art_within_one_point():
                       f"ART {100 * art_acc:.2f}%")
         print(report[-1])
         assert np.abs(theirs - x_test).max() <= eps + 1e-6
+        assert ours_acc < clean, report
+        assert abs(ours_acc - art_acc) < 0.01, report
+
+
+@pytest.mark.slow
+def test_pgd20_l2_agrees_with_art_within_one_point(setting):
+    """The same under L2 balls (issue 18): our PGD-L2 (exact projection onto ball and box,
+    per-example best iterate) against ART's norm=2 PGD (scale-then-clip, last iterate)."""
+    from adt_tf.threat import L2Ball
+
+    model, x_test, y_test, reference = setting
+
+    def accuracy(x_adv):
+        return float(np.mean(np.argmax(model.predict(x_adv, verbose=0), -1) == y_test))
+
+    clean = accuracy(x_test)
+    report = [f"clean {100 * clean:.2f}% on {len(y_test)} inputs"]
+    for eps in (0.1, 0.25, 0.5):
+        ours_fn = tf.function(lambda a, b, eps=eps: pgd(model, a, b, L2Ball(eps), steps=20,
+                                                         step_size=eps / 4, random_start=True,
+                                                         seed=1))
+        ours = np.concatenate([ours_fn(x_test[i:i + 250], y_test[i:i + 250]).numpy()
+                               for i in range(0, len(x_test), 250)])
+        attack = art_evasion.ProjectedGradientDescent(
+            reference, norm=2, eps=eps, eps_step=eps / 4, max_iter=20, num_random_init=1,
+            batch_size=250, verbose=False)
+        theirs = attack.generate(x_test, y=y_test)
+        ours_acc, art_acc = accuracy(ours), accuracy(theirs)
+        report.append(f"L2 eps {eps}: ours {100 * ours_acc:.2f}%, ART {100 * art_acc:.2f}%")
+        print(report[-1])
+        for adv in (ours, theirs):
+            norms = np.linalg.norm((adv - x_test).reshape(len(x_test), -1), axis=1)
+            assert norms.max() <= eps * (1 + 1e-5)
         assert ours_acc < clean, report
         assert abs(ours_acc - art_acc) < 0.01, report
