@@ -94,6 +94,14 @@ class LinfBall(Ball):
         """One signed-gradient ascent step (not projected)."""
         return x_adv + tf.cast(step_size, x_adv.dtype) * tf.sign(grad)
 
+    def autoattack_project(self, x_adv: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
+        """The projection AutoAttack's APGD uses (for L-infinity, the exact one)."""
+        return self.project(x_adv, x)
+
+    def autoattack_start(self, x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """APGD's start in AutoAttack: for L-infinity, a uniform point of the box."""
+        return self.random_start(x, seed)
+
     def contains(self, x_adv: tf.Tensor, x: tf.Tensor, tol: float = 1e-6) -> tf.Tensor:
         """Whether every x_adv lies in the ball and the pixel range (a bool scalar)."""
         inside = tf.reduce_max(tf.abs(x_adv - x)) <= self.epsilon + tol
@@ -179,6 +187,17 @@ class L2Ball(Ball):
         scale = tf.minimum(1.0, tf.cast(self.epsilon, delta.dtype) / tf.maximum(
             _l2_norm(delta), tf.cast(1e-12, delta.dtype)))
         return self.clip(x + delta * scale)
+
+    def autoattack_project(self, x_adv: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
+        """The projection AutoAttack's L2 APGD uses: scale into the ball, clip to the box."""
+        return self.scale_then_clip(x_adv, x)
+
+    def autoattack_start(self, x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """APGD's L2 start in AutoAttack: a point of the sphere of radius epsilon in a
+        Gaussian direction, clipped to the box."""
+        direction = tf.random.stateless_normal(tf.shape(x), seed, dtype=x.dtype)
+        unit = direction / tf.maximum(_l2_norm(direction), tf.cast(1e-12, x.dtype))
+        return self.clip(x + tf.cast(self.epsilon, x.dtype) * unit)
 
     def random_start(self, x: tf.Tensor, seed: tf.Tensor,
                      noise: NoiseSource = DEFAULT_NOISE) -> tf.Tensor:

@@ -94,3 +94,35 @@ def test_pgd20_l2_agrees_with_art_within_one_point(setting):
             assert norms.max() <= eps * (1 + 1e-5)
         assert ours_acc < clean, report
         assert abs(ours_acc - art_acc) < 0.01, report
+
+
+@pytest.mark.slow
+def test_apgd_ce_l2_agrees_with_art_within_one_point(setting):
+    """APGD-CE under L2 (issue 18) against ART's AutoProjectedGradientDescent(norm=2): the
+    same 100 steps, one start, cross-entropy, on the same model and inputs."""
+    from adt_tf.attacks import apgd
+    from adt_tf.threat import L2Ball
+
+    model, x_test, y_test, reference = setting
+
+    def accuracy(x_adv):
+        return float(np.mean(np.argmax(model.predict(x_adv, verbose=0), -1) == y_test))
+
+    report = []
+    for eps in (0.25, 0.5):
+        ours_fn = tf.function(lambda a, b, eps=eps: apgd(model, a, b, L2Ball(eps), steps=100,
+                                                          seed=1))
+        ours = np.concatenate([ours_fn(x_test[i:i + 250], y_test[i:i + 250]).numpy()
+                               for i in range(0, len(x_test), 250)])
+        attack = art_evasion.AutoProjectedGradientDescent(
+            reference, norm=2, eps=eps, eps_step=2 * eps, max_iter=100, targeted=False,
+            nb_random_init=1, batch_size=250, loss_type="cross_entropy", verbose=False)
+        theirs = attack.generate(x_test, y=y_test)
+        ours_acc, art_acc = accuracy(ours), accuracy(theirs)
+        report.append(f"APGD-CE L2 eps {eps}: ours {100 * ours_acc:.2f}%, "
+                      f"ART {100 * art_acc:.2f}%")
+        print(report[-1])
+        norms = np.linalg.norm((ours - x_test).reshape(len(x_test), -1), axis=1)
+        assert norms.max() <= eps * (1 + 1e-5)
+        assert ours_acc <= art_acc + 0.01, report  # not weaker than the reference
+        assert abs(ours_acc - art_acc) < 0.01, report

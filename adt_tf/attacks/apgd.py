@@ -21,7 +21,7 @@ from adt_tf.attacks.common import (
     target_classes,
     targeted_dlr_loss,
 )
-from adt_tf.threat import LinfBall, as_threat, require_linf
+from adt_tf.threat import Ball, as_threat
 
 
 def checkpoints(steps: int) -> list[int]:
@@ -52,7 +52,7 @@ def _schedule(steps: int):
     return tf.constant(is_mark), tf.constant(length, tf.float32)
 
 
-def _apgd_run(classifier, x, y, ball: LinfBall, loss_fn, steps: int, rho: float, alpha: float,
+def _apgd_run(classifier, x, y, ball: Ball, loss_fn, steps: int, rho: float, alpha: float,
               x0):
     """One APGD run from x0. Returns (x_out, found [B], best loss [B], final step size [B])."""
     is_mark, length = _schedule(steps)
@@ -64,8 +64,12 @@ def _apgd_run(classifier, x, y, ball: LinfBall, loss_fn, steps: int, rho: float,
              f_max_mark, reduced_mark, x_adv, found):
         # The first step has no momentum (x_{-1} = x_0 would make it a no-op anyway).
         a = tf.cast(tf.where(k > 0, alpha, 1.0), x.dtype)
-        z = ball.project(x_cur + tf.cast(batch_shape(eta, x), x.dtype) * tf.sign(grad_cur), x)
-        x_next = ball.project(x_cur + a * (z - x_cur) + (1.0 - a) * (x_cur - x_prev), x)
+        # The steepest step of the norm (sign for L-infinity, g / ||g||_2 for L2) and
+        # AutoAttack's projection for it.
+        z = ball.autoattack_project(
+            ball.step(x_cur, grad_cur, tf.cast(batch_shape(eta, x), x.dtype)), x)
+        x_next = ball.autoattack_project(
+            x_cur + a * (z - x_cur) + (1.0 - a) * (x_cur - x_prev), x)
         loss_next, grad_next, logits = loss_and_grad(classifier, x_next, y, loss_fn)
         is_adv = misclassified(logits, y)
         x_adv = select(tf.logical_and(is_adv, tf.logical_not(found)), x_next, x_adv)
@@ -127,12 +131,14 @@ def _skip_if_done(best, run):
 
 def apgd(classifier, x, y, epsilon: float, *, steps: int = 100, loss: str = "ce",
          restarts: int = 1, rho: float = 0.75, momentum: float = 0.75, seed=0) -> tf.Tensor:
-    """APGD-CE (loss='ce') or APGD-DLR (loss='dlr'), untargeted, L-infinity.
+    """APGD-CE (loss='ce') or APGD-DLR (loss='dlr'), untargeted, L-infinity or L2.
 
     Args:
         classifier: logits model (called with training=False).
         x: clean inputs in [0, 1]; y: integer labels.
-        epsilon: L-infinity budget.
+        epsilon: an L-infinity radius, or a threat model (`adt_tf.threat`): with an
+            `L2Ball` the steps are g / ||g||_2, the projection and the start AutoAttack's L2
+            ones (scale then clip; a point of the sphere).
         steps: iterations N (100 in AutoAttack).
         loss: 'ce', 'dlr' (needs >= 3 classes) or 'margin'.
         restarts: independent runs from random starts; the best per example is kept
@@ -163,7 +169,7 @@ def apgd(classifier, x, y, epsilon: float, *, steps: int = 100, loss: str = "ce"
     Returns:
         x_adv, same shape and dtype as x.
     """
-    ball = require_linf(as_threat(epsilon), "APGD")
+    ball = as_threat(epsilon)
     steps, restarts, rho, momentum = _check(steps, restarts, rho, momentum)
     loss_fn = get_loss(loss)
     x = tf.convert_to_tensor(x)
@@ -171,7 +177,7 @@ def apgd(classifier, x, y, epsilon: float, *, steps: int = 100, loss: str = "ce"
     best = None
     for r in range(restarts):
         def run(r=r):
-            x0 = ball.random_start(x, fold(base, r))
+            x0 = ball.autoattack_start(x, fold(base, r))
             return _apgd_run(classifier, x, y, ball, loss_fn, steps, rho, momentum, x0)[:3]
 
         best = run() if best is None else _merge(best, _skip_if_done(best, run))
@@ -186,7 +192,9 @@ def apgd_targeted(classifier, x, y, epsilon: float, *, steps: int = 100, num_tar
     Args:
         classifier: logits model; needs at least 4 classes.
         x: clean inputs in [0, 1]; y: integer labels.
-        epsilon: L-infinity budget.
+        epsilon: an L-infinity radius, or a threat model (`adt_tf.threat`): with an
+            `L2Ball` the steps are g / ||g||_2, the projection and the start AutoAttack's L2
+            ones (scale then clip; a point of the sphere).
         steps: iterations per target (100).
         num_targets: how many of the classes ranked highest by the clean logits (the true one
             excluded) are tried in turn (9 in AutoAttack; capped at classes - 1).
@@ -209,7 +217,7 @@ def apgd_targeted(classifier, x, y, epsilon: float, *, steps: int = 100, num_tar
     Returns:
         x_adv, same shape and dtype as x.
     """
-    ball = require_linf(as_threat(epsilon), "APGD")
+    ball = as_threat(epsilon)
     steps, restarts, rho, momentum = _check(steps, restarts, rho, momentum)
     num_targets = validation.check_positive_int(num_targets, "num_targets")
     x = tf.convert_to_tensor(x)
@@ -225,7 +233,7 @@ def apgd_targeted(classifier, x, y, epsilon: float, *, steps: int = 100, num_tar
 
         for r in range(restarts):
             def run(loss_fn=loss_fn, t=t, r=r):
-                x0 = ball.random_start(x, fold(base, t, r))
+                x0 = ball.autoattack_start(x, fold(base, t, r))
                 return _apgd_run(classifier, x, y, ball, loss_fn, steps, rho, momentum, x0)[:3]
 
             best = run() if best is None else _merge(best, _skip_if_done(best, run))
