@@ -227,6 +227,11 @@ class L2Ball(Ball):
 THREATS = {"linf": LinfBall, "l2": L2Ball}
 
 
+def format_radius(epsilon: float, norm: str) -> str:
+    """A radius as reports print it: "8/255" for L-infinity, "0.5" otherwise."""
+    return f"{epsilon * 255:.3g}/255" if norm == LinfBall.norm else f"{epsilon:.3g}"
+
+
 def as_threat(epsilon: float | Ball) -> Ball:
     """An attack's `epsilon` argument as a threat model: a number is the radius of an
     L-infinity ball (the paper's threat model, and every attack's default); a `Ball` is used
@@ -249,4 +254,5 @@ def make_threat(norm: str, epsilon: float) -> Ball:
     return THREATS[norm](epsilon)
 
 
-__all__ = ["THREATS", "Ball", "L2Ball", "LinfBall", "as_threat", "make_threat", "require_linf"]
+__all__ = ["THREATS", "Ball", "L2Ball", "LinfBall", "as_threat", "format_radius", "make_threat",
+           "require_linf"]

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from adt_tf.threat import format_radius
+
 EVALUATED_ON = {
     "clean_correct": "every clean-correct input (its own accuracy)",
     "still_robust": "only inputs robust to every earlier attack",
@@ -165,7 +167,7 @@ class EvaluationResult:
         if sweep:
             lines += ["", "Epsilon sweep (" + sweep.get("attack", "PGD") + f", "
                       f"{sweep.get('num_inputs')} inputs): "
-                      + ", ".join(f"{_radius(e, self.norm)}: {_pct(a)}"
+                      + ", ".join(f"{format_radius(e, self.norm)}: {_pct(a)}"
                                   for e, a in zip(sweep["epsilons"], sweep["accuracy"]))]
         unbounded = self.sanity.get("unbounded")
         if unbounded:
@@ -198,10 +200,6 @@ def _json_default(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def _radius(eps: float, norm: str) -> str:
-    return f"{eps * 255:.3g}/255" if norm == "linf" else f"{eps:.3g}"
 
 
 def _pct(value) -> str:

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from adt_tf.attacks import pgd
 from adt_tf.attacks.common import dlr_loss, loss_and_grad, per_example_ce
-from adt_tf.threat import Ball, LinfBall, as_threat
+from adt_tf.threat import Ball, LinfBall, as_threat, format_radius
 
 #: Attack kinds that read no gradient of the attacked model.
 BLACK_BOX_KINDS = ("black-box", "transfer")
@@ -123,7 +123,7 @@ def epsilon_sweep(classifier, x, y, epsilon: float | Ball,
 
 
 def _radius(eps: float, norm: str) -> str:
-    return f"{eps * 255:.3g}/255" if norm == "linf" else f"{eps:.3g} ({norm})"
+    return format_radius(eps, norm) + ("" if norm == LinfBall.norm else f" ({norm})")
 
 
 def unbounded_accuracy(classifier, x, y, steps: int = 20, step_size: float = 0.1) -> dict:
