@@ -15,7 +15,7 @@ from adt_tf.noise import DEFAULT_NOISE, NoiseSource
 
 class Ball:
     """What every threat model has: a radius, the valid pixel range, and the operations
-    attacks and methods use (`project`, `step`, `random_start`, `contains`, `clip`)."""
+    attacks and methods use (`project`, `step`, `random_start`, `size`, `contains`, `clip`)."""
 
     norm = ""
 
@@ -93,6 +93,10 @@ class LinfBall(Ball):
     def step(self, x_adv: tf.Tensor, grad: tf.Tensor, step_size: float) -> tf.Tensor:
         """One signed-gradient ascent step (not projected)."""
         return x_adv + tf.cast(step_size, x_adv.dtype) * tf.sign(grad)
+
+    def size(self, delta: tf.Tensor) -> tf.Tensor:
+        """The L-infinity norm of each example's perturbation (shape [B])."""
+        return tf.reduce_max(tf.abs(tf.reshape(delta, [tf.shape(delta)[0], -1])), axis=1)
 
     def autoattack_project(self, x_adv: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
         """The projection AutoAttack's APGD uses (for L-infinity, the exact one)."""
@@ -187,6 +191,11 @@ class L2Ball(Ball):
         scale = tf.minimum(1.0, tf.cast(self.epsilon, delta.dtype) / tf.maximum(
             _l2_norm(delta), tf.cast(1e-12, delta.dtype)))
         return self.clip(x + delta * scale)
+
+    def size(self, delta: tf.Tensor) -> tf.Tensor:
+        """The L2 norm of each example's perturbation (shape [B])."""
+        flat = tf.reshape(delta, [tf.shape(delta)[0], -1])
+        return tf.sqrt(tf.reduce_sum(tf.square(flat), axis=1))
 
     def autoattack_project(self, x_adv: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
         """The projection AutoAttack's L2 APGD uses: scale into the ball, clip to the box."""

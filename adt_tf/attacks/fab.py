@@ -1,4 +1,4 @@
-"""FAB-T (Croce & Hein, 2020): the targeted Fast Adaptive Boundary attack, L-infinity.
+"""FAB-T (Croce & Hein, 2020): the targeted Fast Adaptive Boundary attack, L-infinity and L2.
 
 FAB looks for the adversarial example closest to the input: it linearises the decision
 boundary between the true class and a target class at the current point, steps onto that
@@ -21,7 +21,7 @@ from adt_tf.attacks.common import (
     select,
     target_classes,
 )
-from adt_tf.threat import as_threat, require_linf
+from adt_tf.threat import Ball, L2Ball, LinfBall, as_threat
 
 
 def linf_projection_to_hyperplane(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
@@ -73,6 +73,54 @@ def linf_projection_to_hyperplane(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) -> t
     return direction * tf.minimum(t[:, None], capacity)
 
 
+def l2_projection_to_hyperplane(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """The smallest L2 step from x onto the hyperplane w.z + b = 0 inside [0, 1]^D.
+
+    Args, returns and the infeasible case as `linf_projection_to_hyperplane`.
+
+    Mathematical details:
+        With r = -(w.x + b), minimise ||d||^2 subject to w.d = r and 0 <= x + d <= 1. As
+        there, coordinate j moves in the direction s_j = sign(w_j) sign(r) by at most c_j. The
+        KKT conditions give |d_j| = min(lambda |w_j|, c_j) for one multiplier lambda >= 0, and
+        the progress g(lambda) = sum_j |w_j| min(lambda |w_j|, c_j) is continuous, piecewise
+        linear and non-decreasing, with breakpoints lambda_j = c_j / |w_j| (none where
+        w_j = 0: that coordinate never moves). Sorting them,
+        g(lambda_(k)) = sum_{i<k} |w|_(i) c_(i) + lambda_(k) sum_{i>=k} w_(i)^2, and on the
+        segment that crosses |r|, lambda = (|r| - sum_{i<k} |w|_(i) c_(i)) / sum_{i>=k} w_(i)^2
+        (exact; the problem is strictly convex, so this is AutoAttack's `projection_l2` point).
+        Without the box, d = r w / ||w||^2. If g(max_j lambda_j) < |r| the plane misses the
+        box and every coordinate with w_j != 0 moves to its limit.
+    """
+    x, w = tf.cast(x, tf.float32), tf.cast(w, tf.float32)
+    r = -(tf.reduce_sum(w * x, axis=1) + tf.cast(b, tf.float32))
+    direction = tf.sign(w) * tf.sign(r)[:, None]
+    capacity = tf.where(direction > 0, 1.0 - x, x)
+    magnitude = tf.abs(w)
+    moves = magnitude > 0
+    breakpoint = tf.where(moves, capacity / tf.where(moves, magnitude, 1.0), float("inf"))
+    order = tf.argsort(breakpoint, axis=1)
+    bp_sorted = tf.gather(breakpoint, order, batch_dims=1)
+    w_sorted = tf.gather(magnitude, order, batch_dims=1)
+    cap_sorted = tf.gather(capacity, order, batch_dims=1)
+    saturated = tf.cumsum(w_sorted * cap_sorted, axis=1, exclusive=True)
+    free = tf.cumsum(tf.square(w_sorted), axis=1, reverse=True)
+    reach = tf.where(tf.math.is_finite(bp_sorted), saturated + bp_sorted * free, float("inf"))
+    need = tf.abs(r)[:, None]
+    segment = tf.reduce_sum(tf.cast(reach < need, tf.int32), axis=1)
+    dim = tf.shape(x)[1]
+    feasible = segment < dim
+    k = tf.minimum(segment, dim - 1)[:, None]
+    lam = (tf.gather(need - saturated, k, batch_dims=1)[:, 0]
+           / tf.maximum(tf.gather(free, k, batch_dims=1)[:, 0], 1e-30))
+    lam = tf.where(feasible, tf.maximum(lam, 0.0), float("inf"))
+    return direction * tf.minimum(lam[:, None] * magnitude, tf.where(moves, capacity, 0.0))
+
+
+#: The minimal step onto a linearised boundary, per threat model.
+_PROJECTIONS = {LinfBall.norm: linf_projection_to_hyperplane,
+                L2Ball.norm: l2_projection_to_hyperplane}
+
+
 def _gap(logits, y, target):
     """f_t - f_c per example: negative while the true class beats the target."""
     logits = tf.cast(logits, tf.float32)
@@ -80,11 +128,7 @@ def _gap(logits, y, target):
             - tf.gather(logits, tf.cast(y, tf.int32), batch_dims=1))
 
 
-def _linf(a: tf.Tensor) -> tf.Tensor:
-    return tf.reduce_max(tf.abs(a), axis=1)
-
-
-def _fab_run(classifier, x, y, target, x_start, best, epsilon: float, steps: int,
+def _fab_run(classifier, x, y, target, x_start, best, ball: Ball, steps: int,
              alpha_max: float, eta: float, beta: float):
     """One FAB run towards `target` from x_start; updates best = (x [B, ...], dist [B]).
 
@@ -92,6 +136,7 @@ def _fab_run(classifier, x, y, target, x_start, best, epsilon: float, steps: int
     """
     shape = tf.shape(x)
     flat = tf.reshape(x, [shape[0], -1])
+    project_to_hyperplane, epsilon = _PROJECTIONS[ball.norm], ball.epsilon
 
     def loss_fn(logits, labels):
         return _gap(logits, labels, target)
@@ -102,16 +147,16 @@ def _fab_run(classifier, x, y, target, x_start, best, epsilon: float, steps: int
         cur = tf.reshape(x_cur, tf.shape(flat))
         # The boundary linearised at x_cur: w.(z - x_cur) + gap = 0, i.e. w.z + b = 0.
         b = gap - tf.reduce_sum(w * cur, axis=1)
-        steps_both = linf_projection_to_hyperplane(
+        steps_both = project_to_hyperplane(
             tf.concat([cur, flat], 0), tf.concat([w, w], 0), tf.concat([b, b], 0))
         d_cur, d_orig = tf.split(steps_both, 2, axis=0)
-        n_cur, n_orig = _linf(d_cur), _linf(d_orig)
+        n_cur, n_orig = ball.size(d_cur), ball.size(d_orig)
         alpha = tf.minimum(n_cur / tf.maximum(n_cur + n_orig, 1e-12), alpha_max)[:, None]
         nxt = tf.clip_by_value((1.0 - alpha) * (cur + eta * d_cur)
                                + alpha * (flat + eta * d_orig), 0.0, 1.0)
         x_next = tf.reshape(nxt, shape)
         is_adv = misclassified(classifier(x_next, training=False), y)
-        dist = _linf(nxt - flat)
+        dist = ball.size(nxt - flat)
         better = tf.logical_and(is_adv, dist < best_dist)
         best_x = select(better, x_next, best_x)
         best_dist = tf.where(better, dist, best_dist)
@@ -127,23 +172,27 @@ def _fab_run(classifier, x, y, target, x_start, best, epsilon: float, steps: int
     return out[2], out[3]
 
 
-def _random_start(x, best_dist, epsilon, seed):
-    """A random point around x at L-infinity distance min(best distance, epsilon) / 2."""
-    noise = tf.random.stateless_uniform(tf.shape(x), seed=seed, minval=-1.0, maxval=1.0)
-    size = tf.reduce_max(tf.abs(tf.reshape(noise, [tf.shape(x)[0], -1])), axis=1)
-    radius = 0.5 * tf.minimum(best_dist, epsilon) / tf.maximum(size, 1e-12)
+def _random_start(x, best_dist, ball: Ball, seed):
+    """A random point around x at distance min(best distance, epsilon) / 2 in the ball's norm
+    (AutoAttack's: a uniform direction of the L-infinity cube, a Gaussian one for L2)."""
+    if ball.norm == L2Ball.norm:
+        noise = tf.random.stateless_normal(tf.shape(x), seed=seed)
+    else:
+        noise = tf.random.stateless_uniform(tf.shape(x), seed=seed, minval=-1.0, maxval=1.0)
+    radius = 0.5 * tf.minimum(best_dist, ball.epsilon) / tf.maximum(ball.size(noise), 1e-12)
     return tf.clip_by_value(x + batch_shape(radius, x) * noise, 0.0, 1.0)
 
 
 def fab_targeted(classifier, x, y, epsilon: float, *, steps: int = 100, num_targets: int = 9,
                  restarts: int = 1, alpha_max: float = 0.1, eta: float = 1.05,
                  beta: float = 0.9, seed=0) -> tf.Tensor:
-    """FAB-T: the targeted Fast Adaptive Boundary attack, L-infinity.
+    """FAB-T: the targeted Fast Adaptive Boundary attack, L-infinity or L2.
 
     Args:
         classifier: logits model (called with training=False); at least 2 classes.
         x: clean inputs in [0, 1]; y: integer labels.
-        epsilon: L-infinity budget: a point found within it is returned.
+        epsilon: the budget, an L-infinity radius or a threat model (`LinfBall`, `L2Ball`):
+            a point found within it is returned.
         steps: iterations per target and restart (100 in AutoAttack).
         num_targets: how many of the classes ranked highest by the clean logits (the true one
             excluded) are tried in turn (9 in AutoAttack; capped at classes - 1).
@@ -158,9 +207,9 @@ def fab_targeted(classifier, x, y, epsilon: float, *, steps: int = 100, num_targ
     Mathematical details:
         For a target t and the true class c let g(z) = f_t(z) - f_c(z) and, at the iterate
         x_i, w = grad g(x_i). The boundary linearised at x_i is the hyperplane
-        {z : w.(z - x_i) + g(x_i) = 0}. With delta_i and delta_o the minimal L-infinity steps
-        onto it inside [0, 1]^D from x_i and from the original input x_o
-        (`linf_projection_to_hyperplane`),
+        {z : w.(z - x_i) + g(x_i) = 0}. With delta_i and delta_o the minimal steps (in the
+        threat model's norm ||.||) onto it inside [0, 1]^D from x_i and from the original input
+        x_o (`linf_projection_to_hyperplane`, `l2_projection_to_hyperplane`),
             alpha   = min(||delta_i|| / (||delta_i|| + ||delta_o||), alpha_max)
             x_{i+1} = clip_[0,1]((1 - alpha)(x_i + eta delta_i) + alpha (x_o + eta delta_o)).
         If x_{i+1} is misclassified it is kept when closer to x_o than every earlier
@@ -183,8 +232,7 @@ def fab_targeted(classifier, x, y, epsilon: float, *, steps: int = 100, num_targ
     Returns:
         x_adv, same shape and dtype as x.
     """
-    ball = require_linf(as_threat(epsilon), "FAB-T")
-    epsilon = ball.epsilon
+    ball = as_threat(epsilon)
     steps = validation.check_positive_int(steps, "steps")
     restarts = validation.check_positive_int(restarts, "restarts")
     alpha_max = validation.check_in_range(alpha_max, "alpha_max", 0.0, 1.0)
@@ -203,11 +251,11 @@ def fab_targeted(classifier, x, y, epsilon: float, *, steps: int = 100, num_targ
     for t in range(num_targets):
         for r in range(restarts):
             def run(t=t, r=r, best=best):
-                x_start = x if r == 0 else _random_start(x, best[1], epsilon, fold(base, t, r))
-                return _fab_run(classifier, x, y, targets[:, t], x_start, best, epsilon,
+                x_start = x if r == 0 else _random_start(x, best[1], ball, fold(base, t, r))
+                return _fab_run(classifier, x, y, targets[:, t], x_start, best, ball,
                                 steps, alpha_max, eta, beta)
 
-            best = tf.cond(tf.reduce_all(best[1] <= epsilon), lambda best=best: best, run)
-    x_adv = ball.project(select(best[1] <= epsilon, best[0], x), x)
+            best = tf.cond(tf.reduce_all(best[1] <= ball.epsilon), lambda best=best: best, run)
+    x_adv = ball.project(select(best[1] <= ball.epsilon, best[0], x), x)
     x_adv = select(misclassified(classifier(x_adv, training=False), y), x_adv, x)
     return tf.cast(x_adv, x_in.dtype)

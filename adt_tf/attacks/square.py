@@ -1,4 +1,6 @@
-"""The Square attack (Andriushchenko et al., 2020): a score-based random search, no gradients."""
+"""The Square attack (Andriushchenko et al., 2020): a score-based random search, no gradients.
+
+The L-infinity search is here; the L2 one is `adt_tf.attacks.square_l2`."""
 
 from __future__ import annotations
 
@@ -6,7 +8,8 @@ import tensorflow as tf
 
 from adt_tf import validation
 from adt_tf.attacks.common import as_seed, batch_shape, fold, margin_loss, misclassified
-from adt_tf.threat import as_threat, require_linf
+from adt_tf.attacks.square_l2 import square_l2_search
+from adt_tf.threat import L2Ball, as_threat
 
 # Iterations after which the square's area fraction p is halved (the paper's schedule, for
 # 10,000 queries).
@@ -62,21 +65,23 @@ def square_window(shape, p, seed) -> tf.Tensor:
 
 def square(classifier, x, y, epsilon: float, *, num_queries: int = 5000, p_init: float = 0.8,
            rescale_schedule: bool = False, seed=0) -> tf.Tensor:
-    """Untargeted L-infinity Square attack on the margin loss.
+    """Untargeted Square attack on the margin loss, L-infinity or L2.
 
     Args:
         classifier: logits model (called with training=False); only its outputs are used.
         x: clean inputs [B, H, W, C] in [0, 1]; y: integer labels.
-        epsilon: L-infinity budget.
+        epsilon: an L-infinity radius or a threat model (`LinfBall`; `L2Ball` runs the L2
+            search of `adt_tf.attacks.square_l2`, Algorithm 3 of the paper).
         num_queries: iterations, one model evaluation each, after the one of the initial
             stripes (5000 in AutoAttack's standard version, which counts the same way).
         p_init: the initial fraction of pixels a square covers (0.8, AutoAttack's setting for
-            L-infinity).
+            both norms).
         rescale_schedule: stretch the halving schedule to `num_queries` as if they were
             10,000 (the Square paper's code); False is AutoAttack's standard version.
         seed: int or stateless seed tensor.
 
     Mathematical details:
+        (L-infinity; the L2 search is described in `square_l2_search`.)
         Minimise the margin m(x') = z_y(x') - max_{j != y} z_j(x') over the vertices of the
         ball. Start from vertical stripes: delta[:, w, c] = +-epsilon, one random sign per column
         and channel. At iteration i = 0, ..., num_queries - 1 draw a square of side
@@ -97,12 +102,16 @@ def square(classifier, x, y, epsilon: float, *, num_queries: int = 5000, p_init:
     Returns:
         x_adv, same shape and dtype as x.
     """
-    ball = require_linf(as_threat(epsilon), "Square")
+    ball = as_threat(epsilon)
     num_queries = validation.check_positive_int(num_queries, "num_queries")
     p_init = validation.check_in_range(p_init, "p_init", 1e-6, 1.0)
     rescale_schedule = bool(rescale_schedule)
     x = tf.convert_to_tensor(x)
     base = as_seed(seed)
+    if isinstance(ball, L2Ball):
+        return square_l2_search(
+            classifier, x, y, ball, num_queries,
+            lambda i: square_fraction(i, num_queries, p_init, rescale_schedule), base)
     shape = tf.shape(x)
     batch, width, channels = shape[0], shape[2], shape[3]
     eps = tf.cast(ball.epsilon, x.dtype)
