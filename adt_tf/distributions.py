@@ -25,6 +25,25 @@ tfd = tfp.distributions
 tfb = tfp.bijectors
 
 
+def ball_bijector(norm: str, radius: float, dtype=tf.float32) -> tfb.Bijector:
+    """The bijection of R^D onto the open ball of `norm` and `radius` (event: the last axis):
+    radius * tanh per coordinate for "linf" (TFP's Scale after Tanh), `RadialTanh(radius)`
+    for "l2"."""
+    validation.check_choice(norm, "norm", THREATS)
+    if norm == "linf":
+        return tfb.Chain([tfb.Scale(tf.cast(radius, dtype)), tfb.Tanh()])
+    return RadialTanh(radius)
+
+
+def onto_ball(u: tf.Tensor, norm: str, radius: float = 1.0) -> tf.Tensor:
+    """Each example's u [B, ...] mapped through `ball_bijector`, its whole event (every axis
+    but the first) flattened: epsilon * tanh(u) (L-infinity) or the radial map (L2); same
+    shape as u."""
+    shape = tf.shape(u)
+    flat = tf.reshape(u, [shape[0], -1])
+    return tf.reshape(ball_bijector(norm, radius, u.dtype).forward(flat), shape)
+
+
 class PerturbationSample(NamedTuple):
     """Reparameterised samples of the distribution.
 
@@ -106,9 +125,7 @@ class ExplicitAdversarialDistribution:
         flat_loc = tf.reshape(loc, [batch, -1])
         flat_scale = tf.reshape(tf.math.softplus(raw_scale), [batch, -1])
         self.base = tfd.MultivariateNormalDiag(loc=flat_loc, scale_diag=flat_scale)
-        self.bijector = (
-            tfb.Chain([tfb.Scale(tf.cast(self.epsilon, loc.dtype)), tfb.Tanh()])
-            if norm == "linf" else RadialTanh(self.epsilon))
+        self.bijector = ball_bijector(norm, self.epsilon, loc.dtype)
         self.distribution = tfd.TransformedDistribution(self.base, self.bijector)
         self._dtype = loc.dtype
 

@@ -1,6 +1,7 @@
 """Attacks under an L2 ball (issue 18): every attack of `L2_ATTACKS` keeps ||delta||_2 <=
 epsilon and [0, 1], is seeded, beats clean accuracy on a trained model, and PGD-L2 gains
-from more steps; the L-infinity-only attacks refuse an L2 ball with a clear error."""
+from more steps; the L-infinity-only attacks refuse an L2 ball with a clear error, and an
+amortised adversary fitted for one ball refuses to attack in another."""
 
 import numpy as np
 import pytest
@@ -26,12 +27,26 @@ def source():
     return trained_tiny_classifier(seed=2)[0]
 
 
+@pytest.fixture(scope="module")
+def adversaries(trained):
+    """EXP-AM and IMP-AM generators fitted under the L2 ball (briefly, as in
+    test_attack_battery: the machinery is what is tested)."""
+    from adt_tf.evaluation import fit_amortized_adversary
+
+    model, x, y = trained
+    return {kind: fit_amortized_adversary(model, x, y, L2Ball(EPS), kind=kind, train_steps=15,
+                                          train_batch_size=32, generator_width=4,
+                                          generator_blocks=1, generator_lr=1e-2, seed=1)
+            for kind in ("exp_am", "imp_am")}
+
+
 @pytest.mark.parametrize("name", sorted(L2_ATTACKS))
-def test_l2_attack_stays_in_the_ball_is_seeded_and_beats_clean(trained, source, name):
+def test_l2_attack_stays_in_the_ball_is_seeded_and_beats_clean(trained, source, adversaries,
+                                                               name):
     model, x, y = trained
     x, y = x[:64], y[:64]
     ball = L2Ball(EPS)
-    params = attack_settings(source=source)[name]
+    params = attack_settings(adversaries, source=source)[name]
     first = ATTACKS[name](model, x, y, ball, seed=3, **params).numpy()
     again = ATTACKS[name](model, x, y, ball, seed=3, **params).numpy()
     np.testing.assert_array_equal(first, again)
@@ -68,6 +83,20 @@ def test_linf_only_attacks_refuse_an_l2_ball(trained, name):
         ATTACKS[name](model, x[:4], y[:4], L2Ball(EPS), seed=0, **params)
 
 
+def test_an_amortised_adversary_attacks_only_in_the_ball_it_was_fitted_for(trained,
+                                                                           adversaries):
+    from adt_tf.attacks import exp_am, imp_am
+
+    model, x, y = trained
+    assert adversaries["imp_am"].norm == "l2" and adversaries["exp_am"].epsilon == EPS
+    for attack, kind in ((exp_am, "exp_am"), (imp_am, "imp_am")):
+        with pytest.raises(ValueError, match=r"trained for L2Ball\(epsilon=0.5\), the attack "
+                                             r"is asked for LinfBall"):
+            attack(model, x[:4], y[:4], 8 / 255, adversary=adversaries[kind])
+        with pytest.raises(ValueError, match="L2Ball"):
+            attack(model, x[:4], y[:4], L2Ball(0.25), adversary=adversaries[kind])
+
+
 def test_l2_evaluation_runs_the_l2_suite_and_refuses_linf_only_ones(trained):
     from adt_tf import data as data_lib
     from adt_tf.evaluation import EvaluationResult, evaluate
@@ -76,9 +105,13 @@ def test_l2_evaluation_runs_the_l2_suite_and_refuses_linf_only_ones(trained):
     x, y = x[:48], y[:48]
     result = evaluate(model, x, y, epsilon=EPS, norm="l2", suite="paper_l2", verbose=0,
                       overrides={"pgd100": {"steps": 10},
-                                 "exp": {"steps": 3, "samples": 2, "check_samples": 2}})
+                                 "exp": {"steps": 3, "samples": 2, "check_samples": 2},
+                                 **{kind: {"train_steps": 5, "generator_width": 4,
+                                           "generator_blocks": 1, "check_samples": 2}
+                                    for kind in ("exp_am", "imp_am")}})
     ran = [a for a in result.attacks if a.accuracy is not None]
-    assert {a.name for a in ran} == {"fgsm", "pgd20", "pgd100", "mim20", "cw30", "exp"}
+    assert {a.name for a in ran} == {"fgsm", "pgd20", "pgd100", "mim20", "cw30", "exp",
+                                     "exp_am", "imp_am"}
     assert result.robust_accuracy <= min(a.accuracy for a in ran) < result.clean_accuracy
     assert all(a.params["norm"] == "l2" for a in ran) and result.norm == "l2"
     assert "L2 epsilon = 0.5" in result.to_markdown()
@@ -90,7 +123,7 @@ def test_l2_evaluation_runs_the_l2_suite_and_refuses_linf_only_ones(trained):
     direct = pgd(model, x, y, L2Ball(EPS), steps=20, seed=0)
     assert result.attack("pgd20").accuracy == accuracy(model, direct, y)
     with pytest.raises(ValueError, match=r"'paper' has attacks without an l2 version "
-                                         r"\(fea, spsa, exp_am, imp_am\)"):
+                                         r"\(fea, spsa\)"):
         evaluate(model, x, y, epsilon=EPS, norm="l2", suite="paper", verbose=0)
     assert data_lib.dataset_info("cifar10").default_epsilon("l2") == 0.5
     with pytest.raises(ValueError, match="has no default l2 epsilon; give --epsilon"):

@@ -64,8 +64,8 @@ flags.DEFINE_enum("weight_decay_form", "coupled", ["coupled", "decoupled"],
                   "coupled: PyTorch's L2-in-the-gradient (the reference); decoupled: Keras's "
                   "SGD(weight_decay=...), w -= lr * wd * w, about 10x weaker at momentum 0.9.")
 flags.DEFINE_enum("norm", "linf", ["linf", "l2"],
-                  "Threat model: linf (the paper's) or l2 (standard, pgd_at, trades, adt_exp; "
-                  "ADT_EXP's distribution is then the radial one onto the L2 ball).")
+                  "Threat model: linf (the paper's) or l2 (every method; ADT's distributions "
+                  "are then mapped radially onto the L2 ball).")
 flags.DEFINE_float("epsilon", None, "Budget in the [0, 1] pixel scale (default: the dataset's "
                    "for --norm: 8/255 L-inf, 0.5 L2 for CIFAR).")
 flags.DEFINE_integer("seed", 0, "Seed of initialisation, data order and the method's noise.")

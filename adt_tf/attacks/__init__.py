@@ -39,8 +39,8 @@ ATTACKS = {
 }
 
 # Attacks that take an L2 ball (`adt_tf.threat.L2Ball`) as well as an L-infinity one.
-L2_ATTACKS = frozenset({"fgsm", "pgd", "mim", "cw", "transfer", "exp", "apgd", "apgd_t",
-                        "fab_t", "square"})
+L2_ATTACKS = frozenset({"fgsm", "pgd", "mim", "cw", "transfer", "exp", "exp_am", "imp_am",
+                        "apgd", "apgd_t", "fab_t", "square"})
 
 # Attacks that never read a gradient of the attacked model (score-based or transfer).
 BLACK_BOX = frozenset({"spsa", "square", "transfer"})

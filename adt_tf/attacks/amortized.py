@@ -17,17 +17,22 @@ import tensorflow as tf
 from adt_tf import validation
 from adt_tf.attacks.common import as_seed, fold
 from adt_tf.attacks.distributional import pick_per_example
-from adt_tf.threat import as_threat, require_linf
+from adt_tf.threat import as_threat
 
 
 def _amortized(kind, classifier, x, y, epsilon, adversary, check_samples, seed, fit_kwargs):
-    ball = require_linf(as_threat(epsilon), "the amortised attacks (EXP-AM, IMP-AM)")
+    ball = as_threat(epsilon)
     check_samples = validation.check_positive_int(check_samples, "check_samples")
     x = tf.convert_to_tensor(x)
     if adversary is None:
         raise ValueError(f"{kind} samples a trained generator: pass adversary= from "
                          f"adt_tf.evaluation.fit_amortized_adversary(kind={kind!r}) (settings "
                          f"{fit_kwargs}).")
+    trained_for = getattr(adversary, "threat", None)
+    if trained_for is not None and (trained_for.norm, trained_for.epsilon) != (
+            ball.norm, ball.epsilon):
+        raise ValueError(f"{kind}: the adversary was trained for {trained_for!r}, the attack "
+                         f"is asked for {ball!r}; fit it with that threat model.")
     base = as_seed(seed)
     features = adversary.generator_inputs(x, y)
     draws = [adversary.sample_adversary(x, features, fold(base, k), training=False).x_adv
@@ -46,7 +51,8 @@ def exp_am(classifier, x, y, epsilon: float, *, adversary=None, check_samples: i
     Args:
         classifier: a functional Keras logits model (any input H x W).
         x: clean inputs in [0, 1]; y: integer labels.
-        epsilon: L-infinity budget.
+        epsilon: an L-infinity radius or a threat model (`LinfBall`, `L2Ball`), the one the
+            adversary was trained for.
         adversary: a trained adversary, from
             `adt_tf.evaluation.fit_amortized_adversary(kind="exp_am")` (required).
         check_samples: draws per input; an input is broken if any draw fools the model.
@@ -58,8 +64,9 @@ def exp_am(classifier, x, y, epsilon: float, *, adversary=None, check_samples: i
 
     Mathematical details:
         (mu, v) = g_phi([x, grad_x CE(f(x), y), grad_x CE(f(x_fgsm), y)]),
-        delta_k = epsilon tanh(u_k), u_k ~ N(mu, softplus(v)^2), k = 1..K; the first draw
-        that fools f is returned, else the one of highest CE.
+        delta_k = epsilon tanh(u_k), u_k ~ N(mu, softplus(v)^2), k = 1..K (under L2 the
+        radial map epsilon tanh(||u_k||) u_k / ||u_k||); the first draw that fools f is
+        returned, else the one of highest CE.
 
     Example:
         >>> adversary = fit_amortized_adversary(model, x_train, y_train, 8 / 255)
@@ -88,8 +95,9 @@ def imp_am(classifier, x, y, epsilon: float, *, adversary=None, check_samples: i
     `adt_tf.evaluation.fit_amortized_adversary(kind="imp_am")`).
 
     Mathematical details:
-        delta_k = epsilon tanh(g_phi([x, grad_1, grad_2], z_k)), z_k ~ U(-1, 1)^64; the first
-        draw that fools f is returned, else the one of highest CE.
+        delta_k = epsilon tanh(g_phi([x, grad_1, grad_2], z_k)), z_k ~ U(-1, 1)^64 (under L2
+        the radial map of the generator's output); the first draw that fools f is returned,
+        else the one of highest CE.
 
     Reference:
         Dong et al., NeurIPS 2020, Sec. 5 (IMP-AM attack).

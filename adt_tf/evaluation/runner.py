@@ -169,8 +169,8 @@ def _attack_fn(spec: AttackSpec, classifier, epsilon: float | Ball, source_model
     if "adversary" in spec.needs:
         fit = {k: v for k, v in spec.params.items() if k.startswith(("train_", "generator_"))
                or k == "entropy_weight"}
-        extra["adversary"] = fit_amortized_adversary(  # L-infinity only (resolve_suite)
-            classifier, *train_pool, as_threat(epsilon).epsilon, kind=spec.attack, seed=seed,
+        extra["adversary"] = fit_amortized_adversary(
+            classifier, *train_pool, as_threat(epsilon), kind=spec.attack, seed=seed,
             verbose=verbose, **fit)
     if "source_model" in spec.needs:
         extra["source"] = source_model

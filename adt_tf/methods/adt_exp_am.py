@@ -26,11 +26,16 @@ class ADTExpAM(AmortizedAdversarialTrainer):
         H is estimated by the per-dimension mean of -log p(delta) of the sample (paper
         Eq. 11; the scale lambda = 0.01 is calibrated to), computed from the pre-tanh sample.
         The joint step (one backward pass, gradient reversal at x_adv) is described in
-        `AmortizedAdversarialTrainer`.
+        `AmortizedAdversarialTrainer`. Under `norm="l2"` (beyond the paper) the distribution
+        is ADT_EXP's radial one, delta = epsilon tanh(||u||) u / ||u||, with its exact
+        entropy (`adt_tf.bijectors.RadialTanh`), and the generator's FGSM input takes the L2
+        step.
 
     Args:
         classifier: a functional Keras model returning logits.
-        epsilon: L-infinity budget (8/255 for CIFAR).
+        epsilon: the budget, the radius of the ball of `norm` (8/255 L-infinity, 0.5 L2
+            for CIFAR-10).
+        norm: "linf" (the paper's) or "l2".
         entropy_weight: lambda >= 0 (0.01).
         generator_width: base channels w of the full-resolution generator (blocks w -> 2w,
             2w -> 2w, 2w -> w). The default is the reference's 256 (about 10M parameters on
@@ -60,6 +65,8 @@ class ADTExpAM(AmortizedAdversarialTrainer):
         Dong et al., "Adversarial Distributional Training for Robust Deep Learning",
         NeurIPS 2020, Sec. 3.2 (ADT_EXP-AM).
     """
+
+    NORMS = ("linf", "l2")
 
     def build_adversary(self):
         self.generator = ExplicitGenerator(

@@ -8,6 +8,7 @@ import keras
 import tensorflow as tf
 
 from adt_tf import validation
+from adt_tf.distributions import onto_ball
 from adt_tf.generators import EntropyEncoder, ImplicitGenerator
 from adt_tf.methods.amortized import AdversarySample, AmortizedAdversarialTrainer
 from adt_tf.optimizers import TorchAdam
@@ -31,10 +32,15 @@ class ADTImpAM(AmortizedAdversarialTrainer):
         H(delta) >= I(z; delta) >= H(z) + E[log q(z | delta)], the tracked `entropy` is the
         per-dimension bound log 2 - nll (H(U(-1, 1)) = log 2 per dimension).
         The encoder reads delta / epsilon = tanh(u).
+        Under `norm="l2"` (beyond the paper) the generator's output u is mapped onto the ball
+        radially instead, delta = epsilon tanh(||u||) u / ||u|| (`adt_tf.distributions.
+        onto_ball`); the encoder then reads that delta / epsilon, and nothing else changes.
 
     Args:
         classifier: a functional Keras model returning logits.
-        epsilon: L-infinity budget.
+        epsilon: the budget, the radius of the ball of `norm` (8/255 L-infinity, 0.5 L2
+            for CIFAR-10).
+        norm: "linf" (the paper's) or "l2".
         entropy_weight: lambda >= 0 (1.0).
         generator_width, generator_blocks, generator_lr, generator_decay_steps: as for
             `ADTExpAM`.
@@ -62,6 +68,8 @@ class ADTImpAM(AmortizedAdversarialTrainer):
         Dong et al., "Adversarial Distributional Training for Robust Deep Learning",
         NeurIPS 2020, Sec. 3.3 (ADT_IMP-AM).
     """
+
+    NORMS = ("linf", "l2")
 
     def __init__(self, classifier, epsilon=8 / 255, entropy_weight=1.0, generator_width=256,
                  generator_blocks=3, generator_lr=2e-4, generator_decay_steps=0, z_dim=64,
@@ -106,7 +114,8 @@ class ADTImpAM(AmortizedAdversarialTrainer):
     def sample_adversary(self, x, features, seed, training):
         batch = tf.shape(x)[0]
         z = self.noise_source.uniform([batch, self.z_dim], seed, -1.0, 1.0, tf.float32)
-        direction = tf.tanh(self.generator([features, z], training=training))
+        # tanh per coordinate (L-infinity) or the radial map onto the unit L2 ball
+        direction = onto_ball(self.generator([features, z], training=training), self.norm)
         x_adv = self.threat.clip(x + tf.cast(self.epsilon * direction, x.dtype))
         mean, raw_variance = self.encoder(direction, training=training)
         nll = -tf.reduce_mean(EntropyEncoder.log_prob(z, mean, raw_variance))

@@ -25,9 +25,11 @@ class ALP(PGDAT):
 
     Args:
         classifier: a Keras model returning logits.
-        epsilon: L-infinity budget (8/255 for CIFAR).
+        epsilon: the budget, the radius of the ball of `norm` (8/255 L-infinity for CIFAR).
+        norm: "linf" (the paper's) or "l2" (PGD-L2 examples, beyond the paper).
         attack_steps: PGD iterations (10).
-        attack_step_size: PGD step (2/255; None means 2/255).
+        attack_step_size: PGD step (None: 2/255 for L-infinity, epsilon / 4 for L2, as
+            `PGDAT`).
         alp_weight: lambda_alp >= 0 (0.5, the weight of Kannan et al. and of the CIFAR-10
             comparisons of the ADT authors' group).
         seed: integer seed of the random starts.
@@ -41,7 +43,7 @@ class ALP(PGDAT):
         Kannan, Kurakin, Goodfellow, "Adversarial Logit Pairing", arXiv:1803.06373, 2018.
     """
 
-    def __init__(self, classifier, epsilon=8 / 255, attack_steps=10, attack_step_size=2 / 255,
+    def __init__(self, classifier, epsilon=8 / 255, attack_steps=10, attack_step_size=None,
                  alp_weight=0.5, seed=None, **kwargs):
         super().__init__(classifier, epsilon=epsilon, attack_steps=attack_steps,
                          attack_step_size=attack_step_size, seed=seed, **kwargs)

@@ -62,7 +62,8 @@ class AmortizedAdversarialTrainer(AdversarialTrainer):
 
     Args:
         classifier: a functional Keras model returning logits, input (H, W, C).
-        epsilon: L-infinity budget.
+        epsilon: the budget, the radius of the ball of `norm` ("linf" or "l2"; a subclass
+            lists the norms it takes in `NORMS`).
         entropy_weight: lambda >= 0.
         generator_width: base channels w of the full-resolution generator (>= 1; 256 as the
             reference, about 10M parameters; CPU runs need fewer, state the width used).
@@ -79,7 +80,8 @@ class AmortizedAdversarialTrainer(AdversarialTrainer):
 
     Mathematical details:
         Generator inputs (classifier in inference mode, not differentiated through):
-            g1 = grad_x CE(f(x), y),  x_fgsm = clip(x + epsilon sign(g1), 0, 1),
+            g1 = grad_x CE(f(x), y),  x_fgsm = clip(x + epsilon sign(g1), 0, 1) (under L2
+            the L2 FGSM step epsilon g1 / ||g1||),
             g2 = grad_x CE(f(x_fgsm), y),  features = [x, g1, g2]  (3C channels),
         with CE the *batch-mean* cross-entropy, as in the reference code: each example's
         gradient is 1/B of its own loss's gradient (B the global batch size, so a replica

@@ -22,10 +22,14 @@ class FastAT(AdversarialTrainer):
         one-step method from the catastrophic overfitting of FGSM training from x. The
         perturbation uses the classifier in inference mode (this package's convention; the
         authors' code keeps it in training mode). Outer: the compiled loss on f(x_adv).
+        Under `norm="l2"` (beyond the paper) the same algorithm with the L2 ball's own
+        operations (`adt_tf.threat.L2Ball`: uniform start in the ball, the step a g / ||g||,
+        the exact projection).
 
     Args:
         classifier: a Keras model returning logits.
-        epsilon: L-infinity budget (8/255 for CIFAR).
+        epsilon: the budget, the radius of the ball of `norm` (8/255 L-infinity for CIFAR).
+        norm: "linf" (the paper's) or "l2".
         attack_step_size: the FGSM step a (None: 1.25 * epsilon, the paper's 10/255 for
             eps = 8/255).
         seed: integer seed of the random starts.
@@ -38,6 +42,8 @@ class FastAT(AdversarialTrainer):
         ICLR 2020.
     """
 
+    NORMS = ("linf", "l2")
+
     def __init__(self, classifier, epsilon=8 / 255, attack_step_size=None, seed=None, **kwargs):
         super().__init__(classifier, epsilon=epsilon, seed=seed, **kwargs)
         self.attack_step_size = (None if attack_step_size is None else
@@ -49,7 +55,7 @@ class FastAT(AdversarialTrainer):
         return 1.25 * self.epsilon if self.attack_step_size is None else self.attack_step_size
 
     def perturb(self, x, y):
-        x_adv = fgsm(self.classifier, x, y, self.epsilon, step_size=self.step_size,
+        x_adv = fgsm(self.classifier, x, y, self.threat, step_size=self.step_size,
                      random_start=True, seed=self.next_seed(), noise=self.noise_source)
         return x_adv, {}
 

@@ -10,10 +10,10 @@ from adt_tf.losses import batch_mean, regularization_penalty, smoothed_cross_ent
 from adt_tf.methods.base import AdversarialTrainer
 from adt_tf.noise import DEFAULT_NOISE, NoiseSource
 from adt_tf.optimal_transport import sinkhorn_distance
-from adt_tf.threat import LinfBall
+from adt_tf.threat import Ball, as_threat
 
 
-def feature_scattering_perturbation(classifier, x, epsilon: float, *, steps: int = 1,
+def feature_scattering_perturbation(classifier, x, epsilon: float | Ball, *, steps: int = 1,
                                     step_size: float | None = None, sinkhorn_reg: float = 0.01,
                                     sinkhorn_iterations: int = 100,
                                     sinkhorn_tolerance: float = 0.1, seed,
@@ -26,8 +26,10 @@ def feature_scattering_perturbation(classifier, x, epsilon: float, *, steps: int
     Args:
         classifier: logits model (called with training=False).
         x: clean inputs [B, ...] in [0, 1].
-        epsilon: L-infinity budget. steps: ascent steps (>= 1; the paper uses 1).
-        step_size: signed step (None: epsilon, the paper's one step of size eps).
+        epsilon: an L-infinity radius or a threat model (`adt_tf.threat`; the paper's is
+            L-infinity). steps: ascent steps (>= 1; the paper uses 1).
+        step_size: the ball's step (signed for L-infinity, normalised for L2; None: epsilon,
+            the paper's one step of size eps).
         sinkhorn_reg, sinkhorn_iterations, sinkhorn_tolerance: see
             `adt_tf.optimal_transport.sinkhorn_plan`.
         seed: stateless seed tensor of the uniform random start.
@@ -44,7 +46,7 @@ def feature_scattering_perturbation(classifier, x, epsilon: float, *, steps: int
         (x_adv, distance): x_adv in the ball and [0, 1]; distance the OT distance at the
         last step's starting point.
     """
-    ball = LinfBall(epsilon)
+    ball = as_threat(epsilon)
     steps = validation.check_positive_int(steps, "steps")
     size = ball.epsilon if step_size is None else validation.check_positive(
         step_size, "step_size")
@@ -85,10 +87,14 @@ class FeaScatter(AdversarialTrainer):
         The outer loss is this smoothed cross-entropy, not the compiled loss (which is only
         used by `evaluate`); the classifier's regularisation losses are added to it. Under a
         distribution strategy the transport couples the examples of each replica's batch.
+        Under `norm="l2"` (beyond the paper) the same algorithm with the L2 ball's own
+        operations (`adt_tf.threat.L2Ball`: uniform start in the ball, the step a g / ||g||,
+        the exact projection).
 
     Args:
         classifier: a Keras model returning logits.
-        epsilon: L-infinity budget (8/255 for CIFAR).
+        epsilon: the budget, the radius of the ball of `norm` (8/255 L-infinity for CIFAR).
+        norm: "linf" (the paper's) or "l2".
         attack_steps: ascent steps on D (1).
         attack_step_size: their size (None: epsilon).
         label_smoothing: s in [0, 1) (0.5).
@@ -110,6 +116,7 @@ class FeaScatter(AdversarialTrainer):
     """
 
     aux_metrics = ("ot_distance",)
+    NORMS = ("linf", "l2")
 
     def __init__(self, classifier, epsilon=8 / 255, attack_steps=1, attack_step_size=None,
                  label_smoothing=0.5, sinkhorn_reg=0.01, sinkhorn_iterations=100,
@@ -128,7 +135,7 @@ class FeaScatter(AdversarialTrainer):
 
     def perturb(self, x, y):
         x_adv, distance = feature_scattering_perturbation(
-            self.classifier, x, self.epsilon, steps=self.attack_steps,
+            self.classifier, x, self.threat, steps=self.attack_steps,
             step_size=self.attack_step_size, sinkhorn_reg=self.sinkhorn_reg,
             sinkhorn_iterations=self.sinkhorn_iterations,
             sinkhorn_tolerance=self.sinkhorn_tolerance, seed=self.next_seed(),

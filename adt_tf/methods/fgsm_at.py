@@ -31,10 +31,13 @@ class FGSMAT(AdversarialTrainer):
         the true class. eps_i = eps, or with `random_epsilon` a per-example draw from
         N(0, (eps/2)^2) truncated to [0, eps] (the paper's [0, 16] with sigma = 8).
         The weighting is done with sample weights on the compiled loss (cross-entropy).
+        Under `norm="l2"` (beyond the paper) the step is the L2 ball's, x - eps_i g / ||g||,
+        then projected.
 
     Args:
         classifier: a Keras model returning logits.
-        epsilon: L-infinity budget (8/255 for CIFAR).
+        epsilon: the budget, the radius of the ball of `norm` (8/255 L-infinity for CIFAR).
+        norm: "linf" (the paper's) or "l2".
         adv_fraction: k / m, the fraction of each batch replaced by adversarial examples,
             in [0, 1] (0.5).
         adv_weight: lambda >= 0, the relative weight of the adversarial part (0.3).
@@ -48,6 +51,8 @@ class FGSMAT(AdversarialTrainer):
     Reference:
         Kurakin, Goodfellow, Bengio, "Adversarial Machine Learning at Scale", ICLR 2017.
     """
+
+    NORMS = ("linf", "l2")
 
     def __init__(self, classifier, epsilon=8 / 255, adv_fraction=0.5, adv_weight=0.3,
                  random_epsilon=False, seed=None, **kwargs):
@@ -75,7 +80,7 @@ class FGSMAT(AdversarialTrainer):
         else:
             size = tf.cast(self.epsilon, x.dtype)
         # Descend the target's loss: step against the gradient.
-        return self.threat.project(x - size * tf.sign(grad), x)
+        return self.threat.project(self.threat.step(x, -grad, size), x)
 
     def perturb(self, x, y):
         seed = self.next_seed()
