@@ -14,6 +14,11 @@ PNG and the raw numbers as JSON).
     # The paper's recipe (WRN-28-10, 76 epochs), for GPU machines:
     python -m bench.robustness --scale=paper
 
+    # Under the L2 ball of radius 0.5 (beyond the paper; RobustBench's L2 budget): Standard,
+    # AT_PGD, TRADES and ADT_EXP by default, the attacks with an L2 version, its own runs and
+    # table (bench/runs/robustness_<scale>_l2, bench/results/robustness_cifar10_<scale>_l2.md):
+    python -m bench.robustness --scale=cpu --norm=l2 --seeds=0 --threads=1 &
+
 Resumable per (method, seed): each run lives in <workdir>/<method>-seed<s>/; a finished
 training (classifier.keras + report.json) is kept and skipped, an interrupted one resumes from
 its last epoch, and each attack's per-example results are cached, so an interrupted evaluation
@@ -82,6 +87,27 @@ LATE_ATTACKS = ("apgd_t", "fab_t")
 #: and 2 among the first `subset_examples`.
 SUBSET_ATTACKS = ("fea", "spsa", "square")
 ALL_ATTACKS = MAIN_ATTACKS + LATE_ATTACKS + SUBSET_ATTACKS
+#: The methods of an L2 table unless --methods says otherwise.
+L2_METHODS = ("standard", "pgd_at", "trades", "adt_exp")
+
+
+def stage_attacks(norm: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """The three stages' attacks under `norm`: all of them for L-infinity; under L2 those
+    with an L2 version (FeaAttack and SPSA have none)."""
+    if norm == "linf":
+        return MAIN_ATTACKS, LATE_ATTACKS, SUBSET_ATTACKS
+    from adt_tf.attacks import L2_ATTACKS
+    from adt_tf.evaluation.suites import CATALOGUE
+
+    def keep(names):
+        return tuple(n for n in names if CATALOGUE[n].attack in L2_ATTACKS)
+
+    return keep(MAIN_ATTACKS), keep(LATE_ATTACKS), keep(SUBSET_ATTACKS)
+
+
+def all_attacks(norm: str) -> tuple[str, ...]:
+    main, late, subset = stage_attacks(norm)
+    return main + late + subset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +128,12 @@ class Recipe:
     eval_batch_size: int = 250
     seeds: tuple[int, ...] = (0, 1)
     generator_width: int = 256  # the amortised methods' (the reference's 256)
+    norm: str = "linf"  # the threat model of training and evaluation ("linf" or "l2")
+
+    @property
+    def epsilon_text(self) -> str:
+        """The budget as the table states it (the dataset's default for the norm)."""
+        return "epsilon 8/255 (L-infinity)" if self.norm == "linf" else "L2 epsilon 0.5"
 
     def describe(self) -> str:
         params = ", ".join(f"{k}={v}" for k, v in sorted(self.model_params.items()))
@@ -111,7 +143,7 @@ class Recipe:
                 f"SGD lr {self.lr} (x0.1 from epoch {', '.join(map(str, self.lr_decay_epochs))} "
                 f"on, epochs counted from 1 as the reference), momentum {self.momentum}, "
                 f"weight decay {self.weight_decay} (coupled: added to the gradient before "
-                f"momentum, PyTorch's form, as the reference); epsilon 8/255")
+                f"momentum, PyTorch's form, as the reference); {self.epsilon_text}")
 
 
 RECIPES = {
@@ -142,13 +174,17 @@ def define_flags() -> None:
     if "scale" in FLAGS:
         return
     flags.DEFINE_enum("scale", "cpu", list(RECIPES), "Which recipe.")
-    flags.DEFINE_list("methods", METHOD_KEYS, f"Methods to run: {', '.join(METHOD_KEYS)}.")
+    flags.DEFINE_list("methods", METHOD_KEYS, f"Methods to run: {', '.join(METHOD_KEYS)} "
+                      f"(default: all of them; under --norm=l2 {', '.join(L2_METHODS)}).")
+    flags.DEFINE_enum("norm", "linf", ["linf", "l2"], "Threat model of training and "
+                      "evaluation (the dataset's budget: 8/255 L-infinity, 0.5 L2); an L2 "
+                      "table has its own runs and files (suffix _l2).")
     flags.DEFINE_list("seeds", None, "Seeds this process runs (default: the recipe's).")
     flags.DEFINE_list("all_seeds", None, "Every seed of the table (default: --seeds); the transfer "
                       "source of seed s is the next one in this list.")
     flags.DEFINE_string("data", DEFAULT_DATA, "Folder holding train.npz and test.npz.")
     flags.DEFINE_string("workdir", None, "Where the runs live (default: "
-                        "bench/runs/robustness_<scale>).")
+                        "bench/runs/robustness_<scale>, + _l2 under --norm=l2).")
     flags.DEFINE_string("output_dir", os.path.join(ROOT, "bench", "results"),
                         "Where the table, chart and JSON go.")
     flags.DEFINE_integer("epochs", None, "Override the recipe's epochs.")
@@ -179,6 +215,7 @@ def recipe_from_flags() -> Recipe:
                                            if e <= changes["epochs"])
     if FLAGS.seeds:
         changes["seeds"] = tuple(int(s) for s in FLAGS.seeds)
+    changes["norm"] = FLAGS.norm
     return dataclasses.replace(recipe, **changes)
 
 
@@ -202,31 +239,33 @@ def training_finished(workdir: str, key: str, seed: int) -> bool:
     return all(os.path.exists(os.path.join(d, f)) for f in ("classifier.keras", "report.json"))
 
 
-def attack_code_versions() -> dict[str, str]:
+def attack_code_versions(norm: str = "linf") -> dict[str, str]:
     """The code version of each attack of the suite (`adt_tf.evaluation.cache.code_version`)."""
     from adt_tf.attacks import get_attack
     from adt_tf.evaluation.cache import code_version
     from adt_tf.evaluation.suites import CATALOGUE
 
-    return {name: code_version(get_attack(CATALOGUE[name].attack)) for name in ALL_ATTACKS}
+    return {name: code_version(get_attack(CATALOGUE[name].attack))
+            for name in all_attacks(norm)}
 
 
-def evaluation_finished(workdir: str, key: str, seed: int) -> bool:
+def evaluation_finished(workdir: str, key: str, seed: int, norm: str = "linf") -> bool:
     """Whether the run has a summary with every attack of the suite, each run with the
     attack's present code (a summary that lacks an attack added later, or made with an attack
     changed since, is redone; what is still valid comes back from the cache)."""
     summary = _read_json(os.path.join(run_dir(workdir, key, seed), "summary.json"), None)
-    return (summary is not None and all(a in summary["attacks"] for a in ALL_ATTACKS)
-            and summary.get("attack_code") == attack_code_versions())
+    return (summary is not None and all(a in summary["attacks"] for a in all_attacks(norm))
+            and summary.get("attack_code") == attack_code_versions(norm))
 
 
-def model_needed(workdir: str, key: str, seed: int, all_seeds: list[int]) -> bool:
+def model_needed(workdir: str, key: str, seed: int, all_seeds: list[int],
+                 norm: str = "linf") -> bool:
     """A model has to be trained while its own evaluation, or that of a run it is the transfer
     source of, is unfinished (an evaluation restored from an earlier sitting needs none)."""
-    if not evaluation_finished(workdir, key, seed):
+    if not evaluation_finished(workdir, key, seed, norm):
         return True
-    return any(_source_seed(s, all_seeds) == seed and not evaluation_finished(workdir, key, s)
-               for s in all_seeds)
+    return any(_source_seed(s, all_seeds) == seed
+               and not evaluation_finished(workdir, key, s, norm) for s in all_seeds)
 
 
 # ------------------------------------------------------------------------------ training
@@ -248,7 +287,7 @@ def train(recipe: Recipe, key: str, seed: int, data: str, workdir: str, verbose:
                                       if key in AMORTISED else {})),
         seed=seed, max_train_examples=recipe.train_examples,
         eval_examples=recipe.eval_examples, eval_batch_size=recipe.eval_batch_size,
-        verbose=verbose)
+        norm=recipe.norm, verbose=verbose)
     timing_path = os.path.join(d, "timing.json")
     os.makedirs(d, exist_ok=True)
     spent = _read_json(timing_path, {}).get("train_seconds", 0.0)
@@ -272,7 +311,7 @@ def evaluate_run(recipe: Recipe, key: str, seed: int, all_seeds: list[int], data
     _, label, _, _ = method_spec(key)
     d = run_dir(workdir, key, seed)
     summary_path = os.path.join(d, "summary.json")
-    if evaluation_finished(workdir, key, seed):
+    if evaluation_finished(workdir, key, seed, recipe.norm):
         print(f"[eval] {label}, seed {seed}: finished earlier, kept.")
         return _read_json(summary_path, None)
     path = classifier_path(workdir, key, seed)
@@ -290,16 +329,18 @@ def evaluate_run(recipe: Recipe, key: str, seed: int, all_seeds: list[int], data
     pools = {"target_pool": (splits.x_test[:TARGET_POOL_SIZE], splits.y_test[:TARGET_POOL_SIZE]),
              "train_pool": (splits.x_train[:10000], splits.y_train[:10000])}
     model_id = file_id(path) + ("+" + file_id(source_path) if source is not None else "")
-    common = dict(epsilon=splits.info.epsilon, batch_size=recipe.eval_batch_size, seed=seed,
+    main_attacks, late_attacks, subset_attacks = stage_attacks(recipe.norm)
+    common = dict(epsilon=splits.info.default_epsilon(recipe.norm), norm=recipe.norm,
+                  batch_size=recipe.eval_batch_size, seed=seed,
                   cache_dir=os.path.join(d, "eval", "cache"), model_id=model_id,
                   dataset="cifar10 (offline copy, test split)", verbose=verbose, **pools)
-    main = evaluate(classifier, x, y, suite=",".join(MAIN_ATTACKS), per_attack="all",
+    main = evaluate(classifier, x, y, suite=",".join(main_attacks), per_attack="all",
                     source_model=source, model_name=path, **common)
     main.save(os.path.join(d, "eval"), stem="main")
     robust = main.per_example["robust"].copy()
     stages = {}
     m = min(recipe.subset_examples, len(x))
-    for stem, names, limit in (("late", LATE_ATTACKS, len(x)), ("subset", SUBSET_ATTACKS, m)):
+    for stem, names, limit in (("late", late_attacks, len(x)), ("subset", subset_attacks, m)):
         idx = np.flatnonzero(robust[:limit])
         result = None
         if len(idx):
@@ -310,12 +351,12 @@ def evaluate_run(recipe: Recipe, key: str, seed: int, all_seeds: list[int], data
             robust[idx] &= result.per_example["robust"]
         stages[stem] = (result, names, idx)
     summary = summarize(main, stages, m, key, seed, source_seed, d)
-    summary["attack_code"] = attack_code_versions()
+    summary["attack_code"] = attack_code_versions(recipe.norm)
     _write_json(summary_path, summary)
     print(f"[eval] {label}, seed {seed}: clean {100 * summary['clean']:.2f}%, A_rob "
           f"{100 * summary['a_rob_main']:.2f}% ({summary['num_examples']} inputs, without "
-          f"FeaAttack/SPSA/Square), {100 * summary['a_rob_subset']:.2f}% (all attacks, first "
-          f"{m})", flush=True)
+          f"{'/'.join(subset_attacks)}), {100 * summary['a_rob_subset']:.2f}% (all attacks, "
+          f"first {m})", flush=True)
     return summary
 
 
@@ -481,8 +522,10 @@ def binomial_se(p: float, n: int) -> float:
 
 def build_table(recipe: Recipe, scale: str, workdir: str, seeds: list[int], methods: list[str],
                 output_dir: str, command: str, data: str = DEFAULT_DATA) -> str | None:
-    """Writes robustness_cifar10_<scale>.md/.json/.png from the finished runs in `workdir`;
-    returns the Markdown path (None when no run has finished)."""
+    """Writes robustness_cifar10_<scale>.md/.json/.png (+ _l2 under L2) from the finished runs
+    in `workdir`; returns the Markdown path (None when no run has finished)."""
+    main_attacks, late_attacks, subset_attacks = stage_attacks(recipe.norm)
+    l2 = recipe.norm == "l2"
     found, missing = collect(workdir, seeds, methods)
     if not found:
         print("No finished run to tabulate yet.")
@@ -490,11 +533,11 @@ def build_table(recipe: Recipe, scale: str, workdir: str, seeds: list[int], meth
     any_run = next(iter(found.values()))
     attack_labels = {name: info["label"] for name, info in any_run["attacks"].items()}
     env = any_run["environment"]
-    cols = [a for a in MAIN_ATTACKS if not all(found[k]["attacks"].get(a, {}).get("skipped")
+    cols = [a for a in main_attacks if not all(found[k]["attacks"].get(a, {}).get("skipped")
                                                for k in found)]
     n, m = any_run["num_examples"], any_run["subset_examples"]
     lines = [
-        f"# Robustness on CIFAR-10, `{scale}` recipe",
+        f"# Robustness on CIFAR-10, `{scale}` recipe" + (", L2 ball of radius 0.5" if l2 else ""),
         "",
     ]
     if missing:
@@ -503,9 +546,14 @@ def build_table(recipe: Recipe, scale: str, workdir: str, seeds: list[int], meth
                   "resumes them (bench/README.md).", ""]
     lines += [
         f"- Recipe (the same for every method): {recipe.describe()}. Each method's inner "
-        "settings are the paper's (the defaults of `adt_tf.methods`): AT_PGD 10 steps of "
-        "2/255 with random start; TRADES beta 6, 10 steps of 0.007; ADT_EXP T = 7, k = 5, "
-        "Adam lr 0.3, lambda 0.01, the inner gradients accumulated over the steps as in the "
+        "settings are the paper's (the defaults of `adt_tf.methods`): "
+        + ("AT_PGD 10 steps of epsilon / 4 = 0.125 (normalised gradient) with a uniform "
+           "start in the ball; TRADES beta 6, 10 steps of 0.125; ADT_EXP T = 7, k = 5, Adam lr "
+           "0.3, lambda 0.01, the radial distribution onto the L2 ball "
+           "(`adt_tf.bijectors.RadialTanh`), "
+           if l2 else "AT_PGD 10 steps of 2/255 with random start; TRADES beta 6, 10 steps of "
+           "0.007; ADT_EXP T = 7, k = 5, Adam lr 0.3, lambda 0.01, ")
+        + "the inner gradients accumulated over the steps as in the "
         "authors' code (the ablation row: a fresh gradient per step instead); ADT_EXP "
         "(TRADES loss) the same with beta 6; ADT_EXP-AM lambda 0.01 and ADT_IMP-AM lambda 1, "
         "tau 0.9, with the reference's full-resolution generator at width "
@@ -519,15 +567,20 @@ def build_table(recipe: Recipe, scale: str, workdir: str, seeds: list[int], meth
         f"- Test inputs: the first {n} test images. Stage 1: clean and each attack of the "
         "accuracy columns on every clean-correct input (the attack's own accuracy). Stage 2 "
         "(AutoAttack's way): APGD-T and FAB-T only on the inputs still robust after stage 1. "
-        f"Stage 3: FeaAttack, SPSA and Square (cost per input) only on the inputs still "
-        f"robust after stages 1 and 2 among the first {m}.",
+        f"Stage 3: {', '.join(attack_labels.get(a, a) for a in subset_attacks)} (cost per "
+        f"input) only on the inputs still robust after stages 1 and 2 among the first {m}.",
         f"- A_rob: per-example worst case (paper Eq. 12): after stage 1 ({n} inputs); after "
         f"stage 2 ({n} inputs, and the same restricted to the first {m}); **A_rob (all)**: "
-        f"after stage 3, the whole `full` suite, on the first {m} inputs.",
+        f"after stage 3, the whole "
+        + ("suite (the `full` suite's attacks that have an L2 version: all but FeaAttack "
+           "and SPSA; stages 1-3 hold the whole L2 AutoAttack, APGD-CE, APGD-T, FAB-T and "
+           "Square)" if l2 else "`full` suite")
+        + f", on the first {m} inputs.",
         f"- Why {n} and {m} inputs: on one thread, per robust model, the EXP-AM and IMP-AM "
         "generator fits, APGD-T, FAB-T, FeaAttack and SPSA cost minutes each, and the recipe "
         "has to fit a few hours on 2 cores.",
-        "- Epsilon 8/255; every attack with the evaluation's own settings "
+        f"- {recipe.epsilon_text[0].upper() + recipe.epsilon_text[1:]}; every attack with the "
+        "evaluation's own settings "
         "(`adt_tf.evaluation.suites.CATALOGUE`), listed below the table. Transfer attacks: "
         "crafted on "
         "the same method trained with the other seed (an independently trained copy).",
@@ -588,13 +641,13 @@ def build_table(recipe: Recipe, scale: str, workdir: str, seeds: list[int], meth
         lines += ["", f"Evaluations restored from an earlier sitting's results JSON "
                   f"(`--restore_from`): {', '.join(restored)}. {restored_check(workdir, found)}"]
     lines += ["", "## Attack settings", ""]
-    for name in ALL_ATTACKS:
+    for name in main_attacks + late_attacks + subset_attacks:
         info = any_run["attacks"].get(name)
         if info is None:
             continue
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(info["params"].items()))
-        inputs = (f"first {n}, every clean-correct input" if name in MAIN_ATTACKS else
-                  f"first {n}, inputs still robust after stage 1" if name in LATE_ATTACKS
+        inputs = (f"first {n}, every clean-correct input" if name in main_attacks else
+                  f"first {n}, inputs still robust after stage 1" if name in late_attacks
                   else f"first {m}, inputs still robust after stages 1 and 2")
         lines.append(f"- {info['label']} (`{name}`): {params or '-'}; {inputs}.")
     warnings = sorted({f"{method_spec(k)[1]}, seed {s}: {w}" for (k, s), r in found.items()
@@ -605,11 +658,11 @@ def build_table(recipe: Recipe, scale: str, workdir: str, seeds: list[int], meth
         lines += ["", f"Runs not finished yet (not in the table): {', '.join(missing)}."]
     lines += ["", f"Command: `{command}`", ""]
     os.makedirs(output_dir, exist_ok=True)
-    stem = os.path.join(output_dir, f"robustness_cifar10_{scale}")
+    stem = os.path.join(output_dir, f"robustness_cifar10_{scale}" + ("_l2" if l2 else ""))
     with open(stem + ".md", "w") as f:
         f.write("\n".join(lines))
     _write_json(stem + ".json", {f"{k}-seed{s}": r for (k, s), r in found.items()})
-    plot(found, seeds, methods, stem + ".png", n, m, scale)
+    plot(found, seeds, methods, stem + ".png", n, m, scale, recipe.epsilon_text)
     print(f"Written {stem}.md, .json, .png")
     return stem + ".md"
 
@@ -640,13 +693,13 @@ def restored_check(workdir: str, found: dict) -> str:
 
 
 def plot(found: dict, seeds: list[int], methods: list[str], path: str, n: int, m: int,
-         scale: str) -> None:
+         scale: str, budget: str = "epsilon 8/255") -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     keys = [k for k in methods if any((k, s) in found for s in seeds)]
     metrics = [("clean", f"clean ({n})"), ("pgd20", f"PGD-20 ({n})"),
-               ("a_rob_main", f"A_rob without Fea/SPSA/Square ({n})"),
+               ("a_rob_main", f"A_rob after stage 2 ({n})"),
                ("a_rob_subset", f"A_rob, all attacks (first {m})")]
     fig = Figure(figsize=(11, 4.5))
     FigureCanvasAgg(fig)
@@ -666,7 +719,7 @@ def plot(found: dict, seeds: list[int], methods: list[str], path: str, n: int, m
     ax.set_xticks(np.arange(len(keys)))
     ax.set_xticklabels([method_spec(k)[1] for k in keys], rotation=15)
     ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"CIFAR-10, {scale} recipe, epsilon 8/255: mean over seeds "
+    ax.set_title(f"CIFAR-10, {scale} recipe, {budget}: mean over seeds "
                  f"{', '.join(map(str, seeds))}, bars = spread")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
@@ -698,13 +751,16 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     recipe = recipe_from_flags()
     methods = [m.strip() for m in FLAGS.methods]
+    if recipe.norm == "l2" and not FLAGS["methods"].present:
+        methods = list(L2_METHODS)
     for key in methods:
         method_spec(key)
     seeds = list(recipe.seeds)
     all_seeds = [int(s) for s in FLAGS.all_seeds] if FLAGS.all_seeds else seeds
     if not os.path.exists(os.path.join(FLAGS.data, "train.npz")):
         sys.exit(f"bench.robustness: no train.npz in {FLAGS.data} (see ../shared/data).")
-    workdir = FLAGS.workdir or os.path.join(ROOT, "bench", "runs", f"robustness_{FLAGS.scale}")
+    workdir = FLAGS.workdir or os.path.join(
+        ROOT, "bench", "runs", f"robustness_{FLAGS.scale}" + ("_l2" if recipe.norm == "l2" else ""))
     command = "python -m bench.robustness " + " ".join(sys.argv[1:])
     if FLAGS.threads:
         import tensorflow as tf
@@ -719,7 +775,7 @@ def main(argv):
         for group in groups:
             for seed in seeds:
                 for key in group:
-                    if model_needed(workdir, key, seed, all_seeds):
+                    if model_needed(workdir, key, seed, all_seeds, recipe.norm):
                         train(recipe, key, seed, FLAGS.data, workdir, FLAGS.verbose)
                     else:
                         print(f"[train] {method_spec(key)[1]}, seed {seed}: not needed (its "

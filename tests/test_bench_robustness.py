@@ -34,20 +34,21 @@ def _result(per_example: dict[str, np.ndarray], names, mode: str) -> EvaluationR
                                                                          robust=robust))
 
 
-def _fake_run(rng, n: int, m: int):
+def _fake_run(rng, n: int, m: int, norm: str = "linf"):
     """Random per-example outcomes of the three stages, run the way the script runs them;
     returns (main, stages, expected A_rob after stage 2, expected A_rob (all) on the first m)."""
+    main_attacks, late_attacks, subset_attacks = rb.stage_attacks(norm)
     clean = rng.random(n) < 0.7
     main_pe = {"clean": clean}
-    for name in rb.MAIN_ATTACKS:
+    for name in main_attacks:
         main_pe[name] = clean & (rng.random(n) < 0.8)
-    main = _result(main_pe, rb.MAIN_ATTACKS, "all")
+    main = _result(main_pe, main_attacks, "all")
     # The independent reference: every attack's per-example AND.
     truth = clean.copy()
-    for name in rb.MAIN_ATTACKS:
+    for name in main_attacks:
         truth &= main_pe[name]
     robust, stages = main.per_example["robust"].copy(), {}
-    for stem, names, limit in (("late", rb.LATE_ATTACKS, n), ("subset", rb.SUBSET_ATTACKS, m)):
+    for stem, names, limit in (("late", late_attacks, n), ("subset", subset_attacks, m)):
         idx = np.flatnonzero(robust[:limit])
         pe, alive = {"clean": np.ones(len(idx), bool)}, np.ones(len(idx), bool)
         for name in names:
@@ -164,6 +165,35 @@ def test_table_from_finished_runs(tmp_path):
     assert os.path.getsize(str(out / "robustness_cifar10_cpu.png")) > 1000
     data = json.load(open(out / "robustness_cifar10_cpu.json"))
     assert set(data) == {"pgd_at-seed0", "pgd_at-seed1", "adt_exp-seed0", "adt_exp-seed1"}
+
+
+def test_l2_table_has_its_own_attacks_files_and_budget(tmp_path):
+    import dataclasses
+
+    main, late, subset = rb.stage_attacks("l2")
+    assert "fea" not in main + late + subset and "spsa" not in main + late + subset
+    assert {"apgd_ce", "apgd_t", "fab_t", "square"} <= set(main + late + subset)  # AutoAttack
+    assert rb.stage_attacks("linf") == (rb.MAIN_ATTACKS, rb.LATE_ATTACKS, rb.SUBSET_ATTACKS)
+    rng = np.random.default_rng(2)
+    workdir, out = tmp_path / "runs", tmp_path / "results"
+    for seed in (0, 1):
+        run, stages, _, _ = _fake_run(rng, n=40, m=10, norm="l2")
+        d = rb.run_dir(str(workdir), "pgd_at", seed)
+        os.makedirs(d)
+        summary = rb.summarize(run, stages, 10, "pgd_at", seed, 1 - seed, d)
+        summary["attack_code"] = rb.attack_code_versions("l2")
+        with open(os.path.join(d, "summary.json"), "w") as f:
+            json.dump(summary, f, default=str)
+    # A finished L2 evaluation is finished for L2, not for the L-infinity suite.
+    assert rb.evaluation_finished(str(workdir), "pgd_at", 0, "l2")
+    assert not rb.evaluation_finished(str(workdir), "pgd_at", 0, "linf")
+    recipe = dataclasses.replace(rb.RECIPES["cpu"], norm="l2")
+    path = rb.build_table(recipe, "cpu", str(workdir), [0, 1], ["pgd_at"], str(out), "cmd")
+    assert path.endswith("robustness_cifar10_cpu_l2.md")
+    text = open(path).read()
+    assert "L2 ball of radius 0.5" in text and "L2 epsilon 0.5" in text
+    assert "8/255" not in text and "FeaAttack" not in text.split("## Attack settings")[1]
+    assert "stage 3: square" in text.lower()  # the only stage-3 attack with an L2 version
 
 
 def test_no_finished_run_gives_no_table(tmp_path):
