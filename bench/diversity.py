@@ -53,6 +53,9 @@ def define_flags() -> None:
     flags.DEFINE_list("gradients", ["accumulate", "fresh"], "Inner-gradient rules.")
     flags.DEFINE_integer("threads", 0, "TensorFlow threads (0: default).")
     flags.DEFINE_integer("seed", 0, "Seed of training and of the attacks.")
+    flags.DEFINE_enum("norm", "linf", ["linf", "l2"], "Threat model of both attacks: linf "
+                      "(the paper's, epsilon 8/255) or l2 (epsilon 0.5: EXP's radial "
+                      "distribution against PGD-L2); the same standard model either way.")
 
 
 def train_model(data: str, workdir: str):
@@ -75,21 +78,26 @@ def train_model(data: str, workdir: str):
     return report, config
 
 
-def trajectory_stats(fitted, epsilon: float) -> list[dict]:
-    """Per inner step: mean, 10th and 90th percentile of sigma; mean |mu|; share of
-    saturated coordinates (|tanh(mu)| > SATURATION)."""
+def trajectory_stats(fitted, norm: str = "linf") -> list[dict]:
+    """Per inner step: mean, 10th and 90th percentile of sigma; mean |mu|; the saturated
+    share: of coordinates with |tanh(mu)| > SATURATION (L-infinity: the centre on the box's
+    face), or of inputs with tanh(||mu||) > SATURATION (L2: the centre on the sphere)."""
     import tensorflow as tf
 
     rows = []
     for loc, raw in fitted.trace:
         sigma = tf.math.softplus(raw).numpy().ravel()
-        mu = loc.numpy().ravel()
+        mu = loc.numpy()
+        if norm == "linf":
+            saturated = np.abs(np.tanh(mu.ravel())) > SATURATION
+        else:
+            saturated = np.tanh(np.linalg.norm(mu.reshape(len(mu), -1), axis=1)) > SATURATION
         rows.append({
             "sigma_mean": float(sigma.mean()),
             "sigma_p10": float(np.percentile(sigma, 10)),
             "sigma_p90": float(np.percentile(sigma, 90)),
             "abs_mu_mean": float(np.abs(mu).mean()),
-            "saturated": float(np.mean(np.abs(np.tanh(mu)) > SATURATION)),
+            "saturated": float(np.mean(saturated)),
         })
     return rows
 
@@ -99,7 +107,8 @@ def measure(classifier, x, y, epsilon: float) -> dict:
 
     results = {"pgd": None, "exp": []}
     t0 = time.perf_counter()
-    pgd = pgd_samples(classifier, x, y, epsilon, FLAGS.num_samples, seed=FLAGS.seed).numpy()
+    pgd = pgd_samples(classifier, x, y, epsilon, FLAGS.num_samples, norm=FLAGS.norm,
+                      seed=FLAGS.seed).numpy()
     results["pgd"] = {"mean_distance": float(average_pairwise_distance(
         np.swapaxes(pgd, 0, 1)).mean()), "seconds": time.perf_counter() - t0}
     print(f"PGD-20 restarts: {results['pgd']['mean_distance']:.3f}", flush=True)
@@ -110,8 +119,8 @@ def measure(classifier, x, y, epsilon: float) -> dict:
                 t0 = time.perf_counter()
                 samples, fitted = exp_samples(
                     classifier, x, y, epsilon, FLAGS.num_samples, steps=steps,
-                    mc_samples=mc, entropy_weight=lam, gradients=rule, seed=FLAGS.seed,
-                    return_fit=True)
+                    mc_samples=mc, entropy_weight=lam, gradients=rule, norm=FLAGS.norm,
+                    seed=FLAGS.seed, return_fit=True)
                 samples = samples.numpy()
                 logits = classifier(samples.reshape((-1,) + samples.shape[2:]), training=False)
                 fooled = np.mean(np.argmax(logits, -1) != np.tile(y, FLAGS.num_samples))
@@ -120,7 +129,7 @@ def measure(classifier, x, y, epsilon: float) -> dict:
                        "mean_distance": float(average_pairwise_distance(
                            np.swapaxes(samples, 0, 1)).mean()),
                        "fooling_rate": float(fooled),
-                       "trajectory": trajectory_stats(fitted, epsilon),
+                       "trajectory": trajectory_stats(fitted, FLAGS.norm),
                        "seconds": time.perf_counter() - t0}
                 results["exp"].append(row)
                 last = row["trajectory"][-1]
@@ -155,8 +164,11 @@ def plot(results: dict, path: str) -> None:
                               color=line.get_color(), label=label)
         axes[0, col].set(title=f"σ = softplus(v), T={steps}, k={mc} (mean, 10-90% band)",
                          xlabel="inner step", ylabel="σ")
-        axes[1, col].set(title=f"saturated coordinates |tanh μ| > {SATURATION}",
-                         xlabel="inner step", ylabel="% of coordinates")
+        axes[1, col].set(title=f"saturated coordinates |tanh μ| > {SATURATION}"
+                         if FLAGS.norm == "linf" else
+                         f"inputs with saturated radius tanh ||μ|| > {SATURATION}",
+                         xlabel="inner step",
+                         ylabel="% of coordinates" if FLAGS.norm == "linf" else "% of inputs")
         axes[0, col].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -167,8 +179,16 @@ def write_table(report: dict, config, results: dict, stem: str, command: str) ->
     import tensorflow as tf
 
     pgd = results["pgd"]["mean_distance"]
+    l2 = FLAGS.norm == "l2"
+    paper_pgd, paper_exp = (("no paper number: the paper is L-infinity only",) * 2 if l2
+                            else ("paper, WRN-28-10: 1.56", "paper, T = 20, k = 10, "
+                                  "lambda = 0.01: 1.95"))
+    saturation = (f"the share of inputs whose centre is on the sphere (tanh ||mu|| > "
+                  f"{SATURATION})" if l2 else
+                  f"the saturated share of coordinates (|tanh(mu)| > {SATURATION})")
     lines = [
-        "# Diversity of adversarial samples (paper Fig. 1), CIFAR-10, CPU",
+        "# Diversity of adversarial samples (paper Fig. 1), CIFAR-10, CPU"
+        + (", L2 ball of radius 0.5" if l2 else ""),
         "",
         f"- Model: Standard training of {config.model}(width={FLAGS.model_width}) on all "
         f"50,000 training images of `{os.path.relpath(FLAGS.data, ROOT)}` (the offline "
@@ -179,16 +199,17 @@ def write_table(report: dict, config, results: dict, stem: str, command: str) ->
         f"{100 * report['pgd20_accuracy']:.2f}% on the first {report['num_examples']} test "
         "images.",
         f"- Inputs: the first {FLAGS.num_inputs} test images (pixel-exact); "
-        f"{FLAGS.num_samples} samples per input; epsilon 8/255. Distance: the average "
+        f"{FLAGS.num_samples} samples per input; "
+        + ("L2 epsilon 0.5" if l2 else "epsilon 8/255") + ". Distance: the average "
         "pairwise L2 distance of an input's samples (pixels in [0, 1]), averaged over inputs.",
-        f"- PGD: PGD-20, step epsilon/4, {FLAGS.num_samples} uniform random starts: "
-        f"**{pgd:.3f}** (paper, WRN-28-10: 1.56).",
-        "- EXP: ADT_EXP's inner maximisation against the fixed model (Adam lr 0.3, betas 0), "
-        f"then {FLAGS.num_samples} fresh samples of the fitted distribution (paper, T = 20, "
-        "k = 10, lambda = 0.01: 1.95). 'accumulate' is the reference's inner loop (gradients "
-        "never zeroed), 'fresh' the variant with one gradient per step. sigma and the "
-        f"saturated share (|tanh(mu)| > {SATURATION}) are after the last inner step; the "
-        "plot shows them per step.",
+        "- PGD: PGD-20" + ("-L2 (normalised steps)" if l2 else "") + ", step epsilon/4, "
+        f"{FLAGS.num_samples} uniform random starts in the ball: **{pgd:.3f}** ({paper_pgd}).",
+        "- EXP: ADT_EXP's inner maximisation against the fixed model (Adam lr 0.3, betas 0"
+        + (", the radial distribution onto the L2 ball" if l2 else "")
+        + f"), then {FLAGS.num_samples} fresh samples of the fitted distribution "
+        f"({paper_exp}). 'accumulate' is the reference's inner loop (gradients "
+        "never zeroed), 'fresh' the variant with one gradient per step. sigma and "
+        f"{saturation} are after the last inner step; the plot shows them per step.",
         f"- Machine: {os.cpu_count()} cores; TensorFlow {tf.__version__}.",
         "",
         "| T | k | inner gradients | λ | distance | vs PGD | samples fooling the model (%) "
@@ -229,9 +250,10 @@ def main(argv):
                            max_test_examples=FLAGS.num_inputs)
     x = splits.x_test[:FLAGS.num_inputs].astype("float32") / 255.0
     y = splits.y_test[:FLAGS.num_inputs].astype("int32")
-    results = measure(classifier, x, y, 8 / 255)
+    results = measure(classifier, x, y, 8 / 255 if FLAGS.norm == "linf" else 0.5)
     os.makedirs(FLAGS.output_dir, exist_ok=True)
-    stem = os.path.join(FLAGS.output_dir, "diversity_cifar10_cpu")
+    stem = os.path.join(FLAGS.output_dir, "diversity_cifar10_cpu"
+                        + ("_l2" if FLAGS.norm == "l2" else ""))
     plot(results, stem + ".png")
     write_table(report, config, results, stem,
                 "python -m bench.diversity " + " ".join(sys.argv[1:]))

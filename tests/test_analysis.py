@@ -102,6 +102,24 @@ def test_pgd_and_exp_samples_stay_in_the_ball_and_differ():
         assert np.all(average_pairwise_distance(np.swapaxes(samples, 0, 1)) > 0), fn.__name__
 
 
+def test_l2_samples_stay_in_the_l2_ball_and_the_analysis_takes_the_norm():
+    x, y = make_tiny_images(3, 16)
+    model = tiny_classifier()
+    for fn in (exp_samples, pgd_samples):
+        kwargs = {"mc_samples": 2} if fn is exp_samples else {}
+        samples = fn(model, x, y, 0.5, 4, steps=2, norm="l2", seed=3, **kwargs).numpy()
+        norms = np.linalg.norm((samples - x[None]).reshape(12, -1), axis=1)
+        assert norms.max() <= 0.5 * (1 + 1e-5) and samples.min() >= 0 and samples.max() <= 1
+        assert norms.max() > 3 * np.abs(samples - x[None]).max()  # an L2 shape, not a box
+        assert np.all(average_pairwise_distance(np.swapaxes(samples, 0, 1)) > 0), fn.__name__
+    result = diversity_analysis(model, x, y, 0.5, num_samples=3, exp_steps=2, exp_mc_samples=2,
+                                pgd_steps=2, batch_size=3, num_projected=1, norm="l2",
+                                verbose=False)
+    # Two points of the ball are at most its diameter apart.
+    assert np.all(result.exp_distance <= 1.0 + 1e-5) and np.all(result.pgd_distance <= 1.0)
+    assert result.settings["norm"] == "l2"
+
+
 def test_diversity_analysis_numbers_and_projections():
     x, y = make_tiny_images(4, 16)
     result = diversity_analysis(tiny_classifier(), x, y, EPS, num_samples=3, exp_steps=2,

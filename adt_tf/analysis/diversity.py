@@ -29,7 +29,7 @@ from adt_tf.attacks.common import as_seed, misclassified
 from adt_tf.attacks.pgd import pgd
 from adt_tf.distributions import ExplicitAdversarialDistribution
 from adt_tf.inner_maximization import explicit_inner_maximization, sample_inputs
-from adt_tf.threat import LinfBall
+from adt_tf.threat import make_threat
 
 
 def average_pairwise_distance(samples) -> np.ndarray:
@@ -98,7 +98,8 @@ def pca_project(points, num_components: int = 2) -> tuple[np.ndarray, np.ndarray
 
 def exp_samples(classifier, x, y, epsilon: float, num_samples: int, *, steps: int = 20,
                 mc_samples: int = 10, entropy_weight: float = 0.01, lr: float = 0.3,
-                gradients: str = "accumulate", seed=0, return_fit: bool = False):
+                gradients: str = "accumulate", norm: str = "linf", seed=0,
+                return_fit: bool = False):
     """n adversarial examples per input, drawn from the distribution the EXP attack fits.
 
     The EXP attack is ADT_EXP's inner maximisation run against the fixed classifier (T = 20
@@ -107,25 +108,28 @@ def exp_samples(classifier, x, y, epsilon: float, num_samples: int, *, steps: in
 
     Args:
         gradients: the inner loop's 'accumulate' (the reference) or 'fresh'.
+        norm: the threat model, "linf" (the paper's) or "l2" (the radial distribution onto
+            the L2 ball of radius epsilon).
         return_fit: also return the fitted `InnerResult` (with the per-step trace of mu, v).
 
     Returns:
         [n, B, ...] inputs clip(x + delta), delta ~ p_{mu, v}, inside the epsilon-ball (and the
         `InnerResult` with `return_fit`).
     """
-    ball = LinfBall(epsilon)
+    ball = make_threat(norm, epsilon)
     num_samples = validation.check_positive_int(num_samples, "num_samples")
     base = as_seed(seed)
     x = tf.convert_to_tensor(x)
     fitted = explicit_inner_maximization(
-        classifier, x, y, epsilon=ball.epsilon,
+        classifier, x, y, epsilon=ball.epsilon, norm=norm,
         entropy_weight=validation.check_non_negative(entropy_weight, "entropy_weight"),
         steps=validation.check_positive_int(steps, "steps"),
         samples=validation.check_positive_int(mc_samples, "mc_samples"),
         lr=validation.check_positive(lr, "lr"), beta1=0.0, beta2=0.0,
         seed=tf.random.experimental.stateless_fold_in(base, 0), gradients=gradients,
         trace=return_fit)
-    dist = ExplicitAdversarialDistribution(fitted.loc, fitted.raw_scale, ball.epsilon)
+    dist = ExplicitAdversarialDistribution(fitted.loc, fitted.raw_scale, ball.epsilon,
+                                           norm=norm)
     flat, _ = sample_inputs(x, dist, num_samples,
                             tf.random.experimental.stateless_fold_in(base, 1))
     samples = tf.reshape(flat, tf.concat([[num_samples], tf.shape(x)], axis=0))
@@ -133,11 +137,12 @@ def exp_samples(classifier, x, y, epsilon: float, num_samples: int, *, steps: in
 
 
 def pgd_samples(classifier, x, y, epsilon: float, num_samples: int, *, steps: int = 20,
-                step_size: float | None = None, seed=0) -> tf.Tensor:
+                step_size: float | None = None, norm: str = "linf", seed=0) -> tf.Tensor:
     """n PGD adversarial examples per input, one from each of n random starts.
 
     All n * B runs are one batch (the input tiled n times), each with its own uniform random
-    start; step size epsilon / 4 by default (the paper's PGD-20).
+    start; step size epsilon / 4 by default (the paper's PGD-20); under `norm="l2"` PGD-L2
+    (normalised steps, uniform start in the L2 ball).
 
     Returns:
         [n, B, ...] adversarial inputs.
@@ -146,7 +151,8 @@ def pgd_samples(classifier, x, y, epsilon: float, num_samples: int, *, steps: in
     x = tf.convert_to_tensor(x)
     tiled = tf.tile(x, tf.concat([[num_samples], tf.ones(tf.rank(x) - 1, tf.int32)], axis=0))
     y_tiled = tf.tile(tf.reshape(y, [-1]), [num_samples])
-    x_adv = pgd(classifier, tiled, y_tiled, epsilon, steps=steps, step_size=step_size,
+    x_adv = pgd(classifier, tiled, y_tiled, make_threat(norm, epsilon), steps=steps,
+                step_size=step_size,
                 random_start=True, restarts=1, seed=as_seed(seed))
     return tf.reshape(x_adv, tf.concat([[num_samples], tf.shape(x)], axis=0))
 
@@ -199,19 +205,20 @@ class DiversityResult:
 def diversity_analysis(classifier: keras.Model, x, y, epsilon: float, *, num_samples: int = 10,
                        exp_steps: int = 20, exp_mc_samples: int = 10,
                        entropy_weight: float = 0.01, pgd_steps: int = 20,
-                       batch_size: int = 32, num_projected: int = 8, seed: int = 0,
-                       verbose: bool = True) -> DiversityResult:
+                       batch_size: int = 32, num_projected: int = 8, norm: str = "linf",
+                       seed: int = 0, verbose: bool = True) -> DiversityResult:
     """EXP samples against PGD restarts on N inputs: pairwise distances and PCA projections.
 
     Args:
         classifier: logits model (inference mode).
         x: N inputs in [0, 1] (float) or uint8; y: their labels.
-        epsilon: L-infinity budget.
+        epsilon: the budget, the radius of the ball of `norm`.
         num_samples: n, samples (and PGD restarts) per input, n >= 2 (10 in the paper).
         exp_steps, exp_mc_samples, entropy_weight: the EXP attack's T, k and lambda.
         pgd_steps: PGD iterations per restart (step epsilon / 4).
         batch_size: inputs per batch (each batch runs n * batch_size PGD examples at once).
         num_projected: PCA projections kept for the first this many inputs.
+        norm: "linf" (the paper's) or "l2" (EXP's radial distribution against PGD-L2).
         seed: seed of the EXP noise and of the PGD starts.
         verbose: show a progress bar.
 
@@ -226,8 +233,8 @@ def diversity_analysis(classifier: keras.Model, x, y, epsilon: float, *, num_sam
     num_samples = validation.check_positive_int(num_samples, "num_samples", minimum=2)
     batch_size = validation.check_positive_int(batch_size, "batch_size")
     num_projected = validation.check_positive_int(num_projected, "num_projected", minimum=0)
-    epsilon = validation.check_epsilon(epsilon)
-    settings = dict(num_inputs=n_inputs, num_samples=num_samples, epsilon=epsilon,
+    epsilon = make_threat(norm, epsilon).epsilon
+    settings = dict(num_inputs=n_inputs, num_samples=num_samples, epsilon=epsilon, norm=norm,
                     exp_steps=exp_steps, exp_mc_samples=exp_mc_samples,
                     entropy_weight=entropy_weight, pgd_steps=pgd_steps,
                     pgd_step_size=epsilon / 4, seed=seed)
@@ -235,8 +242,9 @@ def diversity_analysis(classifier: keras.Model, x, y, epsilon: float, *, num_sam
     @tf.function(reduce_retracing=True)
     def both(xb, yb, sb):
         exp = exp_samples(classifier, xb, yb, epsilon, num_samples, steps=exp_steps,
-                          mc_samples=exp_mc_samples, entropy_weight=entropy_weight, seed=sb)
-        adv = pgd_samples(classifier, xb, yb, epsilon, num_samples, steps=pgd_steps,
+                          mc_samples=exp_mc_samples, entropy_weight=entropy_weight, norm=norm,
+                          seed=sb)
+        adv = pgd_samples(classifier, xb, yb, epsilon, num_samples, steps=pgd_steps, norm=norm,
                           seed=tf.random.experimental.stateless_fold_in(sb, 7))
         y_rep = tf.tile(yb, [num_samples])
         flat = tf.concat([[-1], tf.shape(xb)[1:]], axis=0)
