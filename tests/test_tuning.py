@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from adt_tf import data as data_lib
-from adt_tf import tuning, tuning_report
+from adt_tf import tuning
 from adt_tf.methods import METHODS
 from adt_tf.training import TrainConfig
 from tests.helpers import make_tiny_images, tiny_classifier
@@ -152,9 +152,9 @@ def test_best_row_is_the_highest_robust_accuracy_with_deterministic_ties():
 
     rows = [row("0", 0.2, 0.9), row("1", 0.3, 0.4), row("2", 0.3, 0.6), row("3", 0.3, 0.6),
             row("4", None, None, "FAILED")]
-    assert tuning_report.best_row(rows)["trial_id"] == "2"
-    assert tuning_report.best_row([rows[4]]) is None
-    table = tuning_report.markdown_table(rows)
+    assert tuning.report.best_row(rows)["trial_id"] == "2"
+    assert tuning.report.best_row([rows[4]]) is None
+    table = tuning.report.markdown_table(rows)
     assert "| 2 | COMPLETED | 60.00% | 30.00% | n/a | n/a |" in table
 
 
@@ -245,7 +245,7 @@ def test_cli_search_writes_table_plot_best_and_resumes_without_retraining(tmp_pa
     assert f"Best trial {best['trial_id']}" in out
 
     # Resume in this process (a second interpreter start costs more than the search).
-    from trainers import tune_lambda
+
 
     before = trial_files(project)
     assert len(before) == 2
@@ -255,13 +255,13 @@ def test_cli_search_writes_table_plot_best_and_resumes_without_retraining(tmp_pa
     kwargs = dict(tuner_kind="grid", max_trials=3, executions_per_trial=1, val_examples=64,
                   val_pgd_steps=2, directory=str(tmp_path / "tune"), project_name="lam",
                   overwrite=False, space=tuning.SearchSpace(**saved["space"]), tune_knobs=())
-    result = tune_lambda.tune(config, **kwargs)
+    result = tuning.tune(config, **kwargs)
     assert result["trained"] == []
     assert trial_files(project) == before  # no trial folder added or rewritten
     assert result["best"]["trial_id"] == best["trial_id"]
 
     with pytest.raises(ValueError, match=r"other settings \(train_config: .*'seed': 0"):
-        tune_lambda.tune(dataclasses.replace(config, seed=3), **kwargs)
+        tuning.tune(dataclasses.replace(config, seed=3), **kwargs)
 
 
 STARTS = []
@@ -298,9 +298,9 @@ def test_resumed_search_keeps_finished_trials_and_only_adds_new_ones(tmp_path):
     for trial_id, values in first.items():
         trial = tuner.oracle.trials[trial_id]
         assert (trial.hyperparameters.values, trial.score) == values
-    rows = tuning_report.trial_rows(tuner.oracle)
+    rows = tuning.report.trial_rows(tuner.oracle)
     assert [r["trial_id"] for r in rows] == list(tuner.oracle.trials)
-    assert tuning_report.best_row(rows)["val_robust_accuracy"] == (
+    assert tuning.report.best_row(rows)["val_robust_accuracy"] == (
         tuner.oracle.get_best_trials(1)[0].score)
 
 

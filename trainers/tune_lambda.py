@@ -18,6 +18,10 @@ continues the search and trains no finished trial again), search_config.json, tr
 accuracy and entropy against lambda) and best_hyperparameters.json. With --retrain_best it
 then trains the best configuration on the whole training set as adt-train does (into
 --workdir, default <directory>/<project_name>/best) and reports its test accuracy.
+
+Distributed (keras-tuner's chief/worker mode; docs/tuning.md): the same command with
+--tuning_role=chief --oracle_address=0.0.0.0:PORT on one machine and --tuning_role=worker
+--oracle_address=CHIEF:PORT --tuner_id=NAME on each of the others.
 """
 
 from __future__ import annotations
@@ -28,11 +32,9 @@ import os
 import re
 import sys
 
-import tensorflow as tf
 from absl import app, flags, logging
 
-from adt_tf import data as data_lib
-from adt_tf import tuning, tuning_report, validation
+from adt_tf import tuning
 from adt_tf.training import NonFiniteLossError, format_report, run_training
 from trainers import train as train_cli  # defines adt-train's flags, which adt-tune shares
 
@@ -58,13 +60,14 @@ flags.DEFINE_list("tune", [], "Optional knobs to search as well (e.g. inner_lr,i
 flags.DEFINE_integer("hyperband_factor", 3, "Hyperband's reduction factor.")
 flags.DEFINE_bool("retrain_best", False, "Retrain the best configuration with adt-train.")
 flags.DEFINE_integer("retrain_epochs", 76, "Epochs of the retraining (the reference: 76).")
-
-# Settings that may change when a search is resumed.
-RESUMABLE_CHANGES = ("max_trials", "verbose")
-# adt-train settings that do not change what a trial computes (the machine, the output, the
-# retraining's test report).
-TRAIN_SETTINGS_NOT_IN_SEARCH = ("workdir", "verbose", "strategy", "eval_examples")
-
+flags.DEFINE_enum("tuning_role", "single", list(tuning.distributed.ROLES),
+                  "single: the whole search here; chief: serve the oracle at --oracle_address "
+                  "(trains nothing; writes the table when the workers are done); worker: "
+                  "train the trials the chief hands out (docs/tuning.md). keras-tuner's "
+                  "KERASTUNER_* variables do the same when this is 'single'.")
+flags.DEFINE_string("oracle_address", None, "The chief's HOST:PORT (chief and worker).")
+flags.DEFINE_string("tuner_id", None, "A worker's ID: unique in the search, the same when it "
+                    "is restarted (default: worker-<hostname>).")
 
 def _project_name(config, tuner: str) -> str:
     if FLAGS.project_name:
@@ -86,109 +89,17 @@ def _space() -> tuning.SearchSpace:
                        include_zero=FLAGS.lambda_include_zero, values=values)
 
 
-def _check_resume(path: str, settings: dict) -> None:
-    """Refuses to resume a search that was made with other settings."""
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        old = json.load(f)
-    new = json.loads(json.dumps(settings))
-    diff = sorted(k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k])
-    if diff:
-        details = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in diff)
-        raise ValueError(f"{os.path.dirname(path)} holds a search with other settings "
-                         f"({details}); use another --project_name, --overwrite, or the same "
-                         "settings to resume it.")
-
-
-def tune(config, *, tuner_kind: str, max_trials: int, executions_per_trial: int,
-         val_examples: int, val_pgd_steps: int, directory: str, project_name: str,
-         overwrite: bool, space, tune_knobs, hyperband_factor: int = 3) -> dict:
-    """Runs (or resumes) the search and writes its tables, plot and best hyperparameters.
-
-    Returns a summary: paths, the rows of the table, the best trial and how many trials
-    this call trained.
-    """
-    validation.check_choice(tuner_kind, "tuner", tuning.TUNERS)
-    validation.check_positive_int(max_trials, "max_trials")
-    validation.check_positive_int(executions_per_trial, "executions_per_trial")
-    validation.check_positive_int(val_examples, "val_examples")
-    config.validate()
-    tuning.knobs_to_search(config.method, tune_knobs)  # unknown knob -> ValueError
-
-    project_dir = validation.check_writable_dir(os.path.join(directory, project_name),
-                                                "--directory (its --project_name folder)")
-    settings = {
-        "train_config": {k: v for k, v in dataclasses.asdict(config).items()
-                         if k not in TRAIN_SETTINGS_NOT_IN_SEARCH},
-        "tuner": tuner_kind, "max_trials": max_trials,
-        "executions_per_trial": executions_per_trial, "val_examples": val_examples,
-        "val_pgd_steps": val_pgd_steps, "space": dataclasses.asdict(space),
-        "tune": list(tune_knobs), "hyperband_factor": hyperband_factor,
-        "verbose": config.verbose,
-    }
-    settings_path = os.path.join(project_dir, "search_config.json")
-    if not overwrite:
-        _check_resume(settings_path, settings)
-
-    splits = data_lib.load(config.dataset, config.data_dir, config.max_train_examples)
-    hypermodel = tuning.MethodHyperModel(config, splits, space=space, tune=tune_knobs,
-                                         val_examples=val_examples,
-                                         val_pgd_steps=val_pgd_steps)
-    strategy = tf.distribute.MirroredStrategy() if config.strategy == "mirrored" else None
-    tuner = tuning.build_tuner(
-        tuner_kind, hypermodel, max_trials=max_trials,
-        executions_per_trial=executions_per_trial, directory=directory,
-        project_name=project_name, overwrite=overwrite, hyperband_factor=hyperband_factor,
-        strategy=strategy)
-    before = {t: s.status for t, s in tuner.oracle.trials.items()}
-    with open(settings_path, "w") as f:
-        json.dump(settings, f, indent=2)
-    if before:
-        print(f"Resuming {project_dir}: {len(before)} trial(s) there already.")
-
-    tuner.search(epochs=config.epochs, verbose=config.verbose)
-
-    trained = sorted(t for t, s in tuner.oracle.trials.items()
-                     if t not in before or before[t] != s.status)
-    rows = tuning_report.trial_rows(tuner.oracle)
-    paths = tuning_report.write_tables(rows, project_dir)
-    knob = hypermodel.knobs[0] if hypermodel.knobs else None
-    paths["png"] = tuning_report.plot_trials(
-        rows, knob, os.path.join(project_dir, "search.png"),
-        title=f"{config.method} on {config.dataset}: validation PGD-{val_pgd_steps}")
-    row = tuning_report.best_row(rows)
-    best = None
-    if row is not None:
-        trial = tuner.oracle.trials[row["trial_id"]]
-        best = {
-            "trial_id": row["trial_id"],
-            "hyperparameters": {k: v for k, v in trial.hyperparameters.values.items()
-                                if not k.startswith("tuner/")},
-            "method": config.method,
-            "method_params": hypermodel.method_params(trial.hyperparameters),
-            **{k: row[k] for k in tuning_report.METRIC_COLUMNS},
-            "best_epoch": row["best_epoch"],
-            "objective": f"validation accuracy under PGD-{val_pgd_steps} (step epsilon/4, "
-                         f"random start), {val_examples} held-out training examples",
-        }
-        paths["best"] = os.path.join(project_dir, "best_hyperparameters.json")
-        with open(paths["best"], "w") as f:
-            json.dump(best, f, indent=2)
-    return {"project_dir": project_dir, "paths": paths, "rows": rows, "best": best,
-            "trained": trained, "hypermodel": hypermodel}
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:
+        tuning.distributed.configure(FLAGS.tuning_role, FLAGS.oracle_address, FLAGS.tuner_id)
         config = train_cli.config_from_flags()
         searched = tuning.knobs_to_search(config.method, FLAGS.tune)
         for name in searched:
             if name in FLAGS and FLAGS[name].present:
                 logging.warning("--%s is searched; the value given is ignored.", name)
-        result = tune(
+        result = tuning.tune(
             config, tuner_kind=FLAGS.tuner, max_trials=FLAGS.max_trials,
             executions_per_trial=FLAGS.executions_per_trial, val_examples=FLAGS.val_examples,
             val_pgd_steps=FLAGS.val_pgd_steps, directory=FLAGS.directory,
@@ -200,10 +111,14 @@ def main(argv):
         print(f"adt-tune: error: {err}", file=sys.stderr)
         sys.exit(2)
 
+    if result["role"].is_worker:
+        print(f"Worker {result['role'].tuner_id} done: it started trial(s) "
+              f"{', '.join(result['trained']) or 'none'}; the chief writes the table.")
+        return
     rows, best = result["rows"], result["best"]
     print(f"\nSearch {result['project_dir']}: {len(rows)} trial(s), "
           f"{len(result['trained'])} trained by this run.")
-    print(tuning_report.markdown_table(rows))
+    print(tuning.report.markdown_table(rows))
     for ext in ("md", "csv", "json", "png"):
         print(f"  wrote {result['paths'][ext]}")
     if best is None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import keras_tuner as kt
 
-from adt_tf.tuning import CLEAN_NAME, ENTROPY_NAME, OBJECTIVE_NAME
+from adt_tf.tuning.callbacks import CLEAN_NAME, ENTROPY_NAME, OBJECTIVE_NAME
 
 METRIC_COLUMNS = (CLEAN_NAME, OBJECTIVE_NAME, ENTROPY_NAME)
 HEADERS = {CLEAN_NAME: "clean acc", OBJECTIVE_NAME: "robust acc", ENTROPY_NAME: "mean entropy",

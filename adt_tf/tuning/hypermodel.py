@@ -1,0 +1,184 @@
+"""The hypermodel (any registered method, built as adt-train builds it, trained on the
+training set minus the validation split) and the keras-tuner tuners that search it."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import keras_tuner as kt
+import tensorflow as tf
+
+from adt_tf import data as data_lib
+from adt_tf import validation
+from adt_tf.methods import get_method
+from adt_tf.training import TrainConfig, _probe_classifier, build_trainer
+from adt_tf.tuning import distributed
+from adt_tf.tuning.callbacks import FailOnNonFiniteLoss, RobustAccuracyCallback, objective
+from adt_tf.tuning.space import KNOBS, SearchSpace, knobs_to_search, split_validation
+
+
+class MethodHyperModel(kt.HyperModel):
+    """Builds and trains a registered method with searched hyperparameters.
+
+    The classifier, optimiser and schedule come from `config` (as `adt-train` builds them,
+    through `adt_tf.training.build_trainer`); `config.method_params` holds the method's fixed
+    arguments, and the searched ones (see `knobs_to_search`) override them. Training uses the
+    training set minus a held-out validation split, on which `RobustAccuracyCallback` computes
+    the objective after every epoch.
+
+    Every trial starts from the same seed (the same initial weights, data order and noise:
+    common random numbers, so trials differ by their hyperparameters only); the e-th execution
+    of a trial (`executions_per_trial`) uses seed `config.seed + e`.
+
+    Args:
+        config: the training settings; `config.epochs` is the default epochs per trial.
+        splits: the dataset; its test arrays are not used.
+        space: the lambda values to choose from.
+        tune: optional knobs to search besides the method's primary ones.
+        val_examples: size of the validation split held out of the training set.
+        val_pgd_steps: k of the PGD-k objective.
+    """
+
+    def __init__(self, config: TrainConfig, splits: data_lib.Splits,
+                 space: SearchSpace | None = None, tune: Sequence[str] = (),
+                 val_examples: int = 512, val_pgd_steps: int = 10, name: str | None = None):
+        super().__init__(name=name, tunable=True)
+        config.validate()
+        if config.norm != "linf":
+            raise ValueError(f"The lambda search runs under --norm=linf only (its validation "
+                             f"PGD is L-infinity), got --norm={config.norm}.")
+        epsilon = (validation.check_epsilon(config.epsilon) if config.epsilon is not None
+                   else splits.info.epsilon)
+        self.config = dataclasses.replace(config, epsilon=epsilon)
+        self.space = space if space is not None else SearchSpace()
+        self.knobs = knobs_to_search(config.method, tune)
+        self.val_pgd_steps = validation.check_positive_int(val_pgd_steps, "val_pgd_steps")
+        self.splits = split_validation(splits, val_examples, config.seed)
+        self.execution = 0  # set by the tuner before each execution of a trial
+        self.fixed_params = {k: v for k, v in config.method_params.items()
+                             if k not in self.knobs}
+        # The fixed arguments fail here, not in the first trial (the probe is adt-train's).
+        get_method(config.method)(_probe_classifier(), epsilon=epsilon, **self.fixed_params)
+
+    def declare_hyperparameters(self, hp: kt.HyperParameters) -> None:
+        self.searched_params(hp)
+
+    def searched_params(self, hp: kt.HyperParameters) -> dict[str, Any]:
+        """The searched constructor arguments, declaring them in `hp` the first time."""
+        return {name: KNOBS[name](hp, self.space) for name in self.knobs}
+
+    def method_params(self, hp: kt.HyperParameters) -> dict[str, Any]:
+        """All constructor arguments of the method for these hyperparameters."""
+        return {**self.fixed_params, **self.searched_params(hp)}
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed + self.execution
+
+    def build(self, hp: kt.HyperParameters) -> keras.Model:
+        keras.utils.set_random_seed(self.seed)
+        config = dataclasses.replace(self.config, seed=self.seed,
+                                     method_params=self.method_params(hp))
+        steps = math.ceil(len(self.splits.x_train) / config.batch_size)
+        return build_trainer(config, self.splits, steps)
+
+    def fit(self, hp, model, *args, callbacks=None, **kwargs):
+        if args:
+            raise TypeError("MethodHyperModel trains on the data it was given; pass no "
+                            f"positional arguments to search(), got {len(args)}.")
+        kwargs.setdefault("epochs", self.config.epochs)
+        first_epoch = kwargs.get("initial_epoch", 0)  # Hyperband continues trials
+        train_ds = data_lib.make_dataset(
+            self.splits.x_train, self.splits.y_train, self.config.batch_size, training=True,
+            augment=self.splits.info.augment, seed=self.seed, first_epoch=first_epoch,
+            num_epochs=max(kwargs["epochs"] - first_epoch, 1))
+        kwargs.setdefault("steps_per_epoch",
+                          math.ceil(len(self.splits.x_train) / self.config.batch_size))
+        scorer = RobustAccuracyCallback(
+            self.splits.x_test, self.splits.y_test, self.config.epsilon,
+            steps=self.val_pgd_steps, batch_size=self.config.eval_batch_size,
+            seed=self.config.seed)
+        kwargs.setdefault("verbose", self.config.verbose)
+        # The scorer goes first, so that keras-tuner's callbacks and History see its logs.
+        callbacks = [FailOnNonFiniteLoss(), scorer] + list(callbacks or [])
+        return model.fit(train_ds, callbacks=callbacks, shuffle=False, **kwargs)
+
+
+class _SearchTuner:
+    """Tuner mixin: tells the hypermodel which execution of a trial is about to run, records
+    which process started each trial, and keeps a restarted chief's running trials with
+    their workers (`adt_tf.tuning.distributed`)."""
+
+    def _build_and_fit_model(self, trial, *args, **kwargs):
+        counts = self.__dict__.setdefault("_executions_started", collections.Counter())
+        self.hypermodel.execution = counts[trial.trial_id]
+        counts[trial.trial_id] += 1
+        return super()._build_and_fit_model(trial, *args, **kwargs)
+
+    def on_trial_begin(self, trial):
+        super().on_trial_begin(trial)
+        distributed.record_trial_start(self.project_dir, self.tuner_id, trial.trial_id)
+
+    def reload(self):
+        super().reload()
+        if distributed.current_role().kind == "chief":
+            kept = distributed.keep_running_trials(self.oracle)
+            if kept:
+                print(f"Chief: trial(s) {', '.join(kept)} stay with the workers running them.")
+
+
+TUNERS: dict[str, type[kt.Tuner]] = {
+    name: type(f"Seeded{cls.__name__}", (_SearchTuner, cls), {})
+    for name, cls in (("random", kt.RandomSearch), ("bayesian", kt.BayesianOptimization),
+                      ("hyperband", kt.Hyperband), ("grid", kt.GridSearch))
+}
+
+
+def build_tuner(kind: str, hypermodel: MethodHyperModel, *, max_trials: int = 10,
+                executions_per_trial: int = 1, directory: str = "tuning",
+                project_name: str = "adt", overwrite: bool = False,
+                max_epochs: int | None = None, hyperband_factor: int = 3,
+                strategy: tf.distribute.Strategy | None = None, seed: int | None = None
+                ) -> kt.Tuner:
+    """A keras-tuner tuner maximising `val_robust_accuracy`.
+
+    A tuner made with the `directory` and `project_name` of an earlier search reloads it
+    (unless `overwrite`): finished trials are kept, a trial that was interrupted is run
+    again, and `search` goes on until `max_trials` trials exist in all.
+
+    Args:
+        kind: "random", "bayesian", "hyperband" or "grid".
+        hypermodel: the `MethodHyperModel`.
+        max_trials: trials in all (grid search stops earlier when its grid is done; hyperband
+            runs its brackets up to `max_epochs` and stops after at most this many trials).
+        executions_per_trial: trainings per trial; the objective is their mean.
+        directory, project_name: where the search is kept.
+        overwrite: start afresh instead of resuming.
+        max_epochs: hyperband's largest budget per trial (default: the config's epochs).
+        hyperband_factor: hyperband's reduction factor.
+        strategy: a `tf.distribute.Strategy` to train each trial under.
+        seed: the tuner's own seed (default: the config's seed).
+    """
+    validation.check_choice(kind, "tuner", TUNERS)
+    max_trials = validation.check_positive_int(max_trials, "max_trials")
+    executions = validation.check_positive_int(executions_per_trial, "executions_per_trial")
+    common = dict(
+        objective=objective(), executions_per_trial=executions, directory=directory,
+        project_name=project_name, overwrite=overwrite, distribution_strategy=strategy,
+        seed=hypermodel.config.seed if seed is None else seed)
+    if kind == "hyperband":
+        epochs = hypermodel.config.epochs if max_epochs is None else max_epochs
+        tuner = TUNERS[kind](hypermodel, max_epochs=validation.check_positive_int(
+            epochs, "max_epochs"), factor=validation.check_positive_int(
+            hyperband_factor, "hyperband_factor", minimum=2), **common)
+        tuner.oracle.max_trials = max_trials  # its oracle takes none; it honours the attribute
+        return tuner
+    return TUNERS[kind](hypermodel, max_trials=max_trials, **common)
+
+
+__all__ = ["TUNERS", "MethodHyperModel", "build_tuner"]

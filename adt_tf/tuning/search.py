@@ -1,0 +1,138 @@
+"""One search, start to end: check (or resume) its settings, run keras-tuner (in this process,
+or as the chief or a worker of a distributed search), and write the table of trials, the plot
+and the best hyperparameters. `adt-tune` is this function behind flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import tensorflow as tf
+
+from adt_tf import data as data_lib
+from adt_tf import validation
+from adt_tf.tuning import distributed, report
+from adt_tf.tuning.hypermodel import TUNERS, MethodHyperModel, build_tuner
+from adt_tf.tuning.space import knobs_to_search
+
+# Settings that may change when a search is resumed.
+RESUMABLE_CHANGES = ("max_trials", "verbose")
+# adt-train settings that do not change what a trial computes (the machine, the output, the
+# retraining's test report).
+TRAIN_SETTINGS_NOT_IN_SEARCH = ("workdir", "verbose", "strategy", "eval_examples")
+
+
+
+def _check_resume(path: str, settings: dict) -> None:
+    """Refuses to resume a search that was made with other settings."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        old = json.load(f)
+    new = json.loads(json.dumps(settings))
+    diff = sorted(k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k])
+    if diff:
+        details = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in diff)
+        raise ValueError(f"{os.path.dirname(path)} holds a search with other settings "
+                         f"({details}); use another --project_name, --overwrite, or the same "
+                         "settings to resume it.")
+
+
+def tune(config, *, tuner_kind: str, max_trials: int, executions_per_trial: int,
+         val_examples: int, val_pgd_steps: int, directory: str, project_name: str,
+         overwrite: bool, space, tune_knobs, hyperband_factor: int = 3) -> dict:
+    """Runs (or resumes) the search and writes its tables, plot and best hyperparameters.
+
+    In a distributed search (`adt_tf.tuning.distributed`: this process's keras-tuner
+    variables, or adt-tune's --tuning_role) the chief serves the oracle until the last worker
+    is done and then writes the files; a worker trains the trials it is given and writes
+    none of them.
+
+    Returns a summary: the role, paths, the rows of the table, the best trial and the trials
+    this call trained (a worker's: those it started; its rows and paths are empty).
+    """
+    role = distributed.current_role()
+    if role.is_worker and overwrite:
+        raise ValueError("--overwrite on a worker would delete the search the chief holds; "
+                         "start the chief with --overwrite instead.")
+    validation.check_choice(tuner_kind, "tuner", TUNERS)
+    validation.check_positive_int(max_trials, "max_trials")
+    validation.check_positive_int(executions_per_trial, "executions_per_trial")
+    validation.check_positive_int(val_examples, "val_examples")
+    config.validate()
+    knobs_to_search(config.method, tune_knobs)  # unknown knob -> ValueError
+
+    project_dir = validation.check_writable_dir(os.path.join(directory, project_name),
+                                                "--directory (its --project_name folder)")
+    settings = {
+        "train_config": {k: v for k, v in dataclasses.asdict(config).items()
+                         if k not in TRAIN_SETTINGS_NOT_IN_SEARCH},
+        "tuner": tuner_kind, "max_trials": max_trials,
+        "executions_per_trial": executions_per_trial, "val_examples": val_examples,
+        "val_pgd_steps": val_pgd_steps, "space": dataclasses.asdict(space),
+        "tune": list(tune_knobs), "hyperband_factor": hyperband_factor,
+        "verbose": config.verbose,
+    }
+    settings_path = os.path.join(project_dir, "search_config.json")
+    if not overwrite:
+        _check_resume(settings_path, settings)  # a worker too: the chief's, if shared
+
+    splits = data_lib.load(config.dataset, config.data_dir, config.max_train_examples)
+    hypermodel = MethodHyperModel(config, splits, space=space, tune=tune_knobs,
+                                         val_examples=val_examples,
+                                         val_pgd_steps=val_pgd_steps)
+    strategy = tf.distribute.MirroredStrategy() if config.strategy == "mirrored" else None
+    tuner = build_tuner(
+        tuner_kind, hypermodel, max_trials=max_trials,
+        executions_per_trial=executions_per_trial, directory=directory,
+        project_name=project_name, overwrite=overwrite, hyperband_factor=hyperband_factor,
+        strategy=strategy)
+    if role.is_worker:  # its oracle is the chief's, over gRPC
+        started = len(distributed.trials_started(project_dir).get(role.tuner_id, []))
+        print(f"Worker {role.tuner_id}: asking the chief at {role.address} for trials.")
+        tuner.search(epochs=config.epochs, verbose=config.verbose)
+        mine = distributed.trials_started(project_dir).get(role.tuner_id, [])[started:]
+        return {"role": role, "project_dir": project_dir, "paths": {}, "rows": [],
+                "best": None, "trained": mine, "hypermodel": hypermodel}
+    before = {t: s.status for t, s in tuner.oracle.trials.items()}
+    with open(settings_path, "w") as f:
+        json.dump(settings, f, indent=2)
+    if before:
+        print(f"Resuming {project_dir}: {len(before)} trial(s) there already.")
+    if role.kind == "chief":
+        print(f"Chief: serving the oracle on {role.address}; the workers train the trials.")
+
+    tuner.search(epochs=config.epochs, verbose=config.verbose)
+
+    trained = sorted(t for t, s in tuner.oracle.trials.items()
+                     if t not in before or before[t] != s.status)
+    rows = report.trial_rows(tuner.oracle)
+    paths = report.write_tables(rows, project_dir)
+    knob = hypermodel.knobs[0] if hypermodel.knobs else None
+    paths["png"] = report.plot_trials(
+        rows, knob, os.path.join(project_dir, "search.png"),
+        title=f"{config.method} on {config.dataset}: validation PGD-{val_pgd_steps}")
+    row = report.best_row(rows)
+    best = None
+    if row is not None:
+        trial = tuner.oracle.trials[row["trial_id"]]
+        best = {
+            "trial_id": row["trial_id"],
+            "hyperparameters": {k: v for k, v in trial.hyperparameters.values.items()
+                                if not k.startswith("tuner/")},
+            "method": config.method,
+            "method_params": hypermodel.method_params(trial.hyperparameters),
+            **{k: row[k] for k in report.METRIC_COLUMNS},
+            "best_epoch": row["best_epoch"],
+            "objective": f"validation accuracy under PGD-{val_pgd_steps} (step epsilon/4, "
+                         f"random start), {val_examples} held-out training examples",
+        }
+        paths["best"] = os.path.join(project_dir, "best_hyperparameters.json")
+        with open(paths["best"], "w") as f:
+            json.dump(best, f, indent=2)
+    return {"role": role, "project_dir": project_dir, "paths": paths, "rows": rows,
+            "best": best, "trained": trained, "hypermodel": hypermodel}
+
+
+__all__ = ["RESUMABLE_CHANGES", "TRAIN_SETTINGS_NOT_IN_SEARCH", "tune"]

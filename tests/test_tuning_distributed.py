@@ -1,0 +1,185 @@
+"""A distributed lambda search (issue 19): keras-tuner's chief/worker mode driven by adt-tune's
+flags, on 127.0.0.1. A chief and two workers run a 4-point grid: both workers train trials,
+every trial runs exactly once, and the chief's table equals a single-process search over the
+same grid (the same lambdas, the same scores: every trial starts from the same seed). With a
+worker killed (kill -9) in the middle of a trial and restarted with its ID, the search
+completes and no trial is lost or counted twice. The role flags' errors exit 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from adt_tf import tuning
+from adt_tf.training import TrainConfig
+from tests.test_tuning import ROOT, run_cli, toy_images
+
+LAMBDAS = (0.0, 0.01, 0.1, 1.0)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_data(folder, n=176):
+    folder.mkdir()
+    x, y = toy_images(n)
+    np.savez(folder / "train.npz", x=x[:n - 16], y=y[:n - 16])
+    np.savez(folder / "test.npz", x=x[n - 16:], y=y[n - 16:])
+    return folder
+
+
+def search_args(data_dir, directory, epochs=1):
+    return [f"--dataset=npz:{data_dir}", "--method=adt_exp", "--tuner=grid",
+            f"--lambda_values={','.join(map(str, LAMBDAS))}", f"--max_trials={len(LAMBDAS)}",
+            f"--epochs={epochs}", "--val_examples=64", "--val_pgd_steps=2", "--epsilon=0.03",
+            "--model_width=4", "--batch_size=8", "--lr=0.05", "--inner_steps=2",
+            "--mc_samples=1", "--verbose=0", f"--directory={directory}", "--project_name=lam"]
+
+
+def start(args, log):
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    for name in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
+        env.pop(name, None)
+    return subprocess.Popen([sys.executable, "-m", "trainers.tune_lambda", *args], cwd=ROOT,
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def finish(procs, logs, timeout=900):
+    deadline = time.time() + timeout
+    for name, proc in procs.items():
+        try:
+            proc.wait(max(1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            for p in procs.values():
+                p.kill()
+            raise AssertionError(f"{name} did not finish:\n" + read_logs(logs)) from None
+        assert proc.returncode == 0, f"{name} exited {proc.returncode}:\n" + read_logs(logs)
+
+
+def read_logs(logs):
+    return "\n".join(f"--- {name}\n{open(path).read()[-3000:]}" for name, path in logs.items())
+
+
+def launch(tmp_path, role, port, data_dir, epochs=1, tuner_id=None, suffix=""):
+    name = role if tuner_id is None else tuner_id
+    path = tmp_path / f"{name}{suffix}.log"
+    args = search_args(data_dir, tmp_path / "dist", epochs) + [
+        f"--tuning_role={role}", f"--oracle_address=127.0.0.1:{port}"]
+    if tuner_id:
+        args.append(f"--tuner_id={tuner_id}")
+    return start(args, open(path, "w")), path
+
+
+def scores(rows):
+    return {r["entropy_weight"]: r["val_robust_accuracy"] for r in rows}
+
+
+def test_chief_and_two_workers_run_each_trial_once_and_match_one_process(tmp_path):
+    data_dir = write_data(tmp_path / "data")
+    port = free_port()
+    procs, logs = {}, {}
+    for role, tuner_id in (("chief", None), ("worker", "worker-a"), ("worker", "worker-b")):
+        name = tuner_id or role
+        procs[name], logs[name] = launch(tmp_path, role, port, data_dir, tuner_id=tuner_id)
+    finish(procs, logs)
+    project = tmp_path / "dist" / "lam"
+    rows = json.load(open(project / "trials.json"))
+    assert [r["status"] for r in rows] == ["COMPLETED"] * len(LAMBDAS)
+    assert sorted(r["entropy_weight"] for r in rows) == sorted(LAMBDAS)
+    started = tuning.distributed.trials_started(str(project))
+    assert set(started) == {"worker-a", "worker-b"} and all(started.values())  # both worked
+    every = started["worker-a"] + started["worker-b"]
+    assert sorted(every) == sorted(r["trial_id"] for r in rows)  # each trial exactly once
+    assert os.path.exists(project / "search.png") and os.path.exists(
+        project / "best_hyperparameters.json")
+    assert "the chief writes the table" in open(logs["worker-a"]).read()
+    # The same grid in one process: the same lambdas, each with the same score.
+    config = TrainConfig(workdir="", method="adt_exp", dataset=f"npz:{data_dir}", epochs=1,
+                         batch_size=8, lr=0.05, epsilon=0.03, model_params={"width": 4},
+                         method_params={"inner_steps": 2, "mc_samples": 1}, verbose=0)
+    single = tuning.tune(config, tuner_kind="grid", max_trials=len(LAMBDAS),
+                         executions_per_trial=1, val_examples=64, val_pgd_steps=2,
+                         directory=str(tmp_path / "single"), project_name="lam",
+                         overwrite=False, space=tuning.SearchSpace(values=LAMBDAS),
+                         tune_knobs=())
+    assert scores(single["rows"]) == scores(rows)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_and_restarted_loses_no_trial(tmp_path):
+    data_dir = write_data(tmp_path / "data", n=336)
+    port = free_port()
+    procs, logs = {}, {}
+    procs["chief"], logs["chief"] = launch(tmp_path, "chief", port, data_dir, epochs=4)
+    procs["worker-b"], logs["worker-b"] = launch(tmp_path, "worker", port, data_dir, epochs=4,
+                                                 tuner_id="worker-b")
+    victim, logs["worker-a"] = launch(tmp_path, "worker", port, data_dir, epochs=4,
+                                      tuner_id="worker-a")
+    project = tmp_path / "dist" / "lam"
+    deadline = time.time() + 600
+    while not tuning.distributed.trials_started(str(project)).get("worker-a"):
+        assert time.time() < deadline and victim.poll() is None, read_logs(logs)
+        time.sleep(0.1)
+    killed_trial = tuning.distributed.trials_started(str(project))["worker-a"][0]
+    time.sleep(1.0)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    status = json.load(open(project / f"trial_{killed_trial}" / "trial.json"))["status"]
+    assert status == "RUNNING", "the trial ended before the kill; the test proves nothing"
+    procs["worker-a"], logs["worker-a2"] = launch(tmp_path, "worker", port, data_dir,
+                                                  epochs=4, tuner_id="worker-a", suffix="2")
+    finish(procs, logs)
+    rows = json.load(open(project / "trials.json"))
+    assert [r["status"] for r in rows] == ["COMPLETED"] * len(LAMBDAS)
+    assert sorted(r["entropy_weight"] for r in rows) == sorted(LAMBDAS)  # none lost, none twice
+    started = tuning.distributed.trials_started(str(project))
+    # The restarted worker was given its unfinished trial again (keras-tuner keeps it with
+    # the worker's ID); every other trial ran once.
+    assert started["worker-a"][:2] == [killed_trial, killed_trial]
+    others = started["worker-a"][2:] + started["worker-b"]
+    assert sorted(others + [killed_trial]) == sorted(r["trial_id"] for r in rows)
+
+
+def test_role_flags_are_checked(tmp_path, monkeypatch):
+    # configure() writes os.environ: give it a copy, so nothing leaks into later tests.
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items()
+                                        if not k.startswith("KERASTUNER_")})
+    configure = tuning.distributed.configure
+    with pytest.raises(ValueError, match="--tuning_role=worker needs --oracle_address"):
+        configure("worker")
+    with pytest.raises(ValueError, match="--oracle_address must be HOST:PORT"):
+        configure("chief", "localhost")
+    with pytest.raises(ValueError, match="must not contain 'chief'"):
+        configure("worker", "127.0.0.1:1", "chief2")
+    assert configure("single").kind == "single" and "KERASTUNER_ORACLE_IP" not in os.environ
+    with pytest.raises(ValueError, match="KERASTUNER_ORACLE_PORT and KERASTUNER_TUNER_ID"):
+        tuning.distributed.current_role({"KERASTUNER_ORACLE_IP": "1.2.3.4"})
+    role = configure("worker", "127.0.0.1:9", "worker-7")
+    assert (role.kind, role.tuner_id, role.address) == ("worker", "worker-7", "127.0.0.1:9")
+    assert tuning.distributed.current_role() == role and not role.writes_results
+    assert tuning.distributed.current_role({"KERASTUNER_ORACLE_IP": "h",
+                                            "KERASTUNER_ORACLE_PORT": "1",
+                                            "KERASTUNER_TUNER_ID": "chief"}).kind == "chief"
+    config = TrainConfig(workdir="", method="adt_exp", epochs=1)
+    with pytest.raises(ValueError, match="--overwrite on a worker would delete the search"):
+        tuning.tune(config, tuner_kind="grid", max_trials=1, executions_per_trial=1,
+                    val_examples=8, val_pgd_steps=1, directory=str(tmp_path), project_name="p",
+                    overwrite=True, space=tuning.SearchSpace(), tune_knobs=())
+    # ... and the CLI says so with exit 2 (no traceback).
+    proc = run_cli("--tuning_role=chief", "--oracle_address=localhost", check=False)
+    assert proc.returncode == 2 and "--oracle_address must be HOST:PORT" in proc.stderr
+
+
+def test_no_keras_tuner_variable_leaks_out_of_the_role_test():
+    assert not [k for k in os.environ if k.startswith("KERASTUNER_")]
