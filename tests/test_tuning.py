@@ -17,6 +17,7 @@ from adt_tf.methods import METHODS
 from adt_tf.training import TrainConfig
 from tests.helpers import make_tiny_images, tiny_classifier
 
+PAPER = tuning.PAPER_LAMBDAS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_MODEL = {"width": 4, "dense_units": 16, "dropout": 0.0}
 
@@ -275,10 +276,13 @@ class CountTrainings(keras.callbacks.Callback):
 
 
 @pytest.mark.slow  # the CLI test resumes a search in the fast set
-def test_resumed_search_keeps_finished_trials_and_only_adds_new_ones(tmp_path):
+@pytest.mark.parametrize("kind", ["random", "grid"])
+def test_resumed_search_keeps_finished_trials_and_only_adds_new_ones(tmp_path, kind):
+    """A grid search too: keras-tuner's grid oracle saves no place in the grid, and a
+    reloaded one would propose nothing new (`tuning.hypermodel.restore_grid_order`)."""
     def search(max_trials):
         STARTS.clear()
-        tuner = tuning.build_tuner("random", tiny_hypermodel(), max_trials=max_trials,
+        tuner = tuning.build_tuner(kind, tiny_hypermodel(), max_trials=max_trials,
                                    directory=str(tmp_path), project_name="p")
         tuner.search(epochs=1, verbose=0, callbacks=[CountTrainings()])
         return tuner, len(STARTS)
@@ -295,6 +299,12 @@ def test_resumed_search_keeps_finished_trials_and_only_adds_new_ones(tmp_path):
 
     tuner, trained = search(2)
     assert trained == 1 and len(tuner.oracle.trials) == 2
+    if kind == "grid":  # the next point of the grid, not a repeat of the first
+        assert len({t.hyperparameters.values["entropy_weight"]
+                    for t in tuner.oracle.trials.values()}) == 2
+        tuner, trained = search(5)  # the whole grid of 5 lambdas, 3 more
+        assert trained == 3 and sorted(t.hyperparameters.values["entropy_weight"] for t in
+                                       tuner.oracle.trials.values()) == list(PAPER)
     for trial_id, values in first.items():
         trial = tuner.oracle.trials[trial_id]
         assert (trial.hyperparameters.values, trial.score) == values

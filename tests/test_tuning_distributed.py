@@ -151,6 +151,40 @@ def test_a_worker_killed_mid_trial_and_restarted_loses_no_trial(tmp_path):
     assert sorted(others + [killed_trial]) == sorted(r["trial_id"] for r in rows)
 
 
+@pytest.mark.slow
+def test_a_chief_killed_and_restarted_redoes_no_trial(tmp_path):
+    """The chief dies (kill -9) while the worker trains its second trial; restarted with the
+    same command it reloads the search, the finished trial is kept, the running one stays
+    with its worker (no second copy of it is trained), and the search completes."""
+    data_dir = write_data(tmp_path / "data", n=336)
+    port = free_port()
+    procs, logs = {}, {}
+    chief, logs["chief"] = launch(tmp_path, "chief", port, data_dir, epochs=3)
+    procs["worker-a"], logs["worker-a"] = launch(tmp_path, "worker", port, data_dir, epochs=3,
+                                                 tuner_id="worker-a")
+    project = tmp_path / "dist" / "lam"
+    deadline = time.time() + 600
+    while len(tuning.distributed.trials_started(str(project)).get("worker-a", [])) < 2:
+        assert time.time() < deadline and chief.poll() is None, read_logs(logs)
+        time.sleep(0.1)
+    time.sleep(1.0)
+    os.kill(chief.pid, signal.SIGKILL)
+    chief.wait()
+    first, running = tuning.distributed.trials_started(str(project))["worker-a"]
+    assert json.load(open(project / f"trial_{first}" / "trial.json"))["status"] == "COMPLETED"
+    assert json.load(open(project / f"trial_{running}" / "trial.json"))["status"] == "RUNNING"
+    time.sleep(3.0)  # the worker keeps training, its next report waits for the chief
+    procs["chief"], logs["chief2"] = launch(tmp_path, "chief", port, data_dir, epochs=3,
+                                            suffix="2")
+    finish(procs, logs)
+    rows = json.load(open(project / "trials.json"))
+    assert [r["status"] for r in rows] == ["COMPLETED"] * len(LAMBDAS)
+    assert sorted(r["entropy_weight"] for r in rows) == sorted(LAMBDAS)
+    started = tuning.distributed.trials_started(str(project))["worker-a"]
+    assert sorted(started) == sorted(r["trial_id"] for r in rows)  # none trained twice
+    assert f"trial(s) {running} stay with the workers" in open(logs["chief2"]).read()
+
+
 def test_role_flags_are_checked(tmp_path, monkeypatch):
     # configure() writes os.environ: give it a copy, so nothing leaks into later tests.
     monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items()

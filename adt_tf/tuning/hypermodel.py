@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -109,6 +110,28 @@ class MethodHyperModel(kt.HyperModel):
         return model.fit(train_ds, callbacks=callbacks, shuffle=False, **kwargs)
 
 
+def restore_grid_order(oracle) -> None:
+    """Gives a reloaded grid search back its place in the grid.
+
+    keras-tuner's `GridSearchOracle` keeps the tried points in an ordered linked list and a
+    queue of trials whose next grid point is still to be proposed, and saves neither
+    (keras-tuner 1.4): a reloaded grid search proposes nothing new (it stops at once, or
+    fails on the next finished trial in a distributed search). Both are rebuilt from the
+    trials: the list is every trial sorted by its values in the oracle's own grid order
+    (`_compare`), and every trial is queued, the oracle skipping the points already tried.
+    """
+    if not isinstance(oracle, kt.oracles.GridSearchOracle) or not oracle.trials:
+        return
+    ids = [t for t in oracle.start_order if t in oracle.trials]
+    values = {t: oracle.trials[t].hyperparameters.values for t in ids}
+    ids.sort(key=functools.cmp_to_key(lambda a, b: oracle._compare(values[a], values[b])))
+    ordered = type(oracle._ordered_ids)()
+    for trial_id in ids:
+        ordered.insert(trial_id)
+    oracle._ordered_ids = ordered
+    oracle._populate_next = list(ids)
+
+
 class _SearchTuner:
     """Tuner mixin: tells the hypermodel which execution of a trial is about to run, records
     which process started each trial, and keeps a restarted chief's running trials with
@@ -126,7 +149,10 @@ class _SearchTuner:
 
     def reload(self):
         super().reload()
-        if distributed.current_role().kind == "chief":
+        role = distributed.current_role()
+        if not role.is_worker:  # this process holds the oracle
+            restore_grid_order(self.oracle)
+        if role.kind == "chief":
             kept = distributed.keep_running_trials(self.oracle)
             if kept:
                 print(f"Chief: trial(s) {', '.join(kept)} stay with the workers running them.")
