@@ -15,6 +15,11 @@ on GPU, a width-16 PreAct ResNet-18 on CPU), each batch size and each method of
   the same run, interleaved with the method's steps (three plain steps before each) so that
   both see the same machine load;
   the same ratio from process CPU time is given too (less sensitive to other processes);
+- the measured floor: the passes the method cannot avoid (`floor_passes()`: for ADT_EXP T
+  input-gradient passes on the k*B batch and one training step; for AT_PGD K input-gradient
+  passes and one step; ...) timed on their own, each once beside every timed step of the
+  method, and step / floor: near 1, the method's own work (sampling, entropy, its Adam,
+  projection, bookkeeping) costs nothing;
 - the memory peak: on GPU the allocator's peak during one step (`get_memory_info`, reset
   before the step); on CPU the peak resident set size (VmHWM, or `resource.getrusage`) of a
   fresh process that builds the model and the method and runs two steps (TensorFlow's CPU
@@ -184,6 +189,42 @@ def timed(step) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
+def input_gradient_pass(classifier, x, y):
+    """A function running one forward (inference mode) + backward to the input on (x, y) and
+    waiting for it: an attack step without its projection or bookkeeping."""
+    x, y = tf.constant(x), tf.constant(y)
+
+    @tf.function(jit_compile=FLAGS.jit_compile)
+    def run():
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(
+                y, tf.cast(classifier(x, training=False), tf.float32), from_logits=True))
+        return tf.reduce_sum(tf.cast(tape.gradient(loss, x), tf.float32))
+
+    return lambda: float(run())
+
+
+class FloorPasses:
+    """The classifier passes of `floor_passes()`, built once per (kind, batch multiple)."""
+
+    def __init__(self, classifier, x, y):
+        self.classifier, self.x, self.y = classifier, x, y
+        self.functions = {}
+
+    def function(self, kind: str, multiple: int):
+        key = (kind, multiple)
+        if key not in self.functions:
+            x = np.concatenate([self.x] * multiple)
+            y = np.concatenate([self.y] * multiple)
+            fn = (input_gradient_pass(self.classifier(), x, y) if kind == "input_gradient"
+                  else compiled_step(StandardTraining(self.classifier()), x, y))
+            for _ in range(FLAGS.warmup):
+                fn()
+            self.functions[key] = fn
+        return self.functions[key]
+
+
 def measure(model: str, batch: int, methods: list[str]) -> list[dict]:
     builder, shape, kwargs, epsilon, _ = model_preset(model)
     x, y = batch_of(batch, shape)
@@ -195,6 +236,7 @@ def measure(model: str, batch: int, methods: list[str]) -> list[dict]:
     plain = compiled_step(StandardTraining(classifier()), x, y)
     for _ in range(FLAGS.warmup):
         plain()
+    floor_fns = FloorPasses(classifier, x, y)
     rows = []
     for name in methods:
         row = {"model": model, "batch": batch, "method": name}
@@ -204,10 +246,14 @@ def measure(model: str, batch: int, methods: list[str]) -> list[dict]:
             step = compiled_step(trainer, x, y)
             for _ in range(FLAGS.warmup):
                 step()
-            plain_times, times = [], []
-            for _ in range(FLAGS.steps):  # interleaved: both see the same load
+            floor = trainer.floor_passes() or []
+            passes_fns = [(p, floor_fns.function(p.kind, p.batch_multiple)) for p in floor]
+            plain_times, times, floor_times = [], [], {p: [] for p in floor}
+            for _ in range(FLAGS.steps):  # interleaved: all see the same load
                 for _ in range(PLAIN_PER_STEP):  # cheap, and a steadier median
                     plain_times.append(timed(plain))
+                for p, fn in passes_fns:
+                    floor_times[p].append(timed(fn)[0])
                 times.append(timed(step))
             if has_gpu():
                 row["memory"], row["memory_step"] = gpu_step_memory(step)
@@ -227,6 +273,12 @@ def measure(model: str, batch: int, methods: list[str]) -> list[dict]:
         if passes:
             row["floor"] = row["step"] / (passes * row["plain"])
             row["floor_cpu"] = row["step_cpu"] / (passes * row["plain_cpu"])
+        if floor:
+            row["measured_floor"] = sum(p.count * statistics.median(floor_times[p])
+                                        for p in floor)
+            row["floor_parts"] = ", ".join(
+                f"{p.count} x {p.kind.replace('_', '-')}({p.batch_multiple}B) "
+                f"{1e3 * statistics.median(floor_times[p]):.1f} ms" for p in floor)
         if not has_gpu():
             row["memory"] = cpu_process_memory(model, batch, name)
         print(format_row(row), flush=True)
@@ -236,7 +288,8 @@ def measure(model: str, batch: int, methods: list[str]) -> list[dict]:
 
 # ---------------------------------------------------------------------- report
 COLUMNS = ("model", "batch", "method", "passes", "step ms", "images/s", "plain step ms",
-           "floor ratio", "floor ratio (CPU time)", "memory peak MiB")
+           "floor ratio", "floor ratio (CPU time)", "measured floor ms", "step / floor",
+           "memory peak MiB")
 
 
 def format_row(row: dict) -> str:
@@ -250,6 +303,8 @@ def format_row(row: dict) -> str:
         row["model"], str(row["batch"]), row["method"], str(row["passes"] or "n/a"),
         f"{1e3 * row['step']:.1f}", f"{row['batch'] / row['step']:.0f}",
         f"{1e3 * row['plain']:.1f}", ratio("floor"), ratio("floor_cpu"),
+        f"{1e3 * row['measured_floor']:.1f}" if "measured_floor" in row else "n/a",
+        f"{row['step'] / row['measured_floor']:.2f}" if "measured_floor" in row else "n/a",
         memory(row),
     ]) + " |"
 
@@ -308,12 +363,22 @@ def report(rows: list[dict], load_before, load_after, models: list[str]) -> str:
         f"training, one forward+backward) timed in the same run, {PLAIN_PER_STEP} before "
         "each timed step of the method (medians of both). Passes as "
         "declared by each method (`forward_backward_passes()`).",
+        "- Measured floor = the sum of the passes the method cannot avoid "
+        "(`floor_passes()`), each timed on its own beside every timed step of the method "
+        "(medians): input-gradient = one forward in inference mode and the backward to the "
+        "input on that batch; train = one standard training step on that batch. Step / "
+        "floor near 1: the method's own work costs nothing beyond those passes. The passes "
+        "of each row are listed below the table.",
         f"- Memory: {memory_method()}.",
     ]
     if FLAGS.note:
         lines.append(f"- {FLAGS.note}")
     lines += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += [format_row(r) for r in rows]
+    parts = [f"- {r['model']} b{r['batch']} {r['method']}: {r['floor_parts']}" for r in rows
+             if "floor_parts" in r]
+    if parts:
+        lines += ["", "Floor passes (median time of one each):", ""] + parts
     return "\n".join(lines) + "\n"
 
 

@@ -95,8 +95,13 @@ def test_default_unrolls_short_loops_only():
 
 def test_every_method_declares_its_passes():
     for name, cls in METHODS.items():
-        passes = cls(tiny_classifier(), epsilon=EPS, seed=0).forward_backward_passes()
+        trainer = cls(tiny_classifier(), epsilon=EPS, seed=0)
+        passes = trainer.forward_backward_passes()
         assert isinstance(passes, int) and passes >= 1, name
+        floor = trainer.floor_passes()
+        assert [p.kind for p in floor][-1] == "train", name  # the update comes last
+        assert {p.kind for p in floor} <= {"input_gradient", "train"}, name
+        assert passes == sum(p.batch_multiple * p.count for p in floor), name
     assert ADTExp(tiny_classifier()).forward_backward_passes() == 7 * 5 + 1
     assert ADTExp(tiny_classifier(), inner_steps=2, mc_samples=3,
                   outer_loss="trades").forward_backward_passes() == 2 * 3 + 2
@@ -120,4 +125,6 @@ def test_speed_benchmark_writes_its_table(tmp_path):
     assert [r[2].strip() for r in rows] == ["standard", "adt_exp"]
     adt = [c.strip() for c in rows[1]]
     assert adt[3] == "36" and float(adt[4]) > 0 and float(adt[7]) > 0  # passes, ms, floor
-    assert float(adt[9]) > 100  # MiB: the peak RSS of a process running TensorFlow
+    assert float(adt[9]) > 0 and float(adt[10]) > 0  # measured floor ms, step / floor
+    assert float(adt[11]) > 100  # MiB: the peak RSS of a process running TensorFlow
+    assert "small_cnn b8 adt_exp: 7 x input-gradient(5B)" in table

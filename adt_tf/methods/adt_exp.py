@@ -13,7 +13,7 @@ from adt_tf.inner_maximization import (
     sample_inputs,
 )
 from adt_tf.losses import check_outer_loss, kl_divergence, trades_outer_loss
-from adt_tf.methods.base import AdversarialTrainer
+from adt_tf.methods.base import AdversarialTrainer, FloorPass
 
 
 @keras.saving.register_keras_serializable(package="adt_tf")
@@ -135,10 +135,12 @@ class ADTExp(AdversarialTrainer):
             return trades_outer_loss(self, x, x_train, y, sample_weight, self.trades_beta)
         return super().outer_loss(x, x_train, y, sample_weight)
 
-    def forward_backward_passes(self):
-        # T steps of k samples each, then the outer update (two passes with the TRADES loss).
+    def floor_passes(self):
+        # T steps over the k samples of each input, then the outer update (over 2B with the
+        # TRADES loss).
         outer = 2 if self.outer_loss_name == "trades" else 1
-        return self.inner_steps * self.mc_samples + outer
+        return [FloorPass("input_gradient", self.mc_samples, self.inner_steps),
+                FloorPass("train", outer, 1)]
 
     def get_config(self):
         config = super().get_config()

@@ -6,6 +6,7 @@ import keras
 
 from adt_tf import validation
 from adt_tf.losses import batch_mean, logit_pairing_penalty
+from adt_tf.methods.base import FloorPass
 from adt_tf.methods.pgd_at import PGDAT
 
 
@@ -60,8 +61,9 @@ class ALP(PGDAT):
         loss = 0.5 * (clean + adv) + self.alp_weight * pairing
         return loss, adv_logits
 
-    def forward_backward_passes(self):
-        return self.attack_steps + 2  # the outer update differentiates f(x) and f(x_adv)
+    def floor_passes(self):
+        # the outer update differentiates f(x) and f(x_adv): a training pass over 2B
+        return [FloorPass("input_gradient", 1, self.attack_steps), FloorPass("train", 2, 1)]
 
     def get_config(self):
         config = super().get_config()

@@ -16,7 +16,12 @@ from adt_tf import validation
 from adt_tf.attacks.common import loss_and_grad, per_example_ce
 from adt_tf.generators import classifier_image_shape
 from adt_tf.losses import check_outer_loss, trades_outer_loss
-from adt_tf.methods.base import AdversarialTrainer, replicas_in_sync, unscale_loss
+from adt_tf.methods.base import (
+    AdversarialTrainer,
+    FloorPass,
+    replicas_in_sync,
+    unscale_loss,
+)
 from adt_tf.optimizers import TorchAdam
 
 
@@ -295,11 +300,12 @@ class AmortizedAdversarialTrainer(AdversarialTrainer):
         return self._reducible(self.compute_metrics(result.x_adv, y, result.y_pred,
                                                     sample_weight=sample_weight))
 
-    def forward_backward_passes(self):
+    def floor_passes(self):
         # Two input gradients for the generator's inputs (at x and at x_fgsm), then the joint
-        # step's classifier pass (two with the TRADES loss); the generator's own passes are
-        # not classifier passes and are not counted.
-        return 2 + (2 if self.outer_loss_name == "trades" else 1)
+        # step's classifier pass (over 2B with the TRADES loss); the generator's own passes
+        # are not classifier passes and are not counted.
+        return [FloorPass("input_gradient", 1, 2),
+                FloorPass("train", 2 if self.outer_loss_name == "trades" else 1, 1)]
 
     # ------------------------------------------------------------------ config
     def get_config(self):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -10,6 +11,24 @@ import tensorflow as tf
 
 from adt_tf.noise import DEFAULT_NOISE, NoiseSource
 from adt_tf.threat import make_threat
+
+
+class FloorPass(NamedTuple):
+    """Passes over the classifier that a training step cannot avoid (`floor_passes`).
+
+    Attributes:
+        kind: "input_gradient" (a forward in inference mode and the backward to the input,
+            no weight gradient: one attack or inner-maximisation step) or "train" (a forward
+            in training mode, the backward to the weights and the update: a plain training
+            step).
+        batch_multiple: the pass's batch, in batches (k for ADT_EXP's k samples per input;
+            2 for an outer loss that differentiates f(x) and f(x_adv)).
+        count: how many such passes one step makes.
+    """
+
+    kind: str
+    batch_multiple: int
+    count: int
 
 
 def replicas_in_sync() -> int:
@@ -109,16 +128,23 @@ class AdversarialTrainer(keras.Model):
         return {}
 
     # ------------------------------------------------------------------ cost
-    def forward_backward_passes(self) -> int | None:
-        """Forward+backward passes over a batch that one training step must make.
+    def floor_passes(self) -> list[FloorPass] | None:
+        """The classifier passes one training step cannot avoid (None: not declared).
 
-        The floor of the step's cost in units of one plain training step (bench/speed.py
-        divides the measured step time by it): every attack or inner-maximisation step
-        counts one pass (a forward and an input-gradient backward), every differentiated
-        forward of the outer update one more; forward-only passes are not counted. None
-        when a method does not declare it.
+        bench/speed.py times them on their own and divides the step's time by theirs:
+        near 1, the method's own bookkeeping (sampling, entropy, its optimiser, projection)
+        costs nothing. Forward-only passes (e.g. clean logits) are not counted.
         """
         return None
+
+    def forward_backward_passes(self) -> int | None:
+        """Forward+backward passes over a batch that one training step must make, from
+        `floor_passes`: every pass counts its batch multiple (an input-gradient pass counts
+        as much as a plain training step, an upper bound of its cost). None when the method
+        does not declare its passes.
+        """
+        passes = self.floor_passes()
+        return None if passes is None else sum(p.batch_multiple * p.count for p in passes)
 
     # ------------------------------------------------------------------ hooks
     def perturb(self, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:

@@ -6,7 +6,7 @@ import keras
 
 from adt_tf import validation
 from adt_tf.attacks.fgsm import fgsm
-from adt_tf.methods.base import AdversarialTrainer
+from adt_tf.methods.base import AdversarialTrainer, FloorPass
 
 
 @keras.saving.register_keras_serializable(package="adt_tf")
@@ -59,8 +59,9 @@ class FastAT(AdversarialTrainer):
                      random_start=True, seed=self.next_seed(), noise=self.noise_source)
         return x_adv, {}
 
-    def forward_backward_passes(self):
-        return 2  # one FGSM gradient from the random start, one outer pass
+    def floor_passes(self):
+        # one FGSM gradient from the random start, one outer pass
+        return [FloorPass("input_gradient", 1, 1), FloorPass("train", 1, 1)]
 
     def get_config(self):
         config = super().get_config()

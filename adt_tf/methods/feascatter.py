@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from adt_tf import validation
 from adt_tf.losses import batch_mean, regularization_penalty, smoothed_cross_entropy
-from adt_tf.methods.base import AdversarialTrainer
+from adt_tf.methods.base import AdversarialTrainer, FloorPass
 from adt_tf.noise import DEFAULT_NOISE, NoiseSource
 from adt_tf.optimal_transport import sinkhorn_distance
 from adt_tf.threat import Ball, as_threat
@@ -148,8 +148,8 @@ class FeaScatter(AdversarialTrainer):
         loss = batch_mean(ce, sample_weight) + regularization_penalty(self)
         return loss, y_pred
 
-    def forward_backward_passes(self):
-        return self.attack_steps + 1
+    def floor_passes(self):
+        return [FloorPass("input_gradient", 1, self.attack_steps), FloorPass("train", 1, 1)]
 
     def get_config(self):
         config = super().get_config()

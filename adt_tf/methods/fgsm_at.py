@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from adt_tf import validation
 from adt_tf.attacks.common import loss_and_grad, per_example_ce
-from adt_tf.methods.base import AdversarialTrainer
+from adt_tf.methods.base import AdversarialTrainer, FloorPass
 
 
 @keras.saving.register_keras_serializable(package="adt_tf")
@@ -103,8 +103,9 @@ class FGSMAT(AdversarialTrainer):
                                  training=True)
         return loss, y_pred
 
-    def forward_backward_passes(self):
-        return 2  # one FGSM gradient, one outer pass over the mixed batch
+    def floor_passes(self):
+        # one FGSM gradient, one outer pass over the mixed batch
+        return [FloorPass("input_gradient", 1, 1), FloorPass("train", 1, 1)]
 
     def get_config(self):
         config = super().get_config()

@@ -6,7 +6,7 @@ import keras
 
 from adt_tf import validation
 from adt_tf.attacks.pgd import pgd
-from adt_tf.methods.base import AdversarialTrainer
+from adt_tf.methods.base import AdversarialTrainer, FloorPass
 
 
 def resolve_step_size(value, default, name: str = "attack_step_size") -> float:
@@ -72,8 +72,8 @@ class PGDAT(AdversarialTrainer):
     def perturb(self, x, y):
         return self.adversarial_examples(x, y), {}
 
-    def forward_backward_passes(self):
-        return self.attack_steps + 1
+    def floor_passes(self):
+        return [FloorPass("input_gradient", 1, self.attack_steps), FloorPass("train", 1, 1)]
 
     def get_config(self):
         config = super().get_config()

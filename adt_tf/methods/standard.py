@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from adt_tf.methods.base import AdversarialTrainer
+from adt_tf.methods.base import AdversarialTrainer, FloorPass
 
 
 @keras.saving.register_keras_serializable(package="adt_tf")
@@ -27,5 +27,5 @@ class StandardTraining(AdversarialTrainer):
 
     NORMS = ("linf", "l2")  # it trains on clean inputs whatever the threat model
 
-    def forward_backward_passes(self):
-        return 1
+    def floor_passes(self):
+        return [FloorPass("train", 1, 1)]

@@ -8,7 +8,7 @@ import tensorflow as tf
 from adt_tf import validation
 from adt_tf.attacks.common import as_seed
 from adt_tf.losses import kl_divergence, trades_outer_loss
-from adt_tf.methods.base import AdversarialTrainer
+from adt_tf.methods.base import AdversarialTrainer, FloorPass
 from adt_tf.methods.pgd_at import resolve_step_size
 from adt_tf.noise import DEFAULT_NOISE, NoiseSource
 from adt_tf.threat import Ball, as_threat
@@ -122,8 +122,9 @@ class TRADES(AdversarialTrainer):
     def outer_loss(self, x, x_train, y, sample_weight):
         return trades_outer_loss(self, x, x_train, y, sample_weight, self.trades_beta)
 
-    def forward_backward_passes(self):
-        return self.attack_steps + 2  # the outer update differentiates f(x) and f(x_adv)
+    def floor_passes(self):
+        # the outer update differentiates f(x) and f(x_adv): a training pass over 2B
+        return [FloorPass("input_gradient", 1, self.attack_steps), FloorPass("train", 2, 1)]
 
     def get_config(self):
         config = super().get_config()
