@@ -32,9 +32,11 @@ setup(
     extras_require={
         # scipy: the linear-programming reference of FAB-T's projection (tests/test_fab.py);
         # adversarial-robustness-toolbox: the independent attacks of the cross-check
-        # (tests/test_crosscheck.py in the fast set, bench/crosscheck.py).
-        "test": ["pytest>=7", "scipy", "adversarial-robustness-toolbox>=1.17"],
-        "dev": ["pytest>=7", "scipy", "adversarial-robustness-toolbox>=1.17", "ruff"],
+        # (tests/test_crosscheck.py in the fast set, bench/crosscheck.py); pytest-xdist: the
+        # fast set runs on two processes (-n 2 --dist loadfile, the README's command).
+        "test": ["pytest>=7", "pytest-xdist>=3", "scipy", "adversarial-robustness-toolbox>=1.17"],
+        "dev": ["pytest>=7", "pytest-xdist>=3", "scipy", "adversarial-robustness-toolbox>=1.17",
+                "ruff"],
         "reference": ["adversarial-robustness-toolbox>=1.17"],
     },
     entry_points={
