@@ -28,6 +28,8 @@ flags.DEFINE_integer("epochs", 2, "Epochs per trial.")
 flags.DEFINE_integer("train_examples", 1000, "Training images of the sample used (minus the "
                      "validation split).")
 flags.DEFINE_string("output_dir", os.path.join(ROOT, "bench", "results"), "Table folder.")
+flags.DEFINE_integer("worker_threads", 1, "TensorFlow intra-op threads of each worker (0: "
+                     "its default); the single process keeps the default (all cores).")
 
 LAMBDAS = "0,0.01,0.1,1"
 
@@ -74,7 +76,8 @@ def main(argv):
             port = s.getsockname()[1]
         address = f"--oracle_address=127.0.0.1:{port}"
         commands = [_args(dist_dir) + ["--tuning_role=chief", address]] + [
-            _args(dist_dir) + ["--tuning_role=worker", address, f"--tuner_id=worker-{i}"]
+            _args(dist_dir) + ["--tuning_role=worker", address, f"--tuner_id=worker-{i}",
+                               f"--intra_op_threads={FLAGS.worker_threads}"]
             for i in range(FLAGS.workers)]
         dist = _run(commands, os.path.join(work, "logs_dist"))
         print(f"chief + {FLAGS.workers} workers: {dist:.1f} s", flush=True)
@@ -91,8 +94,12 @@ def main(argv):
         f"- Search: adt-tune, ADT_EXP, grid over lambda in {{{LAMBDAS}}}, {FLAGS.epochs} "
         f"epoch(s) per trial on the first {FLAGS.train_examples} images of the bundled "
         "CIFAR-10 sample (200 held out for the validation PGD-5), SmallCNN width 16, batch 64.",
-        f"- Machine: {os.cpu_count()} cores; every process with TensorFlow's default threads; "
-        "wall time from launch to the last process's exit (start-up included).",
+        f"- Machine: {os.cpu_count()} cores; the single process with TensorFlow's default "
+        "threads, each worker with "
+        + (f"{FLAGS.worker_threads} intra-op thread(s)" if FLAGS.worker_threads else
+           "the default threads")
+        + "; wall time from launch to the last process's exit (start-up included; the chief "
+        "polls for the end of the search every 20 s, keras-tuner's).",
         "",
         "| run | processes | wall time (s) | speed-up |",
         "|---|---:|---:|---:|",

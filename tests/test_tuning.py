@@ -325,3 +325,16 @@ def test_search_under_a_mirrored_strategy(tmp_path, two_device_strategy):
     assert len(trials) == 1  # the grid had a single point
     assert trials[0].status == "COMPLETED"
     assert 0 <= trials[0].score <= 1
+
+
+def test_grid_oracle_proposes_the_next_point_while_trials_run(tmp_path):
+    """Three workers asking at once get three grid points (keras-tuner's grid oracle answers
+    the third IDLE until a trial ends); the points are the grid's first three, in order."""
+    tuner = tuning.build_tuner("grid", tiny_hypermodel(), max_trials=5,
+                               directory=str(tmp_path), project_name="g")
+    assert isinstance(tuner.oracle, tuning.hypermodel.ParallelGridOracle)
+    trials = [tuner.oracle.create_trial(f"worker-{i}") for i in range(3)]
+    assert [t.status for t in trials] == ["RUNNING"] * 3
+    assert [t.hyperparameters.values["entropy_weight"] for t in trials] == list(PAPER[:3])
+    # The same request to the same worker returns its running trial, as keras-tuner's.
+    assert tuner.oracle.create_trial("worker-0").trial_id == trials[0].trial_id

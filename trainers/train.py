@@ -207,16 +207,21 @@ def config_from_flags() -> TrainConfig:
         strategy=FLAGS.strategy, tpu=FLAGS.tpu, verbose=FLAGS.verbose)
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+def apply_thread_flags() -> None:
+    """--intra_op_threads / --inter_op_threads, set before TensorFlow starts its thread pools
+    (its first op); adt-tune applies them too."""
     if FLAGS.intra_op_threads < 0 or FLAGS.inter_op_threads < 0:
         raise app.UsageError("--intra_op_threads and --inter_op_threads must be >= 0.")
-    # Before TensorFlow starts its thread pools (its first op), which run_training does.
     if FLAGS.intra_op_threads:
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op_threads)
     if FLAGS.inter_op_threads:
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    apply_thread_flags()
     try:
         config = config_from_flags()
         report = run_training(config)

@@ -92,6 +92,7 @@ def _space() -> tuning.SearchSpace:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    train_cli.apply_thread_flags()
     try:
         tuning.distributed.configure(FLAGS.tuning_role, FLAGS.oracle_address, FLAGS.tuner_id)
         config = train_cli.config_from_flags()

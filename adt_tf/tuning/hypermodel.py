@@ -7,6 +7,7 @@ import collections
 import dataclasses
 import functools
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -132,10 +133,50 @@ def restore_grid_order(oracle) -> None:
     oracle._populate_next = list(ids)
 
 
+class ParallelGridOracle(kt.oracles.GridSearchOracle):
+    """keras-tuner's grid oracle, proposing the next grid point as soon as a trial starts.
+
+    keras-tuner's proposes a point's successor once that point's trial has ended (except for
+    the first trial), so a distributed grid search runs one trial at a time after the first
+    two, the other workers waiting. Here every started trial is queued at once, as keras-tuner
+    does for the first; the order of the grid, and what a single process runs, are unchanged
+    (a trial's successor is proposed once, however often the trial is queued).
+    """
+
+    def populate_space(self, trial_id):
+        response = super().populate_space(trial_id)
+        if (response["status"] == kt.engine.trial.TrialStatus.RUNNING
+                and trial_id not in self._populate_next):
+            self._populate_next.append(trial_id)
+        return response
+
+
+def _pause_when_idle(create_trial, seconds: float = 1.0):
+    """A worker's create_trial that waits `seconds` after an IDLE answer (the oracle has no
+    trial to give yet): keras-tuner's search loop asks again at once, and a worker spinning
+    on the chief takes the CPU of the one training."""
+
+    def create(tuner_id):
+        trial = create_trial(tuner_id)
+        if trial.status == kt.engine.trial.TrialStatus.IDLE:
+            time.sleep(seconds)
+        return trial
+
+    return create
+
+
 class _SearchTuner:
     """Tuner mixin: tells the hypermodel which execution of a trial is about to run, records
-    which process started each trial, and keeps a restarted chief's running trials with
-    their workers (`adt_tf.tuning.distributed`)."""
+    which process started each trial, keeps a restarted chief's running trials with their
+    workers (`adt_tf.tuning.distributed`), lets a grid run its trials in parallel
+    (`ParallelGridOracle`) and keeps a waiting worker from spinning."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if type(self.oracle) is kt.oracles.GridSearchOracle:
+            self.oracle.__class__ = ParallelGridOracle  # same state, one method more
+        if distributed.current_role().is_worker:
+            self.oracle.create_trial = _pause_when_idle(self.oracle.create_trial)
 
     def _build_and_fit_model(self, trial, *args, **kwargs):
         counts = self.__dict__.setdefault("_executions_started", collections.Counter())
@@ -207,4 +248,5 @@ def build_tuner(kind: str, hypermodel: MethodHyperModel, *, max_trials: int = 10
     return TUNERS[kind](hypermodel, max_trials=max_trials, **common)
 
 
-__all__ = ["TUNERS", "MethodHyperModel", "build_tuner"]
+__all__ = ["TUNERS", "MethodHyperModel", "ParallelGridOracle", "build_tuner",
+           "restore_grid_order"]
