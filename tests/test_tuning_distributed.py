@@ -39,8 +39,8 @@ def write_data(folder, n=176):
     return folder
 
 
-def search_args(data_dir, directory, epochs=1):
-    return [f"--dataset=npz:{data_dir}", "--method=adt_exp", "--tuner=grid",
+def search_args(data_dir, directory, epochs=1, tuner="grid"):
+    return [f"--dataset=npz:{data_dir}", "--method=adt_exp", f"--tuner={tuner}",
             f"--lambda_values={','.join(map(str, LAMBDAS))}", f"--max_trials={len(LAMBDAS)}",
             f"--epochs={epochs}", "--val_examples=64", "--val_pgd_steps=2", "--epsilon=0.03",
             "--model_width=4", "--batch_size=8", "--lr=0.05", "--inner_steps=2",
@@ -71,10 +71,10 @@ def read_logs(logs):
     return "\n".join(f"--- {name}\n{open(path).read()[-3000:]}" for name, path in logs.items())
 
 
-def launch(tmp_path, role, port, data_dir, epochs=1, tuner_id=None, suffix=""):
+def launch(tmp_path, role, port, data_dir, epochs=1, tuner_id=None, suffix="", tuner="grid"):
     name = role if tuner_id is None else tuner_id
     path = tmp_path / f"{name}{suffix}.log"
-    args = search_args(data_dir, tmp_path / "dist", epochs) + [
+    args = search_args(data_dir, tmp_path / "dist", epochs, tuner) + [
         f"--tuning_role={role}", f"--oracle_address=127.0.0.1:{port}"]
     if tuner_id:
         args.append(f"--tuner_id={tuner_id}")
@@ -114,6 +114,34 @@ def test_chief_and_two_workers_run_each_trial_once_and_match_one_process(tmp_pat
                          overwrite=False, space=tuning.SearchSpace(values=LAMBDAS),
                          tune_knobs=())
     assert scores(single["rows"]) == scores(rows)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tuner", ["random", "bayesian", "hyperband"])
+def test_the_other_tuners_run_distributed(tmp_path, tuner):
+    """Random, Bayesian and Hyperband searches run as a chief and two workers too: both
+    workers train, every trial the chief records is complete and was started once (a
+    Hyperband trial continued in a later round is started again, by design)."""
+    data_dir = write_data(tmp_path / "data")
+    port = free_port()
+    procs, logs = {}, {}
+    epochs = 2 if tuner == "hyperband" else 1
+    for role, tuner_id in (("chief", None), ("worker", "worker-a"), ("worker", "worker-b")):
+        name = tuner_id or role
+        procs[name], logs[name] = launch(tmp_path, role, port, data_dir, epochs=epochs,
+                                         tuner_id=tuner_id, tuner=tuner)
+    finish(procs, logs)
+    project = tmp_path / "dist" / "lam"
+    rows = json.load(open(project / "trials.json"))
+    assert rows and all(r["status"] == "COMPLETED" for r in rows)
+    assert all(r["val_robust_accuracy"] is not None for r in rows)
+    started = tuning.distributed.trials_started(str(project))
+    assert set(started) == {"worker-a", "worker-b"}
+    every = started["worker-a"] + started["worker-b"]
+    assert set(every) == {r["trial_id"] for r in rows}
+    if tuner != "hyperband":
+        assert len(every) == len(rows)
+    assert os.path.exists(project / "best_hyperparameters.json")
 
 
 @pytest.mark.slow
