@@ -7,7 +7,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from adt_tf import validation
-from adt_tf.attacks.common import as_seed, batch_shape, fold, margin_loss, misclassified
+from adt_tf.attacks.common import as_seed, batch_shape, fold
+from adt_tf.attacks.random_search import margin_search
 from adt_tf.attacks.square_l2 import square_l2_search
 from adt_tf.threat import L2Ball, as_threat
 
@@ -120,16 +121,10 @@ def square(classifier, x, y, epsilon: float, *, num_queries: int = 5000, p_init:
         bits = tf.random.stateless_uniform(shape_, seed=seed_, maxval=2, dtype=tf.int32)
         return tf.cast(2 * bits - 1, x.dtype)
 
-    def query(x_adv):
-        logits = classifier(x_adv, training=False)
-        return margin_loss(logits, y) * -1.0, misclassified(logits, y)
-
     delta = eps * signs(tf.stack([batch, 1, width, channels]), fold(base, 0))
     delta = delta * tf.ones_like(x)
-    x_best = ball.project(x + delta, x)
-    margin, done = query(x_best)
 
-    def body(i, x_best, margin, done):
+    def propose(i, x_best):
         p = square_fraction(i, num_queries, p_init, rescale_schedule)
         seeds = tf.random.experimental.stateless_split(fold(base, 1, i), 2)
         window = tf.broadcast_to(square_window(shape, p, seeds[0]), tf.shape(x))
@@ -140,19 +135,6 @@ def square(classifier, x, y, epsilon: float, *, num_queries: int = 5000, p_init:
                                                 tf.abs(candidate - x_best) < 1e-7),
                                   axis=[1, 2, 3])
         corner = tf.where(batch_shape(unchanged, corner), -corner, corner)
-        candidate = ball.project(tf.where(window, x + corner, x_best), x)
-        new_margin, new_done = query(candidate)
-        accept = tf.logical_and(tf.logical_not(done), new_margin < margin)
-        x_best = tf.where(batch_shape(accept, x), candidate, x_best)
-        margin = tf.where(accept, new_margin, margin)
-        done = tf.logical_or(done, tf.logical_and(accept, new_done))
-        # A static batch of 1 broadcasts against the dynamic shapes above to an unknown batch
-        # size, which tf.while_loop refuses as a changed loop shape: restore the static ones.
-        return (i + 1, tf.ensure_shape(x_best, x.shape), tf.ensure_shape(margin, x.shape[:1]),
-                tf.ensure_shape(done, x.shape[:1]))
+        return ball.project(tf.where(window, x + corner, x_best), x)
 
-    _, x_best, _, _ = tf.while_loop(
-        lambda i, _x, _m, d: tf.logical_and(i < num_queries,
-                                             tf.logical_not(tf.reduce_all(d))),
-        body, (tf.constant(0), x_best, margin, done), maximum_iterations=num_queries)
-    return x_best
+    return margin_search(classifier, x, y, ball.project(x + delta, x), propose, num_queries)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from adt_tf.attacks.common import batch_shape, fold, margin_loss, misclassified
+from adt_tf.attacks.common import fold
+from adt_tf.attacks.random_search import margin_search
 from adt_tf.threat import L2Ball
 
 
@@ -167,14 +168,7 @@ def square_l2_search(classifier, x: tf.Tensor, y: tf.Tensor, ball: L2Ball, num_q
     def on_sphere(delta):
         return ball.clip(x + eps * delta / (_l2(delta, [1, 2, 3]) + 1e-12))
 
-    def query(x_adv):
-        logits = classifier(x_adv, training=False)
-        return -margin_loss(logits, y), misclassified(logits, y)
-
-    x_best = on_sphere(initial_perturbation(shape, fold(base, 0), dtype))
-    margin, done = query(x_best)
-
-    def body(i, x_best, margin, done):
+    def propose(i, x_best):
         side = _side(fraction(i), height, width)
         seeds = tf.random.experimental.stateless_split(fold(base, 1, i), 6)
         span_h, span_w = tf.maximum(height - side, 1), tf.maximum(width - side, 1)
@@ -202,18 +196,11 @@ def square_l2_search(classifier, x: tf.Tensor, y: tf.Tensor, ball: L2Ball, num_q
         target = tf.sqrt(room / tf.cast(channels, dtype) + tf.square(windows))
         fresh = fresh / (1e-12 + _l2(fresh, [1, 2])) * target
         delta = tf.where(in1, fresh, tf.where(in2, 0.0, delta))
-        candidate = on_sphere(delta)
-        new_margin, new_done = query(candidate)
-        accept = tf.logical_and(tf.logical_not(done), new_margin < margin)
-        x_best = tf.where(batch_shape(accept, x), candidate, x_best)
-        margin = tf.where(accept, new_margin, margin)
-        done = tf.logical_or(done, tf.logical_and(accept, new_done))
-        return (i + 1, tf.ensure_shape(x_best, x.shape), tf.ensure_shape(margin, x.shape[:1]),
-                tf.ensure_shape(done, x.shape[:1]))
+        return on_sphere(delta)
 
-    _, x_best, _, _ = tf.while_loop(
-        lambda i, _x, _m, d: tf.logical_and(i < num_queries, tf.logical_not(tf.reduce_all(d))),
-        body, (tf.constant(0), x_best, margin, done), maximum_iterations=num_queries)
+    x_best = margin_search(classifier, x, y,
+                           on_sphere(initial_perturbation(shape, fold(base, 0), dtype)),
+                           propose, num_queries)
     return tf.cast(x_best, x_in.dtype)
 
 
