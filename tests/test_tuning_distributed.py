@@ -71,11 +71,12 @@ def read_logs(logs):
     return "\n".join(f"--- {name}\n{open(path).read()[-3000:]}" for name, path in logs.items())
 
 
-def launch(tmp_path, role, port, data_dir, epochs=1, tuner_id=None, suffix="", tuner="grid"):
+def launch(tmp_path, role, port, data_dir, epochs=1, tuner_id=None, suffix="", tuner="grid",
+           extra=()):
     name = role if tuner_id is None else tuner_id
     path = tmp_path / f"{name}{suffix}.log"
     args = search_args(data_dir, tmp_path / "dist", epochs, tuner) + [
-        f"--tuning_role={role}", f"--oracle_address=127.0.0.1:{port}"]
+        f"--tuning_role={role}", f"--oracle_address=127.0.0.1:{port}", *extra]
     if tuner_id:
         args.append(f"--tuner_id={tuner_id}")
     return start(args, open(path, "w")), path
@@ -142,6 +143,26 @@ def test_the_other_tuners_run_distributed(tmp_path, tuner):
     if tuner != "hyperband":
         assert len(every) == len(rows)
     assert os.path.exists(project / "best_hyperparameters.json")
+
+
+@pytest.mark.slow
+def test_a_worker_trains_its_trials_under_a_mirrored_strategy(tmp_path):
+    """--strategy=mirrored on a worker (a MirroredStrategy over its own devices; one CPU
+    here): it trains every trial of the grid and reports each one's score."""
+    data_dir = write_data(tmp_path / "data")
+    port = free_port()
+    procs, logs = {}, {}
+    procs["chief"], logs["chief"] = launch(tmp_path, "chief", port, data_dir)
+    procs["worker-m"], logs["worker-m"] = launch(tmp_path, "worker", port, data_dir,
+                                                 tuner_id="worker-m",
+                                                 extra=["--strategy=mirrored"])
+    finish(procs, logs)
+    rows = json.load(open(tmp_path / "dist" / "lam" / "trials.json"))
+    assert [r["status"] for r in rows] == ["COMPLETED"] * len(LAMBDAS)
+    assert all(r["val_robust_accuracy"] is not None and 0 <= r["val_robust_accuracy"] <= 1
+               for r in rows)
+    assert sorted(tuning.distributed.trials_started(str(tmp_path / "dist" / "lam"))
+                  ["worker-m"]) == sorted(r["trial_id"] for r in rows)
 
 
 @pytest.mark.slow
