@@ -338,3 +338,38 @@ def test_grid_oracle_proposes_the_next_point_while_trials_run(tmp_path):
     assert [t.hyperparameters.values["entropy_weight"] for t in trials] == list(PAPER[:3])
     # The same request to the same worker returns its running trial, as keras-tuner's.
     assert tuner.oracle.create_trial("worker-0").trial_id == trials[0].trial_id
+
+
+def test_an_l2_search_trains_and_scores_under_the_l2_ball(tmp_path):
+    """--norm=l2: the trials train the method under the L2 ball and the objective is PGD-L2
+    (the scorer's threat model is the run's, with the dataset's L2 budget by default)."""
+    from adt_tf.threat import L2Ball
+
+    with pytest.raises(ValueError, match="'toy' has no default l2 epsilon; give --epsilon"):
+        tuning.MethodHyperModel(tiny_config(norm="l2", epsilon=None), tiny_splits(),
+                                val_examples=64)
+    hypermodel = tuning.MethodHyperModel(tiny_config(norm="l2", epsilon=0.25), tiny_splits(),
+                                         val_examples=64, val_pgd_steps=2,
+                                         space=tuning.SearchSpace(values=(0.01,)))
+    assert isinstance(hypermodel.threat, L2Ball) and hypermodel.threat.epsilon == 0.25
+    trainer = hypermodel.build(kt_hyperparameters(hypermodel))
+    assert trainer.norm == "l2" and trainer.epsilon == 0.25
+    # The bundled sample's L2 default (0.5) when no --epsilon is given.
+    config = tiny_config(norm="l2", epsilon=None, max_train_examples=200)
+    result = tuning.tune(config, tuner_kind="grid", max_trials=1, executions_per_trial=1,
+                         val_examples=64, val_pgd_steps=2, directory=str(tmp_path),
+                         project_name="l2", overwrite=False,
+                         space=tuning.SearchSpace(values=(0.01,)), tune_knobs=())
+    assert [r["status"] for r in result["rows"]] == ["COMPLETED"]
+    assert "(l2, epsilon 0.5, step epsilon/4" in result["best"]["objective"]
+    scorer = tuning.RobustAccuracyCallback(np.zeros((2, 16, 16, 3), np.float32),
+                                           np.zeros(2, np.int64), L2Ball(0.5), steps=1)
+    assert scorer.threat.norm == "l2" and scorer.epsilon == 0.5
+
+
+def kt_hyperparameters(hypermodel):
+    import keras_tuner as kt
+
+    hp = kt.HyperParameters()
+    hypermodel.declare_hyperparameters(hp)
+    return hp

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from adt_tf import validation
 from adt_tf.attacks import pgd
+from adt_tf.threat import Ball, as_threat
 
 OBJECTIVE_NAME = "val_robust_accuracy"
 CLEAN_NAME = "val_clean_accuracy"
@@ -27,7 +28,8 @@ class RobustAccuracyCallback(keras.callbacks.Callback):
     """Sets `logs['val_robust_accuracy']` and `logs['val_clean_accuracy']` every epoch.
 
     Robust accuracy is the fraction of the fixed validation inputs classified correctly both
-    clean and under PGD-k (L-inf, step epsilon/4, uniform random start, a fixed seed), on
+    clean and under PGD-k (the threat model's: L-inf or L2, step epsilon/4, uniform random
+    start, a fixed seed), on
     `model.classifier` (the bare classifier of a method; the model itself otherwise). Put it
     before the callbacks that read these logs (keras-tuner's, History).
 
@@ -43,17 +45,18 @@ class RobustAccuracyCallback(keras.callbacks.Callback):
 
     Args:
         x, y: validation images (uint8 or float in [0, 1]) and labels.
-        epsilon: the L-inf budget.
+        epsilon: an L-inf radius, or a threat model (`adt_tf.threat.LinfBall`, `L2Ball`).
         steps: PGD iterations k (10).
         batch_size: inputs per evaluation batch.
         seed: seed of the random start (the same every epoch).
     """
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, epsilon: float, steps: int = 10,
+    def __init__(self, x: np.ndarray, y: np.ndarray, epsilon: float | Ball, steps: int = 10,
                  batch_size: int = 256, seed: int = 0):
         super().__init__()
         self.x, self.y = x, y
-        self.epsilon = validation.check_epsilon(epsilon)
+        self.threat = as_threat(epsilon)
+        self.epsilon = self.threat.epsilon
         self.steps = validation.check_positive_int(steps, "steps")
         self.batch_size = validation.check_positive_int(batch_size, "batch_size")
         self.seed = int(seed)
@@ -64,7 +67,7 @@ class RobustAccuracyCallback(keras.callbacks.Callback):
 
         def predict(x, y):
             clean = tf.argmax(classifier(x, training=False), -1, output_type=tf.int32)
-            x_adv = pgd(classifier, x, y, self.epsilon, steps=self.steps,
+            x_adv = pgd(classifier, x, y, self.threat, steps=self.steps,
                         step_size=self.epsilon / 4, random_start=True, seed=self.seed)
             adv = tf.argmax(classifier(x_adv, training=False), -1, output_type=tf.int32)
             return clean, adv

@@ -18,6 +18,7 @@ import tensorflow as tf
 from adt_tf import data as data_lib
 from adt_tf import validation
 from adt_tf.methods import get_method
+from adt_tf.threat import make_threat
 from adt_tf.training import TrainConfig, _probe_classifier, build_trainer
 from adt_tf.tuning import distributed
 from adt_tf.tuning.callbacks import FailOnNonFiniteLoss, RobustAccuracyCallback, objective
@@ -51,12 +52,11 @@ class MethodHyperModel(kt.HyperModel):
                  val_examples: int = 512, val_pgd_steps: int = 10, name: str | None = None):
         super().__init__(name=name, tunable=True)
         config.validate()
-        if config.norm != "linf":
-            raise ValueError(f"The lambda search runs under --norm=linf only (its validation "
-                             f"PGD is L-infinity), got --norm={config.norm}.")
-        epsilon = (validation.check_epsilon(config.epsilon) if config.epsilon is not None
-                   else splits.info.epsilon)
+        # The threat model of training and of the validation PGD (--norm; L2 beyond the paper).
+        epsilon = (make_threat(config.norm, config.epsilon).epsilon
+                   if config.epsilon is not None else splits.info.default_epsilon(config.norm))
         self.config = dataclasses.replace(config, epsilon=epsilon)
+        self.threat = make_threat(config.norm, epsilon)
         self.space = space if space is not None else SearchSpace()
         self.knobs = knobs_to_search(config.method, tune)
         self.val_pgd_steps = validation.check_positive_int(val_pgd_steps, "val_pgd_steps")
@@ -65,7 +65,8 @@ class MethodHyperModel(kt.HyperModel):
         self.fixed_params = {k: v for k, v in config.method_params.items()
                              if k not in self.knobs}
         # The fixed arguments fail here, not in the first trial (the probe is adt-train's).
-        get_method(config.method)(_probe_classifier(), epsilon=epsilon, **self.fixed_params)
+        get_method(config.method)(_probe_classifier(), epsilon=epsilon, norm=config.norm,
+                                  **self.fixed_params)
 
     def declare_hyperparameters(self, hp: kt.HyperParameters) -> None:
         self.searched_params(hp)
@@ -102,7 +103,7 @@ class MethodHyperModel(kt.HyperModel):
         kwargs.setdefault("steps_per_epoch",
                           math.ceil(len(self.splits.x_train) / self.config.batch_size))
         scorer = RobustAccuracyCallback(
-            self.splits.x_test, self.splits.y_test, self.config.epsilon,
+            self.splits.x_test, self.splits.y_test, self.threat,
             steps=self.val_pgd_steps, batch_size=self.config.eval_batch_size,
             seed=self.config.seed)
         kwargs.setdefault("verbose", self.config.verbose)

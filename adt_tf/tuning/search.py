@@ -125,8 +125,10 @@ def tune(config, *, tuner_kind: str, max_trials: int, executions_per_trial: int,
             "method_params": hypermodel.method_params(trial.hyperparameters),
             **{k: row[k] for k in report.METRIC_COLUMNS},
             "best_epoch": row["best_epoch"],
-            "objective": f"validation accuracy under PGD-{val_pgd_steps} (step epsilon/4, "
-                         f"random start), {val_examples} held-out training examples",
+            "objective": f"validation accuracy under PGD-{val_pgd_steps} "
+                         f"({hypermodel.threat.norm}, epsilon {hypermodel.threat.epsilon:.5g}, "
+                         f"step epsilon/4, random start), {val_examples} held-out training "
+                         "examples",
         }
         paths["best"] = os.path.join(project_dir, "best_hyperparameters.json")
         with open(paths["best"], "w") as f:
