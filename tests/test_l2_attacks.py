@@ -34,7 +34,7 @@ def adversaries(trained):
     from adt_tf.evaluation import fit_amortized_adversary
 
     model, x, y = trained
-    return {kind: fit_amortized_adversary(model, x, y, L2Ball(EPS), kind=kind, train_steps=15,
+    return {kind: fit_amortized_adversary(model, x, y, L2Ball(EPS), kind=kind, train_steps=40,
                                           train_batch_size=32, generator_width=4,
                                           generator_blocks=1, generator_lr=1e-2, seed=1)
             for kind in ("exp_am", "imp_am")}
@@ -52,7 +52,12 @@ def test_l2_attack_stays_in_the_ball_is_seeded_and_beats_clean(trained, source, 
     np.testing.assert_array_equal(first, again)
     norms = np.linalg.norm((first - x).reshape(len(x), -1), axis=1)
     assert norms.max() <= EPS * (1 + 1e-5) and first.min() >= 0 and first.max() <= 1
-    assert accuracy(model, first, y) < accuracy(model, x, y)
+    # Robust accuracy (correct clean and attacked) below clean accuracy: the attack breaks
+    # some correctly classified inputs. (Plain accuracy on the outputs can exceed the clean
+    # one: a draw kept for a misclassified input may happen to be classified correctly.)
+    clean_ok = np.argmax(model(x, training=False).numpy(), -1) == y
+    adv_ok = np.argmax(model(first, training=False).numpy(), -1) == y
+    assert np.mean(clean_ok & adv_ok) < np.mean(clean_ok), name
 
 
 def test_pgd_l2_gains_from_steps_and_is_weaker_at_a_smaller_radius(trained):
