@@ -1,11 +1,21 @@
-"""The loop both Square searches share (L-infinity and L2): propose a candidate, query the
-model once, keep it where it lowers the margin, stop querying an input once it is broken."""
+"""What both Square searches share (L-infinity and L2): their windows, and the loop that
+proposes a candidate, queries the model once, keeps it where it lowers the margin, and stops
+querying an input once it is broken."""
 
 from __future__ import annotations
 
 import tensorflow as tf
 
 from adt_tf.attacks.common import batch_shape, margin_loss, misclassified
+
+
+def window_mask(top: tf.Tensor, left: tf.Tensor, side, height, width) -> tf.Tensor:
+    """Bool [B, H, W, 1]: the side x side square of each example with corner (top, left) [B]."""
+    top, left = tf.reshape(top, [-1, 1, 1, 1]), tf.reshape(left, [-1, 1, 1, 1])
+    rows = tf.reshape(tf.range(height), [1, -1, 1, 1])
+    cols = tf.reshape(tf.range(width), [1, 1, -1, 1])
+    return tf.logical_and(tf.logical_and(rows >= top, rows < top + side),
+                          tf.logical_and(cols >= left, cols < left + side))
 
 
 def margin_search(classifier, x: tf.Tensor, y: tf.Tensor, x_start: tf.Tensor, propose,
@@ -47,4 +57,4 @@ def margin_search(classifier, x: tf.Tensor, y: tf.Tensor, x_start: tf.Tensor, pr
     return x_best
 
 
-__all__ = ["margin_search"]
+__all__ = ["margin_search", "window_mask"]

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from adt_tf import validation
 from adt_tf.attacks.common import as_seed, batch_shape, fold
-from adt_tf.attacks.random_search import margin_search
+from adt_tf.attacks.random_search import margin_search, window_mask
 from adt_tf.attacks.square_l2 import square_l2_search
 from adt_tf.threat import L2Ball, as_threat
 
@@ -57,11 +57,7 @@ def square_window(shape, p, seed) -> tf.Tensor:
                                       dtype=tf.int32)
     left = tf.random.stateless_uniform([batch], seeds[1], maxval=tf.maximum(width - side, 1),
                                        dtype=tf.int32)
-    top, left = tf.reshape(top, [-1, 1, 1, 1]), tf.reshape(left, [-1, 1, 1, 1])
-    rows = tf.reshape(tf.range(height), [1, -1, 1, 1])
-    cols = tf.reshape(tf.range(width), [1, 1, -1, 1])
-    return tf.logical_and(tf.logical_and(rows >= top, rows < top + side),
-                          tf.logical_and(cols >= left, cols < left + side))
+    return window_mask(top, left, side, height, width)
 
 
 def square(classifier, x, y, epsilon: float, *, num_queries: int = 5000, p_init: float = 0.8,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from adt_tf.attacks.common import fold
-from adt_tf.attacks.random_search import margin_search
+from adt_tf.attacks.random_search import margin_search, window_mask
 from adt_tf.threat import L2Ball
 
 
@@ -179,11 +179,8 @@ def square_l2_search(classifier, x: tf.Tensor, y: tf.Tensor, ball: L2Ball, num_q
         top1, left1 = corner(seeds[0], span_h), corner(seeds[1], span_w)
         top2, left2 = corner(seeds[2], span_h), corner(seeds[3], span_w)
         flip = tf.random.stateless_uniform([batch], seeds[4], maxval=2, dtype=tf.int32) > 0
-        box = tf.ones([batch, size, size], tf.float32)
-        grid = tf.range(size)
-        box = box * tf.cast((grid[:, None] < side) & (grid[None, :] < side), tf.float32)
-        in1 = tf.cast(_place(box, top1, left1, height, width), dtype)[..., None] > 0
-        in2 = tf.cast(_place(box, top2, left2, height, width), dtype)[..., None] > 0
+        in1 = window_mask(top1, left1, side, height, width)
+        in2 = window_mask(top2, left2, side, height, width)
         bump = tf.cast(_place(_oriented(side, size, flip), top1, left1, height, width),
                        dtype)[..., None]
         delta = x_best - x
