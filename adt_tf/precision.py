@@ -15,6 +15,8 @@ only, scale their objective by the number of examples under float16 (see
 from __future__ import annotations
 
 import contextlib
+import os
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -55,4 +57,70 @@ def as_float32(x: tf.Tensor) -> tf.Tensor:
     return tf.cast(x, tf.float32) if x.dtype in LOW_PRECISION else x
 
 
-__all__ = ["as_float32", "mixed_policy_name", "precision_policy"]
+def native_reduced_precision(cpuinfo: str = "/proc/cpuinfo") -> tuple[bool, str]:
+    """Whether this machine computes the mixed policy's low-precision type in hardware.
+
+    Returns:
+        (native, reason). GPU: float16 is native from compute capability 7.0 on (tensor
+        cores); below it, float16 matmuls run at or under float32 speed. CPU: bfloat16 is
+        native with the AVX512-BF16 or AMX-BF16 instructions (read from `cpuinfo`, Linux);
+        elsewhere oneDNN emulates it, slower than float32, so mixed precision is not
+        recommended there (it is never switched on by this function; it only answers).
+    """
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        capabilities = [tf.config.experimental.get_device_details(g).get("compute_capability")
+                        for g in gpus]
+        known = [c for c in capabilities if c is not None]
+        if known and all(tuple(c) >= (7, 0) for c in known):
+            return True, f"GPU compute capability {', '.join(f'{a}.{b}' for a, b in known)}"
+        return False, ("GPU compute capability below 7.0 (no float16 tensor cores) or unknown: "
+                       f"{capabilities}")
+    flags = _cpu_flags(cpuinfo)
+    if flags is None:
+        return False, f"CPU flags unknown ({cpuinfo} unreadable); bfloat16 may be emulated"
+    native = sorted(flags & {"avx512_bf16", "amx_bf16"})
+    if native:
+        return True, f"CPU has {' and '.join(native)}"
+    return False, "CPU lacks AVX512-BF16 and AMX-BF16: bfloat16 would be emulated (slower)"
+
+
+def _cpu_flags(cpuinfo: str) -> set[str] | None:
+    if not os.path.exists(cpuinfo):
+        return None
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        return None
+    return set()
+
+
+def float32_copy(model: keras.Model) -> keras.Model:
+    """The same classifier computing in float32: its config with every mixed policy replaced
+    by float32, rebuilt, given the model's weights. A model trained under a mixed policy is
+    saved with it; evaluating it in float32 measures the function its weights define, without
+    the rounding of low-precision activations (which can blunt gradient attacks)."""
+    if getattr(model, "compute_dtype", "float32") == "float32":
+        return model
+    config = _float32_config(model.get_config())
+    copy = model.__class__.from_config(config)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _float32_config(value: Any) -> Any:
+    if isinstance(value, dict):
+        if value.get("class_name") == "DTypePolicy" and "config" in value:
+            return dict(value, config=dict(value["config"], name="float32"))
+        return {k: ("float32" if k == "dtype" and v in ("float16", "bfloat16")
+                    else _float32_config(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_float32_config(v) for v in value]
+    return value
+
+
+__all__ = ["as_float32", "float32_copy", "mixed_policy_name", "native_reduced_precision",
+           "precision_policy"]

@@ -269,7 +269,10 @@ def model_needed(workdir: str, key: str, seed: int, all_seeds: list[int],
 
 
 # ------------------------------------------------------------------------------ training
-def train(recipe: Recipe, key: str, seed: int, data: str, workdir: str, verbose: int) -> None:
+def train(recipe: Recipe, key: str, seed: int, data: str, workdir: str, verbose: int,
+          mixed_precision: bool = False) -> None:
+    """Trains one (method, seed) of the recipe into its run folder (kept if finished, resumed
+    if interrupted); `mixed_precision` trains under the device's mixed policy."""
     from adt_tf.training import TrainConfig, run_training
 
     _, label, method, params = method_spec(key)
@@ -287,7 +290,7 @@ def train(recipe: Recipe, key: str, seed: int, data: str, workdir: str, verbose:
                                       if key in AMORTISED else {})),
         seed=seed, max_train_examples=recipe.train_examples,
         eval_examples=recipe.eval_examples, eval_batch_size=recipe.eval_batch_size,
-        norm=recipe.norm, verbose=verbose)
+        norm=recipe.norm, mixed_precision=mixed_precision, verbose=verbose)
     timing_path = os.path.join(d, "timing.json")
     os.makedirs(d, exist_ok=True)
     spent = _read_json(timing_path, {}).get("train_seconds", 0.0)

@@ -13,7 +13,13 @@ import tensorflow as tf
 from adt_tf.distributions import ExplicitAdversarialDistribution
 from adt_tf.inner_maximization import explicit_inner_maximization
 from adt_tf.methods import METHODS, ADTExp
-from adt_tf.precision import as_float32, mixed_policy_name, precision_policy
+from adt_tf.precision import (
+    as_float32,
+    float32_copy,
+    mixed_policy_name,
+    native_reduced_precision,
+    precision_policy,
+)
 from adt_tf.training import TrainConfig, run_training
 from tests.helpers import ce_loss, make_tiny_images, tiny_classifier
 from tests.test_distributions import numpy_neg_log_prob
@@ -153,3 +159,49 @@ def test_every_method_trains_under_xla(method):
     _, history = one_step(method, x, y, jit_compile=True)
     for values in history.values():
         assert np.all(np.isfinite(values)), history
+
+
+@pytest.mark.parametrize("flags,native", [("fpu sse2 avx512f avx512_bf16", True),
+                                          ("fpu sse2 amx_bf16 amx_tile", True),
+                                          ("fpu sse2 avx2 avx512f", False)])
+def test_native_reduced_precision_reads_the_cpu_flags(tmp_path, flags, native):
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("GPU machine: the answer comes from the compute capability")
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    answer, reason = native_reduced_precision(str(cpuinfo))
+    assert answer is native
+    assert ("lacks" in reason) is (not native)
+    answer, reason = native_reduced_precision(str(tmp_path / "missing"))
+    assert answer is False and "unknown" in reason
+
+
+def test_float32_copy_computes_the_same_function_in_float32(policy):
+    from adt_tf.models import build_model
+
+    policy("mixed_bfloat16")
+    mixed = build_model("small_cnn", (16, 16, 3), 10, width=4, batch_norm=True, dropout=0.0)
+    policy("float32")
+    x, _ = make_tiny_images(8, 16, seed=1)
+    mixed(x, training=True)  # moves the BatchNorm statistics away from their start
+    copy = float32_copy(mixed)
+    assert mixed.compute_dtype == "bfloat16"
+    assert copy.compute_dtype == "float32"
+    assert all(layer.compute_dtype == "float32" for layer in copy.layers)
+    for a, b in zip(mixed.get_weights(), copy.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    exact = copy(x, training=False).numpy()
+    rounded = tf.cast(mixed(x, training=False), tf.float32).numpy()
+    assert exact.dtype == np.float32
+    # bfloat16 keeps 8 bits of mantissa: the mixed model is the copy up to its rounding,
+    # and the copy is not the mixed model (it does not round).
+    scale = np.abs(exact).max()
+    assert np.abs(exact - rounded).max() < 0.05 * scale
+    assert np.abs(exact - rounded).max() > 0
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        total = tf.reduce_sum(copy(xt, training=False))
+    assert tape.gradient(total, xt).dtype == tf.float32
+    plain = build_model("small_cnn", (16, 16, 3), 10, width=4)
+    assert float32_copy(plain) is plain
