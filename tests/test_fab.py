@@ -210,3 +210,58 @@ def test_registered_and_in_the_autoattack_suite():
     assert SUITES["autoattack"] == ("apgd_ce", "apgd_t", "fab_t", "square")
     assert resolve_suite("fab_t", {"fab_t": {"num_targets": 3}})[0].display_label == \
         "FAB-T (3 targets)"
+
+
+# ------------------------------------------------------- Newton against the sorted solution
+def _mixed_rows(rng, n, dim):
+    """Feasible rows, rows whose plane misses the box, rows with w = 0, x already on the
+    plane, and coordinates at the box's faces."""
+    x, w, b = feasible_problems(rng, n, dim)
+    x[: n // 8] = np.round(x[: n // 8])  # at the faces: some capacities 0
+    b[n // 8: n // 4] = 10.0 * np.abs(w[n // 8: n // 4]).sum(axis=1) + 1.0  # misses the box
+    w[n // 4: n // 4 + 2] = 0.0  # no direction
+    b[n // 4 + 2: n // 4 + 4] = -np.sum(w * x, axis=1)[n // 4 + 2: n // 4 + 4]  # on the plane
+    return [a.astype(np.float32) for a in (x, w, b)]
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("dim", [1, 5, 60, 3072])
+def test_newton_projection_equals_the_sorted_solution(norm, dim):
+    from adt_tf.attacks import fab
+
+    fast, exact = {"linf": (fab.linf_projection_to_hyperplane,
+                            fab.sorted_linf_projection_to_hyperplane),
+                   "l2": (fab.l2_projection_to_hyperplane,
+                          fab.sorted_l2_projection_to_hyperplane)}[norm]
+    x, w, b = _mixed_rows(np.random.default_rng(dim), 64, dim)
+    d_fast, d_exact = fast(x, w, b).numpy(), exact(x, w, b).numpy()
+    assert np.all(np.isfinite(d_fast))
+    scale = max(np.abs(d_exact[np.isfinite(d_exact)]).max(), 1e-6)
+    finite = np.all(np.isfinite(d_exact), axis=1)
+    np.testing.assert_allclose(d_fast[finite], d_exact[finite], atol=2e-5 * scale, rtol=0)
+    # Both reach the plane where it meets the box (residual of w.(x + d) + b, relative).
+    reach = np.sum(w * (x + d_fast), axis=1) + b
+    feasible = ((b + np.minimum(w, 0).sum(axis=1) <= 0) & (b + np.maximum(w, 0).sum(axis=1) >= 0)
+                & np.any(w != 0, axis=1))
+    assert feasible.sum() >= 32
+    assert np.all(np.abs(reach[feasible]) <= 1e-4 * (np.abs(w).sum(axis=1)[feasible] + 1))
+
+
+def test_newton_converges_in_few_steps_and_hands_over_to_the_sorted_solution(monkeypatch):
+    from adt_tf.attacks import fab
+
+    x, w, b = _mixed_rows(np.random.default_rng(3), 32, 3072)
+    r = -(np.sum(w * x, axis=1) + b)
+    direction = np.sign(w) * np.sign(r)[:, None]
+    cap = np.where(direction > 0, 1 - x, x).astype(np.float32)
+    mag = np.abs(w)
+    _, done = fab.solve_breakpoints(np.abs(r), cap, mag * cap, mag, max_iterations=12)
+    assert np.all(done.numpy())
+    _, done = fab.solve_breakpoints(np.abs(r), cap, mag * cap, mag, max_iterations=1)
+    assert not np.all(done.numpy())
+    # With one Newton step allowed the batch falls back to the sorted solution: identical.
+    monkeypatch.setattr(fab, "NEWTON_ITERATIONS", 1)
+    np.testing.assert_array_equal(fab.linf_projection_to_hyperplane(x, w, b).numpy(),
+                                  fab.sorted_linf_projection_to_hyperplane(x, w, b).numpy())
+    np.testing.assert_array_equal(fab.l2_projection_to_hyperplane(x, w, b).numpy(),
+                                  fab.sorted_l2_projection_to_hyperplane(x, w, b).numpy())
