@@ -107,6 +107,53 @@ def test_apgd_iterates_match_autoattack(n_iter):
     assert len(set(np.round(ref_step / EPS, 6))) > 1, "no example ever halved its step"
 
 
+class RowCounter(keras.Model):
+    """A classifier that counts the input rows it is called on (in graphs and loops too)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.rows = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def call(self, x, training=False):
+        self.rows.assign_add(tf.cast(tf.shape(x)[0], tf.int64))
+        return self.inner(x, training=training)
+
+
+def test_apgd_t_runs_later_targets_only_on_the_inputs_still_robust():
+    """AutoAttack runs each further target on the inputs not broken yet. Ours: the same
+    robust inputs and, for them, the same points as every target on the whole batch (the
+    starts are drawn for the whole batch), at a lower count of classifier rows."""
+    from adt_tf.attacks.apgd import _merge, apgd_targeted
+    from adt_tf.attacks.common import as_seed, fold, target_classes, targeted_dlr_loss
+    from tests.helpers import trained_tiny_classifier
+
+    model, x, y = trained_tiny_classifier()
+    x, y = tf.constant(x[:48]), tf.constant(y[:48])
+    ball, steps, num_targets = LinfBall(4 / 255), 10, 4
+    counter = RowCounter(model)
+    x_adv = tf.function(lambda: apgd_targeted(counter, x, y, ball, steps=steps,
+                                              num_targets=num_targets, seed=5))()
+    rows = int(counter.rows.numpy())
+    # The reference: every target on every input, the highest loss kept where none breaks.
+    targets, _ = target_classes(model(x, training=False), num_targets, attack="t",
+                                min_classes=4)
+    best = None
+    for t in range(num_targets):
+        x0 = ball.autoattack_start(x, fold(as_seed(5), t, 0))
+        out = _apgd_run(model, x, y, ball,
+                        lambda z, labels, t=t: targeted_dlr_loss(z, labels, targets[:, t]),
+                        steps, 0.75, 0.75, x0)[:3]
+        best = out if best is None else _merge(best, out)
+    broken = np.argmax(model(x_adv, training=False), -1) != y.numpy()
+    np.testing.assert_array_equal(broken, best[1].numpy())
+    assert 0 < broken.sum() < len(broken)
+    np.testing.assert_allclose(x_adv.numpy()[~broken], best[0].numpy()[~broken], atol=1e-6)
+    # Rows: one clean pass, then per target its 1 + steps passes on the inputs it ran on.
+    full = len(broken) * (1 + num_targets * (steps + 1))
+    assert rows < full
+
+
 def test_apgd_checkpoints_are_autoattacks():
     assert checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
     # N = 50: intervals 11, 10, 9, 8, 7 (then 57 > 50).

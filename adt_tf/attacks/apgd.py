@@ -124,9 +124,27 @@ def _merge(best, new):
             tf.where(take, new_loss, best_loss))
 
 
-def _skip_if_done(best, run):
-    """Runs `run()` unless every example of the batch is already adversarial."""
-    return tf.cond(tf.reduce_all(best[1]), lambda: best, run)
+def _run_on_remaining(best, run, x, y, x0, *per_example):
+    """A further run (restart or target) on the examples of the batch not yet adversarial
+    only, AutoAttack's way; `best` merged with its results (`_merge`).
+
+    `run(x, y, x0, *per_example)` -> (x_out, found, loss) is called on the gathered rows of
+    its arguments. The start x0 is drawn for the whole batch beforehand, so each example
+    starts where it would in the full batch and follows the same iterates (no operation of a
+    run couples the examples): only the examples already broken are left out. Nothing runs
+    when every example is broken.
+    """
+
+    def on_remaining():
+        idx = tf.where(tf.logical_not(best[1]))
+        rows = [tf.gather_nd(v, idx) for v in (x, y, x0) + per_example]
+        new_x, new_found, new_loss = run(*rows)
+        return _merge(best, (tf.tensor_scatter_nd_update(best[0], idx, new_x),
+                             tf.scatter_nd(idx, new_found, tf.shape(best[1], out_type=tf.int64)),
+                             tf.tensor_scatter_nd_update(
+                                 tf.fill(tf.shape(best[2]), float("-inf")), idx, new_loss)))
+
+    return tf.cond(tf.reduce_all(best[1]), lambda: best, on_remaining)
 
 
 def apgd(classifier, x, y, epsilon: float, *, steps: int = 100, loss: str = "ce",
@@ -174,13 +192,13 @@ def apgd(classifier, x, y, epsilon: float, *, steps: int = 100, loss: str = "ce"
     loss_fn = get_loss(loss)
     x = tf.convert_to_tensor(x)
     base = as_seed(seed)
+    def run(xs, ys, x0):
+        return _apgd_run(classifier, xs, ys, ball, loss_fn, steps, rho, momentum, x0)[:3]
+
     best = None
     for r in range(restarts):
-        def run(r=r):
-            x0 = ball.autoattack_start(x, fold(base, r))
-            return _apgd_run(classifier, x, y, ball, loss_fn, steps, rho, momentum, x0)[:3]
-
-        best = run() if best is None else _merge(best, _skip_if_done(best, run))
+        x0 = ball.autoattack_start(x, fold(base, r))
+        best = run(x, y, x0) if best is None else _run_on_remaining(best, run, x, y, x0)
     return best[0]
 
 
@@ -205,8 +223,9 @@ def apgd_targeted(classifier, x, y, epsilon: float, *, steps: int = 100, num_tar
     Mathematical details:
         For r = 1..num_targets the target t_r is the class of rank r + 1 in the clean logits,
         and APGD maximises -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2). An input is broken when
-        it is misclassified (as any class). Targets are tried until every input of the batch
-        is broken.
+        it is misclassified (as any class). Each further target runs only on the inputs not
+        broken yet (AutoAttack's way; their random starts as in the full batch), and none once
+        every input of the batch is broken.
 
     Example:
         >>> x_adv = apgd_targeted(model, x, y, 8 / 255)
@@ -224,17 +243,16 @@ def apgd_targeted(classifier, x, y, epsilon: float, *, steps: int = 100, num_tar
     base = as_seed(seed)
     targets, num_targets = target_classes(classifier(x, training=False), num_targets,
                                           attack="apgd_targeted", min_classes=4)
-    best = None
-    for t in range(num_targets):
-        target = targets[:, t]
-
-        def loss_fn(z, labels, target=target):
+    def run(xs, ys, x0, target):
+        def loss_fn(z, labels):
             return targeted_dlr_loss(z, labels, target)
 
-        for r in range(restarts):
-            def run(loss_fn=loss_fn, t=t, r=r):
-                x0 = ball.autoattack_start(x, fold(base, t, r))
-                return _apgd_run(classifier, x, y, ball, loss_fn, steps, rho, momentum, x0)[:3]
+        return _apgd_run(classifier, xs, ys, ball, loss_fn, steps, rho, momentum, x0)[:3]
 
-            best = run() if best is None else _merge(best, _skip_if_done(best, run))
+    best = None
+    for t in range(num_targets):
+        for r in range(restarts):
+            x0 = ball.autoattack_start(x, fold(base, t, r))
+            best = (run(x, y, x0, targets[:, t]) if best is None
+                    else _run_on_remaining(best, run, x, y, x0, targets[:, t]))
     return best[0]
