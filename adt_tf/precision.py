@@ -85,6 +85,19 @@ def native_reduced_precision(cpuinfo: str = "/proc/cpuinfo") -> tuple[bool, str]
     return False, "CPU lacks AVX512-BF16 and AMX-BF16: bfloat16 would be emulated (slower)"
 
 
+def emulation_warning(mixed: bool) -> str | None:
+    """A warning for a run asked to train under the mixed policy on hardware that emulates
+    the low precision (slower than float32); None otherwise. Mixed precision is never
+    switched on or off behind the user's back."""
+    if not mixed:
+        return None
+    native, reason = native_reduced_precision()
+    if native:
+        return None
+    return (f"--mixed_precision on hardware without native support ({reason}): the low "
+            "precision is emulated, so expect training slower than float32.")
+
+
 def _cpu_flags(cpuinfo: str) -> set[str] | None:
     if not os.path.exists(cpuinfo):
         return None
@@ -122,5 +135,5 @@ def _float32_config(value: Any) -> Any:
     return value
 
 
-__all__ = ["as_float32", "float32_copy", "mixed_policy_name", "native_reduced_precision",
-           "precision_policy"]
+__all__ = ["as_float32", "emulation_warning", "float32_copy", "mixed_policy_name",
+           "native_reduced_precision", "precision_policy"]

@@ -205,3 +205,14 @@ def test_float32_copy_computes_the_same_function_in_float32(policy):
     assert tape.gradient(total, xt).dtype == tf.float32
     plain = build_model("small_cnn", (16, 16, 3), 10, width=4)
     assert float32_copy(plain) is plain
+
+
+def test_emulation_warning_only_for_mixed_precision_without_native_support(monkeypatch):
+    from adt_tf import precision
+
+    monkeypatch.setattr(precision, "native_reduced_precision", lambda: (False, "no bf16"))
+    assert "emulated" in precision.emulation_warning(True)
+    assert "no bf16" in precision.emulation_warning(True)
+    assert precision.emulation_warning(False) is None
+    monkeypatch.setattr(precision, "native_reduced_precision", lambda: (True, "avx512_bf16"))
+    assert precision.emulation_warning(True) is None

@@ -23,6 +23,7 @@ from absl import app, flags, logging
 from adt_tf import data as data_lib
 from adt_tf.methods import METHODS, get_method
 from adt_tf.models import MODELS
+from adt_tf.precision import emulation_warning
 from adt_tf.training import (
     STRATEGIES,
     NonFiniteLossError,
@@ -224,6 +225,10 @@ def main(argv):
     apply_thread_flags()
     try:
         config = config_from_flags()
+        warning = emulation_warning(config.mixed_precision)
+        if warning:
+            logging.warning("%s", warning)
+            print(f"adt-train: warning: {warning}", file=sys.stderr)
         report = run_training(config)
     except (ValueError, NonFiniteLossError, OSError) as err:
         logging.error("%s", err)
