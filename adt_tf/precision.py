@@ -116,9 +116,12 @@ def float32_copy(model: keras.Model) -> keras.Model:
     by float32, rebuilt, given the model's weights. A model trained under a mixed policy is
     saved with it; evaluating it in float32 measures the function its weights define, without
     the rounding of low-precision activations (which can blunt gradient attacks)."""
-    if getattr(model, "compute_dtype", "float32") == "float32":
+    original = model.get_config()
+    config = _float32_config(original)
+    if config == original:  # no layer computes in low precision
         return model
-    config = _float32_config(model.get_config())
+    # (A loaded model's own policy may read float32 while its layers keep their saved
+    # mixed policies: only the layers' configs tell.)
     copy = model.__class__.from_config(config)
     copy.set_weights(model.get_weights())
     return copy
