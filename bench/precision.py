@@ -224,17 +224,8 @@ def build_table(recipe: rb.Recipe, scale: str, workdir: str, methods, precisions
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    recipe = rb.RECIPES[FLAGS.scale]
-    changes = {k: getattr(FLAGS, k) for k in ("epochs", "train_examples", "eval_examples")
-               if getattr(FLAGS, k)}
-    if changes.get("epochs"):
-        changes["lr_decay_epochs"] = tuple(e for e in recipe.lr_decay_epochs
-                                           if e <= changes["epochs"])
-    if FLAGS.seeds:
-        changes["seeds"] = tuple(int(s) for s in FLAGS.seeds)
-    import dataclasses
-
-    recipe = dataclasses.replace(recipe, **changes)
+    recipe = rb.overridden(rb.RECIPES[FLAGS.scale], FLAGS,
+                           ("epochs", "train_examples", "eval_examples"))
     methods = [m.strip() for m in FLAGS.methods]
     for key in methods:
         rb.method_spec(key)

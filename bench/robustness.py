@@ -206,17 +206,22 @@ def define_flags() -> None:
     flags.DEFINE_integer("verbose", 1, "0 quiet, 1 progress bars, 2 one line per epoch.")
 
 
-def recipe_from_flags() -> Recipe:
-    recipe = RECIPES[FLAGS.scale]
-    changes = {k: getattr(FLAGS, k) for k in ("epochs", "train_examples", "eval_examples",
-                                              "subset_examples") if getattr(FLAGS, k)}
+def overridden(recipe: Recipe, flag_values, names: tuple[str, ...]) -> Recipe:
+    """`recipe` with the flags `names` (epochs, train_examples, ...) that are set, and --seeds;
+    the decay epochs beyond a shorter --epochs dropped."""
+    changes = {k: getattr(flag_values, k) for k in names if getattr(flag_values, k)}
     if changes.get("epochs"):
         changes["lr_decay_epochs"] = tuple(e for e in recipe.lr_decay_epochs
                                            if e <= changes["epochs"])
-    if FLAGS.seeds:
-        changes["seeds"] = tuple(int(s) for s in FLAGS.seeds)
-    changes["norm"] = FLAGS.norm
+    if flag_values.seeds:
+        changes["seeds"] = tuple(int(s) for s in flag_values.seeds)
     return dataclasses.replace(recipe, **changes)
+
+
+def recipe_from_flags() -> Recipe:
+    recipe = overridden(RECIPES[FLAGS.scale], FLAGS,
+                        ("epochs", "train_examples", "eval_examples", "subset_examples"))
+    return dataclasses.replace(recipe, norm=FLAGS.norm)
 
 
 def method_spec(key: str) -> tuple[str, str, str, dict[str, Any]]:

@@ -153,10 +153,8 @@ def sorted_linf_projection_to_hyperplane(x: tf.Tensor, w: tf.Tensor,
     Example:
         >>> d = linf_projection_to_hyperplane(x_flat, grad_flat, offset)
     """
-    x, w = tf.cast(x, tf.float32), tf.cast(w, tf.float32)
-    r = -(tf.reduce_sum(w * x, axis=1) + tf.cast(b, tf.float32))
-    direction = tf.sign(w) * tf.sign(r)[:, None]
-    capacity = tf.where(direction > 0, 1.0 - x, x)
+    r, direction, capacity = _hyperplane_terms(x, w, b)
+    w = tf.cast(w, tf.float32)
     order = tf.argsort(capacity, axis=1)
     cap_sorted = tf.gather(capacity, order, batch_dims=1)
     w_sorted = tf.gather(tf.abs(w), order, batch_dims=1)
@@ -194,10 +192,8 @@ def sorted_l2_projection_to_hyperplane(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor)
         Without the box, d = r w / ||w||^2. If g(max_j lambda_j) < |r| the plane misses the
         box and every coordinate with w_j != 0 moves to its limit.
     """
-    x, w = tf.cast(x, tf.float32), tf.cast(w, tf.float32)
-    r = -(tf.reduce_sum(w * x, axis=1) + tf.cast(b, tf.float32))
-    direction = tf.sign(w) * tf.sign(r)[:, None]
-    capacity = tf.where(direction > 0, 1.0 - x, x)
+    r, direction, capacity = _hyperplane_terms(x, w, b)
+    w = tf.cast(w, tf.float32)
     magnitude = tf.abs(w)
     moves = magnitude > 0
     breakpoint = tf.where(moves, capacity / tf.where(moves, magnitude, 1.0), float("inf"))
