@@ -107,9 +107,14 @@ def regularization_penalty(model: keras.Model) -> tf.Tensor:
 def trades_outer_loss(trainer, x, x_adv, y, sample_weight, beta: float):
     """The TRADES outer loss of a trainer: compiled loss on f(x) plus beta * KL(f(x) || f(x_adv)).
 
-    Both forward passes run in training mode (as in the TRADES reference code). The compiled
-    loss (cross-entropy) on the clean logits carries the regularisation losses; the KL term
-    is reduced like it (`batch_mean`).
+    Three forward passes in training mode, in the TRADES reference's order
+    (`trades.py: trades_loss`): f(x) for the cross-entropy, then f(x_adv) and f(x) again
+    for the KL term (`criterion_kl(log_softmax(model(x_adv)), softmax(model(x_natural)))`).
+    The two clean passes give the same logits (BatchNorm normalises with the batch's own
+    statistics), but each updates BatchNorm's running statistics, so they move three times
+    per step as in the reference; gradients flow through all three (the reference does not
+    detach the KL's target). The compiled loss (cross-entropy) on the clean logits carries
+    the regularisation losses; the KL term is reduced like it (`batch_mean`).
 
     Args:
         trainer: the `AdversarialTrainer` (its `compute_loss` and `__call__` are used).
@@ -121,7 +126,8 @@ def trades_outer_loss(trainer, x, x_adv, y, sample_weight, beta: float):
     """
     clean_logits = trainer(x, training=True)
     adv_logits = trainer(x_adv, training=True)
+    target_logits = trainer(x, training=True)
     natural = trainer.compute_loss(x=x, y=y, y_pred=clean_logits, sample_weight=sample_weight,
                                    training=True)
-    robust = batch_mean(kl_divergence(clean_logits, adv_logits), sample_weight)
+    robust = batch_mean(kl_divergence(target_logits, adv_logits), sample_weight)
     return natural + tf.cast(beta, natural.dtype) * tf.cast(robust, natural.dtype), adv_logits

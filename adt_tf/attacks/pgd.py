@@ -29,9 +29,10 @@ def _select(mask, a, b):
 
 def pgd(classifier, x, y, epsilon: float, *, steps: int = 20, step_size: float | None = None,
         random_start: bool = True, restarts: int = 1, loss: str = "ce", targeted: bool = False,
-        momentum: float | None = None, seed=0, noise: NoiseSource = DEFAULT_NOISE) -> tf.Tensor:
+        momentum: float | None = None, seed=0, noise: NoiseSource = DEFAULT_NOISE,
+        best_iterate: bool = True) -> tf.Tensor:
     """PGD (L-infinity, or the given threat model) keeping, per example, the best iterate
-    over all steps and restarts.
+    over all steps and restarts (or returning the last iterate, as training does).
 
     Args:
         classifier: logits model (called with training=False).
@@ -49,13 +50,17 @@ def pgd(classifier, x, y, epsilon: float, *, steps: int = 20, step_size: float |
             the sign of the accumulator.
         seed: int or stateless seed tensor for the random starts.
         noise: where the random starts' draws come from (`adt_tf.noise`; default: the seed).
+        best_iterate: True (an attack's job, the default): return each example's best
+            iterate. False: return the last iterate, as Madry et al.'s `LinfPGDAttack`
+            does and adversarial training uses; no iterate is scored (restarts must be 1).
 
     Mathematical details:
         x_{t+1} = Proj_{B(x, eps)}(x_t + a * sign(g_t)), g_t = +-grad_x L(f(x_t), y)
         (for an L2 ball the step is a * g_t / ||g_t||_2 and the projection the exact one onto
         ball and box, `adt_tf.threat.L2Ball`)
-        (or the momentum accumulator). Every iterate, the final one included, is scored; per
-        example an iterate that misclassifies beats one that does not, then higher loss wins.
+        (or the momentum accumulator). With `best_iterate`, every iterate, the clean input
+        and the final one included, is scored; per example an iterate that misclassifies
+        beats one that does not, then higher loss wins. Without it the result is x_T.
 
     Returns:
         x_adv, same shape and dtype as x, inside the ball and [0, 1].
@@ -63,6 +68,9 @@ def pgd(classifier, x, y, epsilon: float, *, steps: int = 20, step_size: float |
     ball = as_threat(epsilon)
     steps = validation.check_positive_int(steps, "steps")
     restarts = validation.check_positive_int(restarts, "restarts")
+    if not best_iterate and restarts != 1:
+        raise ValueError(f"restarts must be 1 when best_iterate=False (the last iterate of "
+                         f"one run), got {restarts}.")
     size = ball.epsilon / 4 if step_size is None else validation.check_positive(
         step_size, "step_size")
     loss_fn = get_loss(loss)
@@ -85,25 +93,40 @@ def pgd(classifier, x, y, epsilon: float, *, steps: int = 20, step_size: float |
         return (_select(better, x_adv, best_x), tf.where(better, value, best_loss),
                 tf.logical_or(best_is_adv, is_adv))
 
-    def step(i, x_adv, accum, best_x, best_loss, best_is_adv):
-        value, grad, logits = loss_and_grad(classifier, x_adv, y, loss_fn)
-        best = keep_best(x_adv, sign * value, success(logits), (best_x, best_loss, best_is_adv))
+    def ascend(x_adv, accum, grad):
         direction = sign * grad
         if momentum is not None:
             axes = tf.range(1, tf.rank(grad))
             norm = tf.reduce_mean(tf.abs(direction), axis=axes, keepdims=True) + 1e-12
             accum = momentum * accum + direction / norm
             direction = accum
-        x_adv = ball.project(ball.step(x_adv, direction, size), x)
+        return ball.project(ball.step(x_adv, direction, size), x), accum
+
+    def start(r):
+        if not random_start:
+            return x
+        return ball.random_start(x, tf.random.experimental.stateless_fold_in(base_seed, r),
+                                 noise)
+
+    if not best_iterate:
+        def last_step(i, x_adv, accum):
+            _, grad, _ = loss_and_grad(classifier, x_adv, y, loss_fn)
+            return (i + 1,) + ascend(x_adv, accum, grad)
+
+        _, x_adv, _ = tf.while_loop(lambda i, *_: i < steps, last_step,
+                                    (tf.constant(0), start(0), tf.zeros_like(x)),
+                                    maximum_iterations=steps)
+        return x_adv
+
+    def step(i, x_adv, accum, best_x, best_loss, best_is_adv):
+        value, grad, logits = loss_and_grad(classifier, x_adv, y, loss_fn)
+        best = keep_best(x_adv, sign * value, success(logits), (best_x, best_loss, best_is_adv))
+        x_adv, accum = ascend(x_adv, accum, grad)
         return (i + 1, x_adv, accum) + best
 
     best = (x,) + score(x)
     for r in range(restarts):
-        start = x
-        if random_start:
-            start = ball.random_start(x, tf.random.experimental.stateless_fold_in(base_seed, r),
-                                      noise)
-        state = (tf.constant(0), start, tf.zeros_like(x)) + best
+        state = (tf.constant(0), start(r), tf.zeros_like(x)) + best
         _, x_adv, _, *best = tf.while_loop(lambda i, *_: i < steps, step, state,
                                            maximum_iterations=steps)
         best = keep_best(x_adv, *score(x_adv), tuple(best))

@@ -42,7 +42,8 @@ class ADTExp(AdversarialTrainer):
         maximises E_p[beta * KL(f(x) || f(x + delta))] + lambda H(p) (the clean
         cross-entropy does not depend on p; f(x) in inference mode, fixed), and the outer
         one is `adt_tf.losses.trades_outer_loss` (compiled CE on f(x) plus beta times the
-        batch-mean KL, both passes in training mode).
+        batch-mean KL; the TRADES reference's three training-mode passes f(x), f(x + delta),
+        f(x)).
 
     Args:
         classifier: a Keras model returning logits.
@@ -136,9 +137,9 @@ class ADTExp(AdversarialTrainer):
         return super().outer_loss(x, x_train, y, sample_weight)
 
     def floor_passes(self):
-        # T steps over the k samples of each input, then the outer update (over 2B with the
-        # TRADES loss).
-        outer = 2 if self.outer_loss_name == "trades" else 1
+        # T steps over the k samples of each input, then the outer update (over 3B with the
+        # TRADES loss: its reference's three forwards).
+        outer = 3 if self.outer_loss_name == "trades" else 1
         return [FloorPass("input_gradient", self.mc_samples, self.inner_steps),
                 FloorPass("train", outer, 1)]
 

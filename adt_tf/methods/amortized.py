@@ -302,10 +302,10 @@ class AmortizedAdversarialTrainer(AdversarialTrainer):
 
     def floor_passes(self):
         # Two input gradients for the generator's inputs (at x and at x_fgsm), then the joint
-        # step's classifier pass (over 2B with the TRADES loss); the generator's own passes
+        # step's classifier pass (over 3B with the TRADES loss); the generator's own passes
         # are not classifier passes and are not counted.
         return [FloorPass("input_gradient", 1, 2),
-                FloorPass("train", 2 if self.outer_loss_name == "trades" else 1, 1)]
+                FloorPass("train", 3 if self.outer_loss_name == "trades" else 1, 1)]
 
     # ------------------------------------------------------------------ config
     def get_config(self):

@@ -23,8 +23,9 @@ class PGDAT(AdversarialTrainer):
 
         Inner: PGD from a uniform random point of the ball, `attack_steps` signed-gradient
         steps of `attack_step_size` on the cross-entropy, each projected onto the ball and
-        [0, 1] (classifier in inference mode; `adt_tf.attacks.pgd`, which keeps per example
-        the best iterate: a misclassified one first, then the highest loss).
+        [0, 1] (classifier in inference mode; `adt_tf.attacks.pgd` with
+        `best_iterate=False`): training uses the *last* iterate x_T, as Madry et al.'s
+        `LinfPGDAttack.perturb` returns it, not the evaluation's per-example best iterate.
         Outer: the compiled loss (cross-entropy) on f(x_adv), classifier in training mode.
 
     Args:
@@ -67,7 +68,7 @@ class PGDAT(AdversarialTrainer):
         """PGD examples of (x, y) against the current classifier (inference mode)."""
         return pgd(self.classifier, x, y, self.threat, steps=self.attack_steps,
                    step_size=self.attack_step_size, random_start=True, seed=self.next_seed(),
-                   noise=self.noise_source)
+                   noise=self.noise_source, best_iterate=False)
 
     def perturb(self, x, y):
         return self.adversarial_examples(x, y), {}

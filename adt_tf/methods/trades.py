@@ -28,7 +28,7 @@ def trades_perturbation(classifier, x, epsilon: float | Ball, *, steps: int = 10
         seed: int or stateless seed tensor of the start.
 
     Mathematical details:
-        x_0 = clip(x + init_std * N(0, I), 0, 1),
+        x_0 = x + init_std * N(0, I) (not clipped, as the reference),
         x_{t+1} = Proj_{B(x, eps)}(x_t + a * sign(grad_x' sum_i KL(p(x_i) || p(x'_i)))),
         with p(x) = softmax(f(x)) fixed (no gradient) at the clean inputs. At x' = x the KL
         and its gradient vanish, hence the small Gaussian start.
@@ -44,7 +44,9 @@ def trades_perturbation(classifier, x, epsilon: float | Ball, *, steps: int = 10
     x = tf.convert_to_tensor(x)
     clean_logits = tf.stop_gradient(classifier(x, training=False))
     draw = noise.normal(tf.shape(x), as_seed(seed), dtype=x.dtype)
-    start = ball.clip(x + tf.cast(init_std, x.dtype) * draw)
+    # Not clipped to [0, 1], as the reference's `x_natural + 0.001 * randn`: only the first
+    # gradient is taken there; every iterate after it is projected and clipped.
+    start = x + tf.cast(init_std, x.dtype) * draw
 
     def step(i, x_adv, _):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
@@ -70,7 +72,8 @@ class TRADES(AdversarialTrainer):
         Inner: `trades_perturbation` (Gaussian start of std `init_std`, `attack_steps`
         signed steps of `attack_step_size` on the KL, classifier in inference mode).
         Outer: `adt_tf.losses.trades_outer_loss` (compiled cross-entropy on f(x) plus beta
-        times the batch-mean KL, both passes in training mode, as the reference code does).
+        times the batch-mean KL; three passes in training mode, f(x), f(x_adv), f(x), in the
+        reference code's order, so BatchNorm's statistics move as there).
         The reference CIFAR-10 setting is eps = 0.031, 10 steps of 0.007, beta = 6.
 
     Args:
@@ -123,8 +126,9 @@ class TRADES(AdversarialTrainer):
         return trades_outer_loss(self, x, x_train, y, sample_weight, self.trades_beta)
 
     def floor_passes(self):
-        # the outer update differentiates f(x) and f(x_adv): a training pass over 2B
-        return [FloorPass("input_gradient", 1, self.attack_steps), FloorPass("train", 2, 1)]
+        # the outer update differentiates f(x), f(x_adv) and f(x) again: a training pass
+        # over 3B (the reference's three forwards)
+        return [FloorPass("input_gradient", 1, self.attack_steps), FloorPass("train", 3, 1)]
 
     def get_config(self):
         config = super().get_config()

@@ -51,6 +51,52 @@ def test_pgd_at_examples_lie_in_the_ball_and_raise_the_loss(batch):
     assert float(tf.reduce_mean(tf.cast(adv >= clean, tf.float32))) > 0.9
 
 
+def _oscillating_classifier(frequency):
+    """Logits (cos(frequency * mean(x)), 0): along a signed step every pixel moves alike, so
+    large steps overshoot the loss maximum and the PGD iterates oscillate."""
+    import keras
+
+    inputs = keras.Input((4, 4, 1))
+    logits = keras.layers.Lambda(lambda x: tf.stack(
+        [tf.cos(frequency * tf.reduce_mean(x, axis=[1, 2, 3])), tf.zeros(tf.shape(x)[:1])],
+        axis=-1))(inputs)
+    return keras.Model(inputs, logits)
+
+
+@pytest.mark.parametrize("cls", [PGDAT, ALP])
+def test_pgd_at_and_alp_train_on_the_last_pgd_iterate_not_the_best(cls):
+    from adt_tf.attacks import pgd
+    from adt_tf.noise import RecordedNoise
+
+    steps, size = 6, 2 / 255
+    frequency = 2.3 / size  # each step moves frequency * mean(x) by 2.3 rad: overshoots
+    x = np.full((3, 4, 4, 1), 0.5, np.float32) + np.float32([0.0, 1e-3, -2e-3])[:, None,
+                                                                              None, None]
+    y = np.zeros(3, np.int32)
+    start = np.float32([0.3, -0.7, 0.5])[:, None] * EPS * np.ones((3, 16), np.float32)
+    classifier = _oscillating_classifier(frequency)
+    trainer = cls(classifier, epsilon=EPS, attack_steps=steps, attack_step_size=size, seed=0)
+    trainer.noise_source = RecordedNoise(uniform=start)
+    x_train, _ = trainer.perturb(tf.constant(x), tf.constant(y))
+
+    # Madry et al.'s LinfPGDAttack.perturb, written out: the last iterate is returned.
+    expected = np.clip(x + start.reshape(x.shape), 0, 1)
+    for _ in range(steps):
+        m = expected.mean(axis=(1, 2, 3), keepdims=True)
+        # d CE / d x_i = sigmoid(-z0) * sin(frequency m) * frequency / D: its sign
+        expected = np.clip(expected + size * np.sign(np.sin(frequency * m)), x - EPS, x + EPS)
+        expected = np.clip(expected, 0, 1)
+    np.testing.assert_allclose(x_train.numpy(), expected, atol=1e-6)
+
+    # The evaluation's PGD (per-example best iterate) picks other points on this case.
+    best = pgd(classifier, x, y, EPS, steps=steps, step_size=size, seed=0,
+               noise=RecordedNoise(uniform=start)).numpy()
+    loss = lambda v: per_example_ce(classifier(v), y).numpy()  # noqa: E731
+    assert np.all(loss(best) >= loss(expected) - 1e-6)
+    assert np.any(loss(best) > loss(expected) + 1e-3)
+    assert np.abs(best - expected).max() > 1e-3
+
+
 def test_fast_at_uses_a_random_start_and_a_step_of_one_and_a_quarter_eps(batch):
     x, y = batch
     trainer = FastAT(tiny_classifier(), epsilon=EPS, seed=0)
@@ -136,6 +182,56 @@ def test_trades_inner_loop_raises_the_kl(batch):
     assert float(kl_end) > 10 * float(kl_at_start) > 0
     # Ascent, not just any move: far above a random vertex of the ball.
     assert float(kl_end) > 5 * float(kl_corner)
+
+
+def test_trades_moves_batchnorm_statistics_three_times_per_step_as_the_reference(batch):
+    """trades.py's outer loss calls model(x_natural), model(x_adv), model(x_natural) in
+    training mode: BatchNorm's running mean moves three times per step, in that order."""
+    import keras
+
+    from adt_tf.noise import RecordedNoise
+
+    x, y = batch
+    x = x[:8, :4, :4, :]
+    y = y[:8]
+    inputs = keras.Input((4, 4, 3))
+    h = keras.layers.BatchNormalization(momentum=0.9, name="bn")(inputs)  # BN sees pixels
+    classifier = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(h)))
+    draw = np.random.default_rng(0).standard_normal((8, 48)).astype(np.float32)
+    x_adv, _ = trades_perturbation(classifier, x, EPS, steps=2, noise=RecordedNoise(normal=draw))
+    trainer = compiled(TRADES(classifier, epsilon=EPS, attack_steps=2, seed=0))
+    trainer.noise_source = RecordedNoise(normal=draw)
+    trainer.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    mean_x = np.mean(x.numpy(), axis=(0, 1, 2))
+    mean_adv = np.mean(x_adv.numpy(), axis=(0, 1, 2))
+    expected = 0.0
+    for batch_mean in (mean_x, mean_adv, mean_x):  # moving <- 0.9 moving + 0.1 batch mean
+        expected = 0.9 * expected + 0.1 * batch_mean
+    np.testing.assert_allclose(classifier.get_layer("bn").moving_mean.numpy(), expected,
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_trades_first_gradient_is_taken_at_the_unclipped_gaussian_start(batch):
+    """trades.py starts at x_natural + 0.001 * randn without clamping; only later iterates
+    are clipped to [0, 1]."""
+    import keras
+
+    x, _ = batch
+    x = x.numpy()[:4].copy()
+    x[:, 0, 0, :] = 0.0
+    seen = tf.Variable(1.0)
+
+    class Lowest(keras.layers.Layer):
+        def call(self, v):
+            seen.assign(tf.minimum(seen, tf.reduce_min(v)))
+            return v
+
+    inner = tiny_classifier()
+    inputs = keras.Input(x.shape[1:])
+    classifier = keras.Model(inputs, inner(Lowest()(inputs)))
+    x_adv, _ = trades_perturbation(classifier, x, EPS, steps=2, seed=3)
+    assert float(seen.numpy()) < 0.0  # a pixel of the start below 0 reached the model
+    assert float(tf.reduce_min(x_adv)) >= 0.0  # the iterates are clipped
 
 
 def test_feascatter_step_raises_the_transport_distance(batch):
