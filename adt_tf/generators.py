@@ -25,11 +25,12 @@ import keras
 import tensorflow as tf
 
 from adt_tf import validation
+from adt_tf.initializers import fan_out_normal, pix2pix_normal, torch_default_uniform
 
-# The reference's initialisation of convolutions and BatchNorm (pix2pix / CycleGAN style):
-# convolution weights ~ N(0, 0.02), BatchNorm scales ~ N(1, 0.02), shifts 0.
-_CONV_INIT = {"mean": 0.0, "stddev": 0.02}
-_GAMMA_INIT = {"mean": 1.0, "stddev": 0.02}
+# The reference's initialisations (`adt_tf.initializers`): the generator's convolutions and
+# noise-branch Linear layers N(0, 0.02), its BatchNorm scales N(1, 0.02) (`define_G`'s
+# init_weights); the encoder's convolutions N(0, 2 / (k^2 c_out)), BatchNorm scales 1, its
+# Linear weights PyTorch's default U(+-1/sqrt(fan_in)) (`Encoder.__init__`); every bias 0.
 # PyTorch's BatchNorm defaults (running-average momentum 0.1, epsilon 1e-5) in Keras terms.
 _BN = {"momentum": 0.9, "epsilon": 1e-5}
 #: The encoder's valid convolutions need at least this height and width (20 -> 16 -> 7 -> 4 ->
@@ -49,33 +50,33 @@ def check_image_shape(image_shape, name: str = "image_shape") -> tuple[int, int,
     return shape
 
 
-def _conv(filters, kernel, name, strides=1, padding="same", dtype=None):
-    """A bias-free convolution (no convolution of the reference has a bias)."""
+def _conv(filters, kernel, name, strides=1, padding="same", dtype=None, initializer=None):
+    """A bias-free convolution (no convolution of the reference has a bias); weights
+    N(0, 0.02) as the generator's unless `initializer` says otherwise."""
     return keras.layers.Conv2D(
         filters, kernel, strides=strides, padding=padding, use_bias=False, dtype=dtype,
-        kernel_initializer=keras.initializers.RandomNormal(**_CONV_INIT), name=name)
+        kernel_initializer=initializer or pix2pix_normal(), name=name)
 
 
-def _bn(name):
+def _bn(name, gamma_initializer=None):
     """BatchNorm; built under a strategy of several replicas it uses the statistics of the
     *global* batch (`synchronized=True`), so that the generator normalises a replica's
     examples as one device normalises the whole batch, as the single-device reference does.
     On one replica it keeps Keras's two-pass moments: the synchronised path computes the
-    variance as E[x^2] - E[x]^2, which rounds worse (seen in tests/test_reference_parity.py)."""
+    variance as E[x^2] - E[x]^2, which rounds worse (seen in tests/test_reference_parity.py).
+    Scales N(1, 0.02) as the generator's unless `gamma_initializer` says otherwise; shifts 0."""
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     return keras.layers.BatchNormalization(
-        gamma_initializer=keras.initializers.RandomNormal(**_GAMMA_INIT), name=name,
+        gamma_initializer=gamma_initializer or pix2pix_normal(1.0), name=name,
         synchronized=replicas > 1, **_BN)
 
 
-def _dense(units, fan_in, name, activation=None, dtype=None):
-    """A Dense layer with PyTorch's default `nn.Linear` initialisation (the reference's
-    weight initialisation touches convolutions and BatchNorm only): kernel and bias
-    ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-    bound = 1.0 / math.sqrt(fan_in)
-    init = keras.initializers.RandomUniform(-bound, bound)
-    return keras.layers.Dense(units, activation=activation, kernel_initializer=init,
-                              bias_initializer=init, dtype=dtype, name=name)
+def _dense(units, name, kernel_initializer, activation=None, dtype=None):
+    """A Dense layer with the given kernel initialisation and a zero bias (the reference
+    sets every Linear bias of the generator and the encoder to 0)."""
+    return keras.layers.Dense(units, activation=activation,
+                              kernel_initializer=kernel_initializer, bias_initializer="zeros",
+                              dtype=dtype, name=name)
 
 
 def _residual_block(x, in_width: int, out_width: int, name: str):
@@ -225,8 +226,9 @@ class ImplicitGenerator(_ConfigurableModel):
         height, img_width, channels = image_shape
         features = keras.Input((height, img_width, 3 * channels), name="features")
         z = keras.Input((z_dim,), name="z")
-        h = _dense(projection_units, z_dim, "z_encoder_0", activation="relu")(z)
-        h = _dense(height * img_width, projection_units, "z_encoder_2", activation="relu")(h)
+        # define_G's init_weights reaches the z_encoder's Linear layers too: N(0, 0.02).
+        h = _dense(projection_units, "z_encoder_0", pix2pix_normal(), activation="relu")(z)
+        h = _dense(height * img_width, "z_encoder_2", pix2pix_normal(), activation="relu")(h)
         h = keras.layers.Reshape((height, img_width, 1), name="z_map")(h)
         x = keras.layers.Concatenate(name="features_and_z")([features, h])
         u = resnet_generator(x, channels, width, num_blocks)
@@ -293,11 +295,12 @@ class EntropyEncoder(_ConfigurableModel):
         layers = ((1, 5, 1), (2, 4, 2), (4, 4, 1), (8, 4, 2))
         for i, (mult, kernel, stride) in enumerate(layers):
             x = _conv(width * mult, kernel, f"main1_{3 * i}", strides=stride,
-                      padding="valid")(x)
-            x = _bn(f"main1_{3 * i + 1}")(x)
+                      padding="valid", initializer=fan_out_normal())(x)
+            x = _bn(f"main1_{3 * i + 1}", gamma_initializer="ones")(x)
             x = keras.layers.LeakyReLU(negative_slope=0.01, name=f"main1_{3 * i + 2}")(x)
         x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-        out = _dense(2 * z_dim, 8 * width, "main2_0", dtype="float32")(x)
+        out = _dense(2 * z_dim, "main2_0", torch_default_uniform(8 * width),
+                     dtype="float32")(x)
         mean = keras.layers.Lambda(lambda o: o[..., :z_dim], name="mean")(out)
         raw_variance = keras.layers.Lambda(lambda o: o[..., z_dim:], name="raw_variance")(out)
         kwargs.setdefault("name", "entropy_encoder")

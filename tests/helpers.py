@@ -83,3 +83,25 @@ def attack_settings(adversaries=None, source=None, **replace) -> dict:
     }
     settings.update(replace)
     return settings
+
+
+def assert_normal_init(weights, stddev: float, mean: float = 0.0, truncated: bool = False):
+    """The sample of initial weights looks like N(mean, stddev^2): mean and standard deviation
+    within 5 standard errors, and (for 2,000+ values) the share beyond two standard
+    deviations that of an untruncated normal (4.6%), or none for a truncated one."""
+    w = np.asarray(weights, np.float64).ravel()
+    n = w.size
+    assert abs(w.mean() - mean) < 5 * stddev / np.sqrt(n) + 1e-12, (w.mean(), mean)
+    assert abs(w.std() / stddev - 1) < 5 / np.sqrt(2 * n) + 0.01, (w.std(), stddev)
+    if n >= 2000:
+        tails = np.mean(np.abs(w - mean) > 2 * stddev)
+        assert (tails < 0.005) if truncated else (0.03 < tails < 0.065), tails
+
+
+def assert_uniform_init(weights, bound: float):
+    """The sample of initial weights looks like U(-bound, bound): inside the interval, its
+    ends reached, and the standard deviation bound / sqrt(3) within 5 standard errors."""
+    w = np.asarray(weights, np.float64).ravel()
+    assert np.abs(w).max() <= bound * (1 + 1e-6)
+    assert np.abs(w).max() > bound * (1 - 10 / w.size) - 1e-9
+    assert abs(w.std() / (bound / np.sqrt(3)) - 1) < 5 / np.sqrt(w.size) + 0.01

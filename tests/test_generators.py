@@ -9,6 +9,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from adt_tf.generators import EntropyEncoder, ExplicitGenerator, ImplicitGenerator
+from tests.helpers import assert_normal_init, assert_uniform_init
 
 SHAPES = [(32, 32, 3), (28, 28, 1)]  # CIFAR- and MNIST-shaped
 
@@ -92,6 +93,44 @@ def test_reference_architecture_sizes():
     assert enc.get_layer("main1_9").kernel.shape == (4, 4, 128, 256)
     assert enc.get_layer("main1_9").output.shape[1:3] == (4, 4)  # valid padding throughout
     assert enc.get_layer("main2_0").kernel.shape == (256, 128)
+
+
+def _layers(model, cls):
+    return [layer for layer in model.layers if isinstance(layer, cls)]
+
+
+def test_generators_are_initialised_as_the_references_define_g():
+    """define_G's init_weights(net, 'normal', 0.02) reaches every Conv and Linear of the
+    generator, the IMP-AM noise branch included: weights N(0, 0.02), biases 0; BatchNorm
+    scales N(1, 0.02), shifts 0."""
+    imp = ImplicitGenerator((32, 32, 3), width=16)
+    for conv in _layers(imp, keras.layers.Conv2D):
+        assert_normal_init(conv.kernel.numpy(), 0.02)
+    dense = _layers(imp, keras.layers.Dense)
+    assert [d.name for d in dense] == ["z_encoder_0", "z_encoder_2"]
+    for d in dense:
+        assert_normal_init(d.kernel.numpy(), 0.02)
+        np.testing.assert_array_equal(d.bias.numpy(), 0.0)
+    norms = _layers(imp, keras.layers.BatchNormalization)
+    gammas = np.concatenate([bn.gamma.numpy() for bn in norms])
+    assert_normal_init(gammas, 0.02, mean=1.0)
+    for bn in _layers(imp, keras.layers.BatchNormalization):
+        np.testing.assert_array_equal(bn.beta.numpy(), 0.0)
+
+
+def test_entropy_encoder_is_initialised_as_the_references_encoder():
+    """Encoder.__init__: convolutions N(0, 2 / (k^2 c_out)), BatchNorm scale 1 and shift 0,
+    the Linear's bias 0 (its weights keep PyTorch's default U(+-1/sqrt(fan_in)))."""
+    enc = EntropyEncoder((32, 32, 3), z_dim=64, width=32)
+    for conv in _layers(enc, keras.layers.Conv2D):
+        kh, kw, _, out = conv.kernel.shape
+        assert_normal_init(conv.kernel.numpy(), np.sqrt(2.0 / (kh * kw * out)))
+    for bn in _layers(enc, keras.layers.BatchNormalization):
+        np.testing.assert_array_equal(bn.gamma.numpy(), 1.0)
+        np.testing.assert_array_equal(bn.beta.numpy(), 0.0)
+    (linear,) = _layers(enc, keras.layers.Dense)
+    assert_uniform_init(linear.kernel.numpy(), 1.0 / np.sqrt(linear.kernel.shape[0]))
+    np.testing.assert_array_equal(linear.bias.numpy(), 0.0)
 
 
 def test_bad_widths_and_z_dim_are_rejected():

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from adt_tf.models import MODELS, PENULTIMATE, build_model, feature_extractor
+from tests.helpers import assert_normal_init, assert_uniform_init
 
 
 @pytest.mark.parametrize("name,shape,kwargs", [
@@ -71,3 +72,56 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="num_classes"):
         build_model("small_cnn", (32, 32, 3), 1)
     assert "wrn_28_10" in MODELS and "wrn_34_10" in MODELS
+
+
+def test_wide_resnet_is_initialised_as_the_reference_wideresnet():
+    """models/wideresnet.py of the ADT (and TRADES) code: every convolution N(0, 2 / (k^2
+    c_out)) (fan-out, untruncated), BatchNorm scale 1 and shift 0, the Linear's weights
+    PyTorch's default U(+-1/sqrt(fan_in)) and its bias 0."""
+    model = build_model("wrn_16_4", (32, 32, 3), 10)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert len(convs) == 1 + 3 * 2 * 2 + 3  # stem, two convs per block, three shortcuts
+    for conv in convs:
+        kh, kw, _, out = conv.kernel.shape
+        assert_normal_init(conv.kernel.numpy(), np.sqrt(2.0 / (kh * kw * out)))
+    for bn in (layer for layer in model.layers
+               if isinstance(layer, keras.layers.BatchNormalization)):
+        np.testing.assert_array_equal(bn.gamma.numpy(), 1.0)
+        np.testing.assert_array_equal(bn.beta.numpy(), 0.0)
+    logits = model.get_layer("logits")
+    assert_uniform_init(logits.kernel.numpy(), 1.0 / np.sqrt(logits.kernel.shape[0]))
+    np.testing.assert_array_equal(logits.bias.numpy(), 0.0)
+
+
+def test_preact_resnet18_is_fast_ats_network_with_pytorch_default_init():
+    """Fast AT's PreActResNet18: PyTorch's default init everywhere (weights and the Linear's
+    bias U(+-1/sqrt(fan_in))), and the 1x1 shortcut reads the block's raw input."""
+    model = build_model("preact_resnet18", (32, 32, 3), 10, width=16)
+    for conv in (layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)):
+        kh, kw, cin, _ = conv.kernel.shape
+        assert_uniform_init(conv.kernel.numpy(), 1.0 / np.sqrt(kh * kw * cin))
+    logits = model.get_layer("logits")
+    bound = 1.0 / np.sqrt(logits.kernel.shape[0])
+    assert_uniform_init(logits.kernel.numpy(), bound)
+    assert np.abs(logits.bias.numpy()).max() <= bound and np.any(logits.bias.numpy() != 0)
+    short = model.get_layer("s2b1_short")
+    assert short.input is model.get_layer("s1b2_add").output  # x, not relu(bn1(x))
+    wrn = build_model("wrn_10_1", (32, 32, 3), 10)
+    assert wrn.get_layer("g2b1_short").input is wrn.get_layer("g2b1_relu1").output
+
+
+def test_strided_convolutions_pad_every_side_as_pytorch():
+    """PyTorch's padding=1 with stride 2 centres output (0, 0) on input (0, 0); Keras's
+    "same" would centre it on (1, 1) (padding only bottom and right)."""
+    from adt_tf.models.wide_resnet import _conv
+
+    inputs = keras.Input((4, 4, 1))
+    conv = keras.Model(inputs, _conv(1, 3, "c", True, stride=2)(inputs))
+    layer = conv.get_layer("c")
+    kernel = np.arange(9, dtype=np.float32).reshape(3, 3, 1, 1)
+    layer.kernel.assign(kernel)
+    impulse = np.zeros((1, 4, 4, 1), np.float32)
+    impulse[0, 0, 0, 0] = 1.0
+    out = conv(impulse).numpy()
+    assert out.shape == (1, 2, 2, 1)
+    assert out[0, 0, 0, 0] == kernel[1, 1, 0, 0]  # the kernel's centre sits on the impulse

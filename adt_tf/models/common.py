@@ -43,7 +43,11 @@ def inputs_and_normalization(input_shape, mean=None, std=None):
     return inputs, layer(inputs)
 
 
-def logits_head(features, num_classes: int):
-    """The final dense layer; `features` must already come from the PENULTIMATE layer."""
+def logits_head(features, num_classes: int, kernel_initializer="glorot_uniform",
+                bias_initializer="zeros"):
+    """The final dense layer; `features` must already come from the PENULTIMATE layer.
+    The initialisers default to Keras's (a builder following a reference passes its own)."""
     num_classes = validation.check_positive_int(num_classes, "num_classes", minimum=2)
-    return keras.layers.Dense(num_classes, name="logits", dtype="float32")(features)
+    return keras.layers.Dense(num_classes, name="logits", dtype="float32",
+                              kernel_initializer=kernel_initializer,
+                              bias_initializer=bias_initializer)(features)
