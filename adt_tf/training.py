@@ -55,7 +55,7 @@ class TrainConfig:
     data_dir: str | None = None
     model: str = "small_cnn"
     model_params: dict[str, Any] = dataclasses.field(default_factory=dict)
-    normalize: bool = True
+    normalize: bool = False  # the ADT reference feeds [0, 1] pixels to its WRN as they are
     epochs: int = 76
     batch_size: int = 64
     lr: float = 0.1

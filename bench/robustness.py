@@ -30,9 +30,10 @@ How the `full` suite is run here (the same for every model):
   MIM-20, C&W, transfer PGD-20 and MIM-20, EXP, EXP-AM, IMP-AM and APGD-CE, each on every
   clean-correct input (its own accuracy is reported).
 - Stage 2, AutoAttack's way: APGD-T and FAB-T on the inputs still robust after stage 1.
-- Stage 3: the attacks whose cost is per input (FeaAttack, SPSA, Square), on the inputs still
-  robust after stages 1 and 2 among the first `subset_examples`; A_rob (all attacks) is the
-  per-example worst case over the whole suite on that subset.
+- Stage 3: the attacks whose cost is per input (FeaAttack and SPSA as the ADT authors ran
+  them and in the evaluation's stronger variants, Square), on the inputs still robust after
+  stages 1 and 2 among the first `subset_examples`; A_rob (all attacks) is the per-example
+  worst case over the whole suite on that subset.
 - Transfer attacks: the source is the same method trained with the next seed of `--all_seeds`
   (an independently trained copy); with a single seed they are skipped. A process waits for its
   source model when another process is still training it.
@@ -85,7 +86,7 @@ MAIN_ATTACKS = ("fgsm", "pgd20", "pgd100", "mim20", "cw30", "transfer_pgd20", "t
 LATE_ATTACKS = ("apgd_t", "fab_t")
 #: Stage 3, the attacks whose cost is per input: on the inputs still robust after stages 1
 #: and 2 among the first `subset_examples`.
-SUBSET_ATTACKS = ("fea", "spsa", "square")
+SUBSET_ATTACKS = ("fea", "fea_distinct", "spsa", "spsa512", "square")
 ALL_ATTACKS = MAIN_ATTACKS + LATE_ATTACKS + SUBSET_ATTACKS
 #: The methods of an L2 table unless --methods says otherwise.
 L2_METHODS = ("standard", "pgd_at", "trades", "adt_exp")
@@ -143,7 +144,8 @@ class Recipe:
                 f"SGD lr {self.lr} (x0.1 from epoch {', '.join(map(str, self.lr_decay_epochs))} "
                 f"on, epochs counted from 1 as the reference), momentum {self.momentum}, "
                 f"weight decay {self.weight_decay} (coupled: added to the gradient before "
-                f"momentum, PyTorch's form, as the reference); {self.epsilon_text}")
+                f"momentum, PyTorch's form, as the reference); pixels in [0, 1] with no "
+                f"normalisation layer (the reference's); {self.epsilon_text}")
 
 
 RECIPES = {
@@ -313,7 +315,7 @@ def evaluate_run(recipe: Recipe, key: str, seed: int, all_seeds: list[int], data
                  workdir: str, verbose: int, wait_minutes: int) -> dict[str, Any]:
     """The full suite on one trained model; returns (and stores) its summary."""
     from adt_tf import data as data_lib
-    from adt_tf.evaluation import TARGET_POOL_SIZE, evaluate
+    from adt_tf.evaluation import evaluate
     from adt_tf.loading import file_id, load_classifier
 
     _, label, _, _ = method_spec(key)
@@ -332,9 +334,10 @@ def evaluate_run(recipe: Recipe, key: str, seed: int, all_seeds: list[int], data
         source = load_classifier(source_path)
     print(f"[eval] {label}, seed {seed}", flush=True)
     classifier = load_classifier(path)
-    splits = data_lib.load(f"npz:{data}", max_test_examples=recipe.eval_examples)
-    x, y = splits.x_test, splits.y_test
-    pools = {"target_pool": (splits.x_test[:TARGET_POOL_SIZE], splits.y_test[:TARGET_POOL_SIZE]),
+    splits = data_lib.load(f"npz:{data}")
+    x, y = splits.x_test[:recipe.eval_examples], splits.y_test[:recipe.eval_examples]
+    # FeaAttack's targets come from the whole test split, as in the authors' script.
+    pools = {"target_pool": (splits.x_test, splits.y_test),
              "train_pool": (splits.x_train[:10000], splits.y_train[:10000])}
     model_id = file_id(path) + ("+" + file_id(source_path) if source is not None else "")
     main_attacks, late_attacks, subset_attacks = stage_attacks(recipe.norm)
@@ -559,8 +562,10 @@ def build_table(recipe: Recipe, scale: str, workdir: str, seeds: list[int], meth
            "start in the ball; TRADES beta 6, 10 steps of 0.125; ADT_EXP T = 7, k = 5, Adam lr "
            "0.3, lambda 0.01, the radial distribution onto the L2 ball "
            "(`adt_tf.bijectors.RadialTanh`), "
-           if l2 else "AT_PGD 10 steps of 2/255 with random start; TRADES beta 6, 10 steps of "
-           "0.007; ADT_EXP T = 7, k = 5, Adam lr 0.3, lambda 0.01, ")
+           if l2 else "AT_PGD 10 steps of 2/255 with random start, trained on the last "
+           "iterate (Madry et al.'s); TRADES beta 6, 10 steps of 0.007 from x + 0.001 N(0, I), "
+           "three training-mode forwards per step (the reference's); ADT_EXP T = 7, k = 5, "
+           "Adam lr 0.3, lambda 0.01, ")
         + "the inner gradients accumulated over the steps as in the "
         "authors' code (the ablation row: a fresh gradient per step instead); ADT_EXP "
         "(TRADES loss) the same with beta 6; ADT_EXP-AM lambda 0.01 and ADT_IMP-AM lambda 1, "

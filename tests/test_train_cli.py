@@ -45,6 +45,9 @@ def test_cli_trains_saves_reports_and_resumes(tmp_path):
     assert report["num_examples"] == 32
     classifier = keras.saving.load_model(os.path.join(workdir, "classifier.keras"))
     assert classifier.output_shape == (None, 10)
+    # No normalisation layer by default: the ADT reference feeds [0, 1] pixels as they are.
+    assert config["normalize"] is False
+    assert "normalize" not in [layer.name for layer in classifier.layers]
     # The report's PGD-20 is the evaluation's on the same inputs and seed (adt-evaluate's).
     from adt_tf import data as data_lib
     from adt_tf.evaluation import evaluate

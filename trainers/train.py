@@ -47,8 +47,9 @@ flags.DEFINE_integer("model_depth", None, "Depth of a wide_resnet (6n + 4).")
 flags.DEFINE_bool("model_batch_norm", None, "small_cnn: BatchNorm after each convolution "
                   "(default off, as TRADES's SmallCNN; the plain SmallCNN can stay at chance "
                   "under adversarial training, see BUILD_NOTES).")
-flags.DEFINE_bool("normalize", True, "Normalise inputs by the training set's channel "
-                  "mean/std inside the classifier.")
+flags.DEFINE_bool("normalize", False, "Normalise inputs by the training set's channel "
+                  "mean/std inside the classifier (off: the ADT reference and the paper feed "
+                  "pixels in [0, 1] as they are; Fast AT's recipe normalises).")
 flags.DEFINE_integer("epochs", 76, "Training epochs (the reference schedule: 76).")
 flags.DEFINE_integer("batch_size", 64, "Global batch size.")
 flags.DEFINE_float("lr", 0.1, "SGD learning rate.")
