@@ -8,8 +8,8 @@ sanity warnings), <out>/robustness.md (the same as a table) and per-example resu
 attack's per-example results are cached in <out>/cache, so a rerun with the same model, data
 and settings skips the attacks already done (an interrupted run resumes).
 
-FeaAttack draws its targets from the first 1,000 test images; the EXP-AM and IMP-AM
-generators are fitted on the first 10,000 training images. Transfer attacks need
+FeaAttack draws its targets from the whole test split (as the authors' script); the EXP-AM
+and IMP-AM generators are fitted on the first 10,000 training images. Transfer attacks need
 --source_model (they are reported as skipped without it).
 """
 
@@ -22,7 +22,7 @@ from absl import app, flags, logging
 
 from adt_tf import data as data_lib
 from adt_tf import validation
-from adt_tf.evaluation import PER_ATTACK_MODES, TARGET_POOL_SIZE, evaluate
+from adt_tf.evaluation import PER_ATTACK_MODES, evaluate
 from adt_tf.evaluation.suites import CATALOGUE, SUITES, parse_overrides, resolve_suite
 from adt_tf.loading import file_id, load_classifier
 from adt_tf.threat import THREATS, make_threat
@@ -94,7 +94,7 @@ def run_evaluation(model: str, dataset: str = data_lib.SAMPLE, *, data_dir=None,
         classifier, splits.x_test[:n], splits.y_test[:n], epsilon=eps, norm=norm, suite=suite,
         overrides=overrides, per_attack=per_attack, batch_size=batch_size, seed=seed,
         source_model=source,
-        target_pool=(splits.x_test[:TARGET_POOL_SIZE], splits.y_test[:TARGET_POOL_SIZE]),
+        target_pool=(splits.x_test, splits.y_test),
         train_pool=(splits.x_train[:TRAIN_POOL_SIZE], splits.y_train[:TRAIN_POOL_SIZE]),
         cache_dir=os.path.join(out, "cache"), model_id=model_id, model_name=model,
         dataset=dataset, sanity_checks=sanity_checks, jit_compile=jit_compile,

@@ -14,7 +14,6 @@ from adt_tf.evaluation.amortized import fit_amortized_adversary
 from adt_tf.evaluation.report import AttackResult, EvaluationResult
 from adt_tf.evaluation.runner import (
     PER_ATTACK_MODES,
-    TARGET_POOL_SIZE,
     correct_under_attack,
     environment,
     evaluate,
@@ -33,7 +32,7 @@ from adt_tf.evaluation.suites import (
     resolve_suite,
 )
 
-__all__ = ["CATALOGUE", "DEFAULT_PER_ATTACK", "PER_ATTACK_MODES", "SUITES", "TARGET_POOL_SIZE",
+__all__ = ["CATALOGUE", "DEFAULT_PER_ATTACK", "PER_ATTACK_MODES", "SUITES",
            "AttackResult", "AttackSpec", "EvaluationResult", "correct_under_attack",
            "environment", "evaluate", "fit_amortized_adversary", "follow_up_black_box",
            "input_shape_of", "parse_overrides", "predict_labels", "prepare_inputs",

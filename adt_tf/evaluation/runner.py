@@ -47,8 +47,6 @@ from adt_tf.models.common import PENULTIMATE
 from adt_tf.threat import Ball, as_threat, make_threat
 
 PER_ATTACK_MODES = ("all", "remaining")
-#: FeaAttack's default target pool: the first inputs of the evaluation, at most this many.
-TARGET_POOL_SIZE = 1000
 
 
 def _batches(x: np.ndarray, y: np.ndarray, batch_size: int):
@@ -221,8 +219,9 @@ def evaluate(classifier, x, y, *, epsilon: float, norm: str = "linf", suite: str
         batch_size: inputs per attack batch.
         seed: seed of every attack (each batch folds in its position).
         source_model: the source of the transfer attacks (skipped without one).
-        target_pool: (images, labels) FeaAttack draws targets from; default the first
-            `TARGET_POOL_SIZE` evaluation inputs.
+        target_pool: (images, labels) FeaAttack draws targets from (adt-evaluate passes the
+            whole test split, as the ADT authors' script draws from it); default the
+            evaluation inputs themselves.
         train_pool: (images, labels) the EXP-AM / IMP-AM generators train on (the dataset's
             training split in adt-evaluate); default the evaluation inputs themselves.
         cache_dir: if set, each attack's per-example results are stored there and reused by a
@@ -251,10 +250,7 @@ def evaluate(classifier, x, y, *, epsilon: float, norm: str = "linf", suite: str
     x, y = prepare_inputs(classifier, x, y)
     if source_model is not None:
         prepare_inputs(source_model, x[:1], y[:1])
-    if target_pool is None:
-        target_pool = (x[:TARGET_POOL_SIZE], y[:TARGET_POOL_SIZE])
-    else:
-        target_pool = prepare_inputs(classifier, *target_pool)
+    target_pool = (x, y) if target_pool is None else prepare_inputs(classifier, *target_pool)
     train_pool = (x, y) if train_pool is None else prepare_inputs(classifier, *train_pool)
     key_base = None
     if cache_dir is not None:
@@ -404,6 +400,6 @@ def run_sanity_checks(classifier, x, y, epsilon: float | Ball, seed: int = 0):
                       "epsilon_sweep": sweep, "unbounded": unbounded}
 
 
-__all__ = ["PER_ATTACK_MODES", "TARGET_POOL_SIZE", "correct_under_attack", "environment",
+__all__ = ["PER_ATTACK_MODES", "correct_under_attack", "environment",
            "evaluate", "follow_up_black_box", "input_shape_of", "predict_labels",
            "prepare_inputs", "run_sanity_checks"]

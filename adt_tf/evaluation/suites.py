@@ -7,10 +7,12 @@ suites are ordered lists of catalogue names:
 - `quick`: PGD-20.
 - `paper`: the ADT paper's battery (Sec. 5): FGSM, PGD-20, PGD-100, MIM-20, C&W, FeaAttack,
   SPSA, transfer PGD-20 and MIM-20 (when a source model is given), and the distributional
-  EXP, EXP-AM and IMP-AM.
+  EXP, EXP-AM and IMP-AM; FeaAttack and SPSA with the settings of the authors' scripts.
 - `autoattack`: AutoAttack's standard order (Croce & Hein, 2020): APGD-CE, APGD-T (9 targets),
   FAB-T (9 targets), Square (5000 queries).
-- `full`: paper then autoattack.
+- `full`: paper, the stronger FeaAttack and SPSA variants (`fea_distinct`: 200 distinct
+  targets from the clean input; `spsa512`: 256 directions, 512 queries per estimate, from a
+  random start), then autoattack.
 """
 
 from __future__ import annotations
@@ -161,11 +163,28 @@ def _catalogue() -> dict[str, AttackSpec]:
         AttackSpec("mim20", "mim", {"steps": 20, "momentum": 1.0, "random_start": True},
                    "white-box", "MIM-{steps}"),
         AttackSpec("cw30", "cw", {"steps": 30}, "white-box", "C&W (margin, PGD-{steps})"),
-        AttackSpec("fea", "fea", {"steps": 50, "step_size": 1 / 255, "num_targets": 200},
+        # The ADT authors' feature_attack.py: 200 targets drawn with replacement from the
+        # test split, a random start each.
+        AttackSpec("fea", "fea", {"steps": 50, "step_size": 1 / 255, "num_targets": 200,
+                                  "random_start": True, "with_replacement": True},
                    "white-box", "FeaAttack ({num_targets} targets)",
                    ("penultimate", "target_pool")),
+        # Ours, kept beside it in `full`: 200 distinct targets, each from the clean input.
+        AttackSpec("fea_distinct", "fea", {"steps": 50, "step_size": 1 / 255,
+                                           "num_targets": 200, "random_start": False,
+                                           "with_replacement": False},
+                   "white-box", "FeaAttack ({num_targets} distinct targets)",
+                   ("penultimate", "target_pool")),
+        # The ADT authors' spsa.py: samples_per_draw=256 evaluations = 128 +- pairs, from x.
         AttackSpec("spsa", "spsa", {"steps": 100, "perturbation": 0.001, "lr": 0.01,
-                                    "samples": 256}, "black-box", "SPSA ({samples} samples)"),
+                                    "samples": 128, "random_start": False,
+                                    "clip_queries": False},
+                   "black-box", "SPSA (2x{samples} queries per estimate)"),
+        # Ours, kept beside it in `full`: twice the queries, from a uniform random start.
+        AttackSpec("spsa512", "spsa", {"steps": 100, "perturbation": 0.001, "lr": 0.01,
+                                       "samples": 256, "random_start": True,
+                                       "clip_queries": True},
+                   "black-box", "SPSA (2x{samples} queries, random start)"),
         AttackSpec("transfer_pgd20", "transfer", {"attack": "pgd", "steps": 20},
                    "transfer", "Transfer PGD-{steps}", ("source_model",)),
         AttackSpec("transfer_mim20", "transfer",
@@ -199,7 +218,9 @@ SUITES: dict[str, tuple[str, ...]] = {
               "transfer_mim20", "exp", "exp_am", "imp_am"),
     "autoattack": ("apgd_ce", "apgd_t", "fab_t", "square"),
 }
-SUITES["full"] = SUITES["paper"] + SUITES["autoattack"]
+#: `full`: the paper's battery as the authors ran it, the stronger variants of FeaAttack and
+#: SPSA that the evaluation keeps beside theirs, then AutoAttack.
+SUITES["full"] = SUITES["paper"] + ("fea_distinct", "spsa512") + SUITES["autoattack"]
 #: The paper's battery without the attacks that have no L2 version (FeaAttack, SPSA, the
 #: amortised ones): the suite of `--norm=l2` beside `quick`.
 SUITES["paper_l2"] = tuple(n for n in SUITES["paper"] if CATALOGUE[n].attack in L2_ATTACKS)
