@@ -23,6 +23,9 @@ from adt_tf.noise import RecordedNoise
 from adt_tf.optimizers import make_optimizer
 
 REFERENCE = os.path.join(os.path.dirname(__file__), "data", "adt_reference.npz")
+#: Two IMP-AM joint steps of the authors' code from the same initial state (made here with
+#: their unchanged `train` loop; README: tests/data/adt_reference_README.md, "impam2").
+REFERENCE_IMPAM2 = os.path.join(os.path.dirname(__file__), "data", "adt_reference_impam2.npz")
 EPS = 8 / 255
 # Float32 on both sides: weights and phi agree to about 1e-5 relative (the README's tolerance).
 RTOL, ATOL = 2e-5, 2e-6
@@ -302,3 +305,44 @@ def test_adt_imp_am_step_matches_the_reference(ref):
                             "classifier", "impam/initial_classifier")
     assert_network_close(trainer.generator, ref, "impam/step0/after_generator", "generator")
     assert_network_close(trainer.encoder, ref, "impam/step0/after_encoder", "encoder")
+
+
+def test_adt_imp_am_two_steps_match_the_reference():
+    """Two joint steps: the second is where coupled and decoupled weight decay (and Keras's
+    Adam against PyTorch's) part, which one step cannot show. The reference's draws of z
+    are replayed from the impam/ case's initial state. Both sides take step 1 from the
+    recorded state after step 0 (with their own optimiser moments): the few weights whose
+    step-0 gradient is within rounding of zero (assert_network_close) would otherwise move
+    a ReLU unit of the noise branch across 0 and spread into the whole second step."""
+    with np.load(REFERENCE) as data:
+        ref = {k: data[k] for k in data.files if k.startswith("impam/")}
+    with np.load(REFERENCE_IMPAM2) as data:
+        ref.update({k: data[k] for k in data.files})
+    # Step 0 is the impam/ record (the replay of step 1 continued from it).
+    ref.update({k.replace("impam/step0/", "impam2/step0/"): v for k, v in list(ref.items())
+                if k.startswith("impam/step0/")})
+    x, y = tf.constant(ref["impam/x"]), tf.constant(ref["impam/y"].astype("int32"))
+    model = tiny_classifier(x.shape[1:])
+    trainer = ADTImpAM(model, epsilon=EPS, entropy_weight=1.0, tau=0.9, z_dim=64,
+                       generator_width=4, generator_blocks=3, encoder_width=32, seed=0)
+    compile_like_adt_train(trainer)
+    load_classifier(model, ref, "impam/initial_classifier")
+    load_network(trainer.generator, ref, "impam/initial_generator")
+    load_network(trainer.encoder, ref, "impam/initial_encoder")
+    trainer.noise_source = RecordedNoise(uniform=np.concatenate(
+        [ref["impam2/step0/z"], ref["impam2/step1/z"]]))
+    for step in (0, 1):
+        features = trainer.generator_inputs(x, y)
+        np.testing.assert_allclose(features.numpy(), ref[f"impam2/step{step}/generator_input"],
+                                   rtol=RTOL, atol=1e-7, err_msg=f"generator input {step}")
+        trainer.train_step((x, y))
+        before = "impam/initial_classifier" if step == 0 else "impam2/step0/after_classifier"
+        assert_classifier_close(trainer.classifier, ref, f"impam2/step{step}/after_classifier",
+                                f"classifier after joint step {step}", before)
+        for name, network in (("generator", trainer.generator), ("encoder", trainer.encoder)):
+            assert_network_close(network, ref, f"impam2/step{step}/after_{name}",
+                                 f"{name} after joint step {step}")
+            if step == 0:
+                load_network(network, ref, f"impam2/step0/after_{name}")
+        load_classifier(model, ref, "impam2/step0/after_classifier")
+    assert trainer.noise_source.rows_used("uniform") == 8
