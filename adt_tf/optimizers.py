@@ -33,6 +33,8 @@ import tensorflow as tf
 from adt_tf import validation
 
 WEIGHT_DECAY_FORMS = ("coupled", "decoupled")
+#: The learning-rate schedules: the reference's epoch steps, or Fast AT's triangle.
+LR_SCHEDULES = ("step", "cyclic")
 
 
 @keras.saving.register_keras_serializable(package="adt_tf")
@@ -178,15 +180,50 @@ class EpochStepDecay(keras.optimizers.schedules.LearningRateSchedule):
                 "steps_per_epoch": self.steps_per_epoch}
 
 
+@keras.saving.register_keras_serializable(package="adt_tf")
+class TriangularCyclic(keras.optimizers.schedules.LearningRateSchedule):
+    """Fast AT's cyclic rate: up linearly from 0 to the peak over the first half of the run,
+    back down to 0 over the second, one value per step (PyTorch's `CyclicLR(base_lr=0,
+    max_lr=peak, step_size_up=total / 2, step_size_down=total / 2)` stepped after every
+    batch, as locuslab/fast_adversarial's `train_fgsm.py`).
+
+    Args:
+        peak_learning_rate: the rate at the middle of the run (0.2 in Fast AT).
+        total_steps: optimizer steps of the whole run (epochs x steps per epoch).
+
+    Mathematical details:
+        lr(s) = peak * (1 - |s / (total / 2) - 1|) for the step counter s = 0, 1, ...: the
+        first step is taken at rate 0, as with PyTorch's scheduler.
+
+    Example:
+        >>> schedule = TriangularCyclic(0.2, total_steps=15 * 391)
+        >>> float(schedule(0)), round(float(schedule(15 * 391 / 2)), 3)
+        (0.0, 0.2)
+    """
+
+    def __init__(self, peak_learning_rate: float, total_steps: int):
+        self.peak_learning_rate = validation.check_positive(peak_learning_rate, "lr")
+        self.total_steps = validation.check_positive_int(total_steps, "total_steps")
+
+    def __call__(self, step):
+        half = tf.constant(self.total_steps / 2, tf.float32)
+        position = tf.cast(step, tf.float32) / half
+        return self.peak_learning_rate * tf.maximum(1.0 - tf.abs(position - 1.0), 0.0)
+
+    def get_config(self):
+        return {"peak_learning_rate": self.peak_learning_rate, "total_steps": self.total_steps}
+
+
 def check_weight_decay_form(value: str) -> str:
     return validation.check_choice(value, "weight_decay_form", WEIGHT_DECAY_FORMS)
 
 
 def make_optimizer(lr: float, *, momentum: float, weight_decay: float,
                    weight_decay_form: str = "coupled", decay_epochs: Sequence[int] = (),
-                   decay_factor: float = 0.1,
-                   steps_per_epoch: int = 1) -> keras.optimizers.Optimizer:
-    """The classifier's SGD: the reference's `CoupledSGD` with an `EpochStepDecay` schedule.
+                   decay_factor: float = 0.1, steps_per_epoch: int = 1,
+                   schedule: str = "step", epochs: int = 1) -> keras.optimizers.Optimizer:
+    """The classifier's SGD: the reference's `CoupledSGD` with an `EpochStepDecay` schedule
+    (or Fast AT's `TriangularCyclic` one).
 
     Args:
         lr: the initial learning rate. momentum: SGD momentum.
@@ -201,13 +238,19 @@ def make_optimizer(lr: float, *, momentum: float, weight_decay: float,
             momentum and step count (with a plain float rate Keras adds a learning-rate
             variable, and a resume that turned the float into a schedule silently skipped
             the whole optimiser state).
+        schedule: "step" (the above) or "cyclic" (`TriangularCyclic` over `epochs` epochs
+            of `steps_per_epoch` steps, peaking at `lr`; the decay epochs are not used).
+        epochs: the run's length (for "cyclic").
     """
     form = check_weight_decay_form(weight_decay_form)
-    rate = EpochStepDecay(lr, decay_epochs, decay_factor, steps_per_epoch)
+    validation.check_choice(schedule, "lr_schedule", LR_SCHEDULES)
+    rate = (EpochStepDecay(lr, decay_epochs, decay_factor, steps_per_epoch) if schedule == "step"
+            else TriangularCyclic(lr, epochs * steps_per_epoch))
     if form == "coupled":
         return CoupledSGD(rate, momentum=momentum, coupled_weight_decay=weight_decay)
     return keras.optimizers.SGD(rate, momentum=momentum, weight_decay=weight_decay or None)
 
 
-__all__ = ["WEIGHT_DECAY_FORMS", "CoupledSGD", "EpochStepDecay", "TorchAdam",
+__all__ = ["LR_SCHEDULES", "WEIGHT_DECAY_FORMS", "CoupledSGD", "EpochStepDecay", "TorchAdam",
+           "TriangularCyclic",
            "check_weight_decay_form", "make_optimizer"]

@@ -127,6 +127,43 @@ def float32_copy(model: keras.Model) -> keras.Model:
     return copy
 
 
+#: How an evaluation computes: "float32" (the function the weights define; the default) or
+#: "policy" (the dtype policy the model was saved with, e.g. the deployed bfloat16 model).
+COMPUTE_DTYPES = ("float32", "policy")
+
+
+def compute_dtype_of(model) -> str:
+    """What a classifier computes in: "float32", "bfloat16" or "float16" (a mixed policy:
+    the low precision of its layers; the logits stay float32), or "as exported" for a
+    SavedModel signature (whose dtypes were fixed when it was exported)."""
+    if not isinstance(model, keras.Model):
+        return "as exported"
+    low = {str(layer.dtype_policy.compute_dtype) for layer in model._flatten_layers()
+           if getattr(layer, "dtype_policy", None) is not None} & {"float16", "bfloat16"}
+    return sorted(low)[0] if low else "float32"
+
+
+def for_evaluation(model, compute_dtype: str = "float32"):
+    """The classifier an evaluation attacks, and what it computes in.
+
+    Args:
+        model: a Keras classifier, or a SavedModel classifier (left as it is: a signature's
+            dtypes cannot be changed).
+        compute_dtype: "float32" (default: `float32_copy` of a mixed-precision model, so a
+            low-precision forward cannot blunt the gradient attacks) or "policy" (the model
+            as saved, e.g. to measure the deployed bfloat16 model).
+
+    Returns:
+        (classifier, dtype): dtype as `compute_dtype_of` names it.
+    """
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got "
+                         f"{compute_dtype!r}.")
+    if compute_dtype == "float32" and isinstance(model, keras.Model):
+        model = float32_copy(model)
+    return model, compute_dtype_of(model)
+
+
 def _float32_config(value: Any) -> Any:
     if isinstance(value, dict):
         if value.get("class_name") == "DTypePolicy" and "config" in value:
@@ -138,5 +175,6 @@ def _float32_config(value: Any) -> Any:
     return value
 
 
-__all__ = ["as_float32", "emulation_warning", "float32_copy", "mixed_policy_name",
+__all__ = ["COMPUTE_DTYPES", "as_float32", "compute_dtype_of", "emulation_warning",
+           "float32_copy", "for_evaluation", "mixed_policy_name",
            "native_reduced_precision", "precision_policy"]

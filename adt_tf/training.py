@@ -32,7 +32,7 @@ from adt_tf.distributed import (
 from adt_tf.evaluation import evaluate
 from adt_tf.methods import AmortizedAdversarialTrainer, get_method
 from adt_tf.models import MODELS, build_model
-from adt_tf.optimizers import check_weight_decay_form, make_optimizer
+from adt_tf.optimizers import LR_SCHEDULES, check_weight_decay_form, make_optimizer
 from adt_tf.precision import precision_policy
 from adt_tf.threat import THREATS, make_threat
 
@@ -61,6 +61,7 @@ class TrainConfig:
     lr: float = 0.1
     lr_decay_epochs: tuple[int, ...] = (75, 90, 100)
     lr_decay_factor: float = 0.1
+    lr_schedule: str = "step"
     momentum: float = 0.9
     weight_decay: float = 2e-4
     weight_decay_form: str = "coupled"
@@ -100,6 +101,7 @@ class TrainConfig:
         validation.check_in_range(self.momentum, "momentum", 0.0, 1.0)
         validation.check_non_negative(self.weight_decay, "weight_decay")
         check_weight_decay_form(self.weight_decay_form)
+        validation.check_choice(self.lr_schedule, "lr_schedule", LR_SCHEDULES)
         if self.max_train_examples is not None:
             validation.check_positive_int(self.max_train_examples, "max_train_examples")
         if self.eval_examples is not None:
@@ -185,7 +187,10 @@ def _check_workdir(config: TrainConfig, path: str, backup_dir: str) -> None:
     # A setting added after the run was written (e.g. norm) reads as its default there.
     defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig(workdir=""))))
     old = {k: old.get(k, defaults.get(k)) for k in new}
-    diff = sorted(k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k])
+    resumable = RESUMABLE_CHANGES
+    if new.get("lr_schedule") == "cyclic":  # the triangle spans the run: its length is fixed
+        resumable = tuple(k for k in resumable if k != "epochs")
+    diff = sorted(k for k in new if k not in resumable and old.get(k) != new[k])
     if diff:
         details = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in diff)
         raise ValueError(f"{config.workdir} holds a run with other settings ({details}); "
@@ -210,7 +215,8 @@ def build_trainer(config: TrainConfig, splits: data_lib.Splits, steps_per_epoch:
                                  weight_decay_form=config.weight_decay_form,
                                  decay_epochs=config.lr_decay_epochs,
                                  decay_factor=config.lr_decay_factor,
-                                 steps_per_epoch=steps_per_epoch),
+                                 steps_per_epoch=steps_per_epoch,
+                                 schedule=config.lr_schedule, epochs=config.epochs),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=config.jit_compile,
@@ -221,7 +227,9 @@ def build_trainer(config: TrainConfig, splits: data_lib.Splits, steps_per_epoch:
 
 def evaluate_report(classifier: keras.Model, splits: data_lib.Splits, epsilon: float,
                     config: TrainConfig) -> dict[str, Any]:
-    """Clean and PGD-20 accuracy (step epsilon/4, random start) on the test split."""
+    """Clean and PGD-20 accuracy (step epsilon/4, random start) on the test split, with the
+    classifier computing in float32 (a model trained under a mixed policy is attacked
+    through its float32 copy, as `adt-evaluate` does by default)."""
     n = len(splits.x_test) if config.eval_examples is None else min(config.eval_examples,
                                                                     len(splits.x_test))
     x, y = splits.x_test[:n], splits.y_test[:n]
@@ -234,7 +242,7 @@ def evaluate_report(classifier: keras.Model, splits: data_lib.Splits, epsilon: f
     return {
         "dataset": config.dataset, "split": "test", "num_examples": int(n),
         "epsilon": epsilon, "norm": config.norm, "clean_accuracy": result.clean_accuracy,
-        "pgd20_accuracy": result.robust_accuracy,
+        "pgd20_accuracy": result.robust_accuracy, "compute_dtype": result.compute_dtype,
         "attack": ("PGD-20" if config.norm == "linf" else f"PGD-20 ({config.norm.upper()})")
         + ", step epsilon/4, uniform random start, 1 restart, CE loss",
     }
@@ -251,7 +259,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"Report: {report['method']} on {report['dataset']} (test split, "
         f"{report['num_examples']} inputs, {budget})",
         f"  clean accuracy:  {100 * report['clean_accuracy']:.2f}%",
-        f"  PGD-20 accuracy: {100 * report['pgd20_accuracy']:.2f}%  ({report['attack']})",
+        f"  PGD-20 accuracy: {100 * report['pgd20_accuracy']:.2f}%  ({report['attack']}; "
+        f"computed in {report.get('compute_dtype', 'float32')})",
         f"  classifier: {report['classifier_path']}",
     ])
 

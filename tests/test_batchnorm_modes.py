@@ -80,14 +80,26 @@ def test_inner_maximisation_leaves_them_alone_and_a_step_updates_them_once(data,
             x, trainer.generator_inputs(x, y), tf.constant([0, 0]), training=False).x_adv
         clean_passes = 0
     else:
-        x_train, _ = trainer.perturb(x, y)
         clean_passes = 1 if name in ("alp", "trades") else 0  # their outer loss sees f(x)
-    for a, b in zip(before, moving_stats(trainer.classifier)):
-        np.testing.assert_array_equal(a, b, err_msg=f"{name}: perturb moved the statistics")
-    # The expected statistics: the outer update's training-mode passes, once each.
+    # Fast AT's reference takes its FGSM gradient in training mode, at the random start.
+    start = (trainer.threat.random_start(x, tf.constant([0, 0]), PatternNoise())
+             if name == "fast_at" else None)
     expected_model = keras.models.clone_model(trainer.classifier)
     expected_model.set_weights(trainer.classifier.get_weights())
     if not hasattr(trainer, "joint_step"):
+        x_train, _ = trainer.perturb(x, y)
+        if start is not None:
+            expected_model(start, training=True)
+    for a, b, c in zip(before, moving_stats(expected_model), moving_stats(trainer.classifier)):
+        if start is None:  # an inner maximisation in inference mode: untouched, exactly
+            np.testing.assert_array_equal(a, c, err_msg=f"{name}: perturb moved the statistics")
+        else:  # Fast AT: one training-mode pass at the start
+            np.testing.assert_allclose(c, b, rtol=1e-5, atol=1e-6, err_msg=name)
+    # The expected statistics: the step's training-mode passes, once each.
+    expected_model.set_weights(trainer.classifier.get_weights())
+    if not hasattr(trainer, "joint_step"):
+        if start is not None:
+            expected_model(start, training=True)
         if clean_passes:
             expected_model(x, training=True)
         expected_model(tf.stop_gradient(x_train), training=True)

@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from adt_tf.optimizers import CoupledSGD, EpochStepDecay, TorchAdam, make_optimizer
+from adt_tf.optimizers import (
+    CoupledSGD,
+    EpochStepDecay,
+    TorchAdam,
+    TriangularCyclic,
+    make_optimizer,
+)
 from adt_tf.training import TrainConfig, run_training
 
 SPE = 782  # steps per epoch of CIFAR-10 at batch 64
@@ -89,6 +95,39 @@ def test_torch_adam_matches_pytorchs_formula():
         v = 0.999 * v + 0.001 * g * g
         w = w - 2e-4 * (m / (1 - 0.5**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
     np.testing.assert_allclose(var.numpy(), w, rtol=1e-5, atol=1e-9)
+
+
+def torch_cyclic_lr(peak, total):
+    """torch.optim.lr_scheduler.CyclicLR(base_lr=0, max_lr=peak, step_size_up=total / 2,
+    step_size_down=total / 2, mode='triangular'), written out: the rate of each of the
+    `total` optimizer steps (the scheduler is stepped after every batch)."""
+    up = down = total / 2
+    rates = []
+    for count in range(total):
+        cycle = np.floor(1 + count / (up + down))
+        x = 1.0 + count / (up + down) - cycle
+        scale = x / (up / (up + down)) if x <= up / (up + down) else (x - 1) / (
+            up / (up + down) - 1)
+        rates.append(peak * scale)
+    return np.array(rates)
+
+
+@pytest.mark.parametrize("total", [10, 11, 15 * 391])
+def test_cyclic_schedule_is_fast_ats_cyclic_lr(total):
+    schedule = TriangularCyclic(0.2, total)
+    ours = np.array([float(schedule(s)) for s in range(total)])
+    np.testing.assert_allclose(ours, torch_cyclic_lr(0.2, total), rtol=1e-5, atol=1e-7)
+    assert ours[0] == 0.0 and 0.2 * (1 - 2 / total) <= ours.max() <= 0.2 + 1e-7
+
+
+def test_cyclic_runs_the_triangle_and_refuses_a_resume_with_other_epochs(tmp_path):
+    workdir = str(tmp_path / "run")
+    config = dict(TINY, lr_schedule="cyclic", lr=0.2)
+    run_training(TrainConfig(workdir=workdir, epochs=2, **config))
+    # learning_rate is logged at each epoch's first step: step 0 (rate 0), then step 2 of 4
+    assert lr_per_epoch(workdir) == pytest.approx([0.0, 0.2])
+    with pytest.raises(ValueError, match="epochs: 2 -> 3"):
+        run_training(TrainConfig(workdir=workdir, epochs=3, **config))
 
 
 def test_bad_weight_decay_form_is_named():

@@ -131,6 +131,8 @@ def test_run_training_with_mixed_precision(tmp_path):
     assert classifier.get_layer("logits").compute_dtype == "float32"
     with open(os.path.join(tmp_path, "run", "config.json")) as f:
         assert json.load(f)["mixed_precision"] is True
+    # The final report attacks the weights' float32 function, not the bfloat16 forward.
+    assert report["compute_dtype"] == "float32"
 
 
 def one_step(method, x, y, jit_compile):
@@ -209,6 +211,38 @@ def test_float32_copy_computes_the_same_function_in_float32(policy, tmp_path):
     assert tape.gradient(total, xt).dtype == tf.float32
     plain = build_model("small_cnn", (16, 16, 3), 10, width=4)
     assert float32_copy(plain) is plain
+
+
+def test_evaluation_attacks_a_mixed_model_in_float32_unless_asked_for_its_policy(
+        policy, tmp_path):
+    from adt_tf.evaluation import evaluate
+    from adt_tf.models import build_model
+    from trainers.evaluate import run_evaluation
+
+    policy("mixed_bfloat16")
+    mixed = build_model("small_cnn", (32, 32, 3), 10, width=4, dropout=0.0)
+    policy("float32")
+    path = str(tmp_path / "mixed.keras")
+    mixed.save(path)
+    x, y = make_tiny_images(16, 32, seed=2)
+    common = dict(epsilon=EPS, suite="pgd20", overrides={"pgd20": {"steps": 3}},
+                  sanity_checks=False, verbose=0, cache_dir=str(tmp_path / "cache"))
+    default = evaluate(keras.saving.load_model(path), x, y, **common)
+    assert default.compute_dtype == "float32"
+    reference = evaluate(float32_copy(keras.saving.load_model(path)), x, y,
+                         **dict(common, cache_dir=None))
+    np.testing.assert_array_equal(default.per_example["pgd20"], reference.per_example["pgd20"])
+    deployed = evaluate(keras.saving.load_model(path), x, y, compute_dtype="policy", **common)
+    assert deployed.compute_dtype == "bfloat16"
+    assert not deployed.attack("pgd20").cached  # another model for the cache
+    assert "Computed in: bfloat16" in deployed.to_markdown()
+    result, paths = run_evaluation(path, num_examples=8, out=str(tmp_path / "eval"),
+                                   attack_params=["pgd20.steps=2"], sanity_checks=False,
+                                   verbose=0)
+    assert result.compute_dtype == "float32"
+    assert "Computed in: float32" in open(paths["md"]).read()
+    with pytest.raises(ValueError, match="compute_dtype must be one of float32, policy"):
+        evaluate(mixed, x, y, epsilon=EPS, compute_dtype="half", verbose=0)
 
 
 def test_emulation_warning_only_for_mixed_precision_without_native_support(monkeypatch):

@@ -25,6 +25,7 @@ from adt_tf import validation
 from adt_tf.evaluation import PER_ATTACK_MODES, evaluate
 from adt_tf.evaluation.suites import CATALOGUE, SUITES, parse_overrides, resolve_suite
 from adt_tf.loading import file_id, load_classifier
+from adt_tf.precision import COMPUTE_DTYPES
 from adt_tf.threat import THREATS, make_threat
 
 FLAGS = flags.FLAGS
@@ -64,6 +65,12 @@ def define_flags() -> None:
     flags.DEFINE_integer("seed", 0, "Seed of the attacks.")
     flags.DEFINE_bool("jit_compile", False, "Compile the attacks with XLA.")
     flags.DEFINE_bool("sanity_checks", True, "Run the gradient-masking sanity checks.")
+    flags.DEFINE_enum("compute_dtype", "float32", list(COMPUTE_DTYPES),
+                      "float32: attack the function the weights define (a model trained under "
+                      "--mixed_precision is evaluated through its float32 copy; a low-"
+                      "precision forward can blunt gradient attacks); policy: attack the model "
+                      "in the dtype policy it was saved with (the deployed one). The report "
+                      "says which.")
     flags.DEFINE_integer("verbose", 1, "0 silent, 1 progress bars.")
 
 
@@ -72,7 +79,8 @@ def run_evaluation(model: str, dataset: str = data_lib.SAMPLE, *, data_dir=None,
                    norm: str = "linf",
                    num_examples=None, batch_size: int = 256, source_model=None,
                    out: str = "runs/eval", seed: int = 0, jit_compile: bool = False,
-                   sanity_checks: bool = True, verbose: int = 1):
+                   sanity_checks: bool = True, compute_dtype: str = "float32",
+                   verbose: int = 1):
     """What `adt-evaluate` does, as a function: returns (EvaluationResult, written paths)."""
     overrides = parse_overrides(attack_params)
     resolve_suite(suite, overrides, norm=norm)  # bad names fail before anything is loaded
@@ -98,7 +106,7 @@ def run_evaluation(model: str, dataset: str = data_lib.SAMPLE, *, data_dir=None,
         train_pool=(splits.x_train[:TRAIN_POOL_SIZE], splits.y_train[:TRAIN_POOL_SIZE]),
         cache_dir=os.path.join(out, "cache"), model_id=model_id, model_name=model,
         dataset=dataset, sanity_checks=sanity_checks, jit_compile=jit_compile,
-        verbose=verbose)
+        compute_dtype=compute_dtype, verbose=verbose)
     return result, result.save(out)
 
 
@@ -116,7 +124,8 @@ def main(argv):
             epsilon=FLAGS.epsilon, norm=FLAGS.norm, num_examples=FLAGS.num_examples,
             batch_size=FLAGS.batch_size, source_model=FLAGS.source_model, out=FLAGS.out,
             seed=FLAGS.seed, jit_compile=FLAGS.jit_compile,
-            sanity_checks=FLAGS.sanity_checks, verbose=FLAGS.verbose)
+            sanity_checks=FLAGS.sanity_checks, compute_dtype=FLAGS.compute_dtype,
+            verbose=FLAGS.verbose)
     except (ValueError, RuntimeError, OSError) as err:
         logging.error("%s", err)
         print(f"adt-evaluate: error: {err}", file=sys.stderr)

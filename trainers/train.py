@@ -58,6 +58,10 @@ flags.DEFINE_list("lr_decay_epochs", ["75", "90", "100"],
                   "--lr_decay_factor once more; the reference's 75 gives 74 epochs at --lr "
                   "and 2 at --lr x 0.1 in a 76-epoch run.")
 flags.DEFINE_float("lr_decay_factor", 0.1, "Learning-rate decay factor.")
+flags.DEFINE_enum("lr_schedule", "step", ["step", "cyclic"],
+                  "step: the reference's (--lr, x --lr_decay_factor from each of "
+                  "--lr_decay_epochs); cyclic: Fast AT's triangle, 0 -> --lr at the middle of "
+                  "the run -> 0, one value per step (the decay epochs are not used).")
 flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
 flags.DEFINE_float("weight_decay", 2e-4, "SGD weight decay: the L2 term wd * w added to the "
                    "gradient before momentum (PyTorch's SGD, the reference), see "
@@ -127,6 +131,8 @@ flags.DEFINE_integer("attack_steps", None, "Steps of the training attack: pgd_at
                      "feascatter 1.")
 flags.DEFINE_float("attack_step_size", None, "Step of the training attack in [0, 1] pixels: "
                    "pgd_at, alp 2/255; trades 0.007; fast_at 1.25 * epsilon; feascatter epsilon.")
+flags.DEFINE_string("perturb_mode", None, "fast_at: 'training' (the authors': the FGSM "
+                    "gradient with the classifier in training mode; default) or 'inference'.")
 flags.DEFINE_float("adv_fraction", None, "fgsm_at: fraction of each batch replaced by "
                    "adversarial examples (0.5).")
 flags.DEFINE_float("adv_weight", None, "fgsm_at: weight lambda of the adversarial part of the "
@@ -201,6 +207,7 @@ def config_from_flags() -> TrainConfig:
         data_dir=FLAGS.data_dir, model=FLAGS.model, model_params=model_params,
         normalize=FLAGS.normalize, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
         lr=FLAGS.lr, lr_decay_epochs=decay, lr_decay_factor=FLAGS.lr_decay_factor,
+        lr_schedule=FLAGS.lr_schedule,
         momentum=FLAGS.momentum, weight_decay=FLAGS.weight_decay,
         weight_decay_form=FLAGS.weight_decay_form, epsilon=FLAGS.epsilon, norm=FLAGS.norm,
         method_params=method_params_from_flags(FLAGS.method), seed=FLAGS.seed,

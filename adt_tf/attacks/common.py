@@ -65,8 +65,10 @@ def get_loss(name: str):
     return LOSSES[validation.check_choice(name, "attack loss", LOSSES)]
 
 
-def loss_and_grad(classifier, x, y, loss_fn):
-    """Per-example loss and its gradient w.r.t. the input (classifier in inference mode).
+def loss_and_grad(classifier, x, y, loss_fn, training: bool = False):
+    """Per-example loss and its gradient w.r.t. the input (classifier in inference mode,
+    unless `training`: then BatchNorm normalises with the batch's statistics and updates its
+    running ones, as Fast AT's reference takes its FGSM step).
 
     A classifier whose output does not depend on its input through differentiable ops (a
     `tf.stop_gradient` inside it) gets a zero gradient, not None: the attack then runs and
@@ -77,7 +79,7 @@ def loss_and_grad(classifier, x, y, loss_fn):
     """
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(x)
-        logits = classifier(x, training=False)
+        logits = classifier(x, training=training)
         loss = loss_fn(logits, y)
     grad = tape.gradient(loss, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     return loss, grad, logits

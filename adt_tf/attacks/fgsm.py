@@ -12,11 +12,11 @@ from adt_tf.threat import as_threat
 
 def fgsm(classifier, x, y, epsilon: float, *, loss: str = "ce", targeted: bool = False,
          step_size: float | None = None, random_start: bool = False, seed=0,
-         noise: NoiseSource = DEFAULT_NOISE) -> tf.Tensor:
+         noise: NoiseSource = DEFAULT_NOISE, training: bool = False) -> tf.Tensor:
     """One signed-gradient step of size epsilon (or `step_size`).
 
     Args:
-        classifier: logits model (called with training=False).
+        classifier: logits model (called with training=False unless `training`).
         x: clean inputs in [0, 1]; y: integer labels (the target labels if `targeted`).
         epsilon: the budget: an L-infinity radius, or a threat model (`adt_tf.threat`,
             e.g. `L2Ball(0.5)`: steps, projection and random start are then its own).
@@ -26,6 +26,9 @@ def fgsm(classifier, x, y, epsilon: float, *, loss: str = "ce", targeted: bool =
         random_start: start from a uniform point of the ball (Wong et al., 2020).
         seed: int or stateless seed tensor, used by the random start.
         noise: where the random start's draw comes from (`adt_tf.noise`; default: the seed).
+        training: take the gradient with the classifier in training mode (BatchNorm on the
+            batch's statistics, updating its running ones): Fast AT's reference does; an
+            evaluation never does.
 
     Mathematical details:
         x_adv = Proj_{B(x, eps)}(x0 + a * sign(grad_x L(f(x0), y))), x0 = x or a random start;
@@ -38,7 +41,7 @@ def fgsm(classifier, x, y, epsilon: float, *, loss: str = "ce", targeted: bool =
     size = ball.epsilon if step_size is None else validation.check_positive(step_size, "step_size")
     x = tf.convert_to_tensor(x)
     x0 = ball.random_start(x, as_seed(seed), noise) if random_start else x
-    _, grad, _ = loss_and_grad(classifier, x0, y, get_loss(loss))
+    _, grad, _ = loss_and_grad(classifier, x0, y, get_loss(loss), training=training)
     if targeted:
         grad = -grad
     return ball.project(ball.step(x0, grad, size), x)

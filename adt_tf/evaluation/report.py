@@ -74,6 +74,8 @@ class EvaluationResult:
         environment: versions and the machine.
         per_example: {"clean": bool [N], attack name: bool [N] correct under it, "robust":
             bool [N]}; written to an .npz next to the JSON, not into it.
+        compute_dtype: what the attacked classifier computed in ("float32", "bfloat16",
+            "float16", or "as exported" for a SavedModel signature).
     """
 
     model: str
@@ -93,6 +95,7 @@ class EvaluationResult:
     environment: dict[str, Any] = dataclasses.field(default_factory=dict)
     per_example: dict[str, np.ndarray] = dataclasses.field(default_factory=dict, repr=False)
     norm: str = "linf"
+    compute_dtype: str = "float32"
 
     @property
     def cached_seconds(self) -> float:
@@ -133,6 +136,11 @@ class EvaluationResult:
             + (f" (this run; the attacks read from the cache took {self.cached_seconds:.1f} s "
                "more when they ran)." if self.cached_seconds else "."),
             "",
+            f"- Computed in: {self.compute_dtype}"
+            + (" (the model's saved mixed-precision policy, `--compute_dtype=policy`)"
+               if self.compute_dtype in ("float16", "bfloat16") else
+               " (a SavedModel signature computes as it was exported)"
+               if self.compute_dtype == "as exported" else ""),
             f"- Clean accuracy: **{_pct(self.clean_accuracy)}**",
             f"- Robust accuracy, per-example worst case over the attacks that ran: "
             f"**{_pct(self.robust_accuracy)}**",

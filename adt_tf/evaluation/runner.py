@@ -44,6 +44,7 @@ from adt_tf.evaluation.report import AttackResult, EvaluationResult
 from adt_tf.evaluation.suites import DEFAULT_PER_ATTACK, AttackSpec, resolve_suite
 from adt_tf.generators import classifier_image_shape
 from adt_tf.models.common import PENULTIMATE
+from adt_tf.precision import for_evaluation
 from adt_tf.threat import Ball, as_threat, make_threat
 
 PER_ATTACK_MODES = ("all", "remaining")
@@ -203,7 +204,7 @@ def evaluate(classifier, x, y, *, epsilon: float, norm: str = "linf", suite: str
              cache_dir: str | None = None, model_id: str | None = None,
              model_name: str = "classifier", dataset: str = "arrays",
              sanity_checks: bool = True, sanity_inputs: int = 100, jit_compile: bool = False,
-             verbose: int = 1) -> EvaluationResult:
+             compute_dtype: str = "float32", verbose: int = 1) -> EvaluationResult:
     """Runs a suite of attacks and returns clean, per-attack and worst-case accuracy.
 
     Args:
@@ -235,12 +236,17 @@ def evaluate(classifier, x, y, *, epsilon: float, norm: str = "linf", suite: str
             in the report.
         sanity_inputs: inputs used by the checks (the first ones).
         jit_compile: compile attacks with XLA.
+        compute_dtype: "float32" (default: a model trained under a mixed policy is attacked
+            in float32, `adt_tf.precision.for_evaluation`, since a low-precision forward can
+            blunt gradient attacks) or "policy" (as saved: the deployed low-precision model).
+            The result records what the attacked model computed in.
         verbose: 0 silent, 1 progress bars.
 
     Returns:
         An `EvaluationResult`.
     """
     started = time.perf_counter()
+    classifier, dtype = for_evaluation(classifier, compute_dtype)
     threat = make_threat(norm, epsilon)
     epsilon = threat.epsilon
     batch_size = validation.check_positive_int(batch_size, "batch_size")
@@ -265,6 +271,8 @@ def evaluate(classifier, x, y, *, epsilon: float, norm: str = "linf", suite: str
                     "pool": array_id(*target_pool), "train_pool": array_id(*train_pool)}
         if norm != "linf":  # L-infinity keys stay those of earlier versions
             key_base["norm"] = norm
+        if dtype != "float32":  # the same weights attacked in low precision are another model
+            key_base["compute_dtype"] = dtype
 
     def run_on(spec: AttackSpec, idx: np.ndarray, show: bool) -> np.ndarray:
         """Per-input correctness after `spec` on the inputs `idx`."""
@@ -339,7 +347,7 @@ def evaluate(classifier, x, y, *, epsilon: float, norm: str = "linf", suite: str
         clean_accuracy=float(clean.mean()), robust_accuracy=float(robust.mean()),
         attacks=results, warnings=warnings, sanity=checks,
         seconds=time.perf_counter() - started, environment=environment(),
-        per_example=per_example)
+        per_example=per_example, compute_dtype=dtype)
 
 
 def follow_up_black_box(results, per_example: dict, ran_on: dict, clean: np.ndarray,

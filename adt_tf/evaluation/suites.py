@@ -31,9 +31,10 @@ KINDS = ("white-box", "black-box", "transfer", "distributional")
 #: What an attack may need from the evaluation besides (classifier, x, y, epsilon).
 NEEDS = ("source_model", "penultimate", "target_pool", "adversary")
 
-# Arguments that the evaluation supplies itself; they cannot be overridden by name.
+# Arguments that the evaluation supplies itself; they cannot be overridden by name
+# (`training`: an evaluation always attacks the classifier in inference mode).
 _SUPPLIED = ("classifier", "x", "y", "epsilon", "seed", "source", "target_images",
-             "target_labels", "adversary")
+             "target_labels", "adversary", "training")
 _COUNTS = ("steps", "restarts", "num_queries", "samples", "num_targets", "check_samples",
            "sample_chunk", "train_steps", "train_batch_size", "generator_width")
 _SIZES = ("step_size", "lr", "perturbation")

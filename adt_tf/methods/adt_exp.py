@@ -70,10 +70,12 @@ class ADTExp(AdversarialTrainer):
     estimate at the last inner step) and `inner_objective` (the inner objective there).
 
     Example:
-        >>> trainer = ADTExp(build_model("small_cnn", (32, 32, 3), 10), epsilon=8 / 255)
-        >>> trainer.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
-        ...                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        ...                 metrics=["accuracy"])
+        >>> trainer = ADTExp(build_model("wrn_28_10", (32, 32, 3), 10), epsilon=8 / 255)
+        >>> trainer.compile(  # the reference's SGD: coupled weight decay, x0.1 from epoch 75
+        ...     optimizer=make_optimizer(0.1, momentum=0.9, weight_decay=2e-4,
+        ...                              decay_epochs=(75,), steps_per_epoch=782),
+        ...     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        ...     metrics=["accuracy"])
         >>> trainer.fit(train_ds, epochs=76)
 
     Reference:

@@ -53,11 +53,14 @@ class ADTExpAM(AmortizedAdversarialTrainer):
     entropy estimate) and `generator_objective` (L + lambda H).
 
     Example:
-        >>> trainer = ADTExpAM(build_model("small_cnn", (32, 32, 3), 10), epsilon=8 / 255,
-        ...                    generator_decay_steps=76 * 782)
-        >>> trainer.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
-        ...                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        ...                 metrics=["accuracy"])
+        >>> trainer = ADTExpAM(build_model("wrn_28_10", (32, 32, 3), 10), epsilon=8 / 255)
+        >>> # the generator's rate stays 2e-4 for the 76 epochs (the reference's linear
+        >>> # decay starts after epoch 100; generator_decay_steps=0)
+        >>> trainer.compile(  # the reference's SGD: coupled weight decay, x0.1 from epoch 75
+        ...     optimizer=make_optimizer(0.1, momentum=0.9, weight_decay=2e-4,
+        ...                              decay_epochs=(75,), steps_per_epoch=782),
+        ...     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        ...     metrics=["accuracy"])
         >>> trainer.fit(train_ds, epochs=76)
         >>> trainer.generator.save("generator.keras")   # reusable as an attack
 

@@ -58,10 +58,12 @@ class ADTImpAM(AmortizedAdversarialTrainer):
     log 2 - nll) and `generator_objective` (J).
 
     Example:
-        >>> trainer = ADTImpAM(build_model("small_cnn", (32, 32, 3), 10), z_dim=64, tau=0.9)
-        >>> trainer.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
-        ...                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        ...                 metrics=["accuracy"])
+        >>> trainer = ADTImpAM(build_model("wrn_28_10", (32, 32, 3), 10), z_dim=64, tau=0.9)
+        >>> trainer.compile(  # the reference's SGD: coupled weight decay, x0.1 from epoch 75
+        ...     optimizer=make_optimizer(0.1, momentum=0.9, weight_decay=2e-4,
+        ...                              decay_epochs=(75,), steps_per_epoch=782),
+        ...     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        ...     metrics=["accuracy"])
         >>> trainer.fit(train_ds, epochs=76)
 
     Reference:

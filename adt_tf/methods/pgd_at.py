@@ -31,17 +31,19 @@ class PGDAT(AdversarialTrainer):
     Args:
         classifier: a Keras model returning logits.
         epsilon: L-infinity budget (8/255 for CIFAR).
-        attack_steps: PGD iterations (10, the common CIFAR setting; the ADT paper's
-            reference setting is 7 steps of eps/4 = 2/255, which gives the same step size).
+        attack_steps: PGD iterations (10, Madry et al.'s CIFAR-10 `config.json`: 10 steps of
+            2/255 from a uniform random start).
         attack_step_size: PGD step in pixel units (2/255; None means 2/255).
         seed: integer seed of the random starts.
 
     Example:
-        >>> trainer = PGDAT(build_model("wrn_28_10", (32, 32, 3), 10), epsilon=8 / 255,
-        ...                 attack_steps=7, attack_step_size=2 / 255)
-        >>> trainer.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
-        ...                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        ...                 metrics=["accuracy"])
+        >>> trainer = PGDAT(build_model("wrn_28_10", (32, 32, 3), 10), epsilon=8 / 255)
+        >>> # 10 steps of 2/255 from a random start: Madry et al.'s config.json
+        >>> trainer.compile(  # the reference's SGD: coupled weight decay, x0.1 from epoch 75
+        ...     optimizer=make_optimizer(0.1, momentum=0.9, weight_decay=2e-4,
+        ...                              decay_epochs=(75,), steps_per_epoch=782),
+        ...     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        ...     metrics=["accuracy"])
         >>> trainer.fit(train_ds, epochs=76)
 
     Reference:
