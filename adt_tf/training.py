@@ -39,6 +39,11 @@ from adt_tf.threat import THREATS, make_threat
 # Settings that may change when a run is resumed in the same workdir (the workdir itself: the
 # folder is the run, however its path is written or wherever it was moved).
 RESUMABLE_CHANGES = ("workdir", "epochs", "eval_examples", "verbose")
+#: The version of the methods' algorithms a run was trained with, recorded in config.json so
+#: that a run never resumes under changed algorithms. 2: the baselines as their authors ran
+#: them (issue 27: AT_PGD and ALP on the last PGD iterate, TRADES's three forwards, Fast AT's
+#: training-mode FGSM, the reference initialisations); runs written before have none (1).
+ALGORITHM_VERSION = 2
 
 
 @dataclasses.dataclass
@@ -77,6 +82,7 @@ class TrainConfig:
     strategy: str = "default"
     tpu: str | None = None
     verbose: int = 1
+    algorithm_version: int = ALGORITHM_VERSION
 
     def resolved_epsilon(self) -> float:
         """The budget: --epsilon, else the dataset's default for the norm."""
@@ -186,15 +192,19 @@ def _check_workdir(config: TrainConfig, path: str, backup_dir: str) -> None:
     new = json.loads(json.dumps(dataclasses.asdict(config)))
     # A setting added after the run was written (e.g. norm) reads as its default there.
     defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig(workdir=""))))
-    old = {k: old.get(k, defaults.get(k)) for k in new}
+    old = {k: old.get(k, 1 if k == "algorithm_version" else defaults.get(k)) for k in new}
     resumable = RESUMABLE_CHANGES
     if new.get("lr_schedule") == "cyclic":  # the triangle spans the run: its length is fixed
         resumable = tuple(k for k in resumable if k != "epochs")
     diff = sorted(k for k in new if k not in resumable and old.get(k) != new[k])
     if diff:
         details = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in diff)
+        why = (" It was trained before the baselines followed their authors' code (AT_PGD's "
+               "last iterate, TRADES's three forwards, no normalisation by default: "
+               "docs/methods.md); it cannot be resumed with this version, train it again."
+               if "algorithm_version" in diff else "")
         raise ValueError(f"{config.workdir} holds a run with other settings ({details}); "
-                         "use a new --workdir, or the same settings to resume it.")
+                         "use a new --workdir, or the same settings to resume it." + why)
     if done > config.epochs:
         raise ValueError(f"{config.workdir} holds a run already trained for {done} epochs; "
                          f"--epochs={config.epochs} is fewer (give --epochs={done} or more, or "

@@ -130,6 +130,23 @@ def test_cyclic_runs_the_triangle_and_refuses_a_resume_with_other_epochs(tmp_pat
         run_training(TrainConfig(workdir=workdir, epochs=3, **config))
 
 
+def test_a_run_of_the_earlier_algorithms_is_not_resumed(tmp_path):
+    """A config.json written before issue 27 has no algorithm_version: resuming it would mix
+    two algorithms (e.g. AT_PGD's best and last iterates) in one run."""
+    import json
+
+    workdir = str(tmp_path / "run")
+    run_training(TrainConfig(workdir=workdir, epochs=1, **TINY))
+    path = os.path.join(workdir, "config.json")
+    with open(path) as f:
+        config = json.load(f)
+    assert config.pop("algorithm_version") == 2
+    with open(path, "w") as f:
+        json.dump(config, f)
+    with pytest.raises(ValueError, match="algorithm_version: 1 -> 2.*train it again"):
+        run_training(TrainConfig(workdir=workdir, epochs=2, **TINY))
+
+
 def test_bad_weight_decay_form_is_named():
     with pytest.raises(ValueError, match="weight_decay_form 'l2'"):
         make_optimizer(0.1, momentum=0.9, weight_decay=2e-4, weight_decay_form="l2")
