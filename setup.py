@@ -33,10 +33,13 @@ setup(
         # scipy: the linear-programming reference of FAB-T's projection (tests/test_fab.py);
         # adversarial-robustness-toolbox: the independent attacks of the cross-check
         # (tests/test_crosscheck.py in the fast set, bench/crosscheck.py); pytest-xdist: the
-        # fast set runs on two processes (-n 2 --dist loadfile, the README's command).
-        "test": ["pytest>=7", "pytest-xdist>=3", "scipy", "adversarial-robustness-toolbox>=1.17"],
-        "dev": ["pytest>=7", "pytest-xdist>=3", "scipy", "adversarial-robustness-toolbox>=1.17",
-                "ruff"],
+        # fast set runs on two processes (-n 2 --dist loadfile, the README's command);
+        # pytest-randomly: every run takes the tests in a random order, its seed printed in
+        # the header (-p no:randomly for the file order, --randomly-seed=N to replay one).
+        "test": ["pytest>=7", "pytest-xdist>=3", "pytest-randomly>=3.15", "scipy",
+                 "adversarial-robustness-toolbox>=1.17"],
+        "dev": ["pytest>=7", "pytest-xdist>=3", "pytest-randomly>=3.15", "scipy",
+                "adversarial-robustness-toolbox>=1.17", "ruff"],
         "reference": ["adversarial-robustness-toolbox>=1.17"],
     },
     entry_points={
