@@ -180,7 +180,11 @@ def model_labels(paths: Sequence[str]) -> list[str]:
 
 
 def file_id(path: str) -> str:
-    """A hash of a model file, or of every file in a model folder (the evaluation cache key)."""
+    """A hash of the model a model argument names (the evaluation cache key): its resolved
+    `.keras` file (`resolve_model_path`: a training workdir's `classifier.keras`, not the
+    whole workdir with its logs, backups and evaluation outputs), or every file of a
+    SavedModel version folder."""
+    path = resolve_model_path(path)
     digest = hashlib.sha256()
     if os.path.isdir(path):
         for root, dirs, files in os.walk(path):

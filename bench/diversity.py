@@ -25,6 +25,8 @@ import time
 import numpy as np
 from absl import app, flags
 
+from bench.runs import check_recorded_run
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DATA = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "cifar10"))
 #: |tanh(mu)| above this counts as a saturated coordinate: the distribution's centre sits on
@@ -67,6 +69,7 @@ def train_model(data: str, workdir: str):
         batch_size=FLAGS.batch_size, lr=FLAGS.lr, lr_decay_epochs=(FLAGS.epochs,),
         seed=FLAGS.seed, eval_examples=1000, verbose=2)
     report_path = os.path.join(workdir, "report.json")
+    check_recorded_run(workdir, config, "bench.diversity")
     if os.path.exists(report_path):
         with open(report_path) as f:
             return json.load(f), config

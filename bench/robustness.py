@@ -52,6 +52,8 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
+from bench.runs import check_recorded_run
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DATA = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "cifar10"))
 
@@ -276,19 +278,14 @@ def model_needed(workdir: str, key: str, seed: int, all_seeds: list[int],
 
 
 # ------------------------------------------------------------------------------ training
-def train(recipe: Recipe, key: str, seed: int, data: str, workdir: str, verbose: int,
-          mixed_precision: bool = False) -> None:
-    """Trains one (method, seed) of the recipe into its run folder (kept if finished, resumed
-    if interrupted); `mixed_precision` trains under the device's mixed policy."""
-    from adt_tf.training import TrainConfig, run_training
+def train_config(recipe: Recipe, key: str, seed: int, data: str, workdir: str,
+                 verbose: int = 1, mixed_precision: bool = False):
+    """The `TrainConfig` of one (method, seed) of the recipe (what its folder must hold)."""
+    from adt_tf.training import TrainConfig
 
-    _, label, method, params = method_spec(key)
+    _, _, method, params = method_spec(key)
     d = run_dir(workdir, key, seed)
-    if training_finished(workdir, key, seed):
-        print(f"[train] {label}, seed {seed}: finished earlier, kept ({d}).")
-        return
-    print(f"[train] {label}, seed {seed} -> {d}", flush=True)
-    config = TrainConfig(
+    return TrainConfig(
         workdir=d, method=method, dataset=f"npz:{data}", model=recipe.model,
         model_params=dict(recipe.model_params), epochs=recipe.epochs,
         batch_size=recipe.batch_size, lr=recipe.lr, lr_decay_epochs=recipe.lr_decay_epochs,
@@ -298,6 +295,24 @@ def train(recipe: Recipe, key: str, seed: int, data: str, workdir: str, verbose:
         seed=seed, max_train_examples=recipe.train_examples,
         eval_examples=recipe.eval_examples, eval_batch_size=recipe.eval_batch_size,
         norm=recipe.norm, mixed_precision=mixed_precision, verbose=verbose)
+
+
+def train(recipe: Recipe, key: str, seed: int, data: str, workdir: str, verbose: int,
+          mixed_precision: bool = False) -> None:
+    """Trains one (method, seed) of the recipe into its run folder (kept if finished, resumed
+    if interrupted); `mixed_precision` trains under the device's mixed policy. A folder that
+    holds another run (another norm, method, recipe, seed, precision or data) is refused
+    (`bench.runs.check_recorded_run`)."""
+    from adt_tf.training import run_training
+
+    label = method_spec(key)[1]
+    d = run_dir(workdir, key, seed)
+    config = train_config(recipe, key, seed, data, workdir, verbose, mixed_precision)
+    check_recorded_run(d, config, "bench.robustness")
+    if training_finished(workdir, key, seed):
+        print(f"[train] {label}, seed {seed}: finished earlier, kept ({d}).")
+        return
+    print(f"[train] {label}, seed {seed} -> {d}", flush=True)
     timing_path = os.path.join(d, "timing.json")
     os.makedirs(d, exist_ok=True)
     spent = _read_json(timing_path, {}).get("train_seconds", 0.0)
@@ -321,6 +336,7 @@ def evaluate_run(recipe: Recipe, key: str, seed: int, all_seeds: list[int], data
     _, label, _, _ = method_spec(key)
     d = run_dir(workdir, key, seed)
     summary_path = os.path.join(d, "summary.json")
+    check_recorded_run(d, train_config(recipe, key, seed, data, workdir), "bench.robustness")
     if evaluation_finished(workdir, key, seed, recipe.norm):
         print(f"[eval] {label}, seed {seed}: finished earlier, kept.")
         return _read_json(summary_path, None)

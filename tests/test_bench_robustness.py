@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -281,3 +282,52 @@ def test_restored_check_compares_clean_accuracy_of_the_retrained_model(tmp_path)
     assert "evaluated model on the same inputs: pgd_at-seed0." in text
     assert "differs from the evaluated model's" in text and text.endswith("trades-seed0.")
     assert "standard" not in text
+
+
+def _finished_run(workdir, recipe, key, seed, data):
+    """A finished run folder as run_training leaves it: config.json, classifier, report."""
+    d = rb.run_dir(workdir, key, seed)
+    os.makedirs(d)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(dataclasses.asdict(rb.train_config(recipe, key, seed, data, workdir)), f)
+    for name in ("classifier.keras", "report.json"):
+        open(os.path.join(d, name), "w").close()
+    return d
+
+
+def test_a_finished_run_of_other_settings_is_refused_not_kept(tmp_path, capsys):
+    """--norm=l2 with an explicit --workdir holding the L-infinity run of the same method
+    and seed: refused naming the field, never "finished earlier, kept" (issue 28 point 1)."""
+    from bench.runs import RunMismatchError
+
+    workdir, data = str(tmp_path), "/data/cifar10"
+    linf = rb.RECIPES["cpu"]
+    _finished_run(workdir, linf, "pgd_at", 0, data)
+    rb.train(linf, "pgd_at", 0, data, workdir, verbose=0)  # the same run: kept
+    assert "finished earlier, kept" in capsys.readouterr().out
+    l2 = dataclasses.replace(linf, norm="l2")
+    with pytest.raises(RunMismatchError, match="norm is 'linf' there, 'l2' asked for"):
+        rb.train(l2, "pgd_at", 0, data, workdir, verbose=0)
+    with pytest.raises(RunMismatchError, match="norm is 'linf' there"):
+        rb.evaluate_run(l2, "pgd_at", 0, [0], data, workdir, verbose=0, wait_minutes=0)
+    with pytest.raises(RunMismatchError, match="mixed_precision is False there, True"):
+        rb.train(linf, "pgd_at", 0, data, workdir, verbose=0, mixed_precision=True)
+    with pytest.raises(RunMismatchError, match="epochs is 6 there, 3 asked for"):
+        rb.train(dataclasses.replace(linf, epochs=3), "pgd_at", 0, data, workdir, verbose=0)
+    with pytest.raises(RunMismatchError, match="dataset is 'npz:/data/cifar10' there"):
+        rb.train(linf, "pgd_at", 0, "/other/data", workdir, verbose=0)
+
+
+def test_a_run_of_the_earlier_algorithms_is_refused_too(tmp_path):
+    from bench.runs import RunMismatchError, check_recorded_run
+
+    recipe = rb.RECIPES["cpu"]
+    d = _finished_run(str(tmp_path), recipe, "trades", 1, "/d")
+    with open(os.path.join(d, "config.json")) as f:
+        recorded = json.load(f)
+    recorded.pop("algorithm_version")  # written before issue 27
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(recorded, f)
+    with pytest.raises(RunMismatchError, match="algorithm_version is 1 there, 2 asked for"):
+        check_recorded_run(d, rb.train_config(recipe, "trades", 1, "/d", str(tmp_path)),
+                           "bench.precision")

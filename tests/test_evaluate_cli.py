@@ -44,6 +44,20 @@ def test_end_to_end_and_resume(saved_model, tmp_path, capsys):
     assert again.robust_accuracy == result.robust_accuracy
 
 
+def test_a_workdir_evaluation_resumes_from_its_cache_with_out_inside_it(saved_model):
+    """The cache is keyed on the model file a workdir resolves to, not on the workdir's
+    contents (logs, backups, and --out itself when it lies inside)."""
+    workdir = os.path.dirname(saved_model)  # holds classifier.keras, as a training workdir
+    kwargs = dict(suite="fgsm", num_examples=8, batch_size=8, verbose=0,
+                  out=os.path.join(workdir, "eval"))
+    first, _ = run_evaluation(workdir, "cifar10_sample", **kwargs)
+    with open(os.path.join(workdir, "history.csv"), "a") as f:  # the run's logs move on
+        f.write("epoch,loss\n0,1.0\n")
+    again, _ = run_evaluation(workdir, "cifar10_sample", **kwargs)
+    assert not first.attacks[0].cached and again.attacks[0].cached
+    assert again.robust_accuracy == first.robust_accuracy
+
+
 def test_bad_settings_fail_before_loading(saved_model, tmp_path):
     with pytest.raises(ValueError, match="Unknown suite or attack 'fast'"):
         run_evaluation("/nonexistent.keras", suite="fast", out=str(tmp_path))
