@@ -85,6 +85,10 @@ flags.DEFINE_integer("intra_op_threads", 0, "TensorFlow's threads per op (0: its
                      "runs each branch on its own core (docs/performance.md).")
 flags.DEFINE_integer("inter_op_threads", 0, "TensorFlow's threads running ops side by side "
                      "(0: its default).")
+flags.DEFINE_bool("deterministic_ops", False, "TensorFlow's deterministic kernels "
+                  "(tf.config.experimental.enable_op_determinism): needed for a fixed run on GPUs "
+                  "(cuDNN's backward passes); a CPU run is deterministic without it, on one "
+                  "kind of CPU (see README, 'A fixed seed, a fixed run').")
 flags.DEFINE_bool("mixed_precision", False, "Compute in float16 on GPU, bfloat16 on CPU/TPU, "
                   "with float32 variables, losses and adversarial distributions.")
 flags.DEFINE_enum("strategy", "default", list(STRATEGIES),
@@ -217,14 +221,16 @@ def config_from_flags() -> TrainConfig:
 
 
 def apply_thread_flags() -> None:
-    """--intra_op_threads / --inter_op_threads, set before TensorFlow starts its thread pools
-    (its first op); adt-tune applies them too."""
+    """--intra_op_threads / --inter_op_threads (and --deterministic_ops), set before
+    TensorFlow starts its thread pools (its first op); adt-tune applies them too."""
     if FLAGS.intra_op_threads < 0 or FLAGS.inter_op_threads < 0:
         raise app.UsageError("--intra_op_threads and --inter_op_threads must be >= 0.")
     if FLAGS.intra_op_threads:
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op_threads)
     if FLAGS.inter_op_threads:
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
+    if "deterministic_ops" in FLAGS and FLAGS.deterministic_ops:
+        tf.config.experimental.enable_op_determinism()
 
 
 def main(argv):
