@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -174,22 +175,30 @@ def grpc_predict(request, target: str = f"localhost:{GRPC_PORT}",
 
 
 def main(argv):
+    """Classifies image files through a running TF Serving. Exit 2 with one line naming the
+    file or the server at fault (no server listening, an unreadable image, an error answer)."""
     from absl import flags
 
     flags_ = flags.FLAGS
     paths = argv[1:]
     if not paths:
-        raise SystemExit("usage: python -m export.client --model_name=NAME IMAGE [IMAGE ...]")
-    files = []
-    for path in paths:
-        with open(path, "rb") as f:
-            files.append(f.read())
-    if flags_.protocol == "rest":
-        url = rest_url(flags_.model_name, flags_.host, flags_.rest_port, flags_.version)
-        outputs = rest_predict(url, rest_body(image_bytes=files))
-    else:
-        request = grpc_request(flags_.model_name, image_bytes=files, version=flags_.version)
-        outputs = grpc_predict(request, f"{flags_.host}:{flags_.grpc_port}")
+        print("usage: python -m export.client --model_name=NAME IMAGE [IMAGE ...]",
+              file=sys.stderr)
+        sys.exit(2)
+    try:
+        files = []
+        for path in paths:
+            with open(path, "rb") as f:
+                files.append(f.read())
+        if flags_.protocol == "rest":
+            url = rest_url(flags_.model_name, flags_.host, flags_.rest_port, flags_.version)
+            outputs = rest_predict(url, rest_body(image_bytes=files))
+        else:
+            request = grpc_request(flags_.model_name, image_bytes=files, version=flags_.version)
+            outputs = grpc_predict(request, f"{flags_.host}:{flags_.grpc_port}")
+    except (RuntimeError, OSError, ValueError) as err:
+        print(f"export.client: error: {err}", file=sys.stderr)
+        sys.exit(2)
     names = outputs.get("class_names")
     for i, path in enumerate(paths):
         label = int(outputs["classes"][i])

@@ -19,6 +19,7 @@ import sys
 
 from absl import app, flags, logging
 
+from adt_tf.interrupts import interruptible
 from export.verify import VerificationError  # light: NumPy only
 
 FLAGS = flags.FLAGS
@@ -88,7 +89,9 @@ def main(argv):
         if not os.path.exists(FLAGS.model):
             raise ValueError(f"{FLAGS.model} does not exist; --model must be a .keras "
                              "classifier or a training workdir holding classifier.keras.")
-        path, card = export_from_flags()
+        with interruptible("adt-export", "Nothing was published (a version folder appears "
+                           "whole or not at all): rerun the command."):
+            path, card = export_from_flags()
     except (ValueError, OSError, VerificationError) as err:  # OSError: disk full, ...
         _fail(err)  # on a VerificationError, no version folder was published
 

@@ -203,3 +203,31 @@ def test_grpc_predict_against_a_stand_in(served):
             client.grpc_predict(client.grpc_request("tiny", images=x * np.nan), target)
     finally:
         server.stop(None)
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_command_line_against_a_port_with_nothing_listening_exits_2(protocol, tmp_path):
+    """No traceback: one line naming the server, exit 2 (also for an image that is not
+    there)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    image = tmp_path / "x.png"
+    image.write_bytes(encode_png(IMAGES[:1])[0])
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL="2")
+    for files, expected in (([str(image)], f"127.0.0.1:{port}" if protocol == "grpc" else
+                             f"http://127.0.0.1:{port}/"), ([str(tmp_path / "no.png")],
+                                                            "no.png")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "export.client", "--model_name=adt", f"--protocol={protocol}",
+             "--host=127.0.0.1", f"--rest_port={port}", f"--grpc_port={port}", *files],
+            capture_output=True, text=True, timeout=120, env=env, cwd=root)
+        assert proc.returncode == 2, proc.stderr[-1500:]
+        assert "Traceback" not in proc.stderr and expected in proc.stderr
+        assert "export.client: error:" in proc.stderr

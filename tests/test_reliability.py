@@ -121,3 +121,67 @@ def test_an_unwritable_export_dir_exits_2_naming_it(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert f"Cannot create --export_dir (its model folder)={blocker}/exports/run" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _start_cli(workdir, *args):
+    import subprocess
+    import sys
+
+    from tests.test_train_cli import ROOT
+
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.Popen([sys.executable, "-m", "trainers.train", f"--workdir={workdir}",
+                             "--method=standard", "--max_train_examples=256", "--batch_size=16",
+                             "--model_width=4", "--verbose=2", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(condition, proc, timeout=300):
+    import time
+
+    deadline = time.time() + timeout
+    while not condition():
+        assert proc.poll() is None, "the run ended before the signal"
+        assert time.time() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_an_interrupt_mid_epoch_says_what_is_kept_and_the_rerun_resumes(tmp_path, signame):
+    import signal
+
+    from tests.test_train_cli import history_epochs
+
+    workdir = str(tmp_path / "run")
+    proc = _start_cli(workdir, "--epochs=40")
+    _wait_for(lambda: os.path.exists(os.path.join(workdir, "history.csv"))
+              and len(history_epochs(workdir)) >= 1, proc)
+    proc.send_signal(getattr(signal, signame))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert f"adt-train: interrupted ({signame})." in err and "Traceback" not in err
+    assert "rerun the same command to resume" in err
+    assert not os.path.exists(os.path.join(workdir, "classifier.keras"))
+    done = len(history_epochs(workdir))
+    out = run_cli(f"--workdir={workdir}", "--method=standard", "--max_train_examples=256",
+                  "--batch_size=16", "--model_width=4", "--verbose=2",
+                  f"--epochs={done + 1}").stdout
+    assert f"{done} of {done + 1} epochs already done" in out
+
+
+def test_an_interrupt_during_the_final_evaluation_then_the_rerun_only_evaluates(tmp_path):
+    import signal
+
+    from tests.test_train_cli import history_epochs
+
+    workdir = str(tmp_path / "run")
+    proc = _start_cli(workdir, "--epochs=1")
+    _wait_for(lambda: os.path.exists(os.path.join(workdir, "classifier.keras")), proc)
+    proc.send_signal(signal.SIGINT)  # the classifier is saved; PGD-20 on 500 inputs runs
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert not os.path.exists(os.path.join(workdir, "report.json"))
+    assert not [f for f in os.listdir(workdir) if ".tmp" in f]  # nothing half-written
+    out = run_cli(f"--workdir={workdir}", "--method=standard", "--max_train_examples=256",
+                  "--batch_size=16", "--model_width=4", "--verbose=2", "--epochs=1").stdout
+    assert "Report: standard" in out and history_epochs(workdir) == [0]  # not trained again

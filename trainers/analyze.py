@@ -23,6 +23,7 @@ from absl import app, flags, logging
 from adt_tf import data as data_lib
 from adt_tf.analysis.plots import LANDSCAPE_KINDS
 from adt_tf.analysis.runner import ANALYSES, AnalysisConfig, format_summary, run_analyses
+from adt_tf.interrupts import interruptible
 
 FLAGS = flags.FLAGS
 
@@ -92,7 +93,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:
-        summary = run_analyses(config_from_flags())
+        with interruptible("adt-analyze", "No file is left half-written: rerun the command."):
+            summary = run_analyses(config_from_flags())
     except (ValueError, OSError) as err:
         logging.error("%s", err)
         print(f"adt-analyze: error: {err}", file=sys.stderr)

@@ -24,6 +24,7 @@ from adt_tf import data as data_lib
 from adt_tf import validation
 from adt_tf.evaluation import PER_ATTACK_MODES, evaluate
 from adt_tf.evaluation.suites import CATALOGUE, SUITES, parse_overrides, resolve_suite
+from adt_tf.interrupts import interruptible
 from adt_tf.loading import file_id, load_classifier
 from adt_tf.precision import COMPUTE_DTYPES
 from adt_tf.threat import THREATS, make_threat
@@ -117,15 +118,18 @@ def main(argv):
         print("adt-evaluate: error: --model is required (a .keras file or a SavedModel "
               "folder).", file=sys.stderr)
         sys.exit(2)
+    kept = (f"The attacks finished so far are cached in {os.path.join(FLAGS.out, 'cache')}: "
+            "rerun the same command to resume from them.")
     try:
-        result, paths = run_evaluation(
-            FLAGS.model, FLAGS.dataset, data_dir=FLAGS.data_dir, suite=FLAGS.suite,
-            attack_params=FLAGS.attack_params, per_attack=FLAGS.per_attack,
-            epsilon=FLAGS.epsilon, norm=FLAGS.norm, num_examples=FLAGS.num_examples,
-            batch_size=FLAGS.batch_size, source_model=FLAGS.source_model, out=FLAGS.out,
-            seed=FLAGS.seed, jit_compile=FLAGS.jit_compile,
-            sanity_checks=FLAGS.sanity_checks, compute_dtype=FLAGS.compute_dtype,
-            verbose=FLAGS.verbose)
+        with interruptible("adt-evaluate", kept):
+            result, paths = run_evaluation(
+                FLAGS.model, FLAGS.dataset, data_dir=FLAGS.data_dir, suite=FLAGS.suite,
+                attack_params=FLAGS.attack_params, per_attack=FLAGS.per_attack,
+                epsilon=FLAGS.epsilon, norm=FLAGS.norm, num_examples=FLAGS.num_examples,
+                batch_size=FLAGS.batch_size, source_model=FLAGS.source_model, out=FLAGS.out,
+                seed=FLAGS.seed, jit_compile=FLAGS.jit_compile,
+                sanity_checks=FLAGS.sanity_checks, compute_dtype=FLAGS.compute_dtype,
+                verbose=FLAGS.verbose)
     except (ValueError, RuntimeError, OSError) as err:
         logging.error("%s", err)
         print(f"adt-evaluate: error: {err}", file=sys.stderr)

@@ -15,12 +15,14 @@ peer worker of a multi-worker run stopped (restart this worker: the run resumes)
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 
 import tensorflow as tf
 from absl import app, flags, logging
 
 from adt_tf import data as data_lib
+from adt_tf.interrupts import interruptible
 from adt_tf.methods import METHODS, get_method
 from adt_tf.models import MODELS
 from adt_tf.precision import emulation_warning
@@ -237,13 +239,16 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     apply_thread_flags()
+    kept = (f"The epochs completed so far are kept in {os.path.join(FLAGS.workdir, 'backup')}"
+            " (no file is left half-written): rerun the same command to resume.")
     try:
         config = config_from_flags()
         warning = emulation_warning(config.mixed_precision)
         if warning:
             logging.warning("%s", warning)
             print(f"adt-train: warning: {warning}", file=sys.stderr)
-        report = run_training(config)
+        with interruptible("adt-train", kept):
+            report = run_training(config)
     except (ValueError, NonFiniteLossError, OSError) as err:
         logging.error("%s", err)
         print(f"adt-train: error: {err}", file=sys.stderr)

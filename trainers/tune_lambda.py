@@ -35,6 +35,7 @@ import sys
 from absl import app, flags, logging
 
 from adt_tf import tuning
+from adt_tf.interrupts import interruptible
 from adt_tf.training import NonFiniteLossError, format_report, run_training
 from trainers import train as train_cli  # defines adt-train's flags, which adt-tune shares
 
@@ -100,13 +101,15 @@ def main(argv):
         for name in searched:
             if name in FLAGS and FLAGS[name].present:
                 logging.warning("--%s is searched; the value given is ignored.", name)
-        result = tuning.tune(
-            config, tuner_kind=FLAGS.tuner, max_trials=FLAGS.max_trials,
-            executions_per_trial=FLAGS.executions_per_trial, val_examples=FLAGS.val_examples,
-            val_pgd_steps=FLAGS.val_pgd_steps, directory=FLAGS.directory,
-            project_name=_project_name(config, FLAGS.tuner), overwrite=FLAGS.overwrite,
-            space=_space(), tune_knobs=tuple(FLAGS.tune),
-            hyperband_factor=FLAGS.hyperband_factor)
+        with interruptible("adt-tune", f"The finished trials are kept under {FLAGS.directory}"
+                           ": rerun the same command to resume the search."):
+            result = tuning.tune(
+                config, tuner_kind=FLAGS.tuner, max_trials=FLAGS.max_trials,
+                executions_per_trial=FLAGS.executions_per_trial,
+                val_examples=FLAGS.val_examples, val_pgd_steps=FLAGS.val_pgd_steps,
+                directory=FLAGS.directory, project_name=_project_name(config, FLAGS.tuner),
+                overwrite=FLAGS.overwrite, space=_space(), tune_knobs=tuple(FLAGS.tune),
+                hyperband_factor=FLAGS.hyperband_factor)
     except (ValueError, OSError) as err:
         logging.error("%s", err)
         print(f"adt-tune: error: {err}", file=sys.stderr)

@@ -142,7 +142,9 @@ def pgd_samples(classifier, x, y, epsilon: float, num_samples: int, *, steps: in
 
     All n * B runs are one batch (the input tiled n times), each with its own uniform random
     start; step size epsilon / 4 by default (the paper's PGD-20); under `norm="l2"` PGD-L2
-    (normalised steps, uniform start in the L2 ball).
+    (normalised steps, uniform start in the L2 ball). Each sample is its run's last iterate,
+    as the ADT authors' PGD returns it: the evaluation's per-example best iterate would give
+    every run of an input misclassified when clean the clean input itself (no spread).
 
     Returns:
         [n, B, ...] adversarial inputs.
@@ -153,7 +155,7 @@ def pgd_samples(classifier, x, y, epsilon: float, num_samples: int, *, steps: in
     y_tiled = tf.tile(tf.reshape(y, [-1]), [num_samples])
     x_adv = pgd(classifier, tiled, y_tiled, make_threat(norm, epsilon), steps=steps,
                 step_size=step_size,
-                random_start=True, restarts=1, seed=as_seed(seed))
+                random_start=True, restarts=1, seed=as_seed(seed), best_iterate=False)
     return tf.reshape(x_adv, tf.concat([[num_samples], tf.shape(x)], axis=0))
 
 
