@@ -48,6 +48,7 @@ def test_npz_source_round_trip(tmp_path):
 
 @pytest.mark.parametrize("mutate,match", [
     (lambda x, y: (x.astype(np.float32), y), "must be uint8"),
+    (lambda x, y: (np.where(x > 250, np.nan, x).astype(np.float32), y), "must be uint8"),
     (lambda x, y: (x[..., 0], y), r"shape \[N, H, W, C\]"),
     (lambda x, y: (x, y[:-1]), "labels must have shape"),
     (lambda x, y: (x, y - 1), r"labels must lie in \[0, 10\)"),

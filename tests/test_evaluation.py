@@ -356,3 +356,27 @@ def test_bad_input(trained, tmp_path):
     with pytest.raises(ValueError, match="model_id"):
         evaluate(lambda a, training=False: tiny_classifier()(a), x[:2], y[:2], epsilon=EPS,
                  cache_dir=str(tmp_path), verbose=0)
+
+
+def test_a_foreign_keras_file_and_a_savedmodel_without_variables_are_named(tmp_path):
+    """Hostile model arguments (issue 28 point 6): a .keras archive of a class nobody
+    registered, and an exported SavedModel whose variables were removed: a ValueError
+    naming the path and the reason (adt-evaluate and adt-export exit 2 with it)."""
+    import shutil
+    import zipfile
+
+    from export.exporter import export_classifier
+
+    foreign = tmp_path / "foreign.keras"
+    with zipfile.ZipFile(foreign, "w") as archive:
+        archive.writestr("config.json", '{"class_name": "Whatever", "config": {}, '
+                                        '"module": "nowhere"}')
+        archive.writestr("metadata.json", '{"keras_version": "3.15.1"}')
+    with pytest.raises(ValueError, match=r"Could not load a Keras classifier from .*foreign"
+                                         r"\.keras .*Whatever"):
+        load_classifier(str(foreign))
+    folder = export_classifier(tiny_classifier(), str(tmp_path / "exports"), "m",
+                               verify_export=False)
+    shutil.rmtree(os.path.join(folder, "variables"))
+    with pytest.raises(ValueError, match=r"Could not load the SavedModel at .*variables"):
+        load_classifier(folder)

@@ -497,3 +497,32 @@ def test_export_of_a_classifier_built_under_mirrored_strategy(two_device_strateg
     out = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(x))
     assert np.max(np.abs(out["probabilities"].numpy()
                          - keras_probabilities(classifier, x))) <= 1e-5
+
+
+def test_two_concurrent_exports_to_one_name_publish_one_version_whole(trained, tmp_path):
+    """Two adt-export processes racing for the same model name and version: one publishes
+    it, the other exits 2 saying the version appeared meanwhile and overwrites nothing; the
+    published version is complete and models.config lists the model once."""
+    workdir, _ = _workdir(tmp_path, trained[0])
+    base = str(tmp_path / "exports")
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    procs = [subprocess.Popen([sys.executable, "-m", "export.export_saved_model",
+                               f"--model={workdir}", f"--export_dir={base}", "--noverify"],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outcomes = [(p.wait(timeout=600), p.stdout.read(), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _, _ in outcomes)
+    versions = sorted(os.listdir(os.path.join(base, "adt_run")))
+    if codes == [0, 0]:  # no overlap after all: two versions, one after the other
+        assert versions == ["1", "2"]
+    else:
+        assert codes == [0, 2], outcomes
+        loser = next(err for code, _, err in outcomes if code == 2)
+        assert "appeared during the export; nothing was overwritten" in loser
+        assert versions == ["1"]
+    for version in versions:
+        folder = os.path.join(base, "adt_run", version)
+        assert os.path.exists(os.path.join(folder, "saved_model.pb"))
+        assert os.path.exists(os.path.join(folder, "model_card.json"))
+    config = open(os.path.join(base, "models.config")).read()
+    assert config.count('name: "adt_run"') == 1

@@ -185,3 +185,35 @@ def test_an_interrupt_during_the_final_evaluation_then_the_rerun_only_evaluates(
     out = run_cli(f"--workdir={workdir}", "--method=standard", "--max_train_examples=256",
                   "--batch_size=16", "--model_width=4", "--verbose=2", "--epochs=1").stdout
     assert "Report: standard" in out and history_epochs(workdir) == [0]  # not trained again
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_checkpointing_exits_2_naming_the_file_and_the_rerun_resumes(
+        tmp_path):
+    """A real full disk: a 3.5 MB tmpfs holds the first epoch's checkpoint of a width-32
+    SmallCNN but not the second's. The run exits 2 naming the backup file; with room again
+    the same command resumes from epoch 1 (the checkpoint of epoch 1 was left whole)."""
+    import subprocess
+
+    from tests.test_train_cli import history_epochs
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3500k", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({made.stderr.strip()}): needs root")
+    try:
+        workdir = str(mount / "run")
+        args = ("--method=standard", "--max_train_examples=256", "--batch_size=32",
+                "--model_width=32", "--epochs=5", "--verbose=2")
+        proc = run_cli(f"--workdir={workdir}", *args, check=False)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert "No space left on device" in proc.stderr and "backup" in proc.stderr
+        assert "adt-train: error:" in proc.stderr
+        subprocess.run(["mount", "-o", "remount,size=200m", str(mount)], check=True)
+        out = run_cli(f"--workdir={workdir}", *args).stdout
+        assert "1 of 5 epochs already done" in out and "Report: standard" in out
+        assert history_epochs(workdir) == [0, 1, 2, 3, 4]
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)

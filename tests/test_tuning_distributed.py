@@ -266,3 +266,142 @@ def test_role_flags_are_checked(tmp_path, monkeypatch):
 
 def test_no_keras_tuner_variable_leaks_out_of_the_role_test():
     assert not [k for k in os.environ if k.startswith("KERASTUNER_")]
+
+
+class _FakeTrial:
+    def __init__(self, trial_id):
+        self.trial_id = trial_id
+
+
+class _FakeOracle:
+    """The oracle methods the chief's servicer calls, and its running trials."""
+
+    def __init__(self):
+        self.ongoing_trials = {}
+
+    def create_trial(self, tuner_id):
+        trial = _FakeTrial(f"t-{tuner_id}")
+        self.ongoing_trials[tuner_id] = trial
+        return trial
+
+    def update_trial(self, trial_id, metrics, step=0):
+        return None
+
+    def end_trial(self, trial):
+        self.ongoing_trials = {w: t for w, t in self.ongoing_trials.items()
+                               if t.trial_id != trial.trial_id}
+
+    def get_space(self):
+        return None
+
+    update_space = get_trial = get_best_trials = get_space
+
+
+def test_the_chiefs_watch_ends_it_when_a_worker_with_a_trial_falls_silent():
+    """Per worker: a worker that holds a running trial and has not called for longer than
+    the timeout is lost, even while another worker keeps polling the chief; then the chief
+    prints which trial is held by whom and exits 3. Total silence is lost too."""
+    now = [0.0]
+    exits = []
+    oracle = _FakeOracle()
+    watch = tuning.distributed.WorkerWatch(oracle, timeout=10, exit=exits.append,
+                                           clock=lambda: now[0])
+    oracle.create_trial("worker-a")
+    oracle.create_trial("worker-b")
+    for t in range(1, 30):  # worker-b reports every second; worker-a never again
+        now[0] = float(t)
+        oracle.update_trial("t-worker-b", {}, step=t)
+        if t <= 10:
+            assert not watch.check() and exits == []
+    assert watch.lost() == {"worker-a": "t-worker-a"}
+    assert watch.check() and exits == [3]
+    assert "trial t-worker-a assigned to worker-a" in watch.message(watch.lost())
+    oracle.end_trial(_FakeTrial("t-worker-a"))  # had it ended, nothing would be held
+    assert watch.lost() == {}
+    now[0] += 11  # nobody calls at all
+    assert watch.lost() == {"worker-b": "t-worker-b"}
+
+
+def _wait_until(condition, procs, logs, seconds):
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, read_logs(logs)
+        assert all(p.poll() is None for p in procs.values()), read_logs(logs)
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_a_worker_started_before_its_chief_waits_for_it(tmp_path):
+    """The worker waits (up to --oracle_timeout) for a chief that starts 15 s later; the
+    search completes with every trial run once."""
+    data_dir = write_data(tmp_path / "data")
+    port = free_port()
+    procs, logs = {}, {}
+    timeout = ["--oracle_timeout=240"]
+    procs["worker-a"], logs["worker-a"] = launch(tmp_path, "worker", port, data_dir,
+                                                 tuner_id="worker-a", extra=timeout)
+    time.sleep(15)
+    assert procs["worker-a"].poll() is None, read_logs(logs)
+    procs["chief"], logs["chief"] = launch(tmp_path, "chief", port, data_dir, extra=timeout)
+    finish(procs, logs)
+    rows = json.load(open(tmp_path / "dist" / "lam" / "trials.json"))
+    assert [r["status"] for r in rows] == ["COMPLETED"] * len(LAMBDAS)
+    started = tuning.distributed.trials_started(str(tmp_path / "dist" / "lam"))
+    assert sorted(started["worker-a"]) == sorted(r["trial_id"] for r in rows)
+
+
+@pytest.mark.slow
+def test_a_chief_killed_mid_search_ends_its_workers_within_the_timeout(tmp_path):
+    """kill -9 of the chief while a worker trains: the worker's next call waits at most
+    --oracle_timeout, then it ends with exit 3 and says what to restart (no hang)."""
+    data_dir = write_data(tmp_path / "data", n=336)
+    port = free_port()
+    procs, logs = {}, {}
+    timeout = ["--oracle_timeout=20"]
+    procs["chief"], logs["chief"] = launch(tmp_path, "chief", port, data_dir, epochs=4,
+                                           extra=timeout)
+    procs["worker-a"], logs["worker-a"] = launch(tmp_path, "worker", port, data_dir, epochs=4,
+                                                 tuner_id="worker-a", extra=timeout)
+    project = str(tmp_path / "dist" / "lam")
+    _wait_until(lambda: tuning.distributed.trials_started(project).get("worker-a"), procs,
+                logs, 600)
+    os.kill(procs["chief"].pid, signal.SIGKILL)
+    procs["chief"].wait()
+    killed_at = time.time()
+    procs["worker-a"].wait(timeout=300)
+    assert procs["worker-a"].returncode == 3, read_logs(logs)
+    lines = [line for line in open(logs["worker-a"]).read().splitlines() if line.strip()]
+    # The last word is adt-tune's (keras-tuner prints the interrupted trial's traceback
+    # before it, as it does for any failed trial).
+    assert lines[-1].startswith("adt-tune: worker-a: the chief at 127.0.0.1"), lines[-5:]
+    assert "--tuner_id=worker-a" in lines[-1]
+    # bounded: the call under way (an epoch's report) and at most two more calls
+    assert time.time() - killed_at < 3 * 20 + 120
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_ends_the_chief_within_the_timeout(tmp_path):
+    """kill -9 of the only worker mid-trial (its connection gone): the chief, which would
+    wait forever, ends within --oracle_timeout with exit 3 naming the worker and its trial;
+    the trial stays RUNNING on disk for a restart."""
+    data_dir = write_data(tmp_path / "data", n=336)
+    port = free_port()
+    procs, logs = {}, {}
+    timeout = ["--oracle_timeout=20"]
+    procs["chief"], logs["chief"] = launch(tmp_path, "chief", port, data_dir, epochs=4,
+                                           extra=timeout)
+    victim, logs["worker-a"] = launch(tmp_path, "worker", port, data_dir, epochs=4,
+                                      tuner_id="worker-a", extra=timeout)
+    project = tmp_path / "dist" / "lam"
+    _wait_until(lambda: tuning.distributed.trials_started(str(project)).get("worker-a"),
+                dict(procs, worker=victim), logs, 600)
+    trial = tuning.distributed.trials_started(str(project))["worker-a"][0]
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    killed_at = time.time()
+    procs["chief"].wait(timeout=300)
+    assert procs["chief"].returncode == 3, read_logs(logs)
+    assert time.time() - killed_at < 20 + 60
+    text = open(logs["chief"]).read()
+    assert f"trial {trial} assigned to worker-a" in text
+    assert json.load(open(project / f"trial_{trial}" / "trial.json"))["status"] == "RUNNING"

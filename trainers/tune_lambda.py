@@ -32,6 +32,7 @@ import os
 import re
 import sys
 
+import grpc
 from absl import app, flags, logging
 
 from adt_tf import tuning
@@ -69,6 +70,11 @@ flags.DEFINE_enum("tuning_role", "single", list(tuning.distributed.ROLES),
 flags.DEFINE_string("oracle_address", None, "The chief's HOST:PORT (chief and worker).")
 flags.DEFINE_string("tuner_id", None, "A worker's ID: unique in the search, the same when it "
                     "is restarted (default: worker-<hostname>).")
+flags.DEFINE_float("oracle_timeout", tuning.distributed.DEFAULT_TIMEOUT,
+                   "Distributed search: the longest wait for a peer, in seconds. A worker's "
+                   "call waits that long for the chief (a worker may start first), a chief "
+                   "that long for a call from any worker; then the process ends with exit 3 "
+                   "and says what to restart. Must exceed a trial's epoch (docs/tuning.md).")
 
 def _project_name(config, tuner: str) -> str:
     if FLAGS.project_name:
@@ -109,11 +115,17 @@ def main(argv):
                 val_examples=FLAGS.val_examples, val_pgd_steps=FLAGS.val_pgd_steps,
                 directory=FLAGS.directory, project_name=_project_name(config, FLAGS.tuner),
                 overwrite=FLAGS.overwrite, space=_space(), tune_knobs=tuple(FLAGS.tune),
-                hyperband_factor=FLAGS.hyperband_factor)
+                hyperband_factor=FLAGS.hyperband_factor, oracle_timeout=FLAGS.oracle_timeout)
     except (ValueError, OSError) as err:
         logging.error("%s", err)
         print(f"adt-tune: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except grpc.RpcError as err:  # a worker whose chief is gone or unreachable
+        role = tuning.distributed.current_role()
+        message = tuning.distributed.peer_lost_message(role, err, FLAGS.oracle_timeout)
+        logging.error("%s", message)
+        print(f"adt-tune: {message}", file=sys.stderr)
+        sys.exit(tuning.distributed.EXIT_PEER_LOST)
 
     if result["role"].is_worker:
         print(f"Worker {result['role'].tuner_id} done: it started trial(s) "

@@ -29,6 +29,15 @@ What adt-tune adds:
 - Only the chief writes the search's files (search_config.json, the trial table,
   search.png, best_hyperparameters.json), once the last worker is done; a worker refuses
   `--overwrite`, which would delete the search the chief holds.
+- No process waits for a peer forever (`--oracle_timeout`, seconds, default keras-tuner's
+  3600): a worker's call to the chief waits at most that long for it (`set_client_timeout`;
+  a worker started before its chief waits for it that long), then the worker ends with a
+  message and exit 3; the chief ends the same way when no worker has called it for that long
+  while the search is not over (`watch_workers`: a worker killed, or cut off, in the middle
+  of a trial), saying which trials are still assigned to which worker. Nothing is lost: the
+  trials' files are kept, a restarted chief reloads them and a restarted worker gets its
+  trial back. The timeout must exceed a trial's epoch (a worker calls the chief after every
+  epoch) and the workers' start-up.
 """
 
 from __future__ import annotations
@@ -37,10 +46,16 @@ import dataclasses
 import json
 import os
 import socket
+import sys
+import threading
 import time
 
 CHIEF = "chief"
 ROLES = ("single", "chief", "worker")
+#: keras-tuner's own wait for the chief (oracle_client.TIMEOUT), adt-tune's default.
+DEFAULT_TIMEOUT = 3600
+#: The exit status of a chief or worker that lost its peers (restart it: the search resumes).
+EXIT_PEER_LOST = 3
 ENV_ID, ENV_IP, ENV_PORT = "KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"
 
 
@@ -127,6 +142,115 @@ def configure(role: str, address: str | None = None, tuner_id: str | None = None
     return Role(role, tuner_id, f"{host}:{port}")
 
 
+def set_client_timeout(seconds: float) -> None:
+    """How long each of a worker's calls waits for the chief (keras-tuner waits an hour:
+    `keras_tuner.src.distribute.oracle_client.TIMEOUT`, read at every call)."""
+    from keras_tuner.src.distribute import oracle_client
+
+    oracle_client.TIMEOUT = float(seconds)
+
+
+def peer_lost_message(role: Role, err: Exception, timeout: float) -> str:
+    """What a worker says when its calls to the chief fail (a gRPC error)."""
+    code = getattr(err, "code", lambda: None)()
+    details = getattr(err, "details", lambda: str(err))()
+    return (f"{role.tuner_id}: the chief at {role.address} did not answer "
+            f"({getattr(code, 'name', code)}: {details}; each call waits up to "
+            f"--oracle_timeout={timeout:g} s). Nothing is lost: restart the chief with the same "
+            f"--directory, then this worker with --tuner_id={role.tuner_id}; it gets its "
+            "unfinished trial back.")
+
+
+class WorkerWatch:
+    """The chief's watchdog: ends the chief when a worker that holds a running trial has not
+    called it for `timeout` seconds, or no worker has called at all for that long (keras-
+    tuner's chief would wait forever for a worker that died in the middle of a trial, while
+    the other workers poll it, idle, for the trial that never ends).
+
+    It wraps the oracle's methods that the chief's gRPC servicer calls to note, per worker,
+    the time of its last call (`create_trial` names the worker; `update_trial` and
+    `end_trial` name a trial, whose worker `ongoing_trials` gives), and checks once a second
+    from a daemon thread. Then it prints which trials are assigned to which silent worker
+    and ends the process with `EXIT_PEER_LOST` (`os._exit`: the chief's main thread is inside
+    keras-tuner's serving loop). The oracle saves its state as trials progress, so a
+    restarted chief reloads it and gives each worker its trial back.
+    """
+
+    CALLS = ("get_space", "update_space", "create_trial", "update_trial", "end_trial",
+             "get_trial", "get_best_trials")
+
+    def __init__(self, oracle, timeout: float, exit=os._exit, clock=time.monotonic):
+        self.oracle, self.timeout, self._exit, self._clock = oracle, float(timeout), exit, clock
+        self.last_call = clock()
+        self.last_by_worker: dict[str, float] = {}
+        self._stop = threading.Event()
+        for name in self.CALLS:
+            setattr(oracle, name, self._noting(name, getattr(oracle, name)))
+        self._thread = threading.Thread(target=self._run, daemon=True, name="worker-watch")
+
+    def _worker_of(self, name, args, kwargs):
+        if name == "create_trial":
+            return kwargs.get("tuner_id", args[0] if args else None)
+        trial_id = None
+        if name == "update_trial":
+            trial_id = kwargs.get("trial_id", args[0] if args else None)
+        elif name == "end_trial":
+            trial = kwargs.get("trial", args[0] if args else None)
+            trial_id = getattr(trial, "trial_id", None)
+        for worker, trial in dict(self.oracle.ongoing_trials).items():
+            if trial.trial_id == trial_id:
+                return worker
+        return None
+
+    def _noting(self, name, method):
+        def call(*args, **kwargs):
+            worker = self._worker_of(name, args, kwargs)
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.last_call = self._clock()
+                if worker is not None:
+                    self.last_by_worker[worker] = self.last_call
+        return call
+
+    def start(self) -> WorkerWatch:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def lost(self) -> dict[str, str]:
+        """{worker: its running trial} for the workers silent for longer than the timeout
+        (every running trial's worker when no worker has called for that long)."""
+        now = self._clock()
+        ongoing = {w: t.trial_id for w, t in dict(self.oracle.ongoing_trials).items()}
+        if now - self.last_call > self.timeout:
+            return ongoing or {"(no worker)": "(none started)"}
+        return {w: t for w, t in ongoing.items()
+                if now - self.last_by_worker.get(w, self.last_call) > self.timeout}
+
+    def message(self, lost: dict[str, str]) -> str:
+        held = "; ".join(f"trial {t} assigned to {w}" for w, t in sorted(lost.items()))
+        return (f"adt-tune (chief): no call for more than --oracle_timeout={self.timeout:g} s "
+                f"({held}) and the search is not over. Nothing is lost: restart the chief "
+                "with the same command and each worker with its --tuner_id; a worker gets its "
+                "unfinished trial back.")
+
+    def check(self) -> bool:
+        """One check; True (after printing the message and exiting) if a peer is lost."""
+        lost = self.lost()
+        if lost:
+            print(self.message(lost), file=sys.stderr, flush=True)
+            self._exit(EXIT_PEER_LOST)
+        return bool(lost)
+
+    def _run(self):
+        while not self._stop.wait(1.0):
+            if self.check():
+                return
+
+
 def keep_running_trials(oracle) -> list[str]:
     """After a chief's oracle has reloaded: gives each trial that was running back to the
     worker that ran it (keras-tuner's `reload` puts them in the retry queue for any worker).
@@ -177,5 +301,6 @@ def trials_started(project_dir: str) -> dict[str, list[str]]:
     return out
 
 
-__all__ = ["CHIEF", "ROLES", "Role", "configure", "current_role", "keep_running_trials",
-           "record_trial_start", "trials_started"]
+__all__ = ["CHIEF", "DEFAULT_TIMEOUT", "EXIT_PEER_LOST", "ROLES", "Role", "WorkerWatch",
+           "configure", "current_role", "keep_running_trials", "peer_lost_message",
+           "record_trial_start", "set_client_timeout", "trials_started"]

@@ -41,13 +41,18 @@ def _check_resume(path: str, settings: dict) -> None:
 
 def tune(config, *, tuner_kind: str, max_trials: int, executions_per_trial: int,
          val_examples: int, val_pgd_steps: int, directory: str, project_name: str,
-         overwrite: bool, space, tune_knobs, hyperband_factor: int = 3) -> dict:
+         overwrite: bool, space, tune_knobs, hyperband_factor: int = 3,
+         oracle_timeout: float = distributed.DEFAULT_TIMEOUT) -> dict:
     """Runs (or resumes) the search and writes its tables, plot and best hyperparameters.
 
     In a distributed search (`adt_tf.tuning.distributed`: this process's keras-tuner
     variables, or adt-tune's --tuning_role) the chief serves the oracle until the last worker
     is done and then writes the files; a worker trains the trials it is given and writes
     none of them.
+
+    `oracle_timeout` bounds every wait for a peer in a distributed search: a worker's call to
+    the chief (then grpc.RpcError; adt-tune exits 3) and the chief's wait for a call from any
+    worker (`distributed.WorkerWatch`: the chief ends with exit 3).
 
     Returns a summary: the role, paths, the rows of the table, the best trial and the trials
     this call trained (a worker's: those it started; its rows and paths are empty).
@@ -89,6 +94,7 @@ def tune(config, *, tuner_kind: str, max_trials: int, executions_per_trial: int,
         project_name=project_name, overwrite=overwrite, hyperband_factor=hyperband_factor,
         strategy=strategy)
     if role.is_worker:  # its oracle is the chief's, over gRPC
+        distributed.set_client_timeout(oracle_timeout)
         started = len(distributed.trials_started(project_dir).get(role.tuner_id, []))
         print(f"Worker {role.tuner_id}: asking the chief at {role.address} for trials.")
         tuner.search(epochs=config.epochs, verbose=config.verbose)
@@ -100,10 +106,15 @@ def tune(config, *, tuner_kind: str, max_trials: int, executions_per_trial: int,
         json.dump(settings, f, indent=2)
     if before:
         print(f"Resuming {project_dir}: {len(before)} trial(s) there already.")
+    watch = None
     if role.kind == "chief":
         print(f"Chief: serving the oracle on {role.address}; the workers train the trials.")
-
-    tuner.search(epochs=config.epochs, verbose=config.verbose)
+        watch = distributed.WorkerWatch(tuner.oracle, oracle_timeout).start()
+    try:
+        tuner.search(epochs=config.epochs, verbose=config.verbose)
+    finally:
+        if watch is not None:
+            watch.stop()
 
     trained = sorted(t for t, s in tuner.oracle.trials.items()
                      if t not in before or before[t] != s.status)
