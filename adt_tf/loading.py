@@ -16,8 +16,11 @@ import tensorflow as tf
 
 SIGNATURE = "serving_default"
 LOGITS = "logits"
-#: What a training workdir holds (written by adt-train).
+#: What a training workdir holds (written by adt-train): the last epoch's classifier and,
+#: for a run with a validation split, the best epoch's (`adt_tf.checkpoints`).
 CLASSIFIER_FILE = "classifier.keras"
+BEST_CLASSIFIER_FILE = "best.keras"
+CHECKPOINTS = ("last", "best")
 _EXPECTED = (f"expected a .keras file, a training workdir holding {CLASSIFIER_FILE}, or a "
              "SavedModel export folder")
 
@@ -80,18 +83,46 @@ def savedmodel_dir(path: str) -> str | None:
     return os.path.join(path, max(versions, key=int)) if versions else None
 
 
-def resolve_model_path(path: str) -> str:
+def default_checkpoint(workdir: str) -> str:
+    """"best" for a training workdir whose run held out a validation split (and so keeps
+    best.keras), else "last"."""
+    config = os.path.join(workdir, "config.json")
+    try:
+        with open(config) as f:
+            held_out = int(json.load(f).get("validation_examples") or 0) > 0
+    except (OSError, ValueError):
+        held_out = False
+    return "best" if held_out and os.path.isfile(os.path.join(workdir, BEST_CLASSIFIER_FILE)) \
+        else "last"
+
+
+def resolve_model_path(path: str, checkpoint: str | None = None) -> str:
     """The file or folder behind a model argument: a `.keras` (or `.h5`) file, the
-    `classifier.keras` of a training workdir, or a SavedModel folder (or its latest version).
+    `classifier.keras` (`checkpoint="last"`) or `best.keras` (`"best"`) of a training
+    workdir, or a SavedModel folder (or its latest version). For a workdir, None means
+    `default_checkpoint` (best when the run has a validation split).
 
     Raises:
-        ValueError: naming the path, if it is none of these.
+        ValueError: naming the path (or `--checkpoint`), if it is none of these.
     """
+    if checkpoint is not None and checkpoint not in CHECKPOINTS:
+        raise ValueError(f"--checkpoint must be last or best, got {checkpoint!r}.")
     if not path or not os.path.exists(path):
         raise ValueError(f"Model path {path!r} does not exist; {_EXPECTED}.")
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, CLASSIFIER_FILE)):
+        choice = checkpoint or default_checkpoint(path)
+        if choice == "best":
+            best = os.path.join(path, BEST_CLASSIFIER_FILE)
+            if not os.path.isfile(best):
+                raise ValueError(f"--checkpoint=best: {path} holds no {BEST_CLASSIFIER_FILE} "
+                                 "(the run had no validation split: train with "
+                                 "--validation_examples=N); use --checkpoint=last.")
+            return best
+        return os.path.join(path, CLASSIFIER_FILE)
+    if checkpoint is not None:
+        raise ValueError(f"--checkpoint={checkpoint} applies to a training workdir; {path} is "
+                         "a model file or export (give the workdir, or drop --checkpoint).")
     if os.path.isdir(path):
-        if os.path.isfile(os.path.join(path, CLASSIFIER_FILE)):
-            return os.path.join(path, CLASSIFIER_FILE)
         found = savedmodel_dir(path)
         if found is None:
             raise ValueError(f"{path} is a folder without {CLASSIFIER_FILE} or saved_model.pb "
@@ -119,8 +150,9 @@ def _register_package_classes(path: str) -> None:
             pass
 
 
-def load_classifier(path: str):
-    """The classifier behind a model argument (see `resolve_model_path`).
+def load_classifier(path: str, checkpoint: str | None = None):
+    """The classifier behind a model argument (see `resolve_model_path`; `checkpoint` picks
+    a workdir's last or best classifier).
 
     A `.keras` file holding a saved training method yields its bare classifier; a SavedModel
     export yields a `SavedModelClassifier` (its serving signature).
@@ -129,7 +161,7 @@ def load_classifier(path: str):
         ValueError: the path does not exist or does not hold a loadable classifier (the
             message names the path and the reason).
     """
-    resolved = resolve_model_path(path)
+    resolved = resolve_model_path(path, checkpoint)
     if os.path.isdir(resolved):
         return SavedModelClassifier(resolved)
     if resolved.endswith(".keras") and not zipfile.is_zipfile(resolved):
@@ -179,12 +211,12 @@ def model_labels(paths: Sequence[str]) -> list[str]:
     return labels
 
 
-def file_id(path: str) -> str:
+def file_id(path: str, checkpoint: str | None = None) -> str:
     """A hash of the model a model argument names (the evaluation cache key): its resolved
     `.keras` file (`resolve_model_path`: a training workdir's `classifier.keras`, not the
     whole workdir with its logs, backups and evaluation outputs), or every file of a
     SavedModel version folder."""
-    path = resolve_model_path(path)
+    path = resolve_model_path(path, checkpoint)
     digest = hashlib.sha256()
     if os.path.isdir(path):
         for root, dirs, files in os.walk(path):
@@ -202,6 +234,7 @@ def file_id(path: str) -> str:
     return digest.hexdigest()[:20]
 
 
-__all__ = ["CLASSIFIER_FILE", "SavedModelClassifier", "entropy_weight_of", "file_id",
+__all__ = ["BEST_CLASSIFIER_FILE", "CHECKPOINTS", "CLASSIFIER_FILE", "SavedModelClassifier",
+           "default_checkpoint", "entropy_weight_of", "file_id",
            "load_classifier", "model_labels", "resolve_model_path", "run_config",
            "savedmodel_dir"]

@@ -221,7 +221,8 @@ def check_weight_decay_form(value: str) -> str:
 def make_optimizer(lr: float, *, momentum: float, weight_decay: float,
                    weight_decay_form: str = "coupled", decay_epochs: Sequence[int] = (),
                    decay_factor: float = 0.1, steps_per_epoch: int = 1,
-                   schedule: str = "step", epochs: int = 1) -> keras.optimizers.Optimizer:
+                   schedule: str = "step", epochs: int = 1,
+                   ema_decay: float | None = None) -> keras.optimizers.Optimizer:
     """The classifier's SGD: the reference's `CoupledSGD` with an `EpochStepDecay` schedule
     (or Fast AT's `TriangularCyclic` one).
 
@@ -241,14 +242,20 @@ def make_optimizer(lr: float, *, momentum: float, weight_decay: float,
         schedule: "step" (the above) or "cyclic" (`TriangularCyclic` over `epochs` epochs
             of `steps_per_epoch` steps, peaking at `lr`; the decay epochs are not used).
         epochs: the run's length (for "cyclic").
+        ema_decay: if set, the optimiser also keeps an exponential moving average of the
+            weights it trains (Keras's `use_ema`, `ema_momentum=ema_decay`: after each step
+            avg <- d avg + (1 - d) w, avg = w after the first), saved with its state (so a
+            resumed run keeps it) and written into the model when `fit` ends.
     """
     form = check_weight_decay_form(weight_decay_form)
     validation.check_choice(schedule, "lr_schedule", LR_SCHEDULES)
     rate = (EpochStepDecay(lr, decay_epochs, decay_factor, steps_per_epoch) if schedule == "step"
             else TriangularCyclic(lr, epochs * steps_per_epoch))
+    ema = {} if ema_decay is None else {"use_ema": True, "ema_momentum": float(ema_decay)}
     if form == "coupled":
-        return CoupledSGD(rate, momentum=momentum, coupled_weight_decay=weight_decay)
-    return keras.optimizers.SGD(rate, momentum=momentum, weight_decay=weight_decay or None)
+        return CoupledSGD(rate, momentum=momentum, coupled_weight_decay=weight_decay, **ema)
+    return keras.optimizers.SGD(rate, momentum=momentum, weight_decay=weight_decay or None,
+                                **ema)
 
 
 __all__ = ["LR_SCHEDULES", "WEIGHT_DECAY_FORMS", "CoupledSGD", "EpochStepDecay", "TorchAdam",

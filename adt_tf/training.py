@@ -13,6 +13,7 @@ import inspect
 import json
 import math
 import os
+import re
 import socket
 from typing import Any
 
@@ -21,6 +22,7 @@ import tensorflow as tf
 
 from adt_tf import data as data_lib
 from adt_tf import validation
+from adt_tf.checkpoints import BEST_FILE, BestCheckpoint, RobustAccuracyCallback, read_best
 from adt_tf.distributed import (
     STRATEGIES,
     SharedBackupAndRestore,
@@ -82,6 +84,10 @@ class TrainConfig:
     strategy: str = "default"
     tpu: str | None = None
     verbose: int = 1
+    validation_examples: int = 0
+    validation_every: int = 1
+    validation_attack: str = "pgd10"
+    ema_decay: float | None = None
     algorithm_version: int = ALGORITHM_VERSION
 
     def resolved_epsilon(self) -> float:
@@ -114,6 +120,52 @@ class TrainConfig:
             validation.check_positive_int(self.eval_examples, "eval_examples")
         for e in self.lr_decay_epochs:
             validation.check_positive_int(e, "lr_decay_epochs entries")
+        if isinstance(self.validation_examples, bool) or not isinstance(
+                self.validation_examples, int) or self.validation_examples < 0:
+            raise ValueError(f"--validation_examples must be an integer >= 0 (0: no "
+                             f"validation split), got {self.validation_examples!r}.")
+        validation.check_positive_int(self.validation_every, "--validation_every")
+        validation_pgd_steps(self.validation_attack)
+        if self.ema_decay is not None and not 0.0 < float(self.ema_decay) < 1.0:
+            raise ValueError(f"--ema_decay must be in (0, 1) (e.g. 0.999), got "
+                             f"{self.ema_decay!r}.")
+
+
+def validation_pgd_steps(attack: str) -> int:
+    """k of a `--validation_attack` "pgd<k>" (the evaluation's PGD, k steps of epsilon/4
+    from a uniform random start); ValueError naming the flag otherwise."""
+    match = re.fullmatch(r"pgd(\d+)", str(attack))
+    if match is None or int(match.group(1)) < 1:
+        raise ValueError(f"--validation_attack must be pgd<steps> (e.g. pgd10: the "
+                         f"evaluation's PGD, steps of epsilon/4 from a random start), got "
+                         f"{attack!r}.")
+    return int(match.group(1))
+
+
+def hold_out_validation(config: TrainConfig, splits: data_lib.Splits, out_dir: str):
+    """The run's training part and its validation split (`config.validation_examples` of the
+    training images, a seeded class-stratified draw: `data_lib.stratified_split` with the
+    run's seed), recorded in `<out_dir>/validation_split.json` (the held-out indices of the
+    loaded training set). Returns (training Splits, (x_val, y_val)); the test arrays are
+    kept for the final report, never used to choose anything."""
+    n = config.validation_examples
+    limit = len(splits.x_train) - config.batch_size
+    if n > limit:
+        raise ValueError(f"--validation_examples={n} leaves fewer than one batch "
+                         f"(--batch_size={config.batch_size}) of the {len(splits.x_train)} "
+                         f"training images to train on; give at most {max(limit, 0)}.")
+    train, held = data_lib.stratified_split(splits.y_train, n, config.seed)
+    record = {"validation_examples": n, "seed": config.seed, "dataset": config.dataset,
+              "max_train_examples": config.max_train_examples,
+              "indices": held.tolist()}
+    path = os.path.join(out_dir, "validation_split.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(record, f)
+    os.replace(tmp, path)
+    training = data_lib.Splits(splits.x_train[train], splits.y_train[train], splits.x_test,
+                               splits.y_test, splits.info)
+    return training, (splits.x_train[held], splits.y_train[held])
 
 
 class NonFiniteLossError(RuntimeError):
@@ -226,7 +278,8 @@ def build_trainer(config: TrainConfig, splits: data_lib.Splits, steps_per_epoch:
                                  decay_epochs=config.lr_decay_epochs,
                                  decay_factor=config.lr_decay_factor,
                                  steps_per_epoch=steps_per_epoch,
-                                 schedule=config.lr_schedule, epochs=config.epochs),
+                                 schedule=config.lr_schedule, epochs=config.epochs,
+                                 ema_decay=config.ema_decay),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=config.jit_compile,
@@ -265,14 +318,23 @@ def format_report(report: dict[str, Any]) -> str:
     eps, norm = report["epsilon"], report.get("norm", "linf")
     budget = (f"epsilon = {eps:.5f} = {eps * 255:.3g}/255" if norm == "linf" else
               f"{norm.upper()} epsilon = {eps:.5g}")
-    return "\n".join([
+    lines = [
         f"Report: {report['method']} on {report['dataset']} (test split, "
         f"{report['num_examples']} inputs, {budget})",
         f"  clean accuracy:  {100 * report['clean_accuracy']:.2f}%",
         f"  PGD-20 accuracy: {100 * report['pgd20_accuracy']:.2f}%  ({report['attack']}; "
         f"computed in {report.get('compute_dtype', 'float32')})",
         f"  classifier: {report['classifier_path']}",
-    ])
+    ]
+    best = report.get("best")
+    if best:
+        lines += [
+            f"  best checkpoint (epoch {best['epoch']} of {report['epochs']}: the highest "
+            f"validation robust accuracy, {100 * best['val_robust_accuracy']:.2f}%): clean "
+            f"{100 * best['clean_accuracy']:.2f}%, PGD-20 {100 * best['pgd20_accuracy']:.2f}%",
+            f"  best classifier: {best['classifier_path']}",
+        ]
+    return "\n".join(lines)
 
 
 def run_training(config: TrainConfig) -> dict[str, Any]:
@@ -307,6 +369,9 @@ def _train(config: TrainConfig, role, strategy, out_dir: str, config_path: str,
     """The run itself, in a workdir this process holds the lock of."""
     keras.utils.set_random_seed(config.seed)  # the same on every worker: same init, order
     splits = data_lib.load(config.dataset, config.data_dir, config.max_train_examples)
+    held_out = None
+    if config.validation_examples:  # never trained on, nor in the normalisation statistics
+        splits, held_out = hold_out_validation(config, splits, out_dir)
     steps_per_epoch = math.ceil(len(splits.x_train) / config.batch_size)
     with precision_policy(config.mixed_precision, strategy), strategy.scope():
         trainer = build_trainer(config, splits, steps_per_epoch)
@@ -331,14 +396,26 @@ def _train(config: TrainConfig, role, strategy, out_dir: str, config_path: str,
         splits.x_train, splits.y_train, config.batch_size, training=True,
         augment=splits.info.augment, seed=config.seed, first_epoch=first_epoch,
         num_epochs=max(config.epochs - first_epoch, 1))
-    test_ds = data_lib.make_dataset(splits.x_test, splits.y_test, config.eval_batch_size,
-                                    training=False)
+    # Keras's per-epoch val_loss / val_accuracy: on the held-out split when there is one (the
+    # test split is then not touched until the final report), else on the test split.
+    watched = held_out or (splits.x_test, splits.y_test)
+    test_ds = data_lib.make_dataset(*watched, config.eval_batch_size, training=False)
     if role.num_workers > 1:
         train_ds, test_ds = shard_by_data(train_ds), shard_by_data(test_ds)
     epsilon = config.resolved_epsilon()
+    selection = []
+    if held_out is not None:
+        selection = [RobustAccuracyCallback(
+            *held_out, make_threat(config.norm, epsilon),
+            steps=validation_pgd_steps(config.validation_attack),
+            batch_size=config.eval_batch_size, seed=config.seed,
+            every=config.validation_every)]
+        if role.is_chief:
+            selection.append(BestCheckpoint(out_dir))
     callbacks = [
         LogLearningRate(),
         StopOnNonFiniteLoss(backup_dir),
+        *selection,  # before the backup: a kill while best.keras is written redoes the epoch
         backup,
         keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), write_graph=False),
         keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"), append=True),
@@ -373,6 +450,13 @@ def _train(config: TrainConfig, role, strategy, out_dir: str, config_path: str,
     report = evaluate_report(classifier, splits, epsilon, config)
     report.update({"method": config.method, "classifier_path": path,
                    "epochs": config.epochs, "seed": config.seed})
+    best = read_best(out_dir) if held_out is not None else None
+    if best is not None:
+        best_model = keras.saving.load_model(os.path.join(out_dir, BEST_FILE), compile=False)
+        best_report = evaluate_report(best_model, splits, epsilon, config)
+        report["best"] = dict(best, classifier_path=os.path.join(out_dir, BEST_FILE),
+                              clean_accuracy=best_report["clean_accuracy"],
+                              pgd20_accuracy=best_report["pgd20_accuracy"])
     tmp = os.path.join(out_dir, "report.tmp.json")
     with open(tmp, "w") as f:
         json.dump(report, f, indent=2)

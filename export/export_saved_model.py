@@ -37,6 +37,10 @@ flags.DEFINE_string("dataset", None, "Dataset of the classifier, for class names
 flags.DEFINE_string("serving_root", "/models", "Where the server sees --export_dir: base_path "
                     "in models.config is <serving_root>/<model_name> (/models in the official "
                     "Docker container; an absolute local path for a local server).")
+flags.DEFINE_enum("checkpoint", None, ["last", "best"], "A training workdir's classifier to "
+                  "export: last (classifier.keras) or best (best.keras, the epoch of the "
+                  "highest validation robust accuracy); default best when the run held out a "
+                  "validation split, else last. The choice is printed and in the model card.")
 flags.DEFINE_bool("verify", True, "Reload the export in a fresh process and compare it with "
                   "the Keras classifier before publishing it.")
 
@@ -54,7 +58,10 @@ def default_model_name(model_path: str) -> str:
 def export_from_flags() -> tuple[str, dict]:
     from export import exporter, sources
 
-    source = sources.load_source(FLAGS.model)
+    source = sources.load_source(FLAGS.model, FLAGS.checkpoint)
+    if source.workdir:
+        print(f"Exporting {source.model_path} (--checkpoint="
+              f"{'best' if source.model_path.endswith('best.keras') else 'last'}).")
     dataset = FLAGS.dataset or source.dataset
     data_dir = (source.config or {}).get("data_dir")
     shape = tuple(int(d) for d in source.classifier.inputs[0].shape[1:])

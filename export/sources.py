@@ -47,7 +47,7 @@ def _read_json(path: str) -> dict[str, Any] | None:
         raise ValueError(f"{path} is not valid JSON ({err}).") from err
 
 
-def load_source(path: str) -> Source:
+def load_source(path: str, checkpoint: str | None = None) -> Source:
     """A `.keras` file or a training workdir -> `Source` (the bare classifier, loaded by
     `adt_tf.loading`; a training method saved whole is unwrapped there).
 
@@ -55,7 +55,7 @@ def load_source(path: str) -> Source:
         ValueError: naming the path, if it holds no Keras classifier (a SavedModel is already
             an export).
     """
-    model_path = loading.resolve_model_path(path)
+    model_path = loading.resolve_model_path(path, checkpoint)
     if os.path.isdir(model_path):
         raise ValueError(f"{path} is a SavedModel export already; adt-export starts from a "
                          f".keras classifier or a training workdir holding {CLASSIFIER_FILE}.")
@@ -132,6 +132,12 @@ def workdir_card(source: Source) -> dict[str, Any]:
     card: dict[str, Any] = {"source_model": os.path.abspath(source.model_path)}
     if source.workdir:
         card["workdir"] = os.path.abspath(source.workdir)
+        best = os.path.basename(source.model_path) == loading.BEST_CLASSIFIER_FILE
+        card["checkpoint"] = "best" if best else "last"
+        if best and report.get("best"):  # the best epoch's own test accuracies
+            card["best_epoch"] = report["best"]["epoch"]
+            report = dict(report, clean_accuracy=report["best"]["clean_accuracy"],
+                          pgd20_accuracy=report["best"]["pgd20_accuracy"])
     card["dataset"] = report.get("dataset", config.get("dataset"))
     card["method"] = report.get("method", config.get("method"))
     # The threat model: a run written before `norm` existed is L-infinity.

@@ -29,6 +29,9 @@ FLAGS = flags.FLAGS
 
 flags.DEFINE_list("model", [], "Classifiers, comma-separated: .keras files or training "
                   "workdirs containing classifier.keras.")
+flags.DEFINE_enum("checkpoint", None, ["last", "best"], "Training workdirs' classifier: last "
+                  "or best (the epoch of the highest validation robust accuracy); default "
+                  "best for a run that held out a validation split, else last.")
 flags.DEFINE_string("dataset", data_lib.SAMPLE,
                     f"Dataset (its test split): {', '.join(data_lib.known_datasets())}.")
 flags.DEFINE_string("data_dir", None, "Where tensorflow-datasets keeps its files.")
@@ -77,7 +80,8 @@ def config_from_flags() -> AnalysisConfig:
         except ValueError:
             raise ValueError(f"lambdas must be numbers, got {FLAGS.lambdas}.") from None
     return AnalysisConfig(
-        models=list(FLAGS.model), dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
+        models=list(FLAGS.model), checkpoint=FLAGS.checkpoint, dataset=FLAGS.dataset,
+        data_dir=FLAGS.data_dir,
         num_examples=FLAGS.num_examples, out=FLAGS.out, analyses=tuple(FLAGS.analyses),
         epsilon=FLAGS.epsilon, seed=FLAGS.seed, batch_size=FLAGS.batch_size,
         verbose=FLAGS.verbose, num_samples=FLAGS.num_samples, exp_steps=FLAGS.exp_steps,

@@ -25,7 +25,7 @@ from adt_tf import validation
 from adt_tf.evaluation import PER_ATTACK_MODES, evaluate
 from adt_tf.evaluation.suites import CATALOGUE, SUITES, parse_overrides, resolve_suite
 from adt_tf.interrupts import interruptible
-from adt_tf.loading import file_id, load_classifier
+from adt_tf.loading import CHECKPOINTS, file_id, load_classifier, resolve_model_path
 from adt_tf.precision import COMPUTE_DTYPES
 from adt_tf.threat import THREATS, make_threat
 
@@ -41,6 +41,10 @@ def define_flags() -> None:
         return
     flags.DEFINE_string("model", None, "The classifier: a .keras file or a SavedModel export "
                         "folder (its serving_default signature's `logits` output).")
+    flags.DEFINE_enum("checkpoint", None, list(CHECKPOINTS), "A training workdir's classifier: "
+                      "last (classifier.keras) or best (best.keras, the epoch of the highest "
+                      "validation robust accuracy); default best when the run held out a "
+                      "validation split, else last. The choice is printed.")
     flags.DEFINE_string("dataset", data_lib.SAMPLE,
                         f"Dataset: {', '.join(data_lib.known_datasets())}.")
     flags.DEFINE_string("data_dir", None, "Where tensorflow-datasets keeps its files.")
@@ -81,7 +85,7 @@ def run_evaluation(model: str, dataset: str = data_lib.SAMPLE, *, data_dir=None,
                    num_examples=None, batch_size: int = 256, source_model=None,
                    out: str = "runs/eval", seed: int = 0, jit_compile: bool = False,
                    sanity_checks: bool = True, compute_dtype: str = "float32",
-                   verbose: int = 1):
+                   checkpoint: str | None = None, verbose: int = 1):
     """What `adt-evaluate` does, as a function: returns (EvaluationResult, written paths)."""
     overrides = parse_overrides(attack_params)
     resolve_suite(suite, overrides, norm=norm)  # bad names fail before anything is loaded
@@ -91,12 +95,16 @@ def run_evaluation(model: str, dataset: str = data_lib.SAMPLE, *, data_dir=None,
         validation.check_positive_int(num_examples, "num_examples")
     validation.check_positive_int(batch_size, "batch_size")
     validation.check_writable_dir(out, "--out")  # not after hours of attacks
-    classifier = load_classifier(model)
+    resolved = resolve_model_path(model, checkpoint)
+    if verbose and os.path.isdir(model) and resolved.endswith(".keras"):
+        print(f"Evaluating {resolved} (--checkpoint="
+              f"{'best' if resolved.endswith('best.keras') else 'last'}).")
+    classifier = load_classifier(model, checkpoint)
     source = load_classifier(source_model) if source_model else None
     splits = data_lib.load(dataset, data_dir)
     eps = epsilon if epsilon is not None else splits.info.default_epsilon(norm)
     n = len(splits.x_test) if num_examples is None else min(num_examples, len(splits.x_test))
-    model_id = file_id(model)
+    model_id = file_id(model, checkpoint)
     if source_model:
         model_id += "+" + file_id(source_model)
     result = evaluate(
@@ -105,7 +113,7 @@ def run_evaluation(model: str, dataset: str = data_lib.SAMPLE, *, data_dir=None,
         source_model=source,
         target_pool=(splits.x_test, splits.y_test),
         train_pool=(splits.x_train[:TRAIN_POOL_SIZE], splits.y_train[:TRAIN_POOL_SIZE]),
-        cache_dir=os.path.join(out, "cache"), model_id=model_id, model_name=model,
+        cache_dir=os.path.join(out, "cache"), model_id=model_id, model_name=resolved,
         dataset=dataset, sanity_checks=sanity_checks, jit_compile=jit_compile,
         compute_dtype=compute_dtype, verbose=verbose)
     return result, result.save(out)
@@ -129,7 +137,7 @@ def main(argv):
                 batch_size=FLAGS.batch_size, source_model=FLAGS.source_model, out=FLAGS.out,
                 seed=FLAGS.seed, jit_compile=FLAGS.jit_compile,
                 sanity_checks=FLAGS.sanity_checks, compute_dtype=FLAGS.compute_dtype,
-                verbose=FLAGS.verbose)
+                checkpoint=FLAGS.checkpoint, verbose=FLAGS.verbose)
     except (ValueError, RuntimeError, OSError) as err:
         logging.error("%s", err)
         print(f"adt-evaluate: error: {err}", file=sys.stderr)

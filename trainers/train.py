@@ -100,6 +100,18 @@ flags.DEFINE_enum("strategy", "default", list(STRATEGIES),
 flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strategy=tpu (default: "
                     "TensorFlow's discovery, e.g. the TPU VM's own).")
 flags.DEFINE_integer("verbose", 1, "Keras verbosity: 0 silent, 1 progress bar, 2 one line.")
+flags.DEFINE_integer("validation_examples", 0, "Hold out this many training images (a seeded, "
+                     "class-stratified draw recorded in <workdir>/validation_split.json; never "
+                     "trained on) and score clean and robust accuracy on them each epoch; "
+                     "keeps <workdir>/best.keras, the epoch of the highest "
+                     "val_robust_accuracy. 0: no split (all images trained on).")
+flags.DEFINE_integer("validation_every", 1, "Score the validation split every this many epochs.")
+flags.DEFINE_string("validation_attack", "pgd10", "The validation's attack: pgd<steps>, the "
+                    "evaluation's PGD (steps of epsilon/4 from a uniform random start; "
+                    "PGD-L2 under --norm=l2).")
+flags.DEFINE_float("ema_decay", None, "Keep an exponential moving average of the weights with "
+                   "this decay (e.g. 0.999; Keras's optimizer EMA): validation, best.keras, "
+                   "classifier.keras and exports use the averaged weights. Off by default.")
 
 # Method hyperparameters: a flag named like a constructor argument of the selected method
 # class is passed to it; None means "the method's own default".
@@ -219,7 +231,9 @@ def config_from_flags() -> TrainConfig:
         method_params=method_params_from_flags(FLAGS.method), seed=FLAGS.seed,
         max_train_examples=FLAGS.max_train_examples, eval_examples=FLAGS.eval_examples,
         jit_compile=FLAGS.jit_compile, mixed_precision=FLAGS.mixed_precision,
-        strategy=FLAGS.strategy, tpu=FLAGS.tpu, verbose=FLAGS.verbose)
+        strategy=FLAGS.strategy, tpu=FLAGS.tpu, verbose=FLAGS.verbose,
+        validation_examples=FLAGS.validation_examples, validation_every=FLAGS.validation_every,
+        validation_attack=FLAGS.validation_attack, ema_decay=FLAGS.ema_decay)
 
 
 def apply_thread_flags() -> None:

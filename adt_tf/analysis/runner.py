@@ -34,6 +34,8 @@ class AnalysisConfig:
 
     Attributes:
         models: classifiers: `.keras` files or training workdirs.
+        checkpoint: a workdir's "last" or "best" classifier (None: best when the run has a
+            validation split, `adt_tf.loading.default_checkpoint`).
         dataset, data_dir: the data (its test split is used).
         num_examples: N, the first N test inputs.
         out: output folder.
@@ -54,6 +56,7 @@ class AnalysisConfig:
     """
 
     models: list[str] = dataclasses.field(default_factory=list)
+    checkpoint: str | None = None
     dataset: str = data_lib.SAMPLE
     data_dir: str | None = None
     num_examples: int = 100
@@ -104,7 +107,7 @@ class AnalysisConfig:
             raise ValueError(f"The analyses {needs_models} need at least one model; got none "
                              "(pass .keras files or training workdirs).")
         for path in self.models:
-            loading.resolve_model_path(path)
+            loading.resolve_model_path(path, self.checkpoint)
         if "lambda" in self.analyses:
             for name in self.lambda_attacks:
                 get_attack(name)  # unknown -> ValueError listing the known ones
@@ -151,7 +154,7 @@ def run_analyses(config: AnalysisConfig) -> dict[str, Any]:
     config.validate()
     validation.check_writable_dir(config.out, "--out")
     labels = loading.model_labels(config.models) if config.models else []
-    classifiers = {label: loading.load_classifier(path)
+    classifiers = {label: loading.load_classifier(path, config.checkpoint)
                    for label, path in zip(labels, config.models)}
     epsilon = (validation.check_epsilon(config.epsilon) if config.epsilon is not None
                else data_lib.dataset_info(config.dataset).epsilon)
