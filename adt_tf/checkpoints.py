@@ -83,10 +83,13 @@ class RobustAccuracyCallback(keras.callbacks.Callback):
         batch_size: inputs per evaluation batch.
         seed: seed of the random start (the same every epoch).
         every: score every this many epochs (1), counted from 1.
+        prefix: the logs' names are `<prefix>clean_accuracy` and `<prefix>robust_accuracy`
+            ("val_"; a benchmark monitoring other inputs, e.g. "test_", uses its own, never
+            read by `BestCheckpoint` or a search).
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, epsilon: float | Ball, steps: int = 10,
-                 batch_size: int = 256, seed: int = 0, every: int = 1):
+                 batch_size: int = 256, seed: int = 0, every: int = 1, prefix: str = "val_"):
         super().__init__()
         self.x, self.y = x, y
         self.threat = as_threat(epsilon)
@@ -95,6 +98,7 @@ class RobustAccuracyCallback(keras.callbacks.Callback):
         self.batch_size = validation.check_positive_int(batch_size, "batch_size")
         self.seed = int(seed)
         self.every = validation.check_positive_int(every, "validation_every")
+        self.names = (f"{prefix}clean_accuracy", f"{prefix}robust_accuracy")
 
     def on_train_begin(self, logs=None):
         # Traced once per training (not once per epoch): the classifier is fixed during fit.
@@ -131,8 +135,8 @@ class RobustAccuracyCallback(keras.callbacks.Callback):
         else:
             clean, robust = self.evaluate()
         if logs is not None:
-            logs[CLEAN_NAME] = clean
-            logs[OBJECTIVE_NAME] = robust
+            logs[self.names[0]] = clean
+            logs[self.names[1]] = robust
 
 
 def read_best(workdir: str) -> dict | None:

@@ -337,7 +337,7 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_training(config: TrainConfig) -> dict[str, Any]:
+def run_training(config: TrainConfig, monitors: tuple = ()) -> dict[str, Any]:
     """Trains, checkpoints every epoch (resuming a previous run in the same workdir), saves
     `<workdir>/classifier.keras`, evaluates and returns the report (also `report.json`).
 
@@ -346,6 +346,10 @@ def run_training(config: TrainConfig) -> dict[str, Any]:
     the chief writes config.json, the backup, the logs, classifier.keras and the report in
     the workdir (which must be on a file system all workers see), the other workers write
     their copies under <workdir>/workers/<task>-<id>/ and return a short report.
+
+    `monitors`: extra Keras callbacks that add entries to each epoch's logs (a benchmark's
+    per-epoch test accuracy, say); they run before the checkpointing and the loggers, and
+    choose nothing.
     """
     config.validate()
     # First: MultiWorkerMirroredStrategy must configure collectives before TF starts.
@@ -361,11 +365,11 @@ def run_training(config: TrainConfig) -> dict[str, Any]:
     backup_dir = os.path.join(config.workdir, "backup")
     with workdir_lock(out_dir):
         _check_workdir(config, config_path, backup_dir)
-        return _train(config, role, strategy, out_dir, config_path, backup_dir)
+        return _train(config, role, strategy, out_dir, config_path, backup_dir, monitors)
 
 
 def _train(config: TrainConfig, role, strategy, out_dir: str, config_path: str,
-           backup_dir: str) -> dict[str, Any]:
+           backup_dir: str, monitors: tuple = ()) -> dict[str, Any]:
     """The run itself, in a workdir this process holds the lock of."""
     keras.utils.set_random_seed(config.seed)  # the same on every worker: same init, order
     splits = data_lib.load(config.dataset, config.data_dir, config.max_train_examples)
@@ -415,6 +419,7 @@ def _train(config: TrainConfig, role, strategy, out_dir: str, config_path: str,
     callbacks = [
         LogLearningRate(),
         StopOnNonFiniteLoss(backup_dir),
+        *monitors,
         *selection,  # before the backup: a kill while best.keras is written redoes the epoch
         backup,
         keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), write_graph=False),

@@ -132,6 +132,8 @@ class Recipe:
     seeds: tuple[int, ...] = (0, 1)
     generator_width: int = 256  # the amortised methods' (the reference's 256)
     norm: str = "linf"  # the threat model of training and evaluation ("linf" or "l2")
+    normalize: bool = False  # a mean/std layer inside the model (the ADT reference has none)
+    validation_examples: int = 0  # held out for robust validation; evaluated: best.keras
 
     @property
     def epsilon_text(self) -> str:
@@ -146,8 +148,14 @@ class Recipe:
                 f"SGD lr {self.lr} (x0.1 from epoch {', '.join(map(str, self.lr_decay_epochs))} "
                 f"on, epochs counted from 1 as the reference), momentum {self.momentum}, "
                 f"weight decay {self.weight_decay} (coupled: added to the gradient before "
-                f"momentum, PyTorch's form, as the reference); pixels in [0, 1] with no "
-                f"normalisation layer (the reference's); {self.epsilon_text}")
+                f"momentum, PyTorch's form, as the reference); "
+                + ("inputs normalised by the training set's channel mean/std inside the model"
+                   if self.normalize else "pixels in [0, 1] with no normalisation layer (the "
+                   "reference's)")
+                + (f"; {self.validation_examples:,} training images held out (stratified) for "
+                   "PGD-10 validation every epoch, the best epoch's checkpoint evaluated"
+                   if self.validation_examples else "")
+                + f"; {self.epsilon_text}")
 
 
 RECIPES = {
@@ -167,6 +175,17 @@ RECIPES = {
     "paper": Recipe(model="wrn_28_10", model_params={}, train_examples=None, epochs=76,
                     lr_decay_epochs=(75,), eval_examples=2000, subset_examples=500,
                     eval_batch_size=200),
+    # The ADT paper's Table 6 ("the same settings/hyperparameters as in [52]", Rice, Wong,
+    # Kolter 2020, locuslab/robust_overfitting's train_cifar.py): WRN-34-10, 200 epochs,
+    # batch 128, SGD 0.1, momentum 0.9, weight decay 5e-4 (PyTorch's, coupled), the rate
+    # x0.1 after 100 and 150 epochs (their per-batch piecewise schedule switches on the last
+    # batch of epoch 100; here from epoch 101), inputs normalised, 1,000 training images held
+    # out (theirs a seeded permutation, here a seeded stratified draw) for PGD-10 validation,
+    # the best epoch evaluated. GPU scale: not run here.
+    "rice2020": Recipe(model="wrn_34_10", model_params={}, train_examples=None, epochs=200,
+                       lr_decay_epochs=(101, 151), batch_size=128, weight_decay=5e-4,
+                       eval_examples=2000, subset_examples=500, eval_batch_size=200,
+                       normalize=True, validation_examples=1000),
 }
 
 FLAGS = flags.FLAGS
@@ -240,7 +259,11 @@ def run_dir(workdir: str, key: str, seed: int) -> str:
 
 
 def classifier_path(workdir: str, key: str, seed: int) -> str:
-    return os.path.join(run_dir(workdir, key, seed), "classifier.keras")
+    """The classifier a run is evaluated as: its best epoch's (best.keras) when it held out a
+    validation split, else the last (classifier.keras)."""
+    d = run_dir(workdir, key, seed)
+    best = os.path.join(d, "best.keras")
+    return best if os.path.exists(best) else os.path.join(d, "classifier.keras")
 
 
 def training_finished(workdir: str, key: str, seed: int) -> bool:
@@ -294,7 +317,8 @@ def train_config(recipe: Recipe, key: str, seed: int, data: str, workdir: str,
                                       if key in AMORTISED else {})),
         seed=seed, max_train_examples=recipe.train_examples,
         eval_examples=recipe.eval_examples, eval_batch_size=recipe.eval_batch_size,
-        norm=recipe.norm, mixed_precision=mixed_precision, verbose=verbose)
+        norm=recipe.norm, mixed_precision=mixed_precision, verbose=verbose,
+        normalize=recipe.normalize, validation_examples=recipe.validation_examples)
 
 
 def train(recipe: Recipe, key: str, seed: int, data: str, workdir: str, verbose: int,

@@ -1,0 +1,332 @@
+"""Robust overfitting at CPU scale (issue 29): does ADT_EXP overfit robustly less than AT_PGD?
+
+Rice, Wong, Kolter (ICML 2020) show that adversarially trained networks overfit robustly: the
+robust test accuracy peaks shortly after the first learning-rate decay and then falls while
+the training accuracy keeps rising. This benchmark trains AT_PGD and ADT_EXP (the faithful
+defaults) on a small-data, long-schedule CPU recipe where that shows, two seeds each, with a
+held-out validation split (`adt-train --validation_examples`) that selects the best epoch,
+and compares the best checkpoint with the last:
+
+- per epoch (history.csv of each run): the training inputs' robust accuracy (PGD-20 on a fixed
+  500 of them), the validation split's clean / PGD-20 accuracy (what selects the best
+  epoch), and the test split's clean / PGD-20 accuracy on 500 inputs (for the plot only,
+  never for selection);
+- after training: the `autoattack` suite on the first 500 test inputs, for the last and the
+  best checkpoint of each run; and the same for one seed trained with weight averaging
+  (`--ema_decay`).
+
+    python -m bench.overfitting --seeds=0 --threads=1 &     # one process per seed
+    python -m bench.overfitting --seeds=1 --threads=1 &
+    wait; python -m bench.overfitting --table_only
+
+Resumable per run (training resumes at its last epoch, every attack is cached); the table is
+built from whatever has finished, the rest listed as missing. Writes
+bench/results/overfitting_cifar10_cpu.md, .json and .png.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from typing import Any
+
+import numpy as np
+from absl import app, flags
+
+from bench import robustness as rb
+from bench.runs import check_recorded_run
+
+METHODS = (("pgd_at", "AT_PGD"), ("adt_exp", "ADT_EXP"))
+MONITOR_INPUTS = 500  # training and test inputs scored every epoch (plot only)
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """The small-data, long-schedule recipe (the same for both methods)."""
+
+    train_examples: int = 5000  # the first 5,000 training images ...
+    validation_examples: int = 1000  # ... of which 1,000 held out: 4,000 trained on
+    epochs: int = 40
+    lr_decay_epochs: tuple[int, ...] = (21,)  # x0.1 from epoch 21: the middle
+    lr: float = 0.05
+    batch_size: int = 64
+    weight_decay: float = 2e-4
+    model_params: tuple = (("width", 16), ("batch_norm", True), ("dropout", 0.0))
+    eval_examples: int = 500
+    ema_decay: float = 0.999
+    ema_seed: int = 0
+
+    def describe(self) -> str:
+        return (f"small_cnn({', '.join(f'{k}={v}' for k, v in self.model_params)}); the "
+                f"first {self.train_examples:,} training images, {self.validation_examples:,} "
+                f"of them held out (seeded, class-stratified) for validation, so "
+                f"{self.train_examples - self.validation_examples:,} trained on (crop and "
+                f"flip); {self.epochs} epochs, batch {self.batch_size}, SGD lr {self.lr} x0.1 "
+                f"from epoch {', '.join(map(str, self.lr_decay_epochs))}, momentum 0.9, "
+                f"weight decay {self.weight_decay} (coupled); no normalisation layer; "
+                "epsilon 8/255 (L-infinity); validation: PGD-20 (step epsilon/4, random start) "
+                "every epoch, the best epoch = the highest validation robust accuracy")
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    if "table_only" in FLAGS:
+        return
+    flags.DEFINE_list("seeds", ["0", "1"], "Seeds this process runs.")
+    flags.DEFINE_list("all_seeds", None, "Every seed of the table (default: --seeds).")
+    flags.DEFINE_list("methods", [m for m, _ in METHODS], "Methods.")
+    flags.DEFINE_string("data", rb.DEFAULT_DATA, "Folder holding train.npz and test.npz.")
+    flags.DEFINE_string("workdir", os.path.join(rb.ROOT, "bench", "runs", "overfitting_cpu"),
+                        "Where the runs live.")
+    flags.DEFINE_string("output_dir", os.path.join(rb.ROOT, "bench", "results"),
+                        "Where the table, plot and JSON go.")
+    flags.DEFINE_integer("epochs", None, "Override the recipe's epochs.")
+    flags.DEFINE_integer("threads", 0, "TensorFlow intra- and inter-op threads (0: default).")
+    flags.DEFINE_bool("table_only", False, "Only build the table from the finished runs.")
+    flags.DEFINE_bool("ema", True, "Also train the EMA run of --ema_seed (each method).")
+    flags.DEFINE_integer("verbose", 2, "0 quiet, 1 progress bars, 2 one line per epoch.")
+
+
+def run_name(key: str, seed: int, ema: bool) -> str:
+    return f"{key}{'-ema' if ema else ''}-seed{seed}"
+
+
+def train_config(recipe: Recipe, key: str, seed: int, ema: bool, data: str, workdir: str):
+    from adt_tf.training import TrainConfig
+
+    return TrainConfig(
+        workdir=os.path.join(workdir, run_name(key, seed, ema)), method=key,
+        dataset=f"npz:{data}", model="small_cnn", model_params=dict(recipe.model_params),
+        epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr,
+        lr_decay_epochs=recipe.lr_decay_epochs, weight_decay=recipe.weight_decay, seed=seed,
+        max_train_examples=recipe.train_examples, eval_examples=recipe.eval_examples,
+        eval_batch_size=250, validation_examples=recipe.validation_examples,
+        validation_attack="pgd20", ema_decay=recipe.ema_decay if ema else None, verbose=2)
+
+
+def monitors(config, data: str):
+    """The per-epoch scorers of the plot: PGD-20 on 500 training inputs that are trained on,
+    and on the first 500 test inputs (logged as train_* and test_*; they select nothing)."""
+    from adt_tf import data as data_lib
+    from adt_tf.checkpoints import RobustAccuracyCallback
+
+    splits = data_lib.load(f"npz:{data}", max_train_examples=config.max_train_examples)
+    train, _ = data_lib.stratified_split(splits.y_train, config.validation_examples,
+                                         config.seed)
+    seen = train[:MONITOR_INPUTS]
+    eps = splits.info.default_epsilon("linf")
+    return (RobustAccuracyCallback(splits.x_train[seen], splits.y_train[seen], eps, steps=20,
+                                   seed=config.seed, prefix="train_"),
+            RobustAccuracyCallback(splits.x_test[:MONITOR_INPUTS],
+                                   splits.y_test[:MONITOR_INPUTS], eps, steps=20,
+                                   seed=config.seed, prefix="test_"))
+
+
+def train_and_evaluate(recipe: Recipe, key: str, seed: int, ema: bool, data: str,
+                       workdir: str) -> dict[str, Any]:
+    """Trains (or resumes) one run, then AutoAttack on its last and best checkpoints."""
+    from adt_tf import data as data_lib
+    from adt_tf.evaluation import evaluate
+    from adt_tf.loading import file_id, load_classifier
+    from adt_tf.training import run_training
+
+    config = train_config(recipe, key, seed, ema, data, workdir)
+    d = config.workdir
+    check_recorded_run(d, config, "bench.overfitting")
+    summary_path = os.path.join(d, "summary.json")
+    summary = rb._read_json(summary_path, None)
+    if summary is not None:
+        return summary
+    if not os.path.exists(os.path.join(d, "report.json")):
+        print(f"[train] {run_name(key, seed, ema)} -> {d}", flush=True)
+        run_training(config, monitors=monitors(config, data))
+    splits = data_lib.load(f"npz:{data}", max_test_examples=recipe.eval_examples)
+    eps = splits.info.default_epsilon("linf")
+    out = {"method": key, "seed": seed, "ema": ema, "history": _history(d)}
+    record = rb._read_json(os.path.join(d, "best.json"), {})
+    for checkpoint in ("last", "best"):
+        path = os.path.join(d, "classifier.keras" if checkpoint == "last" else "best.keras")
+        print(f"[eval] {run_name(key, seed, ema)} {checkpoint}", flush=True)
+        result = evaluate(load_classifier(path), splits.x_test, splits.y_test, epsilon=eps,
+                          suite="pgd20,apgd_ce,apgd_t,fab_t,square", per_attack="remaining",
+                          batch_size=250, seed=seed, model_id=file_id(path),
+                          cache_dir=os.path.join(d, "eval", "cache"), model_name=path,
+                          dataset="cifar10 (offline copy, test split)", sanity_checks=False,
+                          verbose=0)
+        result.save(os.path.join(d, "eval"), stem=checkpoint)
+        out[checkpoint] = {"clean": result.clean_accuracy,
+                           "pgd20": float(result.per_example["pgd20"].mean()),
+                           "autoattack": result.robust_accuracy,
+                           "num_examples": result.num_examples,
+                           **(record if checkpoint == "best" else {})}
+    rb._write_json(summary_path, out)
+    return out
+
+
+def _history(d: str) -> list[dict[str, float]]:
+    import csv
+
+    path = os.path.join(d, "history.csv")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    keep = ("accuracy", "train_robust_accuracy", "val_clean_accuracy", "val_robust_accuracy",
+            "test_clean_accuracy", "test_robust_accuracy", "learning_rate")
+    return [{k: float(r[k]) for k in keep if k in r and r[k] not in ("", "NA")} for r in rows]
+
+
+def _cell(values: list[float]) -> str:
+    if not values:
+        return "-"
+    mean, spread = rb.mean_spread(values)
+    return f"{mean:.1f} ± {spread:.1f}" if len(values) > 1 else f"{mean:.1f}"
+
+
+def build_table(recipe: Recipe, workdir: str, seeds: list[int], methods: list[str],
+                output_dir: str, command: str, data: str) -> str:
+    found, missing = {}, []
+    runs = [(k, s, False) for k in methods for s in seeds] + [
+        (k, recipe.ema_seed, True) for k in methods]
+    for key, seed, ema in runs:
+        summary = rb._read_json(os.path.join(workdir, run_name(key, seed, ema),
+                                             "summary.json"), None)
+        if summary is None:
+            missing.append(run_name(key, seed, ema))
+        else:
+            found[(key, seed, ema)] = summary
+    labels = dict(METHODS)
+    n = recipe.eval_examples
+    lines = ["# Robust overfitting at CPU scale: AT_PGD against ADT_EXP", ""]
+    if missing:
+        lines += [f"**Partial table**: {len(missing)} of {len(runs)} runs not finished "
+                  f"({', '.join(missing)}); rerunning the command resumes them.", ""]
+    lines += [
+        f"- Recipe (both methods, their faithful defaults): {recipe.describe()}.",
+        f"- Data: `{os.path.relpath(data, rb.ROOT)}` (the offline CIFAR-10 copy: training "
+        "images in the original order, most decoded from a JPEG copy; the first 2,000 "
+        "official test images, pixel-exact).",
+        f"- Test: the first {n} test images, never used to choose anything. AutoAttack: PGD-20, "
+        "then APGD-CE, APGD-T (9 targets), FAB-T (9 targets) and Square (5,000 queries), each "
+        "on the inputs still robust; the per-example worst case.",
+        f"- Seeds {', '.join(map(str, seeds))}; cells mean ± spread (half the range) in percent. "
+        f"The binomial standard error of one run's accuracy near 25% on {n} inputs is "
+        f"{rb.binomial_se(0.25, n):.1f} points.",
+        "",
+        "| method | weights | runs | best epoch | clean best / last | PGD-20 best / last | "
+        "AutoAttack best / last | **gap (best - last)** |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key in methods:
+        for ema in (False, True):
+            rows = [r for (k, s, e), r in found.items() if k == key and e == ema]
+            if not rows:
+                continue
+            best = [r["best"]["epoch"] for r in rows if r.get("best")]
+            gap = [r["best"]["autoattack"] - r["last"]["autoattack"] for r in rows]
+            lines.append(
+                f"| {labels[key]} | {'EMA ' + str(recipe.ema_decay) if ema else 'raw'} | "
+                f"{len(rows)} | {', '.join(map(str, best))} | "
+                f"{_cell([r['best']['clean'] for r in rows])} / "
+                f"{_cell([r['last']['clean'] for r in rows])} | "
+                f"{_cell([r['best']['pgd20'] for r in rows])} / "
+                f"{_cell([r['last']['pgd20'] for r in rows])} | "
+                f"{_cell([r['best']['autoattack'] for r in rows])} / "
+                f"{_cell([r['last']['autoattack'] for r in rows])} | **{_cell(gap)}** |")
+    lines += ["", "## Verdict", "", verdict(found, methods, n), "",
+              f"Command: `{command}`", ""]
+    os.makedirs(output_dir, exist_ok=True)
+    stem = os.path.join(output_dir, "overfitting_cifar10_cpu")
+    with open(stem + ".md", "w") as f:
+        f.write("\n".join(lines))
+    rb._write_json(stem + ".json", {run_name(*k): v for k, v in found.items()})
+    if found:
+        plot(found, stem + ".png")
+    print(f"Written {stem}.md")
+    return stem + ".md"
+
+
+def verdict(found: dict, methods: list[str], n: int) -> str:
+    """Whichever way it comes out: the best-minus-last AutoAttack gap of each method
+    against the seed spread and the sampling error of n inputs."""
+    if not found:
+        return "No run has finished yet."
+    se = rb.binomial_se(0.25, n) * np.sqrt(2)  # points, of a difference of two runs
+    parts = []
+    for key in methods:
+        gaps = [100 * (r["best"]["autoattack"] - r["last"]["autoattack"])
+                for (k, _, e), r in found.items() if k == key and not e]
+        if not gaps:
+            continue
+        mean = float(np.mean(gaps))
+        shows = min(gaps) > 0 and mean > 2 * se
+        parts.append(f"{dict(METHODS)[key]}: best - last AutoAttack {mean:+.1f} points (seeds "
+                     f"{', '.join(f'{g:+.1f}' for g in gaps)}): "
+                     + ("robust overfitting beyond seed spread and sampling error"
+                        if shows else "no robust overfitting beyond seed spread and sampling "
+                        f"error (about {se:.1f} points for a difference of two runs)"))
+    return " ".join(f"- {p}" for p in parts) if parts else "No non-EMA run has finished yet."
+
+
+def plot(found: dict, path: str) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.5))
+    FigureCanvasAgg(fig)
+    for i, metric in enumerate(("test_robust_accuracy", "val_robust_accuracy")):
+        ax = fig.add_subplot(1, 2, i + 1)
+        for (key, seed, ema), run in sorted(found.items()):
+            values = [100 * h[metric] for h in run["history"] if metric in h]
+            ax.plot(range(1, len(values) + 1), values,
+                    label=f"{dict(METHODS)[key]} seed {seed}{' EMA' if ema else ''}",
+                    linestyle="--" if ema else "-")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"{metric.replace('_', ' ')} (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Robust overfitting, CPU recipe: PGD-20 accuracy per epoch")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    recipe = Recipe()
+    if FLAGS.epochs:
+        recipe = dataclasses.replace(recipe, epochs=FLAGS.epochs, lr_decay_epochs=tuple(
+            e for e in recipe.lr_decay_epochs if e <= FLAGS.epochs))
+    seeds = [int(s) for s in FLAGS.seeds]
+    all_seeds = [int(s) for s in FLAGS.all_seeds] if FLAGS.all_seeds else seeds
+    methods = list(FLAGS.methods)
+    for key in methods:
+        if key not in dict(METHODS):
+            raise app.UsageError(f"--methods: unknown {key!r}; known: "
+                                 f"{', '.join(dict(METHODS))}.")
+    if not os.path.exists(os.path.join(FLAGS.data, "train.npz")):
+        sys.exit(f"bench.overfitting: no train.npz in {FLAGS.data} (see ../shared/data).")
+    if FLAGS.threads:
+        import tensorflow as tf
+        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+    command = "python -m bench.overfitting " + " ".join(sys.argv[1:])
+    if not FLAGS.table_only:
+        for key in methods:
+            for seed in seeds:
+                train_and_evaluate(recipe, key, seed, False, FLAGS.data, FLAGS.workdir)
+            if FLAGS.ema and recipe.ema_seed in seeds:
+                train_and_evaluate(recipe, key, recipe.ema_seed, True, FLAGS.data,
+                                   FLAGS.workdir)
+            build_table(recipe, FLAGS.workdir, all_seeds, methods, FLAGS.output_dir, command,
+                        FLAGS.data)
+    build_table(recipe, FLAGS.workdir, all_seeds, methods, FLAGS.output_dir, command,
+                FLAGS.data)
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

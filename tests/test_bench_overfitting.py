@@ -1,0 +1,52 @@
+"""bench/overfitting.py: its table, verdict and plot from finished runs (the runs themselves
+need the offline CIFAR-10 copy and hours of CPU: bench/README.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from bench import overfitting as bo
+
+
+def _summary(key, seed, ema, best_aa, last_aa, best_epoch=22):
+    history = [{"test_robust_accuracy": 0.2 + 0.01 * e, "val_robust_accuracy": 0.25}
+               for e in range(40)]
+    point = lambda aa: {"clean": 0.45, "pgd20": aa + 0.03, "autoattack": aa,  # noqa: E731
+                        "num_examples": 500}
+    return {"method": key, "seed": seed, "ema": ema, "history": history,
+            "last": point(last_aa), "best": {"epoch": best_epoch, **point(best_aa)}}
+
+
+def test_table_verdict_and_plot_from_finished_runs(tmp_path):
+    recipe = bo.Recipe()
+    workdir = tmp_path / "runs"
+    values = {("pgd_at", 0, False): (0.26, 0.20), ("pgd_at", 1, False): (0.27, 0.21),
+              ("adt_exp", 0, False): (0.25, 0.245)}
+    for (key, seed, ema), (best, last) in values.items():
+        d = workdir / bo.run_name(key, seed, ema)
+        d.mkdir(parents=True)
+        (d / "summary.json").write_text(json.dumps(_summary(key, seed, ema, best, last)))
+    path = bo.build_table(recipe, str(workdir), [0, 1], ["pgd_at", "adt_exp"],
+                          str(tmp_path / "out"), "python -m bench.overfitting", "/data")
+    text = open(path).read()
+    assert "**Partial table**: 3 of 6 runs" in text  # adt_exp seed 1 and both EMA runs
+    assert "| AT_PGD | raw | 2 | 22, 22 |" in text
+    assert "**6.0 ± 0.0**" in text  # best - last AutoAttack of AT_PGD
+    assert "AT_PGD: best - last AutoAttack +6.0 points" in text
+    assert "robust overfitting beyond seed spread and sampling error" in text
+    assert "ADT_EXP: best - last AutoAttack +0.5 points" in text
+    assert "no robust overfitting beyond" in text
+    assert os.path.exists(tmp_path / "out" / "overfitting_cifar10_cpu.png")
+    assert set(json.load(open(tmp_path / "out" / "overfitting_cifar10_cpu.json"))) == {
+        "pgd_at-seed0", "pgd_at-seed1", "adt_exp-seed0"}
+
+
+def test_each_run_is_a_training_config_with_its_protocol():
+    recipe = bo.Recipe()
+    config = bo.train_config(recipe, "adt_exp", 1, True, "/data", "/w")
+    assert config.validation_examples == 1000 and config.validation_attack == "pgd20"
+    assert config.ema_decay == recipe.ema_decay and config.max_train_examples == 5000
+    assert config.lr_decay_epochs == (21,) and config.epochs == 40 and not config.normalize
+    assert config.workdir == os.path.join("/w", "adt_exp-ema-seed1")
+    assert bo.train_config(recipe, "pgd_at", 0, False, "/d", "/w").ema_decay is None
