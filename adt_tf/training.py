@@ -227,6 +227,24 @@ def method_param_names(method: str) -> list[str]:
             if p not in ("self", "classifier", "epsilon", "seed", "norm", "kwargs")]
 
 
+def recorded_config(path: str) -> dict[str, Any]:
+    """The settings a run's config.json records, every `TrainConfig` field present: one added
+    after the run was written reads as its default (the behaviour of the time), except
+    `algorithm_version`, which reads as 1 (the algorithms before it was recorded).
+
+    Raises:
+        ValueError: naming the file, when it cannot be read as JSON.
+    """
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path} is not a readable run configuration ({err}); move the "
+                         "workdir aside or use a new --workdir.") from err
+    defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig(workdir=""))))
+    return {k: old.get(k, 1 if k == "algorithm_version" else v) for k, v in defaults.items()}
+
+
 def _check_workdir(config: TrainConfig, path: str, backup_dir: str) -> None:
     """Refuses to resume a workdir that holds a run with other settings, or one trained for
     more epochs than asked. A workdir with no completed epoch binds nothing: a run that
@@ -235,16 +253,8 @@ def _check_workdir(config: TrainConfig, path: str, backup_dir: str) -> None:
     done = restored_epoch(backup_dir)
     if not os.path.exists(path) or done == 0:
         return
-    try:
-        with open(path) as f:
-            old = json.load(f)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{path} is not a readable run configuration ({err}); move the "
-                         "workdir aside or use a new --workdir.") from err
+    old = recorded_config(path)
     new = json.loads(json.dumps(dataclasses.asdict(config)))
-    # A setting added after the run was written (e.g. norm) reads as its default there.
-    defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig(workdir=""))))
-    old = {k: old.get(k, 1 if k == "algorithm_version" else defaults.get(k)) for k in new}
     resumable = RESUMABLE_CHANGES
     if new.get("lr_schedule") == "cyclic":  # the triangle spans the run: its length is fixed
         resumable = tuple(k for k in resumable if k != "epochs")
@@ -507,4 +517,5 @@ def _probe_classifier() -> keras.Model:
 
 
 __all__ = ["NonFiniteLossError", "TrainConfig", "WorkerLostError", "build_trainer",
+           "recorded_config",
            "format_report", "method_param_names", "run_training", "workdir_lock"]

@@ -33,21 +33,16 @@ def check_recorded_run(run_dir: str, expected, benchmark: str) -> None:
         expected: the config the benchmark would train into it.
         benchmark: its name, for the message (e.g. "bench.robustness").
     """
+    from adt_tf.training import recorded_config
+
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):
         return
     try:
-        with open(path) as f:
-            recorded = json.load(f)
-    except (OSError, ValueError) as err:
-        raise RunMismatchError(f"{benchmark}: {path} is not a readable run configuration "
-                               f"({err}); move {run_dir} aside.") from err
+        recorded = recorded_config(path)
+    except ValueError as err:
+        raise RunMismatchError(f"{benchmark}: {err}") from err
     wanted = json.loads(json.dumps(dataclasses.asdict(expected)))
-    # A setting added after the run was written reads as its default (today's behaviour
-    # then), but a run written before algorithm_version existed was trained with version 1.
-    defaults = json.loads(json.dumps(dataclasses.asdict(type(expected)(workdir=""))))
-    recorded = {k: recorded.get(k, 1 if k == "algorithm_version" else defaults.get(k))
-                for k in wanted}
     diff = [(k, recorded.get(k), v) for k, v in wanted.items()
             if k not in IGNORED and recorded.get(k) != v]
     if diff:

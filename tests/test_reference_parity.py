@@ -275,8 +275,9 @@ def test_adt_exp_am_steps_match_the_reference(ref):
 
 
 # ---------------------------------------------------------------------------- ADT_IMP-AM
-def test_adt_imp_am_step_matches_the_reference(ref):
-    x, y = tf.constant(ref["impam/x"]), tf.constant(ref["impam/y"].astype("int32"))
+def make_impam(ref, x):
+    """The project's ADTImpAM (the reference's settings, generator width 4) with the
+    impam/ case's initial classifier, generator and encoder, compiled as adt-train does."""
     model = tiny_classifier(x.shape[1:])
     trainer = ADTImpAM(model, epsilon=EPS, entropy_weight=1.0, tau=0.9, z_dim=64,
                        generator_width=4, generator_blocks=3, encoder_width=32, seed=0)
@@ -284,6 +285,12 @@ def test_adt_imp_am_step_matches_the_reference(ref):
     load_classifier(model, ref, "impam/initial_classifier")
     load_network(trainer.generator, ref, "impam/initial_generator")
     load_network(trainer.encoder, ref, "impam/initial_encoder")
+    return trainer
+
+
+def test_adt_imp_am_step_matches_the_reference(ref):
+    x, y = tf.constant(ref["impam/x"]), tf.constant(ref["impam/y"].astype("int32"))
+    trainer = make_impam(ref, x)
     z = ref["impam/step0/z"]
     trainer.noise_source = RecordedNoise(uniform=z)
 
@@ -322,13 +329,8 @@ def test_adt_imp_am_two_steps_match_the_reference():
     ref.update({k.replace("impam/step0/", "impam2/step0/"): v for k, v in list(ref.items())
                 if k.startswith("impam/step0/")})
     x, y = tf.constant(ref["impam/x"]), tf.constant(ref["impam/y"].astype("int32"))
-    model = tiny_classifier(x.shape[1:])
-    trainer = ADTImpAM(model, epsilon=EPS, entropy_weight=1.0, tau=0.9, z_dim=64,
-                       generator_width=4, generator_blocks=3, encoder_width=32, seed=0)
-    compile_like_adt_train(trainer)
-    load_classifier(model, ref, "impam/initial_classifier")
-    load_network(trainer.generator, ref, "impam/initial_generator")
-    load_network(trainer.encoder, ref, "impam/initial_encoder")
+    trainer = make_impam(ref, x)
+    model = trainer.classifier
     trainer.noise_source = RecordedNoise(uniform=np.concatenate(
         [ref["impam2/step0/z"], ref["impam2/step1/z"]]))
     for step in (0, 1):

@@ -350,21 +350,27 @@ def test_a_worker_started_before_its_chief_waits_for_it(tmp_path):
     assert sorted(started["worker-a"]) == sorted(r["trial_id"] for r in rows)
 
 
+def _chief_and_worker_mid_trial(tmp_path):
+    """A chief and one worker (--oracle_timeout=20, 4 epochs a trial), returned once the
+    worker has started its first trial: (procs, logs, project folder, that trial's ID)."""
+    data_dir = write_data(tmp_path / "data", n=336)
+    port = free_port()
+    procs, logs = {}, {}
+    for role, tuner_id in (("chief", None), ("worker", "worker-a")):
+        procs[tuner_id or role], logs[tuner_id or role] = launch(
+            tmp_path, role, port, data_dir, epochs=4, tuner_id=tuner_id,
+            extra=["--oracle_timeout=20"])
+    project = str(tmp_path / "dist" / "lam")
+    _wait_until(lambda: tuning.distributed.trials_started(project).get("worker-a"), procs,
+                logs, 600)
+    return procs, logs, project, tuning.distributed.trials_started(project)["worker-a"][0]
+
+
 @pytest.mark.slow
 def test_a_chief_killed_mid_search_ends_its_workers_within_the_timeout(tmp_path):
     """kill -9 of the chief while a worker trains: the worker's next call waits at most
     --oracle_timeout, then it ends with exit 3 and says what to restart (no hang)."""
-    data_dir = write_data(tmp_path / "data", n=336)
-    port = free_port()
-    procs, logs = {}, {}
-    timeout = ["--oracle_timeout=20"]
-    procs["chief"], logs["chief"] = launch(tmp_path, "chief", port, data_dir, epochs=4,
-                                           extra=timeout)
-    procs["worker-a"], logs["worker-a"] = launch(tmp_path, "worker", port, data_dir, epochs=4,
-                                                 tuner_id="worker-a", extra=timeout)
-    project = str(tmp_path / "dist" / "lam")
-    _wait_until(lambda: tuning.distributed.trials_started(project).get("worker-a"), procs,
-                logs, 600)
+    procs, logs, _, _ = _chief_and_worker_mid_trial(tmp_path)
     os.kill(procs["chief"].pid, signal.SIGKILL)
     procs["chief"].wait()
     killed_at = time.time()
@@ -384,24 +390,14 @@ def test_a_worker_killed_mid_trial_ends_the_chief_within_the_timeout(tmp_path):
     """kill -9 of the only worker mid-trial (its connection gone): the chief, which would
     wait forever, ends within --oracle_timeout with exit 3 naming the worker and its trial;
     the trial stays RUNNING on disk for a restart."""
-    data_dir = write_data(tmp_path / "data", n=336)
-    port = free_port()
-    procs, logs = {}, {}
-    timeout = ["--oracle_timeout=20"]
-    procs["chief"], logs["chief"] = launch(tmp_path, "chief", port, data_dir, epochs=4,
-                                           extra=timeout)
-    victim, logs["worker-a"] = launch(tmp_path, "worker", port, data_dir, epochs=4,
-                                      tuner_id="worker-a", extra=timeout)
-    project = tmp_path / "dist" / "lam"
-    _wait_until(lambda: tuning.distributed.trials_started(str(project)).get("worker-a"),
-                dict(procs, worker=victim), logs, 600)
-    trial = tuning.distributed.trials_started(str(project))["worker-a"][0]
+    procs, logs, project, trial = _chief_and_worker_mid_trial(tmp_path)
+    victim = procs.pop("worker-a")
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
     killed_at = time.time()
     procs["chief"].wait(timeout=300)
     assert procs["chief"].returncode == 3, read_logs(logs)
     assert time.time() - killed_at < 20 + 60
-    text = open(logs["chief"]).read()
-    assert f"trial {trial} assigned to worker-a" in text
-    assert json.load(open(project / f"trial_{trial}" / "trial.json"))["status"] == "RUNNING"
+    assert f"trial {trial} assigned to worker-a" in open(logs["chief"]).read()
+    status = json.load(open(os.path.join(project, f"trial_{trial}", "trial.json")))["status"]
+    assert status == "RUNNING"
