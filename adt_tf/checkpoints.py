@@ -44,7 +44,9 @@ def averaged_weights(model):
             optimizer, "built", False):
         yield
         return
-    variables = list(model.trainable_variables)
+    # The classifier's: what the optimiser trains (an amortised method's generator and
+    # encoder have optimisers of their own, without an average).
+    variables = list(getattr(model, "classifier", model).trainable_variables)
     saved = [v.numpy() for v in variables]
     optimizer.finalize_variable_values(variables)
     try:
