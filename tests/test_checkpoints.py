@@ -198,11 +198,15 @@ def test_validation_and_the_best_checkpoint_see_the_average_and_training_goes_on
     for w, r in zip(model.trainable_variables, raw):
         np.testing.assert_array_equal(w.numpy(), r)
     assert any(np.abs(r - a).max() > 1e-4 for r, a in zip(raw, averages))
-    workdir = str(tmp_path / "run")
-    run_training(TrainConfig(workdir=workdir, epochs=2, validation_examples=40,
-                             ema_decay=0.9, **TINY))
-    assert json.load(open(os.path.join(workdir, "config.json")))["ema_decay"] == 0.9
-    assert np.isfinite(read_best(workdir)["val_robust_accuracy"])
+    for method, params in (("standard", {}), ("adt_exp_am", {"generator_width": 2,
+                                                           "generator_blocks": 1})):
+        # an amortised method: its generator has an optimiser of its own, not averaged
+        workdir = str(tmp_path / method)
+        run_training(TrainConfig(workdir=workdir, epochs=2, validation_examples=40,
+                                 ema_decay=0.9, **dict(TINY, method=method,
+                                                       method_params=params)))
+        assert json.load(open(os.path.join(workdir, "config.json")))["ema_decay"] == 0.9
+        assert np.isfinite(read_best(workdir)["val_robust_accuracy"])
 
 
 @pytest.mark.parametrize("kwargs,match", [
