@@ -123,6 +123,7 @@ def test_the_best_checkpoint_is_the_epoch_of_the_highest_robust_accuracy(tmp_pat
     assert not os.path.exists(tmp_path / "best.keras.tmp.keras")
 
 
+@pytest.mark.slow
 def test_kill_9_after_a_best_epoch_and_resume_keeps_the_best(tmp_path):
     workdir = str(tmp_path / "run")
     args = [f"--workdir={workdir}", "--method=standard", "--max_train_examples=192",
@@ -256,8 +257,7 @@ def test_checkpoint_reaches_evaluate_and_export_and_best_needs_a_split(tmp_path)
     assert "--checkpoint=best" in proc.stdout
     card = json.load(open(tmp_path / "exports" / "split" / "1" / "model_card.json"))
     assert card["checkpoint"] == "best" and card["best_epoch"] == read_best(split)["epoch"]
-    proc = subprocess.run([sys.executable, "-m", "export.export_saved_model",
-                           f"--model={plain}", f"--export_dir={tmp_path / 'exports'}",
-                           "--checkpoint=best", "--noverify"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 2 and "holds no best.keras" in proc.stderr
+    from export.sources import load_source
+
+    with pytest.raises(ValueError, match="holds no best.keras"):  # adt-export exits 2 so
+        load_source(plain, "best")

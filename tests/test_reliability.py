@@ -146,7 +146,7 @@ def _wait_for(condition, proc, timeout=300):
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("signame", ["SIGINT", pytest.param("SIGTERM", marks=pytest.mark.slow)])
 def test_an_interrupt_mid_epoch_says_what_is_kept_and_the_rerun_resumes(tmp_path, signame):
     import signal
 
@@ -217,3 +217,23 @@ def test_a_full_disk_during_checkpointing_exits_2_naming_the_file_and_the_rerun_
         assert history_epochs(workdir) == [0, 1, 2, 3, 4]
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_sigterm_is_handled_as_an_interrupt_with_one_line_and_exit_130(capsys):
+    """adt_tf.interrupts.interruptible: SIGTERM (what kill, a scheduler or a container stop
+    sends) ends the block like Ctrl-C, with the line saying what is kept, exit 130, and the
+    previous SIGTERM handler back afterwards."""
+    import signal
+
+    from adt_tf.interrupts import EXIT_INTERRUPTED, interruptible
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stop:
+        with interruptible("adt-test", "Nothing is lost: rerun."):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # the handler runs between bytecodes
+                pass
+            raise AssertionError("SIGTERM did not interrupt the block")
+    assert stop.value.code == EXIT_INTERRUPTED == 130
+    assert "adt-test: interrupted (SIGTERM). Nothing is lost: rerun." in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before
