@@ -1,0 +1,110 @@
+"""What robust validation costs per epoch (issue 29): the validation PGD on the held-out split
+against the training epoch, for AT_PGD and ADT_EXP, at the overfitting benchmark's recipe.
+
+    python -m bench.validation_cost --threads=1
+
+Trains each method for two epochs (bench.overfitting's recipe: SmallCNN width 16 with
+BatchNorm, 4,000 training images, 1,000 held out, `--validation_attack=pgd10`) and times, in
+the same process, each epoch (without the validation) and each validation (the
+`RobustAccuracyCallback`'s scoring). The ratio is what counts: it holds on a loaded machine,
+the seconds do not. Writes bench/results/validation_cost_cpu.md.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+from bench import overfitting as bo
+from bench import robustness as rb
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("threads", 0, "TensorFlow intra- and inter-op threads (0: default).")
+flags.DEFINE_string("data", rb.DEFAULT_DATA, "Folder holding train.npz and test.npz.")
+flags.DEFINE_string("output_dir", os.path.join(rb.ROOT, "bench", "results"), "Table folder.")
+flags.DEFINE_string("validation_attack", "pgd10", "The validation's attack (pgd<steps>).")
+
+
+def measure(key: str, data: str, attack: str) -> dict[str, list[float]]:
+    import dataclasses
+
+    import keras
+
+    from adt_tf import checkpoints
+    from adt_tf.training import run_training
+
+    times: dict[str, list[float]] = {"epoch": [], "validation": []}
+
+    class EpochTimer(keras.callbacks.Callback):  # runs before the validation callback
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times["epoch"].append(time.perf_counter() - self.started)
+
+    original = checkpoints.RobustAccuracyCallback.evaluate
+
+    def timed(callback):
+        started = time.perf_counter()
+        try:
+            return original(callback)
+        finally:
+            times["validation"].append(time.perf_counter() - started)
+
+    workdir = tempfile.mkdtemp(prefix=f"validation_cost_{key}_")
+    recipe = dataclasses.replace(bo.Recipe(), epochs=2, eval_examples=100)
+    config = dataclasses.replace(bo.train_config(recipe, key, 0, False, data, workdir),
+                                 validation_attack=attack, verbose=0)
+    checkpoints.RobustAccuracyCallback.evaluate = timed
+    try:
+        run_training(config, monitors=(EpochTimer(),))
+    finally:
+        checkpoints.RobustAccuracyCallback.evaluate = original
+        shutil.rmtree(workdir, ignore_errors=True)
+    return times
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if not os.path.exists(os.path.join(FLAGS.data, "train.npz")):
+        sys.exit(f"bench.validation_cost: no train.npz in {FLAGS.data} (see ../shared/data).")
+    if FLAGS.threads:
+        import tensorflow as tf
+        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+    rows = []
+    for key, label in bo.METHODS:
+        t = measure(key, FLAGS.data, FLAGS.validation_attack)
+        # the second epoch: the first one's numbers include tracing
+        share = t["validation"][-1] / t["epoch"][-1]
+        rows.append(f"| {label} | {' / '.join(f'{v:.1f}' for v in t['epoch'])} | "
+                    f"{' / '.join(f'{v:.1f}' for v in t['validation'])} | {100 * share:.0f}% |")
+    from adt_tf.evaluation import environment
+
+    env = environment()
+    lines = [
+        "# What robust validation costs per epoch", "",
+        f"- Recipe: bench.overfitting's ({bo.Recipe().describe()}), two epochs; validation "
+        f"`--validation_attack={FLAGS.validation_attack}` (the evaluation's PGD, steps of "
+        "epsilon/4 from a random start) on the 1,000 held-out images every epoch.",
+        f"- Machine: {env['cpu']}, {env['cpu_count']} cores, {FLAGS.threads or 'default'} "
+        "thread(s); the seconds depend on the load, the share does not much (both measured "
+        "in the same process).",
+        "", "| method | epoch without validation (s): 1st / 2nd | validation (s): 1st / 2nd "
+        "| validation / epoch (2nd) |", "|---|---:|---:|---:|", *rows, "",
+        f"Command: `python -m bench.validation_cost {' '.join(sys.argv[1:])}`", ""]
+    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    path = os.path.join(FLAGS.output_dir, "validation_cost_cpu.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    app.run(main)
