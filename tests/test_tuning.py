@@ -15,7 +15,7 @@ from adt_tf import data as data_lib
 from adt_tf import tuning
 from adt_tf.methods import METHODS
 from adt_tf.training import TrainConfig
-from tests.helpers import make_tiny_images, tiny_classifier
+from tests.helpers import make_tiny_images, trained_tiny_classifier
 
 PAPER = tuning.PAPER_LAMBDAS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -130,8 +130,10 @@ def test_every_registered_method_builds_with_its_searched_values(method):
 
 
 def test_robust_accuracy_callback_sets_the_objective():
-    x, y = make_tiny_images(32, 16)
-    classifier = tiny_classifier()
+    # A trained classifier: an untrained one can be constant (every ReLU dead), and then no
+    # attack changes a prediction.
+    classifier, x, y = trained_tiny_classifier()
+    x, y = x[:32], y[:32]
     logs = {}
     weak = tuning.RobustAccuracyCallback(x, y, epsilon=1e-4, steps=2)
     weak.set_model(classifier)
