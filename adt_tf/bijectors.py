@@ -98,8 +98,9 @@ class RadialTanh(tfb.Bijector):
 
     Example:
         >>> b = RadialTanh(0.5)
-        >>> delta = b.forward(tf.random.normal([4, 3072]))   # ||delta||_2 < 0.5 per row
-        >>> b.forward_log_det_jacobian(u, event_ndims=1)      # shape [4]
+        >>> u = tf.random.normal([4, 3072])
+        >>> delta = b.forward(u)                          # ||delta||_2 < 0.5 per row
+        >>> b.forward_log_det_jacobian(u, event_ndims=1)  # shape [4]
     """
 
     def __init__(self, radius: float, validate_args: bool = False, name: str = "radial_tanh"):

@@ -18,7 +18,7 @@ def small_cnn(input_shape=(28, 28, 1), num_classes: int = 10, *, width: int = 32
               mean=None, std=None, name: str = "small_cnn") -> keras.Model:
     """conv(w) conv(w) pool conv(2w) conv(2w) pool dense(d) dropout dense(d) dense(classes).
 
-    Any input size of at least 8 x 8 and any number of channels; ReLU activations, 3x3
+    Any input size of at least 12 x 12 and any number of channels; ReLU activations, 3x3
     convolutions without padding as in TRADES's SmallCNN (w = 32, d = 200).
 
     Args:
