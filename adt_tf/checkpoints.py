@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from adt_tf import validation
 from adt_tf.attacks import pgd
+from adt_tf.data import as_unit_float
 from adt_tf.threat import Ball, as_threat
 
 OBJECTIVE_NAME = "val_robust_accuracy"
@@ -123,8 +124,7 @@ class RobustAccuracyCallback(keras.callbacks.Callback):
         with averaged_weights(self.model):
             for start in range(0, len(self.x), self.batch_size):
                 x = self.x[start:start + self.batch_size]
-                x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(
-                    np.float32)
+                x = as_unit_float(x)
                 y = np.asarray(self.y[start:start + self.batch_size], np.int32)
                 clean, adv = (p.numpy() for p in self._predict(tf.constant(x), tf.constant(y)))
                 clean_ok += int(np.sum(clean == y))

@@ -303,6 +303,13 @@ def stratified_split(y: np.ndarray, n: int, seed: int, flag: str = "--validation
     return train, val
 
 
+def as_unit_float(x) -> np.ndarray:
+    """Images as float32 in the [0, 1] scale: uint8 pixels divided by 255, any other array
+    cast to float32 with its values kept (the one place this conversion is written)."""
+    x = np.asarray(x)
+    return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+
+
 def channel_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
     """Per-channel mean and standard deviation of uint8 images, in the [0, 1] scale."""
     flat = x.reshape(-1, x.shape[-1]).astype(np.float64) / 255.0

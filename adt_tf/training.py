@@ -21,7 +21,7 @@ import keras
 import tensorflow as tf
 
 from adt_tf import data as data_lib
-from adt_tf import validation
+from adt_tf import files, validation
 from adt_tf.checkpoints import BEST_FILE, BestCheckpoint, RobustAccuracyCallback, read_best
 from adt_tf.distributed import (
     STRATEGIES,
@@ -158,11 +158,7 @@ def hold_out_validation(config: TrainConfig, splits: data_lib.Splits, out_dir: s
     record = {"validation_examples": n, "seed": config.seed, "dataset": config.dataset,
               "max_train_examples": config.max_train_examples,
               "indices": held.tolist()}
-    path = os.path.join(out_dir, "validation_split.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(record, f)
-    os.replace(tmp, path)
+    files.write_json(os.path.join(out_dir, "validation_split.json"), record, indent=None)
     training = data_lib.Splits(splits.x_train[train], splits.y_train[train], splits.x_test,
                                splits.y_test, splits.info)
     return training, (splits.x_train[held], splits.y_train[held])
@@ -390,10 +386,7 @@ def _train(config: TrainConfig, role, strategy, out_dir: str, config_path: str,
     with precision_policy(config.mixed_precision, strategy), strategy.scope():
         trainer = build_trainer(config, splits, steps_per_epoch)
     # Written once the data and the model are known to be good, atomically.
-    tmp = config_path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(dataclasses.asdict(config), f, indent=2)
-    os.replace(tmp, config_path)
+    files.write_json(config_path, dataclasses.asdict(config))
     _announce_resume(backup_dir, config)
     backup = SharedBackupAndRestore(backup_dir, os.path.join(out_dir, "backup"),
                                     save_freq="epoch", delete_checkpoint=False,
@@ -472,10 +465,7 @@ def _train(config: TrainConfig, role, strategy, out_dir: str, config_path: str,
         report["best"] = dict(best, classifier_path=os.path.join(out_dir, BEST_FILE),
                               clean_accuracy=best_report["clean_accuracy"],
                               pgd20_accuracy=best_report["pgd20_accuracy"])
-    tmp = os.path.join(out_dir, "report.tmp.json")
-    with open(tmp, "w") as f:
-        json.dump(report, f, indent=2)
-    os.replace(tmp, os.path.join(out_dir, "report.json"))
+    files.write_json(os.path.join(out_dir, "report.json"), report)
     return report
 
 

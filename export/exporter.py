@@ -20,7 +20,6 @@ overwritten.
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import re
 import shutil
@@ -33,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from adt_tf import validation
+from adt_tf.files import write_json
 from export import constants as names
 from export import serving_config, sources, verify, warmup
 from export.signatures import ServingModule
@@ -104,8 +104,7 @@ def _probabilities(classifier: keras.Model, images: np.ndarray) -> np.ndarray:
 
 
 def _write_json(path: str, value: Any) -> None:
-    with open(path, "w") as f:
-        json.dump(value, f, indent=2, default=str)
+    write_json(path, value, default=str)
 
 
 def export_classifier(classifier: keras.Model, export_base: str, model_name: str,

@@ -79,8 +79,7 @@ def class_names_of(dataset: str | None) -> tuple[str, ...] | None:
 
 def fit_images(x: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     """uint8 or [0, 1] images -> float32 [n, H, W, C] in [0, 1] (resized, channels adapted)."""
-    x = np.asarray(x)
-    x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+    x = data_lib.as_unit_float(x)
     height, width, channels = shape
     if x.shape[-1] != channels:
         if channels == 1 and x.shape[-1] == 3:

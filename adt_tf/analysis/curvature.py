@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from adt_tf import validation
 from adt_tf.attacks.common import as_seed
+from adt_tf.data import as_unit_float
 
 
 def _per_example_ce(logits, y):
@@ -148,9 +149,7 @@ def curvature_analysis(classifier: keras.Model, x, y, *, iterations: int = 20,
     Returns:
         A `CurvatureResult`.
     """
-    x = np.asarray(x)
-    if x.dtype == np.uint8:
-        x = x.astype(np.float32) / 255.0
+    x = as_unit_float(x)
     y = np.asarray(y).astype(np.int32)
     n = validation.check_positive_int(len(x), "the number of inputs N")
     iterations = validation.check_positive_int(iterations, "iterations")

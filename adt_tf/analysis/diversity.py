@@ -27,6 +27,7 @@ import tensorflow as tf
 from adt_tf import validation
 from adt_tf.attacks.common import as_seed, misclassified
 from adt_tf.attacks.pgd import pgd
+from adt_tf.data import as_unit_float
 from adt_tf.distributions import ExplicitAdversarialDistribution
 from adt_tf.inner_maximization import explicit_inner_maximization, sample_inputs
 from adt_tf.threat import make_threat
@@ -227,9 +228,7 @@ def diversity_analysis(classifier: keras.Model, x, y, epsilon: float, *, num_sam
     Returns:
         A `DiversityResult`.
     """
-    x = np.asarray(x)
-    if x.dtype == np.uint8:
-        x = x.astype(np.float32) / 255.0
+    x = as_unit_float(x)
     y = np.asarray(y).astype(np.int32)
     n_inputs = validation.check_positive_int(len(x), "the number of inputs N")
     num_samples = validation.check_positive_int(num_samples, "num_samples", minimum=2)

@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from adt_tf import validation
 from adt_tf.attacks import get_attack
+from adt_tf.data import as_unit_float
 from adt_tf.evaluation import correct_under_attack
 from adt_tf.inner_maximization import explicit_inner_maximization
 
@@ -199,9 +200,7 @@ def evaluate_lambda_models(classifiers: Sequence[keras.Model], lambdas: Sequence
     validation.check_positive_int(len(classifiers), "the number of models")
     lambdas = [validation.check_non_negative(lam, "lambda") for lam in lambdas]
     epsilon = validation.check_epsilon(epsilon)
-    x = np.asarray(x)
-    if x.dtype == np.uint8:
-        x = x.astype(np.float32) / 255.0
+    x = as_unit_float(x)
     y = np.asarray(y).astype(np.int32)
     validation.check_positive_int(len(x), "the number of inputs N")
     attack_fns = {name: _attack_fn(name, epsilon, seed) for name in attacks}

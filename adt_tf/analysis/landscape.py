@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from adt_tf import validation
 from adt_tf.attacks.common import as_seed, loss_and_grad, per_example_ce
+from adt_tf.data import as_unit_float
 from adt_tf.threat import LinfBall
 
 
@@ -96,9 +97,7 @@ def loss_grid(classifier: keras.Model, x, y, epsilon: float, *, grid_size: int =
     Returns:
         A `LandscapeResult`.
     """
-    x = np.asarray(x)
-    if x.dtype == np.uint8:
-        x = x.astype(np.float32) / 255.0
+    x = as_unit_float(x)
     y = np.asarray(y).astype(np.int32)
     validation.check_positive_int(len(x), "the number of inputs N")
     epsilon = validation.check_epsilon(epsilon)

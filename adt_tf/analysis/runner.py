@@ -11,7 +11,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 
@@ -24,6 +23,7 @@ from adt_tf.analysis.curvature import curvature_analysis
 from adt_tf.analysis.diversity import diversity_analysis
 from adt_tf.analysis.landscape import loss_grid
 from adt_tf.attacks import get_attack
+from adt_tf.files import write_json
 
 ANALYSES = ("diversity", "landscape", "curvature", "lambda")
 
@@ -127,17 +127,11 @@ class AnalysisConfig:
                     validation.check_non_negative(lam, "lambda")
 
 
-def _write_json(path: str, payload: Any) -> str:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
-    return path
 
 
 def _load_inputs(config: AnalysisConfig, classifiers: dict) -> tuple[np.ndarray, np.ndarray]:
     splits = data_lib.load(config.dataset, config.data_dir, max_test_examples=config.num_examples)
-    x = splits.x_test.astype(np.float32) / 255.0
+    x = data_lib.as_unit_float(splits.x_test)
     y = splits.y_test.astype(np.int32)
     for label, model in classifiers.items():
         expected = tuple(model.input_shape[1:])
@@ -185,7 +179,7 @@ def run_analyses(config: AnalysisConfig) -> dict[str, Any]:
                 result.projections, os.path.join(config.out, f"diversity_{label}.png"),
                 titles=titles[:len(result.projections)],
                 suptitle=f"{label}: EXP samples (o) and PGD restarts (x), first two PCs"))
-        _write_json(os.path.join(config.out, "diversity.json"), results)
+        write_json(os.path.join(config.out, "diversity.json"), results)
         summary["diversity"] = {k: {m: v[m] for m in ("exp_mean_distance", "pgd_mean_distance",
                                                       "exp_fooling_rate", "pgd_fooling_rate")}
                                 for k, v in results.items()}
@@ -199,7 +193,7 @@ def run_analyses(config: AnalysisConfig) -> dict[str, Any]:
             grids[label] = loss_grid(model, x[:rows], y[:rows], epsilon,
                                      grid_size=config.grid_size, span=config.landscape_span,
                                      seed=config.seed, verbose=verbose)
-        _write_json(os.path.join(config.out, "landscape.json"),
+        write_json(os.path.join(config.out, "landscape.json"),
                     {k: v.to_json() for k, v in grids.items()})
         picture("landscape", plots.plot_landscapes(
             grids, os.path.join(config.out, "landscape.png"), kind=config.landscape_plot))
@@ -215,7 +209,7 @@ def run_analyses(config: AnalysisConfig) -> dict[str, Any]:
             curv[label] = curvature_analysis(model, x, y, iterations=config.power_iterations,
                                              batch_size=config.batch_size, seed=config.seed,
                                              verbose=verbose)
-        _write_json(os.path.join(config.out, "curvature.json"),
+        write_json(os.path.join(config.out, "curvature.json"),
                     {k: v.to_json() for k, v in curv.items()})
         picture("curvature", plots.plot_curvature(curv, os.path.join(config.out,
                                                                      "curvature.png")))
@@ -234,12 +228,12 @@ def run_analyses(config: AnalysisConfig) -> dict[str, Any]:
                 labels=labels, seed=config.seed, verbose=verbose)
             source = "models"
         payload = {"source": source, "points": [p.to_json() for p in points]}
-        _write_json(os.path.join(config.out, "lambda_study.json"), payload)
+        write_json(os.path.join(config.out, "lambda_study.json"), payload)
         picture("lambda_study", plots.plot_lambda_study(
             points, os.path.join(config.out, "lambda_study.png")))
         summary["lambda"] = payload
 
-    _write_json(os.path.join(config.out, "summary.json"), summary)
+    write_json(os.path.join(config.out, "summary.json"), summary)
     return summary
 
 

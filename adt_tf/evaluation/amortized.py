@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from adt_tf import validation
+from adt_tf.data import as_unit_float
 from adt_tf.threat import Ball, as_threat
 
 METHOD_OF = {"exp_am": "adt_exp_am", "imp_am": "adt_imp_am"}
@@ -57,8 +58,7 @@ def fit_amortized_adversary(classifier, x, y, epsilon: float | Ball, *, kind: st
     # The classifier's optimizer is never applied (update_classifier=False); compile needs one.
     adversary.compile(optimizer=keras.optimizers.SGD(0.0),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    x = np.asarray(x)
-    x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+    x = as_unit_float(x)
     y = np.asarray(y).astype(np.int32)
     step = tf.function(lambda xb, yb, s: adversary.joint_step(xb, yb, seed=s,
                                                               update_classifier=False))

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from adt_tf.files import write_text
 from adt_tf.threat import format_radius
 
 EVALUATED_ON = {
@@ -188,18 +189,13 @@ class EvaluationResult:
         os.makedirs(out_dir, exist_ok=True)
         paths = {ext: os.path.join(out_dir, f"{stem}{suffix}") for ext, suffix in
                  (("json", ".json"), ("md", ".md"), ("npz", "_per_example.npz"))}
-        _write(paths["json"], self.to_json())
-        _write(paths["md"], self.to_markdown())
+        write_text(paths["json"], self.to_json())
+        write_text(paths["md"], self.to_markdown())
         if self.per_example:
             np.savez_compressed(paths["npz"], **self.per_example)
         return paths
 
 
-def _write(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _json_default(value):

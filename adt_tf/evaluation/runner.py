@@ -30,6 +30,7 @@ import tensorflow as tf
 import adt_tf
 from adt_tf import validation
 from adt_tf.attacks import get_attack
+from adt_tf.data import as_unit_float
 from adt_tf.evaluation import sanity
 from adt_tf.evaluation.amortized import fit_amortized_adversary
 from adt_tf.evaluation.cache import (
@@ -53,9 +54,7 @@ PER_ATTACK_MODES = ("all", "remaining")
 def _batches(x: np.ndarray, y: np.ndarray, batch_size: int):
     for start in range(0, len(x), batch_size):
         xb = x[start:start + batch_size]
-        if xb.dtype == np.uint8:
-            xb = xb.astype(np.float32) / 255.0
-        yield start, tf.constant(xb, tf.float32), tf.constant(y[start:start + batch_size],
+        yield start, tf.constant(as_unit_float(xb)), tf.constant(y[start:start + batch_size],
                                                               tf.int32)
 
 
@@ -126,9 +125,7 @@ def prepare_inputs(classifier, x, y) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"The data's images have shape {tuple(x.shape[1:])} but the model "
                          f"expects {tuple(expected)}; pick the dataset the model was trained "
                          "on.")
-    if x.dtype == np.uint8:
-        x = x.astype(np.float32) / 255.0
-    x = x.astype(np.float32)
+    x = as_unit_float(x)
     if x.min() < 0 or x.max() > 1:
         raise ValueError(f"Images must lie in [0, 1] (or be uint8), got values in "
                          f"[{x.min():.3g}, {x.max():.3g}].")

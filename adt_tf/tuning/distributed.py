@@ -50,6 +50,8 @@ import sys
 import threading
 import time
 
+from adt_tf.files import write_json
+
 CHIEF = "chief"
 ROLES = ("single", "chief", "worker")
 #: keras-tuner's own wait for the chief (oracle_client.TIMEOUT), adt-tune's default.
@@ -283,10 +285,7 @@ def record_trial_start(project_dir: str, tuner_id: str, trial_id: str) -> None:
         with open(path) as f:
             started = json.load(f)
     started.append({"trial_id": trial_id, "started": time.time()})
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(started, f, indent=1)
-    os.replace(tmp, path)
+    write_json(path, started, indent=1)
 
 
 def trials_started(project_dir: str) -> dict[str, list[str]]:

@@ -14,7 +14,7 @@ Reference:
 from __future__ import annotations
 
 import csv
-import json
+import io
 import math
 import os
 from collections.abc import Sequence
@@ -22,6 +22,7 @@ from typing import Any
 
 import keras_tuner as kt
 
+from adt_tf.files import write_json, write_text
 from adt_tf.tuning.callbacks import CLEAN_NAME, ENTROPY_NAME, OBJECTIVE_NAME
 
 METRIC_COLUMNS = (CLEAN_NAME, OBJECTIVE_NAME, ENTROPY_NAME)
@@ -114,15 +115,14 @@ def write_tables(rows: Sequence[dict[str, Any]], directory: str, stem: str = "tr
     """Writes <stem>.md, <stem>.csv and <stem>.json in `directory`; returns their paths."""
     os.makedirs(directory, exist_ok=True)
     paths = {ext: os.path.join(directory, f"{stem}.{ext}") for ext in ("md", "csv", "json")}
-    with open(paths["md"], "w") as f:
-        f.write(markdown_table(rows) + "\n")
+    write_text(paths["md"], markdown_table(rows) + "\n")
     cols = columns(rows)
-    with open(paths["csv"], "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=cols)
-        writer.writeheader()
-        writer.writerows([{c: row.get(c) for c in cols} for row in rows])
-    with open(paths["json"], "w") as f:
-        json.dump(list(rows), f, indent=2)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=cols)
+    writer.writeheader()
+    writer.writerows([{c: row.get(c) for c in cols} for row in rows])
+    write_text(paths["csv"], table.getvalue())
+    write_json(paths["json"], list(rows))
     return paths
 
 

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from adt_tf import data as data_lib
 from adt_tf import validation
+from adt_tf.files import write_json
 from adt_tf.tuning import distributed, report
 from adt_tf.tuning.hypermodel import TUNERS, MethodHyperModel, build_tuner
 from adt_tf.tuning.space import knobs_to_search
@@ -102,8 +103,7 @@ def tune(config, *, tuner_kind: str, max_trials: int, executions_per_trial: int,
         return {"role": role, "project_dir": project_dir, "paths": {}, "rows": [],
                 "best": None, "trained": mine, "hypermodel": hypermodel}
     before = {t: s.status for t, s in tuner.oracle.trials.items()}
-    with open(settings_path, "w") as f:
-        json.dump(settings, f, indent=2)
+    write_json(settings_path, settings)
     if before:
         print(f"Resuming {project_dir}: {len(before)} trial(s) there already.")
     watch = None
@@ -142,8 +142,7 @@ def tune(config, *, tuner_kind: str, max_trials: int, executions_per_trial: int,
                          "examples",
         }
         paths["best"] = os.path.join(project_dir, "best_hyperparameters.json")
-        with open(paths["best"], "w") as f:
-            json.dump(best, f, indent=2)
+        write_json(paths["best"], best)
     return {"role": role, "project_dir": project_dir, "paths": paths, "rows": rows,
             "best": best, "trained": trained, "hypermodel": hypermodel}
 
