@@ -1,4 +1,5 @@
-"""Per-example losses of the training objectives beyond plain cross-entropy.
+"""Per-example losses: the attacks' (cross-entropy, C&W margin, DLR and its targeted form,
+`loss_and_grad` for an input gradient) and the training objectives beyond cross-entropy.
 
 The TRADES pieces (`kl_divergence`, `trades_loss`, `trades_outer_loss`) are shared by the
 `TRADES` baseline and by ADT with the TRADES loss; `logit_pairing_penalty` is ALP's and
@@ -131,3 +132,80 @@ def trades_outer_loss(trainer, x, x_adv, y, sample_weight, beta: float):
                                    training=True)
     robust = batch_mean(kl_divergence(target_logits, adv_logits), sample_weight)
     return natural + tf.cast(beta, natural.dtype) * tf.cast(robust, natural.dtype), adv_logits
+
+
+def per_example_ce(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    """Cross-entropy of each example, in float32 (shape [B])."""
+    return keras.losses.sparse_categorical_crossentropy(
+        y, tf.cast(logits, tf.float32), from_logits=True)
+
+
+def margin_loss(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    """The C&W margin max_{j != y} z_j - z_y of each example (positive once misclassified)."""
+    logits = tf.cast(logits, tf.float32)
+    num_classes = tf.shape(logits)[-1]
+    onehot = tf.one_hot(tf.cast(y, tf.int32), num_classes, dtype=logits.dtype)
+    true_logit = tf.reduce_sum(onehot * logits, axis=-1)
+    other = tf.reduce_max(logits - 1e9 * onehot, axis=-1)
+    return other - true_logit
+
+
+def _true_and_sorted(logits, y):
+    logits = tf.cast(logits, tf.float32)
+    onehot = tf.one_hot(tf.cast(y, tf.int32), tf.shape(logits)[-1], dtype=logits.dtype)
+    true_logit = tf.reduce_sum(onehot * logits, axis=-1)
+    best_other = tf.reduce_max(logits - 1e9 * onehot, axis=-1)
+    return logits, true_logit, best_other, tf.sort(logits, axis=-1, direction="DESCENDING")
+
+
+def dlr_loss(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    """The Difference of Logits Ratio of each example (Croce & Hein, 2020, Eq. 4).
+
+    Mathematical details:
+        DLR(z, y) = -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12), pi sorting the
+        logits in decreasing order. It is invariant to a shift and a rescaling of the logits,
+        so it cannot be defeated by scaling them up (which saturates the softmax and zeroes
+        the cross-entropy gradient). Needs at least 3 classes.
+    """
+    _, true_logit, best_other, ranked = _true_and_sorted(logits, y)
+    return -(true_logit - best_other) / (ranked[:, 0] - ranked[:, 2] + 1e-12)
+
+
+def targeted_dlr_loss(logits: tf.Tensor, y: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+    """The targeted DLR loss of APGD-T (Croce & Hein, 2020, Eq. 5); needs at least 4 classes.
+
+    Mathematical details:
+        -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12), t the target class.
+    """
+    logits, true_logit, _, ranked = _true_and_sorted(logits, y)
+    target_logit = tf.gather(logits, tf.cast(target, tf.int32), batch_dims=1)
+    scale = ranked[:, 0] - 0.5 * (ranked[:, 2] + ranked[:, 3]) + 1e-12
+    return -(true_logit - target_logit) / scale
+
+
+ATTACK_LOSSES = {"ce": per_example_ce, "margin": margin_loss, "dlr": dlr_loss}
+
+
+def get_loss(name: str):
+    """The per-example loss registered under `name` ('ce', 'margin' or 'dlr')."""
+    return ATTACK_LOSSES[validation.check_choice(name, "attack loss", ATTACK_LOSSES)]
+
+
+def loss_and_grad(classifier, x, y, loss_fn, training: bool = False):
+    """Per-example loss and its gradient w.r.t. the input (classifier in inference mode,
+    unless `training`: then BatchNorm normalises with the batch's statistics and updates its
+    running ones, as Fast AT's reference takes its FGSM step).
+
+    A classifier whose output does not depend on its input through differentiable ops (a
+    `tf.stop_gradient` inside it) gets a zero gradient, not None: the attack then runs and
+    fails visibly, and the gradient check of the evaluation flags the model.
+
+    Returns:
+        (loss [B], grad [B, ...], logits [B, classes])
+    """
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(x)
+        logits = classifier(x, training=training)
+        loss = loss_fn(logits, y)
+    grad = tape.gradient(loss, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return loss, grad, logits

@@ -8,7 +8,7 @@ random budgets. The default,
 costs nothing beyond the draw itself. `RecordedNoise` hands out given arrays in the order
 they are asked for, which lets a test replay the exact draws of another implementation (the
 authors' PyTorch code in `tests/data/adt_reference.npz`) through the project's own training
-steps.
+steps. `as_seed` and `fold` make and derive the stateless seeds every layer passes around.
 """
 
 from __future__ import annotations
@@ -118,3 +118,17 @@ class RecordedNoise(NoiseSource):
 DEFAULT_NOISE = SeededNoise()
 
 __all__ = ["DEFAULT_NOISE", "NoiseSource", "RecordedNoise", "SeededNoise"]
+
+
+def as_seed(seed) -> tf.Tensor:
+    """A stateless seed tensor [2] from an int or an existing seed tensor."""
+    if isinstance(seed, int):
+        return tf.constant([seed, 0], tf.int32)
+    return tf.cast(seed, tf.int32)
+
+
+def fold(seed: tf.Tensor, *values) -> tf.Tensor:
+    """A new stateless seed derived from `seed` and the given integers (in order)."""
+    for value in values:
+        seed = tf.random.experimental.stateless_fold_in(seed, value)
+    return seed

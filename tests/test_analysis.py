@@ -32,7 +32,7 @@ from adt_tf.analysis import (
     run_analyses,
 )
 from adt_tf.analysis.curvature import CurvatureResult
-from adt_tf.attacks.common import per_example_ce
+from adt_tf.losses import per_example_ce
 from tests.helpers import make_tiny_images, tiny_classifier
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from adt_tf.attacks import fgsm, get_attack, pgd
-from adt_tf.attacks.common import per_example_ce
+from adt_tf.losses import per_example_ce
 from tests.helpers import make_tiny_images, tiny_classifier
 
 EPS = 8 / 255

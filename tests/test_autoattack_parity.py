@@ -14,9 +14,9 @@ import tensorflow as tf
 
 from adt_tf.attacks import ATTACKS, square
 from adt_tf.attacks.apgd import _apgd_run, checkpoints
-from adt_tf.attacks.common import per_example_ce
 from adt_tf.attacks.square import square_fraction, square_window
 from adt_tf.evaluation import fit_amortized_adversary
+from adt_tf.losses import per_example_ce
 from adt_tf.models.common import PENULTIMATE
 from adt_tf.threat import LinfBall
 from tests.helpers import SAMPLE, attack_settings, ce_loss
@@ -125,7 +125,9 @@ def test_apgd_t_runs_later_targets_only_on_the_inputs_still_robust():
     robust inputs and, for them, the same points as every target on the whole batch (the
     starts are drawn for the whole batch), at a lower count of classifier rows."""
     from adt_tf.attacks.apgd import _merge, apgd_targeted
-    from adt_tf.attacks.common import as_seed, fold, target_classes, targeted_dlr_loss
+    from adt_tf.attacks.common import target_classes
+    from adt_tf.losses import targeted_dlr_loss
+    from adt_tf.noise import as_seed, fold
     from tests.helpers import trained_tiny_classifier
 
     model, x, y = trained_tiny_classifier()

@@ -24,8 +24,8 @@ import numpy as np
 import tensorflow as tf
 
 from adt_tf import validation
-from adt_tf.attacks.common import as_seed
 from adt_tf.data import as_unit_float
+from adt_tf.noise import as_seed
 
 
 def _per_example_ce(logits, y):

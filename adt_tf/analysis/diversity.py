@@ -25,11 +25,12 @@ import numpy as np
 import tensorflow as tf
 
 from adt_tf import validation
-from adt_tf.attacks.common import as_seed, misclassified
+from adt_tf.attacks.common import misclassified
 from adt_tf.attacks.pgd import pgd
 from adt_tf.data import as_unit_float
 from adt_tf.distributions import ExplicitAdversarialDistribution
 from adt_tf.inner_maximization import explicit_inner_maximization, sample_inputs
+from adt_tf.noise import as_seed
 from adt_tf.threat import make_threat
 
 

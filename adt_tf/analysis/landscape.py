@@ -24,8 +24,9 @@ import numpy as np
 import tensorflow as tf
 
 from adt_tf import validation
-from adt_tf.attacks.common import as_seed, loss_and_grad, per_example_ce
 from adt_tf.data import as_unit_float
+from adt_tf.losses import loss_and_grad, per_example_ce
+from adt_tf.noise import as_seed
 from adt_tf.threat import LinfBall
 
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from adt_tf import validation
-from adt_tf.attacks.common import as_seed, fold
 from adt_tf.attacks.distributional import pick_per_example
+from adt_tf.noise import as_seed, fold
 from adt_tf.threat import as_threat
 
 

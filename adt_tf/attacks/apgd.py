@@ -10,17 +10,9 @@ from __future__ import annotations
 import tensorflow as tf
 
 from adt_tf import validation
-from adt_tf.attacks.common import (
-    as_seed,
-    batch_shape,
-    fold,
-    get_loss,
-    loss_and_grad,
-    misclassified,
-    select,
-    target_classes,
-    targeted_dlr_loss,
-)
+from adt_tf.attacks.common import batch_shape, misclassified, select, target_classes
+from adt_tf.losses import get_loss, loss_and_grad, targeted_dlr_loss
+from adt_tf.noise import as_seed, fold
 from adt_tf.threat import Ball, as_threat
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import tensorflow as tf
 
 from adt_tf import validation
-from adt_tf.attacks.common import as_seed, fold, misclassified, per_example_ce
+from adt_tf.attacks.common import misclassified
 from adt_tf.distributions import ExplicitAdversarialDistribution
 from adt_tf.inner_maximization import explicit_inner_maximization, sample_inputs
+from adt_tf.losses import per_example_ce
+from adt_tf.noise import as_seed, fold
 from adt_tf.threat import as_threat
 
 

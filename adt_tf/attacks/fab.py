@@ -12,15 +12,9 @@ from __future__ import annotations
 import tensorflow as tf
 
 from adt_tf import validation
-from adt_tf.attacks.common import (
-    as_seed,
-    batch_shape,
-    fold,
-    loss_and_grad,
-    misclassified,
-    select,
-    target_classes,
-)
+from adt_tf.attacks.common import batch_shape, misclassified, select, target_classes
+from adt_tf.losses import loss_and_grad
+from adt_tf.noise import as_seed, fold
 from adt_tf.threat import Ball, L2Ball, LinfBall, as_threat
 
 #: Newton iterations of the hyperplane projections before the sorted solution takes over.

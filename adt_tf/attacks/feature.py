@@ -8,8 +8,9 @@ import keras
 import tensorflow as tf
 
 from adt_tf import validation
-from adt_tf.attacks.common import as_seed, fold, misclassified, select
+from adt_tf.attacks.common import misclassified, select
 from adt_tf.models.common import PENULTIMATE
+from adt_tf.noise import as_seed, fold
 from adt_tf.threat import as_threat, require_linf
 
 _FEATURE_MODELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

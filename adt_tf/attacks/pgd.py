@@ -5,8 +5,9 @@ from __future__ import annotations
 import tensorflow as tf
 
 from adt_tf import validation
-from adt_tf.attacks.common import as_seed, get_loss, loss_and_grad, misclassified
-from adt_tf.noise import DEFAULT_NOISE, NoiseSource
+from adt_tf.attacks.common import misclassified
+from adt_tf.losses import get_loss, loss_and_grad
+from adt_tf.noise import DEFAULT_NOISE, NoiseSource, as_seed
 from adt_tf.threat import as_threat
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import tensorflow as tf
 
 from adt_tf import validation
-from adt_tf.attacks.common import as_seed, batch_shape, fold, margin_loss, misclassified
+from adt_tf.attacks.common import batch_shape, misclassified
+from adt_tf.losses import margin_loss
+from adt_tf.noise import as_seed, fold
 from adt_tf.threat import as_threat, require_linf
 
 

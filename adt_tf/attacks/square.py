@@ -7,9 +7,10 @@ from __future__ import annotations
 import tensorflow as tf
 
 from adt_tf import validation
-from adt_tf.attacks.common import as_seed, batch_shape, fold
+from adt_tf.attacks.common import batch_shape
 from adt_tf.attacks.random_search import margin_search, window_mask
 from adt_tf.attacks.square_l2 import square_l2_search
+from adt_tf.noise import as_seed, fold
 from adt_tf.threat import L2Ball, as_threat
 
 # Iterations after which the square's area fraction p is halved (the paper's schedule, for

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from adt_tf.attacks import pgd
-from adt_tf.attacks.common import dlr_loss, loss_and_grad, per_example_ce
+from adt_tf.losses import dlr_loss, loss_and_grad, per_example_ce
 from adt_tf.threat import Ball, LinfBall, as_threat, format_radius
 
 #: Attack kinds that read no gradient of the attacked model.

@@ -13,9 +13,8 @@ import keras
 import tensorflow as tf
 
 from adt_tf import validation
-from adt_tf.attacks.common import loss_and_grad, per_example_ce
 from adt_tf.generators import classifier_image_shape
-from adt_tf.losses import check_outer_loss, trades_outer_loss
+from adt_tf.losses import check_outer_loss, loss_and_grad, per_example_ce, trades_outer_loss
 from adt_tf.methods.base import (
     AdversarialTrainer,
     FloorPass,

@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 
 from adt_tf import validation
-from adt_tf.attacks.common import loss_and_grad, per_example_ce
+from adt_tf.losses import loss_and_grad, per_example_ce
 from adt_tf.methods.base import AdversarialTrainer, FloorPass
 
 

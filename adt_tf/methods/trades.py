@@ -6,11 +6,10 @@ import keras
 import tensorflow as tf
 
 from adt_tf import validation
-from adt_tf.attacks.common import as_seed
 from adt_tf.losses import kl_divergence, trades_outer_loss
 from adt_tf.methods.base import AdversarialTrainer, FloorPass
 from adt_tf.methods.pgd_at import resolve_step_size
-from adt_tf.noise import DEFAULT_NOISE, NoiseSource
+from adt_tf.noise import DEFAULT_NOISE, NoiseSource, as_seed
 from adt_tf.threat import Ball, as_threat
 
 

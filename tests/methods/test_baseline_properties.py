@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from adt_tf.attacks.common import per_example_ce
-from adt_tf.losses import kl_divergence, logit_pairing_penalty
+from adt_tf.losses import kl_divergence, logit_pairing_penalty, per_example_ce
 from adt_tf.methods import ALP, FGSMAT, PGDAT, TRADES, ADTExp, FastAT, FeaScatter
 from adt_tf.methods.feascatter import feature_scattering_perturbation
 from adt_tf.methods.trades import trades_perturbation
@@ -168,8 +167,7 @@ def test_trades_inner_loop_raises_the_kl(batch):
     """Ascent: each step raises the KL, and a step along +sign(grad) beats the same step
     along -sign(grad) from the same point (first order, for a small step; a comparison with
     a random vertex of the ball depended on the untrained model's scale)."""
-    from adt_tf.attacks.common import as_seed
-    from adt_tf.noise import DEFAULT_NOISE
+    from adt_tf.noise import DEFAULT_NOISE, as_seed
     from adt_tf.threat import LinfBall
 
     x, _ = batch
