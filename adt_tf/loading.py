@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
-SIGNATURE = "serving_default"
-LOGITS = "logits"
+from adt_tf.serving_contract import DEFAULT_SIGNATURE, LOGITS, SAVED_MODEL_FILE, version_folders
+
 #: What a training workdir holds (written by adt-train): the last epoch's classifier and,
 #: for a run with a validation split, the best epoch's (`adt_tf.checkpoints`).
 CLASSIFIER_FILE = "classifier.keras"
@@ -40,7 +40,7 @@ class SavedModelClassifier:
         output: the output holding the logits.
     """
 
-    def __init__(self, path: str, signature: str = SIGNATURE, output: str = LOGITS):
+    def __init__(self, path: str, signature: str = DEFAULT_SIGNATURE, output: str = LOGITS):
         try:
             self._loaded = tf.saved_model.load(path)
         except Exception as err:  # corrupt or foreign files all end the same way
@@ -76,11 +76,10 @@ class SavedModelClassifier:
 
 def savedmodel_dir(path: str) -> str | None:
     """The SavedModel folder at `path`, or its highest numbered version folder, or None."""
-    if os.path.exists(os.path.join(path, "saved_model.pb")):
+    if os.path.exists(os.path.join(path, SAVED_MODEL_FILE)):
         return path
-    versions = [d for d in os.listdir(path) if d.isdigit()
-                and os.path.exists(os.path.join(path, d, "saved_model.pb"))]
-    return os.path.join(path, max(versions, key=int)) if versions else None
+    versions = version_folders(path, complete=True)
+    return os.path.join(path, str(versions[-1])) if versions else None
 
 
 def default_checkpoint(workdir: str) -> str:
@@ -125,7 +124,7 @@ def resolve_model_path(path: str, checkpoint: str | None = None) -> str:
     if os.path.isdir(path):
         found = savedmodel_dir(path)
         if found is None:
-            raise ValueError(f"{path} is a folder without {CLASSIFIER_FILE} or saved_model.pb "
+            raise ValueError(f"{path} is a folder without {CLASSIFIER_FILE} or {SAVED_MODEL_FILE} "
                              f"(nor numbered version folders holding one); {_EXPECTED}.")
         return found
     if not path.endswith((".keras", ".h5")):

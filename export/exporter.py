@@ -31,9 +31,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from adt_tf import serving_contract as names
 from adt_tf import validation
 from adt_tf.files import write_json
-from export import constants as names
 from export import serving_config, sources, verify, warmup
 from export.signatures import ServingModule
 
@@ -49,11 +49,9 @@ def check_model_name(model_name: str) -> str:
 
 
 def existing_versions(model_dir: str) -> list[int]:
-    """The numbered version folders of a model folder, sorted."""
-    if not os.path.isdir(model_dir):
-        return []
-    return sorted(int(d) for d in os.listdir(model_dir)
-                  if d.isdigit() and os.path.isdir(os.path.join(model_dir, d)))
+    """The numbered version folders of a model folder, sorted (finished or not: a new
+    version never reuses a number)."""
+    return names.version_folders(model_dir)
 
 
 def next_version(model_dir: str) -> int:

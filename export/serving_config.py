@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 
-from export.constants import MODELS_CONFIG
+from adt_tf.serving_contract import MODELS_CONFIG
 
 DEFAULT_SERVING_ROOT = "/models"
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from export import constants as names
+from adt_tf import serving_contract as names
 
 RESULT_PREFIX = "VERIFICATION_RESULT "
 TOLERANCE = 1e-5
