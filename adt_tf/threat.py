@@ -10,6 +10,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from adt_tf import validation
+from adt_tf.data import DatasetInfo, dataset_info
 from adt_tf.noise import DEFAULT_NOISE, NoiseSource
 
 
@@ -263,5 +264,22 @@ def make_threat(norm: str, epsilon: float) -> Ball:
     return THREATS[norm](epsilon)
 
 
+def resolve_threat(norm: str, epsilon: float | None, dataset: str | DatasetInfo) -> Ball:
+    """A command's threat model: `--norm` with `--epsilon`, or, when `epsilon` is None, with
+    the dataset's budget for that norm (the one place the default budget is chosen).
+
+    Args:
+        norm: "linf" or "l2".
+        epsilon: the radius, or None for the dataset's default.
+        dataset: a dataset name (an `npz:DIR` one is read for its info) or its `DatasetInfo`,
+            which saves reading an `npz:` source again.
+    """
+    validation.check_choice(norm, "norm", tuple(THREATS))
+    if epsilon is None:
+        info = dataset if isinstance(dataset, DatasetInfo) else dataset_info(dataset)
+        epsilon = info.default_epsilon(norm)
+    return make_threat(norm, epsilon)
+
+
 __all__ = ["THREATS", "Ball", "L2Ball", "LinfBall", "as_threat", "format_radius", "make_threat",
-           "require_linf"]
+           "require_linf", "resolve_threat"]

@@ -36,7 +36,7 @@ from adt_tf.methods import AmortizedAdversarialTrainer, get_method
 from adt_tf.models import MODELS, build_model
 from adt_tf.optimizers import LR_SCHEDULES, check_weight_decay_form, make_optimizer
 from adt_tf.precision import precision_policy
-from adt_tf.threat import THREATS, make_threat
+from adt_tf.threat import THREATS, make_threat, resolve_threat
 
 # Settings that may change when a run is resumed in the same workdir (the workdir itself: the
 # folder is the run, however its path is written or wherever it was moved).
@@ -92,9 +92,7 @@ class TrainConfig:
 
     def resolved_epsilon(self) -> float:
         """The budget: --epsilon, else the dataset's default for the norm."""
-        if self.epsilon is not None:
-            return make_threat(self.norm, self.epsilon).epsilon
-        return data_lib.dataset_info(self.dataset).default_epsilon(self.norm)
+        return resolve_threat(self.norm, self.epsilon, self.dataset).epsilon
 
     def validate(self) -> None:
         """Raises ValueError for bad settings, before any data is read or model built."""

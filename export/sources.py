@@ -20,6 +20,7 @@ import tensorflow as tf
 from adt_tf import data as data_lib
 from adt_tf import loading
 from adt_tf.loading import CLASSIFIER_FILE
+from adt_tf.threat import resolve_threat
 
 
 @dataclasses.dataclass
@@ -144,7 +145,7 @@ def workdir_card(source: Source) -> dict[str, Any]:
     epsilon = report.get("epsilon", config.get("epsilon"))
     if epsilon is None and card["dataset"]:
         try:
-            epsilon = data_lib.dataset_info(card["dataset"]).default_epsilon(card["norm"])
+            epsilon = resolve_threat(card["norm"], None, card["dataset"]).epsilon
         except (ValueError, OSError):
             epsilon = None
     card["epsilon"] = epsilon

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -155,3 +157,20 @@ def test_make_threat_and_radii():
         make_threat("l1", 0.5)
     with pytest.raises(ValueError, match="epsilon must be a finite number > 0"):
         L2Ball(0.0)
+
+
+def test_resolve_threat_takes_the_given_radius_or_the_dataset_default():
+    from adt_tf.data import DATASETS
+    from adt_tf.threat import L2Ball, resolve_threat
+
+    default = resolve_threat("linf", None, "cifar10")
+    assert isinstance(default, LinfBall) and default.epsilon == 8 / 255
+    default_l2 = resolve_threat("l2", None, DATASETS["cifar10"])  # a DatasetInfo is taken too
+    assert isinstance(default_l2, L2Ball) and default_l2.epsilon == 0.5
+    assert resolve_threat("l2", 0.25, "cifar10").epsilon == 0.25  # the given radius wins
+    with pytest.raises(ValueError, match="did you mean 8/255"):
+        resolve_threat("linf", 8, "cifar10")  # a given radius is checked
+    with pytest.raises(ValueError, match="norm"):
+        resolve_threat("l1", None, "cifar10")  # the norm is checked before any default
+    with pytest.raises(ValueError, match="no default l2 epsilon"):
+        resolve_threat("l2", None, dataclasses.replace(DATASETS["cifar10"], l2_epsilon=None))

@@ -27,7 +27,7 @@ from adt_tf.evaluation.suites import CATALOGUE, SUITES, parse_overrides, resolve
 from adt_tf.interrupts import interruptible
 from adt_tf.loading import CHECKPOINTS, file_id, load_classifier, resolve_model_path
 from adt_tf.precision import COMPUTE_DTYPES
-from adt_tf.threat import THREATS, make_threat
+from adt_tf.threat import THREATS, make_threat, resolve_threat
 
 FLAGS = flags.FLAGS
 #: Training images the EXP-AM / IMP-AM generators are fitted on (the first ones).
@@ -102,7 +102,7 @@ def run_evaluation(model: str, dataset: str = data_lib.SAMPLE, *, data_dir=None,
     classifier = load_classifier(model, checkpoint)
     source = load_classifier(source_model) if source_model else None
     splits = data_lib.load(dataset, data_dir)
-    eps = epsilon if epsilon is not None else splits.info.default_epsilon(norm)
+    eps = resolve_threat(norm, epsilon, splits.info).epsilon
     n = len(splits.x_test) if num_examples is None else min(num_examples, len(splits.x_test))
     model_id = file_id(model, checkpoint)
     if source_model:

@@ -26,6 +26,7 @@ from adt_tf.interrupts import interruptible
 from adt_tf.methods import METHODS, get_method
 from adt_tf.models import MODELS
 from adt_tf.precision import emulation_warning
+from adt_tf.threat import resolve_threat
 from adt_tf.training import (
     STRATEGIES,
     NonFiniteLossError,
@@ -187,8 +188,7 @@ def method_params_from_flags(method: str) -> dict:
         raise ValueError(f"--method={method} does not take {', '.join('--' + n for n in stray)} "
                          f"({details}); drop it or pick one of those methods.")
     params = {}
-    epsilon = (FLAGS.epsilon if FLAGS.epsilon is not None
-               else data_lib.dataset_info(FLAGS.dataset).default_epsilon(FLAGS.norm))
+    epsilon = resolve_threat(FLAGS.norm, FLAGS.epsilon, FLAGS.dataset).epsilon
     by_norm = get_method(method).norm_defaults(FLAGS.norm, epsilon)
     for name in method_param_names(method):
         value = FLAGS[name].value if name in FLAGS else None

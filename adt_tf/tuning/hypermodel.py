@@ -18,7 +18,7 @@ import tensorflow as tf
 from adt_tf import data as data_lib
 from adt_tf import validation
 from adt_tf.methods import get_method
-from adt_tf.threat import make_threat
+from adt_tf.threat import resolve_threat
 from adt_tf.training import TrainConfig, _probe_classifier, build_trainer
 from adt_tf.tuning import distributed
 from adt_tf.tuning.callbacks import FailOnNonFiniteLoss, RobustAccuracyCallback, objective
@@ -53,10 +53,8 @@ class MethodHyperModel(kt.HyperModel):
         super().__init__(name=name, tunable=True)
         config.validate()
         # The threat model of training and of the validation PGD (--norm; L2 beyond the paper).
-        epsilon = (make_threat(config.norm, config.epsilon).epsilon
-                   if config.epsilon is not None else splits.info.default_epsilon(config.norm))
-        self.config = dataclasses.replace(config, epsilon=epsilon)
-        self.threat = make_threat(config.norm, epsilon)
+        self.threat = resolve_threat(config.norm, config.epsilon, splits.info)
+        self.config = dataclasses.replace(config, epsilon=self.threat.epsilon)
         self.space = space if space is not None else SearchSpace()
         self.knobs = knobs_to_search(config.method, tune)
         self.val_pgd_steps = validation.check_positive_int(val_pgd_steps, "val_pgd_steps")
@@ -65,8 +63,8 @@ class MethodHyperModel(kt.HyperModel):
         self.fixed_params = {k: v for k, v in config.method_params.items()
                              if k not in self.knobs}
         # The fixed arguments fail here, not in the first trial (the probe is adt-train's).
-        get_method(config.method)(_probe_classifier(), epsilon=epsilon, norm=config.norm,
-                                  **self.fixed_params)
+        get_method(config.method)(_probe_classifier(), epsilon=self.threat.epsilon,
+                                  norm=config.norm, **self.fixed_params)
 
     def declare_hyperparameters(self, hp: kt.HyperParameters) -> None:
         self.searched_params(hp)
