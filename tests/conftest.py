@@ -40,6 +40,18 @@ def two_device_strategy():
     return tf.distribute.MirroredStrategy(devices)
 
 
+@pytest.fixture(scope="module")
+def trained(request):
+    """(model, x, y): the tiny classifier trained on real 16x16 images
+    (`helpers.trained_tiny_classifier`, built once per process), with the first
+    `TRAINED_EXAMPLES` images and labels (a module's constant; all 256 without it)."""
+    from tests.helpers import trained_tiny_classifier
+
+    model, x, y = trained_tiny_classifier()
+    n = getattr(request.module, "TRAINED_EXAMPLES", None)
+    return (model, x[:n], y[:n]) if n else (model, x, y)
+
+
 @pytest.fixture
 def tiny_data():
     from tests.helpers import make_tiny_images

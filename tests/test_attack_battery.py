@@ -25,10 +25,8 @@ from tests.helpers import attack_settings, trained_tiny_classifier
 EPS = 8 / 255
 
 
-@pytest.fixture(scope="module")
-def trained():
-    model, x, y = trained_tiny_classifier()
-    return model, x[:64], y[:64]
+#: The images of the `trained` fixture (conftest.py) these tests attack.
+TRAINED_EXAMPLES = 64
 
 
 @pytest.fixture(scope="module")

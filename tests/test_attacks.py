@@ -1,24 +1,15 @@
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from adt_tf.attacks import fgsm, get_attack, pgd
 from adt_tf.losses import per_example_ce
-from tests.helpers import make_tiny_images, tiny_classifier
 
 EPS = 8 / 255
 
 
-@pytest.fixture(scope="module")
-def trained():
-    keras.utils.set_random_seed(1)
-    x, y = make_tiny_images(256)
-    model = tiny_classifier(width=8, dense_units=32)
-    model.compile(keras.optimizers.Adam(3e-3),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x, y, epochs=15, batch_size=64, verbose=0)
-    return model, x[:128], y[:128]
+#: The images of the `trained` fixture (conftest.py) these tests attack.
+TRAINED_EXAMPLES = 128
 
 
 def mean_loss(model, x, y):

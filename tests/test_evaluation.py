@@ -26,10 +26,8 @@ def small(suite):
     return {k: v for k, v in SMALL.items() if k in suite.split(",")}
 
 
-@pytest.fixture(scope="module")
-def trained():
-    model, x, y = trained_tiny_classifier()
-    return model, x[:48], y[:48]
+#: The images of the `trained` fixture (conftest.py) these tests attack.
+TRAINED_EXAMPLES = 48
 
 
 class StopGradient(keras.layers.Layer):

@@ -25,7 +25,7 @@ NAME = "tiny"
 
 
 @pytest.fixture(scope="module")
-def trained():
+def normalised_model():
     """A briefly trained 16x16 classifier (with normalisation inside) and real images."""
     keras.utils.set_random_seed(1)
     x, y = make_tiny_images(64)
@@ -36,8 +36,8 @@ def trained():
 
 
 @pytest.fixture(scope="module")
-def exported(trained, tmp_path_factory):
-    classifier, images = trained
+def exported(normalised_model, tmp_path_factory):
+    classifier, images = normalised_model
     base = str(tmp_path_factory.mktemp("exports"))
     path = export_classifier(classifier, base, NAME, class_names=CIFAR10_CLASSES,
                              model_card={"dataset": "cifar10_sample"}, images=images,
@@ -69,8 +69,8 @@ def test_version_folder_layout(exported):
     assert card["input"]["shape"] == [16, 16, 3] and card["class_names"] == list(CIFAR10_CLASSES)
 
 
-def test_next_version_and_refusal_to_overwrite(trained, tmp_path):
-    classifier, images = trained
+def test_next_version_and_refusal_to_overwrite(normalised_model, tmp_path):
+    classifier, images = normalised_model
     base = str(tmp_path)
     first = export_classifier(classifier, base, NAME, images=images, verify_export=False)
     second = export_classifier(classifier, base, NAME, images=images, verify_export=False)
@@ -89,8 +89,8 @@ def test_next_version_and_refusal_to_overwrite(trained, tmp_path):
 
 
 @pytest.mark.parametrize("where", ["warmup", "verification"])
-def test_failure_midway_leaves_no_version_folder(trained, tmp_path, monkeypatch, where):
-    classifier, images = trained
+def test_failure_midway_leaves_no_version_folder(normalised_model, tmp_path, monkeypatch, where):
+    classifier, images = normalised_model
 
     def boom(*args, **kwargs):
         raise (RuntimeError("disk full") if where == "warmup" else
@@ -130,16 +130,16 @@ def test_signatures_names_dtypes_shapes(exported):
     assert specs(loaded.signatures["predict"]) == ({"images": (tf.float32, None)}, outputs)
 
 
-def test_no_class_names_output_without_names(trained, tmp_path):
-    classifier, images = trained
+def test_no_class_names_output_without_names(normalised_model, tmp_path):
+    classifier, images = normalised_model
     path = export_classifier(classifier, str(tmp_path), NAME, images=images,
                              verify_export=False)
     outputs = tf.saved_model.load(path).signatures["serving_default"].structured_outputs
     assert sorted(outputs) == ["classes", "logits", "probabilities"]
 
 
-def test_serving_default_equals_keras_with_dynamic_batch(exported, trained):
-    classifier, images = trained
+def test_serving_default_equals_keras_with_dynamic_batch(exported, normalised_model):
+    classifier, images = normalised_model
     serve = exported[2].signatures["serving_default"]
     for batch in (images[:1], images[:5], images):
         out = serve(images=tf.constant(batch))
@@ -272,7 +272,7 @@ def test_warmup_records_parse_and_run_against_the_model(exported):
     assert used == {"serving_default", "serving_bytes", "predict"}
 
 
-def test_models_config_parses_and_lists_every_model(exported, trained, tmp_path):
+def test_models_config_parses_and_lists_every_model(exported, normalised_model, tmp_path):
     from tensorflow_serving.config import model_server_config_pb2
 
     def parse(path):
@@ -295,10 +295,10 @@ def test_models_config_parses_and_lists_every_model(exported, trained, tmp_path)
     assert open(os.path.join(base, "models.config")).read() == "this is { not a config"
 
 
-def test_an_export_is_published_whole_or_not_at_all(trained, tmp_path):
+def test_an_export_is_published_whole_or_not_at_all(normalised_model, tmp_path):
     """A malformed (or unwritable) models.config fails the export before any version is in
     place, and a retry after the fix publishes version 1, not 2."""
-    classifier, images = trained
+    classifier, images = normalised_model
     base = str(tmp_path)
     with open(os.path.join(base, "models.config"), "w") as f:
         f.write("this is { not a config")
@@ -324,8 +324,8 @@ def test_published_versions_are_readable_by_other_users(exported):
 # -- bad arguments and input models ------------------------------------------------------
 
 
-def test_bad_export_arguments(trained, tmp_path):
-    classifier, images = trained
+def test_bad_export_arguments(normalised_model, tmp_path):
+    classifier, images = normalised_model
     base = str(tmp_path)
     with pytest.raises(ValueError, match="model_name must be.*got '../evil'"):
         export_classifier(classifier, base, "../evil", images=images, verify_export=False)
@@ -342,14 +342,14 @@ def test_bad_export_arguments(trained, tmp_path):
         os.path.join(base, NAME)) == []
 
 
-def test_missing_or_corrupt_input_model(tmp_path, trained):
+def test_missing_or_corrupt_input_model(tmp_path, normalised_model):
     with pytest.raises(ValueError, match="does not exist"):
         sources.load_source(str(tmp_path / "nope.keras"))
     corrupt = tmp_path / "corrupt.keras"
     corrupt.write_bytes(b"PK\x03\x04 this is not a complete zip file")
     for damaged in (corrupt, tmp_path / "truncated.keras"):
         if damaged != corrupt:
-            trained[0].save(str(tmp_path / "good.keras"))
+            normalised_model[0].save(str(tmp_path / "good.keras"))
             damaged.write_bytes((tmp_path / "good.keras").read_bytes()[:2000])
         with pytest.raises(ValueError, match=r"corrupt|truncated") as info:
             sources.load_source(str(damaged))
@@ -376,8 +376,8 @@ def test_adt_tf_never_imports_export():
 # -- verification ------------------------------------------------------------------------
 
 
-def test_verification_checks_pass_and_catch_a_mismatch(exported, trained):
-    classifier, images = trained
+def test_verification_checks_pass_and_catch_a_mismatch(exported, normalised_model):
+    classifier, images = normalised_model
     path = exported[1]
     probabilities = keras_probabilities(classifier, images)
     result = verify.check_saved_model(path, images, probabilities, has_class_names=True)
@@ -408,8 +408,8 @@ def run_cli(*args):
                           env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_verify_export_in_a_fresh_process_and_saved_model_cli(exported, trained):
-    classifier, images = trained
+def test_verify_export_in_a_fresh_process_and_saved_model_cli(exported, normalised_model):
+    classifier, images = normalised_model
     result = verify.verify_export(exported[1], images, keras_probabilities(classifier, images),
                                   has_class_names=True)
     assert result["ok"] and result["saved_model_cli"] == "ok"
@@ -425,8 +425,8 @@ def test_verify_export_reports_a_broken_export(tmp_path):
         verify.verify_export(str(tmp_path), images, np.full((1, 10), 0.1), True)
 
 
-def test_model_card_from_a_training_workdir(trained, tmp_path):
-    workdir, config = _workdir(tmp_path, trained[0])
+def test_model_card_from_a_training_workdir(normalised_model, tmp_path):
+    workdir, config = _workdir(tmp_path, normalised_model[0])
     source = sources.load_source(workdir)
     assert source.dataset == "cifar10_sample" and source.report["pgd20_accuracy"] == 0.125
     images, origin = sources.real_images((16, 16, 3), 4, source.dataset)
@@ -456,9 +456,9 @@ def test_real_images_fall_back_to_the_bundled_sample():
 
 @pytest.mark.parametrize("verified", [
     False, pytest.param(True, marks=pytest.mark.slow)])
-def test_cli_exports_a_workdir(trained, tmp_path, verified):
+def test_cli_exports_a_workdir(normalised_model, tmp_path, verified):
     """End to end; verified: three fresh interpreters (CLI, verification, saved_model_cli)."""
-    workdir, config = _workdir(tmp_path, trained[0])
+    workdir, config = _workdir(tmp_path, normalised_model[0])
     base = str(tmp_path / "exports")
     proc = run_cli(f"--model={workdir}", f"--export_dir={base}", "--version=3",
                    *([] if verified else ["--noverify"]))
@@ -499,11 +499,11 @@ def test_export_of_a_classifier_built_under_mirrored_strategy(two_device_strateg
                          - keras_probabilities(classifier, x))) <= 1e-5
 
 
-def test_two_concurrent_exports_to_one_name_publish_one_version_whole(trained, tmp_path):
+def test_two_concurrent_exports_to_one_name_publish_one_version_whole(normalised_model, tmp_path):
     """Two adt-export processes racing for the same model name and version: one publishes
     it, the other exits 2 saying the version appeared meanwhile and overwrites nothing; the
     published version is complete and models.config lists the model once."""
-    workdir, _ = _workdir(tmp_path, trained[0])
+    workdir, _ = _workdir(tmp_path, normalised_model[0])
     base = str(tmp_path / "exports")
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
     procs = [subprocess.Popen([sys.executable, "-m", "export.export_saved_model",

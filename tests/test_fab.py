@@ -12,15 +12,12 @@ import tensorflow as tf
 from adt_tf.attacks import ATTACKS, fab_targeted, pgd
 from adt_tf.attacks.fab import linf_projection_to_hyperplane
 from adt_tf.evaluation.suites import CATALOGUE, SUITES, resolve_suite
-from tests.helpers import trained_tiny_classifier
 
 EPS = 8 / 255
 
 
-@pytest.fixture(scope="module")
-def trained():
-    model, x, y = trained_tiny_classifier()
-    return model, x[:64], y[:64]
+#: The images of the `trained` fixture (conftest.py) these tests attack.
+TRAINED_EXAMPLES = 64
 
 
 def broken(model, x_adv, y):

@@ -19,11 +19,6 @@ def accuracy(model, x, y):
 
 
 @pytest.fixture(scope="module")
-def trained():
-    return trained_tiny_classifier()
-
-
-@pytest.fixture(scope="module")
 def source():
     return trained_tiny_classifier(seed=2)[0]
 

@@ -18,13 +18,9 @@ from adt_tf.attacks.square_l2 import eta_pattern, initial_perturbation
 from adt_tf.evaluation.suites import resolve_suite
 from adt_tf.losses import margin_loss
 from adt_tf.threat import L2Ball
-from tests.helpers import trained_tiny_classifier
 
-
-@pytest.fixture(scope="module")
-def trained():
-    model, x, y = trained_tiny_classifier()
-    return model, x[:48], y[:48]
+#: The images of the `trained` fixture (conftest.py) these tests attack.
+TRAINED_EXAMPLES = 48
 
 
 def l2(a):
