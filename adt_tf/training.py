@@ -32,7 +32,7 @@ from adt_tf.distributed import (
     worker_role,
 )
 from adt_tf.evaluation import evaluate
-from adt_tf.methods import AmortizedAdversarialTrainer, get_method
+from adt_tf.methods import AmortizedAdversarialTrainer, check_method_arguments, get_method
 from adt_tf.models import MODELS, build_model
 from adt_tf.optimizers import LR_SCHEDULES, check_weight_decay_form, make_optimizer
 from adt_tf.precision import precision_policy
@@ -361,8 +361,8 @@ def run_training(config: TrainConfig, monitors: tuple = ()) -> dict[str, Any]:
     role = worker_role(strategy)
     # The method's constructor checks its arguments: run it on a throwaway model before
     # any data is read.
-    get_method(config.method)(_probe_classifier(), epsilon=config.resolved_epsilon(),
-                              norm=config.norm, seed=config.seed, **config.method_params)
+    check_method_arguments(config.method, epsilon=config.resolved_epsilon(), norm=config.norm,
+                           seed=config.seed, **config.method_params)
     out_dir = role.write_dir(config.workdir)
     validation.check_writable_dir(out_dir, "--workdir")
     config_path = os.path.join(out_dir, "config.json")
@@ -497,11 +497,6 @@ def _announce_resume(backup_dir: str, config: TrainConfig) -> None:
     if config.verbose and os.path.exists(os.path.join(backup_dir, "training_metadata.json")):
         print(f"Resuming {config.workdir}: {restored_epoch(backup_dir)} of {config.epochs} "
               "epochs already done.")
-
-
-def _probe_classifier() -> keras.Model:
-    inputs = keras.Input((4, 4, 1))
-    return keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)))
 
 
 __all__ = ["NonFiniteLossError", "TrainConfig", "WorkerLostError", "build_trainer",

@@ -17,9 +17,9 @@ import tensorflow as tf
 
 from adt_tf import data as data_lib
 from adt_tf import validation
-from adt_tf.methods import get_method
+from adt_tf.methods import check_method_arguments
 from adt_tf.threat import resolve_threat
-from adt_tf.training import TrainConfig, _probe_classifier, build_trainer
+from adt_tf.training import TrainConfig, build_trainer
 from adt_tf.tuning import distributed
 from adt_tf.tuning.callbacks import FailOnNonFiniteLoss, RobustAccuracyCallback, objective
 from adt_tf.tuning.space import KNOBS, SearchSpace, knobs_to_search, split_validation
@@ -62,9 +62,9 @@ class MethodHyperModel(kt.HyperModel):
         self.execution = 0  # set by the tuner before each execution of a trial
         self.fixed_params = {k: v for k, v in config.method_params.items()
                              if k not in self.knobs}
-        # The fixed arguments fail here, not in the first trial (the probe is adt-train's).
-        get_method(config.method)(_probe_classifier(), epsilon=self.threat.epsilon,
-                                  norm=config.norm, **self.fixed_params)
+        # The fixed arguments fail here, not in the first trial.
+        check_method_arguments(config.method, epsilon=self.threat.epsilon, norm=config.norm,
+                               **self.fixed_params)
 
     def declare_hyperparameters(self, hp: kt.HyperParameters) -> None:
         self.searched_params(hp)

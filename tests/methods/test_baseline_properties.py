@@ -333,6 +333,22 @@ def test_bad_input_is_a_value_error_naming_the_value(cls, kwargs, value):
         cls(tiny_classifier(), **kwargs)
 
 
+def test_check_method_arguments_raises_the_constructors_errors_without_a_model():
+    from adt_tf.methods import METHODS, check_method_arguments
+
+    names = {cls: name for name, cls in METHODS.items()}
+    for cls, kwargs, value in BAD_INPUTS:
+        with pytest.raises(ValueError, match=re.escape(repr(value))):
+            check_method_arguments(names[cls], **{"epsilon": EPS, **kwargs})
+    with pytest.raises(ValueError, match="epsilon"):
+        check_method_arguments("adt_exp", epsilon=2.0)
+    with pytest.raises(ValueError, match="Unknown method 'adt'"):
+        check_method_arguments("adt", epsilon=EPS)
+    for name in METHODS:  # the defaults pass, for every method and both norms
+        check_method_arguments(name, epsilon=EPS, norm="linf", seed=0)
+    check_method_arguments("adt_exp", epsilon=0.5, norm="l2", entropy_weight=0.1)
+
+
 def test_none_step_size_means_the_documented_default():
     assert PGDAT(tiny_classifier(), attack_step_size=None).attack_step_size == 2 / 255
     assert TRADES(tiny_classifier(), attack_step_size=None).attack_step_size == 0.007
