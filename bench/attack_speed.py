@@ -29,6 +29,7 @@ import tensorflow as tf
 from adt_tf import data as data_lib
 from adt_tf.evaluation import correct_under_attack, environment, fit_amortized_adversary
 from adt_tf.evaluation.suites import CATALOGUE
+from adt_tf.files import write_text
 from adt_tf.models import build_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -173,8 +174,7 @@ def main():
               "", "Command: `PYTHONPATH=. python bench/attack_speed.py"
               + "".join(f" {a}" for a in sys.argv[1:]) + "`", ""]
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write("\n".join(lines))
+    write_text(args.out, "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -30,6 +30,8 @@ import time
 import numpy as np
 from absl import app, flags
 
+from adt_tf.files import write_json, write_text
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DATA = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "cifar10"))
 #: Our worst case may exceed the toolbox's by at most this (a point of accuracy).
@@ -242,12 +244,8 @@ def main(argv) -> None:
     command = "python -m bench.crosscheck " + " ".join(
         a for a in sys.argv[1:] if not a.startswith("--workdir"))
     out = os.path.join(ROOT, "bench", "results", f"crosscheck_{FLAGS.tag}")
-    with open(out + ".json.tmp", "w") as f:
-        json.dump({"command": command, "environment": env, "rows": rows}, f, indent=1)
-    os.replace(out + ".json.tmp", out + ".json")
-    with open(out + ".md.tmp", "w") as f:
-        f.write(to_markdown(rows, command, env))
-    os.replace(out + ".md.tmp", out + ".md")
+    write_json(out + ".json", {"command": command, "environment": env, "rows": rows}, indent=1)
+    write_text(out + ".md", to_markdown(rows, command, env))
     print(f"wrote {out}.md")
 
 

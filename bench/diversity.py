@@ -25,6 +25,7 @@ import time
 import numpy as np
 from absl import app, flags
 
+from adt_tf.files import write_json, write_text
 from bench.runs import check_recorded_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -76,8 +77,7 @@ def train_model(data: str, workdir: str):
     t0 = time.perf_counter()
     report = run_training(config)
     report["train_seconds"] = time.perf_counter() - t0
-    with open(report_path, "w") as f:
-        json.dump(report, f, indent=2)
+    write_json(report_path, report)
     return report, config
 
 
@@ -229,11 +229,9 @@ def write_table(report: dict, config, results: dict, stem: str, command: str) ->
             f"{last['abs_mu_mean']:.2f} | {100 * last['saturated']:.1f} |")
     lines += ["", f"![sigma per inner step]({os.path.basename(stem)}.png)", "",
               f"Command: `{command}`", ""]
-    with open(stem + ".md", "w") as f:
-        f.write("\n".join(lines))
-    with open(stem + ".json", "w") as f:
-        json.dump({"model_report": report, "pgd": results["pgd"], "exp": results["exp"],
-                   "command": command}, f, indent=2)
+    write_text(stem + ".md", "\n".join(lines))
+    write_json(stem + ".json", {"model_report": report, "pgd": results["pgd"],
+                                "exp": results["exp"], "command": command})
 
 
 def main(argv):

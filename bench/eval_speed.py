@@ -27,6 +27,8 @@ import time
 
 import numpy as np
 
+from adt_tf.files import write_json, write_text
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "cifar10"))
 
@@ -56,8 +58,7 @@ def child(args) -> None:
            "robust_per_example": result.per_example["robust"].astype(int).tolist(),
            "attacks": [{"name": a.name, "label": a.label, "attacked": a.num_attacked,
                         "broken": a.num_broken, "seconds": a.seconds} for a in result.attacks]}
-    with open(args.child_out, "w") as f:
-        json.dump(out, f)
+    write_json(args.child_out, out, indent=None)
 
 
 def snapshot(revision: str, into: str) -> str:
@@ -171,10 +172,8 @@ def main() -> None:
     lines = table(runs, args, args.before, head)
     os.makedirs(args.out_dir, exist_ok=True)
     stem = os.path.join(args.out_dir, f"eval_speed_{args.tag}")
-    with open(stem + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
-    with open(stem + ".json", "w") as f:
-        json.dump({"before": args.before, "after": head, "runs": runs}, f)
+    write_text(stem + ".md", "\n".join(lines) + "\n")
+    write_json(stem + ".json", {"before": args.before, "after": head, "runs": runs}, indent=None)
     print("\n".join(lines))
 
 

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
+from adt_tf.files import write_text
 from bench import robustness as rb
 from bench.runs import check_recorded_run
 
@@ -240,8 +241,7 @@ def build_table(recipe: Recipe, workdir: str, seeds: list[int], methods: list[st
               f"Command: `{command}`", ""]
     os.makedirs(output_dir, exist_ok=True)
     stem = os.path.join(output_dir, "overfitting_cifar10_cpu")
-    with open(stem + ".md", "w") as f:
-        f.write("\n".join(lines))
+    write_text(stem + ".md", "\n".join(lines))
     rb._write_json(stem + ".json", {run_name(*k): v for k, v in found.items()})
     if found:
         plot(found, stem + ".png")

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
+from adt_tf.files import write_text
 from bench import robustness as rb
 
 PRECISIONS = ("float32", "mixed")
@@ -214,8 +215,7 @@ def build_table(recipe: rb.Recipe, scale: str, workdir: str, methods, precisions
                      f"{(r['train_seconds'] or 0) / 60:.1f} |")
     os.makedirs(output_dir, exist_ok=True)
     stem = os.path.join(output_dir, f"precision_cifar10_{scale}")
-    with open(stem + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_text(stem + ".md", "\n".join(lines) + "\n")
     rb._write_json(stem + ".json", {f"{p}/{k}-seed{s}": r for (p, k, s), r in found.items()})
     print(f"Wrote {stem}.md ({len(found)} runs, {len(missing)} missing).")
     return stem + ".md"

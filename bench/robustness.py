@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
+from adt_tf.files import write_json, write_text
 from bench.runs import check_recorded_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -712,8 +713,7 @@ def build_table(recipe: Recipe, scale: str, workdir: str, seeds: list[int], meth
     lines += ["", f"Command: `{command}`", ""]
     os.makedirs(output_dir, exist_ok=True)
     stem = os.path.join(output_dir, f"robustness_cifar10_{scale}" + ("_l2" if l2 else ""))
-    with open(stem + ".md", "w") as f:
-        f.write("\n".join(lines))
+    write_text(stem + ".md", "\n".join(lines))
     _write_json(stem + ".json", {f"{k}-seed{s}": r for (k, s), r in found.items()})
     plot(found, seeds, methods, stem + ".png", n, m, scale, recipe.epsilon_text)
     print(f"Written {stem}.md, .json, .png")
@@ -792,11 +792,8 @@ def _read_json(path: str, default):
 
 
 def _write_json(path: str, data) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"  # two processes (one per seed) write the same table
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, default=lambda v: v.tolist() if hasattr(v, "tolist")
-                  else str(v))
-    os.replace(tmp, path)
+    # two processes (one per seed) write the same table: the writer's temporary is per pid
+    write_json(path, data, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))
 
 
 def main(argv):

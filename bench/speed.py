@@ -49,6 +49,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from adt_tf.evaluation.suites import parse_overrides
+from adt_tf.files import write_text
 from adt_tf.methods import METHODS, StandardTraining
 from adt_tf.models import build_model
 
@@ -412,8 +413,7 @@ def main(argv):
     text = report(rows, load_before, os.getloadavg(), FLAGS.models)
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     path = os.path.join(FLAGS.output_dir, f"speed_{machine_name()}.md")
-    with open(path, "w") as f:
-        f.write(text)
+    write_text(path, text)
     print(text)
     print(f"Written to {path}")
 

@@ -21,6 +21,8 @@ import time
 
 from absl import app, flags
 
+from adt_tf.files import write_text
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("workers", 2, "Worker processes of the distributed run.")
@@ -113,8 +115,7 @@ def main(argv):
         f"Command: `python -m bench.tuning_parallel {' '.join(sys.argv[1:])}`".rstrip() + "",
         "",
     ]
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
+    write_text(path, "\n".join(lines))
     print(f"Wrote {path}")
 
 

@@ -20,6 +20,7 @@ import time
 
 from absl import app, flags
 
+from adt_tf.files import write_text
 from bench import overfitting as bo
 from bench import robustness as rb
 
@@ -103,8 +104,7 @@ def main(argv):
         f"Command: `python -m bench.validation_cost {' '.join(sys.argv[1:])}`", ""]
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     path = os.path.join(FLAGS.output_dir, "validation_cost_cpu.md")
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
+    write_text(path, "\n".join(lines))
     print("\n".join(lines))
 
 
