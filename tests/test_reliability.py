@@ -123,6 +123,15 @@ def test_an_unwritable_export_dir_exits_2_naming_it(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def _default_sigint():
+    import signal
+
+    # A process started in the background by a non-interactive shell (`cmd &`, nohup) inherits
+    # SIGINT ignored, and so would adt-train here (Unix's convention, which Python keeps):
+    # the test's run gets Ctrl-C's default disposition whatever launched pytest.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_cli(workdir, *args):
     import subprocess
     import sys
@@ -133,7 +142,8 @@ def _start_cli(workdir, *args):
     return subprocess.Popen([sys.executable, "-m", "trainers.train", f"--workdir={workdir}",
                              "--method=standard", "--max_train_examples=256", "--batch_size=16",
                              "--model_width=4", "--verbose=2", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
 
 
 def _wait_for(condition, proc, timeout=300):
