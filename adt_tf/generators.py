@@ -301,8 +301,11 @@ class EntropyEncoder(_ConfigurableModel):
         x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
         out = _dense(2 * z_dim, "main2_0", torch_default_uniform(8 * width),
                      dtype="float32")(x)
-        mean = keras.layers.Lambda(lambda o: o[..., :z_dim], name="mean")(out)
-        raw_variance = keras.layers.Lambda(lambda o: o[..., z_dim:], name="raw_variance")(out)
+        # float32 like the Dense before them: under a mixed policy a Lambda would otherwise
+        # cast its output down, and log_prob would mix float32 z with a bfloat16 mean.
+        mean = keras.layers.Lambda(lambda o: o[..., :z_dim], name="mean", dtype="float32")(out)
+        raw_variance = keras.layers.Lambda(lambda o: o[..., z_dim:], name="raw_variance",
+                                           dtype="float32")(out)
         kwargs.setdefault("name", "entropy_encoder")
         super().__init__(inputs=inputs, outputs=[mean, raw_variance], **kwargs)
         self.image_shape = image_shape
