@@ -174,7 +174,7 @@ def test_adt_exp_inner_steps_match_the_reference(ref):
         noise = ref[f"exp/step{step}/noise"]
         for t in range(1, 8):
             result = explicit_inner_maximization(
-                model, x, y, epsilon=EPS,
+                model, x, y, threat=EPS,
                 entropy_weight=trainer.entropy_weight, steps=t, samples=trainer.mc_samples,
                 lr=trainer.inner_lr, beta1=trainer.inner_beta1, beta2=trainer.inner_beta2,
                 seed=tf.constant([0, 0]), gradients=trainer.inner_gradients,
@@ -233,7 +233,7 @@ def test_fresh_gradients_do_not_match_the_reference(ref):
     load_classifier(model, ref, "exp/initial")
     noise = ref["exp/step0/noise"]
     result = explicit_inner_maximization(
-        model, tf.constant(x), tf.constant(y), epsilon=EPS, entropy_weight=0.01, steps=2,
+        model, tf.constant(x), tf.constant(y), threat=EPS, entropy_weight=0.01, steps=2,
         samples=5, lr=0.3, beta1=0.0, beta2=0.0, seed=tf.constant([0, 0]),
         gradients="fresh", noise=RecordedNoise(normal=noise[:10]))
     assert np.max(np.abs(result.loc.numpy() - ref["exp/step0/mu"][1])) >= 0.59
@@ -314,37 +314,95 @@ def test_adt_imp_am_step_matches_the_reference(ref):
     assert_network_close(trainer.encoder, ref, "impam/step0/after_encoder", "encoder")
 
 
+def impam2_reference():
+    """The impam/ case with the second step of adt_reference_impam2.npz (step 0 under both
+    names)."""
+    with np.load(REFERENCE) as data:
+        ref = {k: data[k] for k in data.files if k.startswith("impam/")}
+    with np.load(REFERENCE_IMPAM2) as data:
+        ref.update({k: data[k] for k in data.files})
+    ref.update({k.replace("impam/step0/", "impam2/step0/"): v for k, v in list(ref.items())
+                if k.startswith("impam/step0/")})
+    return ref
+
+
+def impam_two_steps(ref, order, check_inputs=False):
+    """Our two IMP-AM joint steps on the batch taken in `order` (x, y and each step's z rows
+    permuted alike: the same steps up to the order of float32 sums). Step 1 starts from the
+    reference's recorded state after step 0, with our own optimiser moments."""
+    x = tf.gather(tf.constant(ref["impam/x"]), order)
+    y = tf.gather(tf.constant(ref["impam/y"].astype("int32")), order)
+    trainer = make_impam(ref, x)
+    trainer.noise_source = RecordedNoise(uniform=np.concatenate(
+        [ref["impam2/step0/z"][order], ref["impam2/step1/z"][order]]))
+    for step in (0, 1):
+        if check_inputs:
+            features = trainer.generator_inputs(x, y)
+            np.testing.assert_allclose(features.numpy(),
+                                       ref[f"impam2/step{step}/generator_input"],
+                                       rtol=RTOL, atol=1e-7, err_msg=f"generator input {step}")
+        trainer.train_step((x, y))
+        if check_inputs:
+            before = "impam/initial_classifier" if step == 0 else "impam2/step0/after_classifier"
+            assert_classifier_close(trainer.classifier, ref,
+                                    f"impam2/step{step}/after_classifier",
+                                    f"classifier after joint step {step}", before)
+        if step == 0:
+            for name in ("generator", "encoder"):
+                load_network(getattr(trainer, name), ref, f"impam2/step0/after_{name}")
+            load_classifier(trainer.classifier, ref, "impam2/step0/after_classifier")
+    assert trainer.noise_source.rows_used("uniform") == 8
+    return trainer
+
+
+#: Batch orders of the two-step test: the identity first, then three others.
+ORDERS = ([0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2], [2, 0, 3, 1])
+
+
 def test_adt_imp_am_two_steps_match_the_reference():
     """Two joint steps: the second is where coupled and decoupled weight decay (and Keras's
     Adam against PyTorch's) part, which one step cannot show. The reference's draws of z
     are replayed from the impam/ case's initial state. Both sides take step 1 from the
     recorded state after step 0 (with their own optimiser moments): the few weights whose
     step-0 gradient is within rounding of zero (assert_network_close) would otherwise move
-    a ReLU unit of the noise branch across 0 and spread into the whole second step."""
-    with np.load(REFERENCE) as data:
-        ref = {k: data[k] for k in data.files if k.startswith("impam/")}
-    with np.load(REFERENCE_IMPAM2) as data:
-        ref.update({k: data[k] for k in data.files})
-    # Step 0 is the impam/ record (the replay of step 1 continued from it).
-    ref.update({k.replace("impam/step0/", "impam2/step0/"): v for k, v in list(ref.items())
-                if k.startswith("impam/step0/")})
-    x, y = tf.constant(ref["impam/x"]), tf.constant(ref["impam/y"].astype("int32"))
-    trainer = make_impam(ref, x)
-    model = trainer.classifier
-    trainer.noise_source = RecordedNoise(uniform=np.concatenate(
-        [ref["impam2/step0/z"], ref["impam2/step1/z"]]))
-    for step in (0, 1):
-        features = trainer.generator_inputs(x, y)
-        np.testing.assert_allclose(features.numpy(), ref[f"impam2/step{step}/generator_input"],
-                                   rtol=RTOL, atol=1e-7, err_msg=f"generator input {step}")
-        trainer.train_step((x, y))
-        before = "impam/initial_classifier" if step == 0 else "impam2/step0/after_classifier"
-        assert_classifier_close(trainer.classifier, ref, f"impam2/step{step}/after_classifier",
-                                f"classifier after joint step {step}", before)
-        for name, network in (("generator", trainer.generator), ("encoder", trainer.encoder)):
-            assert_network_close(network, ref, f"impam2/step{step}/after_{name}",
-                                 f"{name} after joint step {step}")
-            if step == 0:
-                load_network(network, ref, f"impam2/step0/after_{name}")
-        load_classifier(model, ref, "impam2/step0/after_classifier")
-    assert trainer.noise_source.rows_used("uniform") == 8
+    a ReLU unit of the noise branch across 0 and spread into the whole second step.
+
+    Adam's first step moves every weight by lr * sign(g), whatever |g|; its second step
+    divides by a mixture of both steps' |g|, so where a gradient is a small difference of
+    large float32 sums (BatchNorm in training mode subtracts the batch mean from every
+    gradient) the second step shows its rounding, by up to a few Adam steps where g is
+    within rounding of zero. How far rounding alone moves each weight is measured, not
+    guessed: the same two steps on the batch in four orders (mathematically the same
+    steps) spread each weight over some range; each weight must match the reference to
+    RTOL plus twice that range. Measured on an AMD EPYC (where the earlier rule, RTOL for
+    all but 1 in 10,000 weights, failed: 13 of the 360 weights of the first convolution):
+    0.5-4.5% of a layer's weights beyond RTOL of the reference, every one within its
+    spread (err / (tol + 2 * spread) at most 0.50). The test keeps its power: the spread
+    exceeds a 20th of an Adam step for under 1% of the weights (checked below), so a
+    systematic difference (another weight decay or Adam) still shows."""
+    ref = impam2_reference()
+    runs = [impam_two_steps(ref, order, check_inputs=i == 0) for i, order in enumerate(ORDERS)]
+    for name in ("generator", "encoder"):
+        prefix = f"impam2/step1/after_{name}"
+        decided_by_rounding, total = 0, 0
+        for weight in network_names(ref, prefix):
+            want = ref[f"{prefix}/{weight}"]
+            values = np.stack([network_variable(getattr(run, name), weight).numpy()
+                               for run in runs])
+            what = f"{name} after joint step 1: {weight}"
+            if weight.endswith("running_var"):
+                # Keras's biased running variance (assert_network_close)
+                np.testing.assert_allclose(values[0], want, rtol=2e-2, err_msg=what)
+                continue
+            spread = values.max(axis=0) - values.min(axis=0)
+            err = np.abs(values[0] - want)
+            off = err > ATOL + RTOL * np.abs(want) + 2 * spread
+            assert not off.any(), (
+                f"{what}: {int(off.sum())} of {off.size} weights differ beyond the rounding "
+                f"spread, up to {err[off].max():.3g} (spread there {spread[off].max():.3g})")
+            decided_by_rounding += int(np.sum(spread > ADAM_STEP / 20))
+            total += spread.size
+        # Rounding moves only a few weights by more than a 20th of an Adam step (measured:
+        # 0.4% of the generator's, 0.1% of the encoder's): a spread that covered everything
+        # would make this test blind.
+        assert decided_by_rounding <= total // 100, (name, decided_by_rounding, total)
