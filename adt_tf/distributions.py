@@ -1,8 +1,9 @@
 """ADT's explicit adversarial distribution: delta = epsilon * tanh(u), u ~ N(mu, diag(sigma^2)).
 
-For the L2 ball (`norm="l2"`, beyond the paper) the Gaussian is pushed through the radial map
+For the L2 ball (`L2Ball`, beyond the paper) the Gaussian is pushed through the radial map
 `adt_tf.bijectors.RadialTanh` instead, delta = epsilon * tanh(||u||) * u / ||u||, onto the
-open L2 ball, with its exact log-Jacobian; everything else is the same.
+open L2 ball, with its exact log-Jacobian; everything else is the same. Each ball gives its
+own map (`Ball.bijector`): nothing here branches on the norm.
 
 Reference: Dong, Deng, Pang, Zhu, Su. "Adversarial Distributional Training for Robust Deep
 Learning", NeurIPS 2020, Sec. 3.1 and Eq. 11.
@@ -15,33 +16,11 @@ from typing import NamedTuple
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from adt_tf import validation
-from adt_tf.bijectors import RadialTanh
 from adt_tf.noise import DEFAULT_NOISE, NoiseSource
 from adt_tf.precision import as_float32
-from adt_tf.threat import THREATS
+from adt_tf.threat import Ball, as_threat
 
 tfd = tfp.distributions
-tfb = tfp.bijectors
-
-
-def ball_bijector(norm: str, radius: float, dtype=tf.float32) -> tfb.Bijector:
-    """The bijection of R^D onto the open ball of `norm` and `radius` (event: the last axis):
-    radius * tanh per coordinate for "linf" (TFP's Scale after Tanh), `RadialTanh(radius)`
-    for "l2"."""
-    validation.check_choice(norm, "norm", THREATS)
-    if norm == "linf":
-        return tfb.Chain([tfb.Scale(tf.cast(radius, dtype)), tfb.Tanh()])
-    return RadialTanh(radius)
-
-
-def onto_ball(u: tf.Tensor, norm: str, radius: float = 1.0) -> tf.Tensor:
-    """Each example's u [B, ...] mapped through `ball_bijector`, its whole event (every axis
-    but the first) flattened: epsilon * tanh(u) (L-infinity) or the radial map (L2); same
-    shape as u."""
-    shape = tf.shape(u)
-    flat = tf.reshape(u, [shape[0], -1])
-    return tf.reshape(ball_bijector(norm, radius, u.dtype).forward(flat), shape)
 
 
 class PerturbationSample(NamedTuple):
@@ -69,10 +48,10 @@ class ExplicitAdversarialDistribution:
     Args:
         loc: mu, shape [B, *event_shape] (e.g. [B, H, W, C]).
         raw_scale: v, same shape; sigma = softplus(v).
-        epsilon: the radius; every sample lies in [-epsilon, epsilon] per coordinate
-            (L-infinity) or has ||delta||_2 < epsilon per example (L2).
-        norm: "linf" (the paper's Tanh o Scale, coordinate-wise) or "l2" (RadialTanh over
-            each example's flattened perturbation).
+        threat: the ball (`adt_tf.threat`; a number is an L-infinity radius). Its
+            `bijector` maps the Gaussian onto it: the paper's Tanh o Scale, coordinate-wise,
+            for `LinfBall` (every sample in [-epsilon, epsilon] per coordinate), RadialTanh
+            over each example's flattened perturbation for `L2Ball` (||delta||_2 < epsilon).
 
     Mathematical details:
         With r = (u - mu) / sigma, paper Eq. 11 gives, per dimension j,
@@ -89,7 +68,7 @@ class ExplicitAdversarialDistribution:
         example (the authors' code averages, and lambda = 0.01 is calibrated to that scale);
         `neg_log_prob` is therefore the total -log p divided by D.
 
-        For norm="l2", -log p(delta) = -log N(u; mu, sigma) + log|det J(u)| with the radial
+        For the L2 ball, -log p(delta) = -log N(u; mu, sigma) + log|det J(u)| with the radial
         map's log-Jacobian log h'(r) + (D - 1) log(h(r) / r), h = epsilon tanh, r = ||u||
         (derived in `adt_tf.bijectors`), again from u and again divided by D.
 
@@ -101,12 +80,9 @@ class ExplicitAdversarialDistribution:
         (TensorShape([5, 4, 32, 32, 3]), TensorShape([5, 4]))
     """
 
-    def __init__(self, loc: tf.Tensor, raw_scale: tf.Tensor, epsilon: float,
-                 norm: str = "linf"):
-        validation.check_choice(norm, "norm", THREATS)
-        self.norm = norm
-        self.epsilon = (validation.check_epsilon(epsilon) if norm == "linf" else
-                        validation.check_positive(epsilon, "epsilon"))
+    def __init__(self, loc: tf.Tensor, raw_scale: tf.Tensor, threat: Ball | float):
+        self.threat = as_threat(threat)
+        self.epsilon = self.threat.epsilon
         # Always at least float32, whatever the Keras policy: a float16/bfloat16 mu (e.g. from
         # a generator under mixed precision) is cast up, so the samples, the tanh Jacobian
         # and the entropy are float32 (bfloat16 keeps 8 bits: log sigma and r^2 / 2 would
@@ -125,7 +101,7 @@ class ExplicitAdversarialDistribution:
         flat_loc = tf.reshape(loc, [batch, -1])
         flat_scale = tf.reshape(tf.math.softplus(raw_scale), [batch, -1])
         self.base = tfd.MultivariateNormalDiag(loc=flat_loc, scale_diag=flat_scale)
-        self.bijector = ball_bijector(norm, self.epsilon, loc.dtype)
+        self.bijector = self.threat.bijector(dtype=loc.dtype)
         self.distribution = tfd.TransformedDistribution(self.base, self.bijector)
         self._dtype = loc.dtype
 

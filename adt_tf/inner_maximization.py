@@ -14,6 +14,7 @@ from adt_tf import validation
 from adt_tf.distributions import ExplicitAdversarialDistribution
 from adt_tf.noise import DEFAULT_NOISE, NoiseSource
 from adt_tf.precision import as_float32
+from adt_tf.threat import Ball
 
 MAX_UNROLLED_STEPS = 20
 """Inner loops of at most this many steps are unrolled by default (see `unroll`)."""
@@ -82,7 +83,7 @@ def sample_inputs(x, dist: ExplicitAdversarialDistribution, num_samples: int, se
     # In the distribution's dtype (float32 at least): a bfloat16 pixel near 0.5 has a
     # resolution of 1/256, coarser than a quarter of epsilon = 8/255.
     x = tf.cast(x, sample.delta.dtype)
-    x_adv = tf.clip_by_value(x[tf.newaxis] + sample.delta, 0.0, 1.0)
+    x_adv = dist.threat.clip(x[tf.newaxis] + sample.delta)
     flat = tf.reshape(x_adv, tf.concat([[-1], tf.shape(x)[1:]], axis=0))
     return flat, sample.neg_log_prob
 
@@ -104,8 +105,7 @@ def explicit_inner_maximization(
     x: tf.Tensor,
     y: tf.Tensor,
     *,
-    epsilon: float,
-    norm: str = "linf",
+    threat: Ball | float,
     entropy_weight: float,
     steps: int,
     samples: int,
@@ -123,8 +123,7 @@ def explicit_inner_maximization(
     """Maximises E_p[L(f(x + delta), y)] + lambda * H(p) over the per-example (mu, v).
 
     Mathematical details:
-        p(delta) is `ExplicitAdversarialDistribution(mu, v, epsilon, norm)`, mu = v = 0 at the
-        start.
+        p(delta) is `ExplicitAdversarialDistribution(mu, v, threat)`, mu = v = 0 at the start.
         Each of the T steps draws k reparameterised samples per example (one forward pass of
         k*B inputs, classifier in inference mode), estimates
 
@@ -150,7 +149,8 @@ def explicit_inner_maximization(
     Args:
         classifier: logits model, called with training=False.
         x: clean inputs [B, ...] in [0, 1]; y: integer labels [B].
-        epsilon: the ball's radius; norm: "linf" (the paper) or "l2" (the radial distribution).
+        threat: the ball (`adt_tf.threat`; a number is an L-infinity radius, the paper's):
+            `LinfBall` for the paper's distribution, `L2Ball` for the radial one.
         entropy_weight: lambda. steps: T. samples: k.
         lr, beta1, beta2: the inner Adam's settings (ADT: 0.3, 0, 0).
         seed: stateless seed [2]; each step folds in its index.
@@ -198,7 +198,7 @@ def explicit_inner_maximization(
     def body(t, loc, raw, acc_loc, acc_raw, m_loc, m_raw, s_loc, s_raw, objective, entropy):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch([loc, raw])
-            dist = ExplicitAdversarialDistribution(loc, raw, epsilon, norm)
+            dist = ExplicitAdversarialDistribution(loc, raw, threat)
             step_seed = tf.random.experimental.stateless_fold_in(seed, t)
             x_adv, nlp = sample_inputs(x, dist, samples, step_seed, noise)
             logits = parallel_logits(classifier, x_adv, branches)

@@ -8,8 +8,10 @@ clips or normalises by hand, and none branches on a norm string.
 from __future__ import annotations
 
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from adt_tf import validation
+from adt_tf.bijectors import RadialTanh
 from adt_tf.data import DatasetInfo, dataset_info
 from adt_tf.noise import DEFAULT_NOISE, NoiseSource
 
@@ -37,6 +39,20 @@ class Ball:
     def clip(self, x: tf.Tensor) -> tf.Tensor:
         """Clips to the valid pixel range."""
         return tf.clip_by_value(x, self.clip_min, self.clip_max)
+
+    def bijector(self, radius: float | None = None,
+                 dtype: tf.DType = tf.float32) -> tfp.bijectors.Bijector:
+        """The bijection of R^D onto the open ball of this norm (event: the last axis), of
+        radius `radius` (None: epsilon): what ADT's distributions push their Gaussian
+        through."""
+        raise NotImplementedError
+
+    def onto(self, u: tf.Tensor, radius: float | None = None) -> tf.Tensor:
+        """Each example's u [B, ...] mapped through `bijector(radius)`, its whole event
+        (every axis but the first) flattened; same shape as u."""
+        shape = tf.shape(u)
+        flat = tf.reshape(u, [shape[0], -1])
+        return tf.reshape(self.bijector(radius, u.dtype).forward(flat), shape)
 
     def get_config(self) -> dict:
         return {"norm": self.norm, "epsilon": self.epsilon, "clip_min": self.clip_min,
@@ -73,6 +89,13 @@ class LinfBall(Ball):
     @staticmethod
     def _check_radius(epsilon: float) -> float:
         return validation.check_epsilon(epsilon)
+
+    def bijector(self, radius: float | None = None,
+                 dtype: tf.DType = tf.float32) -> tfp.bijectors.Bijector:
+        """radius * tanh per coordinate: TFP's Scale after Tanh (the paper's map)."""
+        radius = self.epsilon if radius is None else radius
+        return tfp.bijectors.Chain([tfp.bijectors.Scale(tf.cast(radius, dtype)),
+                                    tfp.bijectors.Tanh()])
 
     def project(self, x_adv: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
         """Projects x_adv onto the ball around x, then onto the valid pixel range."""
@@ -164,6 +187,11 @@ class L2Ball(Ball):
     @staticmethod
     def _check_radius(epsilon: float) -> float:
         return validation.check_positive(epsilon, "epsilon")
+
+    def bijector(self, radius: float | None = None,
+                 dtype: tf.DType = tf.float32) -> tfp.bijectors.Bijector:
+        """The radial map `RadialTanh(radius)` onto the open L2 ball (beyond the paper)."""
+        return RadialTanh(self.epsilon if radius is None else radius)
 
     def project(self, x_adv: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
         q = x_adv - x

@@ -30,6 +30,15 @@ def _fresh_keras_state():
     yield
 
 
+def pytest_runtest_call(item):
+    """Every test body starts from the same seeds, whatever order it runs in. pytest-randomly
+    (a `tryfirst` hook, before this one) reseeds Python's and NumPy's generators with the
+    run's random seed just before the body, and Keras creates its global SeedGenerator
+    lazily from Python's generator: without this, every untrained model's initial weights
+    changed with `--randomly-seed`, so the order seed also drew new initialisations."""
+    keras.utils.set_random_seed(0)
+
+
 @pytest.fixture(scope="session")
 def two_device_strategy():
     """One 2-replica MirroredStrategy for the whole session: two strategies in one process

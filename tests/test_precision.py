@@ -68,7 +68,7 @@ def test_distribution_from_low_precision_parameters_is_float32():
 def moved_fraction(classifier, x, y):
     """Fraction of pixels whose mu took the first near-sign step (|step| = lr = 0.3)."""
     result = explicit_inner_maximization(
-        classifier, x, y, epsilon=EPS, entropy_weight=0.01, steps=1, samples=2, lr=0.3,
+        classifier, x, y, threat=EPS, entropy_weight=0.01, steps=1, samples=2, lr=0.3,
         beta1=0.0, beta2=0.0, seed=tf.constant([1, 2]))
     for t in (result.loc, result.raw_scale, result.objective, result.entropy):
         assert t.dtype == tf.float32 and np.all(np.isfinite(t.numpy()))

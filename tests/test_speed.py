@@ -21,7 +21,7 @@ EPS = 8 / 255
 
 def inner(classifier, x, y, unroll, steps=3, branches=1, samples=2):
     return explicit_inner_maximization(
-        classifier, x, y, epsilon=EPS, entropy_weight=0.01, steps=steps, samples=samples,
+        classifier, x, y, threat=EPS, entropy_weight=0.01, steps=steps, samples=samples,
         lr=0.3, beta1=0.5, beta2=0.9, seed=tf.constant([4, 2]), unroll=unroll,
         branches=branches)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from adt_tf.threat import LinfBall
+from adt_tf.threat import L2Ball, LinfBall
 
 
 def test_project_stays_in_ball_and_pixel_range():
@@ -76,7 +76,6 @@ def l2_cases(seed=0):
 
 
 def test_l2_projection_is_the_exact_projection_onto_ball_and_box():
-    from adt_tf.threat import L2Ball
 
     x, p = l2_cases()
     eps = 0.5
@@ -105,7 +104,6 @@ def test_l2_projection_is_the_exact_projection_onto_ball_and_box():
 
 
 def test_l2_projection_runs_under_tf_function_and_xla():
-    from adt_tf.threat import L2Ball
 
     x, p = l2_cases(2)
     ball = L2Ball(0.5)
@@ -116,7 +114,6 @@ def test_l2_projection_runs_under_tf_function_and_xla():
 
 
 def test_l2_random_start_is_uniform_in_the_ball_and_seeded():
-    from adt_tf.threat import L2Ball
 
     ball = L2Ball(0.2)
     # D = 2 (shape [N, 1, 2, 1]), away from the box's edges: the radius of a uniform point
@@ -138,7 +135,6 @@ def test_l2_random_start_is_uniform_in_the_ball_and_seeded():
 
 
 def test_l2_step_is_the_normalised_gradient():
-    from adt_tf.threat import L2Ball
 
     x = tf.zeros([2, 3])
     g = tf.constant([[3.0, 0.0, 4.0], [0.0, 0.0, 0.0]])
@@ -147,7 +143,7 @@ def test_l2_step_is_the_normalised_gradient():
 
 
 def test_make_threat_and_radii():
-    from adt_tf.threat import L2Ball, LinfBall, make_threat
+    from adt_tf.threat import make_threat
 
     assert isinstance(make_threat("l2", 0.5), L2Ball)
     assert isinstance(make_threat("linf", 8 / 255), LinfBall)
@@ -174,3 +170,20 @@ def test_resolve_threat_takes_the_given_radius_or_the_dataset_default():
         resolve_threat("l1", None, "cifar10")  # the norm is checked before any default
     with pytest.raises(ValueError, match="no default l2 epsilon"):
         resolve_threat("l2", None, dataclasses.replace(DATASETS["cifar10"], l2_epsilon=None))
+
+
+def test_each_ball_maps_onto_itself():
+    # The ball gives the map ADT's distributions push their Gaussian through: epsilon * tanh
+    # per coordinate for L-infinity, epsilon * tanh(||u||) u / ||u|| per example for L2
+    # (independent closed forms), with any other radius on request.
+    u = tf.random.stateless_normal([3, 4, 4, 2], seed=[4, 2]) * 3.0
+    np.testing.assert_allclose(LinfBall(8 / 255).onto(u), 8 / 255 * np.tanh(u.numpy()),
+                               rtol=1e-6)
+    np.testing.assert_allclose(LinfBall(8 / 255).onto(u, 1.0), np.tanh(u.numpy()), rtol=1e-6)
+    flat = u.numpy().reshape(3, -1)
+    r = np.linalg.norm(flat, axis=1, keepdims=True)
+    for radius, ball in ((0.5, L2Ball(0.5)), (1.0, L2Ball(0.5))):
+        mapped = ball.onto(u, None if ball.epsilon == radius else radius).numpy()
+        np.testing.assert_allclose(mapped.reshape(3, -1), radius * np.tanh(r) * flat / r,
+                                   rtol=1e-5)
+    assert LinfBall(0.1).bijector().forward(tf.constant([50.0])).numpy() == pytest.approx(0.1)

@@ -123,15 +123,14 @@ def exp_samples(classifier, x, y, epsilon: float, num_samples: int, *, steps: in
     base = as_seed(seed)
     x = tf.convert_to_tensor(x)
     fitted = explicit_inner_maximization(
-        classifier, x, y, epsilon=ball.epsilon, norm=norm,
+        classifier, x, y, threat=ball,
         entropy_weight=validation.check_non_negative(entropy_weight, "entropy_weight"),
         steps=validation.check_positive_int(steps, "steps"),
         samples=validation.check_positive_int(mc_samples, "mc_samples"),
         lr=validation.check_positive(lr, "lr"), beta1=0.0, beta2=0.0,
         seed=tf.random.experimental.stateless_fold_in(base, 0), gradients=gradients,
         trace=return_fit)
-    dist = ExplicitAdversarialDistribution(fitted.loc, fitted.raw_scale, ball.epsilon,
-                                           norm=norm)
+    dist = ExplicitAdversarialDistribution(fitted.loc, fitted.raw_scale, ball)
     flat, _ = sample_inputs(x, dist, num_samples,
                             tf.random.experimental.stateless_fold_in(base, 1))
     samples = tf.reshape(flat, tf.concat([[num_samples], tf.shape(x)], axis=0))

@@ -151,7 +151,7 @@ def distribution_entropy(classifier, x, y, epsilon: float, entropy_weight: float
     at the last step, averaged over the inputs.
     """
     run = tf.function(lambda xb, yb, sb: explicit_inner_maximization(
-        classifier, xb, yb, epsilon=epsilon, entropy_weight=entropy_weight, steps=steps,
+        classifier, xb, yb, threat=epsilon, entropy_weight=entropy_weight, steps=steps,
         samples=mc_samples, lr=0.3, beta1=0.0, beta2=0.0, seed=sb).entropy,
         reduce_retracing=True)
     total = 0.0

@@ -84,11 +84,10 @@ def exp_attack(classifier, x, y, epsilon: float, *, steps: int = 20, samples: in
     x = tf.convert_to_tensor(x)
     base = as_seed(seed)
     fitted = explicit_inner_maximization(
-        classifier, x, y, epsilon=ball.epsilon, norm=ball.norm, entropy_weight=entropy_weight,
+        classifier, x, y, threat=ball, entropy_weight=entropy_weight,
         steps=steps, samples=samples, lr=lr, beta1=beta1, beta2=beta2, seed=fold(base, 0),
         gradients=gradients)
-    dist = ExplicitAdversarialDistribution(fitted.loc, fitted.raw_scale, ball.epsilon,
-                                           norm=ball.norm)
+    dist = ExplicitAdversarialDistribution(fitted.loc, fitted.raw_scale, ball)
     candidates, _ = sample_inputs(x, dist, check_samples, fold(base, 1))
     count = check_samples
     if check_mode:

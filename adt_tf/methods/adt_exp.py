@@ -120,15 +120,14 @@ class ADTExp(AdversarialTrainer):
     def perturb(self, x, y):
         seed = self.next_seed()
         result = explicit_inner_maximization(
-            self.classifier, x, y, epsilon=self.epsilon, norm=self.norm,
+            self.classifier, x, y, threat=self.threat,
             entropy_weight=self.entropy_weight,
             steps=self.inner_steps, samples=self.mc_samples, lr=self.inner_lr,
             beta1=self.inner_beta1, beta2=self.inner_beta2, seed=seed,
             loss_fn=self._inner_loss_fn(x), branches=self.inner_branches,
             gradients=self.inner_gradients, noise=self.noise_source)
         # One fresh sample per example feeds the outer update.
-        dist = ExplicitAdversarialDistribution(result.loc, result.raw_scale, self.epsilon,
-                                               norm=self.norm)
+        dist = ExplicitAdversarialDistribution(result.loc, result.raw_scale, self.threat)
         final_seed = tf.random.experimental.stateless_fold_in(seed, -1)
         x_adv, _ = sample_inputs(x, dist, 1, final_seed, self.noise_source)
         return x_adv, {"entropy": result.entropy, "inner_objective": result.objective}

@@ -78,7 +78,7 @@ class ADTExpAM(AmortizedAdversarialTrainer):
 
     def sample_adversary(self, x, features, seed, training):
         loc, raw_scale = self.generator(features, training=training)
-        dist = ExplicitAdversarialDistribution(loc, raw_scale, self.epsilon, norm=self.norm)
+        dist = ExplicitAdversarialDistribution(loc, raw_scale, self.threat)
         sample = dist.sample(1, seed, self.noise_source)
         x_adv = self.threat.clip(x + tf.cast(sample.delta[0], x.dtype))
         entropy = tf.reduce_mean(tf.cast(sample.neg_log_prob, tf.float32))

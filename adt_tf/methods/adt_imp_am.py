@@ -8,7 +8,6 @@ import keras
 import tensorflow as tf
 
 from adt_tf import validation
-from adt_tf.distributions import onto_ball
 from adt_tf.generators import EntropyEncoder, ImplicitGenerator
 from adt_tf.methods.amortized import AdversarySample, AmortizedAdversarialTrainer
 from adt_tf.optimizers import TorchAdam
@@ -33,8 +32,8 @@ class ADTImpAM(AmortizedAdversarialTrainer):
         per-dimension bound log 2 - nll (H(U(-1, 1)) = log 2 per dimension).
         The encoder reads delta / epsilon = tanh(u).
         Under `norm="l2"` (beyond the paper) the generator's output u is mapped onto the ball
-        radially instead, delta = epsilon tanh(||u||) u / ||u|| (`adt_tf.distributions.
-        onto_ball`); the encoder then reads that delta / epsilon, and nothing else changes.
+        radially instead, delta = epsilon tanh(||u||) u / ||u|| (`adt_tf.threat.Ball.onto`);
+        the encoder then reads that delta / epsilon, and nothing else changes.
 
     Args:
         classifier: a functional Keras model returning logits.
@@ -117,7 +116,7 @@ class ADTImpAM(AmortizedAdversarialTrainer):
         batch = tf.shape(x)[0]
         z = self.noise_source.uniform([batch, self.z_dim], seed, -1.0, 1.0, tf.float32)
         # tanh per coordinate (L-infinity) or the radial map onto the unit L2 ball
-        direction = onto_ball(self.generator([features, z], training=training), self.norm)
+        direction = self.threat.onto(self.generator([features, z], training=training), 1.0)
         x_adv = self.threat.clip(x + tf.cast(self.epsilon * direction, x.dtype))
         mean, raw_variance = self.encoder(direction, training=training)
         nll = -tf.reduce_mean(EntropyEncoder.log_prob(z, mean, raw_variance))
