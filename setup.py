@@ -30,9 +30,10 @@ setup(
         "matplotlib>=3.5",  # adt-analyze's pictures (Agg canvas, headless)
     ],
     extras_require={
-        # scipy: the linear-programming reference of FAB-T's projection (tests/test_fab.py);
+        # scipy: the linear-programming reference of FAB-T's projection
+        # (tests/adt_tf/attacks/test_fab.py);
         # adversarial-robustness-toolbox: the independent attacks of the cross-check
-        # (tests/test_crosscheck.py in the fast set, bench/crosscheck.py); pytest-xdist: the
+        # (tests/bench/test_crosscheck.py in the fast set, bench/crosscheck.py); pytest-xdist: the
         # fast set runs on two processes (-n 2 --dist loadfile, the README's command);
         # pytest-randomly: every run takes the tests in a random order, its seed printed in
         # the header (-p no:randomly for the file order, --randomly-seed=N to replay one).

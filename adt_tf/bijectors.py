@@ -100,7 +100,8 @@ class RadialTanh(tfb.Bijector):
         >>> b = RadialTanh(0.5)
         >>> u = tf.random.normal([4, 3072])
         >>> delta = b.forward(u)                          # ||delta||_2 < 0.5 per row
-        >>> b.forward_log_det_jacobian(u, event_ndims=1)  # shape [4]
+        >>> b.forward_log_det_jacobian(u, event_ndims=1).shape
+        TensorShape([4])
     """
 
     def __init__(self, radius: float, validate_args: bool = False, name: str = "radial_tanh"):

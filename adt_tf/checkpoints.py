@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from adt_tf import validation
+from adt_tf import checks
 from adt_tf.attacks import pgd
 from adt_tf.data import as_unit_float
 from adt_tf.threat import Ball, as_threat
@@ -76,12 +76,12 @@ class RobustAccuracyCallback(keras.callbacks.Callback):
         highest A_rob (`BestCheckpoint`).
 
     Example:
-        >>> scorer = RobustAccuracyCallback(x_val, y_val, epsilon=8 / 255, steps=10)
+        >>> scorer = RobustAccuracyCallback(x_val, y_val, LinfBall(8 / 255), steps=10)
         >>> trainer.fit(train_ds, epochs=5, callbacks=[scorer])  # logs val_robust_accuracy
 
     Args:
         x, y: validation images (uint8 or float in [0, 1]) and labels.
-        epsilon: an L-inf radius, or a threat model (`adt_tf.threat.LinfBall`, `L2Ball`).
+        threat: the ball (`adt_tf.threat.LinfBall`, `L2Ball`); a number is an L-inf radius.
         steps: PGD iterations k (10).
         batch_size: inputs per evaluation batch.
         seed: seed of the random start (the same every epoch).
@@ -91,16 +91,16 @@ class RobustAccuracyCallback(keras.callbacks.Callback):
             read by `BestCheckpoint` or a search).
     """
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, epsilon: float | Ball, steps: int = 10,
+    def __init__(self, x: np.ndarray, y: np.ndarray, threat: Ball | float, steps: int = 10,
                  batch_size: int = 256, seed: int = 0, every: int = 1, prefix: str = "val_"):
         super().__init__()
         self.x, self.y = x, y
-        self.threat = as_threat(epsilon)
+        self.threat = as_threat(threat)
         self.epsilon = self.threat.epsilon
-        self.steps = validation.check_positive_int(steps, "steps")
-        self.batch_size = validation.check_positive_int(batch_size, "batch_size")
+        self.steps = checks.check_positive_int(steps, "steps")
+        self.batch_size = checks.check_positive_int(batch_size, "batch_size")
         self.seed = int(seed)
-        self.every = validation.check_positive_int(every, "validation_every")
+        self.every = checks.check_positive_int(every, "validation_every")
         self.names = (f"{prefix}clean_accuracy", f"{prefix}robust_accuracy")
 
     def on_train_begin(self, logs=None):

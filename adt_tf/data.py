@@ -16,7 +16,7 @@ from importlib import resources
 import numpy as np
 import tensorflow as tf
 
-from adt_tf import validation
+from adt_tf import checks
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck")
@@ -241,10 +241,10 @@ def load(name: str, data_dir: str | None = None, max_train_examples: int | None 
     else:
         raise ValueError(f"Unknown dataset {name!r}; known: {', '.join(known_datasets())}.")
     if max_train_examples is not None:
-        n = validation.check_positive_int(max_train_examples, "max_train_examples")
+        n = checks.check_positive_int(max_train_examples, "max_train_examples")
         splits.x_train, splits.y_train = splits.x_train[:n], splits.y_train[:n]
     if max_test_examples is not None:
-        n = validation.check_positive_int(max_test_examples, "max_test_examples")
+        n = checks.check_positive_int(max_test_examples, "max_test_examples")
         splits.x_test, splits.y_test = splits.x_test[:n], splits.y_test[:n]
     return splits
 
@@ -310,6 +310,11 @@ def as_unit_float(x) -> np.ndarray:
     return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
 
 
+def unit_float_image(image: tf.Tensor) -> tf.Tensor:
+    """`as_unit_float` inside a tf.data pipeline: uint8 pixels as float32 in [0, 1]."""
+    return tf.cast(image, tf.float32) / 255.0
+
+
 def channel_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
     """Per-channel mean and standard deviation of uint8 images, in the [0, 1] scale."""
     flat = x.reshape(-1, x.shape[-1]).astype(np.float64) / 255.0
@@ -343,16 +348,16 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, training: boo
         seed: seed of the order and of the augmentation.
         first_epoch, num_epochs: the epochs the training stream holds.
     """
-    batch_size = validation.check_positive_int(batch_size, "batch_size")
-    validation.check_choice(augment, "augmentation", ("crop_flip", "none"))
+    batch_size = checks.check_positive_int(batch_size, "batch_size")
+    checks.check_choice(augment, "augmentation", ("crop_flip", "none"))
     if not training:
         ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
-        ds = ds.map(lambda image, label: (tf.cast(image, tf.float32) / 255.0, label),
+        ds = ds.map(lambda image, label: (unit_float_image(image), label),
                     num_parallel_calls=tf.data.AUTOTUNE)
         return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     if first_epoch < 0:
         raise ValueError(f"first_epoch must be >= 0, got {first_epoch}.")
-    validation.check_positive_int(num_epochs, "num_epochs")
+    checks.check_positive_int(num_epochs, "num_epochs")
     images, labels = tf.constant(x), tf.constant(y.astype(np.int32))
     n = len(x)
     run_key = tf.constant([int(seed) % 2**63, 0x5EED], tf.int64)
@@ -363,7 +368,7 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, training: boo
         order = tf.random.experimental.stateless_shuffle(tf.range(n), seed=keys[0])
 
         def example(index, position):
-            image = tf.cast(tf.gather(images, index), tf.float32) / 255.0
+            image = unit_float_image(tf.gather(images, index))
             if augment == "crop_flip":
                 image = _crop_flip(image, tf.random.experimental.stateless_fold_in(
                     keys[1], position))

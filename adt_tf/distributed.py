@@ -21,7 +21,7 @@ import os
 import keras
 import tensorflow as tf
 
-from adt_tf import validation
+from adt_tf import checks
 
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
 WORKERS_DIR = "workers"
@@ -55,7 +55,7 @@ def make_strategy(name: str, tpu: str | None = None) -> tf.distribute.Strategy:
         >>> trainer.fit(shard_by_data(train_ds), callbacks=[SharedBackupAndRestore(
         ...     "/shared/run/backup", role.write_dir("/shared/run") + "/backup")])
     """
-    validation.check_choice(name, "strategy", STRATEGIES)
+    checks.check_choice(name, "strategy", STRATEGIES)
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":

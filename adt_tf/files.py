@@ -8,8 +8,8 @@ share a temporary file (the pid is in its name).
 
     >>> import os, tempfile
     >>> path = write_json(os.path.join(tempfile.mkdtemp(), "report.json"), {"clean": 0.5})
-    >>> open(path).read()
-    '{\n  "clean": 0.5\n}'
+    >>> json.load(open(path))
+    {'clean': 0.5}
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import math
 import keras
 import tensorflow as tf
 
-from adt_tf import validation
+from adt_tf import checks
 from adt_tf.initializers import fan_out_normal, pix2pix_normal, torch_default_uniform
 
 # The reference's initialisations (`adt_tf.initializers`): the generator's convolutions and
@@ -134,8 +134,8 @@ class _ConfigurableModel(keras.Model):
 
 
 def _check_sizes(width, num_blocks):
-    width = validation.check_positive_int(width, "generator width")
-    num_blocks = validation.check_positive_int(num_blocks, "num_blocks", minimum=0)
+    width = checks.check_positive_int(width, "generator width")
+    num_blocks = checks.check_positive_int(num_blocks, "num_blocks", minimum=0)
     return width, num_blocks
 
 
@@ -220,9 +220,9 @@ class ImplicitGenerator(_ConfigurableModel):
     def __init__(self, image_shape, z_dim: int = 64, width: int = 256, num_blocks: int = 3,
                  projection_units: int = 256, **kwargs):
         image_shape = check_image_shape(image_shape)
-        z_dim = validation.check_positive_int(z_dim, "z_dim")
+        z_dim = checks.check_positive_int(z_dim, "z_dim")
         width, num_blocks = _check_sizes(width, num_blocks)
-        projection_units = validation.check_positive_int(projection_units, "projection_units")
+        projection_units = checks.check_positive_int(projection_units, "projection_units")
         height, img_width, channels = image_shape
         features = keras.Input((height, img_width, 3 * channels), name="features")
         z = keras.Input((z_dim,), name="z")
@@ -283,8 +283,8 @@ class EntropyEncoder(_ConfigurableModel):
 
     def __init__(self, image_shape, z_dim: int = 64, width: int = 32, **kwargs):
         image_shape = check_image_shape(image_shape)
-        z_dim = validation.check_positive_int(z_dim, "z_dim")
-        width = validation.check_positive_int(width, "encoder width")
+        z_dim = checks.check_positive_int(z_dim, "z_dim")
+        width = checks.check_positive_int(width, "encoder width")
         height, img_width, _ = image_shape
         inputs = keras.Input(image_shape, name="normalised_delta")
         x = inputs

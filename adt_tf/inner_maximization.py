@@ -10,7 +10,7 @@ from typing import NamedTuple
 import keras
 import tensorflow as tf
 
-from adt_tf import validation
+from adt_tf import checks
 from adt_tf.distributions import ExplicitAdversarialDistribution
 from adt_tf.noise import DEFAULT_NOISE, NoiseSource
 from adt_tf.precision import as_float32
@@ -26,7 +26,7 @@ default) or "fresh" (a named, non-default variant; see `explicit_inner_maximizat
 
 def check_inner_gradients(value: str) -> str:
     """Validates the `inner_gradients` setting."""
-    return validation.check_choice(value, "inner_gradients", INNER_GRADIENTS)
+    return checks.check_choice(value, "inner_gradients", INNER_GRADIENTS)
 
 
 class InnerResult(NamedTuple):

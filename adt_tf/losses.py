@@ -13,7 +13,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from adt_tf import validation
+from adt_tf import checks
 
 #: The losses an ADT method can be trained with (the `outer_loss` argument).
 OUTER_LOSSES = ("ce", "trades")
@@ -21,7 +21,7 @@ OUTER_LOSSES = ("ce", "trades")
 
 def check_outer_loss(name: str) -> str:
     """Checks an `outer_loss` name ('ce' or 'trades'); ValueError naming it otherwise."""
-    return validation.check_choice(name, "outer loss", OUTER_LOSSES)
+    return checks.check_choice(name, "outer loss", OUTER_LOSSES)
 
 
 def kl_divergence(p_logits: tf.Tensor, q_logits: tf.Tensor) -> tf.Tensor:
@@ -188,7 +188,7 @@ ATTACK_LOSSES = {"ce": per_example_ce, "margin": margin_loss, "dlr": dlr_loss}
 
 def get_loss(name: str):
     """The per-example loss registered under `name` ('ce', 'margin' or 'dlr')."""
-    return ATTACK_LOSSES[validation.check_choice(name, "attack loss", ATTACK_LOSSES)]
+    return ATTACK_LOSSES[checks.check_choice(name, "attack loss", ATTACK_LOSSES)]
 
 
 def loss_and_grad(classifier, x, y, loss_fn, training: bool = False):

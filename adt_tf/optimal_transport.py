@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from adt_tf import validation
+from adt_tf import checks
 
 
 def cosine_cost_matrix(x_features: tf.Tensor, y_features: tf.Tensor,
@@ -53,9 +53,9 @@ def sinkhorn_plan(cost: tf.Tensor, reg: float = 0.01, iterations: int = 100,
         The [m, n] transport plan T (rows sum to 1/m; after the last v update the columns
         sum to 1/n exactly).
     """
-    reg = validation.check_positive(reg, "reg")
-    iterations = validation.check_positive_int(iterations, "iterations")
-    tolerance = validation.check_non_negative(tolerance, "tolerance")
+    reg = checks.check_positive(reg, "reg")
+    iterations = checks.check_positive_int(iterations, "iterations")
+    tolerance = checks.check_non_negative(tolerance, "tolerance")
     cost = tf.cast(cost, tf.float32)
     m, n = tf.shape(cost)[0], tf.shape(cost)[1]
     log_a = -tf.math.log(tf.cast(m, tf.float32))

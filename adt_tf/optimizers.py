@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
-from adt_tf import validation
+from adt_tf import checks
 
 WEIGHT_DECAY_FORMS = ("coupled", "decoupled")
 #: The learning-rate schedules: the reference's epoch steps, or Fast AT's triangle.
@@ -68,7 +68,7 @@ class CoupledSGD(keras.optimizers.SGD):
             kwargs.pop(key, None)
         super().__init__(learning_rate=learning_rate, momentum=float(momentum), name=name,
                          **kwargs)
-        self.coupled_weight_decay = validation.check_non_negative(
+        self.coupled_weight_decay = checks.check_non_negative(
             coupled_weight_decay, "weight_decay")
 
     def update_step(self, gradient, variable, learning_rate):
@@ -154,17 +154,17 @@ class EpochStepDecay(keras.optimizers.schedules.LearningRateSchedule):
 
     Example:
         >>> schedule = EpochStepDecay(0.1, (75, 90, 100), 0.1, steps_per_epoch=782)
-        >>> float(schedule(74 * 782 - 1)), float(schedule(74 * 782))
+        >>> round(float(schedule(74 * 782 - 1)), 6), round(float(schedule(74 * 782)), 6)
         (0.1, 0.01)
     """
 
     def __init__(self, initial_learning_rate: float, decay_epochs: Sequence[int],
                  factor: float, steps_per_epoch: int):
-        self.initial_learning_rate = validation.check_positive(initial_learning_rate, "lr")
-        self.decay_epochs = tuple(sorted(validation.check_positive_int(e, "lr_decay_epochs")
+        self.initial_learning_rate = checks.check_positive(initial_learning_rate, "lr")
+        self.decay_epochs = tuple(sorted(checks.check_positive_int(e, "lr_decay_epochs")
                                          for e in decay_epochs))
-        self.factor = validation.check_positive(factor, "lr_decay_factor")
-        self.steps_per_epoch = validation.check_positive_int(steps_per_epoch, "steps_per_epoch")
+        self.factor = checks.check_positive(factor, "lr_decay_factor")
+        self.steps_per_epoch = checks.check_positive_int(steps_per_epoch, "steps_per_epoch")
 
     def __call__(self, step):
         step = tf.cast(step, tf.int64)
@@ -202,8 +202,8 @@ class TriangularCyclic(keras.optimizers.schedules.LearningRateSchedule):
     """
 
     def __init__(self, peak_learning_rate: float, total_steps: int):
-        self.peak_learning_rate = validation.check_positive(peak_learning_rate, "lr")
-        self.total_steps = validation.check_positive_int(total_steps, "total_steps")
+        self.peak_learning_rate = checks.check_positive(peak_learning_rate, "lr")
+        self.total_steps = checks.check_positive_int(total_steps, "total_steps")
 
     def __call__(self, step):
         half = tf.constant(self.total_steps / 2, tf.float32)
@@ -215,7 +215,7 @@ class TriangularCyclic(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def check_weight_decay_form(value: str) -> str:
-    return validation.check_choice(value, "weight_decay_form", WEIGHT_DECAY_FORMS)
+    return checks.check_choice(value, "weight_decay_form", WEIGHT_DECAY_FORMS)
 
 
 def make_optimizer(lr: float, *, momentum: float, weight_decay: float,
@@ -248,7 +248,7 @@ def make_optimizer(lr: float, *, momentum: float, weight_decay: float,
             resumed run keeps it) and written into the model when `fit` ends.
     """
     form = check_weight_decay_form(weight_decay_form)
-    validation.check_choice(schedule, "lr_schedule", LR_SCHEDULES)
+    checks.check_choice(schedule, "lr_schedule", LR_SCHEDULES)
     rate = (EpochStepDecay(lr, decay_epochs, decay_factor, steps_per_epoch) if schedule == "step"
             else TriangularCyclic(lr, epochs * steps_per_epoch))
     ema = {} if ema_decay is None else {"use_ema": True, "ema_momentum": float(ema_decay)}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from adt_tf import validation
+from adt_tf import checks
 from adt_tf.bijectors import RadialTanh
 from adt_tf.data import DatasetInfo, dataset_info
 from adt_tf.noise import DEFAULT_NOISE, NoiseSource
@@ -21,9 +21,11 @@ class Ball:
     attacks and methods use (`project`, `step`, `random_start`, `size`, `contains`, `clip`)."""
 
     norm = ""
+    #: How messages name the norm ("L-infinity", "L2").
+    title = ""
 
     def __init__(self, epsilon: float, clip_min: float = 0.0, clip_max: float = 1.0):
-        self.epsilon = self._check_radius(epsilon)
+        self.epsilon = self.check_radius(epsilon)
         if not clip_min < clip_max:
             raise ValueError(
                 f"clip_min must be smaller than clip_max, got clip_min={clip_min}, "
@@ -33,7 +35,8 @@ class Ball:
         self.clip_max = float(clip_max)
 
     @staticmethod
-    def _check_radius(epsilon: float) -> float:
+    def check_radius(epsilon: float) -> float:
+        """`epsilon` as a float if it is a valid radius of this ball, else a ValueError."""
         raise NotImplementedError
 
     def clip(self, x: tf.Tensor) -> tf.Tensor:
@@ -85,10 +88,11 @@ class LinfBall(Ball):
     """
 
     norm = "linf"
+    title = "L-infinity"
 
     @staticmethod
-    def _check_radius(epsilon: float) -> float:
-        return validation.check_epsilon(epsilon)
+    def check_radius(epsilon: float) -> float:
+        return checks.check_epsilon(epsilon)
 
     def bijector(self, radius: float | None = None,
                  dtype: tf.DType = tf.float32) -> tfp.bijectors.Bijector:
@@ -182,11 +186,12 @@ class L2Ball(Ball):
     """
 
     norm = "l2"
+    title = "L2"
     _BISECTIONS = 40
 
     @staticmethod
-    def _check_radius(epsilon: float) -> float:
-        return validation.check_positive(epsilon, "epsilon")
+    def check_radius(epsilon: float) -> float:
+        return checks.check_positive(epsilon, "epsilon")
 
     def bijector(self, radius: float | None = None,
                  dtype: tf.DType = tf.float32) -> tfp.bijectors.Bijector:
@@ -264,10 +269,19 @@ class L2Ball(Ball):
 
 THREATS = {"linf": LinfBall, "l2": L2Ball}
 
+#: The norms of a method or attack defined for every threat model here.
+EVERY_NORM = tuple(THREATS)
+
 
 def format_radius(epsilon: float, norm: str) -> str:
     """A radius as reports print it: "8/255" for L-infinity, "0.5" otherwise."""
     return f"{epsilon * 255:.3g}/255" if norm == LinfBall.norm else f"{epsilon:.3g}"
+
+
+def describe_budget(norm: str, epsilon: float) -> str:
+    """A budget as reports print it: "L-infinity epsilon = 0.03137 (8/255)", "L2 epsilon = 0.5"."""
+    text = f"{THREATS[norm].title} epsilon = {epsilon:.5g}"
+    return text + (f" ({format_radius(epsilon, norm)})" if norm == LinfBall.norm else "")
 
 
 def as_threat(epsilon: float | Ball) -> Ball:
@@ -277,18 +291,20 @@ def as_threat(epsilon: float | Ball) -> Ball:
     return epsilon if isinstance(epsilon, Ball) else LinfBall(epsilon)
 
 
-def require_linf(threat: Ball, what: str) -> LinfBall:
-    """`threat` if it is an L-infinity ball, else a ValueError saying that `what` (an attack
-    or method) has no version for that norm."""
-    if threat.norm != LinfBall.norm:
+def require_norm(threat: Ball, norms: tuple[str, ...], what: str) -> Ball:
+    """`threat` if its norm is one of `norms`, else a ValueError saying that `what` (an
+    attack or a method) has no version for that norm and which it has."""
+    if threat.norm not in norms:
+        titles = " and ".join(THREATS[n].title for n in norms)
+        flags = ", ".join(f"--norm={n}" for n in norms)
         raise ValueError(f"{what} has no {threat.norm} version: it is defined for the "
-                         "L-infinity ball only (--norm=linf).")
-    return threat  # type: ignore[return-value]
+                         f"{titles} ball{'s' if len(norms) > 1 else ''} only ({flags}).")
+    return threat
 
 
 def make_threat(norm: str, epsilon: float) -> Ball:
     """The threat model of a `--norm` value ("linf" or "l2") and radius."""
-    validation.check_choice(norm, "norm", tuple(THREATS))
+    checks.check_choice(norm, "norm", tuple(THREATS))
     return THREATS[norm](epsilon)
 
 
@@ -302,12 +318,12 @@ def resolve_threat(norm: str, epsilon: float | None, dataset: str | DatasetInfo)
         dataset: a dataset name (an `npz:DIR` one is read for its info) or its `DatasetInfo`,
             which saves reading an `npz:` source again.
     """
-    validation.check_choice(norm, "norm", tuple(THREATS))
+    checks.check_choice(norm, "norm", tuple(THREATS))
     if epsilon is None:
         info = dataset if isinstance(dataset, DatasetInfo) else dataset_info(dataset)
         epsilon = info.default_epsilon(norm)
     return make_threat(norm, epsilon)
 
 
-__all__ = ["THREATS", "Ball", "L2Ball", "LinfBall", "as_threat", "format_radius", "make_threat",
-           "require_linf", "resolve_threat"]
+__all__ = ["EVERY_NORM", "THREATS", "Ball", "L2Ball", "LinfBall", "as_threat", "describe_budget",
+           "format_radius", "make_threat", "require_norm", "resolve_threat"]

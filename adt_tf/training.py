@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import inspect
 import json
 import math
 import os
@@ -20,8 +19,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from adt_tf import checks, files
 from adt_tf import data as data_lib
-from adt_tf import files, validation
 from adt_tf.checkpoints import BEST_FILE, BestCheckpoint, RobustAccuracyCallback, read_best
 from adt_tf.distributed import (
     STRATEGIES,
@@ -36,7 +35,7 @@ from adt_tf.methods import AmortizedAdversarialTrainer, check_method_arguments, 
 from adt_tf.models import MODELS, build_model
 from adt_tf.optimizers import LR_SCHEDULES, check_weight_decay_form, make_optimizer
 from adt_tf.precision import precision_policy
-from adt_tf.threat import THREATS, make_threat, resolve_threat
+from adt_tf.threat import THREATS, Ball, LinfBall, describe_budget, resolve_threat
 
 # Settings that may change when a run is resumed in the same workdir (the workdir itself: the
 # folder is the run, however its path is written or wherever it was moved).
@@ -90,39 +89,41 @@ class TrainConfig:
     ema_decay: float | None = None
     algorithm_version: int = ALGORITHM_VERSION
 
-    def resolved_epsilon(self) -> float:
-        """The budget: --epsilon, else the dataset's default for the norm."""
-        return resolve_threat(self.norm, self.epsilon, self.dataset).epsilon
+    def threat(self, info: data_lib.DatasetInfo | None = None) -> Ball:
+        """The run's threat model: `norm` with `epsilon`, else with the dataset's default
+        budget (`info` saves reading an `npz:` source for it). A run resolves it once and
+        hands the ball down."""
+        return resolve_threat(self.norm, self.epsilon, info or self.dataset)
 
     def validate(self) -> None:
         """Raises ValueError for bad settings, before any data is read or model built."""
         get_method(self.method)
-        validation.check_choice(self.model, "model", MODELS)
-        validation.check_choice(self.strategy, "strategy", STRATEGIES)
+        MODELS.lookup(self.model)
+        checks.check_choice(self.strategy, "strategy", STRATEGIES)
         if not self.dataset.startswith(data_lib.NPZ_PREFIX):
             data_lib.dataset_info(self.dataset)
-        validation.check_choice(self.norm, "norm", THREATS)
+        checks.check_choice(self.norm, "norm", THREATS)
         if self.epsilon is not None:
-            make_threat(self.norm, self.epsilon)
-        validation.check_positive_int(self.epochs, "epochs")
-        validation.check_positive_int(self.batch_size, "batch_size")
-        validation.check_positive(self.lr, "lr")
-        validation.check_in_range(self.lr_decay_factor, "lr_decay_factor", 0.0, 1.0)
-        validation.check_in_range(self.momentum, "momentum", 0.0, 1.0)
-        validation.check_non_negative(self.weight_decay, "weight_decay")
+            THREATS[self.norm].check_radius(self.epsilon)
+        checks.check_positive_int(self.epochs, "epochs")
+        checks.check_positive_int(self.batch_size, "batch_size")
+        checks.check_positive(self.lr, "lr")
+        checks.check_in_range(self.lr_decay_factor, "lr_decay_factor", 0.0, 1.0)
+        checks.check_in_range(self.momentum, "momentum", 0.0, 1.0)
+        checks.check_non_negative(self.weight_decay, "weight_decay")
         check_weight_decay_form(self.weight_decay_form)
-        validation.check_choice(self.lr_schedule, "lr_schedule", LR_SCHEDULES)
+        checks.check_choice(self.lr_schedule, "lr_schedule", LR_SCHEDULES)
         if self.max_train_examples is not None:
-            validation.check_positive_int(self.max_train_examples, "max_train_examples")
+            checks.check_positive_int(self.max_train_examples, "max_train_examples")
         if self.eval_examples is not None:
-            validation.check_positive_int(self.eval_examples, "eval_examples")
+            checks.check_positive_int(self.eval_examples, "eval_examples")
         for e in self.lr_decay_epochs:
-            validation.check_positive_int(e, "lr_decay_epochs entries")
+            checks.check_positive_int(e, "lr_decay_epochs entries")
         if isinstance(self.validation_examples, bool) or not isinstance(
                 self.validation_examples, int) or self.validation_examples < 0:
             raise ValueError(f"--validation_examples must be an integer >= 0 (0: no "
                              f"validation split), got {self.validation_examples!r}.")
-        validation.check_positive_int(self.validation_every, "--validation_every")
+        checks.check_positive_int(self.validation_every, "--validation_every")
         validation_pgd_steps(self.validation_attack)
         if self.ema_decay is not None and not 0.0 < float(self.ema_decay) < 1.0:
             raise ValueError(f"--ema_decay must be in (0, 1) (e.g. 0.999), got "
@@ -214,13 +215,6 @@ class LogLearningRate(keras.callbacks.Callback):
             logs["learning_rate"] = self._rate
 
 
-def method_param_names(method: str) -> list[str]:
-    """Constructor arguments of a method class beyond the base ones (for the CLI)."""
-    params = inspect.signature(get_method(method).__init__).parameters
-    return [p for p in params
-            if p not in ("self", "classifier", "epsilon", "seed", "norm", "kwargs")]
-
-
 def recorded_config(path: str) -> dict[str, Any]:
     """The settings a run's config.json records, every `TrainConfig` field present: one added
     after the run was written reads as its default (the behaviour of the time), except
@@ -267,13 +261,24 @@ def _check_workdir(config: TrainConfig, path: str, backup_dir: str) -> None:
                          "a new --workdir).")
 
 
-def build_trainer(config: TrainConfig, splits: data_lib.Splits, steps_per_epoch: int):
+def with_norm_defaults(config: TrainConfig, threat: Ball) -> TrainConfig:
+    """`config` with each method argument given as None that depends on the threat model
+    (`norm_defaults`: a step size of 2/255 for L-infinity, epsilon / 4 for L2) set to its
+    value, as config.json records it (adt-train's flags leave them None)."""
+    params = dict(config.method_params)
+    for name, value in get_method(config.method).norm_defaults(threat).items():
+        if name in params and params[name] is None:
+            params[name] = value
+    return dataclasses.replace(config, method_params=params)
+
+
+def build_trainer(config: TrainConfig, splits: data_lib.Splits, steps_per_epoch: int,
+                  threat: Ball):
     """Classifier + method, compiled (call inside the strategy's scope)."""
     mean, std = data_lib.channel_stats(splits.x_train) if config.normalize else (None, None)
     classifier = build_model(config.model, splits.input_shape, splits.info.num_classes,
                              mean=mean, std=std, **config.model_params)
-    trainer = get_method(config.method)(classifier, epsilon=config.resolved_epsilon(),
-                                        norm=config.norm, seed=config.seed,
+    trainer = get_method(config.method)(classifier, epsilon=threat, seed=config.seed,
                                         **config.method_params)
     trainer.compile(
         optimizer=make_optimizer(config.lr, momentum=config.momentum,
@@ -292,7 +297,7 @@ def build_trainer(config: TrainConfig, splits: data_lib.Splits, steps_per_epoch:
     return trainer
 
 
-def evaluate_report(classifier: keras.Model, splits: data_lib.Splits, epsilon: float,
+def evaluate_report(classifier: keras.Model, splits: data_lib.Splits, threat: Ball,
                     config: TrainConfig) -> dict[str, Any]:
     """Clean and PGD-20 accuracy (step epsilon/4, random start) on the test split, with the
     classifier computing in float32 (a model trained under a mixed policy is attacked
@@ -302,15 +307,16 @@ def evaluate_report(classifier: keras.Model, splits: data_lib.Splits, epsilon: f
     x, y = splits.x_test[:n], splits.y_test[:n]
     # The evaluation's own PGD-20 (the `quick` suite), with the run's seed: the report's
     # number is what `adt-evaluate --suite=quick --seed=<seed>` gives on the same inputs.
-    result = evaluate(classifier, x, y, epsilon=epsilon, norm=config.norm, suite="quick",
+    result = evaluate(classifier, x, y, threat, suite="quick",
                       seed=config.seed,
                       batch_size=config.eval_batch_size, sanity_checks=False,
                       verbose=int(bool(config.verbose)))
     return {
         "dataset": config.dataset, "split": "test", "num_examples": int(n),
-        "epsilon": epsilon, "norm": config.norm, "clean_accuracy": result.clean_accuracy,
+        "epsilon": threat.epsilon, "norm": threat.norm,
+        "clean_accuracy": result.clean_accuracy,
         "pgd20_accuracy": result.robust_accuracy, "compute_dtype": result.compute_dtype,
-        "attack": ("PGD-20" if config.norm == "linf" else f"PGD-20 ({config.norm.upper()})")
+        "attack": ("PGD-20" if threat.norm == LinfBall.norm else f"PGD-20 ({threat.title})")
         + ", step epsilon/4, uniform random start, 1 restart, CE loss",
     }
 
@@ -319,9 +325,7 @@ def format_report(report: dict[str, Any]) -> str:
     if "clean_accuracy" not in report:  # a non-chief worker of a multi-worker run
         return (f"Worker {report['worker']} finished {report['method']}; the chief writes "
                 f"the report. This worker's copy of the classifier: {report['classifier_path']}")
-    eps, norm = report["epsilon"], report.get("norm", "linf")
-    budget = (f"epsilon = {eps:.5f} = {eps * 255:.3g}/255" if norm == "linf" else
-              f"{norm.upper()} epsilon = {eps:.5g}")
+    budget = describe_budget(report.get("norm", LinfBall.norm), report["epsilon"])
     lines = [
         f"Report: {report['method']} on {report['dataset']} (test split, "
         f"{report['num_examples']} inputs, {budget})",
@@ -359,30 +363,45 @@ def run_training(config: TrainConfig, monitors: tuple = ()) -> dict[str, Any]:
     # First: MultiWorkerMirroredStrategy must configure collectives before TF starts.
     strategy = make_strategy(config.strategy, config.tpu)
     role = worker_role(strategy)
+    # The threat model, made once for the run. An npz: source's default budget is in its
+    # files: they are read for it here, once, and the run trains on what was read.
+    splits = None
+    if config.epsilon is None and config.dataset.startswith(data_lib.NPZ_PREFIX):
+        splits = _load_splits(config)
+    threat = config.threat(splits.info if splits is not None else None)
+    config = with_norm_defaults(config, threat)
     # The method's constructor checks its arguments: run it on a throwaway model before
-    # any data is read.
-    check_method_arguments(config.method, epsilon=config.resolved_epsilon(), norm=config.norm,
-                           seed=config.seed, **config.method_params)
+    # any (other) data is read.
+    check_method_arguments(config.method, epsilon=threat, seed=config.seed,
+                           **config.method_params)
     out_dir = role.write_dir(config.workdir)
-    validation.check_writable_dir(out_dir, "--workdir")
+    checks.check_writable_dir(out_dir, "--workdir")
     config_path = os.path.join(out_dir, "config.json")
     backup_dir = os.path.join(config.workdir, "backup")
     with workdir_lock(out_dir):
         _check_workdir(config, config_path, backup_dir)
-        return _train(config, role, strategy, out_dir, config_path, backup_dir, monitors)
+        return _train(config, threat, role, strategy, out_dir, config_path, backup_dir,
+                      monitors, splits)
 
 
-def _train(config: TrainConfig, role, strategy, out_dir: str, config_path: str,
-           backup_dir: str, monitors: tuple = ()) -> dict[str, Any]:
-    """The run itself, in a workdir this process holds the lock of."""
+def _load_splits(config: TrainConfig) -> data_lib.Splits:
+    return data_lib.load(config.dataset, config.data_dir, config.max_train_examples)
+
+
+def _train(config: TrainConfig, threat: Ball, role, strategy, out_dir: str, config_path: str,
+           backup_dir: str, monitors: tuple = (),
+           splits: data_lib.Splits | None = None) -> dict[str, Any]:
+    """The run itself, in a workdir this process holds the lock of (`splits`: the data if
+    `run_training` has read it already)."""
     keras.utils.set_random_seed(config.seed)  # the same on every worker: same init, order
-    splits = data_lib.load(config.dataset, config.data_dir, config.max_train_examples)
+    if splits is None:
+        splits = _load_splits(config)
     held_out = None
     if config.validation_examples:  # never trained on, nor in the normalisation statistics
         splits, held_out = hold_out_validation(config, splits, out_dir)
     steps_per_epoch = math.ceil(len(splits.x_train) / config.batch_size)
     with precision_policy(config.mixed_precision, strategy), strategy.scope():
-        trainer = build_trainer(config, splits, steps_per_epoch)
+        trainer = build_trainer(config, splits, steps_per_epoch, threat)
     # Written once the data and the model are known to be good, atomically.
     files.write_json(config_path, dataclasses.asdict(config))
     _announce_resume(backup_dir, config)
@@ -407,11 +426,10 @@ def _train(config: TrainConfig, role, strategy, out_dir: str, config_path: str,
     test_ds = data_lib.make_dataset(*watched, config.eval_batch_size, training=False)
     if role.num_workers > 1:
         train_ds, test_ds = shard_by_data(train_ds), shard_by_data(test_ds)
-    epsilon = config.resolved_epsilon()
     selection = []
     if held_out is not None:
         selection = [RobustAccuracyCallback(
-            *held_out, make_threat(config.norm, epsilon),
+            *held_out, threat,
             steps=validation_pgd_steps(config.validation_attack),
             batch_size=config.eval_batch_size, seed=config.seed,
             every=config.validation_every)]
@@ -453,13 +471,13 @@ def _train(config: TrainConfig, role, strategy, out_dir: str, config_path: str,
         return {"method": config.method, "worker": role.name, "classifier_path": path,
                 "epochs": config.epochs, "seed": config.seed}
 
-    report = evaluate_report(classifier, splits, epsilon, config)
+    report = evaluate_report(classifier, splits, threat, config)
     report.update({"method": config.method, "classifier_path": path,
                    "epochs": config.epochs, "seed": config.seed})
     best = read_best(out_dir) if held_out is not None else None
     if best is not None:
         best_model = keras.saving.load_model(os.path.join(out_dir, BEST_FILE), compile=False)
-        best_report = evaluate_report(best_model, splits, epsilon, config)
+        best_report = evaluate_report(best_model, splits, threat, config)
         report["best"] = dict(best, classifier_path=os.path.join(out_dir, BEST_FILE),
                               clean_accuracy=best_report["clean_accuracy"],
                               pgd20_accuracy=best_report["pgd20_accuracy"])
@@ -500,5 +518,5 @@ def _announce_resume(backup_dir: str, config: TrainConfig) -> None:
 
 
 __all__ = ["NonFiniteLossError", "TrainConfig", "WorkerLostError", "build_trainer",
-           "recorded_config",
-           "format_report", "method_param_names", "run_training", "workdir_lock"]
+           "recorded_config", "with_norm_defaults",
+           "format_report", "run_training", "workdir_lock"]

@@ -91,12 +91,12 @@ def main():
     started = time.perf_counter()
     splits = data_lib.load(f"npz:{DATA}", max_train_examples=args.train_examples)
     mean, std = data_lib.channel_stats(splits.x_train)
-    x_train = splits.x_train.astype(np.float32) / 255.0
+    x_train = data_lib.as_unit_float(splits.x_train)
     t0 = time.perf_counter()
     model = train_classifier(x_train, splits.y_train, 0, args.epochs, mean, std)
     train_seconds = time.perf_counter() - t0
     source = train_classifier(x_train, splits.y_train, 1, max(1, args.epochs // 2), mean, std)
-    x = splits.x_test[:args.num_examples].astype(np.float32) / 255.0
+    x = data_lib.as_unit_float(splits.x_test[:args.num_examples])
     y = splits.y_test[:args.num_examples].astype(np.int32)
     clean = correct_under_attack(model, x, y, None, batch_size=args.batch_size, verbose=False)
 

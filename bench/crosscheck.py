@@ -49,7 +49,7 @@ def ours(classifier, x, y, epsilon: float, *, suite: str = "autoattack",
     """Our chain: per attack {label, survivors, seconds}, and the clean-correct count."""
     from adt_tf.evaluation import evaluate
 
-    result = evaluate(classifier, x, y, epsilon=epsilon, suite=suite, overrides=overrides,
+    result = evaluate(classifier, x, y, epsilon, suite=suite, overrides=overrides,
                       per_attack="remaining", batch_size=batch_size, seed=seed,
                       cache_dir=cache_dir, model_id=model_id, sanity_checks=False,
                       verbose=verbose)
@@ -220,7 +220,7 @@ def main(argv) -> None:
         sys.exit("bench.crosscheck: needs adversarial-robustness-toolbox (pip install -e "
                  "'.[reference]').")
     splits = data_lib.load(f"npz:{FLAGS.data}", max_test_examples=FLAGS.examples)
-    x = splits.x_test.astype(np.float32) / 255.0
+    x = data_lib.as_unit_float(splits.x_test)
     y = splits.y_test.astype(np.int32)
     rows = []
     for item in FLAGS.models:

@@ -105,13 +105,12 @@ def trajectory_stats(fitted, norm: str = "linf") -> list[dict]:
     return rows
 
 
-def measure(classifier, x, y, epsilon: float) -> dict:
+def measure(classifier, x, y, threat) -> dict:
     from adt_tf.analysis.diversity import average_pairwise_distance, exp_samples, pgd_samples
 
     results = {"pgd": None, "exp": []}
     t0 = time.perf_counter()
-    pgd = pgd_samples(classifier, x, y, epsilon, FLAGS.num_samples, norm=FLAGS.norm,
-                      seed=FLAGS.seed).numpy()
+    pgd = pgd_samples(classifier, x, y, threat, FLAGS.num_samples, seed=FLAGS.seed).numpy()
     results["pgd"] = {"mean_distance": float(average_pairwise_distance(
         np.swapaxes(pgd, 0, 1)).mean()), "seconds": time.perf_counter() - t0}
     print(f"PGD-20 restarts: {results['pgd']['mean_distance']:.3f}", flush=True)
@@ -121,9 +120,9 @@ def measure(classifier, x, y, epsilon: float) -> dict:
             for lam in (float(v) for v in FLAGS.lambdas):
                 t0 = time.perf_counter()
                 samples, fitted = exp_samples(
-                    classifier, x, y, epsilon, FLAGS.num_samples, steps=steps,
-                    mc_samples=mc, entropy_weight=lam, gradients=rule, norm=FLAGS.norm,
-                    seed=FLAGS.seed, return_fit=True)
+                    classifier, x, y, threat, FLAGS.num_samples, steps=steps,
+                    mc_samples=mc, entropy_weight=lam, gradients=rule, seed=FLAGS.seed,
+                    return_fit=True)
                 samples = samples.numpy()
                 logits = classifier(samples.reshape((-1,) + samples.shape[2:]), training=False)
                 fooled = np.mean(np.argmax(logits, -1) != np.tile(y, FLAGS.num_samples))
@@ -244,14 +243,15 @@ def main(argv):
         sys.exit(f"bench.diversity: no train.npz in {FLAGS.data} (see ../shared/data).")
     from adt_tf import data as data_lib
     from adt_tf.loading import load_classifier
+    from adt_tf.threat import resolve_threat
 
     report, config = train_model(FLAGS.data, FLAGS.workdir)
     classifier = load_classifier(os.path.join(FLAGS.workdir, "classifier.keras"))
     splits = data_lib.load(f"npz:{FLAGS.data}", max_train_examples=1,
                            max_test_examples=FLAGS.num_inputs)
-    x = splits.x_test[:FLAGS.num_inputs].astype("float32") / 255.0
+    x = data_lib.as_unit_float(splits.x_test[:FLAGS.num_inputs])
     y = splits.y_test[:FLAGS.num_inputs].astype("int32")
-    results = measure(classifier, x, y, 8 / 255 if FLAGS.norm == "linf" else 0.5)
+    results = measure(classifier, x, y, resolve_threat(FLAGS.norm, None, splits.info))
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     stem = os.path.join(FLAGS.output_dir, "diversity_cifar10_cpu"
                         + ("_l2" if FLAGS.norm == "l2" else ""))

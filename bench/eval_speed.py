@@ -44,13 +44,15 @@ def child(args) -> None:
     from adt_tf import data as data_lib
     from adt_tf.evaluation import evaluate
     from adt_tf.loading import load_classifier
+    from adt_tf.threat import resolve_threat
 
     classifier = load_classifier(args.model)
     splits = data_lib.load(f"npz:{args.data}", max_test_examples=args.num_examples)
     t0 = time.perf_counter()
     result = evaluate(classifier, splits.x_test, splits.y_test, suite="autoattack",
-                      per_attack="remaining", epsilon=splits.info.default_epsilon(args.norm),
-                      norm=args.norm, batch_size=args.batch_size, seed=0, cache_dir=None,
+                      per_attack="remaining",
+                      threat=resolve_threat(args.norm, None, splits.info),
+                      batch_size=args.batch_size, seed=0, cache_dir=None,
                       sanity_checks=False, verbose=0)
     wall = time.perf_counter() - t0
     out = {"package": os.path.dirname(adt_tf.__file__), "wall_seconds": wall,

@@ -113,16 +113,17 @@ def monitors(config, data: str):
     and on the first 500 test inputs (logged as train_* and test_*; they select nothing)."""
     from adt_tf import data as data_lib
     from adt_tf.checkpoints import RobustAccuracyCallback
+    from adt_tf.threat import resolve_threat
 
     splits = data_lib.load(f"npz:{data}", max_train_examples=config.max_train_examples)
     train, _ = data_lib.stratified_split(splits.y_train, config.validation_examples,
                                          config.seed)
     seen = train[:MONITOR_INPUTS]
-    eps = splits.info.default_epsilon("linf")
-    return (RobustAccuracyCallback(splits.x_train[seen], splits.y_train[seen], eps, steps=20,
+    threat = resolve_threat("linf", None, splits.info)
+    return (RobustAccuracyCallback(splits.x_train[seen], splits.y_train[seen], threat, steps=20,
                                    seed=config.seed, prefix="train_"),
             RobustAccuracyCallback(splits.x_test[:MONITOR_INPUTS],
-                                   splits.y_test[:MONITOR_INPUTS], eps, steps=20,
+                                   splits.y_test[:MONITOR_INPUTS], threat, steps=20,
                                    seed=config.seed, prefix="test_"))
 
 
@@ -132,6 +133,7 @@ def train_and_evaluate(recipe: Recipe, key: str, seed: int, ema: bool, data: str
     from adt_tf import data as data_lib
     from adt_tf.evaluation import evaluate
     from adt_tf.loading import file_id, load_classifier
+    from adt_tf.threat import resolve_threat
     from adt_tf.training import run_training
 
     config = train_config(recipe, key, seed, ema, data, workdir)
@@ -145,13 +147,13 @@ def train_and_evaluate(recipe: Recipe, key: str, seed: int, ema: bool, data: str
         print(f"[train] {run_name(key, seed, ema)} -> {d}", flush=True)
         run_training(config, monitors=monitors(config, data))
     splits = data_lib.load(f"npz:{data}", max_test_examples=recipe.eval_examples)
-    eps = splits.info.default_epsilon("linf")
+    threat = resolve_threat("linf", None, splits.info)
     out = {"method": key, "seed": seed, "ema": ema, "history": _history(d)}
     record = rb._read_json(os.path.join(d, "best.json"), {})
     for checkpoint in ("last", "best"):
         path = os.path.join(d, "classifier.keras" if checkpoint == "last" else "best.keras")
         print(f"[eval] {run_name(key, seed, ema)} {checkpoint}", flush=True)
-        result = evaluate(load_classifier(path), splits.x_test, splits.y_test, epsilon=eps,
+        result = evaluate(load_classifier(path), splits.x_test, splits.y_test, threat,
                           suite="pgd20,apgd_ce,apgd_t,fab_t,square", per_attack="remaining",
                           batch_size=250, seed=seed, model_id=file_id(path),
                           cache_dir=os.path.join(d, "eval", "cache"), model_name=path,

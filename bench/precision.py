@@ -74,6 +74,7 @@ def evaluate_run(recipe: rb.Recipe, key: str, seed: int, data: str, workdir: str
     from adt_tf.evaluation import evaluate
     from adt_tf.loading import file_id, load_classifier
     from adt_tf.precision import float32_copy
+    from adt_tf.threat import resolve_threat
 
     d = rb.run_dir(workdir, key, seed)
     summary_path = os.path.join(d, "summary.json")
@@ -85,7 +86,7 @@ def evaluate_run(recipe: rb.Recipe, key: str, seed: int, data: str, workdir: str
     classifier = float32_copy(loaded)
     splits = data_lib.load(f"npz:{data}", max_test_examples=recipe.eval_examples)
     x, y = splits.x_test, splits.y_test
-    common = dict(epsilon=splits.info.default_epsilon(recipe.norm), norm=recipe.norm,
+    common = dict(threat=resolve_threat(recipe.norm, None, splits.info),
                   batch_size=recipe.eval_batch_size, seed=seed,
                   cache_dir=os.path.join(d, "eval", "cache"), model_id=file_id(path),
                   dataset="cifar10 (offline copy, test split)", verbose=verbose,

@@ -100,11 +100,11 @@ def stage_attacks(norm: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[st
     with an L2 version (FeaAttack and SPSA have none)."""
     if norm == "linf":
         return MAIN_ATTACKS, LATE_ATTACKS, SUBSET_ATTACKS
-    from adt_tf.attacks import L2_ATTACKS
+    from adt_tf.attacks import attacks_for
     from adt_tf.evaluation.suites import CATALOGUE
 
     def keep(names):
-        return tuple(n for n in names if CATALOGUE[n].attack in L2_ATTACKS)
+        return tuple(n for n in names if CATALOGUE[n].attack in attacks_for(norm))
 
     return keep(MAIN_ATTACKS), keep(LATE_ATTACKS), keep(SUBSET_ATTACKS)
 
@@ -357,6 +357,7 @@ def evaluate_run(recipe: Recipe, key: str, seed: int, all_seeds: list[int], data
     from adt_tf import data as data_lib
     from adt_tf.evaluation import evaluate
     from adt_tf.loading import file_id, load_classifier
+    from adt_tf.threat import resolve_threat
 
     _, label, _, _ = method_spec(key)
     d = run_dir(workdir, key, seed)
@@ -382,7 +383,7 @@ def evaluate_run(recipe: Recipe, key: str, seed: int, all_seeds: list[int], data
              "train_pool": (splits.x_train[:10000], splits.y_train[:10000])}
     model_id = file_id(path) + ("+" + file_id(source_path) if source is not None else "")
     main_attacks, late_attacks, subset_attacks = stage_attacks(recipe.norm)
-    common = dict(epsilon=splits.info.default_epsilon(recipe.norm), norm=recipe.norm,
+    common = dict(threat=resolve_threat(recipe.norm, None, splits.info),
                   batch_size=recipe.eval_batch_size, seed=seed,
                   cache_dir=os.path.join(d, "eval", "cache"), model_id=model_id,
                   dataset="cifar10 (offline copy, test split)", verbose=verbose, **pools)

@@ -31,8 +31,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from adt_tf import checks
 from adt_tf import serving_contract as names
-from adt_tf import validation
 from adt_tf.files import write_json
 from export import serving_config, sources, verify, warmup
 from export.signatures import ServingModule
@@ -159,7 +159,7 @@ def export_classifier(classifier: keras.Model, export_base: str, model_name: str
                          f"{', '.join(map(str, spec.input_shape))}], got {images.shape}.")
 
     model_dir = os.path.join(export_base, model_name)
-    validation.check_writable_dir(model_dir, "--export_dir (its model folder)")
+    checks.check_writable_dir(model_dir, "--export_dir (its model folder)")
     version = next_version(model_dir) if version is None else int(version)
     target = os.path.join(model_dir, str(version))
     if os.path.exists(target):

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from adt_tf import serving_contract as names
+from adt_tf.data import as_unit_float
 
 RESULT_PREFIX = "VERIFICATION_RESULT "
 TOLERANCE = 1e-5
@@ -110,7 +111,7 @@ def check_saved_model(saved_model_dir: str, images: np.ndarray, probabilities: n
     files = tf.constant([tf.io.encode_png(p).numpy() for p in pixels])
     from_bytes = sigs[names.BYTES_SIGNATURE](image_bytes=files)["probabilities"].numpy()
     from_pixels = sigs[names.DEFAULT_SIGNATURE](
-        images=tf.constant(pixels.astype(np.float32) / 255.0))["probabilities"].numpy()
+        images=tf.constant(as_unit_float(pixels)))["probabilities"].numpy()
     result["bytes_max_abs_diff"] = float(np.max(np.abs(from_bytes - from_pixels)))
     if not result["bytes_max_abs_diff"] <= tolerance:
         problems.append(f"serving_bytes on PNG files differs from serving_default on their "

@@ -8,9 +8,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+#: The repository's root (where setup.py is) and the tests' data folder.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(ROOT, "tests", "data")
+
 #: The CIFAR-10 sample the package ships (its test images are the first 500 official ones).
-SAMPLE = os.path.join(os.path.dirname(__file__), "..", "adt_tf", "data_files",
-                      "cifar10_sample.npz")
+SAMPLE = os.path.join(ROOT, "adt_tf", "data_files", "cifar10_sample.npz")
 
 
 def make_tiny_images(n: int = 64, size: int = 16, channels: int = 3, num_classes: int = 10,

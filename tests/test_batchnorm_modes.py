@@ -15,8 +15,8 @@ from adt_tf.evaluation import fit_amortized_adversary
 from adt_tf.methods import METHODS
 from adt_tf.noise import RecordedNoise
 from adt_tf.optimizers import make_optimizer
+from tests.adt_tf.attacks.test_attack_battery import EPS, small_settings
 from tests.helpers import ce_loss, make_tiny_images, tiny_classifier
-from tests.test_attack_battery import EPS, small_settings
 from tests.test_replicas import SETTINGS, PatternNoise
 
 

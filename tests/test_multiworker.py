@@ -31,13 +31,13 @@ from adt_tf.distributed import (
     shard_by_data,
     worker_role,
 )
+from tests.helpers import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES, BATCH = 64, 8
 STEPS_PER_EPOCH = EXAMPLES // BATCH
 TINY = [f"--max_train_examples={EXAMPLES}", f"--batch_size={BATCH}", "--model_width=4",
-        "--eval_examples=16", "--inner_steps=2", "--mc_samples=2", "--lr=0.02", "--verbose=2",
-        "--method=adt_exp", "--strategy=multiworker"]
+        "--eval_examples=16", "--method_params=inner_steps=2,mc_samples=2", "--lr=0.02",
+        "--verbose=2", "--method=adt_exp", "--strategy=multiworker"]
 
 
 def free_ports(n: int) -> list[int]:
@@ -179,7 +179,7 @@ def test_multiworker_short_kill_and_resume(tmp_path):
     MultiWorkerMirroredStrategy, a lost worker's exit 3, the restart that resumes): the
     slow test above, shortened to 3 epochs of one inner step."""
     kill_a_worker_and_resume(tmp_path, epochs=3, kill_after=1,
-                             args=("--inner_steps=1", "--mc_samples=1"))
+                             args=("--method_params=inner_steps=1,mc_samples=1",))
 
 
 # ---------------------------------------------------------------------- fast tests

@@ -21,11 +21,12 @@ from adt_tf.inner_maximization import explicit_inner_maximization
 from adt_tf.methods import ADTExp, ADTExpAM, ADTImpAM
 from adt_tf.noise import RecordedNoise
 from adt_tf.optimizers import make_optimizer
+from tests.helpers import DATA
 
-REFERENCE = os.path.join(os.path.dirname(__file__), "data", "adt_reference.npz")
+REFERENCE = os.path.join(DATA, "adt_reference.npz")
 #: Two IMP-AM joint steps of the authors' code from the same initial state (made here with
 #: their unchanged `train` loop; README: tests/data/adt_reference_README.md, "impam2").
-REFERENCE_IMPAM2 = os.path.join(os.path.dirname(__file__), "data", "adt_reference_impam2.npz")
+REFERENCE_IMPAM2 = os.path.join(DATA, "adt_reference_impam2.npz")
 EPS = 8 / 255
 # Float32 on both sides: weights and phi agree to about 1e-5 relative (the README's tolerance).
 RTOL, ATOL = 2e-5, 2e-6

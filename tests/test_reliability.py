@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from adt_tf.training import TrainConfig, run_training, workdir_lock
-from tests.test_train_cli import run_cli
+from tests.trainers.test_train_cli import run_cli
 
 TINY = dict(max_train_examples=32, batch_size=16, model_params={"width": 4}, eval_examples=16,
             verbose=0, method="standard", lr=0.01)
@@ -77,18 +77,20 @@ def test_bad_lr_decay_factor_and_a_file_as_workdir_are_errors(tmp_path):
 
 
 def test_a_flag_the_method_does_not_take_is_an_error(tmp_path):
-    proc = run_cli(f"--workdir={tmp_path}/w", "--method=pgd_at", "--entropy_weight=0.1",
-                   "--mc_samples=3", check=False)
+    proc = run_cli(f"--workdir={tmp_path}/w", "--method=pgd_at",
+                   "--method_params=entropy_weight=0.1,mc_samples=3,stepz=2", check=False)
     assert proc.returncode == 2, proc.stderr
-    assert "--method=pgd_at does not take --entropy_weight, --mc_samples" in proc.stderr
-    assert "--entropy_weight applies to adt_exp" in proc.stderr
+    assert "--method=pgd_at does not take entropy_weight, mc_samples, stepz" in proc.stderr
+    assert "entropy_weight applies to adt_exp, adt_exp_am, adt_imp_am" in proc.stderr
+    assert "no method takes stepz" in proc.stderr
+    assert "it takes attack_steps, attack_step_size" in proc.stderr
     assert not os.path.exists(os.path.join(tmp_path, "w"))
 
 
 def test_an_output_folder_that_cannot_be_made_is_an_error_naming_its_flag(tmp_path):
     """Checked before the work starts (not after hours of attacks), by one helper."""
     from adt_tf.analysis.runner import AnalysisConfig, run_analyses
-    from adt_tf.validation import check_writable_dir
+    from adt_tf.checks import check_writable_dir
     from trainers.evaluate import run_evaluation
 
     blocker = tmp_path / "a_file"
@@ -110,7 +112,7 @@ def test_an_output_folder_that_cannot_be_made_is_an_error_naming_its_flag(tmp_pa
 
 
 def test_an_unwritable_export_dir_exits_2_naming_it(tmp_path):
-    from tests.test_export import run_cli as run_export_cli
+    from tests.export.test_export import run_cli as run_export_cli
 
     workdir = tmp_path / "run"
     run_training(TrainConfig(workdir=str(workdir), epochs=1, **TINY))
@@ -136,7 +138,7 @@ def _start_cli(workdir, *args):
     import subprocess
     import sys
 
-    from tests.test_train_cli import ROOT
+    from tests.helpers import ROOT
 
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.Popen([sys.executable, "-m", "trainers.train", f"--workdir={workdir}",
@@ -160,7 +162,7 @@ def _wait_for(condition, proc, timeout=300):
 def test_an_interrupt_mid_epoch_says_what_is_kept_and_the_rerun_resumes(tmp_path, signame):
     import signal
 
-    from tests.test_train_cli import history_epochs
+    from tests.trainers.test_train_cli import history_epochs
 
     workdir = str(tmp_path / "run")
     proc = _start_cli(workdir, "--epochs=40")
@@ -182,7 +184,7 @@ def test_an_interrupt_mid_epoch_says_what_is_kept_and_the_rerun_resumes(tmp_path
 def test_an_interrupt_during_the_final_evaluation_then_the_rerun_only_evaluates(tmp_path):
     import signal
 
-    from tests.test_train_cli import history_epochs
+    from tests.trainers.test_train_cli import history_epochs
 
     workdir = str(tmp_path / "run")
     proc = _start_cli(workdir, "--epochs=1")
@@ -205,7 +207,7 @@ def test_a_full_disk_during_checkpointing_exits_2_naming_the_file_and_the_rerun_
     the same command resumes from epoch 1 (the checkpoint of epoch 1 was left whole)."""
     import subprocess
 
-    from tests.test_train_cli import history_epochs
+    from tests.trainers.test_train_cli import history_epochs
 
     mount = tmp_path / "disk"
     mount.mkdir()

@@ -20,14 +20,14 @@ import sys
 
 from absl import app, flags, logging
 
+from adt_tf import checks
 from adt_tf import data as data_lib
-from adt_tf import validation
 from adt_tf.evaluation import PER_ATTACK_MODES, evaluate
 from adt_tf.evaluation.suites import CATALOGUE, SUITES, parse_overrides, resolve_suite
 from adt_tf.interrupts import interruptible
 from adt_tf.loading import CHECKPOINTS, file_id, load_classifier, resolve_model_path
 from adt_tf.precision import COMPUTE_DTYPES
-from adt_tf.threat import THREATS, make_threat, resolve_threat
+from adt_tf.threat import THREATS, resolve_threat
 
 FLAGS = flags.FLAGS
 #: Training images the EXP-AM / IMP-AM generators are fitted on (the first ones).
@@ -88,13 +88,17 @@ def run_evaluation(model: str, dataset: str = data_lib.SAMPLE, *, data_dir=None,
                    checkpoint: str | None = None, verbose: int = 1):
     """What `adt-evaluate` does, as a function: returns (EvaluationResult, written paths)."""
     overrides = parse_overrides(attack_params)
-    resolve_suite(suite, overrides, norm=norm)  # bad names fail before anything is loaded
-    if epsilon is not None:
-        make_threat(norm, epsilon)  # checks the budget for the norm
+    resolve_suite(suite, overrides)  # bad names fail before anything is loaded
+    checks.check_choice(norm, "norm", tuple(THREATS))
+    # The threat model is made once: here when --epsilon is given (the budget and the
+    # suite's norm are checked before anything is loaded), else from the dataset's info.
+    threat = None if epsilon is None else resolve_threat(norm, epsilon, dataset)
+    if threat is not None:
+        resolve_suite(suite, overrides, threat)
     if num_examples is not None:
-        validation.check_positive_int(num_examples, "num_examples")
-    validation.check_positive_int(batch_size, "batch_size")
-    validation.check_writable_dir(out, "--out")  # not after hours of attacks
+        checks.check_positive_int(num_examples, "num_examples")
+    checks.check_positive_int(batch_size, "batch_size")
+    checks.check_writable_dir(out, "--out")  # not after hours of attacks
     resolved = resolve_model_path(model, checkpoint)
     if verbose and os.path.isdir(model) and resolved.endswith(".keras"):
         print(f"Evaluating {resolved} (--checkpoint="
@@ -102,13 +106,15 @@ def run_evaluation(model: str, dataset: str = data_lib.SAMPLE, *, data_dir=None,
     classifier = load_classifier(model, checkpoint)
     source = load_classifier(source_model) if source_model else None
     splits = data_lib.load(dataset, data_dir)
-    eps = resolve_threat(norm, epsilon, splits.info).epsilon
+    if threat is None:
+        threat = resolve_threat(norm, None, splits.info)
+        resolve_suite(suite, overrides, threat)
     n = len(splits.x_test) if num_examples is None else min(num_examples, len(splits.x_test))
     model_id = file_id(model, checkpoint)
     if source_model:
         model_id += "+" + file_id(source_model)
     result = evaluate(
-        classifier, splits.x_test[:n], splits.y_test[:n], epsilon=eps, norm=norm, suite=suite,
+        classifier, splits.x_test[:n], splits.y_test[:n], threat, suite=suite,
         overrides=overrides, per_attack=per_attack, batch_size=batch_size, seed=seed,
         source_model=source,
         target_pool=(splits.x_test, splits.y_test),

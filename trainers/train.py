@@ -14,26 +14,26 @@ peer worker of a multi-worker run stopped (restart this worker: the run resumes)
 
 from __future__ import annotations
 
-import inspect
+import json
 import os
 import sys
+from typing import Any
 
 import tensorflow as tf
 from absl import app, flags, logging
 
+from adt_tf import checks
 from adt_tf import data as data_lib
 from adt_tf.interrupts import interruptible
-from adt_tf.methods import METHODS, get_method
+from adt_tf.methods import METHODS, get_method, method_arguments
 from adt_tf.models import MODELS
 from adt_tf.precision import emulation_warning
-from adt_tf.threat import resolve_threat
 from adt_tf.training import (
     STRATEGIES,
     NonFiniteLossError,
     TrainConfig,
     WorkerLostError,
     format_report,
-    method_param_names,
     run_training,
 )
 
@@ -114,93 +114,91 @@ flags.DEFINE_float("ema_decay", None, "Keep an exponential moving average of the
                    "this decay (e.g. 0.999; Keras's optimizer EMA): validation, best.keras, "
                    "classifier.keras and exports use the averaged weights. Off by default.")
 
-# Method hyperparameters: a flag named like a constructor argument of the selected method
-# class is passed to it; None means "the method's own default".
-flags.DEFINE_float("entropy_weight", None, "ADT: entropy weight lambda (adt_exp, adt_exp_am: "
-                   "0.01; adt_imp_am: 1.0).")
-flags.DEFINE_integer("inner_steps", None, "ADT_EXP: inner ascent steps T (7).")
-flags.DEFINE_integer("mc_samples", None, "ADT_EXP: Monte Carlo samples k per step (5).")
-flags.DEFINE_float("inner_lr", None, "ADT_EXP: inner Adam learning rate (0.3).")
-flags.DEFINE_integer("inner_branches", None, "ADT_EXP: split each inner step's k*B batch into "
-                     "this many passes run side by side (1; a CPU speed setting, see "
-                     "docs/performance.md).")
-flags.DEFINE_string("inner_gradients", None, "adt_exp: 'accumulate' (the reference: the inner "
-                    "steps' gradients are summed, never zeroed; default) or 'fresh' (one "
-                    "gradient per step, a non-default variant).")
-flags.DEFINE_integer("generator_width", None, "ADT_*-AM: base channels w of the full-resolution "
-                     "generator (w, 2w, 2w, w; 256 as the reference, about 10M parameters; "
-                     "CPU runs need fewer).")
-flags.DEFINE_integer("generator_blocks", None, "ADT_*-AM: residual blocks of the generator (3).")
-flags.DEFINE_float("generator_lr", None, "ADT_*-AM: the generator Adam's learning rate (2e-4).")
-flags.DEFINE_integer("generator_decay_steps", None, "ADT_*-AM: decay the generator's learning "
-                     "rate linearly to 0 over this many steps (epochs x steps per epoch); "
-                     "0 keeps it constant (0).")
-flags.DEFINE_integer("z_dim", None, "ADT_IMP-AM: dimension of the generator's noise z (64).")
-flags.DEFINE_float("tau", None, "ADT_IMP-AM: margin tau of the entropy penalty "
-                   "lambda * relu(-E[log q(z|delta)] - tau) (0.9).")
-flags.DEFINE_float("encoder_lr", None, "ADT_IMP-AM: the entropy encoder Adam's learning rate "
-                   "(2e-4).")
-flags.DEFINE_integer("encoder_width", None, "ADT_IMP-AM: first-layer channels of the entropy "
-                     "encoder (32 as the reference; then 2x, 4x, 8x).")
-flags.DEFINE_string("outer_loss", None, "adt_exp: the loss L of the ADT objective, 'ce' (default) "
-                    "or 'trades' (CE(f(x), y) + trades_beta * KL(f(x) || f(x_adv))).")
-flags.DEFINE_float("trades_beta", None, "trades, adt_exp with --outer_loss=trades: weight beta "
-                   "of the KL term (6.0).")
-flags.DEFINE_integer("attack_steps", None, "Steps of the training attack: pgd_at, alp, trades 10; "
-                     "feascatter 1.")
-flags.DEFINE_float("attack_step_size", None, "Step of the training attack in [0, 1] pixels: "
-                   "pgd_at, alp 2/255; trades 0.007; fast_at 1.25 * epsilon; feascatter epsilon.")
-flags.DEFINE_string("perturb_mode", None, "fast_at: 'training' (the authors': the FGSM "
-                    "gradient with the classifier in training mode; default) or 'inference'.")
-flags.DEFINE_float("adv_fraction", None, "fgsm_at: fraction of each batch replaced by "
-                   "adversarial examples (0.5).")
-flags.DEFINE_float("adv_weight", None, "fgsm_at: weight lambda of the adversarial part of the "
-                   "loss (0.3).")
-flags.DEFINE_bool("random_epsilon", None, "fgsm_at: draw each example's budget from N(0, "
-                  "(epsilon/2)^2) truncated to [0, epsilon], as Kurakin et al. (False).")
-flags.DEFINE_float("alp_weight", None, "alp: weight of the logit-pairing penalty (0.5).")
-flags.DEFINE_float("init_std", None, "trades: std of the Gaussian start of the inner "
-                   "maximisation (0.001).")
-flags.DEFINE_float("label_smoothing", None, "feascatter: label smoothing of the outer "
-                   "cross-entropy (0.5).")
-flags.DEFINE_float("sinkhorn_reg", None, "feascatter: entropic regularisation of the optimal "
-                   "transport (0.01).")
-flags.DEFINE_integer("sinkhorn_iterations", None, "feascatter: maximum Sinkhorn iterations (100).")
-flags.DEFINE_float("sinkhorn_tolerance", None, "feascatter: Sinkhorn early-stop tolerance on the "
-                   "dual potential (0.1; 0 runs every iteration).")
+
+def _method_params_help() -> str:
+    """--method_params's help: every method's own arguments with their defaults, read from
+    the constructors (one source for the names and the defaults)."""
+    lines = []
+    for method in METHODS:
+        args = method_arguments(method)
+        if args:
+            lines.append(f"{method}: " + ", ".join(
+                f"{name}={'(by --norm)' if default is None else default}"
+                for name, default in args.items()))
+    return ("The method's own arguments, NAME=VALUE,... (values read as JSON: numbers, "
+            "true/false, else text), e.g. --method=adt_exp --method_params=entropy_weight=0.05,"
+            "inner_steps=10; an argument left out keeps the method's default. Each method's "
+            "arguments and defaults: " + "; ".join(lines) + ".")
+
+
+flags.DEFINE_list("method_params", [], _method_params_help())
+
+#: The per-method flags of earlier versions, one per method argument (e.g. --entropy_weight):
+#: still read, with a warning naming the --method_params spelling.
+DEPRECATED_METHOD_FLAGS = (
+    "entropy_weight", "inner_steps", "mc_samples", "inner_lr", "inner_branches",
+    "inner_gradients", "generator_width", "generator_blocks", "generator_lr",
+    "generator_decay_steps", "z_dim", "tau", "encoder_lr", "encoder_width", "outer_loss",
+    "trades_beta", "attack_steps", "attack_step_size", "perturb_mode", "adv_fraction",
+    "adv_weight", "random_epsilon", "alp_weight", "init_std", "label_smoothing",
+    "sinkhorn_reg", "sinkhorn_iterations", "sinkhorn_tolerance")
+_FLAG_KINDS = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
+               str: flags.DEFINE_string}
+_DEFAULTS = {name: default for method in METHODS
+             for name, default in method_arguments(method).items()}
+for _name in DEPRECATED_METHOD_FLAGS:
+    _kind = _FLAG_KINDS[float if _DEFAULTS[_name] is None else type(_DEFAULTS[_name])]
+    _kind(_name, None, f"Deprecated: use --method_params={_name}=VALUE.")
+
+
+def deprecated_flag_warnings() -> list[str]:
+    """One warning per per-method flag given, naming its --method_params spelling."""
+    return [f"--{name} is deprecated and will be removed; use "
+            f"--method_params={name}={_flag_text(FLAGS[name].value)} instead."
+            for name in DEPRECATED_METHOD_FLAGS if FLAGS[name].present]
+
+
+def _flag_text(value) -> str:
+    return json.dumps(value) if isinstance(value, bool) else str(value)
+
+
+def given_method_params() -> dict[str, Any]:
+    """The method arguments the command line sets: --method_params and the deprecated
+    per-method flags (ValueError for a malformed item or one argument given both ways)."""
+    given = checks.parse_assignments(FLAGS.method_params, "--method_params",
+                                         "entropy_weight=0.05,inner_steps=10")
+    for name in DEPRECATED_METHOD_FLAGS:
+        if FLAGS[name].present:
+            if name in given:
+                raise ValueError(f"{name} is given twice: by --method_params and by --{name}; "
+                                 "keep the --method_params one.")
+            given[name] = FLAGS[name].value
+    return given
 
 
 def method_params_from_flags(method: str) -> dict:
-    """The selected method's constructor arguments, from flags or the method's defaults.
+    """The selected method's constructor arguments: --method_params (and the deprecated
+    per-method flags), else the method's defaults. An argument whose default depends on the
+    threat model stays None here: `training.with_norm_defaults` sets it once the run has
+    made its ball.
 
     Raises:
-        ValueError: a method flag was given that the selected method does not take (it
-            would be silently ignored otherwise).
+        ValueError: an argument the selected method does not take (it would be silently
+            ignored otherwise), naming the methods that take it; one given both ways.
     """
-    signature = inspect.signature(get_method(method).__init__).parameters
-    own = set(method_param_names(method))
-    others = sorted({name for m in METHODS for name in method_param_names(m)} - own)
-    stray = [name for name in others if name in FLAGS and FLAGS[name].present]
+    given = given_method_params()
+    own = method_arguments(method)
+    stray = [name for name in given if name not in own]
     if stray:
-        takers = {name: sorted(m for m in METHODS if name in method_param_names(m))
-                  for name in stray}
-        details = "; ".join(f"--{n} applies to {', '.join(takers[n])}" for n in stray)
-        raise ValueError(f"--method={method} does not take {', '.join('--' + n for n in stray)} "
-                         f"({details}); drop it or pick one of those methods.")
-    params = {}
-    epsilon = resolve_threat(FLAGS.norm, FLAGS.epsilon, FLAGS.dataset).epsilon
-    by_norm = get_method(method).norm_defaults(FLAGS.norm, epsilon)
-    for name in method_param_names(method):
-        value = FLAGS[name].value if name in FLAGS else None
-        if value is None and name in by_norm:
-            value = by_norm[name]  # e.g. a step size: 2/255 for linf, epsilon / 4 for l2
-        if value is None:
-            default = signature[name].default
-            if default is inspect.Parameter.empty:
-                raise ValueError(f"method {method!r} needs --{name}.")
-            value = default
-        params[name] = value
-    return params
+        details = []
+        for name in stray:
+            takers = [m for m in METHODS if name in method_arguments(m)]
+            details.append(f"{name} applies to {', '.join(takers)}" if takers
+                           else f"no method takes {name}")
+        takes = ", ".join(own) if own else "no arguments of its own"
+        raise ValueError(f"--method={method} does not take {', '.join(stray)} "
+                         f"({'; '.join(details)}); it takes {takes}.")
+    return {name: given.get(name, default) for name, default in own.items()}
 
 
 def config_from_flags() -> TrainConfig:
@@ -257,10 +255,10 @@ def main(argv):
             " (no file is left half-written): rerun the same command to resume.")
     try:
         config = config_from_flags()
-        warning = emulation_warning(config.mixed_precision)
-        if warning:
-            logging.warning("%s", warning)
-            print(f"adt-train: warning: {warning}", file=sys.stderr)
+        for warning in [*deprecated_flag_warnings(), emulation_warning(config.mixed_precision)]:
+            if warning:
+                logging.warning("%s", warning)
+                print(f"adt-train: warning: {warning}", file=sys.stderr)
         with interruptible("adt-train", kept):
             report = run_training(config)
     except (ValueError, NonFiniteLossError, OSError) as err:

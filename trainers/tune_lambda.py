@@ -10,7 +10,7 @@ start) after every epoch; the best epoch counts. The default lambdas are the pap
 or `--lambda_values` change them, `--tune` adds the method's optional knobs.
 
 All of adt-train's flags apply (model, batch size, lr, epsilon, the method's fixed
-hyperparameters such as --inner_steps, ...); `--epochs` is the epochs of each trial.
+hyperparameters such as --method_params=inner_steps=5, ...); `--epochs` is the epochs of each trial.
 
 Writes to <directory>/<project_name>/: keras-tuner's trials (a rerun with the same folder
 continues the search and trains no finished trial again), search_config.json, trials.md /
@@ -103,10 +103,14 @@ def main(argv):
     try:
         tuning.distributed.configure(FLAGS.tuning_role, FLAGS.oracle_address, FLAGS.tuner_id)
         config = train_cli.config_from_flags()
+        for warning in train_cli.deprecated_flag_warnings():
+            logging.warning("%s", warning)
+            print(f"adt-tune: warning: {warning}", file=sys.stderr)
         searched = tuning.knobs_to_search(config.method, FLAGS.tune)
+        given = train_cli.given_method_params()
         for name in searched:
-            if name in FLAGS and FLAGS[name].present:
-                logging.warning("--%s is searched; the value given is ignored.", name)
+            if name in given or (name in FLAGS and FLAGS[name].present):
+                logging.warning("%s is searched; the value given is ignored.", name)
         with interruptible("adt-tune", f"The finished trials are kept under {FLAGS.directory}"
                            ": rerun the same command to resume the search."):
             result = tuning.tune(

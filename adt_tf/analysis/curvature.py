@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from adt_tf import validation
+from adt_tf import checks
 from adt_tf.data import as_unit_float
 from adt_tf.noise import as_seed
 
@@ -84,7 +84,7 @@ def dominant_hessian_eigenvalue(classifier, x, y, *, iterations: int = 20, seed=
     Returns:
         [B] eigenvalue estimates (float32).
     """
-    iterations = validation.check_positive_int(iterations, "iterations")
+    iterations = checks.check_positive_int(iterations, "iterations")
     x = tf.convert_to_tensor(x)
     v = tf.random.stateless_normal(tf.shape(x), as_seed(seed), dtype=x.dtype)
     shape = tf.concat([[-1], tf.ones(tf.rank(x) - 1, tf.int32)], axis=0)
@@ -151,9 +151,9 @@ def curvature_analysis(classifier: keras.Model, x, y, *, iterations: int = 20,
     """
     x = as_unit_float(x)
     y = np.asarray(y).astype(np.int32)
-    n = validation.check_positive_int(len(x), "the number of inputs N")
-    iterations = validation.check_positive_int(iterations, "iterations")
-    batch_size = validation.check_positive_int(batch_size, "batch_size")
+    n = checks.check_positive_int(len(x), "the number of inputs N")
+    iterations = checks.check_positive_int(iterations, "iterations")
+    batch_size = checks.check_positive_int(batch_size, "batch_size")
     run = tf.function(lambda xb, yb, sb: dominant_hessian_eigenvalue(
         classifier, xb, yb, iterations=iterations, seed=sb), reduce_retracing=True)
     values = []

@@ -24,14 +24,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from adt_tf import validation
+from adt_tf import checks
 from adt_tf.attacks.common import misclassified
 from adt_tf.attacks.pgd import pgd
 from adt_tf.data import as_unit_float
 from adt_tf.distributions import ExplicitAdversarialDistribution
 from adt_tf.inner_maximization import explicit_inner_maximization, sample_inputs
 from adt_tf.noise import as_seed
-from adt_tf.threat import make_threat
+from adt_tf.threat import Ball, as_threat
 
 
 def average_pairwise_distance(samples) -> np.ndarray:
@@ -51,7 +51,7 @@ def average_pairwise_distance(samples) -> np.ndarray:
     s = np.asarray(samples, dtype=np.float64)
     if s.ndim < 2:
         raise ValueError(f"samples must have shape [N, n, ...], got shape {s.shape}.")
-    validation.check_positive_int(s.shape[1], "the number of samples per input n", minimum=2)
+    checks.check_positive_int(s.shape[1], "the number of samples per input n", minimum=2)
     flat = s.reshape(s.shape[0], s.shape[1], -1)
     flat = flat - flat.mean(axis=1, keepdims=True)  # distances are shift-invariant; less rounding
     gram = np.einsum("nid,njd->nij", flat, flat)
@@ -81,7 +81,7 @@ def pca_project(points, num_components: int = 2) -> tuple[np.ndarray, np.ndarray
     x = np.asarray(points, dtype=np.float64)
     x = x.reshape(x.shape[0], -1)
     m = x.shape[0]
-    num_components = validation.check_positive_int(num_components, "num_components")
+    num_components = checks.check_positive_int(num_components, "num_components")
     if num_components > m:
         raise ValueError(f"num_components must be at most the number of points {m}, got "
                          f"{num_components}.")
@@ -98,10 +98,9 @@ def pca_project(points, num_components: int = 2) -> tuple[np.ndarray, np.ndarray
     return projection, ratio
 
 
-def exp_samples(classifier, x, y, epsilon: float, num_samples: int, *, steps: int = 20,
+def exp_samples(classifier, x, y, threat: Ball | float, num_samples: int, *, steps: int = 20,
                 mc_samples: int = 10, entropy_weight: float = 0.01, lr: float = 0.3,
-                gradients: str = "accumulate", norm: str = "linf", seed=0,
-                return_fit: bool = False):
+                gradients: str = "accumulate", seed=0, return_fit: bool = False):
     """n adversarial examples per input, drawn from the distribution the EXP attack fits.
 
     The EXP attack is ADT_EXP's inner maximisation run against the fixed classifier (T = 20
@@ -109,25 +108,25 @@ def exp_samples(classifier, x, y, epsilon: float, num_samples: int, *, steps: in
     distribution is then sampled n times.
 
     Args:
+        threat: the ball (`adt_tf.threat`; a number is an L-infinity radius, the paper's);
+            under an `L2Ball` the distribution is the radial one onto it.
         gradients: the inner loop's 'accumulate' (the reference) or 'fresh'.
-        norm: the threat model, "linf" (the paper's) or "l2" (the radial distribution onto
-            the L2 ball of radius epsilon).
         return_fit: also return the fitted `InnerResult` (with the per-step trace of mu, v).
 
     Returns:
         [n, B, ...] inputs clip(x + delta), delta ~ p_{mu, v}, inside the epsilon-ball (and the
         `InnerResult` with `return_fit`).
     """
-    ball = make_threat(norm, epsilon)
-    num_samples = validation.check_positive_int(num_samples, "num_samples")
+    ball = as_threat(threat)
+    num_samples = checks.check_positive_int(num_samples, "num_samples")
     base = as_seed(seed)
     x = tf.convert_to_tensor(x)
     fitted = explicit_inner_maximization(
         classifier, x, y, threat=ball,
-        entropy_weight=validation.check_non_negative(entropy_weight, "entropy_weight"),
-        steps=validation.check_positive_int(steps, "steps"),
-        samples=validation.check_positive_int(mc_samples, "mc_samples"),
-        lr=validation.check_positive(lr, "lr"), beta1=0.0, beta2=0.0,
+        entropy_weight=checks.check_non_negative(entropy_weight, "entropy_weight"),
+        steps=checks.check_positive_int(steps, "steps"),
+        samples=checks.check_positive_int(mc_samples, "mc_samples"),
+        lr=checks.check_positive(lr, "lr"), beta1=0.0, beta2=0.0,
         seed=tf.random.experimental.stateless_fold_in(base, 0), gradients=gradients,
         trace=return_fit)
     dist = ExplicitAdversarialDistribution(fitted.loc, fitted.raw_scale, ball)
@@ -137,12 +136,12 @@ def exp_samples(classifier, x, y, epsilon: float, num_samples: int, *, steps: in
     return (samples, fitted) if return_fit else samples
 
 
-def pgd_samples(classifier, x, y, epsilon: float, num_samples: int, *, steps: int = 20,
-                step_size: float | None = None, norm: str = "linf", seed=0) -> tf.Tensor:
+def pgd_samples(classifier, x, y, threat: Ball | float, num_samples: int, *, steps: int = 20,
+                step_size: float | None = None, seed=0) -> tf.Tensor:
     """n PGD adversarial examples per input, one from each of n random starts.
 
     All n * B runs are one batch (the input tiled n times), each with its own uniform random
-    start; step size epsilon / 4 by default (the paper's PGD-20); under `norm="l2"` PGD-L2
+    start; step size epsilon / 4 by default (the paper's PGD-20); under an `L2Ball` PGD-L2
     (normalised steps, uniform start in the L2 ball). Each sample is its run's last iterate,
     as the ADT authors' PGD returns it: the evaluation's per-example best iterate would give
     every run of an input misclassified when clean the clean input itself (no spread).
@@ -150,11 +149,11 @@ def pgd_samples(classifier, x, y, epsilon: float, num_samples: int, *, steps: in
     Returns:
         [n, B, ...] adversarial inputs.
     """
-    num_samples = validation.check_positive_int(num_samples, "num_samples")
+    num_samples = checks.check_positive_int(num_samples, "num_samples")
     x = tf.convert_to_tensor(x)
     tiled = tf.tile(x, tf.concat([[num_samples], tf.ones(tf.rank(x) - 1, tf.int32)], axis=0))
     y_tiled = tf.tile(tf.reshape(y, [-1]), [num_samples])
-    x_adv = pgd(classifier, tiled, y_tiled, make_threat(norm, epsilon), steps=steps,
+    x_adv = pgd(classifier, tiled, y_tiled, as_threat(threat), steps=steps,
                 step_size=step_size,
                 random_start=True, restarts=1, seed=as_seed(seed), best_iterate=False)
     return tf.reshape(x_adv, tf.concat([[num_samples], tf.shape(x)], axis=0))
@@ -205,23 +204,23 @@ class DiversityResult:
         }
 
 
-def diversity_analysis(classifier: keras.Model, x, y, epsilon: float, *, num_samples: int = 10,
-                       exp_steps: int = 20, exp_mc_samples: int = 10,
+def diversity_analysis(classifier: keras.Model, x, y, threat: Ball | float, *,
+                       num_samples: int = 10, exp_steps: int = 20, exp_mc_samples: int = 10,
                        entropy_weight: float = 0.01, pgd_steps: int = 20,
-                       batch_size: int = 32, num_projected: int = 8, norm: str = "linf",
+                       batch_size: int = 32, num_projected: int = 8,
                        seed: int = 0, verbose: bool = True) -> DiversityResult:
     """EXP samples against PGD restarts on N inputs: pairwise distances and PCA projections.
 
     Args:
         classifier: logits model (inference mode).
         x: N inputs in [0, 1] (float) or uint8; y: their labels.
-        epsilon: the budget, the radius of the ball of `norm`.
+        threat: the ball (`adt_tf.threat`; a number is an L-infinity radius, the paper's);
+            an `L2Ball` sets EXP's radial distribution against PGD-L2.
         num_samples: n, samples (and PGD restarts) per input, n >= 2 (10 in the paper).
         exp_steps, exp_mc_samples, entropy_weight: the EXP attack's T, k and lambda.
         pgd_steps: PGD iterations per restart (step epsilon / 4).
         batch_size: inputs per batch (each batch runs n * batch_size PGD examples at once).
         num_projected: PCA projections kept for the first this many inputs.
-        norm: "linf" (the paper's) or "l2" (EXP's radial distribution against PGD-L2).
         seed: seed of the EXP noise and of the PGD starts.
         verbose: show a progress bar.
 
@@ -230,22 +229,23 @@ def diversity_analysis(classifier: keras.Model, x, y, epsilon: float, *, num_sam
     """
     x = as_unit_float(x)
     y = np.asarray(y).astype(np.int32)
-    n_inputs = validation.check_positive_int(len(x), "the number of inputs N")
-    num_samples = validation.check_positive_int(num_samples, "num_samples", minimum=2)
-    batch_size = validation.check_positive_int(batch_size, "batch_size")
-    num_projected = validation.check_positive_int(num_projected, "num_projected", minimum=0)
-    epsilon = make_threat(norm, epsilon).epsilon
-    settings = dict(num_inputs=n_inputs, num_samples=num_samples, epsilon=epsilon, norm=norm,
+    n_inputs = checks.check_positive_int(len(x), "the number of inputs N")
+    num_samples = checks.check_positive_int(num_samples, "num_samples", minimum=2)
+    batch_size = checks.check_positive_int(batch_size, "batch_size")
+    num_projected = checks.check_positive_int(num_projected, "num_projected", minimum=0)
+    ball = as_threat(threat)
+    epsilon = ball.epsilon
+    settings = dict(num_inputs=n_inputs, num_samples=num_samples, epsilon=epsilon,
+                    norm=ball.norm,
                     exp_steps=exp_steps, exp_mc_samples=exp_mc_samples,
                     entropy_weight=entropy_weight, pgd_steps=pgd_steps,
                     pgd_step_size=epsilon / 4, seed=seed)
 
     @tf.function(reduce_retracing=True)
     def both(xb, yb, sb):
-        exp = exp_samples(classifier, xb, yb, epsilon, num_samples, steps=exp_steps,
-                          mc_samples=exp_mc_samples, entropy_weight=entropy_weight, norm=norm,
-                          seed=sb)
-        adv = pgd_samples(classifier, xb, yb, epsilon, num_samples, steps=pgd_steps, norm=norm,
+        exp = exp_samples(classifier, xb, yb, ball, num_samples, steps=exp_steps,
+                          mc_samples=exp_mc_samples, entropy_weight=entropy_weight, seed=sb)
+        adv = pgd_samples(classifier, xb, yb, ball, num_samples, steps=pgd_steps,
                           seed=tf.random.experimental.stateless_fold_in(sb, 7))
         y_rep = tf.tile(yb, [num_samples])
         flat = tf.concat([[-1], tf.shape(xb)[1:]], axis=0)

@@ -6,7 +6,8 @@ distribution that ADT's inner problem at that lambda fits against the model), or
 tuner trials (CSV or JSON with a lambda column, accuracies and the mean entropy).
 
 Example:
-    >>> points = evaluate_lambda_models([m0, m1], [0.0, 0.01], x_test, y_test, 8 / 255)
+    >>> points = evaluate_lambda_models([model, other_model], [0.0, 0.01], x_test, y_test,
+    ...                                 8 / 255)
     >>> points = read_trial_table("tuning/trials.csv")
 
 Reference:
@@ -29,7 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from adt_tf import validation
+from adt_tf import checks
 from adt_tf.attacks import get_attack
 from adt_tf.data import as_unit_float
 from adt_tf.evaluation import correct_under_attack
@@ -197,12 +198,12 @@ def evaluate_lambda_models(classifiers: Sequence[keras.Model], lambdas: Sequence
     if len(classifiers) != len(lambdas):
         raise ValueError(f"Got {len(classifiers)} models but {len(lambdas)} lambdas; give one "
                          "lambda per model.")
-    validation.check_positive_int(len(classifiers), "the number of models")
-    lambdas = [validation.check_non_negative(lam, "lambda") for lam in lambdas]
-    epsilon = validation.check_epsilon(epsilon)
+    checks.check_positive_int(len(classifiers), "the number of models")
+    lambdas = [checks.check_non_negative(lam, "lambda") for lam in lambdas]
+    epsilon = checks.check_epsilon(epsilon)
     x = as_unit_float(x)
     y = np.asarray(y).astype(np.int32)
-    validation.check_positive_int(len(x), "the number of inputs N")
+    checks.check_positive_int(len(x), "the number of inputs N")
     attack_fns = {name: _attack_fn(name, epsilon, seed) for name in attacks}
     labels = list(labels) if labels is not None else [f"model {i}" for i in
                                                       range(len(classifiers))]

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from adt_tf import validation
+from adt_tf import checks
 from adt_tf.data import as_unit_float
 from adt_tf.losses import loss_and_grad, per_example_ce
 from adt_tf.noise import as_seed
@@ -100,11 +100,11 @@ def loss_grid(classifier: keras.Model, x, y, epsilon: float, *, grid_size: int =
     """
     x = as_unit_float(x)
     y = np.asarray(y).astype(np.int32)
-    validation.check_positive_int(len(x), "the number of inputs N")
-    epsilon = validation.check_epsilon(epsilon)
-    grid_size = validation.check_positive_int(grid_size, "grid_size", minimum=2)
-    span = validation.check_positive(span, "span")
-    batch_size = validation.check_positive_int(batch_size, "batch_size")
+    checks.check_positive_int(len(x), "the number of inputs N")
+    epsilon = checks.check_epsilon(epsilon)
+    grid_size = checks.check_positive_int(grid_size, "grid_size", minimum=2)
+    span = checks.check_positive(span, "span")
+    batch_size = checks.check_positive_int(batch_size, "batch_size")
     coords = np.linspace(-span, span, grid_size).astype(np.float32)
     aa, bb = (c.ravel() for c in np.meshgrid(coords, coords, indexing="ij"))
     ball = LinfBall(epsilon)

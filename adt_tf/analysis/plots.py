@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from adt_tf import validation
+from adt_tf import checks
 from adt_tf.analysis.curvature import CurvatureResult
 from adt_tf.analysis.lambda_study import LambdaPoint
 from adt_tf.analysis.landscape import LandscapeResult
@@ -61,8 +61,8 @@ def plot_diversity(projections: Sequence[tuple[np.ndarray, np.ndarray]], path: s
         panel_inches, dpi: each panel is panel_inches square at this dpi.
         suptitle: a title over the grid.
     """
-    count = validation.check_positive_int(len(projections), "the number of projections")
-    columns = min(validation.check_positive_int(columns, "columns"), count)
+    count = checks.check_positive_int(len(projections), "the number of projections")
+    columns = min(checks.check_positive_int(columns, "columns"), count)
     rows = math.ceil(count / columns)
     fig = _figure(columns * panel_inches, rows * panel_inches + 0.4, dpi)
     for i, (exp, pgd) in enumerate(projections):
@@ -93,12 +93,12 @@ def plot_landscapes(results: Mapping[str, LandscapeResult], path: str, *,
         inputs: rows to draw (default: every input of the smallest result).
         panel_inches, dpi: each panel is panel_inches square at this dpi.
     """
-    validation.check_choice(kind, "landscape plot kind", LANDSCAPE_KINDS)
+    checks.check_choice(kind, "landscape plot kind", LANDSCAPE_KINDS)
     names = list(results)
-    validation.check_positive_int(len(names), "the number of models")
+    checks.check_positive_int(len(names), "the number of models")
     available = min(r.losses.shape[0] for r in results.values())
     rows = available if inputs is None else min(
-        validation.check_positive_int(inputs, "inputs"), available)
+        checks.check_positive_int(inputs, "inputs"), available)
     fig = _figure(len(names) * panel_inches, rows * panel_inches, dpi)
     # One colour scale per input row, so models are compared on the same scale.
     for row in range(rows):
@@ -134,7 +134,7 @@ def plot_curvature(results: Mapping[str, CurvatureResult], path: str, *, dpi: in
     """Bar chart of the mean dominant input-Hessian eigenvalue per model, with its standard
     deviation over the inputs as error bars (Fig. 2f)."""
     names = list(results)
-    validation.check_positive_int(len(names), "the number of models")
+    checks.check_positive_int(len(names), "the number of models")
     means = [results[n].mean for n in names]
     stds = [results[n].std for n in names]
     fig = _figure(max(4.0, 1.2 * len(names) + 1.5), 4.0, dpi)
@@ -156,7 +156,7 @@ def plot_lambda_study(points: Sequence[LambdaPoint], path: str, *, dpi: int = 10
     The lambda axis is categorical (one tick per distinct value, in increasing order), so
     lambda = 0 has a place; each point is drawn and a line joins the means per lambda.
     """
-    validation.check_positive_int(len(points), "the number of lambda points")
+    checks.check_positive_int(len(points), "the number of lambda points")
     lams = sorted({p.lam for p in points})
     where = {lam: i for i, lam in enumerate(lams)}
     fig = _figure(10.0, 4.0, dpi)

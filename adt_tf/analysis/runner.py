@@ -16,14 +16,15 @@ from typing import Any
 
 import numpy as np
 
+from adt_tf import checks, loading
 from adt_tf import data as data_lib
-from adt_tf import loading, validation
 from adt_tf.analysis import lambda_study, plots
 from adt_tf.analysis.curvature import curvature_analysis
 from adt_tf.analysis.diversity import diversity_analysis
 from adt_tf.analysis.landscape import loss_grid
 from adt_tf.attacks import get_attack
 from adt_tf.files import write_json
+from adt_tf.threat import LinfBall, describe_budget, resolve_threat
 
 ANALYSES = ("diversity", "landscape", "curvature", "lambda")
 
@@ -87,19 +88,19 @@ class AnalysisConfig:
             raise ValueError(f"analyses must name at least one of {', '.join(ANALYSES)}, got "
                              "none.")
         for name in self.analyses:
-            validation.check_choice(name, "analysis", ANALYSES)
-        validation.check_positive_int(self.num_examples, "num_examples")
-        validation.check_positive_int(self.num_samples, "num_samples", minimum=2)
-        validation.check_positive_int(self.batch_size, "batch_size")
+            checks.check_choice(name, "analysis", ANALYSES)
+        checks.check_positive_int(self.num_examples, "num_examples")
+        checks.check_positive_int(self.num_samples, "num_samples", minimum=2)
+        checks.check_positive_int(self.batch_size, "batch_size")
         for name in ("exp_steps", "exp_mc_samples", "pgd_steps", "pca_inputs",
                      "landscape_inputs", "power_iterations"):
-            validation.check_positive_int(getattr(self, name), name)
-        validation.check_positive_int(self.grid_size, "grid_size", minimum=2)
-        validation.check_positive(self.landscape_span, "landscape_span")
-        validation.check_non_negative(self.exp_entropy_weight, "exp_entropy_weight")
-        validation.check_choice(self.landscape_plot, "landscape plot kind", plots.LANDSCAPE_KINDS)
+            checks.check_positive_int(getattr(self, name), name)
+        checks.check_positive_int(self.grid_size, "grid_size", minimum=2)
+        checks.check_positive(self.landscape_span, "landscape_span")
+        checks.check_non_negative(self.exp_entropy_weight, "exp_entropy_weight")
+        checks.check_choice(self.landscape_plot, "landscape plot kind", plots.LANDSCAPE_KINDS)
         if self.epsilon is not None:
-            validation.check_epsilon(self.epsilon)
+            checks.check_epsilon(self.epsilon)
         if not self.dataset.startswith(data_lib.NPZ_PREFIX):
             data_lib.dataset_info(self.dataset)
         needs_models = [a for a in self.analyses if a != "lambda" or self.lambda_table is None]
@@ -124,7 +125,7 @@ class AnalysisConfig:
                         raise ValueError(f"No lambda known for model {path!r} (no entropy_weight "
                                          "in its run's config.json); give the lambdas or a "
                                          "trial table.")
-                    validation.check_non_negative(lam, "lambda")
+                    checks.check_non_negative(lam, "lambda")
 
 
 
@@ -146,12 +147,12 @@ def run_analyses(config: AnalysisConfig) -> dict[str, Any]:
     """Runs the configured analyses; writes <out>/<analysis>.json and PNGs, and
     <out>/summary.json; returns the summary."""
     config.validate()
-    validation.check_writable_dir(config.out, "--out")
+    checks.check_writable_dir(config.out, "--out")
     labels = loading.model_labels(config.models) if config.models else []
     classifiers = {label: loading.load_classifier(path, config.checkpoint)
                    for label, path in zip(labels, config.models)}
-    epsilon = (validation.check_epsilon(config.epsilon) if config.epsilon is not None
-               else data_lib.dataset_info(config.dataset).epsilon)
+    threat = resolve_threat(LinfBall.norm, config.epsilon, config.dataset)
+    epsilon = threat.epsilon
     x, y = _load_inputs(config, classifiers) if classifiers else (None, None)
     verbose = bool(config.verbose)
     summary: dict[str, Any] = {"config": dataclasses.asdict(config), "epsilon": epsilon,
@@ -167,7 +168,7 @@ def run_analyses(config: AnalysisConfig) -> dict[str, Any]:
             if verbose:
                 print(f"Diversity: {label}")
             result = diversity_analysis(
-                model, x, y, epsilon, num_samples=config.num_samples,
+                model, x, y, threat, num_samples=config.num_samples,
                 exp_steps=config.exp_steps, exp_mc_samples=config.exp_mc_samples,
                 entropy_weight=config.exp_entropy_weight, pgd_steps=config.pgd_steps,
                 batch_size=config.batch_size, num_projected=config.pca_inputs,
@@ -239,10 +240,9 @@ def run_analyses(config: AnalysisConfig) -> dict[str, Any]:
 
 def format_summary(summary: dict[str, Any]) -> str:
     """A few lines for the terminal."""
-    eps = summary["epsilon"]
     inputs = (f"{summary['num_inputs']} test inputs of {summary['config']['dataset']}"
               if summary["num_inputs"] is not None else "no models")
-    lines = [f"adt-analyze: {inputs}, epsilon = {eps:.5f} = {eps * 255:.3g}/255"]
+    lines = [f"adt-analyze: {inputs}, {describe_budget(LinfBall.norm, summary['epsilon'])}"]
     for label, d in summary.get("diversity", {}).items():
         lines.append(f"  diversity  {label}: average pairwise L2, EXP {d['exp_mean_distance']:.3f}"
                      f" vs PGD {d['pgd_mean_distance']:.3f} (fooling rate EXP "

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from adt_tf import validation
+from adt_tf import checks
 from adt_tf.attacks.common import batch_shape, misclassified, select, target_classes
+from adt_tf.attacks.registry import EVERY_NORM, register_attack
 from adt_tf.losses import get_loss, loss_and_grad, targeted_dlr_loss
 from adt_tf.noise import as_seed, fold
-from adt_tf.threat import Ball, as_threat
+from adt_tf.threat import Ball
 
 
 def checkpoints(steps: int) -> list[int]:
@@ -25,7 +26,7 @@ def checkpoints(steps: int) -> list[int]:
         For N = 100: 22, 41, 57, 70, 80, 87, 93, 99. A check after the N-th iteration would
         change nothing (no step follows it) and is left out.
     """
-    steps = validation.check_positive_int(steps, "steps")
+    steps = checks.check_positive_int(steps, "steps")
     interval = max(int(0.22 * steps), 1)
     shrink, shortest = max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
     marks, done = [], interval
@@ -99,10 +100,10 @@ def _apgd_run(classifier, x, y, ball: Ball, loss_fn, steps: int, rho: float, alp
 
 
 def _check(steps, restarts, rho, momentum):
-    steps = validation.check_positive_int(steps, "steps")
-    restarts = validation.check_positive_int(restarts, "restarts")
-    rho = validation.check_in_range(rho, "rho", 0.0, 1.0)
-    momentum = validation.check_in_range(momentum, "momentum", 0.0, 1.0)
+    steps = checks.check_positive_int(steps, "steps")
+    restarts = checks.check_positive_int(restarts, "restarts")
+    rho = checks.check_in_range(rho, "rho", 0.0, 1.0)
+    momentum = checks.check_in_range(momentum, "momentum", 0.0, 1.0)
     return steps, restarts, rho, momentum
 
 
@@ -139,14 +140,15 @@ def _run_on_remaining(best, run, x, y, x0, *per_example):
     return tf.cond(tf.reduce_all(best[1]), lambda: best, on_remaining)
 
 
-def apgd(classifier, x, y, epsilon: float, *, steps: int = 100, loss: str = "ce",
+@register_attack("apgd", title="APGD", norms=EVERY_NORM)
+def apgd(classifier, x, y, threat: Ball, *, steps: int = 100, loss: str = "ce",
          restarts: int = 1, rho: float = 0.75, momentum: float = 0.75, seed=0) -> tf.Tensor:
     """APGD-CE (loss='ce') or APGD-DLR (loss='dlr'), untargeted, L-infinity or L2.
 
     Args:
         classifier: logits model (called with training=False).
         x: clean inputs in [0, 1]; y: integer labels.
-        epsilon: an L-infinity radius, or a threat model (`adt_tf.threat`): with an
+        threat: a threat model (`adt_tf.threat`): with an
             `L2Ball` the steps are g / ||g||_2, the projection and the start AutoAttack's L2
             ones (scale then clip; a point of the sphere).
         steps: iterations N (100 in AutoAttack).
@@ -179,22 +181,22 @@ def apgd(classifier, x, y, epsilon: float, *, steps: int = 100, loss: str = "ce"
     Returns:
         x_adv, same shape and dtype as x.
     """
-    ball = as_threat(epsilon)
     steps, restarts, rho, momentum = _check(steps, restarts, rho, momentum)
     loss_fn = get_loss(loss)
     x = tf.convert_to_tensor(x)
     base = as_seed(seed)
     def run(xs, ys, x0):
-        return _apgd_run(classifier, xs, ys, ball, loss_fn, steps, rho, momentum, x0)[:3]
+        return _apgd_run(classifier, xs, ys, threat, loss_fn, steps, rho, momentum, x0)[:3]
 
     best = None
     for r in range(restarts):
-        x0 = ball.autoattack_start(x, fold(base, r))
+        x0 = threat.autoattack_start(x, fold(base, r))
         best = run(x, y, x0) if best is None else _run_on_remaining(best, run, x, y, x0)
     return best[0]
 
 
-def apgd_targeted(classifier, x, y, epsilon: float, *, steps: int = 100, num_targets: int = 9,
+@register_attack("apgd_t", title="APGD-T", norms=EVERY_NORM)
+def apgd_targeted(classifier, x, y, threat: Ball, *, steps: int = 100, num_targets: int = 9,
                   restarts: int = 1, rho: float = 0.75, momentum: float = 0.75,
                   seed=0) -> tf.Tensor:
     """APGD-T: APGD on the targeted DLR loss towards each of the `num_targets` top classes.
@@ -202,7 +204,7 @@ def apgd_targeted(classifier, x, y, epsilon: float, *, steps: int = 100, num_tar
     Args:
         classifier: logits model; needs at least 4 classes.
         x: clean inputs in [0, 1]; y: integer labels.
-        epsilon: an L-infinity radius, or a threat model (`adt_tf.threat`): with an
+        threat: a threat model (`adt_tf.threat`): with an
             `L2Ball` the steps are g / ||g||_2, the projection and the start AutoAttack's L2
             ones (scale then clip; a point of the sphere).
         steps: iterations per target (100).
@@ -228,9 +230,8 @@ def apgd_targeted(classifier, x, y, epsilon: float, *, steps: int = 100, num_tar
     Returns:
         x_adv, same shape and dtype as x.
     """
-    ball = as_threat(epsilon)
     steps, restarts, rho, momentum = _check(steps, restarts, rho, momentum)
-    num_targets = validation.check_positive_int(num_targets, "num_targets")
+    num_targets = checks.check_positive_int(num_targets, "num_targets")
     x = tf.convert_to_tensor(x)
     base = as_seed(seed)
     targets, num_targets = target_classes(classifier(x, training=False), num_targets,
@@ -239,12 +240,12 @@ def apgd_targeted(classifier, x, y, epsilon: float, *, steps: int = 100, num_tar
         def loss_fn(z, labels):
             return targeted_dlr_loss(z, labels, target)
 
-        return _apgd_run(classifier, xs, ys, ball, loss_fn, steps, rho, momentum, x0)[:3]
+        return _apgd_run(classifier, xs, ys, threat, loss_fn, steps, rho, momentum, x0)[:3]
 
     best = None
     for t in range(num_targets):
         for r in range(restarts):
-            x0 = ball.autoattack_start(x, fold(base, t, r))
+            x0 = threat.autoattack_start(x, fold(base, t, r))
             best = (run(x, y, x0, targets[:, t]) if best is None
                     else _run_on_remaining(best, run, x, y, x0, targets[:, t]))
     return best[0]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from adt_tf import validation
+from adt_tf import checks
 
 
 def misclassified(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
@@ -38,7 +38,7 @@ def target_classes(logits: tf.Tensor, num_targets: int, *, attack: str,
     Returns:
         (targets int32 [B, n], n), n = min(num_targets, classes - 1).
     """
-    num_targets = validation.check_positive_int(num_targets, "num_targets")
+    num_targets = checks.check_positive_int(num_targets, "num_targets")
     num_classes = logits.shape[-1]
     if num_classes is not None:
         if num_classes < min_classes:

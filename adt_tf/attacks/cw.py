@@ -5,16 +5,19 @@ from __future__ import annotations
 import tensorflow as tf
 
 from adt_tf.attacks.pgd import pgd
+from adt_tf.attacks.registry import EVERY_NORM, register_attack
+from adt_tf.threat import Ball
 
 
-def cw(classifier, x, y, epsilon: float, *, steps: int = 30, step_size: float | None = None,
+@register_attack("cw", title="C&W", norms=EVERY_NORM)
+def cw(classifier, x, y, threat: Ball, *, steps: int = 30, step_size: float | None = None,
        random_start: bool = True, restarts: int = 1, seed=0) -> tf.Tensor:
     """L-infinity C&W: PGD ascending the margin max_{j != y} z_j - z_y (30 steps of epsilon/4).
 
     Args:
         classifier: logits model (called with training=False).
         x: clean inputs in [0, 1]; y: integer labels.
-        epsilon: the budget: an L-infinity radius, or a threat model (`adt_tf.threat`,
+        threat: the budget: a threat model (`adt_tf.threat`,
             e.g. `L2Ball(0.5)`: steps, projection and random start are then its own).
         steps: iterations (30 in the ADT paper).
         step_size: defaults to epsilon / 4.
@@ -36,5 +39,5 @@ def cw(classifier, x, y, epsilon: float, *, steps: int = 30, step_size: float | 
     Returns:
         x_adv, same shape and dtype as x.
     """
-    return pgd(classifier, x, y, epsilon, steps=steps, step_size=step_size,
+    return pgd(classifier, x, y, threat, steps=steps, step_size=step_size,
                random_start=random_start, restarts=restarts, loss="margin", seed=seed)

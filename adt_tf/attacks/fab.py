@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from adt_tf import validation
+from adt_tf import checks
 from adt_tf.attacks.common import batch_shape, misclassified, select, target_classes
+from adt_tf.attacks.registry import EVERY_NORM, register_attack
 from adt_tf.losses import loss_and_grad
 from adt_tf.noise import as_seed, fold
-from adt_tf.threat import Ball, L2Ball, LinfBall, as_threat
+from adt_tf.threat import Ball, L2Ball, LinfBall
 
 #: Newton iterations of the hyperplane projections before the sorted solution takes over.
 NEWTON_ITERATIONS = 50
@@ -276,7 +277,8 @@ def _random_start(x, best_dist, ball: Ball, seed):
     return tf.clip_by_value(x + batch_shape(radius, x) * noise, 0.0, 1.0)
 
 
-def fab_targeted(classifier, x, y, epsilon: float, *, steps: int = 100, num_targets: int = 9,
+@register_attack("fab_t", title="FAB-T", norms=EVERY_NORM)
+def fab_targeted(classifier, x, y, threat: Ball, *, steps: int = 100, num_targets: int = 9,
                  restarts: int = 1, alpha_max: float = 0.1, eta: float = 1.05,
                  beta: float = 0.9, seed=0) -> tf.Tensor:
     """FAB-T: the targeted Fast Adaptive Boundary attack, L-infinity or L2.
@@ -284,7 +286,7 @@ def fab_targeted(classifier, x, y, epsilon: float, *, steps: int = 100, num_targ
     Args:
         classifier: logits model (called with training=False); at least 2 classes.
         x: clean inputs in [0, 1]; y: integer labels.
-        epsilon: the budget, an L-infinity radius or a threat model (`LinfBall`, `L2Ball`):
+        threat: the budget, a threat model (`LinfBall`, `L2Ball`):
             a point found within it is returned.
         steps: iterations per target and restart (100 in AutoAttack).
         num_targets: how many of the classes ranked highest by the clean logits (the true one
@@ -325,13 +327,12 @@ def fab_targeted(classifier, x, y, epsilon: float, *, steps: int = 100, num_targ
     Returns:
         x_adv, same shape and dtype as x.
     """
-    ball = as_threat(epsilon)
-    steps = validation.check_positive_int(steps, "steps")
-    restarts = validation.check_positive_int(restarts, "restarts")
-    alpha_max = validation.check_in_range(alpha_max, "alpha_max", 0.0, 1.0)
-    eta = validation.check_positive(eta, "eta")
-    beta = validation.check_in_range(beta, "beta", 0.0, 1.0)
-    num_targets = validation.check_positive_int(num_targets, "num_targets")
+    steps = checks.check_positive_int(steps, "steps")
+    restarts = checks.check_positive_int(restarts, "restarts")
+    alpha_max = checks.check_in_range(alpha_max, "alpha_max", 0.0, 1.0)
+    eta = checks.check_positive(eta, "eta")
+    beta = checks.check_in_range(beta, "beta", 0.0, 1.0)
+    num_targets = checks.check_positive_int(num_targets, "num_targets")
     x_in = tf.convert_to_tensor(x)
     x = tf.cast(x_in, tf.float32)
     y = tf.cast(y, tf.int32)
@@ -344,11 +345,11 @@ def fab_targeted(classifier, x, y, epsilon: float, *, steps: int = 100, num_targ
     for t in range(num_targets):
         for r in range(restarts):
             def run(t=t, r=r, best=best):
-                x_start = x if r == 0 else _random_start(x, best[1], ball, fold(base, t, r))
-                return _fab_run(classifier, x, y, targets[:, t], x_start, best, ball,
+                x_start = x if r == 0 else _random_start(x, best[1], threat, fold(base, t, r))
+                return _fab_run(classifier, x, y, targets[:, t], x_start, best, threat,
                                 steps, alpha_max, eta, beta)
 
-            best = tf.cond(tf.reduce_all(best[1] <= ball.epsilon), lambda best=best: best, run)
-    x_adv = ball.project(select(best[1] <= ball.epsilon, best[0], x), x)
+            best = tf.cond(tf.reduce_all(best[1] <= threat.epsilon), lambda best=best: best, run)
+    x_adv = threat.project(select(best[1] <= threat.epsilon, best[0], x), x)
     x_adv = select(misclassified(classifier(x_adv, training=False), y), x_adv, x)
     return tf.cast(x_adv, x_in.dtype)

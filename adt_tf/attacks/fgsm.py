@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from adt_tf import validation
+from adt_tf import checks
+from adt_tf.attacks.registry import EVERY_NORM, register_attack
 from adt_tf.losses import get_loss, loss_and_grad
 from adt_tf.noise import DEFAULT_NOISE, NoiseSource, as_seed
-from adt_tf.threat import as_threat
+from adt_tf.threat import Ball
 
 
-def fgsm(classifier, x, y, epsilon: float, *, loss: str = "ce", targeted: bool = False,
+@register_attack("fgsm", title="FGSM", norms=EVERY_NORM)
+def fgsm(classifier, x, y, threat: Ball, *, loss: str = "ce", targeted: bool = False,
          step_size: float | None = None, random_start: bool = False, seed=0,
          noise: NoiseSource = DEFAULT_NOISE, training: bool = False) -> tf.Tensor:
     """One signed-gradient step of size epsilon (or `step_size`).
@@ -18,7 +20,7 @@ def fgsm(classifier, x, y, epsilon: float, *, loss: str = "ce", targeted: bool =
     Args:
         classifier: logits model (called with training=False unless `training`).
         x: clean inputs in [0, 1]; y: integer labels (the target labels if `targeted`).
-        epsilon: the budget: an L-infinity radius, or a threat model (`adt_tf.threat`,
+        threat: the budget: a threat model (`adt_tf.threat`,
             e.g. `L2Ball(0.5)`: steps, projection and random start are then its own).
         loss: 'ce' or 'margin'.
         targeted: descend the loss towards y instead of ascending it away from y.
@@ -37,11 +39,11 @@ def fgsm(classifier, x, y, epsilon: float, *, loss: str = "ce", targeted: bool =
     Returns:
         x_adv, same shape and dtype as x.
     """
-    ball = as_threat(epsilon)
-    size = ball.epsilon if step_size is None else validation.check_positive(step_size, "step_size")
+    size = (threat.epsilon if step_size is None else
+            checks.check_positive(step_size, "step_size"))
     x = tf.convert_to_tensor(x)
-    x0 = ball.random_start(x, as_seed(seed), noise) if random_start else x
+    x0 = threat.random_start(x, as_seed(seed), noise) if random_start else x
     _, grad, _ = loss_and_grad(classifier, x0, y, get_loss(loss), training=training)
     if targeted:
         grad = -grad
-    return ball.project(ball.step(x0, grad, size), x)
+    return threat.project(threat.step(x0, grad, size), x)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from adt_tf import validation
+from adt_tf import checks
 from adt_tf.attacks.pgd import pgd
+from adt_tf.attacks.registry import EVERY_NORM, register_attack
+from adt_tf.threat import Ball
 
 
-def mim(classifier, x, y, epsilon: float, *, steps: int = 20, momentum: float = 1.0,
+@register_attack("mim", title="MIM", norms=EVERY_NORM)
+def mim(classifier, x, y, threat: Ball, *, steps: int = 20, momentum: float = 1.0,
         step_size: float | None = None, random_start: bool = False, restarts: int = 1,
         seed=0) -> tf.Tensor:
     """MIM-20 of the ADT paper's battery: 20 momentum steps of size epsilon / 4.
@@ -16,7 +19,7 @@ def mim(classifier, x, y, epsilon: float, *, steps: int = 20, momentum: float = 
     Args:
         classifier: logits model (called with training=False).
         x: clean inputs in [0, 1]; y: integer labels.
-        epsilon: the budget: an L-infinity radius, or a threat model (`adt_tf.threat`,
+        threat: the budget: a threat model (`adt_tf.threat`,
             e.g. `L2Ball(0.5)`: steps, projection and random start are then its own).
         steps: iterations (20).
         momentum: decay factor mu of the accumulator (1.0, the MIM paper's setting).
@@ -40,7 +43,7 @@ def mim(classifier, x, y, epsilon: float, *, steps: int = 20, momentum: float = 
     Returns:
         x_adv, same shape and dtype as x.
     """
-    momentum = validation.check_non_negative(momentum, "momentum")
-    return pgd(classifier, x, y, epsilon, steps=steps, step_size=step_size,
+    momentum = checks.check_non_negative(momentum, "momentum")
+    return pgd(classifier, x, y, threat, steps=steps, step_size=step_size,
                random_start=random_start, restarts=restarts, loss="ce", momentum=momentum,
                seed=seed)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from adt_tf import validation
+from adt_tf import checks
 from adt_tf.attacks.common import misclassified
+from adt_tf.attacks.registry import EVERY_NORM, register_attack
 from adt_tf.losses import get_loss, loss_and_grad
 from adt_tf.noise import DEFAULT_NOISE, NoiseSource, as_seed
-from adt_tf.threat import as_threat
+from adt_tf.threat import Ball
 
 
 def _better(new_loss, new_adv, best_loss, best_adv):
@@ -28,7 +29,8 @@ def _select(mask, a, b):
     return tf.where(tf.reshape(mask, shape), a, b)
 
 
-def pgd(classifier, x, y, epsilon: float, *, steps: int = 20, step_size: float | None = None,
+@register_attack("pgd", title="PGD", norms=EVERY_NORM)
+def pgd(classifier, x, y, threat: Ball, *, steps: int = 20, step_size: float | None = None,
         random_start: bool = True, restarts: int = 1, loss: str = "ce", targeted: bool = False,
         momentum: float | None = None, seed=0, noise: NoiseSource = DEFAULT_NOISE,
         best_iterate: bool = True) -> tf.Tensor:
@@ -38,7 +40,7 @@ def pgd(classifier, x, y, epsilon: float, *, steps: int = 20, step_size: float |
     Args:
         classifier: logits model (called with training=False).
         x: clean inputs in [0, 1]; y: integer labels (targets if `targeted`).
-        epsilon: the budget: an L-infinity radius, or a threat model (`adt_tf.threat`,
+        threat: the budget: a threat model (`adt_tf.threat`,
             e.g. `L2Ball(0.5)`: steps, projection and random start are then its own).
         steps: iterations per restart (20 for PGD-20).
         step_size: defaults to epsilon / 4 (the ADT paper's setting).
@@ -58,7 +60,7 @@ def pgd(classifier, x, y, epsilon: float, *, steps: int = 20, step_size: float |
     Mathematical details:
         x_{t+1} = Proj_{B(x, eps)}(x_t + a * sign(g_t)), g_t = +-grad_x L(f(x_t), y)
         (for an L2 ball the step is a * g_t / ||g_t||_2 and the projection the exact one onto
-        ball and box, `adt_tf.threat.L2Ball`)
+        threat and box, `adt_tf.threat.L2Ball`)
         (or the momentum accumulator). With `best_iterate`, every iterate, the clean input
         and the final one included, is scored; per example an iterate that misclassifies
         beats one that does not, then higher loss wins. Without it the result is x_T.
@@ -66,13 +68,12 @@ def pgd(classifier, x, y, epsilon: float, *, steps: int = 20, step_size: float |
     Returns:
         x_adv, same shape and dtype as x, inside the ball and [0, 1].
     """
-    ball = as_threat(epsilon)
-    steps = validation.check_positive_int(steps, "steps")
-    restarts = validation.check_positive_int(restarts, "restarts")
+    steps = checks.check_positive_int(steps, "steps")
+    restarts = checks.check_positive_int(restarts, "restarts")
     if not best_iterate and restarts != 1:
         raise ValueError(f"restarts must be 1 when best_iterate=False (the last iterate of "
                          f"one run), got {restarts}.")
-    size = ball.epsilon / 4 if step_size is None else validation.check_positive(
+    size = threat.epsilon / 4 if step_size is None else checks.check_positive(
         step_size, "step_size")
     loss_fn = get_loss(loss)
     sign = -1.0 if targeted else 1.0
@@ -101,12 +102,12 @@ def pgd(classifier, x, y, epsilon: float, *, steps: int = 20, step_size: float |
             norm = tf.reduce_mean(tf.abs(direction), axis=axes, keepdims=True) + 1e-12
             accum = momentum * accum + direction / norm
             direction = accum
-        return ball.project(ball.step(x_adv, direction, size), x), accum
+        return threat.project(threat.step(x_adv, direction, size), x), accum
 
     def start(r):
         if not random_start:
             return x
-        return ball.random_start(x, tf.random.experimental.stateless_fold_in(base_seed, r),
+        return threat.random_start(x, tf.random.experimental.stateless_fold_in(base_seed, r),
                                  noise)
 
     if not best_iterate:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from adt_tf import validation
+from adt_tf import checks
 from adt_tf.attacks.common import batch_shape, misclassified
+from adt_tf.attacks.registry import register_attack
 from adt_tf.losses import margin_loss
 from adt_tf.noise import as_seed, fold
-from adt_tf.threat import as_threat, require_linf
+from adt_tf.threat import Ball
 
 
-def spsa(classifier, x, y, epsilon: float, *, steps: int = 100, perturbation: float = 0.001,
+@register_attack("spsa", title="SPSA", black_box=True)
+def spsa(classifier, x, y, threat: Ball, *, steps: int = 100, perturbation: float = 0.001,
          lr: float = 0.01, samples: int = 128, sample_chunk: int = 32, early_stop: bool = True,
          random_start: bool = False, clip_queries: bool = False, seed=0) -> tf.Tensor:
     """L-infinity SPSA on the logit margin, with per-example early stopping.
@@ -25,7 +27,7 @@ def spsa(classifier, x, y, epsilon: float, *, steps: int = 100, perturbation: fl
     Args:
         classifier: logits model (called with training=False); only its outputs are used.
         x: clean inputs [B, ...] in [0, 1]; y: integer labels.
-        epsilon: L-infinity budget.
+        threat: the L-infinity ball (`LinfBall`; the only one it takes).
         steps: Adam iterations (100 in the ADT paper).
         perturbation: delta, the finite-difference step (0.001).
         lr: Adam's learning rate (0.01).
@@ -57,12 +59,11 @@ def spsa(classifier, x, y, epsilon: float, *, steps: int = 100, perturbation: fl
     Returns:
         x_adv, same shape and dtype as x.
     """
-    ball = require_linf(as_threat(epsilon), "SPSA")
-    steps = validation.check_positive_int(steps, "steps")
-    perturbation = validation.check_positive(perturbation, "perturbation")
-    lr = validation.check_positive(lr, "lr")
-    samples = validation.check_positive_int(samples, "samples")
-    chunk = min(validation.check_positive_int(sample_chunk, "sample_chunk"), samples)
+    steps = checks.check_positive_int(steps, "steps")
+    perturbation = checks.check_positive(perturbation, "perturbation")
+    lr = checks.check_positive(lr, "lr")
+    samples = checks.check_positive_int(samples, "samples")
+    chunk = min(checks.check_positive_int(sample_chunk, "sample_chunk"), samples)
     num_chunks = -(-samples // chunk)
     x = tf.convert_to_tensor(x)
     base = as_seed(seed)
@@ -85,7 +86,7 @@ def spsa(classifier, x, y, epsilon: float, *, steps: int = 100, perturbation: fl
             points = tf.concat([x_adv[tf.newaxis] + perturbation * v,
                                 x_adv[tf.newaxis] - perturbation * v], axis=0)
             if clip_queries:
-                points = ball.clip(points)
+                points = threat.clip(points)
             flat = tf.reshape(points, tf.concat([[-1], tf.shape(x_adv)[1:]], 0))
             values, _ = loss(flat, y_rep)
             values = tf.reshape(values, [2, chunk, -1])
@@ -108,13 +109,13 @@ def spsa(classifier, x, y, epsilon: float, *, steps: int = 100, perturbation: fl
         s = beta2 * s + (1.0 - beta2) * tf.square(grad)
         tf_t = tf.cast(t + 1, x.dtype)
         update = lr * (m / (1.0 - beta1**tf_t)) / (tf.sqrt(s / (1.0 - beta2**tf_t)) + adam_eps)
-        moved = ball.project(x_adv - update, x)
+        moved = threat.project(x_adv - update, x)
         frozen = batch_shape(done, x) if early_stop else tf.zeros_like(batch_shape(done, x))
         x_adv = tf.where(frozen, x_adv, moved)
         _, is_adv = loss(x_adv, y)
         return t + 1, x_adv, m, s, tf.logical_or(done, is_adv)
 
-    x0 = ball.random_start(x, fold(base, 0)) if random_start else x
+    x0 = threat.random_start(x, fold(base, 0)) if random_start else x
     _, done0 = loss(x0, y)
 
     def cond(t, _x, _m, _s, done):

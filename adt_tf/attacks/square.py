@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from adt_tf import validation
+from adt_tf import checks
 from adt_tf.attacks.common import batch_shape
 from adt_tf.attacks.random_search import margin_search, window_mask
+from adt_tf.attacks.registry import EVERY_NORM, register_attack
 from adt_tf.attacks.square_l2 import square_l2_search
 from adt_tf.noise import as_seed, fold
-from adt_tf.threat import L2Ball, as_threat
+from adt_tf.threat import Ball, L2Ball
 
 # Iterations after which the square's area fraction p is halved (the paper's schedule, for
 # 10,000 queries).
@@ -61,14 +62,15 @@ def square_window(shape, p, seed) -> tf.Tensor:
     return window_mask(top, left, side, height, width)
 
 
-def square(classifier, x, y, epsilon: float, *, num_queries: int = 5000, p_init: float = 0.8,
+@register_attack("square", title="Square", norms=EVERY_NORM, black_box=True)
+def square(classifier, x, y, threat: Ball, *, num_queries: int = 5000, p_init: float = 0.8,
            rescale_schedule: bool = False, seed=0) -> tf.Tensor:
     """Untargeted Square attack on the margin loss, L-infinity or L2.
 
     Args:
         classifier: logits model (called with training=False); only its outputs are used.
         x: clean inputs [B, H, W, C] in [0, 1]; y: integer labels.
-        epsilon: an L-infinity radius or a threat model (`LinfBall`; `L2Ball` runs the L2
+        threat: a threat model (`LinfBall`; `L2Ball` runs the L2
             search of `adt_tf.attacks.square_l2`, Algorithm 3 of the paper).
         num_queries: iterations, one model evaluation each, after the one of the initial
             stripes (5000 in AutoAttack's standard version, which counts the same way).
@@ -81,7 +83,7 @@ def square(classifier, x, y, epsilon: float, *, num_queries: int = 5000, p_init:
     Mathematical details:
         (L-infinity; the L2 search is described in `square_l2_search`.)
         Minimise the margin m(x') = z_y(x') - max_{j != y} z_j(x') over the vertices of the
-        ball. Start from vertical stripes: delta[:, w, c] = +-epsilon, one random sign per column
+        threat. Start from vertical stripes: delta[:, w, c] = +-epsilon, one random sign per column
         and channel. At iteration i = 0, ..., num_queries - 1 draw a square of side
         s = max(round(sqrt(p_i H W)), 1) (at most min(H, W); p_i from `square_fraction`, the
         position from `square_window`) and set delta on it to +-epsilon, one random sign per
@@ -100,19 +102,18 @@ def square(classifier, x, y, epsilon: float, *, num_queries: int = 5000, p_init:
     Returns:
         x_adv, same shape and dtype as x.
     """
-    ball = as_threat(epsilon)
-    num_queries = validation.check_positive_int(num_queries, "num_queries")
-    p_init = validation.check_in_range(p_init, "p_init", 1e-6, 1.0)
+    num_queries = checks.check_positive_int(num_queries, "num_queries")
+    p_init = checks.check_in_range(p_init, "p_init", 1e-6, 1.0)
     rescale_schedule = bool(rescale_schedule)
     x = tf.convert_to_tensor(x)
     base = as_seed(seed)
-    if isinstance(ball, L2Ball):
+    if isinstance(threat, L2Ball):
         return square_l2_search(
-            classifier, x, y, ball, num_queries,
+            classifier, x, y, threat, num_queries,
             lambda i: square_fraction(i, num_queries, p_init, rescale_schedule), base)
     shape = tf.shape(x)
     batch, width, channels = shape[0], shape[2], shape[3]
-    eps = tf.cast(ball.epsilon, x.dtype)
+    eps = tf.cast(threat.epsilon, x.dtype)
 
     def signs(shape_, seed_):
         bits = tf.random.stateless_uniform(shape_, seed=seed_, maxval=2, dtype=tf.int32)
@@ -126,12 +127,12 @@ def square(classifier, x, y, epsilon: float, *, num_queries: int = 5000, p_init:
         seeds = tf.random.experimental.stateless_split(fold(base, 1, i), 2)
         window = tf.broadcast_to(square_window(shape, p, seeds[0]), tf.shape(x))
         corner = eps * signs(tf.stack([batch, 1, 1, channels]), seeds[1])
-        candidate = ball.project(tf.where(window, x + corner, x_best), x)
+        candidate = threat.project(tf.where(window, x + corner, x_best), x)
         # A square that repeats the current values would waste a query: flip its signs.
         unchanged = tf.reduce_all(tf.logical_or(tf.logical_not(window),
                                                 tf.abs(candidate - x_best) < 1e-7),
                                   axis=[1, 2, 3])
         corner = tf.where(batch_shape(unchanged, corner), -corner, corner)
-        return ball.project(tf.where(window, x + corner, x_best), x)
+        return threat.project(tf.where(window, x + corner, x_best), x)
 
-    return margin_search(classifier, x, y, ball.project(x + delta, x), propose, num_queries)
+    return margin_search(classifier, x, y, threat.project(x + delta, x), propose, num_queries)

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from adt_tf.attacks.registry import EVERY_NORM, get_attack, register_attack
+from adt_tf.threat import Ball
 
-def transfer(classifier, x, y, epsilon: float, *, source, attack: str = "pgd",
+
+@register_attack("transfer", title="Transfer", norms=EVERY_NORM, black_box=True)
+def transfer(classifier, x, y, threat: Ball, *, source, attack: str = "pgd",
              **attack_kwargs) -> tf.Tensor:
     """Crafts x_adv with a registered white-box attack on `source`; `classifier` is not used.
 
     Args:
         classifier: the target model (unused: the attack sees only the source).
         x: clean inputs in [0, 1]; y: integer labels.
-        epsilon: the budget: an L-infinity radius, or a threat model (`adt_tf.threat`,
+        threat: the budget: a threat model (`adt_tf.threat`,
             e.g. `L2Ball(0.5)`: steps, projection and random start are then its own).
         source: the source logits model (e.g. an independently trained classifier).
         attack: the registry name of the attack run on the source ('pgd', 'mim', ...).
         **attack_kwargs: its settings (e.g. steps=20).
 
     Mathematical details:
-        x_adv = A(f_source, x, y, epsilon); robustness is then measured on f_target(x_adv).
+        x_adv = A(f_source, x, y, threat); robustness is then measured on f_target(x_adv).
         A black-box threat: it reveals gradient masking when it beats white-box attacks.
 
     Example:
@@ -32,10 +36,8 @@ def transfer(classifier, x, y, epsilon: float, *, source, attack: str = "pgd",
     Returns:
         x_adv, same shape and dtype as x.
     """
-    from adt_tf.attacks import get_attack  # the registry imports this module
-
     if source is None:
         raise ValueError("transfer needs a source model (source=...).")
     if attack == "transfer":
         raise ValueError("transfer cannot wrap itself; pick a white-box attack such as 'pgd'.")
-    return get_attack(attack)(source, x, y, epsilon, **attack_kwargs)
+    return get_attack(attack)(source, x, y, threat, **attack_kwargs)

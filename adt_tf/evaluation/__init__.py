@@ -10,7 +10,7 @@ checks that say when a number is likely to be wrong.
 Loading a model argument is `adt_tf.loading` (shared with every other command).
 """
 
-from adt_tf.evaluation.amortized import fit_amortized_adversary
+from adt_tf.evaluation.generator_fit import fit_amortized_adversary
 from adt_tf.evaluation.report import AttackResult, EvaluationResult
 from adt_tf.evaluation.runner import (
     PER_ATTACK_MODES,

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from adt_tf.files import write_text
-from adt_tf.threat import format_radius
+from adt_tf.threat import describe_budget, format_radius
 
 EVALUATED_ON = {
     "clean_correct": "every clean-correct input (its own accuracy)",
@@ -125,9 +125,7 @@ class EvaluationResult:
         return cls(**data)
 
     def to_markdown(self) -> str:
-        eps = self.epsilon
-        budget = (f"L-infinity epsilon = {eps:.5g} ({eps * 255:.3g}/255)" if self.norm == "linf"
-                  else f"{self.norm.upper()} epsilon = {eps:.5g}")
+        budget = describe_budget(self.norm, self.epsilon)
         lines = [
             f"# Robustness of `{self.model}`",
             "",

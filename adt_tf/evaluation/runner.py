@@ -28,11 +28,10 @@ import numpy as np
 import tensorflow as tf
 
 import adt_tf
-from adt_tf import validation
+from adt_tf import checks
 from adt_tf.attacks import get_attack
 from adt_tf.data import as_unit_float
 from adt_tf.evaluation import sanity
-from adt_tf.evaluation.amortized import fit_amortized_adversary
 from adt_tf.evaluation.cache import (
     array_id,
     cache_file,
@@ -41,12 +40,13 @@ from adt_tf.evaluation.cache import (
     store,
     weights_id,
 )
+from adt_tf.evaluation.generator_fit import fit_amortized_adversary
 from adt_tf.evaluation.report import AttackResult, EvaluationResult
 from adt_tf.evaluation.suites import DEFAULT_PER_ATTACK, AttackSpec, resolve_suite
 from adt_tf.generators import classifier_image_shape
 from adt_tf.models.common import PENULTIMATE
 from adt_tf.precision import for_evaluation
-from adt_tf.threat import Ball, as_threat, make_threat
+from adt_tf.threat import Ball, LinfBall, as_threat
 
 PER_ATTACK_MODES = ("all", "remaining")
 
@@ -158,7 +158,7 @@ def _skip_reason(spec: AttackSpec, classifier, source_model) -> str | None:
     return None
 
 
-def _attack_fn(spec: AttackSpec, classifier, epsilon: float | Ball, source_model, pool,
+def _attack_fn(spec: AttackSpec, classifier, threat: Ball, source_model, pool,
                train_pool, seed: int, verbose: bool):
     fn = get_attack(spec.attack)
     extra = {}
@@ -166,7 +166,7 @@ def _attack_fn(spec: AttackSpec, classifier, epsilon: float | Ball, source_model
         fit = {k: v for k, v in spec.params.items() if k.startswith(("train_", "generator_"))
                or k == "entropy_weight"}
         extra["adversary"] = fit_amortized_adversary(
-            classifier, *train_pool, as_threat(epsilon), kind=spec.attack, seed=seed,
+            classifier, *train_pool, threat, kind=spec.attack, seed=seed,
             verbose=verbose, **fit)
     if "source_model" in spec.needs:
         extra["source"] = source_model
@@ -174,7 +174,7 @@ def _attack_fn(spec: AttackSpec, classifier, epsilon: float | Ball, source_model
         extra["target_images"], extra["target_labels"] = pool
 
     def attack(model, xb, yb, seed):
-        return fn(model, xb, yb, epsilon, seed=seed, **spec.params, **extra)
+        return fn(model, xb, yb, threat, seed=seed, **spec.params, **extra)
 
     return attack
 
@@ -194,7 +194,7 @@ def environment() -> dict:
             "gpus": [d.name for d in tf.config.list_logical_devices("GPU")]}
 
 
-def evaluate(classifier, x, y, *, epsilon: float, norm: str = "linf", suite: str = "quick",
+def evaluate(classifier, x, y, threat: Ball | float, *, suite: str = "quick",
              overrides: dict | None = None, per_attack: str | None = None,
              batch_size: int = 256, seed: int = 0, source_model=None, target_pool=None,
              train_pool=None,
@@ -207,9 +207,9 @@ def evaluate(classifier, x, y, *, epsilon: float, norm: str = "linf", suite: str
     Args:
         classifier: logits model (a Keras model, or any callable(x, training=False) -> logits).
         x: images [N, H, W, C], uint8 or float in [0, 1]; y: integer labels [N].
-        epsilon: the budget: the radius of the L-infinity ball, in (0, 1], or of the L2 ball.
-        norm: "linf" (the paper's threat model) or "l2" (attacks of `L2_ATTACKS` only: the
-            suites "quick" and "paper_l2").
+        threat: the threat model, a ball of `adt_tf.threat` (`LinfBall(8 / 255)`, the
+            paper's; `L2Ball(0.5)` takes the attacks of `attacks_for("l2")` only: the suites
+            "quick" and "paper_l2"), or a number, the radius of an L-infinity ball.
         suite: "quick", "paper", "autoattack", "full", "paper_l2", or a comma-separated list of
             catalogue names (see `adt_tf.evaluation.suites`).
         overrides: {attack name: {parameter: value}}, e.g. {"fea": {"num_targets": 20}}.
@@ -244,12 +244,12 @@ def evaluate(classifier, x, y, *, epsilon: float, norm: str = "linf", suite: str
     """
     started = time.perf_counter()
     classifier, dtype = for_evaluation(classifier, compute_dtype)
-    threat = make_threat(norm, epsilon)
-    epsilon = threat.epsilon
-    batch_size = validation.check_positive_int(batch_size, "batch_size")
-    specs = resolve_suite(suite, overrides, norm=norm)
+    threat = as_threat(threat)
+    epsilon, norm = threat.epsilon, threat.norm
+    batch_size = checks.check_positive_int(batch_size, "batch_size")
+    specs = resolve_suite(suite, overrides, threat)
     per_attack = per_attack or DEFAULT_PER_ATTACK.get(suite, "remaining")
-    validation.check_choice(per_attack, "per_attack mode", PER_ATTACK_MODES)
+    checks.check_choice(per_attack, "per_attack mode", PER_ATTACK_MODES)
     x, y = prepare_inputs(classifier, x, y)
     if source_model is not None:
         prepare_inputs(source_model, x[:1], y[:1])
@@ -266,7 +266,7 @@ def evaluate(classifier, x, y, *, epsilon: float, norm: str = "linf", suite: str
                     "per_attack": per_attack,
                     "source": weights_id(source_model) if source_model is not None else None,
                     "pool": array_id(*target_pool), "train_pool": array_id(*train_pool)}
-        if norm != "linf":  # L-infinity keys stay those of earlier versions
+        if norm != LinfBall.norm:  # L-infinity keys stay those of earlier versions
             key_base["norm"] = norm
         if dtype != "float32":  # the same weights attacked in low precision are another model
             key_base["compute_dtype"] = dtype
@@ -287,7 +287,7 @@ def evaluate(classifier, x, y, *, epsilon: float, norm: str = "linf", suite: str
     results = []
     for spec in specs:
         params = dict(spec.params, epsilon=epsilon, seed=seed)
-        if norm != "linf":
+        if norm != LinfBall.norm:
             params["norm"] = norm
         result = AttackResult(name=spec.name, label=spec.display_label, attack=spec.attack,
                               kind=spec.kind, params=params,
@@ -328,10 +328,10 @@ def evaluate(classifier, x, y, *, epsilon: float, norm: str = "linf", suite: str
         results.append(result)
     per_example["robust"] = robust
 
-    warnings, checks = [], {}
+    warnings, sanity_results = [], {}
     if sanity_checks:
-        warnings, checks = run_sanity_checks(classifier, x[:sanity_inputs], y[:sanity_inputs],
-                                             threat, seed=seed)
+        warnings, sanity_results = run_sanity_checks(
+            classifier, x[:sanity_inputs], y[:sanity_inputs], threat, seed=seed)
         run_attack = {spec.name: (lambda idx, spec=spec: run_on(spec, idx, False))
                       for spec in specs}
         correct_view, ran_view = follow_up_black_box(results, per_example, ran_on, clean,
@@ -342,7 +342,7 @@ def evaluate(classifier, x, y, *, epsilon: float, norm: str = "linf", suite: str
         suite=suite,
         per_attack=per_attack, seed=seed, batch_size=batch_size,
         clean_accuracy=float(clean.mean()), robust_accuracy=float(robust.mean()),
-        attacks=results, warnings=warnings, sanity=checks,
+        attacks=results, warnings=warnings, sanity=sanity_results,
         seconds=time.perf_counter() - started, environment=environment(),
         per_example=per_example, compute_dtype=dtype)
 

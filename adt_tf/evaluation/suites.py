@@ -23,9 +23,9 @@ import json
 import re
 from typing import Any
 
-from adt_tf import validation
-from adt_tf.attacks import ATTACKS, L2_ATTACKS, get_attack
-from adt_tf.threat import THREATS
+from adt_tf import checks
+from adt_tf.attacks import ATTACKS, attacks_for, get_attack
+from adt_tf.threat import Ball, L2Ball, LinfBall
 
 KINDS = ("white-box", "black-box", "transfer", "distributional")
 #: What an attack may need from the evaluation besides (classifier, x, y, epsilon).
@@ -76,7 +76,7 @@ class AttackSpec:
 
     def validate(self) -> None:
         """ValueError if a parameter is unknown to the attack or out of range."""
-        validation.check_choice(self.kind, "attack kind", KINDS)
+        checks.check_choice(self.kind, "attack kind", KINDS)
         function = get_attack(self.attack)
         signature = inspect.signature(function).parameters
         accepts_any = any(p.kind is p.VAR_KEYWORD for p in signature.values())
@@ -91,9 +91,9 @@ class AttackSpec:
             if key in signature:
                 _check_type(value, signature[key], f"{self.name}.{key}")
             if key in _COUNTS:
-                validation.check_positive_int(value, f"{self.name}.{key}")
+                checks.check_positive_int(value, f"{self.name}.{key}")
             elif key in _SIZES and value is not None:
-                validation.check_positive(value, f"{self.name}.{key}")
+                checks.check_positive(value, f"{self.name}.{key}")
         try:
             json.dumps(self.params)
         except TypeError:
@@ -224,7 +224,8 @@ SUITES: dict[str, tuple[str, ...]] = {
 SUITES["full"] = SUITES["paper"] + ("fea_distinct", "spsa512") + SUITES["autoattack"]
 #: The paper's battery without the attacks that have no L2 version (FeaAttack, SPSA, the
 #: amortised ones): the suite of `--norm=l2` beside `quick`.
-SUITES["paper_l2"] = tuple(n for n in SUITES["paper"] if CATALOGUE[n].attack in L2_ATTACKS)
+SUITES["paper_l2"] = tuple(n for n in SUITES["paper"]
+                          if CATALOGUE[n].attack in attacks_for(L2Ball.norm))
 
 #: How each suite runs its attacks by default: "all" (each attack on every clean-correct
 #: input, its own accuracy measured) or "remaining" (each on the inputs still robust).
@@ -233,15 +234,15 @@ DEFAULT_PER_ATTACK = {"quick": "all", "paper": "all", "autoattack": "remaining",
 
 
 def resolve_suite(suite: str, overrides: dict[str, dict[str, Any]] | None = None,
-                  norm: str = "linf") -> list[AttackSpec]:
+                  threat: Ball | None = None) -> list[AttackSpec]:
     """The specs of a suite name, or of a comma-separated list of catalogue names.
 
     Args:
         suite: "quick", "paper", "autoattack", "full", or e.g. "pgd20,apgd_ce,square".
         overrides: {catalogue name: {parameter: value}} applied on top (e.g.
             {"fea": {"num_targets": 20}}); a name that is not in the suite is an error.
-        norm: the threat model's norm; for "l2" every attack must have an L2 version
-            (`adt_tf.attacks.L2_ATTACKS`).
+        threat: the threat model (None: the paper's L-infinity ball); every attack must be
+            defined for its norm (`adt_tf.attacks.attacks_for`).
 
     Raises:
         ValueError: unknown suite or attack names (listing the known ones), unknown or
@@ -266,16 +267,16 @@ def resolve_suite(suite: str, overrides: dict[str, dict[str, Any]] | None = None
         specs[names.index(name)] = specs[names.index(name)].with_params(**params)
     for spec in specs:
         spec.validate()
-    validation.check_choice(norm, "norm", THREATS)
-    if norm != "linf":
-        missing = [spec.name for spec in specs if spec.attack not in L2_ATTACKS]
-        if missing:
-            usable = [name for name, members in SUITES.items()
-                      if all(CATALOGUE[m].attack in L2_ATTACKS for m in members)]
-            raise ValueError(f"The suite {suite!r} has attacks without an {norm} version "
-                             f"({', '.join(missing)}); with norm={norm} use a suite of "
-                             f"{', '.join(usable)} or a list of {', '.join(sorted(L2_ATTACKS))}"
-                             " attacks.")
+    norm = LinfBall.norm if threat is None else threat.norm
+    usable_attacks = attacks_for(norm)
+    missing = [spec.name for spec in specs if spec.attack not in usable_attacks]
+    if missing:
+        usable = [name for name, members in SUITES.items()
+                  if all(CATALOGUE[m].attack in usable_attacks for m in members)]
+        raise ValueError(f"The suite {suite!r} has attacks without an {norm} version "
+                         f"({', '.join(missing)}); with norm={norm} use a suite of "
+                         f"{', '.join(usable)} or a list of {', '.join(sorted(usable_attacks))}"
+                         " attacks.")
     return specs
 
 
@@ -284,22 +285,13 @@ def parse_overrides(text: str | list[str] | None) -> dict[str, dict[str, Any]]:
 
     Values are read as JSON when they parse (numbers, true/false, null), else as strings.
     """
-    if not text:
-        return {}
-    items = text if isinstance(text, list) else str(text).split(",")
     out: dict[str, dict[str, Any]] = {}
-    for item in (i.strip() for i in items):
-        if not item:
-            continue
-        key, sep, raw = item.partition("=")
-        name, dot, param = key.strip().partition(".")
-        if not sep or not dot or not name or not param:
-            raise ValueError(f"Attack parameter {item!r} must look like ATTACK.PARAM=VALUE "
-                             "(e.g. fea.num_targets=20).")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw.strip()
+    example = "fea.num_targets=20"
+    for key, value in checks.parse_assignments(text, "--attack_params", example).items():
+        name, dot, param = key.partition(".")
+        if not dot or not name or not param:
+            raise ValueError(f"Attack parameter {key!r} must look like ATTACK.PARAM=VALUE "
+                             f"(e.g. {example}).")
         out.setdefault(name, {})[param] = value
     return out
 

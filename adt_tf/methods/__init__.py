@@ -1,14 +1,18 @@
 """Training methods, one per module, each a keras.Model with its own train_step.
 
-`METHODS` maps the command-line name of a method to its class; a new method is one module
-plus one line here.
+`METHODS` (an `adt_tf.registry.Registry`) maps the command-line name of a method to its
+class, with the norms it is defined for as its fact; a new method is one module plus one line
+here.
 """
+
+import inspect
+from typing import Any
 
 from adt_tf.methods.adt_exp import ADTExp
 from adt_tf.methods.adt_exp_am import ADTExpAM
 from adt_tf.methods.adt_imp_am import ADTImpAM
 from adt_tf.methods.alp import ALP
-from adt_tf.methods.amortized import AmortizedAdversarialTrainer
+from adt_tf.methods.amortized_base import AmortizedAdversarialTrainer
 from adt_tf.methods.base import AdversarialTrainer
 from adt_tf.methods.fast_at import FastAT
 from adt_tf.methods.feascatter import FeaScatter
@@ -16,26 +20,31 @@ from adt_tf.methods.fgsm_at import FGSMAT
 from adt_tf.methods.pgd_at import PGDAT
 from adt_tf.methods.standard import StandardTraining
 from adt_tf.methods.trades import TRADES
+from adt_tf.registry import Registry
 
-METHODS: dict[str, type[AdversarialTrainer]] = {
-    "standard": StandardTraining,
-    "adt_exp": ADTExp,
-    "adt_exp_am": ADTExpAM,
-    "adt_imp_am": ADTImpAM,
-    "pgd_at": PGDAT,
-    "fgsm_at": FGSMAT,
-    "fast_at": FastAT,
-    "alp": ALP,
-    "trades": TRADES,
-    "feascatter": FeaScatter,
-}
+METHODS: Registry[type[AdversarialTrainer]] = Registry("method")
+for _name, _cls in (("standard", StandardTraining), ("adt_exp", ADTExp),
+                    ("adt_exp_am", ADTExpAM), ("adt_imp_am", ADTImpAM), ("pgd_at", PGDAT),
+                    ("fgsm_at", FGSMAT), ("fast_at", FastAT), ("alp", ALP), ("trades", TRADES),
+                    ("feascatter", FeaScatter)):
+    METHODS.add(_name, _cls, norms=_cls.NORMS)
 
 
 def get_method(name: str) -> type[AdversarialTrainer]:
     """The method class registered under `name` (ValueError listing the known ones)."""
-    if name not in METHODS:
-        raise ValueError(f"Unknown method {name!r}; known: {', '.join(sorted(METHODS))}.")
-    return METHODS[name]
+    return METHODS.lookup(name)
+
+
+#: Constructor arguments every method takes, set by the command's shared flags.
+SHARED_ARGUMENTS = ("self", "classifier", "epsilon", "seed", "norm", "kwargs")
+
+
+def method_arguments(name: str) -> dict[str, Any]:
+    """The method's own constructor arguments (beyond `SHARED_ARGUMENTS`), each with its
+    default (None for a default that depends on the threat model: `THREAT_DEFAULTS`), in
+    signature order: what `adt-train --method_params` accepts for it."""
+    params = inspect.signature(get_method(name).__init__).parameters
+    return {p: params[p].default for p in params if p not in SHARED_ARGUMENTS}
 
 
 def check_method_arguments(name: str, **arguments) -> None:
@@ -51,4 +60,5 @@ def check_method_arguments(name: str, **arguments) -> None:
 
 __all__ = ["ALP", "FGSMAT", "METHODS", "PGDAT", "TRADES", "ADTExp", "ADTExpAM", "ADTImpAM",
            "AdversarialTrainer", "AmortizedAdversarialTrainer", "FastAT", "FeaScatter",
-           "StandardTraining", "check_method_arguments", "get_method"]
+           "SHARED_ARGUMENTS", "StandardTraining", "check_method_arguments", "get_method",
+           "method_arguments"]

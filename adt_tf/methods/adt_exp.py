@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from adt_tf import validation
+from adt_tf import checks
 from adt_tf.distributions import ExplicitAdversarialDistribution
 from adt_tf.inner_maximization import (
     check_inner_gradients,
@@ -14,6 +14,7 @@ from adt_tf.inner_maximization import (
 )
 from adt_tf.losses import check_outer_loss, kl_divergence, trades_outer_loss
 from adt_tf.methods.base import AdversarialTrainer, FloorPass
+from adt_tf.threat import EVERY_NORM
 
 
 @keras.saving.register_keras_serializable(package="adt_tf")
@@ -85,23 +86,23 @@ class ADTExp(AdversarialTrainer):
 
     aux_metrics = ("entropy", "inner_objective")
 
-    NORMS = ("linf", "l2")
+    NORMS = EVERY_NORM
 
     def __init__(self, classifier, epsilon=8 / 255, entropy_weight=0.01, inner_steps=7,
                  mc_samples=5, inner_lr=0.3, inner_beta1=0.0, inner_beta2=0.0,
                  outer_loss="ce", trades_beta=6.0, inner_branches=1,
                  inner_gradients="accumulate", seed=None, **kwargs):
         super().__init__(classifier, epsilon=epsilon, seed=seed, **kwargs)
-        self.entropy_weight = validation.check_non_negative(entropy_weight, "entropy_weight")
-        self.inner_steps = validation.check_positive_int(inner_steps, "inner_steps")
-        self.mc_samples = validation.check_positive_int(mc_samples, "mc_samples")
-        self.inner_lr = validation.check_positive(inner_lr, "inner_lr")
-        self.inner_beta1 = validation.check_in_range(inner_beta1, "inner_beta1", 0.0, 0.999999)
-        self.inner_beta2 = validation.check_in_range(inner_beta2, "inner_beta2", 0.0, 0.999999)
+        self.entropy_weight = checks.check_non_negative(entropy_weight, "entropy_weight")
+        self.inner_steps = checks.check_positive_int(inner_steps, "inner_steps")
+        self.mc_samples = checks.check_positive_int(mc_samples, "mc_samples")
+        self.inner_lr = checks.check_positive(inner_lr, "inner_lr")
+        self.inner_beta1 = checks.check_in_range(inner_beta1, "inner_beta1", 0.0, 0.999999)
+        self.inner_beta2 = checks.check_in_range(inner_beta2, "inner_beta2", 0.0, 0.999999)
         # Stored under another name: `outer_loss` is the trainer's hook method.
         self.outer_loss_name = check_outer_loss(outer_loss)
-        self.trades_beta = validation.check_non_negative(trades_beta, "trades_beta")
-        self.inner_branches = validation.check_positive_int(inner_branches, "inner_branches")
+        self.trades_beta = checks.check_non_negative(trades_beta, "trades_beta")
+        self.inner_branches = checks.check_positive_int(inner_branches, "inner_branches")
         self.inner_gradients = check_inner_gradients(inner_gradients)
 
     def _inner_loss_fn(self, x):

@@ -7,7 +7,8 @@ import tensorflow as tf
 
 from adt_tf.distributions import ExplicitAdversarialDistribution
 from adt_tf.generators import ExplicitGenerator
-from adt_tf.methods.amortized import AdversarySample, AmortizedAdversarialTrainer
+from adt_tf.methods.amortized_base import AdversarySample, AmortizedAdversarialTrainer
+from adt_tf.threat import EVERY_NORM
 
 
 @keras.saving.register_keras_serializable(package="adt_tf")
@@ -69,7 +70,7 @@ class ADTExpAM(AmortizedAdversarialTrainer):
         NeurIPS 2020, Sec. 3.2 (ADT_EXP-AM).
     """
 
-    NORMS = ("linf", "l2")
+    NORMS = EVERY_NORM
 
     def build_adversary(self):
         self.generator = ExplicitGenerator(

@@ -7,10 +7,11 @@ import math
 import keras
 import tensorflow as tf
 
-from adt_tf import validation
+from adt_tf import checks
 from adt_tf.generators import EntropyEncoder, ImplicitGenerator
-from adt_tf.methods.amortized import AdversarySample, AmortizedAdversarialTrainer
+from adt_tf.methods.amortized_base import AdversarySample, AmortizedAdversarialTrainer
 from adt_tf.optimizers import TorchAdam
+from adt_tf.threat import EVERY_NORM
 
 
 @keras.saving.register_keras_serializable(package="adt_tf")
@@ -70,16 +71,16 @@ class ADTImpAM(AmortizedAdversarialTrainer):
         NeurIPS 2020, Sec. 3.3 (ADT_IMP-AM).
     """
 
-    NORMS = ("linf", "l2")
+    NORMS = EVERY_NORM
 
     def __init__(self, classifier, epsilon=8 / 255, entropy_weight=1.0, generator_width=256,
                  generator_blocks=3, generator_lr=2e-4, generator_decay_steps=0, z_dim=64,
                  tau=0.9, encoder_lr=2e-4, encoder_width=32, outer_loss="ce", trades_beta=6.0,
                  seed=None, **kwargs):
-        self.z_dim = validation.check_positive_int(z_dim, "z_dim")
-        self.tau = validation.check_non_negative(tau, "tau")
-        self.encoder_lr = validation.check_positive(encoder_lr, "encoder_lr")
-        self.encoder_width = validation.check_positive_int(encoder_width, "encoder_width")
+        self.z_dim = checks.check_positive_int(z_dim, "z_dim")
+        self.tau = checks.check_non_negative(tau, "tau")
+        self.encoder_lr = checks.check_positive(encoder_lr, "encoder_lr")
+        self.encoder_width = checks.check_positive_int(encoder_width, "encoder_width")
         super().__init__(classifier, epsilon=epsilon, entropy_weight=entropy_weight,
                          generator_width=generator_width, generator_blocks=generator_blocks,
                          generator_lr=generator_lr,

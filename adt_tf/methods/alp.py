@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from adt_tf import validation
+from adt_tf import checks
 from adt_tf.losses import batch_mean, logit_pairing_penalty
 from adt_tf.methods.base import FloorPass
 from adt_tf.methods.pgd_at import PGDAT
@@ -48,7 +48,7 @@ class ALP(PGDAT):
                  alp_weight=0.5, seed=None, **kwargs):
         super().__init__(classifier, epsilon=epsilon, attack_steps=attack_steps,
                          attack_step_size=attack_step_size, seed=seed, **kwargs)
-        self.alp_weight = validation.check_non_negative(alp_weight, "alp_weight")
+        self.alp_weight = checks.check_non_negative(alp_weight, "alp_weight")
 
     def outer_loss(self, x, x_train, y, sample_weight):
         clean_logits = self(x, training=True)

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from adt_tf.noise import DEFAULT_NOISE, NoiseSource
-from adt_tf.threat import make_threat
+from adt_tf.threat import Ball, LinfBall, make_threat, require_norm
 
 
 class FloorPass(NamedTuple):
@@ -57,9 +57,11 @@ class AdversarialTrainer(keras.Model):
 
     Args:
         classifier: a Keras model mapping images in [0, 1] to logits.
-        epsilon: the budget in the [0, 1] pixel scale: the radius of the ball of `norm`.
-        norm: "linf" (the paper's threat model) or "l2" (for the methods whose `NORMS`
-            hold it; the others refuse it); `self.threat` is the ball.
+        epsilon: the budget in the [0, 1] pixel scale: the radius of the ball of `norm`, or
+            the ball itself (`adt_tf.threat.LinfBall`, `L2Ball`; what the commands hand
+            down once they have resolved it). `self.threat` is the ball.
+        norm: "linf" (the paper's threat model, the default) or "l2" (for the methods whose
+            `NORMS` hold it; the others refuse it); with a ball, None or the ball's norm.
         seed: integer seed of the method's own randomness (noise, random starts); a fixed
             seed gives a fixed result. None draws one.
         **kwargs: passed to `keras.Model` (e.g. `name`).
@@ -71,23 +73,28 @@ class AdversarialTrainer(keras.Model):
 
     aux_metrics: tuple[str, ...] = ()
     #: The threat models the method is defined for.
-    NORMS: tuple[str, ...] = ("linf",)
+    NORMS: tuple[str, ...] = (LinfBall.norm,)
+    #: Constructor arguments whose default (None) depends on the threat model: the keys of
+    #: `norm_defaults`.
+    THREAT_DEFAULTS: tuple[str, ...] = ()
     _SEED_KEY = "seed_generator_state"
 
-    def __init__(self, classifier: keras.Model, epsilon: float = 8 / 255, seed: int | None = None,
-                 norm: str = "linf", **kwargs):
+    def __init__(self, classifier: keras.Model, epsilon: float | Ball = 8 / 255,
+                 seed: int | None = None, norm: str | None = None, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(classifier, keras.Model):
             raise TypeError(
                 f"classifier must be a keras.Model, got {type(classifier).__name__}."
             )
         self._classifier = classifier
-        self.threat = make_threat(norm, epsilon)
-        if norm not in self.NORMS:
-            raise ValueError(f"{type(self).__name__} has no {norm} version (it takes "
-                             f"--norm={', '.join(self.NORMS)}).")
-        self.norm = norm
-        self.epsilon = self.threat.epsilon
+        if isinstance(epsilon, Ball):  # a command's resolved threat model, handed down
+            if norm not in (None, epsilon.norm):
+                raise ValueError(f"norm={norm!r} contradicts the threat model {epsilon!r}.")
+            threat = epsilon
+        else:
+            threat = make_threat(LinfBall.norm if norm is None else norm, epsilon)
+        #: The threat model (`adt_tf.threat`); `epsilon` and `norm` are its radius and norm.
+        self.threat = require_norm(threat, self.NORMS, type(self).__name__)
         self.seed = seed if seed is None else int(seed)
         self.seed_generator = keras.random.SeedGenerator(
             self.seed if self.seed is not None else random.randint(1, 2**30)
@@ -97,6 +104,16 @@ class AdversarialTrainer(keras.Model):
         #: draws from `next_seed()` by default; tests set a `RecordedNoise` to replay the
         #: reference code's draws. Set it before the first step (a traced step keeps it).
         self.noise_source: NoiseSource = DEFAULT_NOISE
+
+    @property
+    def epsilon(self) -> float:
+        """The threat model's radius."""
+        return self.threat.epsilon
+
+    @property
+    def norm(self) -> str:
+        """The threat model's norm ("linf", "l2"), as `get_config` records it."""
+        return self.threat.norm
 
     @property
     def classifier(self) -> keras.Model:
@@ -122,7 +139,7 @@ class AdversarialTrainer(keras.Model):
         return seed
 
     @classmethod
-    def norm_defaults(cls, norm: str, epsilon: float) -> dict:
+    def norm_defaults(cls, threat: Ball) -> dict:
         """Defaults of constructor arguments that depend on the threat model (e.g. a step
         size of 2/255 for L-infinity, epsilon / 4 for L2); what a None argument becomes."""
         return {}

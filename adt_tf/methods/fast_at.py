@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import keras
 
-from adt_tf import validation
+from adt_tf import checks
 from adt_tf.attacks.fgsm import fgsm
 from adt_tf.methods.base import AdversarialTrainer, FloorPass
+from adt_tf.threat import EVERY_NORM
 
 
 @keras.saving.register_keras_serializable(package="adt_tf")
@@ -51,15 +52,15 @@ class FastAT(AdversarialTrainer):
         ICLR 2020.
     """
 
-    NORMS = ("linf", "l2")
+    NORMS = EVERY_NORM
     PERTURB_MODES = ("training", "inference")
 
     def __init__(self, classifier, epsilon=8 / 255, attack_step_size=None,
                  perturb_mode="training", seed=None, **kwargs):
         super().__init__(classifier, epsilon=epsilon, seed=seed, **kwargs)
         self.attack_step_size = (None if attack_step_size is None else
-                                 validation.check_positive(attack_step_size, "attack_step_size"))
-        self.perturb_mode = validation.check_choice(perturb_mode, "perturb_mode",
+                                 checks.check_positive(attack_step_size, "attack_step_size"))
+        self.perturb_mode = checks.check_choice(perturb_mode, "perturb_mode",
                                                     self.PERTURB_MODES)
 
     @property

@@ -5,12 +5,12 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from adt_tf import validation
+from adt_tf import checks
 from adt_tf.losses import batch_mean, regularization_penalty, smoothed_cross_entropy
 from adt_tf.methods.base import AdversarialTrainer, FloorPass
 from adt_tf.noise import DEFAULT_NOISE, NoiseSource
 from adt_tf.optimal_transport import sinkhorn_distance
-from adt_tf.threat import Ball, as_threat
+from adt_tf.threat import EVERY_NORM, Ball, as_threat
 
 
 def feature_scattering_perturbation(classifier, x, epsilon: float | Ball, *, steps: int = 1,
@@ -47,8 +47,8 @@ def feature_scattering_perturbation(classifier, x, epsilon: float | Ball, *, ste
         last step's starting point.
     """
     ball = as_threat(epsilon)
-    steps = validation.check_positive_int(steps, "steps")
-    size = ball.epsilon if step_size is None else validation.check_positive(
+    steps = checks.check_positive_int(steps, "steps")
+    size = ball.epsilon if step_size is None else checks.check_positive(
         step_size, "step_size")
     x = tf.convert_to_tensor(x)
     clean_logits = tf.stop_gradient(classifier(x, training=False))
@@ -116,21 +116,21 @@ class FeaScatter(AdversarialTrainer):
     """
 
     aux_metrics = ("ot_distance",)
-    NORMS = ("linf", "l2")
+    NORMS = EVERY_NORM
 
     def __init__(self, classifier, epsilon=8 / 255, attack_steps=1, attack_step_size=None,
                  label_smoothing=0.5, sinkhorn_reg=0.01, sinkhorn_iterations=100,
                  sinkhorn_tolerance=0.1, seed=None, **kwargs):
         super().__init__(classifier, epsilon=epsilon, seed=seed, **kwargs)
-        self.attack_steps = validation.check_positive_int(attack_steps, "attack_steps")
+        self.attack_steps = checks.check_positive_int(attack_steps, "attack_steps")
         self.attack_step_size = (None if attack_step_size is None else
-                                 validation.check_positive(attack_step_size, "attack_step_size"))
-        self.label_smoothing = validation.check_in_range(
+                                 checks.check_positive(attack_step_size, "attack_step_size"))
+        self.label_smoothing = checks.check_in_range(
             label_smoothing, "label_smoothing", 0.0, 0.999999)
-        self.sinkhorn_reg = validation.check_positive(sinkhorn_reg, "sinkhorn_reg")
-        self.sinkhorn_iterations = validation.check_positive_int(
+        self.sinkhorn_reg = checks.check_positive(sinkhorn_reg, "sinkhorn_reg")
+        self.sinkhorn_iterations = checks.check_positive_int(
             sinkhorn_iterations, "sinkhorn_iterations")
-        self.sinkhorn_tolerance = validation.check_non_negative(
+        self.sinkhorn_tolerance = checks.check_non_negative(
             sinkhorn_tolerance, "sinkhorn_tolerance")
 
     def perturb(self, x, y):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from adt_tf import validation
+from adt_tf import checks
 from adt_tf.losses import loss_and_grad, per_example_ce
 from adt_tf.methods.base import AdversarialTrainer, FloorPass
+from adt_tf.threat import EVERY_NORM
 
 
 @keras.saving.register_keras_serializable(package="adt_tf")
@@ -52,13 +53,13 @@ class FGSMAT(AdversarialTrainer):
         Kurakin, Goodfellow, Bengio, "Adversarial Machine Learning at Scale", ICLR 2017.
     """
 
-    NORMS = ("linf", "l2")
+    NORMS = EVERY_NORM
 
     def __init__(self, classifier, epsilon=8 / 255, adv_fraction=0.5, adv_weight=0.3,
                  random_epsilon=False, seed=None, **kwargs):
         super().__init__(classifier, epsilon=epsilon, seed=seed, **kwargs)
-        self.adv_fraction = validation.check_in_range(adv_fraction, "adv_fraction", 0.0, 1.0)
-        self.adv_weight = validation.check_non_negative(adv_weight, "adv_weight")
+        self.adv_fraction = checks.check_in_range(adv_fraction, "adv_fraction", 0.0, 1.0)
+        self.adv_weight = checks.check_non_negative(adv_weight, "adv_weight")
         self.random_epsilon = bool(random_epsilon)
 
     def adversarial_mask(self, batch_size) -> tf.Tensor:

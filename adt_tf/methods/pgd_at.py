@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import keras
 
-from adt_tf import validation
+from adt_tf import checks
 from adt_tf.attacks.pgd import pgd
 from adt_tf.methods.base import AdversarialTrainer, FloorPass
+from adt_tf.threat import EVERY_NORM, LinfBall
 
 
 def resolve_step_size(value, default, name: str = "attack_step_size") -> float:
     """A step size argument: `default` when None, else a checked positive number."""
-    return float(default) if value is None else validation.check_positive(value, name)
+    return float(default) if value is None else checks.check_positive(value, name)
 
 
 @keras.saving.register_keras_serializable(package="adt_tf")
@@ -51,20 +52,22 @@ class PGDAT(AdversarialTrainer):
         ICLR 2018.
     """
 
-    NORMS = ("linf", "l2")
+    NORMS = EVERY_NORM
+    THREAT_DEFAULTS = ("attack_step_size",)
 
     def __init__(self, classifier, epsilon=8 / 255, attack_steps=10, attack_step_size=None,
                  seed=None, **kwargs):
         super().__init__(classifier, epsilon=epsilon, seed=seed, **kwargs)
-        self.attack_steps = validation.check_positive_int(attack_steps, "attack_steps")
+        self.attack_steps = checks.check_positive_int(attack_steps, "attack_steps")
         self.attack_step_size = resolve_step_size(
-            attack_step_size, self.norm_defaults(self.norm, self.epsilon)["attack_step_size"])
+            attack_step_size, self.norm_defaults(self.threat)["attack_step_size"])
 
     @classmethod
-    def norm_defaults(cls, norm, epsilon):
+    def norm_defaults(cls, threat):
         # Madry et al.'s 2/255 for L-infinity; for L2 epsilon / 4, the 2.5 epsilon / steps
         # of Madry et al.'s L2 runs with 10 steps (and the ADT paper's PGD-20 ratio).
-        return {"attack_step_size": 2 / 255 if norm == "linf" else epsilon / 4}
+        return {"attack_step_size": 2 / 255 if threat.norm == LinfBall.norm
+                else threat.epsilon / 4}
 
     def adversarial_examples(self, x, y):
         """PGD examples of (x, y) against the current classifier (inference mode)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from adt_tf.methods.base import AdversarialTrainer, FloorPass
+from adt_tf.threat import EVERY_NORM
 
 
 @keras.saving.register_keras_serializable(package="adt_tf")
@@ -25,7 +26,7 @@ class StandardTraining(AdversarialTrainer):
         ...     from_logits=True), metrics=["accuracy"])
     """
 
-    NORMS = ("linf", "l2")  # it trains on clean inputs whatever the threat model
+    NORMS = EVERY_NORM  # it trains on clean inputs whatever the threat model
 
     def floor_passes(self):
         return [FloorPass("train", 1, 1)]

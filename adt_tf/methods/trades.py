@@ -5,12 +5,12 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from adt_tf import validation
+from adt_tf import checks
 from adt_tf.losses import kl_divergence, trades_outer_loss
 from adt_tf.methods.base import AdversarialTrainer, FloorPass
 from adt_tf.methods.pgd_at import resolve_step_size
 from adt_tf.noise import DEFAULT_NOISE, NoiseSource, as_seed
-from adt_tf.threat import Ball, as_threat
+from adt_tf.threat import EVERY_NORM, Ball, LinfBall, as_threat
 
 
 def trades_perturbation(classifier, x, epsilon: float | Ball, *, steps: int = 10,
@@ -37,9 +37,9 @@ def trades_perturbation(classifier, x, epsilon: float | Ball, *, steps: int = 10
         predecessor (the value whose gradient made the last step).
     """
     ball = as_threat(epsilon)
-    steps = validation.check_positive_int(steps, "steps")
-    step_size = validation.check_positive(step_size, "step_size")
-    init_std = validation.check_non_negative(init_std, "init_std")
+    steps = checks.check_positive_int(steps, "steps")
+    step_size = checks.check_positive(step_size, "step_size")
+    init_std = checks.check_non_negative(init_std, "init_std")
     x = tf.convert_to_tensor(x)
     clean_logits = tf.stop_gradient(classifier(x, training=False))
     draw = noise.normal(tf.shape(x), as_seed(seed), dtype=x.dtype)
@@ -98,21 +98,23 @@ class TRADES(AdversarialTrainer):
 
     aux_metrics = ("inner_kl",)
 
-    NORMS = ("linf", "l2")
+    NORMS = EVERY_NORM
+    THREAT_DEFAULTS = ("attack_step_size",)
 
     def __init__(self, classifier, epsilon=8 / 255, attack_steps=10, attack_step_size=None,
                  trades_beta=6.0, init_std=0.001, seed=None, **kwargs):
         super().__init__(classifier, epsilon=epsilon, seed=seed, **kwargs)
-        self.attack_steps = validation.check_positive_int(attack_steps, "attack_steps")
+        self.attack_steps = checks.check_positive_int(attack_steps, "attack_steps")
         self.attack_step_size = resolve_step_size(
-            attack_step_size, self.norm_defaults(self.norm, self.epsilon)["attack_step_size"])
-        self.trades_beta = validation.check_non_negative(trades_beta, "trades_beta")
-        self.init_std = validation.check_non_negative(init_std, "init_std")
+            attack_step_size, self.norm_defaults(self.threat)["attack_step_size"])
+        self.trades_beta = checks.check_non_negative(trades_beta, "trades_beta")
+        self.init_std = checks.check_non_negative(init_std, "init_std")
 
     @classmethod
-    def norm_defaults(cls, norm, epsilon):
+    def norm_defaults(cls, threat):
         # TRADES's 0.007 for L-infinity; epsilon / 4 for L2 (as AT_PGD's).
-        return {"attack_step_size": 0.007 if norm == "linf" else epsilon / 4}
+        return {"attack_step_size": 0.007 if threat.norm == LinfBall.norm
+                else threat.epsilon / 4}
 
     def perturb(self, x, y):
         x_adv, kl = trades_perturbation(

@@ -14,23 +14,20 @@ import keras
 from adt_tf.models.common import PENULTIMATE
 from adt_tf.models.small_cnn import small_cnn
 from adt_tf.models.wide_resnet import preact_resnet18, wide_resnet
+from adt_tf.registry import Registry
 
-MODELS = {
-    "small_cnn": small_cnn,
-    "wide_resnet": wide_resnet,
-    "wrn_28_10": functools.partial(wide_resnet, depth=28, width=10),
-    "wrn_34_10": functools.partial(wide_resnet, depth=34, width=10),
-    "wrn_16_4": functools.partial(wide_resnet, depth=16, width=4),
-    "wrn_10_1": functools.partial(wide_resnet, depth=10, width=1),
-    "preact_resnet18": preact_resnet18,
-}
+MODELS: Registry = Registry("model")
+MODELS.add("small_cnn", small_cnn)
+MODELS.add("wide_resnet", wide_resnet)
+for _depth, _width in ((28, 10), (34, 10), (16, 4), (10, 1)):
+    MODELS.add(f"wrn_{_depth}_{_width}", functools.partial(wide_resnet, depth=_depth,
+                                                           width=_width))
+MODELS.add("preact_resnet18", preact_resnet18)
 
 
 def build_model(name: str, input_shape, num_classes: int, **kwargs) -> keras.Model:
     """Builds the classifier registered under `name` (ValueError listing the known ones)."""
-    if name not in MODELS:
-        raise ValueError(f"Unknown model {name!r}; known: {', '.join(sorted(MODELS))}.")
-    return MODELS[name](input_shape, num_classes, **kwargs)
+    return MODELS.lookup(name)(input_shape, num_classes, **kwargs)
 
 
 def feature_extractor(classifier: keras.Model) -> keras.Model:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
-from adt_tf import validation
+from adt_tf import checks
 
 PENULTIMATE = "penultimate"
 """Name of the layer whose output is the penultimate feature vector (used by FeaAttack)."""
@@ -47,7 +47,7 @@ def logits_head(features, num_classes: int, kernel_initializer="glorot_uniform",
                 bias_initializer="zeros"):
     """The final dense layer; `features` must already come from the PENULTIMATE layer.
     The initialisers default to Keras's (a builder following a reference passes its own)."""
-    num_classes = validation.check_positive_int(num_classes, "num_classes", minimum=2)
+    num_classes = checks.check_positive_int(num_classes, "num_classes", minimum=2)
     return keras.layers.Dense(num_classes, name="logits", dtype="float32",
                               kernel_initializer=kernel_initializer,
                               bias_initializer=bias_initializer)(features)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from adt_tf import validation
+from adt_tf import checks
 from adt_tf.models.common import (
     PENULTIMATE,
     check_input_shape,
@@ -36,8 +36,8 @@ def small_cnn(input_shape=(28, 28, 1), num_classes: int = 10, *, width: int = 32
         A functional Keras model returning logits; its layer named "penultimate" gives the
         features before the last dense layer.
     """
-    width = validation.check_positive_int(width, "width")
-    dense_units = validation.check_positive_int(dense_units, "dense_units")
+    width = checks.check_positive_int(width, "width")
+    dense_units = checks.check_positive_int(dense_units, "dense_units")
     h, w, _ = check_input_shape(input_shape)
     if min(h, w) < 12:
         raise ValueError(f"small_cnn needs inputs of at least 12 x 12, got {input_shape!r}.")

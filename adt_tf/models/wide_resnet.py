@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import keras
 
-from adt_tf import validation
+from adt_tf import checks
 from adt_tf.initializers import fan_out_normal, torch_default_uniform
 from adt_tf.models.common import PENULTIMATE, inputs_and_normalization, logits_head
 
@@ -74,8 +74,8 @@ def wide_resnet(input_shape=(32, 32, 3), num_classes: int = 10, *, depth: int = 
     Returns:
         A functional Keras model returning logits; "penultimate" is the pooled feature.
     """
-    depth = validation.check_positive_int(depth, "depth", minimum=10)
-    width = validation.check_positive_int(width, "width")
+    depth = checks.check_positive_int(depth, "depth", minimum=10)
+    width = checks.check_positive_int(width, "width")
     if (depth - 4) % 6:
         raise ValueError(f"depth must be 6n + 4 (e.g. 10, 16, 28, 34), got {depth}.")
     blocks = (depth - 4) // 6
@@ -98,7 +98,7 @@ def preact_resnet18(input_shape=(32, 32, 3), num_classes: int = 10, *, width: in
     Args:
         width: channels of the first stage (64 in the original; 16 gives a CPU-sized net).
     """
-    width = validation.check_positive_int(width, "width")
+    width = checks.check_positive_int(width, "width")
     inputs, x = inputs_and_normalization(input_shape, mean, std)
     x = _conv(width, 3, "stem", fan_out_init=False)(x)
     for s, mult in enumerate((1, 2, 4, 8)):

@@ -18,6 +18,7 @@ searches always (its "primary" knobs, e.g. lambda) and which on request (e.g. th
 learning rate). A method without an entry searches `entropy_weight` if it has one.
 
 Example:
+    >>> from adt_tf import data
     >>> splits = data.load("cifar10_sample")
     >>> config = TrainConfig(workdir="", method="adt_exp", epochs=5)
     >>> hypermodel = MethodHyperModel(config, splits, val_examples=500)

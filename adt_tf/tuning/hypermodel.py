@@ -15,8 +15,8 @@ import keras
 import keras_tuner as kt
 import tensorflow as tf
 
+from adt_tf import checks
 from adt_tf import data as data_lib
-from adt_tf import validation
 from adt_tf.methods import check_method_arguments
 from adt_tf.threat import resolve_threat
 from adt_tf.training import TrainConfig, build_trainer
@@ -57,14 +57,13 @@ class MethodHyperModel(kt.HyperModel):
         self.config = dataclasses.replace(config, epsilon=self.threat.epsilon)
         self.space = space if space is not None else SearchSpace()
         self.knobs = knobs_to_search(config.method, tune)
-        self.val_pgd_steps = validation.check_positive_int(val_pgd_steps, "val_pgd_steps")
+        self.val_pgd_steps = checks.check_positive_int(val_pgd_steps, "val_pgd_steps")
         self.splits = split_validation(splits, val_examples, config.seed)
         self.execution = 0  # set by the tuner before each execution of a trial
         self.fixed_params = {k: v for k, v in config.method_params.items()
                              if k not in self.knobs}
         # The fixed arguments fail here, not in the first trial.
-        check_method_arguments(config.method, epsilon=self.threat.epsilon, norm=config.norm,
-                               **self.fixed_params)
+        check_method_arguments(config.method, epsilon=self.threat, **self.fixed_params)
 
     def declare_hyperparameters(self, hp: kt.HyperParameters) -> None:
         self.searched_params(hp)
@@ -86,7 +85,7 @@ class MethodHyperModel(kt.HyperModel):
         config = dataclasses.replace(self.config, seed=self.seed,
                                      method_params=self.method_params(hp))
         steps = math.ceil(len(self.splits.x_train) / config.batch_size)
-        return build_trainer(config, self.splits, steps)
+        return build_trainer(config, self.splits, steps, self.threat)
 
     def fit(self, hp, model, *args, callbacks=None, **kwargs):
         if args:
@@ -230,17 +229,17 @@ def build_tuner(kind: str, hypermodel: MethodHyperModel, *, max_trials: int = 10
         strategy: a `tf.distribute.Strategy` to train each trial under.
         seed: the tuner's own seed (default: the config's seed).
     """
-    validation.check_choice(kind, "tuner", TUNERS)
-    max_trials = validation.check_positive_int(max_trials, "max_trials")
-    executions = validation.check_positive_int(executions_per_trial, "executions_per_trial")
+    checks.check_choice(kind, "tuner", TUNERS)
+    max_trials = checks.check_positive_int(max_trials, "max_trials")
+    executions = checks.check_positive_int(executions_per_trial, "executions_per_trial")
     common = dict(
         objective=objective(), executions_per_trial=executions, directory=directory,
         project_name=project_name, overwrite=overwrite, distribution_strategy=strategy,
         seed=hypermodel.config.seed if seed is None else seed)
     if kind == "hyperband":
         epochs = hypermodel.config.epochs if max_epochs is None else max_epochs
-        tuner = TUNERS[kind](hypermodel, max_epochs=validation.check_positive_int(
-            epochs, "max_epochs"), factor=validation.check_positive_int(
+        tuner = TUNERS[kind](hypermodel, max_epochs=checks.check_positive_int(
+            epochs, "max_epochs"), factor=checks.check_positive_int(
             hyperband_factor, "hyperband_factor", minimum=2), **common)
         tuner.oracle.max_trials = max_trials  # its oracle takes none; it honours the attribute
         return tuner

@@ -10,8 +10,8 @@ import os
 
 import tensorflow as tf
 
+from adt_tf import checks
 from adt_tf import data as data_lib
-from adt_tf import validation
 from adt_tf.files import write_json
 from adt_tf.tuning import distributed, report
 from adt_tf.tuning.hypermodel import TUNERS, MethodHyperModel, build_tuner
@@ -62,14 +62,14 @@ def tune(config, *, tuner_kind: str, max_trials: int, executions_per_trial: int,
     if role.is_worker and overwrite:
         raise ValueError("--overwrite on a worker would delete the search the chief holds; "
                          "start the chief with --overwrite instead.")
-    validation.check_choice(tuner_kind, "tuner", TUNERS)
-    validation.check_positive_int(max_trials, "max_trials")
-    validation.check_positive_int(executions_per_trial, "executions_per_trial")
-    validation.check_positive_int(val_examples, "val_examples")
+    checks.check_choice(tuner_kind, "tuner", TUNERS)
+    checks.check_positive_int(max_trials, "max_trials")
+    checks.check_positive_int(executions_per_trial, "executions_per_trial")
+    checks.check_positive_int(val_examples, "val_examples")
     config.validate()
     knobs_to_search(config.method, tune_knobs)  # unknown knob -> ValueError
 
-    project_dir = validation.check_writable_dir(os.path.join(directory, project_name),
+    project_dir = checks.check_writable_dir(os.path.join(directory, project_name),
                                                 "--directory (its --project_name folder)")
     settings = {
         "train_config": {k: v for k, v in dataclasses.asdict(config).items()

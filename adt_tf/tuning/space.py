@@ -13,8 +13,8 @@ from typing import Any
 import keras_tuner as kt
 import numpy as np
 
+from adt_tf import checks
 from adt_tf import data as data_lib
-from adt_tf import validation
 from adt_tf.methods import get_method
 
 PAPER_LAMBDAS = (0.0, 0.001, 0.01, 0.1, 1.0)  # Fig. 5 of the paper
@@ -48,13 +48,13 @@ class SearchSpace:
             if len(self.values) == 0:
                 raise ValueError("values must list at least one lambda, got an empty list.")
             for v in self.values:
-                validation.check_non_negative(v, "lambda values")
+                checks.check_non_negative(v, "lambda values")
             return
-        low = validation.check_positive(self.lambda_min, "lambda_min")
-        high = validation.check_positive(self.lambda_max, "lambda_max")
+        low = checks.check_positive(self.lambda_min, "lambda_min")
+        high = checks.check_positive(self.lambda_max, "lambda_max")
         if high < low:
             raise ValueError(f"lambda_max must be >= lambda_min = {low!r}, got {high!r}.")
-        validation.check_positive_int(self.points_per_decade, "points_per_decade")
+        checks.check_positive_int(self.points_per_decade, "points_per_decade")
 
     def lambdas(self) -> tuple[float, ...]:
         """The sorted distinct lambdas to choose from."""
@@ -128,7 +128,7 @@ def split_validation(splits: data_lib.Splits, val_examples: int, seed: int = 0
     arrays are the held-out examples (the real test split is not used by a search).
     """
     n = len(splits.x_train)
-    val_examples = validation.check_positive_int(val_examples, "val_examples")
+    val_examples = checks.check_positive_int(val_examples, "val_examples")
     if val_examples >= n:
         raise ValueError(f"val_examples must be smaller than the training set ({n} examples) "
                          f"so that some are left to train on, got {val_examples}.")

@@ -1,0 +1,264 @@
+"""The training protocol of issue 29: a held-out, class-stratified validation split, robust
+validation every epoch, the best checkpoint (kept across kills and resumes), the optimiser's
+weight average, and --checkpoint in the commands that read a workdir."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from adt_tf import data as data_lib
+from adt_tf.checkpoints import BestCheckpoint, read_best
+from adt_tf.loading import resolve_model_path
+from adt_tf.optimizers import make_optimizer
+from adt_tf.training import TrainConfig, run_training
+from tests.helpers import ROOT
+from tests.trainers.test_train_cli import run_cli
+
+TINY = dict(max_train_examples=192, batch_size=32, model_params={"width": 4},
+            eval_examples=32, verbose=0, method="standard", lr=0.05)
+
+
+def test_the_split_is_stratified_disjoint_and_seeded():
+    y = np.repeat(np.arange(10), [50, 40, 30, 30, 30, 20, 20, 20, 10, 10])
+    train, val = data_lib.stratified_split(y, 52, seed=3)
+    assert len(val) == 52 and len(train) == len(y) - 52
+    assert not set(train) & set(val) and sorted(np.concatenate([train, val])) == list(
+        range(len(y)))
+    counts = np.bincount(y[val], minlength=10)
+    np.testing.assert_allclose(counts, 52 * np.bincount(y) / len(y), atol=1)  # proportional
+    assert np.all(counts >= 1)
+    again, other = data_lib.stratified_split(y, 52, seed=3)[1], data_lib.stratified_split(
+        y, 52, seed=4)[1]
+    np.testing.assert_array_equal(again, val)
+    assert set(other) != set(val)
+
+
+@pytest.mark.parametrize("n,match", [(5, "between 10 .one per class."),
+                                     (1000, r"between 10 .* and 270"),
+                                     ])
+def test_the_split_refuses_sizes_it_cannot_stratify(n, match):
+    y = np.repeat(np.arange(10), 28)
+    with pytest.raises(ValueError, match=match):
+        data_lib.stratified_split(y, n, 0)
+    with pytest.raises(ValueError, match="too small to stratify: class 2 has a single example"):
+        data_lib.stratified_split(np.array([0, 0, 0, 1, 1, 1, 2, 3, 3, 3]), 4, 0)
+
+
+def history(workdir):
+    with open(os.path.join(workdir, "history.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_run_holds_out_its_split_scores_it_every_epoch_and_keeps_the_best(tmp_path):
+    workdir = str(tmp_path / "run")
+    config = TrainConfig(workdir=workdir, epochs=3, validation_examples=40, **TINY)
+    report = run_training(config)
+    record = json.load(open(os.path.join(workdir, "validation_split.json")))
+    splits = data_lib.load("cifar10_sample", max_train_examples=192)
+    expected = data_lib.stratified_split(splits.y_train, 40, config.seed)[1]
+    assert record["indices"] == expected.tolist() and record["seed"] == 0
+    rows = history(workdir)
+    assert len(rows) == 3
+    scores = [(float(r["val_robust_accuracy"]), float(r["val_clean_accuracy"])) for r in rows]
+    assert all(0 <= r <= c <= 1 for r, c in scores)
+    best = read_best(workdir)
+    # The epoch of the highest logged robust accuracy (ties: clean accuracy, then earlier).
+    order = sorted(range(3), key=lambda e: (scores[e][0], scores[e][1], -e))
+    assert best["epoch"] == order[-1] + 1
+    assert report["best"]["epoch"] == best["epoch"]
+    assert 0 <= report["best"]["pgd20_accuracy"] <= report["best"]["clean_accuracy"]
+    assert os.path.isfile(os.path.join(workdir, "best.keras"))
+    # a workdir with a validation split defaults to its best checkpoint
+    assert resolve_model_path(workdir).endswith("best.keras")
+    assert resolve_model_path(workdir, "last").endswith("classifier.keras")
+    # the same run resumed: the same split; another split size or seed: refused
+    run_training(TrainConfig(workdir=workdir, epochs=4, validation_examples=40, **TINY))
+    assert json.load(open(os.path.join(workdir, "validation_split.json"))) == record
+    with pytest.raises(ValueError, match="validation_examples: 40 -> 50"):
+        run_training(TrainConfig(workdir=workdir, epochs=5, validation_examples=50, **TINY))
+    with pytest.raises(ValueError, match="seed: 0 -> 1"):
+        run_training(TrainConfig(workdir=workdir, epochs=5, validation_examples=40,
+                                 **dict(TINY, seed=1)))
+
+
+def test_the_best_checkpoint_is_the_epoch_of_the_highest_robust_accuracy(tmp_path):
+    """Faked metric sequence: robust 0.10, 0.30, 0.30 (clean higher), 0.20, then a resumed
+    callback (a new process) and a worse epoch: the best stays epoch 3 and best.keras holds
+    epoch 3's weights."""
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Dense(1, name="d")(inputs))
+    sequence = [(0.10, 0.5), (0.30, 0.5), (0.30, 0.6), (0.20, 0.9)]
+    callback = BestCheckpoint(str(tmp_path))
+    callback.set_model(model)
+    callback.on_train_begin()
+    for epoch, (robust, clean) in enumerate(sequence):
+        model.get_layer("d").kernel.assign(np.full((2, 1), float(epoch + 1), np.float32))
+        callback.on_epoch_end(epoch, {"val_robust_accuracy": robust,
+                                      "val_clean_accuracy": clean})
+    assert read_best(str(tmp_path)) == {"epoch": 3, "val_robust_accuracy": 0.30,
+                                        "val_clean_accuracy": 0.6}
+    resumed = BestCheckpoint(str(tmp_path))  # the best so far is restored, not reset
+    resumed.set_model(model)
+    resumed.on_train_begin()
+    model.get_layer("d").kernel.assign(np.full((2, 1), 9.0, np.float32))
+    resumed.on_epoch_end(4, {"val_robust_accuracy": 0.25, "val_clean_accuracy": 1.0})
+    resumed.on_epoch_end(5, {"val_robust_accuracy": float("nan"),
+                             "val_clean_accuracy": float("nan")})  # a skipped epoch
+    assert read_best(str(tmp_path))["epoch"] == 3
+    kept = keras.saving.load_model(str(tmp_path / "best.keras"))
+    np.testing.assert_array_equal(kept.get_layer("d").kernel.numpy(), 3.0)
+    # A kill between the record's rename and the model's: the model's rename is finished.
+    os.replace(tmp_path / "best.keras", tmp_path / "best.keras.tmp.keras")
+    BestCheckpoint(str(tmp_path)).on_train_begin()
+    assert os.path.exists(tmp_path / "best.keras")
+    assert not os.path.exists(tmp_path / "best.keras.tmp.keras")
+
+
+@pytest.mark.slow
+def test_kill_9_after_a_best_epoch_and_resume_keeps_the_best(tmp_path):
+    workdir = str(tmp_path / "run")
+    args = [f"--workdir={workdir}", "--method=standard", "--max_train_examples=192",
+            "--batch_size=32", "--model_width=4", "--eval_examples=32", "--lr=0.05",
+            "--validation_examples=40", "--verbose=2"]
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.Popen([sys.executable, "-m", "trainers.train", *args, "--epochs=30"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (os.path.exists(os.path.join(workdir, "history.csv"))
+               and len(history(workdir)) >= 2 and read_best(workdir)):
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = read_best(workdir)
+    done = len(history(workdir))
+    run_cli(*args, f"--epochs={done + 2}")
+    rows = history(workdir)
+    scores = [(float(r["val_robust_accuracy"]), float(r["val_clean_accuracy"]),
+               -int(r["epoch"])) for r in rows]
+    best = read_best(workdir)
+    assert best["epoch"] == -max(scores)[2] + 1  # over both sittings
+    assert (best["val_robust_accuracy"], best["val_clean_accuracy"]) >= (
+        before["val_robust_accuracy"], before["val_clean_accuracy"])
+
+
+def test_the_weight_average_is_the_numpy_average_of_the_steps():
+    """Keras's optimiser EMA (--ema_decay): after each step avg <- d avg + (1 - d) w, the
+    first step's average the weights themselves; finalize writes it into the model."""
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    decay = 0.7
+    model.compile(optimizer=make_optimizer(0.1, momentum=0.9, weight_decay=2e-4,
+                                           ema_decay=decay), loss="mse")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=(4, 2)).astype(
+        np.float32)
+    average = None
+    for _ in range(5):
+        model.train_on_batch(x, y)
+        weights = [w.numpy().astype(np.float64) for w in model.trainable_variables]
+        average = weights if average is None else [decay * a + (1 - decay) * w
+                                                   for a, w in zip(average, weights)]
+    trained = [w.numpy() for w in model.trainable_variables]
+    model.optimizer.finalize_variable_values(model.trainable_variables)
+    for got, want, current in zip(model.trainable_variables, average, trained):
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)
+        assert np.abs(want - current).max() > 1e-4  # the average is not the last weights
+
+
+def test_validation_and_the_best_checkpoint_see_the_average_and_training_goes_on(tmp_path):
+    """Inside `averaged_weights` the model holds the optimiser's average (what validation
+    scores and best.keras saves); after it, the weights being trained again. An EMA run
+    records its decay and writes the average into classifier.keras."""
+    from adt_tf.checkpoints import averaged_weights
+
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    model.compile(optimizer=make_optimizer(0.1, momentum=0.9, weight_decay=0.0,
+                                           ema_decay=0.5), loss="mse")
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=(4, 2)).astype(
+        np.float32)
+    for _ in range(3):
+        model.train_on_batch(x, y)
+    raw = [w.numpy() for w in model.trainable_variables]
+    averages = [a.numpy() for a in model.optimizer._model_variables_moving_average]
+    with averaged_weights(model):
+        for w, a in zip(model.trainable_variables, averages):
+            np.testing.assert_array_equal(w.numpy(), a)
+    for w, r in zip(model.trainable_variables, raw):
+        np.testing.assert_array_equal(w.numpy(), r)
+    assert any(np.abs(r - a).max() > 1e-4 for r, a in zip(raw, averages))
+    for method, params in (("standard", {}), ("adt_exp_am", {"generator_width": 2,
+                                                           "generator_blocks": 1})):
+        # an amortised method: its generator has an optimiser of its own, not averaged
+        workdir = str(tmp_path / method)
+        run_training(TrainConfig(workdir=workdir, epochs=2, validation_examples=40,
+                                 ema_decay=0.9, **dict(TINY, method=method,
+                                                       method_params=params)))
+        assert json.load(open(os.path.join(workdir, "config.json")))["ema_decay"] == 0.9
+        assert np.isfinite(read_best(workdir)["val_robust_accuracy"])
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"validation_examples": -1}, "--validation_examples must be an integer >= 0"),
+    ({"validation_examples": 170}, "leaves fewer than one batch"),
+    ({"validation_examples": 5}, "between 10 .one per class."),
+    ({"validation_examples": 40, "validation_every": 0}, "--validation_every must be"),
+    ({"ema_decay": 1.5}, r"--ema_decay must be in \(0, 1\)"),
+    ({"validation_attack": "fgsm"}, "--validation_attack must be pgd<steps>"),
+])
+def test_bad_protocol_settings_are_errors_naming_the_flag(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        run_training(TrainConfig(workdir=str(tmp_path / "run"), epochs=1,
+                                 **dict(TINY, **kwargs)))
+    assert not os.path.exists(tmp_path / "run" / "config.json")  # nothing written
+
+
+def test_a_bad_protocol_flag_exits_2_naming_it(tmp_path):
+    proc = run_cli(f"--workdir={tmp_path / 'run'}", "--method=standard",
+                   "--max_train_examples=192", "--batch_size=32", "--model_width=4",
+                   "--epochs=1", "--validation_examples=500", check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "--validation_examples=500 leaves fewer than one batch" in proc.stderr
+
+
+def test_checkpoint_reaches_evaluate_and_export_and_best_needs_a_split(tmp_path):
+    from trainers.evaluate import run_evaluation
+
+    plain = str(tmp_path / "plain")
+    run_training(TrainConfig(workdir=plain, epochs=1, **TINY))
+    with pytest.raises(ValueError, match="--checkpoint=best: .* holds no best.keras"):
+        resolve_model_path(plain, "best")
+    assert resolve_model_path(plain).endswith("classifier.keras")  # the default without
+    split = str(tmp_path / "split")
+    run_training(TrainConfig(workdir=split, epochs=2, validation_examples=40, **TINY))
+    for checkpoint, name in (("best", "best.keras"), ("last", "classifier.keras"),
+                             (None, "best.keras")):
+        result, _ = run_evaluation(split, num_examples=8, suite="fgsm", checkpoint=checkpoint,
+                                   out=str(tmp_path / f"eval_{checkpoint}"), verbose=0)
+        assert result.model.endswith(name)
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, "-m", "export.export_saved_model",
+                           f"--model={split}", f"--export_dir={tmp_path / 'exports'}",
+                           "--noverify"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "--checkpoint=best" in proc.stdout
+    card = json.load(open(tmp_path / "exports" / "split" / "1" / "model_card.json"))
+    assert card["checkpoint"] == "best" and card["best_epoch"] == read_best(split)["epoch"]
+    from export.sources import load_source
+
+    with pytest.raises(ValueError, match="holds no best.keras"):  # adt-export exits 2 so
+        load_source(plain, "best")

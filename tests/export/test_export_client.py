@@ -1,0 +1,233 @@
+"""The serving client: request bodies in TF Serving's documented formats (REST and gRPC),
+response parsing, and the send functions against in-process stand-ins of the two APIs
+(no TF Serving binary can be installed here), backed by a real exported model."""
+
+import base64
+import json
+import re
+import threading
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from export import client
+from export.exporter import export_classifier
+from export.warmup import encode_png
+from tests.helpers import ROOT, make_tiny_images, tiny_classifier
+
+IMAGES = np.random.default_rng(0).uniform(0, 1, (2, 4, 4, 3)).astype(np.float32)
+
+
+def test_rest_url():
+    assert client.rest_url("adt") == "http://localhost:8501/v1/models/adt:predict"
+    assert client.rest_url("adt", "serving.example", 9000, version=3) == (
+        "http://serving.example:9000/v1/models/adt/versions/3:predict")
+    with pytest.raises(ValueError, match="model_name"):
+        client.rest_url("a/b")
+
+
+def test_rest_body_row_and_columnar_formats():
+    body = client.rest_body(images=IMAGES)
+    assert set(body) == {"signature_name", "instances"}
+    assert body["signature_name"] == "serving_default"
+    assert len(body["instances"]) == 2 and set(body["instances"][0]) == {"images"}
+    np.testing.assert_allclose(np.array([i["images"] for i in body["instances"]]), IMAGES)
+    assert json.loads(json.dumps(body)) == body  # plain JSON
+
+    columnar = client.rest_body(images=IMAGES, signature_name="predict", columnar=True)
+    assert set(columnar) == {"signature_name", "inputs"}
+    assert columnar["signature_name"] == "predict"
+    np.testing.assert_allclose(np.array(columnar["inputs"]["images"]), IMAGES)
+
+    files = [b"\x89PNG fake", b"\xff\xd8 jpeg"]
+    body = client.rest_body(image_bytes=files)
+    assert body["signature_name"] == "serving_bytes"
+    assert body["instances"] == [{"image_bytes": {"b64": base64.b64encode(f).decode()}}
+                                 for f in files]
+    assert client.rest_body(image_bytes=files, columnar=True)["inputs"] == {
+        "image_bytes": [{"b64": base64.b64encode(f).decode()} for f in files]}
+
+
+def test_request_builders_reject_bad_arguments():
+    with pytest.raises(ValueError, match="exactly one of images"):
+        client.rest_body()
+    with pytest.raises(ValueError, match="exactly one of images"):
+        client.grpc_request("m", images=IMAGES, image_bytes=[b"x"])
+    with pytest.raises(ValueError, match=r"\[N, H, W, C\], got \(4, 4, 3\)"):
+        client.rest_body(images=IMAGES[0])
+    with pytest.raises(ValueError, match="bytes objects"):
+        client.rest_body(image_bytes=["not bytes"])
+
+
+def test_parse_rest_response_both_formats():
+    row = {"predictions": [{"classes": 3, "probabilities": [0.1, 0.9], "class_names": "cat"},
+                           {"classes": 1, "probabilities": [0.8, 0.2], "class_names": "car"}]}
+    parsed = client.parse_rest_response(row)
+    np.testing.assert_array_equal(parsed["classes"], [3, 1])
+    assert parsed["probabilities"].shape == (2, 2) and list(parsed["class_names"]) == [
+        "cat", "car"]
+    columnar = client.parse_rest_response({"outputs": {"classes": [3, 1]}})
+    np.testing.assert_array_equal(columnar["classes"], [3, 1])
+    with pytest.raises(RuntimeError, match="answered with an error: bad"):
+        client.parse_rest_response({"error": "bad"})
+
+
+def test_grpc_request_fields():
+    from tensorflow_serving.apis import predict_pb2
+
+    request = client.grpc_request("adt", images=IMAGES, version=4)
+    assert isinstance(request, predict_pb2.PredictRequest)
+    assert request.model_spec.name == "adt"
+    assert request.model_spec.signature_name == "serving_default"
+    assert request.model_spec.version.value == 4
+    assert list(request.inputs) == ["images"]
+    tensor = request.inputs["images"]
+    assert tensor.dtype == tf.float32.as_datatype_enum
+    assert [d.size for d in tensor.tensor_shape.dim] == [2, 4, 4, 3]
+    np.testing.assert_array_equal(tf.make_ndarray(tensor), IMAGES)
+
+    files = [b"\x89PNG a", b"\xff\xd8 b"]
+    request = client.grpc_request("adt", image_bytes=files)
+    assert request.model_spec.signature_name == "serving_bytes"
+    assert not request.model_spec.HasField("version")  # the server's latest
+    tensor = request.inputs["image_bytes"]
+    assert tensor.dtype == tf.string.as_datatype_enum and list(tensor.string_val) == files
+    assert predict_pb2.PredictRequest.FromString(request.SerializeToString()) == request
+
+
+# -- against stand-ins of TF Serving's two APIs, backed by a real export --------------------
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    x, _ = make_tiny_images(4)
+    path = export_classifier(tiny_classifier(), str(tmp_path_factory.mktemp("exp")), "tiny",
+                             class_names=[f"c{i}" for i in range(10)], images=x,
+                             verify_export=False)
+    return tf.saved_model.load(path), x
+
+
+def _rest_stand_in(loaded):
+    """Implements POST /v1/models/NAME:predict as TF Serving's REST API documents it."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _reply(self, code, payload):
+            data = json.dumps(payload).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self):  # noqa: N802
+            if not re.fullmatch(r"/v1/models/tiny(/versions/\d+)?:predict", self.path):
+                return self._reply(404, {"error": f"no servable at {self.path}"})
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            rows = body["instances"]
+
+            def value(v):
+                return base64.b64decode(v["b64"]) if isinstance(v, dict) else v
+
+            inputs = {k: tf.constant([value(r[k]) for r in rows]) for k in rows[0]}
+            try:
+                out = loaded.signatures[body.get("signature_name", "serving_default")](**inputs)
+            except tf.errors.InvalidArgumentError as err:
+                return self._reply(400, {"error": err.message})
+            out = {k: [x.decode() if isinstance(x, bytes) else x for x in v.numpy().tolist()]
+                   for k, v in out.items()}
+            self._reply(200, {"predictions": [{k: v[i] for k, v in out.items()}
+                                              for i in range(len(rows))]})
+
+    server = ThreadingHTTPServer(("localhost", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_rest_predict_against_a_stand_in(served):
+    loaded, x = served
+    server = _rest_stand_in(loaded)
+    try:
+        url = client.rest_url("tiny", port=server.server_address[1], version=1)
+        expected = loaded.signatures["serving_default"](images=tf.constant(x))
+        out = client.rest_predict(url, client.rest_body(images=x))
+        np.testing.assert_allclose(out["probabilities"], expected["probabilities"].numpy(),
+                                   atol=1e-6)
+        np.testing.assert_array_equal(out["classes"], expected["classes"].numpy())
+        out = client.rest_predict(url, client.rest_body(image_bytes=encode_png(x)))
+        assert out["probabilities"].shape == (4, 10) and out["class_names"][0].startswith("c")
+        with pytest.raises(RuntimeError, match=r"(?s)HTTP 400.*must lie in \[0, 1\]"):
+            client.rest_predict(url, client.rest_body(images=x * 255))
+    finally:
+        server.shutdown()
+        server.server_close()
+    with pytest.raises(RuntimeError, match="Could not reach"):
+        client.rest_predict(url, client.rest_body(images=x), timeout=5)
+
+
+def test_grpc_predict_against_a_stand_in(served):
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    loaded, x = served
+
+    class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):  # noqa: N802
+            inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
+            try:
+                out = loaded.signatures[request.model_spec.signature_name](**inputs)
+            except tf.errors.InvalidArgumentError as err:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
+            response = predict_pb2.PredictResponse(model_spec=request.model_spec)
+            for k, v in out.items():
+                response.outputs[k].CopyFrom(tf.make_tensor_proto(v.numpy()))
+            return response
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Servicer(), server)
+    port = server.add_insecure_port("localhost:0")
+    server.start()
+    try:
+        target = f"localhost:{port}"
+        out = client.grpc_predict(client.grpc_request("tiny", image_bytes=encode_png(x)), target)
+        expected = loaded.signatures["serving_bytes"](image_bytes=tf.constant(encode_png(x)))
+        np.testing.assert_allclose(out["probabilities"], expected["probabilities"].numpy(),
+                                   atol=1e-6)
+        assert out["classes"].dtype == np.int64 and out["class_names"].shape == (4,)
+        with pytest.raises(RuntimeError, match=r"(?s)INVALID_ARGUMENT.*must be finite"):
+            client.grpc_predict(client.grpc_request("tiny", images=x * np.nan), target)
+    finally:
+        server.stop(None)
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_command_line_against_a_port_with_nothing_listening_exits_2(protocol, tmp_path):
+    """No traceback: one line naming the server, exit 2 (also for an image that is not
+    there)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    image = tmp_path / "x.png"
+    image.write_bytes(encode_png(IMAGES[:1])[0])
+    root = ROOT
+    env = dict(os.environ, PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL="2")
+    for files, expected in (([str(image)], f"127.0.0.1:{port}" if protocol == "grpc" else
+                             f"http://127.0.0.1:{port}/"), ([str(tmp_path / "no.png")],
+                                                            "no.png")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "export.client", "--model_name=adt", f"--protocol={protocol}",
+             "--host=127.0.0.1", f"--rest_port={port}", f"--grpc_port={port}", *files],
+            capture_output=True, text=True, timeout=120, env=env, cwd=root)
+        assert proc.returncode == 2, proc.stderr[-1500:]
+        assert "Traceback" not in proc.stderr and expected in proc.stderr
+        assert "export.client: error:" in proc.stderr

@@ -1,0 +1,193 @@
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from adt_tf.training import NonFiniteLossError, StopOnNonFiniteLoss, TrainConfig, run_training
+from tests.helpers import ROOT
+
+FAST = ["--max_train_examples=64", "--batch_size=32", "--model_width=4", "--eval_examples=32",
+        "--method_params=inner_steps=2,mc_samples=2", "--verbose=2", "--lr=0.01"]
+
+
+def run_cli(*args, check=True):
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, "-m", "trainers.train", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def history_epochs(workdir):
+    with open(os.path.join(workdir, "history.csv")) as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+def test_cli_trains_saves_reports_and_resumes(tmp_path):
+    workdir = str(tmp_path / "run")
+    out = run_cli(f"--workdir={workdir}", "--epochs=1", *FAST).stdout
+    assert "Report: adt_exp on cifar10_sample (test split, 32 inputs" in out
+    assert "PGD-20 accuracy" in out
+    for name in ("config.json", "classifier.keras", "report.json", "backup", "logs"):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    config = json.load(open(os.path.join(workdir, "config.json")))
+    assert config["method"] == "adt_exp" and config["method_params"]["inner_steps"] == 2
+    assert config["method_params"]["entropy_weight"] == 0.01  # resolved default recorded
+    report = json.load(open(os.path.join(workdir, "report.json")))
+    assert report["num_examples"] == 32
+    classifier = keras.saving.load_model(os.path.join(workdir, "classifier.keras"))
+    assert classifier.output_shape == (None, 10)
+    # No normalisation layer by default: the ADT reference feeds [0, 1] pixels as they are.
+    assert config["normalize"] is False
+    assert "normalize" not in [layer.name for layer in classifier.layers]
+    # The report's PGD-20 is the evaluation's on the same inputs and seed (adt-evaluate's).
+    from adt_tf import data as data_lib
+    from adt_tf.evaluation import evaluate
+
+    splits = data_lib.load(config["dataset"])
+    again = evaluate(classifier, splits.x_test[:32], splits.y_test[:32],
+                     threat=report["epsilon"],
+                     suite="quick", seed=config["seed"], batch_size=config["eval_batch_size"],
+                     sanity_checks=False, verbose=0)
+    assert report["clean_accuracy"] == again.clean_accuracy
+    assert report["pgd20_accuracy"] == again.robust_accuracy
+    assert os.listdir(os.path.join(workdir, "logs"))  # TensorBoard wrote something
+
+    out = run_cli(f"--workdir={workdir}", "--epochs=2", *FAST).stdout
+    assert "1 of 2 epochs already done" in out
+    assert history_epochs(workdir) == [0, 1]  # epoch 0 was not trained again
+
+    with pytest.raises(AssertionError, match="other settings"):
+        run_cli(f"--workdir={workdir}", "--epochs=2", "--seed=5", *FAST)
+
+
+def classifier_weights(workdir):
+    model = keras.saving.load_model(os.path.join(workdir, "classifier.keras"))
+    return [np.asarray(w) for w in model.get_weights()]
+
+
+def _same_command_twice(tmp_path, *extra):
+    runs = []
+    for name in ("a", "b"):
+        workdir = str(tmp_path / name)
+        run_cli(f"--workdir={workdir}", "--epochs=1", *FAST, *extra)
+        with open(os.path.join(workdir, "report.json")) as f:
+            report = json.load(f)
+        runs.append((classifier_weights(workdir), report))
+    (wa, ra), (wb, rb) = runs
+    assert all(np.array_equal(a, b) for a, b in zip(wa, wb, strict=True))
+    assert (ra["clean_accuracy"], ra["pgd20_accuracy"]) == (rb["clean_accuracy"],
+                                                            rb["pgd20_accuracy"])
+
+
+def test_the_same_command_twice_gives_the_same_weights_and_report(tmp_path):
+    """A fixed seed, a fixed run: two processes running the same command end with bit-equal
+    weights and the same report (on one machine; across CPU models the kernels round
+    differently, README "A fixed seed, a fixed run")."""
+    _same_command_twice(tmp_path)
+
+
+@pytest.mark.slow
+def test_deterministic_ops_give_a_fixed_run_too(tmp_path):
+    """--deterministic_ops (TensorFlow's deterministic kernels, for GPUs) is accepted and
+    fixed from process to process."""
+    _same_command_twice(tmp_path, "--deterministic_ops")
+
+
+def test_cli_resumes_after_kill_9_and_ends_where_an_uninterrupted_run_ends(tmp_path):
+    """kill -9 mid-run, rerun the same command: it resumes from the last completed epoch
+    and ends with the uninterrupted run's weights, bit for bit (CPU; the data stream of an
+    epoch depends on the seed and the epoch number alone, the noise seed is checkpointed)."""
+    epochs = 12
+    args = [f"--epochs={epochs}", "--max_train_examples=64", "--batch_size=8",
+            "--model_width=4", "--eval_examples=16", "--method_params=inner_steps=1,mc_samples=1",
+            "--verbose=0", "--lr=0.01"]
+    workdir = str(tmp_path / "killed")
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.Popen([sys.executable, "-m", "trainers.train", f"--workdir={workdir}",
+                             *args], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    meta = os.path.join(workdir, "backup", "training_metadata.json")
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(meta) and json.load(open(meta)).get("epoch", 0) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = json.load(open(meta))["epoch"]
+    assert 2 <= done < epochs
+    out = run_cli(f"--workdir={workdir}", *args[:-2], "--verbose=2", args[-1]).stdout
+    assert f"{done} of {epochs} epochs already done" in out
+    assert json.load(open(meta))["epoch"] == epochs
+    straight = str(tmp_path / "straight")
+    run_cli(f"--workdir={straight}", *args)
+    for resumed, uninterrupted in zip(classifier_weights(workdir),
+                                      classifier_weights(straight), strict=True):
+        np.testing.assert_array_equal(resumed, uninterrupted)
+
+
+@pytest.mark.slow  # the same checks run in-process in test_bad_settings_fail_before_training
+def test_cli_rejects_bad_input_with_message(tmp_path):
+    proc = run_cli(f"--workdir={tmp_path}/x", "--epsilon=8", check=False)
+    assert proc.returncode == 2
+    assert "epsilon must be in (0, 1], got 8.0; did you mean 8/255?" in proc.stderr
+    assert not os.path.exists(os.path.join(tmp_path, "x", "classifier.keras"))
+    proc = run_cli(f"--workdir={tmp_path}/y", "--model=preact_resnet18", "--model_batch_norm",
+                   check=False)
+    assert proc.returncode == 2
+    assert "--model_batch_norm applies to --model=small_cnn only" in proc.stderr
+    proc = run_cli(f"--workdir={tmp_path}/z", "--method_params=inner_gradients=summed",
+                   check=False)
+    assert proc.returncode == 2 and "Unknown inner_gradients 'summed'" in proc.stderr
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"epsilon": 8.0}, "did you mean 8/255"),
+    ({"epsilon": 0.0}, r"\(0, 1\]"),
+    ({"method_params": {"entropy_weight": -1.0}}, "entropy_weight must be a finite number >= 0"),
+    ({"method_params": {"inner_steps": 0}}, "inner_steps must be an integer >= 1, got 0"),
+    ({"method_params": {"mc_samples": 0}}, "mc_samples must be an integer >= 1, got 0"),
+    ({"method": "madry"}, "Unknown method 'madry'; known: .*adt_exp"),
+    ({"dataset": "imagenet"}, "Unknown dataset 'imagenet'; known: .*npz:DIR"),
+    ({"model": "vgg"}, "Unknown model 'vgg'; known: .*small_cnn"),
+    ({"dataset": "npz:/nonexistent"}, "does not exist"),
+])
+def test_bad_settings_fail_before_training(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        run_training(TrainConfig(workdir=str(tmp_path / "w"), epochs=1, **kwargs))
+    assert not os.path.exists(os.path.join(tmp_path, "w", "backup"))
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+    y = np.zeros(16, "int32")
+    backup = str(tmp_path / "backup")
+
+    def callbacks():
+        return [StopOnNonFiniteLoss(backup),
+                keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False)]
+
+    model.fit(x, y, batch_size=4, epochs=1, callbacks=callbacks(), verbose=0, shuffle=False)
+    good = [w.copy() for w in model.get_weights()]
+    bad = x.copy()
+    bad[10] = np.nan  # third batch of the next epoch
+    with pytest.raises(NonFiniteLossError, match="epoch 2, step 3"):
+        model.fit(bad, y, batch_size=4, epochs=2, callbacks=callbacks(), verbose=0,
+                  shuffle=False)
+    assert json.load(open(os.path.join(backup, "training_metadata.json")))["epoch"] == 1
+    model.load_weights(os.path.join(backup, "latest.weights.h5"))
+    for a, b in zip(good, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
