@@ -53,7 +53,7 @@ import numpy as np
 from absl import app, flags
 
 from adt_tf.files import write_json, write_text
-from bench.runs import check_recorded_run
+from bench.runs import check_recorded_config, check_recorded_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DATA = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "cifar10"))
@@ -358,6 +358,7 @@ def evaluate_run(recipe: Recipe, key: str, seed: int, all_seeds: list[int], data
     from adt_tf.evaluation import evaluate
     from adt_tf.loading import file_id, load_classifier
     from adt_tf.threat import resolve_threat
+    from adt_tf.training import recorded_config
 
     _, label, _, _ = method_spec(key)
     d = run_dir(workdir, key, seed)
@@ -405,6 +406,8 @@ def evaluate_run(recipe: Recipe, key: str, seed: int, all_seeds: list[int], data
         stages[stem] = (result, names, idx)
     summary = summarize(main, stages, m, key, seed, source_seed, d)
     summary["attack_code"] = attack_code_versions(recipe.norm)
+    # What was trained, so that a later --restore_from can check it is the recipe's run.
+    summary["run_config"] = recorded_config(os.path.join(d, "config.json"))
     _write_json(summary_path, summary)
     print(f"[eval] {label}, seed {seed}: clean {100 * summary['clean']:.2f}%, A_rob "
           f"{100 * summary['a_rob_main']:.2f}% ({summary['num_examples']} inputs, without "
@@ -485,10 +488,13 @@ def _wait_for(ready, minutes: int, what: str) -> None:
 
 
 def restore_summaries(path: str, recipe: Recipe, workdir: str, methods: list[str],
-                      seeds: list[int]) -> list[str]:
+                      seeds: list[int], data: str = DEFAULT_DATA) -> list[str]:
     """Writes <workdir>/<method>-seed<s>/summary.json for each run of `methods` x `seeds` that
     the results JSON at `path` holds and the workdir lacks; returns the runs restored. An
-    entry evaluated on another number of inputs than the recipe's is refused (ValueError)."""
+    entry evaluated on another number of inputs than the recipe's, or whose recorded training
+    configuration (`run_config`) is not the recipe's, is refused (ValueError naming the field
+    and both values); an entry written before runs recorded it is restored as it is, and the
+    table says so."""
     with open(path) as f:
         previous = json.load(f)
     restored = []
@@ -503,6 +509,11 @@ def restore_summaries(path: str, recipe: Recipe, workdir: str, methods: list[str
                 raise ValueError(
                     f"{path}: {key}-seed{seed} was evaluated on {n} inputs (subset {m}); this "
                     f"recipe evaluates {recipe.eval_examples} (subset {recipe.subset_examples}).")
+            if "run_config" in entry:
+                check_recorded_config(
+                    entry["run_config"], train_config(recipe, key, seed, data, workdir),
+                    f"{path}: {key}-seed{seed} is",
+                    "restore it into the recipe it was run with, or run it again.")
             os.makedirs(os.path.dirname(target), exist_ok=True)
             _write_json(target, dict(entry, restored_from=os.path.basename(path)))
             restored.append(f"{key}-seed{seed}")
@@ -695,6 +706,12 @@ def build_table(recipe: Recipe, scale: str, workdir: str, seeds: list[int], meth
     if restored:
         lines += ["", f"Evaluations restored from an earlier sitting's results JSON "
                   f"(`--restore_from`): {', '.join(restored)}. {restored_check(workdir, found)}"]
+        unrecorded = sorted(f"{k}-seed{s}" for (k, s), r in found.items()
+                            if r.get("restored_from") and "run_config" not in r)
+        if unrecorded:
+            lines[-1] += (f" **Not checked against this recipe**: {', '.join(unrecorded)} "
+                          "(written before the results recorded each run's training "
+                          "configuration; they are taken to be this recipe's runs).")
     lines += ["", "## Attack settings", ""]
     for name in main_attacks + late_attacks + subset_attacks:
         info = any_run["attacks"].get(name)
@@ -818,7 +835,7 @@ def main(argv):
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
     if FLAGS.restore_from:
-        restore_summaries(FLAGS.restore_from, recipe, workdir, methods, all_seeds)
+        restore_summaries(FLAGS.restore_from, recipe, workdir, methods, all_seeds, FLAGS.data)
     if not FLAGS.table_only:
         print(f"Recipe '{FLAGS.scale}': {recipe.describe()}; seeds {seeds}; "
               f"{platform.node()}", flush=True)

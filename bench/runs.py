@@ -42,14 +42,22 @@ def check_recorded_run(run_dir: str, expected, benchmark: str) -> None:
         recorded = recorded_config(path)
     except ValueError as err:
         raise RunMismatchError(f"{benchmark}: {err}") from err
+    check_recorded_config(recorded, expected, f"{benchmark}: {run_dir} holds",
+                          "use another --workdir, or move that folder aside to train it again.")
+
+
+def check_recorded_config(recorded: dict, expected, where: str, remedy: str) -> None:
+    """Raises `RunMismatchError` if the recorded settings of a run (config.json's dict, also
+    kept in a benchmark's results JSON) differ from `expected` (a `TrainConfig`) in any field
+    but `IGNORED`; the message is "<where> another run than the one asked for (<field> is
+    <recorded> there, <expected> asked for; ...); <remedy>"."""
     wanted = json.loads(json.dumps(dataclasses.asdict(expected)))
     diff = [(k, recorded.get(k), v) for k, v in wanted.items()
             if k not in IGNORED and recorded.get(k) != v]
     if diff:
         details = "; ".join(f"{k} is {old!r} there, {new!r} asked for" for k, old, new in diff)
-        raise RunMismatchError(
-            f"{benchmark}: {run_dir} holds another run than the one asked for ({details}); "
-            "use another --workdir, or move that folder aside to train it again.")
+        raise RunMismatchError(f"{where} another run than the one asked for ({details}); "
+                               f"{remedy}")
 
 
-__all__ = ["IGNORED", "RunMismatchError", "check_recorded_run"]
+__all__ = ["IGNORED", "RunMismatchError", "check_recorded_config", "check_recorded_run"]

@@ -242,6 +242,37 @@ def test_restore_refuses_another_number_of_inputs(tmp_path):
                              [0])
 
 
+def test_restore_checks_the_recorded_training_configuration(tmp_path):
+    """An entry that records its run's configuration is restored only into the recipe it was
+    trained with (here: one made with the normalisation layer, the default before issue 27,
+    restored into today's recipe without it); one that records none is restored, and the
+    table says it was not checked."""
+    workdir, data = str(tmp_path / "runs"), "/data/cifar10"
+    recipe = rb.RECIPES["cpu"]
+    config = rb.train_config(recipe, "pgd_at", 0, data, workdir)
+    recorded = json.loads(json.dumps(dataclasses.asdict(config)))
+    results = str(tmp_path / "previous.json")
+    _write(results, {"pgd_at-seed0": dict(_summary("pgd_at", 0),
+                                          run_config=dict(recorded, normalize=True))})
+    with pytest.raises(ValueError, match="pgd_at-seed0 is another run than the one asked for "
+                                         r"\(normalize is True there, False asked for\)"):
+        rb.restore_summaries(results, recipe, workdir, ["pgd_at"], [0], data)
+    rng = np.random.default_rng(2)
+    full = []
+    for seed in (0, 1):
+        main, stages, _, _ = _fake_run(rng, n=500, m=50)
+        full.append(json.loads(json.dumps(rb.summarize(main, stages, 50, "pgd_at", seed,
+                                                       1 - seed, str(tmp_path)), default=str)))
+    _write(results, {"pgd_at-seed0": dict(full[0], run_config=recorded),
+                     "pgd_at-seed1": full[1]})
+    assert rb.restore_summaries(results, recipe, workdir, ["pgd_at"], [0, 1], data) == [
+        "pgd_at-seed0", "pgd_at-seed1"]
+    with open(rb.build_table(recipe, "cpu", workdir, [0, 1], ["pgd_at"],
+                             str(tmp_path / "out"), "cmd")) as f:
+        text = f.read()
+    assert "**Not checked against this recipe**: pgd_at-seed1 (written before" in text
+
+
 def test_model_needed_for_own_or_dependent_evaluation(tmp_path):
     workdir = str(tmp_path)
     assert rb.model_needed(workdir, "pgd_at", 0, [0, 1])  # nothing evaluated yet
