@@ -20,6 +20,14 @@ class StandardTraining(AdversarialTrainer):
         epsilon: stored for the evaluation that follows; unused by training.
         seed: unused by training (no randomness of its own); kept for a uniform interface.
 
+    Mathematical details:
+        Each step minimises the batch mean of L(f(x), y) (the compiled loss, cross-entropy
+        on logits) plus the classifier's regularisation losses; nothing is perturbed.
+
+    Reference:
+        Dong, Deng, Pang, Zhu, Su. "Adversarial Distributional Training for Robust Deep
+        Learning", NeurIPS 2020, Table 1 ("Standard").
+
     Example:
         >>> trainer = StandardTraining(build_model("small_cnn", (32, 32, 3), 10))
         >>> trainer.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(

@@ -3,6 +3,7 @@ ALP, TRADES (and ADT_EXP with the TRADES loss) and FeaScatter's label-smoothed c
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -74,3 +75,45 @@ def test_feascatter_label_smoothed_loss(batch):
     target = 0.5 * onehot + 0.5 / 9 * (1 - onehot)  # 1 - s on y, s / (C - 1) elsewhere
     expected = -(target * logp).sum(-1).mean()
     np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_tiny_images(64)
+
+
+def test_adt_exp_trades_outer_loss_differs_from_ce(data):
+    """With the TRADES loss ADT's outer loss is CE(f(x)) + beta KL, not CE(f(x_adv))."""
+    x, y = (tf.constant(v[:16]) for v in data)
+    trainers = {}
+    for outer in ("ce", "trades"):
+        keras.utils.set_random_seed(0)
+        trainers[outer] = ADTExp(tiny_classifier(), seed=1, inner_steps=1, mc_samples=1,
+                                 outer_loss=outer, trades_beta=6.0)
+        trainers[outer].compile(optimizer="sgd", loss=ce_loss())
+    x_adv = 1.0 - x  # far from x, so that the KL term is not negligible
+    ce_loss_value, _ = trainers["ce"].outer_loss(x, x_adv, y, None)
+    trades_value, _ = trainers["trades"].outer_loss(x, x_adv, y, None)
+    model = trainers["trades"]
+    clean, adv = model(x, training=True), model(x_adv, training=True)
+    log_p, log_q = tf.nn.log_softmax(clean), tf.nn.log_softmax(adv)
+    kl = tf.reduce_mean(tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), -1))
+    ce = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, clean, from_logits=True))
+    assert float(kl) > 1e-5
+    np.testing.assert_allclose(trades_value - ce, 6.0 * kl, rtol=1e-2)
+    ce_adv = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
+        y, trainers["ce"](x_adv, training=True), from_logits=True))
+    np.testing.assert_allclose(ce_loss_value, ce_adv, rtol=1e-5)
+
+
+def test_adt_exp_trades_inner_problem_maximises_the_kl(data):
+    """With the TRADES loss the inner objective is beta KL + lambda H (no clean CE, ~2.3)."""
+    x, y = (tf.constant(v[:16]) for v in data)
+    objectives = {}
+    for outer in ("ce", "trades"):
+        trainer = ADTExp(tiny_classifier(), seed=1, inner_steps=2, mc_samples=2,
+                         outer_loss=outer, trades_beta=6.0)
+        _, aux = trainer.perturb(x, y)
+        objectives[outer] = float(aux["inner_objective"] - 0.01 * aux["entropy"])
+    assert objectives["ce"] > 1.0  # mean cross-entropy of a 10-class untrained classifier
+    assert 0.0 < objectives["trades"] < 0.1  # 6 * KL(f(x) || f(x + delta)), small here
