@@ -23,6 +23,8 @@ class Ball:
     norm = ""
     #: How messages name the norm ("L-infinity", "L2").
     title = ""
+    #: The radius beyond which the ball holds no more of the pixel box (inf: none such).
+    max_radius = float("inf")
 
     def __init__(self, epsilon: float, clip_min: float = 0.0, clip_max: float = 1.0):
         self.epsilon = self.check_radius(epsilon)
@@ -48,6 +50,11 @@ class Ball:
         """The bijection of R^D onto the open ball of this norm (event: the last axis), of
         radius `radius` (None: epsilon): what ADT's distributions push their Gaussian
         through."""
+        raise NotImplementedError
+
+    def random_direction(self, shape, seed: tf.Tensor) -> tf.Tensor:
+        """A random direction in this norm's shape, as AutoAttack's FAB draws its restarts:
+        uniform in the cube [-1, 1]^D for L-infinity, Gaussian for L2 (not normalised)."""
         raise NotImplementedError
 
     def onto(self, u: tf.Tensor, radius: float | None = None) -> tf.Tensor:
@@ -89,6 +96,7 @@ class LinfBall(Ball):
 
     norm = "linf"
     title = "L-infinity"
+    max_radius = 1.0  # the whole [0, 1] pixel range
 
     @staticmethod
     def check_radius(epsilon: float) -> float:
@@ -100,6 +108,9 @@ class LinfBall(Ball):
         radius = self.epsilon if radius is None else radius
         return tfp.bijectors.Chain([tfp.bijectors.Scale(tf.cast(radius, dtype)),
                                     tfp.bijectors.Tanh()])
+
+    def random_direction(self, shape, seed: tf.Tensor) -> tf.Tensor:
+        return tf.random.stateless_uniform(shape, seed=seed, minval=-1.0, maxval=1.0)
 
     def project(self, x_adv: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
         """Projects x_adv onto the ball around x, then onto the valid pixel range."""
@@ -197,6 +208,9 @@ class L2Ball(Ball):
                  dtype: tf.DType = tf.float32) -> tfp.bijectors.Bijector:
         """The radial map `RadialTanh(radius)` onto the open L2 ball (beyond the paper)."""
         return RadialTanh(self.epsilon if radius is None else radius)
+
+    def random_direction(self, shape, seed: tf.Tensor) -> tf.Tensor:
+        return tf.random.stateless_normal(shape, seed=seed)
 
     def project(self, x_adv: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
         q = x_adv - x

@@ -246,8 +246,7 @@ def _fab_run(classifier, x, y, target, x_start, best, ball: Ball, steps: int,
         d_cur, d_orig = tf.split(steps_both, 2, axis=0)
         n_cur, n_orig = ball.size(d_cur), ball.size(d_orig)
         alpha = tf.minimum(n_cur / tf.maximum(n_cur + n_orig, 1e-12), alpha_max)[:, None]
-        nxt = tf.clip_by_value((1.0 - alpha) * (cur + eta * d_cur)
-                               + alpha * (flat + eta * d_orig), 0.0, 1.0)
+        nxt = ball.clip((1.0 - alpha) * (cur + eta * d_cur) + alpha * (flat + eta * d_orig))
         x_next = tf.reshape(nxt, shape)
         is_adv = misclassified(classifier(x_next, training=False), y)
         dist = ball.size(nxt - flat)
@@ -269,12 +268,9 @@ def _fab_run(classifier, x, y, target, x_start, best, ball: Ball, steps: int,
 def _random_start(x, best_dist, ball: Ball, seed):
     """A random point around x at distance min(best distance, epsilon) / 2 in the ball's norm
     (AutoAttack's: a uniform direction of the L-infinity cube, a Gaussian one for L2)."""
-    if ball.norm == L2Ball.norm:
-        noise = tf.random.stateless_normal(tf.shape(x), seed=seed)
-    else:
-        noise = tf.random.stateless_uniform(tf.shape(x), seed=seed, minval=-1.0, maxval=1.0)
+    noise = ball.random_direction(tf.shape(x), seed)
     radius = 0.5 * tf.minimum(best_dist, ball.epsilon) / tf.maximum(ball.size(noise), 1e-12)
-    return tf.clip_by_value(x + batch_shape(radius, x) * noise, 0.0, 1.0)
+    return ball.clip(x + batch_shape(radius, x) * noise)
 
 
 @register_attack("fab_t", title="FAB-T", norms=EVERY_NORM)

@@ -111,8 +111,7 @@ def epsilon_sweep(classifier, x, y, epsilon: float | Ball,
     x = tf.convert_to_tensor(x, tf.float32)
     y = tf.convert_to_tensor(y, tf.int32)
     threat = as_threat(epsilon)
-    cap = 1.0 if isinstance(threat, LinfBall) else float("inf")
-    epsilons = sorted({min(cap, f * threat.epsilon) for f in factors})
+    epsilons = sorted({min(threat.max_radius, f * threat.epsilon) for f in factors})
     accuracy = []
     for eps in epsilons:
         x_adv = pgd(classifier, x, y, type(threat)(eps), steps=steps, seed=seed)
