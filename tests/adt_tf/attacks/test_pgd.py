@@ -1,3 +1,5 @@
+"""PGD and FGSM (adt_tf.attacks.pgd, adt_tf.attacks.fgsm) on the trained tiny classifier."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
