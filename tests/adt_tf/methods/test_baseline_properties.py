@@ -184,12 +184,22 @@ def test_alp_penalty_vanishes_when_logits_agree(batch):
     np.testing.assert_allclose(logit_pairing_penalty(z, z), 0.0)
     np.testing.assert_allclose(logit_pairing_penalty(z, z + 1.0), 1.0, rtol=1e-6)
     # Through the trainer: with x_adv = x the ALP loss is the clean cross-entropy alone.
-    trainer = compiled(ALP(tiny_classifier(), epsilon=EPS, alp_weight=10.0, seed=0))
+    # (An untrained classifier's logits barely move between inputs: a large weight makes the
+    # penalty a visible share of the loss.)
+    trainer = compiled(ALP(tiny_classifier(), epsilon=EPS, alp_weight=1000.0, seed=0))
     loss, _ = trainer.outer_loss(x, x, y, None)
     ce = tf.reduce_mean(per_example_ce(trainer(x, training=True), y))
     np.testing.assert_allclose(float(loss), float(ce), rtol=1e-6)
-    shifted, _ = trainer.outer_loss(x, tf.clip_by_value(x + EPS, 0, 1), y, None)
-    assert float(shifted) != pytest.approx(float(ce))
+    # With x_adv far from x (so that the penalty is not lost in rounding): the loss
+    # recomputed from its formula, the penalty term included.
+    x_adv = 1.0 - x
+    shifted, _ = trainer.outer_loss(x, x_adv, y, None)
+    clean, adv = trainer(x, training=True), trainer(x_adv, training=True)
+    penalty = tf.reduce_mean(tf.reduce_mean(tf.square(clean - adv), axis=-1))
+    want = (0.5 * tf.reduce_mean(per_example_ce(clean, y))
+            + 0.5 * tf.reduce_mean(per_example_ce(adv, y)) + 1000.0 * penalty)
+    assert 1000.0 * float(penalty) > 1e-3 * float(want)
+    np.testing.assert_allclose(float(shifted), float(want), rtol=1e-6)
 
 
 def test_trades_inner_loop_raises_the_kl(batch):
