@@ -1,50 +1,21 @@
-"""The evaluation: worst case across a suite, per-attack modes, cache, report, sanity checks,
-gradient-free attacks on a gradient-blocked model, bad input."""
+"""`adt_tf.evaluation.runner`: the worst case across a suite, the per-attack modes, black-box
+attacks on a gradient-blocked model, SavedModels, bad input."""
 
-import json
 import os
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from adt_tf.attacks import ATTACKS
-from adt_tf.evaluation import evaluate, sanity
-from adt_tf.evaluation.report import EvaluationResult
-from adt_tf.evaluation.suites import CATALOGUE, SUITES, parse_overrides, resolve_suite
+from adt_tf.evaluation import evaluate
+from adt_tf.evaluation.suites import parse_overrides, resolve_suite
 from adt_tf.loading import load_classifier
-from tests.helpers import tiny_classifier, trained_tiny_classifier
-
-EPS = 8 / 255
-SMALL = {"square": {"num_queries": 100}, "spsa": {"steps": 8, "samples": 32},
-         "pgd20": {"steps": 10}}
-
-
-def small(suite):
-    """The SMALL settings of the attacks in `suite` (overriding others is an error)."""
-    return {k: v for k, v in SMALL.items() if k in suite.split(",")}
-
+from tests.adt_tf.evaluation.helpers import EPS, SMALL, StopGradient, small, wrap
+from tests.helpers import tiny_classifier
 
 #: The images of the `trained` fixture (conftest.py) these tests attack.
 TRAINED_EXAMPLES = 48
-
-
-class StopGradient(keras.layers.Layer):
-    def call(self, x):
-        return tf.stop_gradient(x)
-
-
-class Noise(keras.layers.Layer):
-    def call(self, x):
-        return x + tf.random.normal(tf.shape(x), stddev=0.05)
-
-
-def wrap(model, before=None, after=None):
-    inputs = keras.Input(model.input_shape[1:])
-    h = before(inputs) if before is not None else inputs
-    out = model(h)
-    return keras.Model(inputs, after(out) if after is not None else out)
 
 
 def test_worst_case_is_the_per_example_and_of_the_attacks(trained):
@@ -101,69 +72,6 @@ def test_remaining_mode_attacks_only_survivors_and_says_so(trained, tmp_path):
     assert not any(a.cached for a in other.attacks)
 
 
-def test_cache_is_keyed_by_the_weights_whatever_the_model_is_called(tmp_path):
-    """One changed weight reuses nothing, even under the same model_id."""
-    model, x, y = trained_tiny_classifier()
-    model = keras.models.clone_model(model)
-    model.set_weights(trained_tiny_classifier()[0].get_weights())
-    x, y = x[:32], y[:32]
-    kwargs = dict(threat=EPS, suite="fgsm,pgd20", overrides=small("fgsm,pgd20"),
-                  batch_size=32, verbose=0, sanity_checks=False, cache_dir=str(tmp_path),
-                  model_id="my-model")
-    evaluate(model, x, y, **kwargs)
-    assert all(a.cached for a in evaluate(model, x, y, **kwargs).attacks)
-    kernel = model.layers[-1].kernel
-    kernel.assign(kernel.numpy() + np.eye(*kernel.shape, dtype=np.float32) * 1e-3)
-    assert not any(a.cached for a in evaluate(model, x, y, **kwargs).attacks)
-
-
-def test_code_version_follows_the_attacks_code():
-    from adt_tf.attacks import cw, mim, pgd, square
-    from adt_tf.evaluation.cache import code_version
-
-    assert code_version(pgd) == code_version(pgd)
-    assert code_version(pgd) != code_version(square)
-    # MIM and C&W are PGD underneath: their versions cover pgd.py too, and differ from it.
-    assert len({code_version(pgd), code_version(mim), code_version(cw)}) == 3
-
-
-def test_result_writes_json_markdown_and_per_example(trained, tmp_path):
-    model, x, y = trained
-    result = evaluate(model, x[:16], y[:16], threat=EPS, suite="quick", verbose=0,
-                      model_name="tiny", dataset="tiny_cifar", sanity_inputs=16)
-    paths = result.save(str(tmp_path))
-    data = json.loads(open(paths["json"]).read())
-    assert data["num_examples"] == 16 and data["epsilon"] == pytest.approx(EPS)
-    assert data["attacks"][0]["params"] == {"steps": 20, "restarts": 1, "random_start": True,
-                                            "epsilon": EPS, "seed": 0}
-    assert "per_example" not in data and data["environment"]["tensorflow"] == tf.__version__
-    assert EvaluationResult.from_dict(data).robust_accuracy == result.robust_accuracy
-    text = open(paths["md"]).read()
-    assert "| PGD-20 | white-box |" in text and "16 inputs" in text and "8/255" in text
-    assert np.load(paths["npz"])["robust"].shape == (16,)
-
-
-def test_suites_are_as_documented():
-    assert SUITES["quick"] == ("pgd20",)
-    assert SUITES["autoattack"] == ("apgd_ce", "apgd_t", "fab_t", "square")
-    assert SUITES["full"] == SUITES["paper"] + ("fea_distinct", "spsa512") + SUITES["autoattack"]
-    paper = {CATALOGUE[n].attack for n in SUITES["paper"]}
-    assert paper == {"fgsm", "pgd", "mim", "cw", "fea", "spsa", "transfer", "exp", "exp_am",
-                     "imp_am"}
-    assert CATALOGUE["pgd100"].params["steps"] == 100
-    assert CATALOGUE["square"].params["num_queries"] == 5000
-    assert CATALOGUE["fea"].params["num_targets"] == 200
-    # The paper suite's FeaAttack and SPSA are the authors' scripts'; ours stay in `full`.
-    assert CATALOGUE["fea"].params["random_start"] and CATALOGUE["fea"].params[
-        "with_replacement"]
-    assert CATALOGUE["spsa"].params["samples"] == 128  # samples_per_draw=256 evaluations
-    assert not CATALOGUE["spsa"].params["random_start"]
-    assert CATALOGUE["spsa512"].params["samples"] == 256
-    assert not CATALOGUE["fea_distinct"].params["with_replacement"]
-    assert resolve_suite("paper", {"fea": {"num_targets": 20}})[5].display_label == \
-        "FeaAttack (20 targets)"
-
-
 def test_skipped_attacks_are_reported_not_counted(trained):
     model, x, y = trained
     result = evaluate(model, x[:16], y[:16], threat=EPS, suite="fgsm,transfer_pgd20",
@@ -208,76 +116,6 @@ def test_black_box_check_sees_inputs_later_attacks_skipped_in_remaining_mode(tra
     healthy = evaluate(model, x, y, threat=EPS, suite=suite, per_attack="remaining",
                        overrides=overrides, verbose=0, sanity_inputs=8)
     assert not any("survived every white-box attack" in w for w in healthy.warnings)
-
-
-def test_healthy_model_passes_the_model_checks(trained):
-    model, x, y = trained
-    warnings = sanity.check_logits(model(x).numpy())
-    warnings += sanity.check_gradients(model, x, y, EPS)[0] + sanity.check_randomness(model, x)[0]
-    assert warnings == []
-    sweep = sanity.epsilon_sweep(model, x, y, EPS, steps=5)
-    assert sanity.check_epsilon_sweep(sweep) == []
-    assert sweep["accuracy"][-1] < sweep["accuracy"][0]
-    unbounded = sanity.unbounded_accuracy(model, x, y)
-    assert unbounded["accuracy"] <= sanity.UNBOUNDED_THRESHOLD
-    assert sanity.check_unbounded(unbounded) == []
-
-
-class Quantised:
-    """A classifier behind a non-differentiable input quantisation (64 levels, finer than
-    epsilon): its input gradient is zero everywhere, yet small perturbations change it."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def __call__(self, x, training=False):
-        return self.model(tf.stop_gradient(tf.round(x * 64.0) / 64.0), training=False)
-
-
-def test_masking_by_quantisation_is_flagged_by_the_gradient_and_unbounded_checks(trained):
-    model, x, y = trained
-    masked = Quantised(model)
-    warnings, stats = sanity.check_gradients(masked, x, y, EPS)
-    n = stats["num_inputs"]
-    assert n == int(np.sum(np.argmax(masked(x), -1) == y)) > 0
-    assert stats["zero_inputs"] == n and f"on {n} of {n} clean-correct" in warnings[0]
-    unbounded = sanity.unbounded_accuracy(masked, x, y)
-    assert unbounded["accuracy"] > 0.3  # it never moves from the clean inputs
-    assert "epsilon = 1" in sanity.check_unbounded(unbounded)[0]
-
-
-def test_one_input_with_a_zero_gradient_is_enough_to_warn(trained):
-    """AutoAttack's rule (any input), not a share."""
-    model, x, y = trained
-    keep = np.argmax(model(x), -1) == y
-    x, y = x[keep][:20], y[keep][:20]
-
-    def partly_masked(images, training=False):
-        logits = model(images, training=False)
-        first = tf.one_hot(tf.zeros([1], tf.int32), logits.shape[-1]) * 0.0
-        frozen = tf.stop_gradient(logits[:1]) + first
-        return tf.concat([frozen, logits[1:]], axis=0)
-
-    warnings, stats = sanity.check_gradients(partly_masked, x, y, EPS)
-    assert stats["zero_inputs"] == 1 and f"on 1 of {len(y)} clean-correct" in warnings[0]
-
-
-def test_probabilities_and_randomness_are_flagged(trained):
-    model, x, _ = trained
-    probs = wrap(model, after=keras.layers.Softmax())
-    assert "probabilities" in sanity.check_logits(probs(x).numpy())[0]
-    noisy = wrap(model, before=Noise())
-    assert "randomised" in sanity.check_randomness(noisy, x)[0][0]
-
-
-def test_epsilon_sweep_check():
-    flat = {"epsilons": [1 / 255, 2 / 255, 4 / 255], "accuracy": [0.5, 0.5, 0.5],
-            "num_inputs": 100}
-    rising = dict(flat, accuracy=[0.3, 0.5, 0.2])
-    falling = dict(flat, accuracy=[0.5, 0.3, 0.1])
-    assert "does not fall" in sanity.check_epsilon_sweep(flat)[0]
-    assert "rises" in sanity.check_epsilon_sweep(rising)[0]
-    assert sanity.check_epsilon_sweep(falling) == []
 
 
 def test_savedmodel_export_is_evaluated_like_the_keras_model(trained, tmp_path):
