@@ -20,7 +20,7 @@ import pytest
 
 from adt_tf import tuning
 from adt_tf.training import TrainConfig
-from tests.adt_tf.tuning.test_tuning import run_cli, toy_images
+from tests.adt_tf.tuning.helpers import run_cli, toy_images
 from tests.helpers import ROOT
 
 LAMBDAS = (0.0, 0.01, 0.1, 1.0)

@@ -1,0 +1,89 @@
+"""adt-tune (`trainers/tune_lambda.py`): bad input before training; a search that writes its table,
+plot and best configuration and resumes without retraining."""
+
+import csv
+import dataclasses
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from adt_tf import tuning
+from adt_tf.training import TrainConfig
+from tests.adt_tf.tuning.helpers import run_cli, toy_images, trial_files
+
+
+def test_cli_rejects_bad_input_before_training(tmp_path):
+    proc = run_cli("--tuner=annealing", f"--directory={tmp_path}/t", "--epochs=1",
+                   check=False)
+    assert proc.returncode == 2
+    assert "Unknown tuner 'annealing'; known: bayesian, grid, hyperband, random" in proc.stderr
+    assert not os.path.exists(os.path.join(tmp_path, "t"))
+
+
+def test_cli_search_writes_table_plot_best_and_resumes_without_retraining(tmp_path):
+    import matplotlib.image
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    x, y = toy_images(176)
+    np.savez(data_dir / "train.npz", x=x[:160], y=y[:160])
+    np.savez(data_dir / "test.npz", x=x[160:], y=y[160:])
+    args = [f"--dataset=npz:{data_dir}", "--method=adt_exp", "--tuner=grid",
+            "--lambda_values=1,0", "--max_trials=3", "--epochs=1", "--val_examples=64",
+            "--val_pgd_steps=2", "--epsilon=0.03", "--model_width=4", "--batch_size=8",
+            "--lr=0.05", "--method_params=inner_steps=2,mc_samples=1", "--verbose=0",
+            f"--directory={tmp_path}/tune", "--project_name=lam"]
+    out = run_cli(*args).stdout
+    project = tmp_path / "tune" / "lam"
+    assert "2 trial(s), 2 trained by this run" in out
+    assert "| trial | status | lambda | clean acc | robust acc | mean entropy | epoch |" in out
+
+    rows = json.load(open(project / "trials.json"))
+    assert [r["status"] for r in rows] == ["COMPLETED", "COMPLETED"]
+    lambdas = [r["entropy_weight"] for r in rows]
+    assert lambdas == [0.0, 1.0]  # the grid, in increasing order
+    for r in rows:
+        assert 0 <= r["val_robust_accuracy"] <= r["val_clean_accuracy"] <= 1
+        assert math.isfinite(r["entropy"])
+    with open(project / "trials.csv") as f:
+        csv_rows = list(csv.DictReader(f))
+    assert [float(r["val_robust_accuracy"]) for r in csv_rows] == [
+        r["val_robust_accuracy"] for r in rows]
+    assert (project / "trials.md").read_text().startswith("| trial | status | lambda |")
+
+    image = matplotlib.image.imread(project / "search.png")
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    assert image[..., :3].std() > 0.01  # something was drawn
+
+    best = json.load(open(project / "best_hyperparameters.json"))
+    top = max(r["val_robust_accuracy"] for r in rows)
+    assert best["val_robust_accuracy"] == top
+    assert best["trial_id"] in [r["trial_id"] for r in rows if r["val_robust_accuracy"] == top]
+    if rows[0]["val_robust_accuracy"] != rows[1]["val_robust_accuracy"]:  # no tie to break
+        assert best["trial_id"] == max(rows, key=lambda r: r["val_robust_accuracy"])["trial_id"]
+    best_row = next(r for r in rows if r["trial_id"] == best["trial_id"])
+    assert best["method_params"]["entropy_weight"] == best_row["entropy_weight"]
+    assert best["method_params"]["inner_steps"] == 2  # the fixed flags are kept
+    assert f"Best trial {best['trial_id']}" in out
+
+    # Resume in this process (a second interpreter start costs more than the search).
+
+
+    before = trial_files(project)
+    assert len(before) == 2
+    config = TrainConfig(**{**json.load(open(project / "search_config.json"))["train_config"],
+                            "workdir": "", "verbose": 0})
+    saved = json.load(open(project / "search_config.json"))
+    kwargs = dict(tuner_kind="grid", max_trials=3, executions_per_trial=1, val_examples=64,
+                  val_pgd_steps=2, directory=str(tmp_path / "tune"), project_name="lam",
+                  overwrite=False, space=tuning.SearchSpace(**saved["space"]), tune_knobs=())
+    result = tuning.tune(config, **kwargs)
+    assert result["trained"] == []
+    assert trial_files(project) == before  # no trial folder added or rewritten
+    assert result["best"]["trial_id"] == best["trial_id"]
+
+    with pytest.raises(ValueError, match=r"other settings \(train_config: .*'seed': 0"):
+        tuning.tune(dataclasses.replace(config, seed=3), **kwargs)
