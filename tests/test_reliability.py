@@ -112,7 +112,7 @@ def test_an_output_folder_that_cannot_be_made_is_an_error_naming_its_flag(tmp_pa
 
 
 def test_an_unwritable_export_dir_exits_2_naming_it(tmp_path):
-    from tests.export.test_export import run_cli as run_export_cli
+    from tests.export.helpers import run_cli as run_export_cli
 
     workdir = tmp_path / "run"
     run_training(TrainConfig(workdir=str(workdir), epochs=1, **TINY))
