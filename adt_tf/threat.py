@@ -293,7 +293,8 @@ def format_radius(epsilon: float, norm: str) -> str:
 
 
 def describe_budget(norm: str, epsilon: float) -> str:
-    """A budget as reports print it: "L-infinity epsilon = 0.03137 (8/255)", "L2 epsilon = 0.5"."""
+    """A budget as reports print it: "L-infinity epsilon = 0.031373 (8/255)", "L2 epsilon =
+    0.5"."""
     text = f"{THREATS[norm].title} epsilon = {epsilon:.5g}"
     return text + (f" ({format_radius(epsilon, norm)})" if norm == LinfBall.norm else "")
 

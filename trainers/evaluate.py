@@ -88,13 +88,12 @@ def run_evaluation(model: str, dataset: str = data_lib.SAMPLE, *, data_dir=None,
                    checkpoint: str | None = None, verbose: int = 1):
     """What `adt-evaluate` does, as a function: returns (EvaluationResult, written paths)."""
     overrides = parse_overrides(attack_params)
-    resolve_suite(suite, overrides)  # bad names fail before anything is loaded
     checks.check_choice(norm, "norm", tuple(THREATS))
-    # The threat model is made once: here when --epsilon is given (the budget and the
-    # suite's norm are checked before anything is loaded), else from the dataset's info.
+    # Bad names, and attacks without a version for the norm, fail before anything is loaded.
+    resolve_suite(suite, overrides, THREATS[norm])
+    # The threat model is made once: here when --epsilon is given (the budget is checked
+    # before anything is loaded), else from the dataset's info once it is read.
     threat = None if epsilon is None else resolve_threat(norm, epsilon, dataset)
-    if threat is not None:
-        resolve_suite(suite, overrides, threat)
     if num_examples is not None:
         checks.check_positive_int(num_examples, "num_examples")
     checks.check_positive_int(batch_size, "batch_size")
@@ -108,7 +107,6 @@ def run_evaluation(model: str, dataset: str = data_lib.SAMPLE, *, data_dir=None,
     splits = data_lib.load(dataset, data_dir)
     if threat is None:
         threat = resolve_threat(norm, None, splits.info)
-        resolve_suite(suite, overrides, threat)
     n = len(splits.x_test) if num_examples is None else min(num_examples, len(splits.x_test))
     model_id = file_id(model, checkpoint)
     if source_model:

@@ -166,7 +166,7 @@ def given_method_params() -> dict[str, Any]:
     """The method arguments the command line sets: --method_params and the deprecated
     per-method flags (ValueError for a malformed item or one argument given both ways)."""
     given = checks.parse_assignments(FLAGS.method_params, "--method_params",
-                                         "entropy_weight=0.05,inner_steps=10")
+                                     "entropy_weight=0.05,inner_steps=10")
     for name in DEPRECATED_METHOD_FLAGS:
         if FLAGS[name].present:
             if name in given:

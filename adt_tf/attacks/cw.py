@@ -5,8 +5,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from adt_tf.attacks.pgd import pgd
-from adt_tf.attacks.registry import EVERY_NORM, register_attack
-from adt_tf.threat import Ball
+from adt_tf.attacks.registry import register_attack
+from adt_tf.threat import EVERY_NORM, Ball
 
 
 @register_attack("cw", title="C&W", norms=EVERY_NORM)

@@ -6,12 +6,12 @@ import tensorflow as tf
 
 from adt_tf import checks
 from adt_tf.attacks.common import misclassified
-from adt_tf.attacks.registry import EVERY_NORM, register_attack
+from adt_tf.attacks.registry import register_attack
 from adt_tf.distributions import ExplicitAdversarialDistribution
 from adt_tf.inner_maximization import explicit_inner_maximization, sample_inputs
 from adt_tf.losses import per_example_ce
 from adt_tf.noise import as_seed, fold
-from adt_tf.threat import Ball
+from adt_tf.threat import EVERY_NORM, Ball
 
 
 def pick_per_example(candidates, logits, y, num_candidates: int):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import tensorflow as tf
 
 from adt_tf import checks
-from adt_tf.attacks.registry import EVERY_NORM, register_attack
+from adt_tf.attacks.registry import register_attack
 from adt_tf.losses import get_loss, loss_and_grad
 from adt_tf.noise import DEFAULT_NOISE, NoiseSource, as_seed
-from adt_tf.threat import Ball
+from adt_tf.threat import EVERY_NORM, Ball
 
 
 @register_attack("fgsm", title="FGSM", norms=EVERY_NORM)

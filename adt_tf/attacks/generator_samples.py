@@ -16,9 +16,9 @@ import tensorflow as tf
 
 from adt_tf import checks
 from adt_tf.attacks.exp import pick_per_example
-from adt_tf.attacks.registry import EVERY_NORM, register_attack
+from adt_tf.attacks.registry import register_attack
 from adt_tf.noise import as_seed, fold
-from adt_tf.threat import Ball
+from adt_tf.threat import EVERY_NORM, Ball
 
 
 def _amortized(kind, classifier, x, y, ball, adversary, check_samples, seed, fit_kwargs):

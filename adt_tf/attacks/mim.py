@@ -6,8 +6,8 @@ import tensorflow as tf
 
 from adt_tf import checks
 from adt_tf.attacks.pgd import pgd
-from adt_tf.attacks.registry import EVERY_NORM, register_attack
-from adt_tf.threat import Ball
+from adt_tf.attacks.registry import register_attack
+from adt_tf.threat import EVERY_NORM, Ball
 
 
 @register_attack("mim", title="MIM", norms=EVERY_NORM)

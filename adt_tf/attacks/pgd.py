@@ -6,10 +6,10 @@ import tensorflow as tf
 
 from adt_tf import checks
 from adt_tf.attacks.common import misclassified
-from adt_tf.attacks.registry import EVERY_NORM, register_attack
+from adt_tf.attacks.registry import register_attack
 from adt_tf.losses import get_loss, loss_and_grad
 from adt_tf.noise import DEFAULT_NOISE, NoiseSource, as_seed
-from adt_tf.threat import Ball
+from adt_tf.threat import EVERY_NORM, Ball
 
 
 def _better(new_loss, new_adv, best_loss, best_adv):

@@ -14,7 +14,7 @@ import functools
 from collections.abc import Callable
 
 from adt_tf.registry import Registry
-from adt_tf.threat import EVERY_NORM, Ball, LinfBall, as_threat, require_norm
+from adt_tf.threat import Ball, LinfBall, as_threat, require_norm
 
 ATTACKS: Registry[Callable] = Registry("attack")
 
@@ -51,4 +51,4 @@ def get_attack(name: str) -> Callable:
     return ATTACKS.lookup(name)
 
 
-__all__ = ["ATTACKS", "EVERY_NORM", "attacks_for", "get_attack", "register_attack"]
+__all__ = ["ATTACKS", "attacks_for", "get_attack", "register_attack"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from adt_tf.attacks.registry import EVERY_NORM, get_attack, register_attack
-from adt_tf.threat import Ball
+from adt_tf.attacks.registry import get_attack, register_attack
+from adt_tf.threat import EVERY_NORM, Ball
 
 
 @register_attack("transfer", title="Transfer", norms=EVERY_NORM, black_box=True)

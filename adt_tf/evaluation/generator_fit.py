@@ -15,7 +15,7 @@ from adt_tf.threat import Ball, as_threat
 METHOD_OF = {"exp_am": "adt_exp_am", "imp_am": "adt_imp_am"}
 
 
-def fit_amortized_adversary(classifier, x, y, epsilon: float | Ball, *, kind: str = "exp_am",
+def fit_amortized_adversary(classifier, x, y, threat: Ball | float, *, kind: str = "exp_am",
                             train_steps: int = 500, train_batch_size: int = 64,
                             generator_width: int = 16, generator_blocks: int = 3,
                             entropy_weight: float | None = None, generator_lr: float = 2e-4,
@@ -25,7 +25,7 @@ def fit_amortized_adversary(classifier, x, y, epsilon: float | Ball, *, kind: st
     Args:
         classifier: a functional Keras logits model (any input H x W).
         x, y: the images ([N, H, W, C] in [0, 1], or uint8) and labels it trains on.
-        epsilon: an L-infinity radius or a threat model (`adt_tf.threat.LinfBall`, `L2Ball`).
+        threat: the ball (`adt_tf.threat.LinfBall`, `L2Ball`); a number is an L-inf radius.
         kind: "exp_am" (explicit distribution) or "imp_am" (implicit, with entropy encoder).
         train_steps: generator updates.
         train_batch_size: inputs per update (drawn in a seeded random order, epoch by epoch).
@@ -52,9 +52,8 @@ def fit_amortized_adversary(classifier, x, y, epsilon: float | Ball, *, kind: st
               "generator_lr": generator_lr}
     if entropy_weight is not None:
         kwargs["entropy_weight"] = entropy_weight
-    ball = as_threat(epsilon)
-    adversary = get_method(METHOD_OF[kind])(classifier, epsilon=ball,
-                                            seed=seed, **kwargs)
+    adversary = get_method(METHOD_OF[kind])(classifier, epsilon=as_threat(threat), seed=seed,
+                                            **kwargs)
     # The classifier's optimizer is never applied (update_classifier=False); compile needs one.
     adversary.compile(optimizer=keras.optimizers.SGD(0.0),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))

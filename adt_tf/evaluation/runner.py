@@ -390,14 +390,14 @@ def follow_up_black_box(results, per_example: dict, ran_on: dict, clean: np.ndar
     return correct, ran
 
 
-def run_sanity_checks(classifier, x, y, epsilon: float | Ball, seed: int = 0):
+def run_sanity_checks(classifier, x, y, threat: Ball | float, seed: int = 0):
     """The model-side checks of `adt_tf.evaluation.sanity` on a few inputs:
     (warnings, measurements)."""
     x_t = tf.constant(x, tf.float32)
     warnings = sanity.check_logits(np.asarray(classifier(x_t, training=False)))
-    grad_warnings, grads = sanity.check_gradients(classifier, x_t, y, epsilon, seed=seed)
+    grad_warnings, grads = sanity.check_gradients(classifier, x_t, y, threat, seed=seed)
     random_warnings, diff = sanity.check_randomness(classifier, x_t)
-    sweep = sanity.epsilon_sweep(classifier, x_t, y, epsilon, seed=seed)
+    sweep = sanity.epsilon_sweep(classifier, x_t, y, threat, seed=seed)
     unbounded = sanity.unbounded_accuracy(classifier, x_t, y)
     warnings += grad_warnings + random_warnings + sanity.check_epsilon_sweep(sweep) \
         + sanity.check_unbounded(unbounded)

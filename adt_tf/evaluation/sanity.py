@@ -36,7 +36,7 @@ def check_logits(logits: np.ndarray) -> list[str]:
     return []
 
 
-def check_gradients(classifier, x, y, epsilon: float | Ball, seed: int = 0):
+def check_gradients(classifier, x, y, threat: Ball | float, seed: int = 0):
     """Warns when any input has an all-zero or a non-finite gradient at APGD's start.
 
     AutoAttack's rule: the gradient of the DLR loss (the CE loss for fewer than 3 classes) at
@@ -54,7 +54,7 @@ def check_gradients(classifier, x, y, epsilon: float | Ball, seed: int = 0):
     logits = classifier(x, training=False)
     keep = np.flatnonzero(np.argmax(np.asarray(logits), -1) == y.numpy())
     x, y = tf.gather(x, keep), tf.gather(y, keep)
-    start = as_threat(epsilon).random_start(x, tf.constant([seed, 0], tf.int32))
+    start = as_threat(threat).random_start(x, tf.constant([seed, 0], tf.int32))
     num_classes = int(logits.shape[-1])
     loss = "dlr" if num_classes >= 3 else "ce"
 
@@ -103,14 +103,14 @@ def check_randomness(classifier, x) -> tuple[list[str], float]:
     return [], diff
 
 
-def epsilon_sweep(classifier, x, y, epsilon: float | Ball,
+def epsilon_sweep(classifier, x, y, threat: Ball | float,
                   factors: Sequence[float] = SWEEP_FACTORS, steps: int = 10,
                   seed: int = 0) -> dict:
     """PGD (`steps` steps of eps/4, random start) accuracy at multiples of epsilon, in the
     evaluation's threat model (an L-infinity radius is capped at 1, the pixel range)."""
     x = tf.convert_to_tensor(x, tf.float32)
     y = tf.convert_to_tensor(y, tf.int32)
-    threat = as_threat(epsilon)
+    threat = as_threat(threat)
     epsilons = sorted({min(threat.max_radius, f * threat.epsilon) for f in factors})
     accuracy = []
     for eps in epsilons:

@@ -234,15 +234,16 @@ DEFAULT_PER_ATTACK = {"quick": "all", "paper": "all", "autoattack": "remaining",
 
 
 def resolve_suite(suite: str, overrides: dict[str, dict[str, Any]] | None = None,
-                  threat: Ball | None = None) -> list[AttackSpec]:
+                  threat: Ball | type[Ball] | None = None) -> list[AttackSpec]:
     """The specs of a suite name, or of a comma-separated list of catalogue names.
 
     Args:
         suite: "quick", "paper", "autoattack", "full", or e.g. "pgd20,apgd_ce,square".
         overrides: {catalogue name: {parameter: value}} applied on top (e.g.
             {"fea": {"num_targets": 20}}); a name that is not in the suite is an error.
-        threat: the threat model (None: the paper's L-infinity ball); every attack must be
-            defined for its norm (`adt_tf.attacks.attacks_for`).
+        threat: the threat model, or its kind (`L2Ball`: only the norm matters here; None:
+            the paper's L-infinity ball); every attack must be defined for its norm
+            (`adt_tf.attacks.attacks_for`).
 
     Raises:
         ValueError: unknown suite or attack names (listing the known ones), unknown or

@@ -41,7 +41,7 @@ SHARED_ARGUMENTS = ("self", "classifier", "epsilon", "seed", "norm", "kwargs")
 
 def method_arguments(name: str) -> dict[str, Any]:
     """The method's own constructor arguments (beyond `SHARED_ARGUMENTS`), each with its
-    default (None for a default that depends on the threat model: `THREAT_DEFAULTS`), in
+    default (None for a default that depends on the threat model: `norm_defaults`), in
     signature order: what `adt-train --method_params` accepts for it."""
     params = inspect.signature(get_method(name).__init__).parameters
     return {p: params[p].default for p in params if p not in SHARED_ARGUMENTS}

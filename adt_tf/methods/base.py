@@ -74,9 +74,6 @@ class AdversarialTrainer(keras.Model):
     aux_metrics: tuple[str, ...] = ()
     #: The threat models the method is defined for.
     NORMS: tuple[str, ...] = (LinfBall.norm,)
-    #: Constructor arguments whose default (None) depends on the threat model: the keys of
-    #: `norm_defaults`.
-    THREAT_DEFAULTS: tuple[str, ...] = ()
     _SEED_KEY = "seed_generator_state"
 
     def __init__(self, classifier: keras.Model, epsilon: float | Ball = 8 / 255,

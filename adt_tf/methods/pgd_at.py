@@ -53,7 +53,6 @@ class PGDAT(AdversarialTrainer):
     """
 
     NORMS = EVERY_NORM
-    THREAT_DEFAULTS = ("attack_step_size",)
 
     def __init__(self, classifier, epsilon=8 / 255, attack_steps=10, attack_step_size=None,
                  seed=None, **kwargs):

@@ -99,7 +99,6 @@ class TRADES(AdversarialTrainer):
     aux_metrics = ("inner_kl",)
 
     NORMS = EVERY_NORM
-    THREAT_DEFAULTS = ("attack_step_size",)
 
     def __init__(self, classifier, epsilon=8 / 255, attack_steps=10, attack_step_size=None,
                  trades_beta=6.0, init_std=0.001, seed=None, **kwargs):
