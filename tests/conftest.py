@@ -30,12 +30,16 @@ def _fresh_keras_state():
     yield
 
 
-def pytest_runtest_call(item):
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
     """Every test body starts from the same seeds, whatever order it runs in. pytest-randomly
-    (a `tryfirst` hook, before this one) reseeds Python's and NumPy's generators with the
-    run's random seed just before the body, and Keras creates its global SeedGenerator
-    lazily from Python's generator: without this, every untrained model's initial weights
-    changed with `--randomly-seed`, so the order seed also drew new initialisations."""
+    reseeds Python's and NumPy's generators with the run's random seed in its
+    `pytest_runtest_call` hook, and Keras creates its global SeedGenerator lazily from
+    Python's generator: without this, every untrained model's initial weights changed with
+    `--randomly-seed`, so the order seed also drew new initialisations. This hook runs inside
+    `item.runtest()`, after every `pytest_runtest_call` hook and just before the body (a
+    `pytest_runtest_call` hook of our own ran before pytest-randomly's: conftest hooks are
+    registered last and called first). Returning None lets pytest call the function."""
     keras.utils.set_random_seed(0)
 
 
