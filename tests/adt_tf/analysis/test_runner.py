@@ -51,15 +51,21 @@ def test_bad_input_is_a_clear_value_error(tmp_path):
         loss_grid(model, x, y, EPS, grid_size=1)
 
 
-def test_adt_analyze_end_to_end_writes_every_output(tmp_path):
-    # A 16x16 dataset folder and a saved tiny classifier in a training workdir whose
-    # config.json gives lambda.
+def tiny_npz_dataset(tmp_path):
+    """A dataset folder (train.npz, test.npz) of 8 tiny 16x16 images; returns its path."""
     x, y = make_tiny_images(8, 16)
     data = tmp_path / "data"
     data.mkdir()
     for split in ("train", "test"):
         np.savez(data / f"{split}.npz", x=(x * 255).round().astype(np.uint8), y=y,
-                 **({"num_classes": 10} if split == "train" else {}))  # a few images
+                 **({"num_classes": 10} if split == "train" else {}))
+    return data
+
+
+def test_adt_analyze_end_to_end_writes_every_output(tmp_path):
+    # A 16x16 dataset folder and a saved tiny classifier in a training workdir whose
+    # config.json gives lambda.
+    data = tiny_npz_dataset(tmp_path)
     workdir = tmp_path / "run_b"
     workdir.mkdir()
     tiny_classifier().save(workdir / "classifier.keras")
@@ -101,12 +107,7 @@ def test_adt_analyze_end_to_end_writes_every_output(tmp_path):
 def test_several_models_side_by_side_and_a_lambda_table(tmp_path):
     # In-process: a .keras file and a workdir analysed together, lambdas given explicitly,
     # then the lambda study from a trial table without any model.
-    x, y = make_tiny_images(8, 16)
-    data = tmp_path / "data"
-    data.mkdir()
-    for split in ("train", "test"):
-        np.savez(data / f"{split}.npz", x=(x * 255).round().astype(np.uint8), y=y,
-                 **({"num_classes": 10} if split == "train" else {}))  # a few images
+    data = tiny_npz_dataset(tmp_path)
     tiny_classifier().save(tmp_path / "a.keras")
     (tmp_path / "b").mkdir()
     keras.utils.set_random_seed(1)
