@@ -65,9 +65,10 @@ class Recipe:
                 f"{self.train_examples - self.validation_examples:,} trained on (crop and "
                 f"flip); {self.epochs} epochs, batch {self.batch_size}, SGD lr {self.lr} x0.1 "
                 f"from epoch {', '.join(map(str, self.lr_decay_epochs))}, momentum 0.9, "
-                f"weight decay {self.weight_decay} (coupled); no normalisation layer; "
-                "epsilon 8/255 (L-infinity); validation: PGD-20 (step epsilon/4, random start) "
-                "every epoch, the best epoch = the highest validation robust accuracy")
+                f"weight decay {self.weight_decay} (coupled); inputs in [0, 1] (no input "
+                "normalisation layer); epsilon 8/255 (L-infinity); validation: PGD-20 (step "
+                "epsilon/4, random start) every epoch, the best epoch = the highest validation "
+                "robust accuracy")
 
 
 FLAGS = flags.FLAGS
@@ -239,6 +240,16 @@ def build_table(recipe: Recipe, workdir: str, seeds: list[int], methods: list[st
                 f"{_cell([r['last']['pgd20'] for r in rows])} | "
                 f"{_cell([r['best']['autoattack'] for r in rows])} / "
                 f"{_cell([r['last']['autoattack'] for r in rows])} | **{_cell(gap)}** |")
+    lines += ["", "## The per-epoch curves (PGD-20; plot only, they select nothing)", "",
+              f"PGD-20 (step epsilon/4, random start) after every epoch on {MONITOR_INPUTS} "
+              f"training images that are trained on and on the first {MONITOR_INPUTS} test "
+              "images. Robust overfitting shows as a test peak well above the last epoch and "
+              "a train - test gap that keeps widening after the decay.", "",
+              "| run | test peak (epoch) | test at the last epoch | train at the last epoch | "
+              "train - test, last epoch | train - test, at the decay |",
+              "|---|---:|---:|---:|---:|---:|"]
+    lines += [curve_row(run_name(*k), r["history"], recipe.lr_decay_epochs[0])
+              for k, r in sorted(found.items()) if r["history"]]
     lines += ["", "## Verdict", "", verdict(found, methods, n), "",
               f"Command: `{command}`", ""]
     os.makedirs(output_dir, exist_ok=True)
@@ -251,36 +262,76 @@ def build_table(recipe: Recipe, workdir: str, seeds: list[int], methods: list[st
     return stem + ".md"
 
 
+def curve_row(name: str, history: list[dict[str, float]], decay_epoch: int) -> str:
+    """One run's per-epoch PGD-20 curve in numbers: the test peak and its epoch, the last
+    epoch, and the train - test gap at the last epoch and at the epoch before the decay."""
+    test = [100 * h.get("test_robust_accuracy", np.nan) for h in history]
+    train = [100 * h.get("train_robust_accuracy", np.nan) for h in history]
+    peak = int(np.nanargmax(test))
+    before = min(decay_epoch - 1, len(history)) - 1  # the last epoch at the first rate
+    return (f"| {name} | {test[peak]:.1f} ({peak + 1}) | {test[-1]:.1f} | {train[-1]:.1f} | "
+            f"{train[-1] - test[-1]:+.1f} | {train[before] - test[before]:+.1f} |")
+
+
+def _gaps(found: dict, key: str, ema: bool) -> dict[int, float]:
+    """Best - last AutoAttack accuracy, in points, per seed."""
+    return {s: 100 * (r["best"]["autoattack"] - r["last"]["autoattack"])
+            for (k, s, e), r in found.items() if k == key and e == ema}
+
+
 def verdict(found: dict, methods: list[str], n: int) -> str:
     """Whichever way it comes out: the best-minus-last AutoAttack gap of each method
-    against the seed spread and the sampling error of n inputs."""
+    against the seed spread and the sampling error of n inputs; whether EMA changes it."""
     if not found:
         return "No run has finished yet."
     se = rb.binomial_se(0.25, n) * np.sqrt(2)  # points, of a difference of two runs
-    parts = []
+    labels = dict(METHODS)
+    parts, overfits = [], {}
     for key in methods:
-        gaps = [100 * (r["best"]["autoattack"] - r["last"]["autoattack"])
-                for (k, _, e), r in found.items() if k == key and not e]
+        gaps = list(_gaps(found, key, False).values())
         if not gaps:
             continue
         mean = float(np.mean(gaps))
-        shows = min(gaps) > 0 and mean > 2 * se
-        parts.append(f"{dict(METHODS)[key]}: best - last AutoAttack {mean:+.1f} points (seeds "
+        overfits[key] = min(gaps) > 0 and mean > 2 * se
+        parts.append(f"{labels[key]}: best - last AutoAttack {mean:+.1f} points (seeds "
                      f"{', '.join(f'{g:+.1f}' for g in gaps)}): "
                      + ("robust overfitting beyond seed spread and sampling error"
-                        if shows else "no robust overfitting beyond seed spread and sampling "
-                        f"error (about {se:.1f} points for a difference of two runs)"))
-    return " ".join(f"- {p}" for p in parts) if parts else "No non-EMA run has finished yet."
+                        if overfits[key] else "no robust overfitting beyond seed spread and "
+                        f"sampling error (about {se:.1f} points for a difference of two runs)"))
+    if len(overfits) > 1 and not any(overfits.values()):
+        parts.append("Neither method overfits robustly at this recipe, so it cannot tell "
+                     "whether ADT_EXP overfits less than AT_PGD; the per-epoch curves say "
+                     "whether the recipe let either of them overfit at all.")
+    elif len(overfits) > 1 and all(overfits.values()):
+        a, b = (float(np.mean(list(_gaps(found, k, False).values()))) for k in overfits)
+        parts.append(f"Both overfit; the gaps differ by {abs(a - b):.1f} points, "
+                     + ("beyond" if abs(a - b) > 2 * se else "within")
+                     + " the sampling error of a difference.")
+    for key in methods:
+        raw, ema = _gaps(found, key, False), _gaps(found, key, True)
+        for seed, gap in ema.items():
+            base = ""
+            if seed in raw:
+                r, e = found[(key, seed, False)], found[(key, seed, True)]
+                base = (f"; without it {raw[seed]:+.1f}. AutoAttack of the last checkpoint "
+                        f"{100 * e['last']['autoattack']:.1f}% with EMA against "
+                        f"{100 * r['last']['autoattack']:.1f}% without, of the best "
+                        f"{100 * e['best']['autoattack']:.1f}% against "
+                        f"{100 * r['best']['autoattack']:.1f}%")
+            parts.append(f"{labels[key]} with EMA (seed {seed}): best - last {gap:+.1f} "
+                         f"points{base}.")
+    return "\n".join(f"- {p}" for p in parts) if parts else "No non-EMA run has finished yet."
 
 
 def plot(found: dict, path: str) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(11, 4.5))
+    fig = Figure(figsize=(15, 4.5))
     FigureCanvasAgg(fig)
-    for i, metric in enumerate(("test_robust_accuracy", "val_robust_accuracy")):
-        ax = fig.add_subplot(1, 2, i + 1)
+    for i, metric in enumerate(("test_robust_accuracy", "val_robust_accuracy",
+                                "train_robust_accuracy")):
+        ax = fig.add_subplot(1, 3, i + 1)
         for (key, seed, ema), run in sorted(found.items()):
             values = [100 * h[metric] for h in run["history"] if metric in h]
             ax.plot(range(1, len(values) + 1), values,

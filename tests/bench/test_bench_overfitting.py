@@ -50,3 +50,33 @@ def test_each_run_is_a_training_config_with_its_protocol():
     assert config.lr_decay_epochs == (21,) and config.epochs == 40 and not config.normalize
     assert config.workdir == os.path.join("/w", "adt_exp-ema-seed1")
     assert bo.train_config(recipe, "pgd_at", 0, False, "/d", "/w").ema_decay is None
+
+
+def test_curve_row_reads_the_peak_and_the_train_test_gaps():
+    # test robust accuracy peaks at epoch 3 and falls; train robust keeps rising
+    test = [0.10, 0.20, 0.30, 0.25, 0.22, 0.21]
+    train = [0.10, 0.20, 0.32, 0.40, 0.50, 0.61]
+    history = [{"test_robust_accuracy": a, "train_robust_accuracy": b}
+               for a, b in zip(test, train)]
+    row = bo.curve_row("pgd_at-seed0", history, decay_epoch=4)
+    # peak 30.0 at epoch 3; last 21.0 test, 61.0 train; gap +40.0 last, +2.0 at epoch 3
+    assert row == "| pgd_at-seed0 | 30.0 (3) | 21.0 | 61.0 | +40.0 | +2.0 |"
+
+
+def test_verdict_when_neither_overfits_and_with_ema():
+    found = {("pgd_at", s, False): _summary("pgd_at", s, False, 0.26, 0.255) for s in (0, 1)}
+    found.update({("adt_exp", s, False): _summary("adt_exp", s, False, 0.25, 0.25)
+                  for s in (0, 1)})
+    found[("pgd_at", 0, True)] = _summary("pgd_at", 0, True, 0.24, 0.23)
+    text = bo.verdict(found, ["pgd_at", "adt_exp"], 500)
+    assert "Neither method overfits robustly" in text
+    assert "AT_PGD with EMA (seed 0): best - last +1.0 points; without it +0.5." in text
+    assert "last checkpoint 23.0% with EMA against 25.5% without" in text
+    assert len(text.splitlines()) == 4  # one line per statement
+    found[("pgd_at", 0, False)] = _summary("pgd_at", 0, False, 0.30, 0.20)
+    found[("pgd_at", 1, False)] = _summary("pgd_at", 1, False, 0.31, 0.21)
+    found[("adt_exp", 0, False)] = _summary("adt_exp", 0, False, 0.30, 0.22)
+    found[("adt_exp", 1, False)] = _summary("adt_exp", 1, False, 0.30, 0.22)
+    text = bo.verdict(found, ["pgd_at", "adt_exp"], 500)
+    assert "Neither" not in text
+    assert "Both overfit; the gaps differ by 2.0 points, within" in text
