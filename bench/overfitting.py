@@ -286,12 +286,12 @@ def verdict(found: dict, methods: list[str], n: int) -> str:
         return "No run has finished yet."
     se = rb.binomial_se(0.25, n) * np.sqrt(2)  # points, of a difference of two runs
     labels = dict(METHODS)
-    parts, overfits = [], {}
+    parts, overfits, means = [], {}, {}
     for key in methods:
         gaps = list(_gaps(found, key, False).values())
         if not gaps:
             continue
-        mean = float(np.mean(gaps))
+        mean = means[key] = float(np.mean(gaps))
         overfits[key] = min(gaps) > 0 and mean > 2 * se
         parts.append(f"{labels[key]}: best - last AutoAttack {mean:+.1f} points (seeds "
                      f"{', '.join(f'{g:+.1f}' for g in gaps)}): "
@@ -299,11 +299,12 @@ def verdict(found: dict, methods: list[str], n: int) -> str:
                         if overfits[key] else "no robust overfitting beyond seed spread and "
                         f"sampling error (about {se:.1f} points for a difference of two runs)"))
     if len(overfits) > 1 and not any(overfits.values()):
+        first, second = (labels[k] for k in reversed(list(overfits)[:2]))
         parts.append("Neither method overfits robustly at this recipe, so it cannot tell "
-                     "whether ADT_EXP overfits less than AT_PGD; the per-epoch curves say "
+                     f"whether {first} overfits less than {second}; the per-epoch curves say "
                      "whether the recipe let either of them overfit at all.")
     elif len(overfits) > 1 and all(overfits.values()):
-        a, b = (float(np.mean(list(_gaps(found, k, False).values()))) for k in overfits)
+        a, b = list(means.values())[:2]
         parts.append(f"Both overfit; the gaps differ by {abs(a - b):.1f} points, "
                      + ("beyond" if abs(a - b) > 2 * se else "within")
                      + " the sampling error of a difference.")
