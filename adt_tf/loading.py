@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 import os
 import re
 import zipfile
@@ -85,14 +84,23 @@ def savedmodel_dir(path: str) -> str | None:
 def default_checkpoint(workdir: str) -> str:
     """"best" for a training workdir whose run held out a validation split (and so keeps
     best.keras), else "last"."""
-    config = os.path.join(workdir, "config.json")
-    try:
-        with open(config) as f:
-            held_out = int(json.load(f).get("validation_examples") or 0) > 0
-    except (OSError, ValueError):
-        held_out = False
+    record = workdir_record(workdir)
+    held_out = record is not None and record.config.validation.examples > 0
     return "best" if held_out and os.path.isfile(os.path.join(workdir, BEST_CLASSIFIER_FILE)) \
         else "last"
+
+
+def workdir_record(workdir: str):
+    """The `RunRecord` of a training workdir (`adt_tf.training.record`), None when it has no
+    readable config.json."""
+    from adt_tf.training.record import read_record, record_path
+
+    if not os.path.isfile(record_path(workdir)):
+        return None
+    try:
+        return read_record(workdir)
+    except ValueError:
+        return None
 
 
 def resolve_model_path(path: str, checkpoint: str | None = None) -> str:
@@ -176,20 +184,17 @@ def load_classifier(path: str, checkpoint: str | None = None):
     return inner if isinstance(inner, keras.Model) else model
 
 
-def run_config(path: str) -> dict | None:
-    """The `config.json` of the training run a model comes from, if there is one."""
+def run_record(path: str):
+    """The `RunRecord` of the training run a model argument comes from (its workdir's
+    config.json), None for a model outside a workdir."""
     resolved = resolve_model_path(path)
-    config = os.path.join(os.path.dirname(os.path.abspath(resolved)), "config.json")
-    if not os.path.isfile(config):
-        return None
-    with open(config) as f:
-        return json.load(f)
+    return workdir_record(os.path.dirname(os.path.abspath(resolved)))
 
 
 def entropy_weight_of(path: str) -> float | None:
-    """The entropy weight lambda a model was trained with (from its run's config.json)."""
-    config = run_config(path) or {}
-    value = config.get("method_params", {}).get("entropy_weight")
+    """The entropy weight lambda a model was trained with (from its run's record)."""
+    record = run_record(path)
+    value = None if record is None else record.config.method.params.get("entropy_weight")
     return None if value is None else float(value)
 
 
@@ -234,6 +239,6 @@ def file_id(path: str, checkpoint: str | None = None) -> str:
 
 
 __all__ = ["BEST_CLASSIFIER_FILE", "CHECKPOINTS", "CLASSIFIER_FILE", "SavedModelClassifier",
-           "default_checkpoint", "entropy_weight_of", "file_id",
-           "load_classifier", "model_labels", "resolve_model_path", "run_config",
+           "default_checkpoint", "entropy_weight_of", "file_id", "workdir_record",
+           "load_classifier", "model_labels", "resolve_model_path", "run_record",
            "savedmodel_dir"]

@@ -1,7 +1,7 @@
 """The classifier's optimiser and learning-rate schedule, as the reference code runs them.
 
 `make_optimizer` is the one place that builds the outer optimiser: `adt-train`, `adt-tune`
-and the benchmarks all go through `adt_tf.training.build_trainer`, which calls it.
+and the benchmarks all go through `adt_tf.training.run.build_trainer`, which calls it.
 
 Reference facts (the authors' PyTorch code, ../shared/DESIGN.md Sec. 4):
 - SGD with momentum 0.9 and weight decay 2e-4 in PyTorch's form: the L2 term wd * w is added

@@ -62,13 +62,15 @@ def define_flags() -> None:
 
 
 def train_model(data: str, workdir: str):
-    from adt_tf.training import TrainConfig, run_training
+    from adt_tf.training.config import RunConfig, override
+    from adt_tf.training.run import run_training
 
-    config = TrainConfig(
-        workdir=workdir, method="standard", dataset=f"npz:{data}", model=FLAGS.model,
-        model_params={"width": FLAGS.model_width}, epochs=FLAGS.epochs,
-        batch_size=FLAGS.batch_size, lr=FLAGS.lr, lr_decay_epochs=(FLAGS.epochs,),
-        seed=FLAGS.seed, eval_examples=1000, verbose=2)
+    config = override(RunConfig(), {
+        "run.workdir": workdir, "method.name": "standard", "data.dataset": f"npz:{data}",
+        "model.name": FLAGS.model, "model.params": {"width": FLAGS.model_width},
+        "optim.epochs": FLAGS.epochs, "optim.batch_size": FLAGS.batch_size,
+        "optim.lr": FLAGS.lr, "optim.lr_decay_epochs": (FLAGS.epochs,),
+        "run.seed": FLAGS.seed, "report.eval_examples": 1000, "run.verbose": 2})
     report_path = os.path.join(workdir, "report.json")
     check_recorded_run(workdir, config, "bench.diversity")
     if os.path.exists(report_path):
@@ -192,10 +194,11 @@ def write_table(report: dict, config, results: dict, stem: str, command: str) ->
         "# Diversity of adversarial samples (paper Fig. 1), CIFAR-10, CPU"
         + (", L2 ball of radius 0.5" if l2 else ""),
         "",
-        f"- Model: Standard training of {config.model}(width={FLAGS.model_width}) on all "
+        f"- Model: Standard training of {config.model.name}(width={FLAGS.model_width}) on all "
         f"50,000 training images of `{os.path.relpath(FLAGS.data, ROOT)}` (the offline "
         "CIFAR-10 copy; most training images decoded from a JPEG copy, so not pixel-exact), "
-        f"{config.epochs} epochs, batch {config.batch_size}, SGD lr {config.lr} (x0.1 in the "
+        f"{config.optim.epochs} epochs, batch {config.optim.batch_size}, SGD lr "
+        f"{config.optim.lr} (x0.1 in the "
         "last epoch), momentum 0.9, weight decay 2e-4 (coupled), random crop and flip; "
         f"clean accuracy {100 * report['clean_accuracy']:.2f}% and PGD-20 "
         f"{100 * report['pgd20_accuracy']:.2f}% on the first {report['num_examples']} test "

@@ -42,33 +42,31 @@ METHODS = (("pgd_at", "AT_PGD"), ("adt_exp", "ADT_EXP"))
 MONITOR_INPUTS = 500  # training and test inputs scored every epoch (plot only)
 
 
+def _overfitting_config():
+    from adt_tf.training.config import load_config_file
+
+    return load_config_file("overfitting")
+
+
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """The small-data, long-schedule recipe (the same for both methods)."""
+    """The small-data, long-schedule recipe (the same for every method): the training run is
+    `adt_tf/recipes/overfitting.py`; EMA settings for the averaged runs."""
 
-    train_examples: int = 5000  # the first 5,000 training images ...
-    validation_examples: int = 1000  # ... of which 1,000 held out: 4,000 trained on
-    epochs: int = 40
-    lr_decay_epochs: tuple[int, ...] = (21,)  # x0.1 from epoch 21: the middle
-    lr: float = 0.05
-    batch_size: int = 64
-    weight_decay: float = 2e-4
-    model_params: tuple = (("width", 16), ("batch_norm", True), ("dropout", 0.0))
-    eval_examples: int = 500
+    config: Any = dataclasses.field(default_factory=_overfitting_config)
     ema_decay: float = 0.999
     ema_seed: int = 0
 
+    @property
+    def eval_examples(self) -> int:
+        return self.config.report.eval_examples
+
+    @property
+    def lr_decay_epochs(self) -> tuple[int, ...]:
+        return self.config.optim.lr_decay_epochs
+
     def describe(self) -> str:
-        return (f"small_cnn({', '.join(f'{k}={v}' for k, v in self.model_params)}); the "
-                f"first {self.train_examples:,} training images, {self.validation_examples:,} "
-                f"of them held out (seeded, class-stratified) for validation, so "
-                f"{self.train_examples - self.validation_examples:,} trained on (crop and "
-                f"flip); {self.epochs} epochs, batch {self.batch_size}, SGD lr {self.lr} x0.1 "
-                f"from epoch {', '.join(map(str, self.lr_decay_epochs))}, momentum 0.9, "
-                f"weight decay {self.weight_decay} (coupled); inputs in [0, 1] (no input "
-                "normalisation layer); epsilon 8/255 (L-infinity); validation: PGD-20 (step "
-                "epsilon/4, random start) every epoch, the best epoch = the highest validation "
-                "robust accuracy")
+        return rb.describe_run(self.config) + "; epsilon 8/255 (L-infinity)"
 
 
 FLAGS = flags.FLAGS
@@ -97,35 +95,34 @@ def run_name(key: str, seed: int, ema: bool) -> str:
 
 
 def train_config(recipe: Recipe, key: str, seed: int, ema: bool, data: str, workdir: str):
-    from adt_tf.training import TrainConfig
+    from adt_tf.training.config import override
 
-    return TrainConfig(
-        workdir=os.path.join(workdir, run_name(key, seed, ema)), method=key,
-        dataset=f"npz:{data}", model="small_cnn", model_params=dict(recipe.model_params),
-        epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr,
-        lr_decay_epochs=recipe.lr_decay_epochs, weight_decay=recipe.weight_decay, seed=seed,
-        max_train_examples=recipe.train_examples, eval_examples=recipe.eval_examples,
-        eval_batch_size=250, validation_examples=recipe.validation_examples,
-        validation_attack="pgd20", ema_decay=recipe.ema_decay if ema else None, verbose=2)
+    return override(recipe.config, {
+        "run.workdir": os.path.join(workdir, run_name(key, seed, ema)), "run.seed": seed,
+        "run.verbose": 2, "method.name": key, "data.dataset": f"npz:{data}",
+        "validation.ema_decay": recipe.ema_decay if ema else None})
 
 
 def monitors(config, data: str):
     """The per-epoch scorers of the plot: PGD-20 on 500 training inputs that are trained on,
     and on the first 500 test inputs (logged as train_* and test_*; they select nothing)."""
+    import numpy as np
+
     from adt_tf import data as data_lib
     from adt_tf.checkpoints import RobustAccuracyCallback
-    from adt_tf.threat import resolve_threat
+    from adt_tf.training.resolve import resolve
 
-    splits = data_lib.load(f"npz:{data}", max_train_examples=config.max_train_examples)
-    train, _ = data_lib.stratified_split(splits.y_train, config.validation_examples,
-                                         config.seed)
+    splits = data_lib.load(f"npz:{data}", max_train_examples=config.data.max_train_examples)
+    record = resolve(config, splits)
+    train = np.setdiff1d(np.arange(len(splits.x_train)), record.validation_indices)
     seen = train[:MONITOR_INPUTS]
-    threat = resolve_threat("linf", None, splits.info)
+    threat = record.threat
+    seed = config.run.seed
     return (RobustAccuracyCallback(splits.x_train[seen], splits.y_train[seen], threat, steps=20,
-                                   seed=config.seed, prefix="train_"),
+                                   seed=seed, prefix="train_"),
             RobustAccuracyCallback(splits.x_test[:MONITOR_INPUTS],
                                    splits.y_test[:MONITOR_INPUTS], threat, steps=20,
-                                   seed=config.seed, prefix="test_"))
+                                   seed=seed, prefix="test_"))
 
 
 def train_and_evaluate(recipe: Recipe, key: str, seed: int, ema: bool, data: str,
@@ -135,10 +132,10 @@ def train_and_evaluate(recipe: Recipe, key: str, seed: int, ema: bool, data: str
     from adt_tf.evaluation import evaluate
     from adt_tf.loading import file_id, load_classifier
     from adt_tf.threat import resolve_threat
-    from adt_tf.training import run_training
+    from adt_tf.training.run import run_training
 
     config = train_config(recipe, key, seed, ema, data, workdir)
-    d = config.workdir
+    d = config.run.workdir
     check_recorded_run(d, config, "bench.overfitting")
     summary_path = os.path.join(d, "summary.json")
     summary = rb._read_json(summary_path, None)
@@ -352,8 +349,11 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     recipe = Recipe()
     if FLAGS.epochs:
-        recipe = dataclasses.replace(recipe, epochs=FLAGS.epochs, lr_decay_epochs=tuple(
-            e for e in recipe.lr_decay_epochs if e <= FLAGS.epochs))
+        from adt_tf.training.config import override
+
+        recipe = dataclasses.replace(recipe, config=override(recipe.config, {
+            "optim.epochs": FLAGS.epochs, "optim.lr_decay_epochs": tuple(
+                e for e in recipe.lr_decay_epochs if e <= FLAGS.epochs)}))
     seeds = [int(s) for s in FLAGS.seeds]
     all_seeds = [int(s) for s in FLAGS.all_seeds] if FLAGS.all_seeds else seeds
     methods = list(FLAGS.methods)

@@ -116,25 +116,20 @@ def all_attacks(norm: str) -> tuple[str, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """One shared training and evaluation recipe (every method gets the same)."""
+    """One shared training and evaluation recipe (every method gets the same): the training
+    run is a config of the run schema (a recipe file of `adt_tf/recipes`, which
+    `adt-train --config=NAME` trains too); the rest says how the benchmark evaluates it."""
 
-    model: str
-    model_params: dict[str, Any]
-    train_examples: int | None  # the first N training images (None: all 50,000)
-    epochs: int
-    lr_decay_epochs: tuple[int, ...]
-    batch_size: int = 64
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 2e-4
-    eval_examples: int = 1000
-    subset_examples: int = 100
+    config: Any  # adt_tf.training.config.RunConfig: the training recipe
+    eval_examples: int = 1000  # the first N test images (the training report's too)
+    subset_examples: int = 100  # stage 3 on the first M of them
     eval_batch_size: int = 250
     seeds: tuple[int, ...] = (0, 1)
     generator_width: int = 256  # the amortised methods' (the reference's 256)
-    norm: str = "linf"  # the threat model of training and evaluation ("linf" or "l2")
-    normalize: bool = False  # a mean/std layer inside the model (the ADT reference has none)
-    validation_examples: int = 0  # held out for robust validation; evaluated: best.keras
+
+    @property
+    def norm(self) -> str:
+        return self.config.threat.norm
 
     @property
     def epsilon_text(self) -> str:
@@ -142,52 +137,52 @@ class Recipe:
         return "epsilon 8/255 (L-infinity)" if self.norm == "linf" else "L2 epsilon 0.5"
 
     def describe(self) -> str:
-        params = ", ".join(f"{k}={v}" for k, v in sorted(self.model_params.items()))
-        n = "all 50,000" if self.train_examples is None else f"the first {self.train_examples:,}"
-        return (f"{self.model}({params}); {n} training images (random crop with 4-pixel "
-                f"padding and horizontal flip), {self.epochs} epochs, batch {self.batch_size}, "
-                f"SGD lr {self.lr} (x0.1 from epoch {', '.join(map(str, self.lr_decay_epochs))} "
-                f"on, epochs counted from 1 as the reference), momentum {self.momentum}, "
-                f"weight decay {self.weight_decay} (coupled: added to the gradient before "
-                f"momentum, PyTorch's form, as the reference); "
-                + ("inputs normalised by the training set's channel mean/std inside the model"
-                   if self.normalize else "pixels in [0, 1] with no normalisation layer (the "
-                   "reference's)")
-                + (f"; {self.validation_examples:,} training images held out (stratified) for "
-                   "PGD-10 validation every epoch, the best epoch's checkpoint evaluated"
-                   if self.validation_examples else "")
-                + f"; {self.epsilon_text}")
+        return describe_run(self.config) + f"; {self.epsilon_text}"
 
 
-RECIPES = {
-    # About 2 h on a 2-core CPU: two single-threaded processes side by side (bench/README.md).
-    # SmallCNN with BatchNorm, no dropout. PGD-AT of the plain SmallCNN (no BatchNorm) at
-    # epsilon 8/255 on these 10,000 images stayed at chance level (loss 2.303): width 16 for
-    # 3 epochs with lr 0.01 (dropout 0.5) and lr 0.03 (no dropout), width 32 for 1 epoch with
-    # lr 0.01, and one of two seeds at lr 0.03 (dropout 0.5) for 2 epochs. With BatchNorm it
-    # reached 32-34% clean / 23% PGD-20 (500 test inputs) after 3 epochs at lr 0.1 and 0.05.
-    # The decay from epoch 5 on (of 6) mirrors the reference's last two epochs at 0.1x.
-    "cpu": Recipe(model="small_cnn", model_params={"width": 16, "batch_norm": True,
-                                                   "dropout": 0.0},
-                  train_examples=10000, epochs=6, lr_decay_epochs=(5,), lr=0.05,
-                  eval_examples=500, subset_examples=50, generator_width=CPU_GENERATOR_WIDTH),
-    # The paper's setting (WRN-28-10, 76 epochs, lr x0.1 at 75) on the whole training set,
-    # evaluated on the 2,000 test images of the offline copy.
-    "paper": Recipe(model="wrn_28_10", model_params={}, train_examples=None, epochs=76,
-                    lr_decay_epochs=(75,), eval_examples=2000, subset_examples=500,
-                    eval_batch_size=200),
-    # The ADT paper's Table 6 ("the same settings/hyperparameters as in [52]", Rice, Wong,
-    # Kolter 2020, locuslab/robust_overfitting's train_cifar.py): WRN-34-10, 200 epochs,
-    # batch 128, SGD 0.1, momentum 0.9, weight decay 5e-4 (PyTorch's, coupled), the rate
-    # x0.1 after 100 and 150 epochs (their per-batch piecewise schedule switches on the last
-    # batch of epoch 100; here from epoch 101), inputs normalised, 1,000 training images held
-    # out (theirs a seeded permutation, here a seeded stratified draw) for PGD-10 validation,
-    # the best epoch evaluated. GPU scale: not run here.
-    "rice2020": Recipe(model="wrn_34_10", model_params={}, train_examples=None, epochs=200,
-                       lr_decay_epochs=(101, 151), batch_size=128, weight_decay=5e-4,
-                       eval_examples=2000, subset_examples=500, eval_batch_size=200,
-                       normalize=True, validation_examples=1000),
-}
+def describe_run(config) -> str:
+    """The training recipe of a config, in words (for the tables)."""
+    model, optim, data = config.model, config.optim, config.data
+    params = ", ".join(f"{k}={v}" for k, v in sorted(model.params.items()))
+    n = ("all 50,000" if data.max_train_examples is None
+         else f"the first {data.max_train_examples:,}")
+    decay = ", ".join(map(str, optim.lr_decay_epochs))
+    validation = config.validation
+    return (f"{model.name}({params}); {n} training images (random crop with 4-pixel padding "
+            f"and horizontal flip), {optim.epochs} epochs, batch {optim.batch_size}, SGD lr "
+            f"{optim.lr} (x{optim.lr_decay_factor:g} from epoch {decay} on, epochs counted from "
+            f"1 as the reference), momentum {optim.momentum}, weight decay "
+            f"{optim.weight_decay} ({optim.weight_decay_form}"
+            + (": added to the gradient before momentum, PyTorch's form, as the reference); "
+               if optim.weight_decay_form == "coupled" else "); ")
+            + ("inputs normalised by the training set's channel mean/std inside the model"
+               if data.normalize else "pixels in [0, 1] with no normalisation layer (the "
+               "reference's)")
+            + (f"; {validation.examples:,} training images held out (stratified) for "
+               f"{validation.attack.upper().replace('PGD', 'PGD-')} validation every "
+               f"{'epoch' if validation.every == 1 else f'{validation.every} epochs'}, the "
+               "best epoch's checkpoint evaluated" if validation.examples else ""))
+
+
+def _recipes() -> dict[str, Recipe]:
+    from adt_tf.training.config import load_config_file
+
+    return {
+        # About 2 h on a 2-core CPU: two single-threaded processes side by side
+        # (bench/README.md). Why this recipe: adt_tf/recipes/cpu.py.
+        "cpu": Recipe(load_config_file("cpu"), eval_examples=500, subset_examples=50,
+                      generator_width=CPU_GENERATOR_WIDTH),
+        # The paper's setting on the whole training set, evaluated on the 2,000 test images
+        # of the offline copy.
+        "paper": Recipe(load_config_file("paper"), eval_examples=2000, subset_examples=500,
+                        eval_batch_size=200),
+        # The ADT paper's Table 6 (adt_tf/recipes/rice2020.py). GPU scale: not run here.
+        "rice2020": Recipe(load_config_file("rice2020"), eval_examples=2000,
+                           subset_examples=500, eval_batch_size=200),
+    }
+
+
+RECIPES = _recipes()
 
 FLAGS = flags.FLAGS
 
@@ -231,21 +226,33 @@ def define_flags() -> None:
 
 
 def overridden(recipe: Recipe, flag_values, names: tuple[str, ...]) -> Recipe:
-    """`recipe` with the flags `names` (epochs, train_examples, ...) that are set, and --seeds;
-    the decay epochs beyond a shorter --epochs dropped."""
+    """`recipe` with the flags `names` (epochs, train_examples, eval_examples,
+    subset_examples) that are set, and --seeds; the decay epochs beyond a shorter --epochs
+    dropped."""
+    from adt_tf.training.config import override
+
     changes = {k: getattr(flag_values, k) for k in names if getattr(flag_values, k)}
+    config = recipe.config
     if changes.get("epochs"):
-        changes["lr_decay_epochs"] = tuple(e for e in recipe.lr_decay_epochs
-                                           if e <= changes["epochs"])
+        config = override(config, {
+            "optim.epochs": changes["epochs"],
+            "optim.lr_decay_epochs": tuple(e for e in config.optim.lr_decay_epochs
+                                           if e <= changes["epochs"])})
+    if changes.get("train_examples"):
+        config = override(config, {"data.max_train_examples": changes["train_examples"]})
+    kept = {k: v for k, v in changes.items() if k in ("eval_examples", "subset_examples")}
     if flag_values.seeds:
-        changes["seeds"] = tuple(int(s) for s in flag_values.seeds)
-    return dataclasses.replace(recipe, **changes)
+        kept["seeds"] = tuple(int(s) for s in flag_values.seeds)
+    return dataclasses.replace(recipe, config=config, **kept)
 
 
 def recipe_from_flags() -> Recipe:
+    from adt_tf.training.config import override
+
     recipe = overridden(RECIPES[FLAGS.scale], FLAGS,
                         ("epochs", "train_examples", "eval_examples", "subset_examples"))
-    return dataclasses.replace(recipe, norm=FLAGS.norm)
+    return dataclasses.replace(recipe, config=override(recipe.config,
+                                                       {"threat.norm": FLAGS.norm}))
 
 
 def method_spec(key: str) -> tuple[str, str, str, dict[str, Any]]:
@@ -304,22 +311,22 @@ def model_needed(workdir: str, key: str, seed: int, all_seeds: list[int],
 # ------------------------------------------------------------------------------ training
 def train_config(recipe: Recipe, key: str, seed: int, data: str, workdir: str,
                  verbose: int = 1, mixed_precision: bool = False):
-    """The `TrainConfig` of one (method, seed) of the recipe (what its folder must hold)."""
-    from adt_tf.training import TrainConfig
+    """The `RunConfig` of one (method, seed) of the recipe (what its folder must hold): the
+    recipe's config with the method, its parameters, the seed, the data and the folder.
+    `adt-train --config=<scale> --dataset=npz:<data> --method=... --seed=... --workdir=...`
+    describes the same run (and resumes or extends it)."""
+    from adt_tf.training.config import override
 
     _, _, method, params = method_spec(key)
-    d = run_dir(workdir, key, seed)
-    return TrainConfig(
-        workdir=d, method=method, dataset=f"npz:{data}", model=recipe.model,
-        model_params=dict(recipe.model_params), epochs=recipe.epochs,
-        batch_size=recipe.batch_size, lr=recipe.lr, lr_decay_epochs=recipe.lr_decay_epochs,
-        momentum=recipe.momentum, weight_decay=recipe.weight_decay,
-        method_params=dict(params, **({"generator_width": recipe.generator_width}
-                                      if key in AMORTISED else {})),
-        seed=seed, max_train_examples=recipe.train_examples,
-        eval_examples=recipe.eval_examples, eval_batch_size=recipe.eval_batch_size,
-        norm=recipe.norm, mixed_precision=mixed_precision, verbose=verbose,
-        normalize=recipe.normalize, validation_examples=recipe.validation_examples)
+    return override(recipe.config, {
+        "run.workdir": run_dir(workdir, key, seed), "run.seed": seed, "run.verbose": verbose,
+        "method.name": method,
+        "method.params": dict(params, **({"generator_width": recipe.generator_width}
+                                         if key in AMORTISED else {})),
+        "data.dataset": f"npz:{data}",
+        "report.eval_examples": recipe.eval_examples,
+        "report.eval_batch_size": recipe.eval_batch_size,
+        "compute.mixed_precision": mixed_precision})
 
 
 def train(recipe: Recipe, key: str, seed: int, data: str, workdir: str, verbose: int,
@@ -328,7 +335,7 @@ def train(recipe: Recipe, key: str, seed: int, data: str, workdir: str, verbose:
     if interrupted); `mixed_precision` trains under the device's mixed policy. A folder that
     holds another run (another norm, method, recipe, seed, precision or data) is refused
     (`bench.runs.check_recorded_run`)."""
-    from adt_tf.training import run_training
+    from adt_tf.training.run import run_training
 
     label = method_spec(key)[1]
     d = run_dir(workdir, key, seed)
@@ -358,7 +365,7 @@ def evaluate_run(recipe: Recipe, key: str, seed: int, all_seeds: list[int], data
     from adt_tf.evaluation import evaluate
     from adt_tf.loading import file_id, load_classifier
     from adt_tf.threat import resolve_threat
-    from adt_tf.training import recorded_config
+    from adt_tf.training.record import read_record
 
     _, label, _, _ = method_spec(key)
     d = run_dir(workdir, key, seed)
@@ -407,7 +414,7 @@ def evaluate_run(recipe: Recipe, key: str, seed: int, all_seeds: list[int], data
     summary = summarize(main, stages, m, key, seed, source_seed, d)
     summary["attack_code"] = attack_code_versions(recipe.norm)
     # What was trained, so that a later --restore_from can check it is the recipe's run.
-    summary["run_config"] = recorded_config(os.path.join(d, "config.json"))
+    summary["run_config"] = read_record(d).to_dict()
     _write_json(summary_path, summary)
     print(f"[eval] {label}, seed {seed}: clean {100 * summary['clean']:.2f}%, A_rob "
           f"{100 * summary['a_rob_main']:.2f}% ({summary['num_examples']} inputs, without "

@@ -32,12 +32,12 @@ flags.DEFINE_string("validation_attack", "pgd10", "The validation's attack (pgd<
 
 
 def measure(key: str, data: str, attack: str) -> dict[str, list[float]]:
-    import dataclasses
 
     import keras
 
     from adt_tf import checkpoints
-    from adt_tf.training import run_training
+    from adt_tf.training.config import override
+    from adt_tf.training.run import run_training
 
     times: dict[str, list[float]] = {"epoch": [], "validation": []}
 
@@ -58,9 +58,10 @@ def measure(key: str, data: str, attack: str) -> dict[str, list[float]]:
             times["validation"].append(time.perf_counter() - started)
 
     workdir = tempfile.mkdtemp(prefix=f"validation_cost_{key}_")
-    recipe = dataclasses.replace(bo.Recipe(), epochs=2, eval_examples=100)
-    config = dataclasses.replace(bo.train_config(recipe, key, 0, False, data, workdir),
-                                 validation_attack=attack, verbose=0)
+    recipe = bo.Recipe()
+    config = override(bo.train_config(recipe, key, 0, False, data, workdir), {
+        "optim.epochs": 2, "report.eval_examples": 100, "validation.attack": attack,
+        "run.verbose": 0})
     checkpoints.RobustAccuracyCallback.evaluate = timed
     try:
         run_training(config, monitors=(EpochTimer(),))

@@ -15,13 +15,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from adt_tf.interrupts import interruptible
-from export.verify import VerificationError  # light: NumPy only
+from trainers import cli
 
+COMMAND = "adt-export"
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("model", None, "A .keras classifier or a training workdir (holding "
@@ -30,8 +29,8 @@ flags.DEFINE_string("export_dir", "exports", "Export base: one folder per model,
                     "version folders inside, models.config beside them.")
 flags.DEFINE_string("model_name", None, "Name of the served model (default: the workdir's or "
                     "the file's name).")
-flags.DEFINE_integer("version", None, "Version number (default: the next free integer). An "
-                     "existing version is never overwritten.")
+cli.define_flag("version", None, "Version number (default: the next free integer). An "
+                "existing version is never overwritten.", int | None)
 flags.DEFINE_string("dataset", None, "Dataset of the classifier, for class names and real "
                     "warm-up images (default: the workdir's config.json).")
 flags.DEFINE_string("serving_root", "/models", "Where the server sees --export_dir: base_path "
@@ -41,7 +40,7 @@ flags.DEFINE_enum("checkpoint", None, ["last", "best"], "A training workdir's cl
                   "export: last (classifier.keras) or best (best.keras, the epoch of the "
                   "highest validation robust accuracy); default best when the run held out a "
                   "validation split, else last. The choice is printed and in the model card.")
-flags.DEFINE_bool("verify", True, "Reload the export in a fresh process and compare it with "
+cli.define_flag("verify", True, "Reload the export in a fresh process and compare it with "
                   "the Keras classifier before publishing it.")
 
 
@@ -63,7 +62,7 @@ def export_from_flags() -> tuple[str, dict]:
         print(f"Exporting {source.model_path} (--checkpoint="
               f"{'best' if source.model_path.endswith('best.keras') else 'last'}).")
     dataset = FLAGS.dataset or source.dataset
-    data_dir = (source.config or {}).get("data_dir")
+    data_dir = source.data_dir
     shape = tuple(int(d) for d in source.classifier.inputs[0].shape[1:])
     images, images_source = sources.real_images(shape, exporter.NUM_IMAGES, dataset, data_dir)
     card = sources.workdir_card(source)
@@ -78,29 +77,29 @@ def export_from_flags() -> tuple[str, dict]:
         return path, json.load(f)
 
 
-def _fail(err: Exception):
-    logging.error("%s", err)
-    print(f"adt-export: error: {err}", file=sys.stderr)
-    sys.exit(2)
-
-
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not FLAGS["verbosity"].present:  # TensorFlow's INFO lines drown the report
         logging.set_verbosity(logging.WARNING)
     try:
+        cli.unexpected_arguments(argv)
         # Checked before TensorFlow is imported, so a typo costs no start-up time.
         if not FLAGS.model:
             raise ValueError("--model is required: a .keras classifier or a training workdir.")
         if not os.path.exists(FLAGS.model):
             raise ValueError(f"{FLAGS.model} does not exist; --model must be a .keras "
                              "classifier or a training workdir holding classifier.keras.")
-        with interruptible("adt-export", "Nothing was published (a version folder appears "
+    except ValueError as err:
+        cli.fail(COMMAND, err)
+    cli.import_tensorflow()
+    from adt_tf.interrupts import interruptible
+    from export.verify import VerificationError
+
+    try:
+        with interruptible(COMMAND, "Nothing was published (a version folder appears "
                            "whole or not at all): rerun the command."):
             path, card = export_from_flags()
     except (ValueError, OSError, VerificationError) as err:  # OSError: disk full, ...
-        _fail(err)  # on a VerificationError, no version folder was published
+        cli.fail(COMMAND, err)  # on a VerificationError, no version folder was published
 
     print(f"Exported {card['model_name']} version {card['version']} to {path}")
     check = card.get("verification")
@@ -117,7 +116,7 @@ def main(argv):
 
 def run():
     """Console-script entry point (`adt-export`)."""
-    app.run(main)
+    cli.run(COMMAND, main, __doc__, [f.name for f in FLAGS.get_flags_for_module(__name__)])
 
 
 if __name__ == "__main__":

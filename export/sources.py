@@ -1,9 +1,10 @@
 """What an export starts from: a saved classifier or a training workdir, and real images.
 
-A training workdir (written by `adt-train`) holds `config.json` (the resolved settings, naming
-the dataset), `classifier.keras` and, after the final evaluation, `report.json` (clean and
-PGD-20 accuracy). A bare `.keras` file carries no dataset: class names and images then come
-from `--dataset` or from the bundled CIFAR-10 sample.
+A training workdir (written by `adt-train`) holds `config.json` (the run's record: every
+setting resolved, the dataset and the threat model among them), `classifier.keras` and, after
+the final evaluation, `report.json` (clean and PGD-20 accuracy). A bare `.keras` file carries
+no dataset: class names and images then come from `--dataset` or from the bundled CIFAR-10
+sample.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import tensorflow as tf
 from adt_tf import data as data_lib
 from adt_tf import loading
 from adt_tf.loading import CLASSIFIER_FILE
-from adt_tf.threat import resolve_threat
 
 
 @dataclasses.dataclass
@@ -30,12 +30,16 @@ class Source:
     classifier: keras.Model
     model_path: str
     workdir: str | None = None
-    config: dict[str, Any] | None = None
+    record: Any = None  # the workdir's adt_tf.training.record.RunRecord
     report: dict[str, Any] | None = None
 
     @property
     def dataset(self) -> str | None:
-        return None if self.config is None else self.config.get("dataset")
+        return None if self.record is None else self.record.config.data.dataset
+
+    @property
+    def data_dir(self) -> str | None:
+        return None if self.record is None else self.record.config.data.data_dir
 
 
 def _read_json(path: str) -> dict[str, Any] | None:
@@ -62,8 +66,7 @@ def load_source(path: str, checkpoint: str | None = None) -> Source:
                          f".keras classifier or a training workdir holding {CLASSIFIER_FILE}.")
     classifier = loading.load_classifier(model_path)
     if os.path.isdir(path):
-        return Source(classifier, model_path, path,
-                      _read_json(os.path.join(path, "config.json")),
+        return Source(classifier, model_path, path, loading.workdir_record(path),
                       _read_json(os.path.join(path, "report.json")))
     return Source(classifier, model_path)
 
@@ -127,8 +130,9 @@ def real_images(shape: tuple[int, int, int], n: int = 8, dataset: str | None = N
 
 def workdir_card(source: Source) -> dict[str, Any]:
     """Model-card fields from a workdir: dataset, norm and epsilon (the threat model), method,
-    accuracies, config."""
-    config, report = source.config or {}, source.report or {}
+    accuracies, and the run's record (read as the run resolved it, never derived again)."""
+    report = source.report or {}
+    record = source.record
     card: dict[str, Any] = {"source_model": os.path.abspath(source.model_path)}
     if source.workdir:
         card["workdir"] = os.path.abspath(source.workdir)
@@ -138,23 +142,21 @@ def workdir_card(source: Source) -> dict[str, Any]:
             card["best_epoch"] = report["best"]["epoch"]
             report = dict(report, clean_accuracy=report["best"]["clean_accuracy"],
                           pgd20_accuracy=report["best"]["pgd20_accuracy"])
-    card["dataset"] = report.get("dataset", config.get("dataset"))
-    card["method"] = report.get("method", config.get("method"))
-    # The threat model: a run written before `norm` existed is L-infinity.
-    card["norm"] = report.get("norm", config.get("norm", "linf"))
-    epsilon = report.get("epsilon", config.get("epsilon"))
-    if epsilon is None and card["dataset"]:
-        try:
-            epsilon = resolve_threat(card["norm"], None, card["dataset"]).epsilon
-        except (ValueError, OSError):
-            epsilon = None
-    card["epsilon"] = epsilon
+    config = record.config if record is not None else None
+    card["dataset"] = config.data.dataset if config else report.get("dataset")
+    card["method"] = config.method.name if config else report.get("method")
+    card["norm"] = config.threat.norm if config else report.get("norm")
+    card["epsilon"] = config.threat.epsilon if config else report.get("epsilon")
     card["clean_accuracy"] = report.get("clean_accuracy")
     card["robust_accuracy"] = report.get("robust_accuracy", report.get("pgd20_accuracy"))
     card["robust_accuracy_attack"] = report.get("attack") if card["robust_accuracy"] is not None \
         else None
     card["evaluation"] = report or None
-    card["training_config"] = config or None
+    if record is not None:
+        training = record.to_dict()
+        indices = training["resolved"].pop("validation_indices")
+        training["resolved"]["validation_examples"] = len(indices)
+        card["training_config"] = training
     optional = ("robust_accuracy_attack", "evaluation", "training_config")
     return {k: v for k, v in card.items() if v is not None or k not in optional}
 

@@ -1,4 +1,4 @@
-"""adt-analyze: pictures and numbers that explain a robust classifier.
+r"""adt-analyze: pictures and numbers that explain a robust classifier.
 
     adt-analyze --model=runs/standard,runs/adt_exp --dataset=cifar10_sample \
         --num_examples=100 --out=runs/analysis --analyses=diversity,landscape,curvature
@@ -16,63 +16,65 @@ Writes <out>/<analysis>.json, PNGs and <out>/summary.json, and prints a short su
 
 from __future__ import annotations
 
-import sys
+from absl import flags
 
-from absl import app, flags, logging
+from trainers import cli
 
-from adt_tf import data as data_lib
-from adt_tf.analysis.plots import LANDSCAPE_KINDS
-from adt_tf.analysis.runner import ANALYSES, AnalysisConfig, format_summary, run_analyses
-from adt_tf.interrupts import interruptible
-
+COMMAND = "adt-analyze"
 FLAGS = flags.FLAGS
+#: The analyses and landscape plots the flags name (the library's tuples, written out so that
+#: --help needs no TensorFlow; tests/trainers/test_cli.py holds them equal).
+ANALYSIS_NAMES = ("diversity", "landscape", "curvature", "lambda")
+LANDSCAPE_PLOTS = ("contour", "surface")
 
 flags.DEFINE_list("model", [], "Classifiers, comma-separated: .keras files or training "
                   "workdirs containing classifier.keras.")
 flags.DEFINE_enum("checkpoint", None, ["last", "best"], "Training workdirs' classifier: last "
                   "or best (the epoch of the highest validation robust accuracy); default "
                   "best for a run that held out a validation split, else last.")
-flags.DEFINE_string("dataset", data_lib.SAMPLE,
-                    f"Dataset (its test split): {', '.join(data_lib.known_datasets())}.")
+flags.DEFINE_string("dataset", "cifar10_sample", "Dataset (its test split): cifar10, "
+                    "cifar100, svhn_cropped, mnist, fashion_mnist, cifar10_sample or npz:DIR.")
 flags.DEFINE_string("data_dir", None, "Where tensorflow-datasets keeps its files.")
-flags.DEFINE_integer("num_examples", 100, "N: analyse the first N test inputs.")
+cli.define_flag("num_examples", 100, "N: analyse the first N test inputs.")
 flags.DEFINE_string("out", "runs/analysis", "Output folder (PNG and JSON).")
 flags.DEFINE_list("analyses", ["diversity", "landscape", "curvature"],
-                  f"Analyses to run: {', '.join(ANALYSES)}.")
-flags.DEFINE_float("epsilon", None, "L-inf budget in [0, 1] pixels (default: the dataset's, "
-                   "8/255 for CIFAR).")
-flags.DEFINE_integer("seed", 0, "Seed of every random choice (EXP noise, PGD starts, random "
+                  f"Analyses to run: {', '.join(ANALYSIS_NAMES)}.")
+cli.define_flag("epsilon", None, "L-inf budget in [0, 1] pixels; a fraction such as 8/255 "
+                "is read (default: the dataset's, 8/255 for CIFAR).", float | None)
+cli.define_flag("seed", 0, "Seed of every random choice (EXP noise, PGD starts, random "
                      "direction, power-iteration start).")
-flags.DEFINE_integer("batch_size", 32, "Inputs per batch.")
-flags.DEFINE_integer("verbose", 1, "0 silent, 1 progress bars.")
+cli.define_flag("batch_size", 32, "Inputs per batch.")
+cli.define_flag("verbose", 1, "0 silent, 1 progress bars.")
 # diversity
-flags.DEFINE_integer("num_samples", 10, "Diversity: n samples of the EXP distribution and n "
+cli.define_flag("num_samples", 10, "Diversity: n samples of the EXP distribution and n "
                      "PGD restarts per input (>= 2).")
-flags.DEFINE_integer("exp_steps", 20, "EXP attack: inner Adam steps T (also the lambda study's "
+cli.define_flag("exp_steps", 20, "EXP attack: inner Adam steps T (also the lambda study's "
                      "entropy).")
-flags.DEFINE_integer("exp_mc_samples", 10, "EXP attack: Monte Carlo samples k per step.")
-flags.DEFINE_float("exp_entropy_weight", 0.01, "EXP attack: entropy weight lambda.")
-flags.DEFINE_integer("pgd_steps", 20, "Diversity: PGD iterations per restart (step eps/4).")
-flags.DEFINE_integer("pca_inputs", 8, "Diversity: inputs drawn in the PCA scatter grid.")
+cli.define_flag("exp_mc_samples", 10, "EXP attack: Monte Carlo samples k per step.")
+cli.define_flag("exp_entropy_weight", 0.01, "EXP attack: entropy weight lambda.")
+cli.define_flag("pgd_steps", 20, "Diversity: PGD iterations per restart (step eps/4).")
+cli.define_flag("pca_inputs", 8, "Diversity: inputs drawn in the PCA scatter grid.")
 # landscape
-flags.DEFINE_integer("grid_size", 21, "Landscape: points per axis (odd keeps the clean input "
+cli.define_flag("grid_size", 21, "Landscape: points per axis (odd keeps the clean input "
                      "on the grid).")
-flags.DEFINE_float("landscape_span", 1.0, "Landscape: the grid spans [-span, span] epsilons.")
-flags.DEFINE_integer("landscape_inputs", 2, "Landscape: inputs drawn (rows of the picture).")
-flags.DEFINE_enum("landscape_plot", "contour", list(LANDSCAPE_KINDS), "Landscape: plot kind.")
+cli.define_flag("landscape_span", 1.0, "Landscape: the grid spans [-span, span] epsilons.")
+cli.define_flag("landscape_inputs", 2, "Landscape: inputs drawn (rows of the picture).")
+flags.DEFINE_enum("landscape_plot", "contour", list(LANDSCAPE_PLOTS), "Landscape: plot kind.")
 # curvature
-flags.DEFINE_integer("power_iterations", 20, "Curvature: Hessian-vector products per input.")
+cli.define_flag("power_iterations", 20, "Curvature: Hessian-vector products per input.")
 # lambda study
 flags.DEFINE_string("lambda_table", None, "Lambda study: a trial table (.csv or .json with "
                     "columns lambda, clean accuracy, robust accuracy, entropy), e.g. adt-tune's "
                     "trials.csv; plotted instead of evaluating the models.")
 flags.DEFINE_list("lambdas", None, "Lambda study: the lambda of each model (default: "
-                  "method_params.entropy_weight of each run's config.json).")
+                  "method.params.entropy_weight of each run's record, config.json).")
 flags.DEFINE_list("lambda_attacks", ["fgsm", "pgd"], "Lambda study: attacks (registry names, "
                   "each with its defaults; pgd is PGD-20).")
 
 
-def config_from_flags() -> AnalysisConfig:
+def config_from_flags():
+    from adt_tf.analysis.runner import AnalysisConfig
+
     lambdas = None
     if FLAGS.lambdas is not None:
         try:
@@ -94,21 +96,25 @@ def config_from_flags() -> AnalysisConfig:
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:
-        with interruptible("adt-analyze", "No file is left half-written: rerun the command."):
+        cli.unexpected_arguments(argv)
+    except ValueError as err:
+        cli.fail(COMMAND, err)
+    cli.import_tensorflow()
+    from adt_tf.analysis.runner import format_summary, run_analyses
+    from adt_tf.interrupts import interruptible
+
+    try:
+        with interruptible(COMMAND, "No file is left half-written: rerun the command."):
             summary = run_analyses(config_from_flags())
     except (ValueError, OSError) as err:
-        logging.error("%s", err)
-        print(f"adt-analyze: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(COMMAND, err)
     print(format_summary(summary))
 
 
 def run():
     """Console-script entry point (`adt-analyze`)."""
-    app.run(main)
+    cli.run(COMMAND, main, __doc__, [f.name for f in FLAGS.get_flags_for_module(__name__)])
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""adt-evaluate: measure a classifier's robustness with a suite of attacks.
+r"""adt-evaluate: measure a classifier's robustness with a suite of attacks.
 
     adt-evaluate --model=runs/adt/classifier.keras --dataset=cifar10_sample --suite=paper \
         --num_examples=500 --out=runs/adt/eval
@@ -16,77 +16,109 @@ and IMP-AM generators are fitted on the first 10,000 training images. Transfer a
 from __future__ import annotations
 
 import os
-import sys
 
-from absl import app, flags, logging
+from absl import flags
 
-from adt_tf import checks
-from adt_tf import data as data_lib
-from adt_tf.evaluation import PER_ATTACK_MODES, evaluate
-from adt_tf.evaluation.suites import CATALOGUE, SUITES, parse_overrides, resolve_suite
-from adt_tf.interrupts import interruptible
-from adt_tf.loading import CHECKPOINTS, file_id, load_classifier, resolve_model_path
-from adt_tf.precision import COMPUTE_DTYPES
-from adt_tf.threat import THREATS, resolve_threat
+from trainers import cli
 
+COMMAND = "adt-evaluate"
 FLAGS = flags.FLAGS
 #: Training images the EXP-AM / IMP-AM generators are fitted on (the first ones).
 TRAIN_POOL_SIZE = 10000
+#: The suites, norms, checkpoints and compute dtypes the flags name (the library's own
+#: tuples, written out so that --help needs no TensorFlow; tests/trainers/test_cli.py holds
+#: them equal).
+SUITE_NAMES = ("quick", "paper", "paper_l2", "autoattack", "full")
+PER_ATTACK_CHOICES = ("all", "remaining")
+CHECKPOINT_CHOICES = ("last", "best")
+COMPUTE_DTYPE_CHOICES = ("float32", "policy")
+NORM_CHOICES = ("linf", "l2")
 
 
-def define_flags() -> None:
-    """Defines the command line's flags (on first use only: trainers/train.py defines flags
-    of the same names, and both modules may be imported by one process, e.g. the tests)."""
+def define_flags() -> list[str]:
+    """Defines the command line's flags (on first use only: adt-train defines flags of the
+    same names, and both modules may be imported by one process, e.g. the tests); returns
+    their names."""
+    names = ["model", "checkpoint", "dataset", "data_dir", "suite", "attack_params",
+             "per_attack", "norm", "epsilon", "num_examples", "batch_size", "source_model",
+             "out", "seed", "jit_compile", "sanity_checks", "compute_dtype", "verbose"]
     if "suite" in FLAGS:
-        return
-    flags.DEFINE_string("model", None, "The classifier: a .keras file or a SavedModel export "
-                        "folder (its serving_default signature's `logits` output).")
-    flags.DEFINE_enum("checkpoint", None, list(CHECKPOINTS), "A training workdir's classifier: "
-                      "last (classifier.keras) or best (best.keras, the epoch of the highest "
-                      "validation robust accuracy); default best when the run held out a "
-                      "validation split, else last. The choice is printed.")
-    flags.DEFINE_string("dataset", data_lib.SAMPLE,
-                        f"Dataset: {', '.join(data_lib.known_datasets())}.")
+        return names
+    flags.DEFINE_string("model", None, "The classifier: a .keras file, a training workdir "
+                        "(its classifier.keras or best.keras; its record gives the dataset "
+                        "and the threat model unless --dataset, --norm or --epsilon say "
+                        "otherwise) or a SavedModel export folder.")
+    flags.DEFINE_enum("checkpoint", None, list(CHECKPOINT_CHOICES), "A training workdir's "
+                      "classifier: last (classifier.keras) or best (best.keras, the epoch of "
+                      "the highest validation robust accuracy); default best when the run "
+                      "held out a validation split, else last. The choice is printed.")
+    flags.DEFINE_string("dataset", None, "Dataset: cifar10, cifar100, svhn_cropped, mnist, "
+                        "fashion_mnist, cifar10_sample or npz:DIR (default: the training "
+                        "run's, for a workdir; else cifar10_sample).")
     flags.DEFINE_string("data_dir", None, "Where tensorflow-datasets keeps its files.")
-    flags.DEFINE_string("suite", "quick",
-                        f"Suite ({', '.join(sorted(SUITES))}) or a comma-separated list of "
-                        f"attacks ({', '.join(CATALOGUE)}).")
+    flags.DEFINE_string("suite", "quick", f"Suite ({', '.join(SUITE_NAMES)}; "
+                        "docs/evaluation.md) or a comma-separated list of attacks of the "
+                        "catalogue (e.g. pgd20,apgd_ce).")
     flags.DEFINE_list("attack_params", [], "Attack settings, ATTACK.PARAM=VALUE, e.g. "
                       "fea.num_targets=20,spsa.samples=512,square.num_queries=1000.")
-    flags.DEFINE_enum("per_attack", None, list(PER_ATTACK_MODES),
+    flags.DEFINE_enum("per_attack", None, list(PER_ATTACK_CHOICES),
                       "'all': every attack on every clean-correct input (own accuracy per "
                       "attack); 'remaining': each on the inputs still robust (default for the "
                       "autoattack and full suites).")
-    flags.DEFINE_enum("norm", "linf", list(THREATS),
-                      "Threat model: linf (the paper's) or l2 (suites quick and paper_l2).")
-    flags.DEFINE_float("epsilon", None, "Budget in the [0, 1] pixel scale (default: the "
-                       "dataset's for --norm, 8/255 L-inf and 0.5 L2 for CIFAR).")
-    flags.DEFINE_integer("num_examples", None, "Evaluate the first N test inputs (default: "
-                         "all).")
-    flags.DEFINE_integer("batch_size", 256, "Inputs per attack batch.")
-    flags.DEFINE_string("source_model", None, "Source model of the transfer attacks (.keras or "
-                        "SavedModel); without it they are skipped.")
+    flags.DEFINE_enum("norm", None, list(NORM_CHOICES), "Threat model: linf (the paper's) or "
+                      "l2 (default: the training run's, for a workdir; else linf).")
+    cli.define_flag("epsilon", None, "Budget in the [0, 1] pixel scale; a fraction such as "
+                    "8/255 is read (default: the training run's, for a workdir of the same "
+                    "norm; else the dataset's: 8/255 L-inf, 0.5 L2 for CIFAR).", float | None)
+    cli.define_flag("num_examples", None, "Evaluate the first N test inputs (default: all).",
+                    int | None)
+    cli.define_flag("batch_size", 256, "Inputs per attack batch.", int)
+    flags.DEFINE_string("source_model", None, "Source model of the transfer attacks (.keras, "
+                        "workdir or SavedModel); without it they are skipped.")
     flags.DEFINE_string("out", "runs/eval", "Output folder (JSON, Markdown, cache).")
-    flags.DEFINE_integer("seed", 0, "Seed of the attacks.")
-    flags.DEFINE_bool("jit_compile", False, "Compile the attacks with XLA.")
-    flags.DEFINE_bool("sanity_checks", True, "Run the gradient-masking sanity checks.")
-    flags.DEFINE_enum("compute_dtype", "float32", list(COMPUTE_DTYPES),
+    cli.define_flag("seed", 0, "Seed of the attacks.", int)
+    cli.define_flag("jit_compile", False, "Compile the attacks with XLA.", bool)
+    cli.define_flag("sanity_checks", True, "Run the gradient-masking sanity checks.", bool)
+    flags.DEFINE_enum("compute_dtype", "float32", list(COMPUTE_DTYPE_CHOICES),
                       "float32: attack the function the weights define (a model trained under "
                       "--mixed_precision is evaluated through its float32 copy; a low-"
                       "precision forward can blunt gradient attacks); policy: attack the model "
                       "in the dtype policy it was saved with (the deployed one). The report "
                       "says which.")
-    flags.DEFINE_integer("verbose", 1, "0 silent, 1 progress bars.")
+    cli.define_flag("verbose", 1, "0 silent, 1 progress bars (one line per attack into a "
+                    "file or a pipe).", int)
+    return names
 
 
-def run_evaluation(model: str, dataset: str = data_lib.SAMPLE, *, data_dir=None,
+def run_evaluation(model: str, dataset: str | None = None, *, data_dir=None,
                    suite: str = "quick", attack_params=None, per_attack=None, epsilon=None,
-                   norm: str = "linf",
+                   norm: str | None = None,
                    num_examples=None, batch_size: int = 256, source_model=None,
                    out: str = "runs/eval", seed: int = 0, jit_compile: bool = False,
                    sanity_checks: bool = True, compute_dtype: str = "float32",
                    checkpoint: str | None = None, verbose: int = 1):
-    """What `adt-evaluate` does, as a function: returns (EvaluationResult, written paths)."""
+    """What `adt-evaluate` does, as a function: returns (EvaluationResult, written paths).
+
+    A model from a training workdir is evaluated, unless told otherwise, on its run's
+    dataset and under its run's threat model, as its record (config.json) states them.
+    """
+    from adt_tf import checks
+    from adt_tf import data as data_lib
+    from adt_tf.evaluation import evaluate
+    from adt_tf.evaluation.suites import parse_overrides, resolve_suite
+    from adt_tf.loading import file_id, load_classifier, resolve_model_path, run_record
+    from adt_tf.threat import THREATS, resolve_threat
+
+    record = run_record(model) if os.path.exists(model) else None
+    run = record.config if record is not None else None
+    if dataset is None:
+        dataset = run.data.dataset if run is not None else data_lib.SAMPLE
+        data_dir = data_dir or (run.data.data_dir if run is not None else None)
+    if norm is None:
+        norm = run.threat.norm if run is not None else "linf"
+    if epsilon is None and run is not None and run.threat.norm == norm \
+            and run.threat.epsilon is not None and dataset == run.data.dataset:
+        epsilon = run.threat.epsilon
     overrides = parse_overrides(attack_params)
     checks.check_choice(norm, "norm", tuple(THREATS))
     # Bad names, and attacks without a version for the norm, fail before anything is loaded.
@@ -124,16 +156,20 @@ def run_evaluation(model: str, dataset: str = data_lib.SAMPLE, *, data_dir=None,
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if not FLAGS.model:
-        print("adt-evaluate: error: --model is required (a .keras file or a SavedModel "
-              "folder).", file=sys.stderr)
-        sys.exit(2)
+    try:
+        cli.unexpected_arguments(argv)
+        if not FLAGS.model:
+            raise ValueError("--model is required (a .keras file, a training workdir or a "
+                             "SavedModel folder).")
+    except ValueError as err:
+        cli.fail(COMMAND, err)
+    cli.import_tensorflow()
+    from adt_tf.interrupts import interruptible
+
     kept = (f"The attacks finished so far are cached in {os.path.join(FLAGS.out, 'cache')}: "
             "rerun the same command to resume from them.")
     try:
-        with interruptible("adt-evaluate", kept):
+        with interruptible(COMMAND, kept):
             result, paths = run_evaluation(
                 FLAGS.model, FLAGS.dataset, data_dir=FLAGS.data_dir, suite=FLAGS.suite,
                 attack_params=FLAGS.attack_params, per_attack=FLAGS.per_attack,
@@ -143,17 +179,14 @@ def main(argv):
                 sanity_checks=FLAGS.sanity_checks, compute_dtype=FLAGS.compute_dtype,
                 checkpoint=FLAGS.checkpoint, verbose=FLAGS.verbose)
     except (ValueError, RuntimeError, OSError) as err:
-        logging.error("%s", err)
-        print(f"adt-evaluate: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(COMMAND, err)
     print(result.to_markdown())
     print(f"Written: {paths['json']}, {paths['md']}")
 
 
 def run():
     """Console-script entry point (`adt-evaluate`)."""
-    define_flags()
-    app.run(main)
+    cli.run(COMMAND, main, __doc__, define_flags())
 
 
 if __name__ == "__main__":

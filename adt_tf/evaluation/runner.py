@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 
@@ -58,6 +59,13 @@ def _batches(x: np.ndarray, y: np.ndarray, batch_size: int):
                                                               tf.int32)
 
 
+def _on_terminal() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def predict_labels(classifier, x: tf.Tensor) -> np.ndarray:
     return np.argmax(np.asarray(classifier(x, training=False)), axis=-1)
 
@@ -89,13 +97,17 @@ def correct_under_attack(classifier, x: np.ndarray, y: np.ndarray,
         run = tf.function(lambda xb, yb, sb: attack(classifier, xb, yb, sb),
                           jit_compile=jit_compile, reduce_retracing=True)
     correct = np.zeros(len(x), dtype=bool)
-    bar = keras.utils.Progbar(len(x), unit_name="input") if verbose else None
+    # One line at the end when the output is not a terminal (a file or a pipe).
+    bar = keras.utils.Progbar(len(x), unit_name="input",
+                              verbose=1 if _on_terminal() else 2) if verbose else None
     for start, xb, yb in _batches(x, y, batch_size):
         batch_seed = tf.constant([0 if seed is None else seed, start], tf.int32)
         x_adv = run(xb, yb, batch_seed)
         correct[start:start + len(yb)] = predict_labels(classifier, x_adv) == yb.numpy()
         if bar is not None:
-            bar.add(len(yb), values=[(label + "_acc", float(correct[:start + len(yb)].mean()))])
+            # The share of the inputs given (for an attack: those attacked) still correct.
+            bar.add(len(yb), values=[(label + ("_accuracy" if attack is None else "_survived"),
+                                      float(correct[:start + len(yb)].mean()))])
     return correct
 
 
@@ -308,7 +320,9 @@ def evaluate(classifier, x, y, threat: Ball | float, *, suite: str = "quick",
             result.cached = True
         else:
             if verbose:
-                print(f"{spec.display_label}: {int(mask.sum())} inputs")
+                print(f"{spec.display_label}: attacking {int(mask.sum())} of {len(x)} inputs "
+                      f"(the {'clean-correct' if per_attack == 'all' else 'still robust'} "
+                      f"ones; {spec.name}_survived is the share of them still correct)")
             t0 = time.perf_counter()
             idx = np.flatnonzero(mask)
             correct = np.zeros(len(x), bool)

@@ -19,9 +19,10 @@ learning rate). A method without an entry searches `entropy_weight` if it has on
 
 Example:
     >>> from adt_tf import data
+    >>> from adt_tf.training.config import RunConfig, override
     >>> splits = data.load("cifar10_sample")
-    >>> config = TrainConfig(workdir="", method="adt_exp", epochs=5)
-    >>> hypermodel = MethodHyperModel(config, splits, val_examples=500)
+    >>> config = override(RunConfig(), {"optim.epochs": 5, "validation.examples": 500})
+    >>> hypermodel = MethodHyperModel(config, splits)
     >>> tuner = build_tuner("grid", hypermodel, max_trials=5, directory="tuning",
     ...                     project_name="adt_exp_lambda")
     >>> tuner.search(epochs=5)
@@ -51,11 +52,9 @@ from adt_tf.tuning.space import (
     SearchSpace,
     knobs_to_search,
     searchable_knobs,
-    split_validation,
 )
 
 __all__ = ["CLEAN_NAME", "ENTROPY_NAME", "KNOBS", "METHOD_KNOBS", "OBJECTIVE_NAME",
            "PAPER_LAMBDAS", "TUNERS", "FailOnNonFiniteLoss", "MethodHyperModel",
            "RobustAccuracyCallback", "SearchSpace", "build_tuner", "distributed",
-           "knobs_to_search", "objective", "report", "searchable_knobs", "split_validation",
-           "tune"]
+           "knobs_to_search", "objective", "report", "searchable_knobs", "tune"]

@@ -17,53 +17,68 @@ import tensorflow as tf
 
 from adt_tf import checks
 from adt_tf import data as data_lib
-from adt_tf.methods import check_method_arguments
-from adt_tf.threat import resolve_threat
-from adt_tf.training import TrainConfig, build_trainer
+from adt_tf.training.config import RunConfig, override, validation_pgd_steps
+from adt_tf.training.record import RunRecord, write_record
+from adt_tf.training.resolve import resolve
+from adt_tf.training.run import build_trainer, hold_out_validation
 from adt_tf.tuning import distributed
 from adt_tf.tuning.callbacks import FailOnNonFiniteLoss, RobustAccuracyCallback, objective
-from adt_tf.tuning.space import KNOBS, SearchSpace, knobs_to_search, split_validation
+from adt_tf.tuning.space import KNOBS, SearchSpace, knobs_to_search
 
 
 class MethodHyperModel(kt.HyperModel):
     """Builds and trains a registered method with searched hyperparameters.
 
-    The classifier, optimiser and schedule come from `config` (as `adt-train` builds them,
-    through `adt_tf.training.build_trainer`); `config.method_params` holds the method's fixed
-    arguments, and the searched ones (see `knobs_to_search`) override them. Training uses the
-    training set minus a held-out validation split, on which `RobustAccuracyCallback` computes
-    the objective after every epoch.
+    The run is described as `adt-train` describes it: `config` (a `RunConfig`) is resolved
+    once against the data (`adt_tf.training.resolve`), with the same validation split
+    (`config.validation`: a seeded, class-stratified draw of the training images, recorded),
+    the same classifier, optimiser and schedule (`adt_tf.training.run.build_trainer`) and
+    the same validation attack. The method's fixed arguments come from
+    `config.method.params`; the searched ones (see `knobs_to_search`) override them. Each
+    trial trains on the training set minus the validation split, on which
+    `RobustAccuracyCallback` computes the objective after every epoch; `trial_record(hp)` is
+    the record adt-train would write for the trial's settings.
 
     Every trial starts from the same seed (the same initial weights, data order and noise:
     common random numbers, so trials differ by their hyperparameters only); the e-th execution
-    of a trial (`executions_per_trial`) uses seed `config.seed + e`.
+    of a trial (`executions_per_trial`) uses seed `config.run.seed + e`.
 
     Args:
-        config: the training settings; `config.epochs` is the default epochs per trial.
-        splits: the dataset; its test arrays are not used.
+        config: the run's settings; `config.optim.epochs` is the default epochs per trial,
+            `config.validation.examples` (>= 1) the validation split.
+        splits: the dataset, loaded with `config.data.max_train_examples`; its test arrays
+            are not used.
         space: the lambda values to choose from.
         tune: optional knobs to search besides the method's primary ones.
-        val_examples: size of the validation split held out of the training set.
-        val_pgd_steps: k of the PGD-k objective.
     """
 
-    def __init__(self, config: TrainConfig, splits: data_lib.Splits,
+    def __init__(self, config: RunConfig, splits: data_lib.Splits,
                  space: SearchSpace | None = None, tune: Sequence[str] = (),
-                 val_examples: int = 512, val_pgd_steps: int = 10, name: str | None = None):
+                 name: str | None = None):
         super().__init__(name=name, tunable=True)
         config.validate()
-        # The threat model of training and of the validation PGD (--norm; L2 beyond the paper).
-        self.threat = resolve_threat(config.norm, config.epsilon, splits.info)
-        self.config = dataclasses.replace(config, epsilon=self.threat.epsilon)
+        if config.validation.examples < 1:
+            raise ValueError("--validation_examples must be at least 1 for a search: its "
+                             "objective is the robust accuracy on those held-out images.")
+        if config.validation.every != 1:
+            raise ValueError(f"--validation_every must be 1 for a search (the objective is "
+                             f"read after every epoch), got {config.validation.every}.")
         self.space = space if space is not None else SearchSpace()
-        self.knobs = knobs_to_search(config.method, tune)
-        self.val_pgd_steps = checks.check_positive_int(val_pgd_steps, "val_pgd_steps")
-        self.splits = split_validation(splits, val_examples, config.seed)
+        self.knobs = knobs_to_search(config.method.name, tune)
+        fixed = {k: v for k, v in config.method.params.items() if k not in self.knobs}
+        # Resolved once, as adt-train resolves a run: every value explicit, the same
+        # validation split, and the method's own checks of the fixed arguments.
+        self.record = resolve(override(config, {"method.params": fixed}), splits)
+        self.threat = self.record.threat
+        self.config = self.record.config
+        self.val_pgd_steps = validation_pgd_steps(self.config.validation.attack)
+        training, (x_val, y_val) = hold_out_validation(self.record, splits)
+        # The searched arrays: train on the rest, score on the validation split.
+        self.splits = data_lib.Splits(training.x_train, training.y_train, x_val, y_val,
+                                      splits.info)
         self.execution = 0  # set by the tuner before each execution of a trial
-        self.fixed_params = {k: v for k, v in config.method_params.items()
+        self.fixed_params = {k: v for k, v in self.config.method.params.items()
                              if k not in self.knobs}
-        # The fixed arguments fail here, not in the first trial.
-        check_method_arguments(config.method, epsilon=self.threat, **self.fixed_params)
 
     def declare_hyperparameters(self, hp: kt.HyperParameters) -> None:
         self.searched_params(hp)
@@ -78,32 +93,39 @@ class MethodHyperModel(kt.HyperModel):
 
     @property
     def seed(self) -> int:
-        return self.config.seed + self.execution
+        return self.config.run.seed + self.execution
+
+    def trial_record(self, hp: kt.HyperParameters) -> RunRecord:
+        """The record of a trial's run (the first execution's): what `adt-train` records for
+        the same settings, the searched arguments included."""
+        config = override(self.config, {"method.params": self.method_params(hp)})
+        return dataclasses.replace(self.record, config=config)
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         keras.utils.set_random_seed(self.seed)
-        config = dataclasses.replace(self.config, seed=self.seed,
-                                     method_params=self.method_params(hp))
-        steps = math.ceil(len(self.splits.x_train) / config.batch_size)
+        config = override(self.config, {"run.seed": self.seed,
+                                        "method.params": self.method_params(hp)})
+        steps = math.ceil(len(self.splits.x_train) / config.optim.batch_size)
         return build_trainer(config, self.splits, steps, self.threat)
 
     def fit(self, hp, model, *args, callbacks=None, **kwargs):
         if args:
             raise TypeError("MethodHyperModel trains on the data it was given; pass no "
                             f"positional arguments to search(), got {len(args)}.")
-        kwargs.setdefault("epochs", self.config.epochs)
+        kwargs.setdefault("epochs", self.config.optim.epochs)
         first_epoch = kwargs.get("initial_epoch", 0)  # Hyperband continues trials
         train_ds = data_lib.make_dataset(
-            self.splits.x_train, self.splits.y_train, self.config.batch_size, training=True,
+            self.splits.x_train, self.splits.y_train, self.config.optim.batch_size,
+            training=True,
             augment=self.splits.info.augment, seed=self.seed, first_epoch=first_epoch,
             num_epochs=max(kwargs["epochs"] - first_epoch, 1))
         kwargs.setdefault("steps_per_epoch",
-                          math.ceil(len(self.splits.x_train) / self.config.batch_size))
+                          math.ceil(len(self.splits.x_train) / self.config.optim.batch_size))
         scorer = RobustAccuracyCallback(
             self.splits.x_test, self.splits.y_test, self.threat,
-            steps=self.val_pgd_steps, batch_size=self.config.eval_batch_size,
-            seed=self.config.seed)
-        kwargs.setdefault("verbose", self.config.verbose)
+            steps=self.val_pgd_steps, batch_size=self.config.report.eval_batch_size,
+            seed=self.config.run.seed)
+        kwargs.setdefault("verbose", self.config.run.verbose)
         # The scorer goes first, so that keras-tuner's callbacks and History see its logs.
         callbacks = [FailOnNonFiniteLoss(), scorer] + list(callbacks or [])
         return model.fit(train_ds, callbacks=callbacks, shuffle=False, **kwargs)
@@ -185,6 +207,9 @@ class _SearchTuner:
     def on_trial_begin(self, trial):
         super().on_trial_begin(trial)
         distributed.record_trial_start(self.project_dir, self.tuner_id, trial.trial_id)
+        # The trial's run, recorded as adt-train records one (config.json in its folder).
+        write_record(self.hypermodel.trial_record(trial.hyperparameters),
+                     self.get_trial_dir(trial.trial_id))
 
     def reload(self):
         super().reload()
@@ -235,9 +260,9 @@ def build_tuner(kind: str, hypermodel: MethodHyperModel, *, max_trials: int = 10
     common = dict(
         objective=objective(), executions_per_trial=executions, directory=directory,
         project_name=project_name, overwrite=overwrite, distribution_strategy=strategy,
-        seed=hypermodel.config.seed if seed is None else seed)
+        seed=hypermodel.config.run.seed if seed is None else seed)
     if kind == "hyperband":
-        epochs = hypermodel.config.epochs if max_epochs is None else max_epochs
+        epochs = hypermodel.config.optim.epochs if max_epochs is None else max_epochs
         tuner = TUNERS[kind](hypermodel, max_epochs=checks.check_positive_int(
             epochs, "max_epochs"), factor=checks.check_positive_int(
             hyperband_factor, "hyperband_factor", minimum=2), **common)

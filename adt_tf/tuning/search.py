@@ -13,36 +13,45 @@ import tensorflow as tf
 from adt_tf import checks
 from adt_tf import data as data_lib
 from adt_tf.files import write_json
+from adt_tf.training.record import RESUMABLE, RunRecord, describe_differences, differences
 from adt_tf.tuning import distributed, report
 from adt_tf.tuning.hypermodel import TUNERS, MethodHyperModel, build_tuner
 from adt_tf.tuning.space import knobs_to_search
 
-# Settings that may change when a search is resumed.
-RESUMABLE_CHANGES = ("max_trials", "verbose")
-# adt-train settings that do not change what a trial computes (the machine, the output, the
-# retraining's test report).
-TRAIN_SETTINGS_NOT_IN_SEARCH = ("workdir", "verbose", "strategy", "eval_examples")
+#: The search's own settings that may change when it is resumed.
+RESUMABLE_CHANGES = ("max_trials",)
+#: The run's settings that may change when a search is resumed: those a run may change on
+#: resume but its epochs (a trial's length), and the machine it runs on.
+RUN_RESUMABLE = tuple(p for p in RESUMABLE if p != "optim.epochs") + ("compute.strategy",)
 
 
-
-def _check_resume(path: str, settings: dict) -> None:
-    """Refuses to resume a search that was made with other settings."""
+def _check_resume(path: str, run: RunRecord, search: dict) -> None:
+    """Refuses to resume a search that was made with other settings, naming the fields that
+    changed (the run's by `adt_tf.training.record.differences`, as adt-train decides)."""
     if not os.path.exists(path):
         return
-    with open(path) as f:
-        old = json.load(f)
-    new = json.loads(json.dumps(settings))
-    diff = sorted(k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k])
-    if diff:
-        details = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in diff)
+    try:
+        with open(path) as f:
+            old = json.load(f)
+        old_run = RunRecord.from_dict(old["run"], path)
+        old_search = old["search"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is not a readable search record ({err}); use another "
+                         "--project_name or --overwrite.") from err
+    new_search = json.loads(json.dumps(search))
+    changed = describe_differences(differences(old_run, run, RUN_RESUMABLE))
+    search_diff = [f"{k}: {old_search.get(k)!r} -> {v!r}" for k, v in new_search.items()
+                   if k not in RESUMABLE_CHANGES and old_search.get(k) != v]
+    details = ", ".join(p for p in (changed, *search_diff) if p)
+    if details:
         raise ValueError(f"{os.path.dirname(path)} holds a search with other settings "
                          f"({details}); use another --project_name, --overwrite, or the same "
                          "settings to resume it.")
 
 
 def tune(config, *, tuner_kind: str, max_trials: int, executions_per_trial: int,
-         val_examples: int, val_pgd_steps: int, directory: str, project_name: str,
-         overwrite: bool, space, tune_knobs, hyperband_factor: int = 3,
+         directory: str, project_name: str, overwrite: bool, space, tune_knobs,
+         hyperband_factor: int = 3,
          oracle_timeout: float = distributed.DEFAULT_TIMEOUT) -> dict:
     """Runs (or resumes) the search and writes its tables, plot and best hyperparameters.
 
@@ -65,30 +74,29 @@ def tune(config, *, tuner_kind: str, max_trials: int, executions_per_trial: int,
     checks.check_choice(tuner_kind, "tuner", TUNERS)
     checks.check_positive_int(max_trials, "max_trials")
     checks.check_positive_int(executions_per_trial, "executions_per_trial")
-    checks.check_positive_int(val_examples, "val_examples")
     config.validate()
-    knobs_to_search(config.method, tune_knobs)  # unknown knob -> ValueError
+    knobs_to_search(config.method.name, tune_knobs)  # unknown knob -> ValueError
+    if config.compute.strategy not in ("default", "mirrored"):
+        raise ValueError(f"--strategy={config.compute.strategy}: a search trains its trials "
+                         "with --strategy=default or mirrored (several machines: "
+                         "--tuning_role, docs/tuning.md).")
 
     project_dir = checks.check_writable_dir(os.path.join(directory, project_name),
-                                                "--directory (its --project_name folder)")
-    settings = {
-        "train_config": {k: v for k, v in dataclasses.asdict(config).items()
-                         if k not in TRAIN_SETTINGS_NOT_IN_SEARCH},
-        "tuner": tuner_kind, "max_trials": max_trials,
-        "executions_per_trial": executions_per_trial, "val_examples": val_examples,
-        "val_pgd_steps": val_pgd_steps, "space": dataclasses.asdict(space),
-        "tune": list(tune_knobs), "hyperband_factor": hyperband_factor,
-        "verbose": config.verbose,
-    }
+                                            "--directory (its --project_name folder)")
+    splits = data_lib.load(config.data.dataset, config.data.data_dir,
+                           config.data.max_train_examples)
+    hypermodel = MethodHyperModel(config, splits, space=space, tune=tune_knobs)
+    search = {"tuner": tuner_kind, "max_trials": max_trials,
+              "executions_per_trial": executions_per_trial,
+              "space": dataclasses.asdict(space), "tune": list(tune_knobs),
+              "hyperband_factor": hyperband_factor}
+    settings = {"run": hypermodel.record.to_dict(), "search": search}
     settings_path = os.path.join(project_dir, "search_config.json")
     if not overwrite:
-        _check_resume(settings_path, settings)  # a worker too: the chief's, if shared
-
-    splits = data_lib.load(config.dataset, config.data_dir, config.max_train_examples)
-    hypermodel = MethodHyperModel(config, splits, space=space, tune=tune_knobs,
-                                         val_examples=val_examples,
-                                         val_pgd_steps=val_pgd_steps)
-    strategy = tf.distribute.MirroredStrategy() if config.strategy == "mirrored" else None
+        _check_resume(settings_path, hypermodel.record, search)  # a worker too
+    config = hypermodel.config
+    strategy = (tf.distribute.MirroredStrategy() if config.compute.strategy == "mirrored"
+                else None)
     tuner = build_tuner(
         tuner_kind, hypermodel, max_trials=max_trials,
         executions_per_trial=executions_per_trial, directory=directory,
@@ -98,7 +106,7 @@ def tune(config, *, tuner_kind: str, max_trials: int, executions_per_trial: int,
         distributed.set_client_timeout(oracle_timeout)
         started = len(distributed.trials_started(project_dir).get(role.tuner_id, []))
         print(f"Worker {role.tuner_id}: asking the chief at {role.address} for trials.")
-        tuner.search(epochs=config.epochs, verbose=config.verbose)
+        tuner.search(epochs=config.optim.epochs, verbose=config.run.verbose)
         mine = distributed.trials_started(project_dir).get(role.tuner_id, [])[started:]
         return {"role": role, "project_dir": project_dir, "paths": {}, "rows": [],
                 "best": None, "trained": mine, "hypermodel": hypermodel}
@@ -111,7 +119,7 @@ def tune(config, *, tuner_kind: str, max_trials: int, executions_per_trial: int,
         print(f"Chief: serving the oracle on {role.address}; the workers train the trials.")
         watch = distributed.WorkerWatch(tuner.oracle, oracle_timeout).start()
     try:
-        tuner.search(epochs=config.epochs, verbose=config.verbose)
+        tuner.search(epochs=config.optim.epochs, verbose=config.run.verbose)
     finally:
         if watch is not None:
             watch.stop()
@@ -123,7 +131,8 @@ def tune(config, *, tuner_kind: str, max_trials: int, executions_per_trial: int,
     knob = hypermodel.knobs[0] if hypermodel.knobs else None
     paths["png"] = report.plot_trials(
         rows, knob, os.path.join(project_dir, "search.png"),
-        title=f"{config.method} on {config.dataset}: validation PGD-{val_pgd_steps}")
+        title=f"{config.method.name} on {config.data.dataset}: validation "
+              f"PGD-{hypermodel.val_pgd_steps}")
     row = report.best_row(rows)
     best = None
     if row is not None:
@@ -132,14 +141,15 @@ def tune(config, *, tuner_kind: str, max_trials: int, executions_per_trial: int,
             "trial_id": row["trial_id"],
             "hyperparameters": {k: v for k, v in trial.hyperparameters.values.items()
                                 if not k.startswith("tuner/")},
-            "method": config.method,
+            "method": config.method.name,
             "method_params": hypermodel.method_params(trial.hyperparameters),
             **{k: row[k] for k in report.METRIC_COLUMNS},
             "best_epoch": row["best_epoch"],
-            "objective": f"validation accuracy under PGD-{val_pgd_steps} "
+            "objective": f"validation accuracy under PGD-{hypermodel.val_pgd_steps} "
                          f"({hypermodel.threat.norm}, epsilon {hypermodel.threat.epsilon:.5g}, "
-                         f"step epsilon/4, random start), {val_examples} held-out training "
-                         "examples",
+                         f"step epsilon/4, random start), {config.validation.examples} "
+                         "held-out training examples (a seeded, class-stratified draw, "
+                         "as adt-train's --validation_examples)",
         }
         paths["best"] = os.path.join(project_dir, "best_hyperparameters.json")
         write_json(paths["best"], best)
@@ -147,4 +157,4 @@ def tune(config, *, tuner_kind: str, max_trials: int, executions_per_trial: int,
             "best": best, "trained": trained, "hypermodel": hypermodel}
 
 
-__all__ = ["RESUMABLE_CHANGES", "TRAIN_SETTINGS_NOT_IN_SEARCH", "tune"]
+__all__ = ["RESUMABLE_CHANGES", "RUN_RESUMABLE", "tune"]

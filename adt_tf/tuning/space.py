@@ -14,7 +14,6 @@ import keras_tuner as kt
 import numpy as np
 
 from adt_tf import checks
-from adt_tf import data as data_lib
 from adt_tf.methods import get_method
 
 PAPER_LAMBDAS = (0.0, 0.001, 0.01, 0.1, 1.0)  # Fig. 5 of the paper
@@ -120,23 +119,5 @@ def knobs_to_search(method: str, tune: Sequence[str] = ()) -> tuple[str, ...]:
     return primary + tuple(k for k in optional if k in tune and k not in primary)
 
 
-def split_validation(splits: data_lib.Splits, val_examples: int, seed: int = 0
-                     ) -> data_lib.Splits:
-    """Holds out `val_examples` random training examples as the validation split.
-
-    Returns a `Splits` whose train arrays are the rest of the training set and whose test
-    arrays are the held-out examples (the real test split is not used by a search).
-    """
-    n = len(splits.x_train)
-    val_examples = checks.check_positive_int(val_examples, "val_examples")
-    if val_examples >= n:
-        raise ValueError(f"val_examples must be smaller than the training set ({n} examples) "
-                         f"so that some are left to train on, got {val_examples}.")
-    order = np.random.default_rng(seed).permutation(n)
-    val, train = np.sort(order[:val_examples]), np.sort(order[val_examples:])
-    return data_lib.Splits(splits.x_train[train], splits.y_train[train],
-                           splits.x_train[val], splits.y_train[val], splits.info)
-
-
 __all__ = ["KNOBS", "METHOD_KNOBS", "PAPER_LAMBDAS", "SearchSpace", "knobs_to_search",
-           "searchable_knobs", "split_validation"]
+           "searchable_knobs"]

@@ -1,0 +1,421 @@
+"""One training run, from its resolved record: data, model, method, fit, save, report.
+
+`run_training(config)` resolves a `RunConfig` once (`adt_tf.training.record.resolve`),
+refuses a workdir that holds another run (`record.differences`), writes the record, trains
+(resuming the epochs a previous process completed), saves `<workdir>/classifier.keras`,
+evaluates and returns the report. The command line `adt-train` builds the config from its
+flags; benchmarks and the tuner build theirs from the same schema.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import math
+import os
+import socket
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from adt_tf import checks, files
+from adt_tf import data as data_lib
+from adt_tf.checkpoints import BEST_FILE, BestCheckpoint, RobustAccuracyCallback, read_best
+from adt_tf.distributed import (
+    SharedBackupAndRestore,
+    make_strategy,
+    restored_epoch,
+    shard_by_data,
+    worker_role,
+)
+from adt_tf.evaluation import evaluate
+from adt_tf.methods import AmortizedAdversarialTrainer, get_method
+from adt_tf.models import build_model
+from adt_tf.optimizers import make_optimizer
+from adt_tf.precision import precision_policy
+from adt_tf.threat import Ball, LinfBall, describe_budget
+from adt_tf.training.config import RunConfig, validation_pgd_steps
+from adt_tf.training.record import (
+    RunRecord,
+    describe_differences,
+    differences,
+    read_record,
+    record_path,
+    write_record,
+)
+from adt_tf.training.resolve import resolve, resolve_recorded
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss."""
+
+
+class WorkerLostError(RuntimeError):
+    """A peer of a multi-worker run stopped; restart this worker (it resumes the run)."""
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops `fit` at the first non-finite loss, naming the epoch and the step.
+
+    It raises instead of setting `stop_training`, so the epoch never ends normally and the
+    backup of the last good epoch is not overwritten with broken weights.
+    """
+
+    def __init__(self, backup_dir: str):
+        super().__init__()
+        self.backup_dir = backup_dir
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise NonFiniteLossError(
+                f"The training loss became {float(loss)} at epoch {self._epoch + 1}, step "
+                f"{batch + 1}; training stopped. " + (
+                    f"The checkpoint of the last completed epoch is kept in {self.backup_dir}; "
+                    "rerun with the same settings to resume from it, or check the data."
+                    if restored_epoch(self.backup_dir) else
+                    "No epoch was completed, so nothing was kept: lower --lr or check the "
+                    "data, then rerun (the same --workdir accepts the new settings)."))
+
+
+class LogLearningRate(keras.callbacks.Callback):
+    """Adds the learning rate each epoch trained with to its logs (`learning_rate` in
+    history.csv and TensorBoard), read at the epoch's first step."""
+
+    def __init__(self):
+        super().__init__()
+        self._rate = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self._rate is not None:
+            logs["learning_rate"] = self._rate
+
+
+class TestSplitMetrics(keras.callbacks.Callback):
+    """Adds the classifier's clean loss and accuracy on the test split to each epoch's logs,
+    as `test_loss` and `test_accuracy` (a run without a validation split watches the test
+    split; its numbers are named for it, never `val_`). It chooses nothing."""
+
+    def __init__(self, dataset: tf.data.Dataset):
+        super().__init__()
+        self.dataset = dataset
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        result = self.model.evaluate(self.dataset, verbose=0, return_dict=True)
+        logs.update({f"test_{k}": v for k, v in result.items()})
+
+
+class HistoryCSV(keras.callbacks.CSVLogger):
+    """Keras's CSVLogger with the columns the logs have: Keras's own adds a `val_` copy of
+    every column (empty throughout) when the first epoch logs no `val_` entry, which would
+    put a `val_test_accuracy` column in a run that has no validation split."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.keys is None and logs:
+            self.keys = sorted(logs)
+        super().on_epoch_end(epoch, logs)
+
+
+def hold_out_validation(record: RunRecord, splits: data_lib.Splits):
+    """The run's training part and its validation split (the record's
+    `validation_indices` of the loaded training images). Returns (training Splits,
+    (x_val, y_val)); the test arrays are kept for the final report, never used to choose
+    anything."""
+    import numpy as np
+
+    held = np.asarray(record.validation_indices, dtype=np.int64)
+    keep = np.setdiff1d(np.arange(len(splits.x_train)), held)
+    training = data_lib.Splits(splits.x_train[keep], splits.y_train[keep], splits.x_test,
+                               splits.y_test, splits.info)
+    return training, (splits.x_train[held], splits.y_train[held])
+
+
+def build_trainer(config: RunConfig, splits: data_lib.Splits, steps_per_epoch: int,
+                  threat: Ball):
+    """Classifier + method of a resolved config, compiled (call inside the strategy's
+    scope)."""
+    mean, std = (data_lib.channel_stats(splits.x_train) if config.data.normalize
+                 else (None, None))
+    classifier = build_model(config.model.name, splits.input_shape, splits.info.num_classes,
+                             mean=mean, std=std, **config.model.params)
+    trainer = get_method(config.method.name)(classifier, epsilon=threat, seed=config.run.seed,
+                                             **config.method.params)
+    optim = config.optim
+    trainer.compile(
+        optimizer=make_optimizer(optim.lr, momentum=optim.momentum,
+                                 weight_decay=optim.weight_decay,
+                                 weight_decay_form=optim.weight_decay_form,
+                                 decay_epochs=optim.lr_decay_epochs,
+                                 decay_factor=optim.lr_decay_factor,
+                                 steps_per_epoch=steps_per_epoch,
+                                 schedule=optim.lr_schedule, epochs=optim.epochs,
+                                 ema_decay=config.validation.ema_decay),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=config.compute.jit_compile,
+    )
+    trainer(tf.zeros((1,) + splits.input_shape))  # build, so a backup can be restored
+    return trainer
+
+
+def evaluate_report(classifier: keras.Model, splits: data_lib.Splits, threat: Ball,
+                    config: RunConfig) -> dict[str, Any]:
+    """Clean and PGD-20 accuracy (step epsilon/4, random start) on the test split, with the
+    classifier computing in float32 (a model trained under a mixed policy is attacked
+    through its float32 copy, as `adt-evaluate` does by default)."""
+    n = min(config.report.eval_examples or len(splits.x_test), len(splits.x_test))
+    x, y = splits.x_test[:n], splits.y_test[:n]
+    # The evaluation's own PGD-20 (the `quick` suite), with the run's seed: the report's
+    # number is what `adt-evaluate --suite=quick --seed=<seed>` gives on the same inputs.
+    result = evaluate(classifier, x, y, threat, suite="quick",
+                      seed=config.run.seed,
+                      batch_size=config.report.eval_batch_size, sanity_checks=False,
+                      verbose=int(bool(config.run.verbose)))
+    return {
+        "dataset": config.data.dataset, "split": "test", "num_examples": int(n),
+        "epsilon": threat.epsilon, "norm": threat.norm,
+        "clean_accuracy": result.clean_accuracy,
+        "pgd20_accuracy": result.robust_accuracy, "compute_dtype": result.compute_dtype,
+        "attack": ("PGD-20" if threat.norm == LinfBall.norm else f"PGD-20 ({threat.title})")
+        + ", step epsilon/4, uniform random start, 1 restart, CE loss",
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    if "clean_accuracy" not in report:  # a non-chief worker of a multi-worker run
+        return (f"Worker {report['worker']} finished {report['method']}; the chief writes "
+                f"the report. This worker's copy of the classifier: {report['classifier_path']}")
+    budget = describe_budget(report.get("norm", LinfBall.norm), report["epsilon"])
+    lines = [
+        f"Report: {report['method']} on {report['dataset']} (test split, "
+        f"{report['num_examples']} inputs, {budget})",
+        f"  clean accuracy:  {100 * report['clean_accuracy']:.2f}%",
+        f"  PGD-20 accuracy: {100 * report['pgd20_accuracy']:.2f}%  ({report['attack']}; "
+        f"computed in {report.get('compute_dtype', 'float32')})",
+        f"  classifier: {report['classifier_path']}",
+    ]
+    best = report.get("best")
+    if best:
+        lines += [
+            f"  best checkpoint (epoch {best['epoch']} of {report['epochs']}: the highest "
+            f"validation robust accuracy, {100 * best['val_robust_accuracy']:.2f}%): clean "
+            f"{100 * best['clean_accuracy']:.2f}%, PGD-20 {100 * best['pgd20_accuracy']:.2f}%",
+            f"  best classifier: {best['classifier_path']}",
+        ]
+    return "\n".join(lines)
+
+
+def run_training(config: RunConfig, monitors: tuple = ()) -> dict[str, Any]:
+    """Trains, checkpoints every epoch (resuming a previous run in the same workdir), saves
+    `<workdir>/classifier.keras`, evaluates and returns the report (also `report.json`).
+
+    The config is resolved once (`record.resolve`) and the record written to
+    `<workdir>/config.json`; a workdir whose record describes another run
+    (`record.differences`) is refused before anything is written.
+
+    Under `strategy="multiworker"` every worker calls this with the same config (its role
+    comes from TF_CONFIG): the workers train in lockstep on their shares of each batch;
+    the chief writes config.json, the backup, the logs, classifier.keras and the report in
+    the workdir (which must be on a file system all workers see), the other workers write
+    their copies under <workdir>/workers/<task>-<id>/ and return a short report.
+
+    `monitors`: extra Keras callbacks that add entries to each epoch's logs (a benchmark's
+    per-epoch test accuracy, say); they run before the checkpointing and the loggers, and
+    choose nothing.
+    """
+    config.validate()
+    # First: MultiWorkerMirroredStrategy must configure collectives before TF starts.
+    strategy = make_strategy(config.compute.strategy, config.compute.tpu)
+    role = worker_role(strategy)
+    splits = data_lib.load(config.data.dataset, config.data.data_dir,
+                           config.data.max_train_examples)
+    record = resolve(config, splits, strategy=strategy)
+    out_dir = role.write_dir(config.run.workdir)
+    checks.check_writable_dir(out_dir, "--workdir")
+    backup_dir = os.path.join(config.run.workdir, "backup")
+    with workdir_lock(out_dir):
+        check_same_run(record, record_path(out_dir), backup_dir, splits)
+        return _train(record, role, strategy, out_dir, backup_dir, monitors, splits)
+
+
+def check_same_run(record: RunRecord, path: str, backup_dir: str,
+                   splits: data_lib.Splits | None = None) -> None:
+    """Refuses to resume a workdir whose record describes another run (the settings that
+    differ are named), or one trained for more epochs than asked. A workdir with no
+    completed epoch binds nothing: a run that failed at once (a bad flag, bad data, a NaN in
+    its first epoch) takes the corrected command."""
+    done = restored_epoch(backup_dir)
+    if not os.path.exists(path) or done == 0:
+        return
+    old = resolve_recorded(read_record(path), splits)
+    diff = differences(old, record)
+    workdir = record.config.run.workdir
+    if diff:
+        why = (" It was trained before the baselines followed their authors' code (AT_PGD's "
+               "last iterate, TRADES's three forwards, no normalisation by default: "
+               "docs/methods.md); it cannot be resumed with this version, train it again."
+               if any(path == "algorithm_version" for path, _, _ in diff) else "")
+        raise ValueError(f"{workdir} holds a run with other settings "
+                         f"({describe_differences(diff)}); use a new --workdir, or the same "
+                         "settings to resume it." + why)
+    if done > record.config.optim.epochs:
+        raise ValueError(f"{workdir} holds a run already trained for {done} epochs; "
+                         f"--epochs={record.config.optim.epochs} is fewer (give "
+                         f"--epochs={done} or more, or a new --workdir).")
+
+
+def _train(record: RunRecord, role, strategy, out_dir: str, backup_dir: str,
+           monitors: tuple, splits: data_lib.Splits) -> dict[str, Any]:
+    """The run itself, in a workdir this process holds the lock of."""
+    config = record.config
+    threat = record.threat
+    keras.utils.set_random_seed(config.run.seed)  # the same on every worker: same init, order
+    held_out = None
+    if record.validation_indices:  # never trained on, nor in the normalisation statistics
+        splits, held_out = hold_out_validation(record, splits)
+    steps_per_epoch = math.ceil(len(splits.x_train) / config.optim.batch_size)
+    with precision_policy(config.compute.mixed_precision, strategy), strategy.scope():
+        trainer = build_trainer(config, splits, steps_per_epoch, threat)
+    # Written once the data and the model are known to be good, atomically.
+    write_record(record, out_dir)
+    _announce_resume(backup_dir, config)
+    backup = SharedBackupAndRestore(backup_dir, os.path.join(out_dir, "backup"),
+                                    save_freq="epoch", delete_checkpoint=False,
+                                    double_checkpoint=True)
+    # Restored here, before the data stream is made, so that the stream starts at the epoch
+    # the backup holds (after Keras's fallback to the previous checkpoint, if the last one
+    # is unreadable): a resumed run sees the batches an uninterrupted one sees. `fit`
+    # restores the same files again.
+    backup.set_model(trainer)
+    with precision_policy(config.compute.mixed_precision, strategy), strategy.scope():
+        backup.on_train_begin()  # may build the optimizer's variables
+    epochs = config.optim.epochs
+    first_epoch = min(restored_epoch(backup_dir), epochs)
+    train_ds = data_lib.make_dataset(
+        splits.x_train, splits.y_train, config.optim.batch_size, training=True,
+        augment=splits.info.augment, seed=config.run.seed, first_epoch=first_epoch,
+        num_epochs=max(epochs - first_epoch, 1))
+    # Keras's per-epoch val_loss / val_accuracy on the held-out split when there is one
+    # (the test split is then not touched until the final report); without one, the test
+    # split's clean numbers are logged under their own name (test_loss, test_accuracy).
+    batch = config.report.eval_batch_size
+    watched = (data_lib.make_dataset(*held_out, batch, training=False) if held_out
+               else data_lib.make_dataset(splits.x_test, splits.y_test, batch, training=False))
+    if role.num_workers > 1:
+        train_ds, watched = shard_by_data(train_ds), shard_by_data(watched)
+    selection = []
+    if held_out is not None:
+        selection = [RobustAccuracyCallback(
+            *held_out, threat, steps=validation_pgd_steps(config.validation.attack),
+            batch_size=batch, seed=config.run.seed, every=config.validation.every)]
+        if role.is_chief:
+            selection.append(BestCheckpoint(out_dir))
+    callbacks = [
+        LogLearningRate(),
+        StopOnNonFiniteLoss(backup_dir),
+        *([] if held_out else [TestSplitMetrics(watched)]),
+        *monitors,
+        *selection,  # before the backup: a kill while best.keras is written redoes the epoch
+        backup,
+        keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), write_graph=False),
+        HistoryCSV(os.path.join(out_dir, "history.csv"), append=True),
+    ]
+    try:
+        trainer.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                    validation_data=watched if held_out else None, callbacks=callbacks,
+                    verbose=config.run.verbose if role.is_chief else 0,
+                    shuffle=False)  # the pipeline shuffles
+    except (tf.errors.UnavailableError, tf.errors.AbortedError,
+            tf.errors.DeadlineExceededError) as err:
+        if role.num_workers < 2:
+            raise
+        first_line = (err.message or str(err)).strip().splitlines()[0]
+        raise WorkerLostError(
+            f"{role.name}: a peer worker of the run stopped ({type(err).__name__}: "
+            f"{first_line}). Restart every stopped worker with the same command: the run "
+            f"resumes from the last completed epoch in {backup_dir}.") from err
+
+    classifier = trainer.classifier
+    path = os.path.join(out_dir, "classifier.keras")
+    tmp = os.path.join(out_dir, "classifier.tmp.keras")
+    classifier.save(tmp)
+    os.replace(tmp, path)  # a reader never sees a half-written model
+    if isinstance(trainer, AmortizedAdversarialTrainer):  # reusable as attacks
+        for name, network in trainer.adversary_networks().items():
+            network.save(os.path.join(out_dir, f"{name}.keras"))
+    summary = {"method": config.method.name, "classifier_path": path, "epochs": epochs,
+               "seed": config.run.seed}
+    if not role.is_chief:
+        return {**summary, "worker": role.name}
+
+    report = {**evaluate_report(classifier, splits, threat, config), **summary}
+    best = read_best(out_dir) if held_out is not None else None
+    if best is not None:
+        best_model = keras.saving.load_model(os.path.join(out_dir, BEST_FILE), compile=False)
+        best_report = evaluate_report(best_model, splits, threat, config)
+        report["best"] = dict(best, classifier_path=os.path.join(out_dir, BEST_FILE),
+                              clean_accuracy=best_report["clean_accuracy"],
+                              pgd20_accuracy=best_report["pgd20_accuracy"])
+    files.write_json(os.path.join(out_dir, "report.json"), report)
+    return report
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str):
+    """Holds `<workdir>/.lock` (an exclusive `flock`) for the run: a second run into the same
+    workdir is refused. The kernel drops the lock when the process ends, however it ends, so
+    a killed run never leaves it stuck and the rerun resumes."""
+    path = os.path.join(workdir, ".lock")
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise ValueError(f"--workdir={workdir} is in use by another adt-train run ({owner}); "
+                         "wait for it to finish, or use another --workdir.") from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def apply_threads(compute) -> None:
+    """The thread settings of a run's `compute` section (and deterministic kernels), set
+    before TensorFlow starts its thread pools (its first op): call it first thing in a
+    fresh process."""
+    if compute.intra_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(compute.intra_op_threads)
+    if compute.inter_op_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(compute.inter_op_threads)
+    if compute.deterministic_ops:
+        tf.config.experimental.enable_op_determinism()
+
+
+def _announce_resume(backup_dir: str, config: RunConfig) -> None:
+    if config.run.verbose and os.path.exists(os.path.join(backup_dir, "training_metadata.json")):
+        print(f"Resuming {config.run.workdir}: {restored_epoch(backup_dir)} of "
+              f"{config.optim.epochs} epochs already done.")
+
+
+__all__ = ["HistoryCSV", "NonFiniteLossError", "TestSplitMetrics", "WorkerLostError",
+           "apply_threads",
+           "build_trainer",
+           "check_same_run", "evaluate_report", "format_report", "hold_out_validation",
+           "run_training", "workdir_lock"]
