@@ -16,6 +16,7 @@ from typing import NamedTuple
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from adt_tf.families import DIAG, GaussianFamily
 from adt_tf.noise import DEFAULT_NOISE, NoiseSource
 from adt_tf.precision import as_float32
 from adt_tf.threat import Ball, as_threat
@@ -48,6 +49,10 @@ class ExplicitAdversarialDistribution:
     Args:
         loc: mu, shape [B, *event_shape] (e.g. [B, H, W, C]).
         raw_scale: v, same shape; sigma = softplus(v).
+        family: the Gaussian base (`adt_tf.families.GaussianFamily`: the paper's diagonal
+            one by default, or a low-rank or matrix-normal one).
+        factors: the family's extra parameters (`GaussianFamily.init_factors`; none for the
+            diagonal family).
         threat: the ball (`adt_tf.threat`; a number is an L-infinity radius). Its
             `bijector` maps the Gaussian onto it: the paper's Tanh o Scale, coordinate-wise,
             for `LinfBall` (every sample in [-epsilon, epsilon] per coordinate), RadialTanh
@@ -80,8 +85,10 @@ class ExplicitAdversarialDistribution:
         (TensorShape([5, 4, 32, 32, 3]), TensorShape([5, 4]))
     """
 
-    def __init__(self, loc: tf.Tensor, raw_scale: tf.Tensor, threat: Ball | float):
+    def __init__(self, loc: tf.Tensor, raw_scale: tf.Tensor, threat: Ball | float,
+                 family: GaussianFamily = DIAG, factors=()):
         self.threat = as_threat(threat)
+        self.family = family
         self.epsilon = self.threat.epsilon
         # Always at least float32, whatever the Keras policy: a float16/bfloat16 mu (e.g. from
         # a generator under mixed precision) is cast up, so the samples, the tanh Jacobian
@@ -100,7 +107,10 @@ class ExplicitAdversarialDistribution:
         self._num_dims = tf.reduce_prod(self._event_shape)
         flat_loc = tf.reshape(loc, [batch, -1])
         flat_scale = tf.reshape(tf.math.softplus(raw_scale), [batch, -1])
-        self.base = tfd.MultivariateNormalDiag(loc=flat_loc, scale_diag=flat_scale)
+        self.factors = [tf.cast(as_float32(f), loc.dtype) for f in factors]
+        self._flat = (flat_loc, flat_scale)
+        self._static_event = loc.shape[1:]
+        self.base = family.base(flat_loc, flat_scale, self.factors, self._static_event)
         self.bijector = self.threat.bijector(dtype=loc.dtype)
         self.distribution = tfd.TransformedDistribution(self.base, self.bijector)
         self._dtype = loc.dtype
@@ -108,7 +118,7 @@ class ExplicitAdversarialDistribution:
     def centre(self) -> tf.Tensor:
         """f(mu), the image of the Gaussian's mean (epsilon * tanh(mu) for L-infinity), shape
         [B, *event_shape]."""
-        return self._unflatten(self.bijector.forward(self.base.mean()))
+        return self._unflatten(self.bijector.forward(self._flat[0]))  # every family's mean
 
     def _unflatten(self, flat: tf.Tensor) -> tf.Tensor:
         lead = tf.shape(flat)[:-1]
@@ -119,9 +129,10 @@ class ExplicitAdversarialDistribution:
         """Draws k reparameterised samples per example.
 
         The standard-normal draw n [k, B, D] comes from `noise` (by default a stateless draw
-        from `seed`); TFP's own reparameterisation, the base distribution's bijector
-        (shift by mu after scaling by sigma), maps it to u = mu + sigma * n, exactly what
-        `base.sample` does after its own draw.
+        from `seed`); for the diagonal family TFP's own reparameterisation, the base
+        distribution's bijector (shift by mu after scaling by sigma), maps it to
+        u = mu + sigma * n, exactly what `base.sample` does after its own draw; the other
+        families add their factors' part (`GaussianFamily.sample`).
 
         Args:
             num_samples: k, the number of Monte Carlo samples.
@@ -131,8 +142,8 @@ class ExplicitAdversarialDistribution:
         Returns:
             A `PerturbationSample` with delta of shape [k, B, *event_shape].
         """
-        n = noise.normal([num_samples, self._batch, self._num_dims], seed, dtype=self._dtype)
-        u = self.base.bijector.forward(n)  # [k, B, D], reparameterised
+        u = self.family.sample(self.base, *self._flat, self.factors, num_samples, seed,
+                               noise, self._static_event)  # [k, B, D], reparameterised
         delta = self.bijector.forward(u)
         return PerturbationSample(
             delta=self._unflatten(delta),

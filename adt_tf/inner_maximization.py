@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from adt_tf import checks
 from adt_tf.distributions import ExplicitAdversarialDistribution
+from adt_tf.families import DIAG, GaussianFamily
 from adt_tf.noise import DEFAULT_NOISE, NoiseSource
 from adt_tf.precision import as_float32
 from adt_tf.threat import Ball
@@ -38,6 +39,7 @@ class InnerResult(NamedTuple):
         objective: the inner objective E[CE] + lambda * H at the last step (scalar).
         entropy: the per-dimension entropy estimate at the last step (scalar).
         trace: with `trace=True`, (mu, v) after each step: a list of T pairs; else None.
+        factors: the family's extra parameters after the last step (empty for `diag`).
     """
 
     loc: tf.Tensor
@@ -45,6 +47,13 @@ class InnerResult(NamedTuple):
     objective: tf.Tensor
     entropy: tf.Tensor
     trace: list | None = None
+    factors: tuple = ()
+
+    def distribution(self, threat, family: GaussianFamily = DIAG
+                     ) -> ExplicitAdversarialDistribution:
+        """The fitted distribution."""
+        return ExplicitAdversarialDistribution(self.loc, self.raw_scale, threat, family,
+                                               self.factors)
 
 
 def adam_ascent(params, grads, first, second, step, lr, beta1, beta2, eps=1e-8):
@@ -56,17 +65,21 @@ def adam_ascent(params, grads, first, second, step, lr, beta1, beta2, eps=1e-8):
         With b1 = b2 = 0 (ADT's setting) the step is lr * g / (|g| + eps), i.e. close to
         lr * sign(g), which is why the inner learning rate (0.3) is in units of pre-tanh u.
 
+    Args:
+        lr: one learning rate, or one per parameter block.
+
     Returns:
         (params, first, second) updated.
     """
     t = tf.cast(step, params[0].dtype)
     c1 = 1.0 - tf.pow(tf.cast(beta1, t.dtype), t)
     c2 = 1.0 - tf.pow(tf.cast(beta2, t.dtype), t)
+    rates = lr if isinstance(lr, (list, tuple)) else [lr] * len(params)
     new_params, new_first, new_second = [], [], []
-    for p, g, m, s in zip(params, grads, first, second):
+    for p, g, m, s, rate in zip(params, grads, first, second, rates):
         m = beta1 * m + (1.0 - beta1) * g
         s = beta2 * s + (1.0 - beta2) * tf.square(g)
-        new_params.append(p + lr * (m / c1) / (tf.sqrt(s / c2) + eps))
+        new_params.append(p + rate * (m / c1) / (tf.sqrt(s / c2) + eps))
         new_first.append(m)
         new_second.append(s)
     return new_params, new_first, new_second
@@ -119,6 +132,7 @@ def explicit_inner_maximization(
     gradients: str = "accumulate",
     noise: NoiseSource = DEFAULT_NOISE,
     trace: bool = False,
+    family: GaussianFamily = DIAG,
 ) -> InnerResult:
     """Maximises E_p[L(f(x + delta), y)] + lambda * H(p) over the per-example (mu, v).
 
@@ -174,6 +188,10 @@ def explicit_inner_maximization(
             takes the next k rows).
         trace: also return (mu, v) after every step (`InnerResult.trace`; the loop is
             then unrolled), for analyses of how the distribution evolves.
+        family: the Gaussian base (`adt_tf.families`): the paper's diagonal one (default),
+            or a low-rank or matrix-normal one whose extra factors start at
+            `family.init_factors` (the diagonal distribution unless `factor_init` > 0) and
+            take the same ascent, accumulated alike, with their own step `family.factor_lr`.
 
     Returns:
         An `InnerResult`.
@@ -195,10 +213,11 @@ def explicit_inner_maximization(
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     sum_scale = float(samples) / replicas
 
-    def body(t, loc, raw, acc_loc, acc_raw, m_loc, m_raw, s_loc, s_raw, objective, entropy):
+    def body(t, params, acc, first, second, objective, entropy):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch([loc, raw])
-            dist = ExplicitAdversarialDistribution(loc, raw, threat)
+            tape.watch(params)
+            loc, raw, *factors = params
+            dist = ExplicitAdversarialDistribution(loc, raw, threat, family, factors)
             step_seed = tf.random.experimental.stateless_fold_in(seed, t)
             x_adv, nlp = sample_inputs(x, dist, samples, step_seed, noise)
             logits = parallel_logits(classifier, x_adv, branches)
@@ -212,22 +231,27 @@ def explicit_inner_maximization(
             scaled = objective * sum_scale
             if extra_scale is not None:
                 scaled = scaled * extra_scale
-        g_loc, g_raw = tape.gradient(scaled, [loc, raw])
+        grads = tape.gradient(scaled, list(params))
         if extra_scale is not None:
-            g_loc, g_raw = (g / tf.cast(extra_scale, g.dtype) for g in (g_loc, g_raw))
+            grads = [g / tf.cast(extra_scale, g.dtype) for g in grads]
         if accumulate:  # the reference never zeroes the inner gradients
-            acc_loc, acc_raw = acc_loc + g_loc, acc_raw + g_raw
-            g_loc, g_raw = acc_loc, acc_raw
-        (loc, raw), (m_loc, m_raw), (s_loc, s_raw) = adam_ascent(
-            [loc, raw], [g_loc, g_raw], [m_loc, m_raw], [s_loc, s_raw], t + 1, lr, beta1, beta2)
-        return (t + 1, loc, raw, acc_loc, acc_raw, m_loc, m_raw, s_loc, s_raw, objective,
-                entropy)
+            acc = tuple(a + g for a, g in zip(acc, grads))
+            grads = list(acc)
+        params, first, second = adam_ascent(list(params), grads, list(first), list(second),
+                                            t + 1, rates, beta1, beta2)
+        return t + 1, tuple(params), acc, tuple(first), tuple(second), objective, entropy
 
-    # Eight distinct zero tensors: in eager mode a tape watching one tensor object twice
-    # (mu and v) would hand each the gradient of both.
-    zeros = [tf.zeros_like(x) for _ in range(8)]
+    # Distinct zero tensors: in eager mode a tape watching one tensor object twice (mu and
+    # v) would hand each the gradient of both.
+    factors = family.init_factors(x, tf.random.experimental.stateless_fold_in(seed, -2))
+    params = (tf.zeros_like(x), tf.zeros_like(x), *factors)
+    rates = [lr, lr] + [family.factor_lr] * len(factors)
+
+    def zeros():
+        return tuple(tf.zeros_like(p) for p in params)
+
     scalar = tf.constant(0.0, tf.float32)
-    state = (tf.constant(0), *zeros, scalar, scalar)
+    state = (tf.constant(0), params, zeros(), zeros(), zeros(), scalar, scalar)
     if unroll is None:
         unroll = steps <= MAX_UNROLLED_STEPS
     history = [] if trace else None
@@ -238,9 +262,9 @@ def explicit_inner_maximization(
         for _ in range(steps):
             state = body(*state)
             if trace:
-                history.append((state[1], state[2]))
+                history.append((state[1][0], state[1][1]))
     else:
         state = tf.while_loop(lambda t, *_: t < steps, body, state, maximum_iterations=steps)
-    _, loc, raw, _, _, _, _, _, _, objective, entropy = state
+    _, (loc, raw, *factors), _, _, _, objective, entropy = state
     return InnerResult(loc=loc, raw_scale=raw, objective=objective, entropy=entropy,
-                       trace=history)
+                       trace=history, factors=tuple(factors))

@@ -55,9 +55,10 @@ class SeededNoise(NoiseSource):
 class RecordedNoise(NoiseSource):
     """Replays recorded draws in the order they are asked for (for tests).
 
-    Each call to `normal(shape, ...)` takes the next `shape[0]` rows of the recorded normal
-    draws and reshapes them to `shape` (rows are flattened row-major, as the methods flatten an
-    image); `uniform` does the same with the uniform draws (the recorded values are returned as
+    Each call to `normal(shape, ...)` takes the next prod(shape) values of the recorded
+    normal draws (flattened row-major, as the methods flatten an image: a draw of k samples
+    takes k whole rows of an array recorded per sample) and reshapes them to `shape`;
+    `uniform` does the same with the uniform draws (the recorded values are returned as
     they are: minval and maxval only document the draw). A call past the end raises.
     The position is a variable, so the order holds in eager mode and under `tf.function`
     alike (TensorFlow runs stateful ops on one resource in program order).
@@ -76,6 +77,7 @@ class RecordedNoise(NoiseSource):
                  truncated_normal: np.ndarray | Sequence | None = None):
         self._pools = {}
         self._positions = {}
+        self._row_sizes = {}
         for kind, values in (("normal", normal), ("uniform", uniform),
                              ("truncated_normal", truncated_normal)):
             if values is None:
@@ -84,26 +86,28 @@ class RecordedNoise(NoiseSource):
             if values.ndim < 1 or len(values) == 0:
                 raise ValueError(f"recorded {kind} draws must be a non-empty array of rows, "
                                  f"got shape {values.shape}.")
-            self._pools[kind] = tf.constant(values.reshape(len(values), -1))
+            self._pools[kind] = tf.constant(values.reshape(-1))
+            self._row_sizes[kind] = int(np.prod(values.shape[1:], dtype=np.int64)) or 1
             self._positions[kind] = tf.Variable(0, dtype=tf.int32, trainable=False,
                                                 name=f"recorded_{kind}_position")
 
     def rows_used(self, kind: str = "normal") -> int:
-        """How many rows of that kind have been handed out."""
-        return int(self._positions[kind].numpy())
+        """How many rows of that kind have been handed out (whole rows of the recorded
+        array's shape)."""
+        return int(self._positions[kind].numpy()) // self._row_sizes[kind]
 
     def _take(self, kind, shape, dtype):
         if kind not in self._pools:
             raise ValueError(f"RecordedNoise has no recorded {kind} draws.")
         pool, position = self._pools[kind], self._positions[kind]
         shape = tf.convert_to_tensor(shape, tf.int32)
-        count = shape[0]
+        count = tf.reduce_prod(shape)
         start = position.assign_add(count) - count
         tf.debugging.assert_less_equal(
             start + count, tf.shape(pool)[0],
             message=f"RecordedNoise: more {kind} draws were asked for than were recorded")
-        rows = pool[start:start + count]
-        return tf.cast(tf.reshape(rows, shape), dtype)
+        values = pool[start:start + count]
+        return tf.cast(tf.reshape(values, shape), dtype)
 
     def normal(self, shape, seed, dtype=tf.float32):
         return self._take("normal", shape, dtype)

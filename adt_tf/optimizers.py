@@ -37,8 +37,43 @@ WEIGHT_DECAY_FORMS = ("coupled", "decoupled")
 LR_SCHEDULES = ("step", "cyclic")
 
 
+class WarmupEMA:
+    """Keras's optimiser weight average (`use_ema`), with TensorFlow 1's warm-up.
+
+    Keras averages with a fixed decay tau from the second step on, so the average keeps
+    tau^t of the first step's weights after t steps (8% after 2,520 steps at tau = 0.999):
+    on a short run it lags far behind the weights. With `ema_warmup=True` the decay at the
+    update that follows t earlier updates is min(tau, (1 + t) / (10 + t)), as
+    `tf.compat.v1.train.ExponentialMovingAverage(decay, num_updates=t)` computes it: 0.5 at
+    t = 8, 0.9 at t = 81, tau = 0.999 from t = 8,991 on.
+
+    Mathematical details:
+        avg_1 = w_1 (the first update sets the average, as Keras's does);
+        avg_{t+1} = d_t avg_t + (1 - d_t) w_{t+1},  d_t = min(tau, (1 + t) / (10 + t)),
+        with t = the optimiser's `iterations` before the update (1, 2, ...).
+    """
+
+    ema_warmup: bool = False
+
+    def ema_decay_at(self, t):
+        """The decay d_t of the update that follows t earlier ones (0 for t = 0)."""
+        t = tf.cast(t, tf.float32)
+        tau = tf.cast(self.ema_momentum, tf.float32)
+        decay = tf.minimum(tau, (1.0 + t) / (10.0 + t)) if self.ema_warmup else tau
+        return tf.where(t > 0, decay, 0.0)
+
+    def _update_model_variables_moving_average(self, trainable_variables):
+        if not self.use_ema:
+            return
+        decay = self.ema_decay_at(self.iterations)
+        for var, average in zip(trainable_variables, self._model_variables_moving_average):
+            if average is not None:
+                d = tf.cast(decay, var.dtype)
+                average.assign(d * average + (1 - d) * var)
+
+
 @keras.saving.register_keras_serializable(package="adt_tf")
-class CoupledSGD(keras.optimizers.SGD):
+class CoupledSGD(WarmupEMA, keras.optimizers.SGD):
     """SGD with momentum and L2 weight decay exactly as PyTorch's `torch.optim.SGD`.
 
     Args:
@@ -60,7 +95,7 @@ class CoupledSGD(keras.optimizers.SGD):
     """
 
     def __init__(self, learning_rate=0.01, momentum=0.0, coupled_weight_decay=0.0,
-                 name="coupled_sgd", **kwargs):
+                 name="coupled_sgd", ema_warmup=False, **kwargs):
         for key in ("weight_decay", "nesterov"):
             if kwargs.get(key):
                 raise ValueError(f"CoupledSGD does not take {key}={kwargs[key]!r}; use "
@@ -70,6 +105,7 @@ class CoupledSGD(keras.optimizers.SGD):
                          **kwargs)
         self.coupled_weight_decay = checks.check_non_negative(
             coupled_weight_decay, "weight_decay")
+        self.ema_warmup = bool(ema_warmup)
 
     def update_step(self, gradient, variable, learning_rate):
         learning_rate = tf.cast(learning_rate, variable.dtype)
@@ -88,7 +124,21 @@ class CoupledSGD(keras.optimizers.SGD):
         config.pop("nesterov", None)
         config.pop("weight_decay", None)
         config["coupled_weight_decay"] = self.coupled_weight_decay
+        config["ema_warmup"] = self.ema_warmup
         return config
+
+
+@keras.saving.register_keras_serializable(package="adt_tf")
+class DecoupledSGD(WarmupEMA, keras.optimizers.SGD):
+    """Keras's SGD (decoupled weight decay: w <- w - lr * wd * w outside the momentum), with
+    the weight average's warm-up of `WarmupEMA` available (`ema_warmup`)."""
+
+    def __init__(self, *args, ema_warmup=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ema_warmup = bool(ema_warmup)
+
+    def get_config(self):
+        return {**super().get_config(), "ema_warmup": self.ema_warmup}
 
 
 @keras.saving.register_keras_serializable(package="adt_tf")
@@ -222,7 +272,8 @@ def make_optimizer(lr: float, *, momentum: float, weight_decay: float,
                    weight_decay_form: str = "coupled", decay_epochs: Sequence[int] = (),
                    decay_factor: float = 0.1, steps_per_epoch: int = 1,
                    schedule: str = "step", epochs: int = 1,
-                   ema_decay: float | None = None) -> keras.optimizers.Optimizer:
+                   ema_decay: float | None = None,
+                   ema_warmup: bool = False) -> keras.optimizers.Optimizer:
     """The classifier's SGD: the reference's `CoupledSGD` with an `EpochStepDecay` schedule
     (or Fast AT's `TriangularCyclic` one).
 
@@ -246,18 +297,24 @@ def make_optimizer(lr: float, *, momentum: float, weight_decay: float,
             weights it trains (Keras's `use_ema`, `ema_momentum=ema_decay`: after each step
             avg <- d avg + (1 - d) w, avg = w after the first), saved with its state (so a
             resumed run keeps it) and written into the model when `fit` ends.
+        ema_warmup: with `ema_decay`, the decay of TensorFlow 1's warm-up,
+            min(ema_decay, (1 + t) / (10 + t)) at the update after t earlier ones
+            (`WarmupEMA`).
     """
     form = check_weight_decay_form(weight_decay_form)
     checks.check_choice(schedule, "lr_schedule", LR_SCHEDULES)
     rate = (EpochStepDecay(lr, decay_epochs, decay_factor, steps_per_epoch) if schedule == "step"
             else TriangularCyclic(lr, epochs * steps_per_epoch))
-    ema = {} if ema_decay is None else {"use_ema": True, "ema_momentum": float(ema_decay)}
+    if ema_warmup and ema_decay is None:
+        raise ValueError("--ema_warmup applies to a weight average: give --ema_decay too.")
+    ema = {} if ema_decay is None else {"use_ema": True, "ema_momentum": float(ema_decay),
+                                        "ema_warmup": bool(ema_warmup)}
     if form == "coupled":
         return CoupledSGD(rate, momentum=momentum, coupled_weight_decay=weight_decay, **ema)
-    return keras.optimizers.SGD(rate, momentum=momentum, weight_decay=weight_decay or None,
-                                **ema)
+    return DecoupledSGD(rate, momentum=momentum, weight_decay=weight_decay or None, **ema)
 
 
-__all__ = ["LR_SCHEDULES", "WEIGHT_DECAY_FORMS", "CoupledSGD", "EpochStepDecay", "TorchAdam",
+__all__ = ["LR_SCHEDULES", "WEIGHT_DECAY_FORMS", "CoupledSGD", "DecoupledSGD", "EpochStepDecay",
+           "TorchAdam", "WarmupEMA",
            "TriangularCyclic",
            "check_weight_decay_form", "make_optimizer"]

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import time
 from typing import Any
 
 import numpy as np
@@ -37,25 +38,38 @@ from absl import app, flags
 from adt_tf.files import write_text
 from bench import robustness as rb
 from bench.runs import check_recorded_run
+from bench.variants import variant
 
-METHODS = (("pgd_at", "AT_PGD"), ("adt_exp", "ADT_EXP"))
+#: The runs' methods (`bench.variants`: the faithful defaults of each).
+METHOD_SPECS = tuple(tuple(variant(k)) for k in ("pgd_at", "adt_exp", "awp_at"))
+METHODS = tuple((key, label) for key, label, _, _ in METHOD_SPECS)
+#: The recipes (adt_tf/recipes/) and the stem of their tables under bench/results/.
+RECIPE_TABLES = {"overfitting": "overfitting_cifar10_cpu",
+                 "overfitting_4000": "overfitting_cifar10_cpu_4000"}
 MONITOR_INPUTS = 500  # training and test inputs scored every epoch (plot only)
-
-
-def _overfitting_config():
-    from adt_tf.training.config import load_config_file
-
-    return load_config_file("overfitting")
 
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
     """The small-data, long-schedule recipe (the same for every method): the training run is
-    `adt_tf/recipes/overfitting.py`; EMA settings for the averaged runs."""
+    a recipe file of `adt_tf/recipes` (`overfitting`); EMA settings for the averaged runs
+    (with the warm-up, the schema's default whenever EMA is on)."""
 
-    config: Any = dataclasses.field(default_factory=_overfitting_config)
+    name: str = "overfitting"
     ema_decay: float = 0.999
     ema_seed: int = 0
+    epochs: int | None = None  # an override of the recipe's (tests, smoke runs)
+
+    @property
+    def config(self):
+        from adt_tf.training.config import load_config_file, override
+
+        config = load_config_file(self.name)
+        if self.epochs:
+            config = override(config, {
+                "optim.epochs": self.epochs, "optim.lr_decay_epochs": tuple(
+                    e for e in config.optim.lr_decay_epochs if e <= self.epochs)})
+        return config
 
     @property
     def eval_examples(self) -> int:
@@ -75,12 +89,15 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
     if "table_only" in FLAGS:
         return
-    flags.DEFINE_list("seeds", ["0", "1"], "Seeds this process runs.")
+    flags.DEFINE_enum("recipe", "overfitting", list(RECIPE_TABLES), "The training recipe "
+                      "(adt_tf/recipes/): overfitting (1,000 images trained on, 80 epochs) or "
+                      "overfitting_4000 (the first version: 4,000 images, 40 epochs).")
+    flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds this process runs.")
     flags.DEFINE_list("all_seeds", None, "Every seed of the table (default: --seeds).")
     flags.DEFINE_list("methods", [m for m, _ in METHODS], "Methods.")
     flags.DEFINE_string("data", rb.DEFAULT_DATA, "Folder holding train.npz and test.npz.")
-    flags.DEFINE_string("workdir", os.path.join(rb.ROOT, "bench", "runs", "overfitting_cpu"),
-                        "Where the runs live.")
+    flags.DEFINE_string("workdir", None, "Where the runs live (default: "
+                        "bench/runs/<recipe>_cpu).")
     flags.DEFINE_string("output_dir", os.path.join(rb.ROOT, "bench", "results"),
                         "Where the table, plot and JSON go.")
     flags.DEFINE_integer("epochs", None, "Override the recipe's epochs.")
@@ -97,10 +114,19 @@ def run_name(key: str, seed: int, ema: bool) -> str:
 def train_config(recipe: Recipe, key: str, seed: int, ema: bool, data: str, workdir: str):
     from adt_tf.training.config import override
 
+    _, _, method, params = method_spec(key)
     return override(recipe.config, {
         "run.workdir": os.path.join(workdir, run_name(key, seed, ema)), "run.seed": seed,
-        "run.verbose": 2, "method.name": key, "data.dataset": f"npz:{data}",
+        "run.verbose": 2, "method.name": method, "method.params": dict(params),
+        "data.dataset": f"npz:{data}",
         "validation.ema_decay": recipe.ema_decay if ema else None})
+
+
+def method_spec(key: str) -> tuple[str, str, str, dict]:
+    for spec in METHOD_SPECS:
+        if spec[0] == key:
+            return spec
+    raise ValueError(f"--methods: unknown {key!r}; known: {', '.join(dict(METHODS))}.")
 
 
 def monitors(config, data: str):
@@ -143,10 +169,17 @@ def train_and_evaluate(recipe: Recipe, key: str, seed: int, ema: bool, data: str
         return summary
     if not os.path.exists(os.path.join(d, "report.json")):
         print(f"[train] {run_name(key, seed, ema)} -> {d}", flush=True)
+        timing_path = os.path.join(d, "timing.json")
+        os.makedirs(d, exist_ok=True)
+        spent = rb._read_json(timing_path, {}).get("train_seconds", 0.0)
+        started = time.perf_counter()
         run_training(config, monitors=monitors(config, data))
+        rb._write_json(timing_path, {"train_seconds": spent + time.perf_counter() - started})
     splits = data_lib.load(f"npz:{data}", max_test_examples=recipe.eval_examples)
     threat = resolve_threat("linf", None, splits.info)
-    out = {"method": key, "seed": seed, "ema": ema, "history": _history(d)}
+    out = {"method": key, "seed": seed, "ema": ema, "history": _history(d),
+           "train_seconds": rb._read_json(os.path.join(d, "timing.json"), {}).get(
+               "train_seconds")}
     record = rb._read_json(os.path.join(d, "best.json"), {})
     for checkpoint in ("last", "best"):
         path = os.path.join(d, "classifier.keras" if checkpoint == "last" else "best.keras")
@@ -250,7 +283,7 @@ def build_table(recipe: Recipe, workdir: str, seeds: list[int], methods: list[st
     lines += ["", "## Verdict", "", verdict(found, methods, n), "",
               f"Command: `{command}`", ""]
     os.makedirs(output_dir, exist_ok=True)
-    stem = os.path.join(output_dir, "overfitting_cifar10_cpu")
+    stem = os.path.join(output_dir, RECIPE_TABLES[recipe.name])
     write_text(stem + ".md", "\n".join(lines))
     rb._write_json(stem + ".json", {run_name(*k): v for k, v in found.items()})
     if found:
@@ -347,13 +380,8 @@ def plot(found: dict, path: str) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    recipe = Recipe()
-    if FLAGS.epochs:
-        from adt_tf.training.config import override
-
-        recipe = dataclasses.replace(recipe, config=override(recipe.config, {
-            "optim.epochs": FLAGS.epochs, "optim.lr_decay_epochs": tuple(
-                e for e in recipe.lr_decay_epochs if e <= FLAGS.epochs)}))
+    recipe = Recipe(name=FLAGS.recipe, epochs=FLAGS.epochs)
+    workdir = FLAGS.workdir or os.path.join(rb.ROOT, "bench", "runs", f"{FLAGS.recipe}_cpu")
     seeds = [int(s) for s in FLAGS.seeds]
     all_seeds = [int(s) for s in FLAGS.all_seeds] if FLAGS.all_seeds else seeds
     methods = list(FLAGS.methods)
@@ -371,13 +399,17 @@ def main(argv):
     if not FLAGS.table_only:
         for key in methods:
             for seed in seeds:
-                train_and_evaluate(recipe, key, seed, False, FLAGS.data, FLAGS.workdir)
+                train_and_evaluate(recipe, key, seed, False, FLAGS.data, workdir)
             if FLAGS.ema and recipe.ema_seed in seeds:
                 train_and_evaluate(recipe, key, recipe.ema_seed, True, FLAGS.data,
-                                   FLAGS.workdir)
-            build_table(recipe, FLAGS.workdir, all_seeds, methods, FLAGS.output_dir, command,
-                        FLAGS.data)
-    build_table(recipe, FLAGS.workdir, all_seeds, methods, FLAGS.output_dir, command,
+                                   workdir)
+            try:  # the table so far; a bug in it must not stop hours of training
+                build_table(recipe, workdir, all_seeds, methods, FLAGS.output_dir, command,
+                            FLAGS.data)
+            except Exception as err:  # noqa: BLE001
+                print(f"bench.overfitting: the interim table failed ({type(err).__name__}: "
+                      f"{err}); training goes on.", flush=True)
+    build_table(recipe, workdir, all_seeds, methods, FLAGS.output_dir, command,
                 FLAGS.data)
 
 

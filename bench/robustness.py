@@ -54,6 +54,7 @@ from absl import app, flags
 
 from adt_tf.files import write_json, write_text
 from bench.runs import check_recorded_config, check_recorded_run
+from bench.variants import variant
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DATA = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "cifar10"))
@@ -65,21 +66,15 @@ CPU_GENERATOR_WIDTH = 16
 #: Methods that take `generator_width` (set from the recipe).
 AMORTISED = ("adt_exp_am", "adt_imp_am")
 
-#: (key, label in the table, registered method, method parameters beyond the defaults).
-METHODS: list[tuple[str, str, str, dict[str, Any]]] = [
-    ("standard", "Standard", "standard", {}),
-    ("pgd_at", "AT_PGD", "pgd_at", {}),
-    ("trades", "TRADES", "trades", {}),
-    ("adt_exp", "ADT_EXP", "adt_exp", {}),
-    ("adt_exp_fresh", "ADT_EXP, fresh inner gradients (ablation)", "adt_exp",
-     {"inner_gradients": "fresh"}),
-    ("adt_exp_trades", "ADT_EXP (TRADES loss)", "adt_exp", {"outer_loss": "trades"}),
-    ("adt_exp_am", "ADT_EXP-AM", "adt_exp_am", {}),
-    ("adt_imp_am", "ADT_IMP-AM", "adt_imp_am", {}),
-]
+#: The table's rows, in order: (key, label in the table, registered method, method
+#: parameters beyond the defaults), from `bench.variants`.
+METHODS: list[tuple[str, str, str, dict[str, Any]]] = [tuple(variant(k)) for k in (
+    "standard", "pgd_at", "trades", "adt_exp", "adt_exp_fresh", "adt_exp_trades",
+    "adt_exp_am", "adt_imp_am", "adt_exp_lowrank", "adt_exp_matrix_normal")]
 METHOD_KEYS = [m[0] for m in METHODS]
 #: The ADT variants the verdict compares with AT_PGD (the ablation is compared with ADT_EXP).
-ADT_KEYS = ("adt_exp", "adt_exp_trades", "adt_exp_am", "adt_imp_am")
+ADT_KEYS = ("adt_exp", "adt_exp_trades", "adt_exp_am", "adt_imp_am", "adt_exp_lowrank",
+            "adt_exp_matrix_normal")
 
 #: Stage 1, on `eval_examples` inputs: each attack on every clean-correct input (its own
 #: accuracy is measured).
@@ -256,10 +251,9 @@ def recipe_from_flags() -> Recipe:
 
 
 def method_spec(key: str) -> tuple[str, str, str, dict[str, Any]]:
-    for spec in METHODS:
-        if spec[0] == key:
-            return spec
-    raise ValueError(f"Unknown method {key!r}; known: {', '.join(METHOD_KEYS)}.")
+    if key not in METHOD_KEYS:
+        raise ValueError(f"Unknown method {key!r}; known: {', '.join(METHOD_KEYS)}.")
+    return tuple(variant(key))
 
 
 def run_dir(workdir: str, key: str, seed: int) -> str:

@@ -52,9 +52,11 @@ from adt_tf.evaluation.suites import parse_overrides
 from adt_tf.files import write_text
 from adt_tf.methods import METHODS, StandardTraining
 from adt_tf.models import build_model
+from bench.variants import VARIANTS, Variant
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("methods", None, "Methods to time (default: every registered method).")
+flags.DEFINE_list("methods", None, "Methods to time: registered methods or variants of "
+                  "bench.variants, e.g. adt_exp_lowrank (default: every registered method).")
 flags.DEFINE_list("models", ["small_cnn", "cifar"], "Model presets: small_cnn (28x28x1), "
                   "cifar (32x32x3; WRN-28-10 on GPU, a width-16 PreAct ResNet-18 on CPU).")
 flags.DEFINE_list("batch_sizes", ["64", "128"], "Batch sizes.")
@@ -73,6 +75,11 @@ flags.DEFINE_list("method_params", [], "Method settings beyond the defaults, MET
                   "e.g. adt_exp.inner_branches=2 (recorded in the table's header).")
 flags.DEFINE_string("memory_probe", None, "Internal: MODEL,BATCH,METHOD; run two steps and "
                     "print the process's peak RSS (used for the CPU memory column).")
+
+
+def method_of(name: str) -> Variant:
+    """A registered method (its defaults) or a variant of `bench.variants` by key."""
+    return VARIANTS[name] if name in VARIANTS else Variant(name, name, name, {})
 
 
 def method_params(method: str) -> dict:
@@ -148,8 +155,10 @@ def memory_probe(spec: str) -> None:
     model, batch, method = spec.split(",")
     builder, shape, kwargs, epsilon, _ = model_preset(model)
     x, y = batch_of(int(batch), shape)
-    step = compiled_step(METHODS[method](build_model(builder, shape, 10, **kwargs),
-                                         epsilon=epsilon, seed=0, **method_params(method)),
+    spec = method_of(method)
+    step = compiled_step(METHODS[spec.method](build_model(builder, shape, 10, **kwargs),
+                                              epsilon=epsilon, seed=0,
+                                              **{**spec.params, **method_params(method)}),
                          x, y)
     step()
     step()
@@ -242,8 +251,9 @@ def measure(model: str, batch: int, methods: list[str]) -> list[dict]:
     for name in methods:
         row = {"model": model, "batch": batch, "method": name}
         try:
-            trainer = METHODS[name](classifier(), epsilon=epsilon, seed=0,
-                                    **method_params(name))
+            spec = method_of(name)
+            trainer = METHODS[spec.method](classifier(), epsilon=epsilon, seed=0,
+                                           **{**spec.params, **method_params(name)})
             step = compiled_step(trainer, x, y)
             for _ in range(FLAGS.warmup):
                 step()
@@ -400,9 +410,10 @@ def main(argv):
         memory_probe(FLAGS.memory_probe)
         return
     methods = FLAGS.methods or list(METHODS)
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in METHODS and m not in VARIANTS]
     if unknown:
-        raise app.UsageError(f"Unknown methods {unknown}; known: {', '.join(METHODS)}.")
+        raise app.UsageError(f"Unknown methods {unknown}; known: {', '.join(METHODS)} and the "
+                             f"variants {', '.join(v for v in VARIANTS if v not in METHODS)}.")
     for m in FLAGS.models:
         model_preset(m)
     load_before = os.getloadavg()

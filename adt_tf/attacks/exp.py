@@ -7,7 +7,7 @@ import tensorflow as tf
 from adt_tf import checks
 from adt_tf.attacks.common import misclassified
 from adt_tf.attacks.registry import register_attack
-from adt_tf.distributions import ExplicitAdversarialDistribution
+from adt_tf.families import FACTOR_LR, GaussianFamily
 from adt_tf.inner_maximization import explicit_inner_maximization, sample_inputs
 from adt_tf.losses import per_example_ce
 from adt_tf.noise import as_seed, fold
@@ -42,7 +42,9 @@ def pick_per_example(candidates, logits, y, num_candidates: int):
 def exp_attack(classifier, x, y, threat: Ball, *, steps: int = 20, samples: int = 10,
                entropy_weight: float = 0.01, lr: float = 0.3, beta1: float = 0.0,
                beta2: float = 0.0, check_samples: int = 10, check_mode: bool = True,
-               gradients: str = "accumulate", seed=0) -> tf.Tensor:
+               gradients: str = "accumulate", family: str = "diag", rank: int = 8,
+               rows: int = 0, factor_lr: float = FACTOR_LR, factor_init: float = 0.0,
+               seed=0) -> tf.Tensor:
     """The EXP distributional attack: fit ADT_EXP's distribution to x, then sample it.
 
     Args:
@@ -59,6 +61,9 @@ def exp_attack(classifier, x, y, threat: Ball, *, steps: int = 20, samples: int 
             distribution's bijector: epsilon tanh for L-infinity).
         gradients: 'accumulate' (the reference's inner loop, gradients never zeroed) or
             'fresh' (`adt_tf.inner_maximization`).
+        family, rank, rows, factor_lr, factor_init: the distribution's Gaussian base
+            (`adt_tf.families.GaussianFamily`; 'diag', the paper's, by default): a richer
+            EXP attack with a low-rank or matrix-normal distribution, against any model.
         seed: int or stateless seed tensor.
 
     Mathematical details:
@@ -82,13 +87,15 @@ def exp_attack(classifier, x, y, threat: Ball, *, steps: int = 20, samples: int 
     check_samples = checks.check_positive_int(check_samples, "check_samples")
     entropy_weight = checks.check_non_negative(entropy_weight, "entropy_weight")
     lr = checks.check_positive(lr, "lr")
+    gaussian = GaussianFamily(family, rank=rank, rows=rows, factor_lr=factor_lr,
+                              factor_init=factor_init)
     x = tf.convert_to_tensor(x)
     base = as_seed(seed)
     fitted = explicit_inner_maximization(
         classifier, x, y, threat=threat, entropy_weight=entropy_weight,
         steps=steps, samples=samples, lr=lr, beta1=beta1, beta2=beta2, seed=fold(base, 0),
-        gradients=gradients)
-    dist = ExplicitAdversarialDistribution(fitted.loc, fitted.raw_scale, threat)
+        gradients=gradients, family=gaussian)
+    dist = fitted.distribution(threat, gaussian)
     candidates, _ = sample_inputs(x, dist, check_samples, fold(base, 1))
     count = check_samples
     if check_mode:

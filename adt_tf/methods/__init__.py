@@ -13,6 +13,7 @@ from adt_tf.methods.adt_exp_am import ADTExpAM
 from adt_tf.methods.adt_imp_am import ADTImpAM
 from adt_tf.methods.alp import ALP
 from adt_tf.methods.amortized_base import AmortizedAdversarialTrainer
+from adt_tf.methods.awp import AWPAT, AWPTRADES, AWPADTExp
 from adt_tf.methods.base import AdversarialTrainer
 from adt_tf.methods.fast_at import FastAT
 from adt_tf.methods.feascatter import FeaScatter
@@ -26,7 +27,8 @@ METHODS: Registry[type[AdversarialTrainer]] = Registry("method")
 for _name, _cls in (("standard", StandardTraining), ("adt_exp", ADTExp),
                     ("adt_exp_am", ADTExpAM), ("adt_imp_am", ADTImpAM), ("pgd_at", PGDAT),
                     ("fgsm_at", FGSMAT), ("fast_at", FastAT), ("alp", ALP), ("trades", TRADES),
-                    ("feascatter", FeaScatter)):
+                    ("feascatter", FeaScatter), ("awp_at", AWPAT), ("awp_trades", AWPTRADES),
+                    ("awp_adt_exp", AWPADTExp)):
     METHODS.add(_name, _cls, norms=_cls.NORMS)
 
 
@@ -58,7 +60,8 @@ def check_method_arguments(name: str, **arguments) -> None:
     get_method(name)(probe, **arguments)
 
 
-__all__ = ["ALP", "FGSMAT", "METHODS", "PGDAT", "TRADES", "ADTExp", "ADTExpAM", "ADTImpAM",
+__all__ = ["ALP", "AWPAT", "AWPTRADES", "FGSMAT", "METHODS", "PGDAT", "TRADES", "ADTExp",
+           "ADTExpAM", "ADTImpAM", "AWPADTExp",
            "AdversarialTrainer", "AmortizedAdversarialTrainer", "FastAT", "FeaScatter",
            "SHARED_ARGUMENTS", "StandardTraining", "check_method_arguments", "get_method",
            "method_arguments"]

@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 
 from adt_tf import checks
-from adt_tf.distributions import ExplicitAdversarialDistribution
+from adt_tf.families import FACTOR_LR, GaussianFamily
 from adt_tf.inner_maximization import (
     check_inner_gradients,
     explicit_inner_maximization,
@@ -61,6 +61,13 @@ class ADTExp(AdversarialTrainer):
         outer_loss: 'ce' (the paper's main setting) or 'trades' (Sec. 5.4).
         trades_beta: beta >= 0 of the TRADES loss (6.0; the paper reports 1 and 6); unused
             with 'ce'.
+        family: the Gaussian base of the distribution (`adt_tf.families`): 'diag' (the
+            paper's, the default), 'lowrank' (diag(sigma^2) + U U^T) or 'matrix_normal'
+            (the image as an H x WC matrix, row and column factors); beyond the paper.
+        rank: R of 'lowrank' (8). rows: the matrix-normal reshaping's rows (0: H).
+        factor_lr: the inner Adam's step for the extra factors (their own scale: see
+            docs/methods.md for the sweep that chose it). factor_init: the std of the
+            factors' initial entries (0: the diagonal distribution at the start).
         inner_branches: split each inner step's k*B batch into this many independent
             passes that TensorFlow runs side by side (1: one pass). A speed setting for
             CPUs whose cores the small convolutions of one pass leave idle (see
@@ -91,8 +98,11 @@ class ADTExp(AdversarialTrainer):
     def __init__(self, classifier, epsilon=8 / 255, entropy_weight=0.01, inner_steps=7,
                  mc_samples=5, inner_lr=0.3, inner_beta1=0.0, inner_beta2=0.0,
                  outer_loss="ce", trades_beta=6.0, inner_branches=1,
-                 inner_gradients="accumulate", seed=None, **kwargs):
+                 inner_gradients="accumulate", family="diag", rank=8, rows=0,
+                 factor_lr=FACTOR_LR, factor_init=0.0, seed=None, **kwargs):
         super().__init__(classifier, epsilon=epsilon, seed=seed, **kwargs)
+        self.family = GaussianFamily(family, rank=rank, rows=rows, factor_lr=factor_lr,
+                                     factor_init=factor_init)
         self.entropy_weight = checks.check_non_negative(entropy_weight, "entropy_weight")
         self.inner_steps = checks.check_positive_int(inner_steps, "inner_steps")
         self.mc_samples = checks.check_positive_int(mc_samples, "mc_samples")
@@ -126,9 +136,9 @@ class ADTExp(AdversarialTrainer):
             steps=self.inner_steps, samples=self.mc_samples, lr=self.inner_lr,
             beta1=self.inner_beta1, beta2=self.inner_beta2, seed=seed,
             loss_fn=self._inner_loss_fn(x), branches=self.inner_branches,
-            gradients=self.inner_gradients, noise=self.noise_source)
+            gradients=self.inner_gradients, noise=self.noise_source, family=self.family)
         # One fresh sample per example feeds the outer update.
-        dist = ExplicitAdversarialDistribution(result.loc, result.raw_scale, self.threat)
+        dist = result.distribution(self.threat, self.family)
         final_seed = tf.random.experimental.stateless_fold_in(seed, -1)
         x_adv, _ = sample_inputs(x, dist, 1, final_seed, self.noise_source)
         return x_adv, {"entropy": result.entropy, "inner_objective": result.objective}
@@ -158,5 +168,10 @@ class ADTExp(AdversarialTrainer):
             "inner_beta2": self.inner_beta2,
             "outer_loss": self.outer_loss_name,
             "trades_beta": self.trades_beta,
+            "family": self.family.name,
+            "rank": self.family.rank,
+            "rows": self.family.rows,
+            "factor_lr": self.family.factor_lr,
+            "factor_init": self.family.factor_init,
         })
         return config

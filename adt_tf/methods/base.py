@@ -141,6 +141,11 @@ class AdversarialTrainer(keras.Model):
         size of 2/255 for L-infinity, epsilon / 4 for L2); what a None argument becomes."""
         return {}
 
+    def training_callbacks(self) -> list[keras.callbacks.Callback]:
+        """Callbacks the method needs during `fit` (e.g. AWP's warm-up epochs); whoever
+        trains it adds them (`adt_tf.training.run`, the tuner). None by default."""
+        return []
+
     # ------------------------------------------------------------------ cost
     def floor_passes(self) -> list[FloorPass] | None:
         """The classifier passes one training step cannot avoid (None: not declared).

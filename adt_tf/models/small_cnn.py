@@ -38,6 +38,9 @@ def small_cnn(input_shape=(28, 28, 1), num_classes: int = 10, *, width: int = 32
     """
     width = checks.check_positive_int(width, "width")
     dense_units = checks.check_positive_int(dense_units, "dense_units")
+    dropout = checks.check_in_range(dropout, "dropout", 0.0, 1.0)
+    if dropout == 1.0:
+        raise ValueError("dropout must be in [0, 1) (1 drops every unit), got 1.0.")
     h, w, _ = check_input_shape(input_shape)
     if min(h, w) < 12:
         raise ValueError(f"small_cnn needs inputs of at least 12 x 12, got {input_shape!r}.")

@@ -8,5 +8,7 @@ override single settings. Copy a file to make a recipe of your own.
 - `rice2020`: the paper's Table 6 recipe (Rice, Wong, Kolter 2020: WRN-34-10, 200 epochs,
   robust validation on 1,000 held-out images, the best epoch kept).
 - `cpu`: the CPU-scale recipe of the robustness benchmark (SmallCNN, 10,000 images, 6 epochs).
-- `overfitting`: the CPU-scale robust-overfitting recipe (`bench.overfitting`).
+- `overfitting`: the CPU-scale robust-overfitting recipe (`bench.overfitting`: 1,000 images
+  trained on, 80 epochs); `overfitting_4000`: its first version (4,000 images, 40 epochs),
+  which did not overfit.
 """

@@ -104,7 +104,8 @@ class MethodConfig:
     """The training method: a registered method and its own arguments."""
 
     name: str = setting("adt_exp", "Training method: standard, adt_exp, adt_exp_am, "
-                        "adt_imp_am, pgd_at, fgsm_at, fast_at, alp, trades, feascatter.",
+                        "adt_imp_am, pgd_at, fgsm_at, fast_at, alp, trades, feascatter, "
+                        "awp_at, awp_trades, awp_adt_exp.",
                         flag="method")
     params: dict[str, Any] = setting({}, "The method's own arguments, NAME=VALUE,... (e.g. "
                                      "entropy_weight=0.05,inner_steps=10); typed from its "
@@ -170,6 +171,11 @@ class ValidationConfig:
                                       "weights with this decay (e.g. 0.999): validation, "
                                       "best.keras, classifier.keras and exports use it. Off by "
                                       "default.", above=0.0, below=1.0)
+    ema_warmup: bool | None = setting(None, "The average's decay warms up as TensorFlow 1's "
+                                      "ExponentialMovingAverage(num_updates=t) did: "
+                                      "min(--ema_decay, (1 + t) / (10 + t)) at step t "
+                                      "(default: on whenever --ema_decay is set; without it "
+                                      "the first steps' weights linger in the average).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,6 +280,9 @@ class RunConfig:
         for path, field, value in leaves(self):
             check_field(field, value, flag_name(path, field))
         validation_pgd_steps(self.validation.attack)
+        if self.validation.ema_warmup and self.validation.ema_decay is None:
+            raise ValueError("--ema_warmup=true applies to a weight average: give "
+                             "--ema_decay too (e.g. --ema_decay=0.999).")
         return self
 
 
@@ -600,7 +609,8 @@ FLAT_FIELDS = (
     "validation_every", "validation_attack", "ema_decay")
 #: Defaults of version-1 fields that differ from this schema's (what a flat record that
 #: lacks them meant when it was written).
-FLAT_DEFAULTS = {"optim.lr_decay_epochs": (75, 90, 100), "optim.epochs": 76}
+FLAT_DEFAULTS = {"optim.lr_decay_epochs": (75, 90, 100), "optim.epochs": 76,
+                 "validation.ema_warmup": False}
 
 
 def migrate_flat_record(flat: Mapping[str, Any]) -> tuple[RunConfig, int]:

@@ -136,6 +136,9 @@ def resolve(config: RunConfig, splits: data_lib.Splits | None = None, *,
         "data.max_train_examples": n_train,
         "report.eval_examples": eval_examples,
         "validation.seed": validation_seed,
+        "validation.ema_warmup": (config.validation.ema_decay is not None
+                                  if config.validation.ema_warmup is None
+                                  else config.validation.ema_warmup),
         "run.verbose": _auto_verbose() if config.run.verbose is None else config.run.verbose,
     })
     policy = mixed_policy_name(strategy) if config.compute.mixed_precision else "float32"

@@ -146,8 +146,12 @@ def build_trainer(config: RunConfig, splits: data_lib.Splits, steps_per_epoch: i
     scope)."""
     mean, std = (data_lib.channel_stats(splits.x_train) if config.data.normalize
                  else (None, None))
-    classifier = build_model(config.model.name, splits.input_shape, splits.info.num_classes,
-                             mean=mean, std=std, **config.model.params)
+    try:
+        classifier = build_model(config.model.name, splits.input_shape,
+                                 splits.info.num_classes, mean=mean, std=std,
+                                 **config.model.params)
+    except ValueError as err:  # the builder's own checks: name the setting
+        raise ValueError(f"--model={config.model.name} --model_params: {err}") from None
     trainer = get_method(config.method.name)(classifier, epsilon=threat, seed=config.run.seed,
                                              **config.method.params)
     optim = config.optim
@@ -159,7 +163,8 @@ def build_trainer(config: RunConfig, splits: data_lib.Splits, steps_per_epoch: i
                                  decay_factor=optim.lr_decay_factor,
                                  steps_per_epoch=steps_per_epoch,
                                  schedule=optim.lr_schedule, epochs=optim.epochs,
-                                 ema_decay=config.validation.ema_decay),
+                                 ema_decay=config.validation.ema_decay,
+                                 ema_warmup=bool(config.validation.ema_warmup)),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=config.compute.jit_compile,
@@ -240,12 +245,23 @@ def run_training(config: RunConfig, monitors: tuple = ()) -> dict[str, Any]:
     splits = data_lib.load(config.data.dataset, config.data.data_dir,
                            config.data.max_train_examples)
     record = resolve(config, splits, strategy=strategy)
+    config = record.config
+    keras.utils.set_random_seed(config.run.seed)  # the same on every worker: same init, order
+    loaded, held_out = splits, None
+    if record.validation_indices:  # never trained on, nor in the normalisation statistics
+        splits, held_out = hold_out_validation(record, splits)
+    steps_per_epoch = math.ceil(len(splits.x_train) / config.optim.batch_size)
+    # Built before the workdir is touched: a model or method argument its builder refuses
+    # fails with nothing written.
+    with precision_policy(config.compute.mixed_precision, strategy), strategy.scope():
+        trainer = build_trainer(config, splits, steps_per_epoch, record.threat)
     out_dir = role.write_dir(config.run.workdir)
     checks.check_writable_dir(out_dir, "--workdir")
     backup_dir = os.path.join(config.run.workdir, "backup")
     with workdir_lock(out_dir):
-        check_same_run(record, record_path(out_dir), backup_dir, splits)
-        return _train(record, role, strategy, out_dir, backup_dir, monitors, splits)
+        check_same_run(record, record_path(out_dir), backup_dir, loaded)
+        return _train(record, trainer, role, strategy, out_dir, backup_dir, monitors, splits,
+                      held_out, steps_per_epoch)
 
 
 def check_same_run(record: RunRecord, path: str, backup_dir: str,
@@ -274,18 +290,13 @@ def check_same_run(record: RunRecord, path: str, backup_dir: str,
                          f"--epochs={done} or more, or a new --workdir).")
 
 
-def _train(record: RunRecord, role, strategy, out_dir: str, backup_dir: str,
-           monitors: tuple, splits: data_lib.Splits) -> dict[str, Any]:
-    """The run itself, in a workdir this process holds the lock of."""
+def _train(record: RunRecord, trainer, role, strategy, out_dir: str, backup_dir: str,
+           monitors: tuple, splits: data_lib.Splits, held_out, steps_per_epoch: int
+           ) -> dict[str, Any]:
+    """The run itself, in a workdir this process holds the lock of (`splits`: the training
+    part, `held_out`: the validation split or None)."""
     config = record.config
     threat = record.threat
-    keras.utils.set_random_seed(config.run.seed)  # the same on every worker: same init, order
-    held_out = None
-    if record.validation_indices:  # never trained on, nor in the normalisation statistics
-        splits, held_out = hold_out_validation(record, splits)
-    steps_per_epoch = math.ceil(len(splits.x_train) / config.optim.batch_size)
-    with precision_policy(config.compute.mixed_precision, strategy), strategy.scope():
-        trainer = build_trainer(config, splits, steps_per_epoch, threat)
     # Written once the data and the model are known to be good, atomically.
     write_record(record, out_dir)
     _announce_resume(backup_dir, config)
@@ -324,6 +335,7 @@ def _train(record: RunRecord, role, strategy, out_dir: str, backup_dir: str,
         LogLearningRate(),
         StopOnNonFiniteLoss(backup_dir),
         *([] if held_out else [TestSplitMetrics(watched)]),
+        *trainer.training_callbacks(),
         *monitors,
         *selection,  # before the backup: a kill while best.keras is written redoes the epoch
         backup,

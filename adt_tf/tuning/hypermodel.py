@@ -127,7 +127,8 @@ class MethodHyperModel(kt.HyperModel):
             seed=self.config.run.seed)
         kwargs.setdefault("verbose", self.config.run.verbose)
         # The scorer goes first, so that keras-tuner's callbacks and History see its logs.
-        callbacks = [FailOnNonFiniteLoss(), scorer] + list(callbacks or [])
+        callbacks = ([FailOnNonFiniteLoss(), *model.training_callbacks(), scorer]
+                     + list(callbacks or []))
         return model.fit(train_ds, callbacks=callbacks, shuffle=False, **kwargs)
 
 

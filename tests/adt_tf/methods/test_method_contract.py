@@ -29,6 +29,9 @@ FAST = {
     "alp": {"attack_steps": 3},
     "trades": {"attack_steps": 3},
     "feascatter": {},
+    "awp_at": {"attack_steps": 3},
+    "awp_trades": {"attack_steps": 3, "awp_warmup": 0},
+    "awp_adt_exp": {"inner_steps": 2, "mc_samples": 2},
 }
 
 # Every constructor argument set away from its default, for the config round trip.
@@ -48,6 +51,11 @@ NON_DEFAULT = {
                "init_std": 0.002},
     "feascatter": {"attack_steps": 2, "attack_step_size": 0.02, "label_smoothing": 0.2,
                    "sinkhorn_reg": 0.05, "sinkhorn_iterations": 20, "sinkhorn_tolerance": 0.0},
+    "awp_at": {"attack_steps": 7, "attack_step_size": 0.01, "awp_gamma": 0.02,
+               "awp_warmup": 2},
+    "awp_trades": {"attack_steps": 5, "trades_beta": 1.0, "awp_gamma": 0.01, "awp_warmup": 0},
+    "awp_adt_exp": {"inner_steps": 3, "outer_loss": "trades", "awp_gamma": 0.005,
+                    "awp_warmup": 1},
 }
 
 #: XLA on CPU compiles slowly, and so do the replicas: the fast set keeps ADT_EXP (the method

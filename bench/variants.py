@@ -1,0 +1,41 @@
+"""The training methods the benchmarks compare, by key: a registered method with its settings
+beyond the defaults (the one list every benchmark takes its rows from)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+
+class Variant(NamedTuple):
+    key: str
+    label: str
+    method: str
+    params: dict[str, Any]
+
+
+VARIANTS: dict[str, Variant] = {v.key: v for v in (
+    Variant("standard", "Standard", "standard", {}),
+    Variant("pgd_at", "AT_PGD", "pgd_at", {}),
+    Variant("trades", "TRADES", "trades", {}),
+    Variant("adt_exp", "ADT_EXP", "adt_exp", {}),
+    Variant("adt_exp_fresh", "ADT_EXP, fresh inner gradients (ablation)", "adt_exp",
+            {"inner_gradients": "fresh"}),
+    Variant("adt_exp_trades", "ADT_EXP (TRADES loss)", "adt_exp", {"outer_loss": "trades"}),
+    Variant("adt_exp_am", "ADT_EXP-AM", "adt_exp_am", {}),
+    Variant("adt_imp_am", "ADT_IMP-AM", "adt_imp_am", {}),
+    Variant("awp_at", "AWP-AT", "awp_at", {}),
+    Variant("adt_exp_lowrank", "ADT_EXP, low-rank Gaussian (R = 8)", "adt_exp",
+            {"family": "lowrank", "rank": 8}),
+    Variant("adt_exp_matrix_normal", "ADT_EXP, matrix-normal Gaussian", "adt_exp",
+            {"family": "matrix_normal"}),
+)}
+
+
+def variant(key: str) -> Variant:
+    """The variant of `key`; ValueError listing the known ones."""
+    if key not in VARIANTS:
+        raise ValueError(f"Unknown method {key!r}; known: {', '.join(VARIANTS)}.")
+    return VARIANTS[key]
+
+
+__all__ = ["VARIANTS", "Variant", "variant"]
