@@ -49,15 +49,19 @@ def method_arguments(name: str) -> dict[str, Any]:
     return {p: params[p].default for p in params if p not in SHARED_ARGUMENTS}
 
 
-def check_method_arguments(name: str, **arguments) -> None:
+def check_method_arguments(name: str, input_shape=None, **arguments) -> None:
     """Checks a method's constructor arguments (epsilon, norm, seed and its own) without a
-    model or data: the method is built around a throwaway 4x4 classifier, so every check its
-    constructor makes fails here, with its message, before a run reads any data."""
+    model or data: the method is built around a throwaway one-layer classifier, so every
+    check its constructor makes fails here, with its message, before a run reads any data;
+    with `input_shape` (H, W, C), also whether its settings fit such inputs
+    (`AdversarialTrainer.check_input_shape`)."""
     import keras
 
-    inputs = keras.Input((4, 4, 1))
+    inputs = keras.Input(tuple(input_shape) if input_shape is not None else (4, 4, 1))
     probe = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)))
-    get_method(name)(probe, **arguments)
+    trainer = get_method(name)(probe, **arguments)
+    if input_shape is not None:
+        trainer.check_input_shape(tuple(input_shape))
 
 
 __all__ = ["ALP", "AWPAT", "AWPTRADES", "FGSMAT", "METHODS", "PGDAT", "TRADES", "ADTExp",

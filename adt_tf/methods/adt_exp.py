@@ -115,6 +115,9 @@ class ADTExp(AdversarialTrainer):
         self.inner_branches = checks.check_positive_int(inner_branches, "inner_branches")
         self.inner_gradients = check_inner_gradients(inner_gradients)
 
+    def check_input_shape(self, shape):
+        self.family.check(shape)
+
     def _inner_loss_fn(self, x):
         """The inner per-example loss: None (cross-entropy) or beta * KL(f(x) || f(x'))."""
         if self.outer_loss_name == "ce":

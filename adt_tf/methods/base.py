@@ -141,6 +141,10 @@ class AdversarialTrainer(keras.Model):
         size of 2/255 for L-infinity, epsilon / 4 for L2); what a None argument becomes."""
         return {}
 
+    def check_input_shape(self, shape: tuple[int, ...]) -> None:
+        """Raises ValueError (naming the setting) if the method's settings do not fit inputs
+        of `shape` (H, W, C); every shape fits by default."""
+
     def training_callbacks(self) -> list[keras.callbacks.Callback]:
         """Callbacks the method needs during `fit` (e.g. AWP's warm-up epochs); whoever
         trains it adds them (`adt_tf.training.run`, the tuner). None by default."""

@@ -524,10 +524,12 @@ def validation_pgd_steps(attack: str) -> int:
 
 
 def typed_arguments(given: Mapping[str, Any], signature: Mapping[str, Any], flag: str,
-                    owner: str) -> dict[str, Any]:
+                    owner: str, takers=None) -> dict[str, Any]:
     """The arguments `given` (text from the command line, or values of a config file) typed
     by the defaults of `signature` (name -> default; a None default is a float set by the
     threat model): booleans read true/false/1/0, numbers as numbers, text as text.
+
+    `takers(name)`, if given, names the others that take an argument `owner` does not.
 
     Raises:
         ValueError: an argument `owner` does not take (naming the closest), or a value of
@@ -538,6 +540,9 @@ def typed_arguments(given: Mapping[str, Any], signature: Mapping[str, Any], flag
         if name not in signature:
             close = difflib.get_close_matches(name, list(signature), n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            others = takers(name) if takers is not None else []
+            if others:
+                hint += f" ({name} applies to {', '.join(others)})"
             takes = ", ".join(signature) or "no arguments of its own"
             raise ValueError(f"--{flag}: {owner} does not take {name!r}{hint}; it takes "
                              f"{takes}.")
@@ -574,24 +579,25 @@ def load_config_file(spec: str) -> RunConfig:
                              f"(recipes: {', '.join(recipe_names())}).")
     if not os.path.isfile(path):
         raise ValueError(f"--config={spec}: no such file.")
+    where = f"--config={spec}" + ("" if os.path.abspath(path) == os.path.abspath(spec)
+                                  else f" ({path})")
     module_spec = importlib.util.spec_from_file_location(
         f"adt_config_{abs(hash(os.path.abspath(path)))}", path)
     if module_spec is None or module_spec.loader is None:
-        raise ValueError(f"--config={spec}: {path} is not a Python file.")
+        raise ValueError(f"{where} is not a Python file.")
     module = importlib.util.module_from_spec(module_spec)
     try:
         module_spec.loader.exec_module(module)
     except Exception as err:  # a config file is user code: any failure is its error
-        raise ValueError(f"--config={spec}: {path} does not import ({type(err).__name__}: "
-                         f"{err}).") from None
+        raise ValueError(f"{where} does not import ({type(err).__name__}: {err}).") from None
     get_config = getattr(module, "get_config", None)
     if not callable(get_config):
-        raise ValueError(f"--config={spec}: {path} has no get_config() function.")  # noqa: TRY004
+        raise ValueError(f"{where} has no get_config() function.")  # noqa: TRY004
     try:
         config = get_config()
     except Exception as err:  # noqa: BLE001 - reported with the file's name
-        raise ValueError(f"--config={spec}: get_config() of {path} failed "
-                         f"({type(err).__name__}: {err}).") from None
+        raise ValueError(f"{where}: its get_config() failed ({type(err).__name__}: "
+                         f"{err}).") from None
     if not isinstance(config, RunConfig):
         raise ValueError(f"--config={spec}: get_config() of {path} must return an "  # noqa: TRY004
                          f"adt_tf.training.config.RunConfig, got {type(config).__name__}.")

@@ -90,7 +90,8 @@ def resolve(config: RunConfig, splits: data_lib.Splits | None = None, *,
     if not config.data.dataset.startswith(data_lib.NPZ_PREFIX):
         data_lib.dataset_info(config.data.dataset)
     method_params = typed_arguments(config.method.params, method_signature(config.method.name),
-                                    "method_params", f"--method={config.method.name}")
+                                    "method_params", f"--method={config.method.name}",
+                                    takers=_methods_taking)
     model_defaults = model_signature(config.model.name)
     model_params = typed_arguments(config.model.params, model_defaults, "model_params",
                                    f"--model={config.model.name}")
@@ -109,8 +110,8 @@ def resolve(config: RunConfig, splits: data_lib.Splits | None = None, *,
     if threat is None:
         threat = resolve_threat(config.threat.norm, config.threat.epsilon, splits.info)
     method_params = _with_norm_defaults(method_cls, method_params, threat)
-    check_method_arguments(config.method.name, epsilon=threat, seed=config.run.seed,
-                           **method_params)
+    check_method_arguments(config.method.name, input_shape=splits.input_shape, epsilon=threat,
+                           seed=config.run.seed, **method_params)
     full_method = {**method_signature(config.method.name), **method_params}
     full_model = {**model_defaults, **model_params}
     n_train = len(splits.x_train)
@@ -157,6 +158,12 @@ def resolve_recorded(record: RunRecord, splits: data_lib.Splits | None = None) -
     resolved = resolve(record.config, splits)
     return dataclasses.replace(resolved, algorithm_version=record.algorithm_version,
                                schema_version=record.schema_version)
+
+
+def _methods_taking(name: str) -> list[str]:
+    from adt_tf.methods import METHODS
+
+    return [m for m in METHODS if name in method_signature(m)]
 
 
 def _with_norm_defaults(method_cls, params: dict[str, Any], threat) -> dict[str, Any]:
