@@ -88,6 +88,22 @@ def attack_settings(adversaries=None, source=None, **replace) -> dict:
     return settings
 
 
+def flat_record(record: dict, drop: tuple[str, ...] = ()) -> dict:
+    """A run's record (config.json's nested dict) in the flat layout of version 1, as
+    config.json held it before the run schema (every setting by its flag name, no
+    schema_version, no resolved section), without the fields `drop` (a record written before
+    they existed)."""
+    from adt_tf.training.config import FLAT_FIELDS, flag_paths
+
+    paths = flag_paths()
+    flat = {}
+    for name in FLAT_FIELDS:
+        section, key = paths[name].split(".")
+        flat[name] = record[section][key]
+    flat["algorithm_version"] = record["algorithm_version"]
+    return {k: v for k, v in flat.items() if k not in drop}
+
+
 def assert_normal_init(weights, stddev: float, mean: float = 0.0, truncated: bool = False):
     """The sample of initial weights looks like N(mean, stddev^2): mean and standard deviation
     within 5 standard errors, and (for 2,000+ values) the share beyond two standard

@@ -35,9 +35,10 @@ from tests.helpers import ROOT
 
 EXAMPLES, BATCH = 64, 8
 STEPS_PER_EPOCH = EXAMPLES // BATCH
-TINY = [f"--max_train_examples={EXAMPLES}", f"--batch_size={BATCH}", "--model_width=4",
-        "--eval_examples=16", "--method_params=inner_steps=2,mc_samples=2", "--lr=0.02",
-        "--verbose=2", "--method=adt_exp", "--strategy=multiworker"]
+TINY = [f"--max_train_examples={EXAMPLES}", f"--batch_size={BATCH}",
+        "--model_params=width=4", "--eval_examples=16",
+        "--method_params=inner_steps=2,mc_samples=2", "--lr=0.02", "--verbose=2",
+        "--method=adt_exp", "--strategy=multiworker"]
 
 
 def free_ports(n: int) -> list[int]:

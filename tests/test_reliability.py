@@ -7,7 +7,9 @@ import shutil
 
 import pytest
 
-from adt_tf.training import TrainConfig, run_training, workdir_lock
+from adt_tf.training.config import RunConfig
+from adt_tf.training.record import RunRecord
+from adt_tf.training.run import run_training, workdir_lock
 from tests.trainers.test_train_cli import run_cli
 
 TINY = dict(max_train_examples=32, batch_size=16, model_params={"width": 4}, eval_examples=16,
@@ -19,71 +21,77 @@ def test_a_workdir_is_owned_by_one_run_at_a_time(tmp_path):
     os.makedirs(workdir)
     with workdir_lock(workdir):
         with pytest.raises(ValueError, match=r"is in use by another adt-train run \(pid "):
-            run_training(TrainConfig(workdir=workdir, epochs=1, **TINY))
+            run_training(RunConfig.from_flags(workdir=workdir, epochs=1, **TINY))
         # The command line says so and exits 2, writing nothing.
         proc = run_cli(f"--workdir={workdir}", "--method=standard", "--epochs=1",
                        "--max_train_examples=32", check=False)
         assert proc.returncode == 2 and "is in use by another adt-train run" in proc.stderr
         assert not os.path.exists(os.path.join(workdir, "config.json"))
     # Released (as when the holder dies, however): the run goes ahead.
-    assert run_training(TrainConfig(workdir=workdir, epochs=1, **TINY))["epochs"] == 1
+    assert run_training(RunConfig.from_flags(workdir=workdir, epochs=1, **TINY))["epochs"] == 1
 
 
 def test_a_run_that_failed_at_once_leaves_a_workdir_that_takes_the_fix(tmp_path):
     workdir = str(tmp_path / "run")
     with pytest.raises(ValueError, match="width"):
-        run_training(TrainConfig(workdir=workdir, epochs=1, **dict(
+        run_training(RunConfig.from_flags(workdir=workdir, epochs=1, **dict(
             TINY, model_params={"width": 0})))
     assert not os.path.exists(os.path.join(workdir, "config.json"))
     # config.json of a run that stopped before its first epoch (a NaN loss) binds nothing.
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
-        json.dump(dict(TINY, workdir=workdir, lr=10.0), f)
-    report = run_training(TrainConfig(workdir=workdir, epochs=1, **TINY))
+        json.dump(RunRecord(RunConfig.from_flags(**dict(TINY, workdir=workdir, epochs=1,
+                                                        lr=10.0))).to_dict(), f)
+    report = run_training(RunConfig.from_flags(workdir=workdir, epochs=1, **TINY))
     assert report["epochs"] == 1
     with open(os.path.join(workdir, "config.json")) as f:
-        assert json.load(f)["lr"] == TINY["lr"]
+        assert json.load(f)["optim"]["lr"] == TINY["lr"]
 
 
 def test_resume_survives_another_spelling_or_a_move_of_the_workdir(tmp_path, monkeypatch):
     workdir = tmp_path / "run"
-    run_training(TrainConfig(workdir=str(workdir), epochs=1, **TINY))
+    run_training(RunConfig.from_flags(workdir=str(workdir), epochs=1, **TINY))
     monkeypatch.chdir(tmp_path)
     # Relative, with a trailing slash: the same run, resumed (one more epoch).
-    report = run_training(TrainConfig(workdir="run/", epochs=2, **TINY))
+    report = run_training(RunConfig.from_flags(workdir="run/", epochs=2, **TINY))
     assert report["epochs"] == 2
     moved = tmp_path / "moved"
     shutil.move(str(workdir), str(moved))
-    assert run_training(TrainConfig(workdir=str(moved), epochs=2, **TINY))["epochs"] == 2
+    assert run_training(RunConfig.from_flags(workdir=str(moved), epochs=2, **TINY))["epochs"] == 2
 
 
 def test_fewer_epochs_than_trained_is_refused(tmp_path):
     workdir = str(tmp_path / "run")
-    run_training(TrainConfig(workdir=workdir, epochs=2, **TINY))
+    run_training(RunConfig.from_flags(workdir=workdir, epochs=2, **TINY))
     with pytest.raises(ValueError, match="already trained for 2 epochs; --epochs=1 is fewer"):
-        run_training(TrainConfig(workdir=workdir, epochs=1, **TINY))
+        run_training(RunConfig.from_flags(workdir=workdir, epochs=1, **TINY))
     with open(os.path.join(workdir, "report.json")) as f:
         assert json.load(f)["epochs"] == 2
 
 
 def test_bad_lr_decay_factor_and_a_file_as_workdir_are_errors(tmp_path):
     with pytest.raises(ValueError, match="lr_decay_factor"):
-        run_training(TrainConfig(workdir=str(tmp_path / "a"), epochs=1,
+        run_training(RunConfig.from_flags(workdir=str(tmp_path / "a"), epochs=1,
                                  **dict(TINY, lr_decay_factor=float("nan"))))
     afile = tmp_path / "file"
     afile.write_text("x")
     with pytest.raises(ValueError, match="is a file, not a folder"):
-        run_training(TrainConfig(workdir=str(afile), epochs=1, **TINY))
+        run_training(RunConfig.from_flags(workdir=str(afile), epochs=1, **TINY))
 
 
 def test_a_flag_the_method_does_not_take_is_an_error(tmp_path):
     proc = run_cli(f"--workdir={tmp_path}/w", "--method=pgd_at",
                    "--method_params=entropy_weight=0.1,mc_samples=3,stepz=2", check=False)
     assert proc.returncode == 2, proc.stderr
-    assert "--method=pgd_at does not take entropy_weight, mc_samples, stepz" in proc.stderr
-    assert "entropy_weight applies to adt_exp, adt_exp_am, adt_imp_am" in proc.stderr
-    assert "no method takes stepz" in proc.stderr
+    assert ("adt-train: error: --method_params: --method=pgd_at does not take "
+            "'entropy_weight'") in proc.stderr
     assert "it takes attack_steps, attack_step_size" in proc.stderr
+    assert not os.path.exists(os.path.join(tmp_path, "w"))
+    # A misspelt argument: the closest ones are named.
+    with pytest.raises(ValueError, match=r"--method=pgd_at does not take 'attack_step' \(did "
+                                         r"you mean attack_steps, attack_step_size\?\)"):
+        run_training(RunConfig.from_flags(workdir=f"{tmp_path}/w", method="pgd_at",
+                                          method_params={"attack_step": 2}))
     assert not os.path.exists(os.path.join(tmp_path, "w"))
 
 
@@ -101,7 +109,7 @@ def test_an_output_folder_that_cannot_be_made_is_an_error_naming_its_flag(tmp_pa
     with pytest.raises(ValueError, match=r"--out=.*a_file is a file, not a folder"):
         check_writable_dir(str(blocker), "--out")
     with pytest.raises(ValueError, match=r"Cannot create --workdir=.*a_file/sub: Not a dir"):
-        run_training(TrainConfig(workdir=under, epochs=1, **TINY))
+        run_training(RunConfig.from_flags(workdir=under, epochs=1, **TINY))
     # adt-evaluate: the output folder is checked before the model is even loaded
     with pytest.raises(ValueError, match=r"Cannot create --out=.*a_file/sub"):
         run_evaluation(str(tmp_path / "not_loaded_yet.keras"), out=under, verbose=0)
@@ -115,7 +123,7 @@ def test_an_unwritable_export_dir_exits_2_naming_it(tmp_path):
     from tests.export.helpers import run_cli as run_export_cli
 
     workdir = tmp_path / "run"
-    run_training(TrainConfig(workdir=str(workdir), epochs=1, **TINY))
+    run_training(RunConfig.from_flags(workdir=str(workdir), epochs=1, **TINY))
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     proc = run_export_cli(f"--model={workdir}", f"--export_dir={blocker}/exports",
@@ -143,7 +151,7 @@ def _start_cli(workdir, *args):
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.Popen([sys.executable, "-m", "trainers.train", f"--workdir={workdir}",
                              "--method=standard", "--max_train_examples=256", "--batch_size=16",
-                             "--model_width=4", "--verbose=2", *args], cwd=ROOT, env=env,
+                             "--model_params=width=4", "--verbose=2", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=_default_sigint)
 
@@ -176,7 +184,7 @@ def test_an_interrupt_mid_epoch_says_what_is_kept_and_the_rerun_resumes(tmp_path
     assert not os.path.exists(os.path.join(workdir, "classifier.keras"))
     done = len(history_epochs(workdir))
     out = run_cli(f"--workdir={workdir}", "--method=standard", "--max_train_examples=256",
-                  "--batch_size=16", "--model_width=4", "--verbose=2",
+                  "--batch_size=16", "--model_params=width=4", "--verbose=2",
                   f"--epochs={done + 1}").stdout
     assert f"{done} of {done + 1} epochs already done" in out
 
@@ -195,7 +203,7 @@ def test_an_interrupt_during_the_final_evaluation_then_the_rerun_only_evaluates(
     assert not os.path.exists(os.path.join(workdir, "report.json"))
     assert not [f for f in os.listdir(workdir) if ".tmp" in f]  # nothing half-written
     out = run_cli(f"--workdir={workdir}", "--method=standard", "--max_train_examples=256",
-                  "--batch_size=16", "--model_width=4", "--verbose=2", "--epochs=1").stdout
+                  "--batch_size=16", "--model_params=width=4", "--verbose=2", "--epochs=1").stdout
     assert "Report: standard" in out and history_epochs(workdir) == [0]  # not trained again
 
 
@@ -218,7 +226,7 @@ def test_a_full_disk_during_checkpointing_exits_2_naming_the_file_and_the_rerun_
     try:
         workdir = str(mount / "run")
         args = ("--method=standard", "--max_train_examples=256", "--batch_size=32",
-                "--model_width=32", "--epochs=5", "--verbose=2")
+                "--model_params=width=32", "--epochs=5", "--verbose=2")
         proc = run_cli(f"--workdir={workdir}", *args, check=False)
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert "No space left on device" in proc.stderr and "backup" in proc.stderr

@@ -20,7 +20,9 @@ from adt_tf import data as data_lib
 from adt_tf.checkpoints import BestCheckpoint, read_best
 from adt_tf.loading import resolve_model_path
 from adt_tf.optimizers import make_optimizer
-from adt_tf.training import TrainConfig, run_training
+from adt_tf.training.config import RunConfig
+from adt_tf.training.record import read_record
+from adt_tf.training.run import run_training
 from tests.helpers import ROOT
 from tests.trainers.test_train_cli import run_cli
 
@@ -61,12 +63,16 @@ def history(workdir):
 
 def test_a_run_holds_out_its_split_scores_it_every_epoch_and_keeps_the_best(tmp_path):
     workdir = str(tmp_path / "run")
-    config = TrainConfig(workdir=workdir, epochs=3, validation_examples=40, **TINY)
+    config = RunConfig.from_flags(workdir=workdir, epochs=3, validation_examples=40, **TINY)
     report = run_training(config)
-    record = json.load(open(os.path.join(workdir, "validation_split.json")))
+    record = read_record(workdir)
     splits = data_lib.load("cifar10_sample", max_train_examples=192)
-    expected = data_lib.stratified_split(splits.y_train, 40, config.seed)[1]
-    assert record["indices"] == expected.tolist() and record["seed"] == 0
+    expected = data_lib.stratified_split(splits.y_train, 40, config.run.seed)[1]
+    assert list(record.validation_indices) == expected.tolist()
+    assert record.config.validation.seed == 0
+    recorded = json.load(open(os.path.join(workdir, "config.json")))
+    assert recorded["resolved"]["validation_indices"] == expected.tolist()
+    assert not os.path.exists(os.path.join(workdir, "validation_split.json"))
     rows = history(workdir)
     assert len(rows) == 3
     scores = [(float(r["val_robust_accuracy"]), float(r["val_clean_accuracy"])) for r in rows]
@@ -82,13 +88,15 @@ def test_a_run_holds_out_its_split_scores_it_every_epoch_and_keeps_the_best(tmp_
     assert resolve_model_path(workdir).endswith("best.keras")
     assert resolve_model_path(workdir, "last").endswith("classifier.keras")
     # the same run resumed: the same split; another split size or seed: refused
-    run_training(TrainConfig(workdir=workdir, epochs=4, validation_examples=40, **TINY))
-    assert json.load(open(os.path.join(workdir, "validation_split.json"))) == record
-    with pytest.raises(ValueError, match="validation_examples: 40 -> 50"):
-        run_training(TrainConfig(workdir=workdir, epochs=5, validation_examples=50, **TINY))
-    with pytest.raises(ValueError, match="seed: 0 -> 1"):
-        run_training(TrainConfig(workdir=workdir, epochs=5, validation_examples=40,
-                                 **dict(TINY, seed=1)))
+    run_training(RunConfig.from_flags(workdir=workdir, epochs=4, validation_examples=40,
+                                      **TINY))
+    assert read_record(workdir).validation_indices == record.validation_indices
+    with pytest.raises(ValueError, match="validation.examples: 40 -> 50"):
+        run_training(RunConfig.from_flags(workdir=workdir, epochs=5, validation_examples=50,
+                                          **TINY))
+    with pytest.raises(ValueError, match=r"run\.seed: 0 -> 1"):
+        run_training(RunConfig.from_flags(workdir=workdir, epochs=5, validation_examples=40,
+                                          **dict(TINY, seed=1)))
 
 
 def test_the_best_checkpoint_is_the_epoch_of_the_highest_robust_accuracy(tmp_path):
@@ -128,7 +136,7 @@ def test_the_best_checkpoint_is_the_epoch_of_the_highest_robust_accuracy(tmp_pat
 def test_kill_9_after_a_best_epoch_and_resume_keeps_the_best(tmp_path):
     workdir = str(tmp_path / "run")
     args = [f"--workdir={workdir}", "--method=standard", "--max_train_examples=192",
-            "--batch_size=32", "--model_width=4", "--eval_examples=32", "--lr=0.05",
+            "--batch_size=32", "--model_params=width=4", "--eval_examples=32", "--lr=0.05",
             "--validation_examples=40", "--verbose=2"]
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.Popen([sys.executable, "-m", "trainers.train", *args, "--epochs=30"],
@@ -204,31 +212,32 @@ def test_validation_and_the_best_checkpoint_see_the_average_and_training_goes_on
                                                            "generator_blocks": 1})):
         # an amortised method: its generator has an optimiser of its own, not averaged
         workdir = str(tmp_path / method)
-        run_training(TrainConfig(workdir=workdir, epochs=2, validation_examples=40,
-                                 ema_decay=0.9, **dict(TINY, method=method,
-                                                       method_params=params)))
-        assert json.load(open(os.path.join(workdir, "config.json")))["ema_decay"] == 0.9
+        run_training(RunConfig.from_flags(workdir=workdir, epochs=2, validation_examples=40,
+                                          ema_decay=0.9, **dict(TINY, method=method,
+                                                                method_params=params)))
+        recorded = json.load(open(os.path.join(workdir, "config.json")))
+        assert recorded["validation"]["ema_decay"] == 0.9
         assert np.isfinite(read_best(workdir)["val_robust_accuracy"])
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"validation_examples": -1}, "--validation_examples must be an integer >= 0"),
+    ({"validation_examples": -1}, "--validation_examples must be >= 0, got -1"),
     ({"validation_examples": 170}, "leaves fewer than one batch"),
     ({"validation_examples": 5}, "between 10 .one per class."),
     ({"validation_examples": 40, "validation_every": 0}, "--validation_every must be"),
-    ({"ema_decay": 1.5}, r"--ema_decay must be in \(0, 1\)"),
+    ({"ema_decay": 1.5}, r"--ema_decay must be > 0 and < 1, got 1\.5"),
     ({"validation_attack": "fgsm"}, "--validation_attack must be pgd<steps>"),
 ])
 def test_bad_protocol_settings_are_errors_naming_the_flag(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        run_training(TrainConfig(workdir=str(tmp_path / "run"), epochs=1,
-                                 **dict(TINY, **kwargs)))
+        run_training(RunConfig.from_flags(workdir=str(tmp_path / "run"), epochs=1,
+                                          **dict(TINY, **kwargs)))
     assert not os.path.exists(tmp_path / "run" / "config.json")  # nothing written
 
 
 def test_a_bad_protocol_flag_exits_2_naming_it(tmp_path):
     proc = run_cli(f"--workdir={tmp_path / 'run'}", "--method=standard",
-                   "--max_train_examples=192", "--batch_size=32", "--model_width=4",
+                   "--max_train_examples=192", "--batch_size=32", "--model_params=width=4",
                    "--epochs=1", "--validation_examples=500", check=False)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "--validation_examples=500 leaves fewer than one batch" in proc.stderr
@@ -238,12 +247,12 @@ def test_checkpoint_reaches_evaluate_and_export_and_best_needs_a_split(tmp_path)
     from trainers.evaluate import run_evaluation
 
     plain = str(tmp_path / "plain")
-    run_training(TrainConfig(workdir=plain, epochs=1, **TINY))
+    run_training(RunConfig.from_flags(workdir=plain, epochs=1, **TINY))
     with pytest.raises(ValueError, match="--checkpoint=best: .* holds no best.keras"):
         resolve_model_path(plain, "best")
     assert resolve_model_path(plain).endswith("classifier.keras")  # the default without
     split = str(tmp_path / "split")
-    run_training(TrainConfig(workdir=split, epochs=2, validation_examples=40, **TINY))
+    run_training(RunConfig.from_flags(workdir=split, epochs=2, validation_examples=40, **TINY))
     for checkpoint, name in (("best", "best.keras"), ("last", "classifier.keras"),
                              (None, "best.keras")):
         result, _ = run_evaluation(split, num_examples=8, suite="fgsm", checkpoint=checkpoint,

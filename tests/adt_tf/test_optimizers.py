@@ -18,7 +18,8 @@ from adt_tf.optimizers import (
     TriangularCyclic,
     make_optimizer,
 )
-from adt_tf.training import TrainConfig, run_training
+from adt_tf.training.config import RunConfig
+from adt_tf.training.run import run_training
 
 SPE = 782  # steps per epoch of CIFAR-10 at batch 64
 
@@ -123,11 +124,11 @@ def test_cyclic_schedule_is_fast_ats_cyclic_lr(total):
 def test_cyclic_runs_the_triangle_and_refuses_a_resume_with_other_epochs(tmp_path):
     workdir = str(tmp_path / "run")
     config = dict(TINY, lr_schedule="cyclic", lr=0.2)
-    run_training(TrainConfig(workdir=workdir, epochs=2, **config))
+    run_training(RunConfig.from_flags(workdir=workdir, epochs=2, **config))
     # learning_rate is logged at each epoch's first step: step 0 (rate 0), then step 2 of 4
     assert lr_per_epoch(workdir) == pytest.approx([0.0, 0.2])
-    with pytest.raises(ValueError, match="epochs: 2 -> 3"):
-        run_training(TrainConfig(workdir=workdir, epochs=3, **config))
+    with pytest.raises(ValueError, match=r"optim\.epochs: 2 -> 3"):
+        run_training(RunConfig.from_flags(workdir=workdir, epochs=3, **config))
 
 
 def test_a_run_of_the_earlier_algorithms_is_not_resumed(tmp_path):
@@ -136,7 +137,7 @@ def test_a_run_of_the_earlier_algorithms_is_not_resumed(tmp_path):
     import json
 
     workdir = str(tmp_path / "run")
-    run_training(TrainConfig(workdir=workdir, epochs=1, **TINY))
+    run_training(RunConfig.from_flags(workdir=workdir, epochs=1, **TINY))
     path = os.path.join(workdir, "config.json")
     with open(path) as f:
         config = json.load(f)
@@ -144,7 +145,7 @@ def test_a_run_of_the_earlier_algorithms_is_not_resumed(tmp_path):
     with open(path, "w") as f:
         json.dump(config, f)
     with pytest.raises(ValueError, match="algorithm_version: 1 -> 2.*train it again"):
-        run_training(TrainConfig(workdir=workdir, epochs=2, **TINY))
+        run_training(RunConfig.from_flags(workdir=workdir, epochs=2, **TINY))
 
 
 def test_bad_weight_decay_form_is_named():
@@ -169,9 +170,9 @@ def test_resume_that_extends_epochs_across_a_boundary(tmp_path):
     Keras skipped loading the optimiser here with only a warning: the step count restarted at
     0, the momentum was lost, and the rate stayed 0.1."""
     workdir = str(tmp_path / "run")
-    run_training(TrainConfig(workdir=workdir, epochs=2, lr_decay_epochs=(3,), **TINY))
+    run_training(RunConfig.from_flags(workdir=workdir, epochs=2, lr_decay_epochs=(3,), **TINY))
     assert lr_per_epoch(workdir) == pytest.approx([0.1, 0.1])
-    run_training(TrainConfig(workdir=workdir, epochs=4, lr_decay_epochs=(3,), **TINY))
+    run_training(RunConfig.from_flags(workdir=workdir, epochs=4, lr_decay_epochs=(3,), **TINY))
     assert lr_per_epoch(workdir) == pytest.approx([0.1, 0.1, 0.01, 0.01])
 
 
@@ -181,7 +182,7 @@ def test_a_fixed_seed_gives_a_fixed_run(tmp_path):
     runs = []
     for name in ("a", "b"):
         workdir = str(tmp_path / name)
-        report = run_training(TrainConfig(
+        report = run_training(RunConfig.from_flags(
             workdir=workdir, method="adt_exp", epochs=2, lr_decay_epochs=(2,),
             method_params={"inner_steps": 2, "mc_samples": 2},
             **{k: v for k, v in TINY.items() if k != "method"}))

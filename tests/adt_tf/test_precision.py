@@ -20,7 +20,8 @@ from adt_tf.precision import (
     native_reduced_precision,
     precision_policy,
 )
-from adt_tf.training import TrainConfig, run_training
+from adt_tf.training.config import RunConfig
+from adt_tf.training.run import run_training
 from tests.adt_tf.test_distributions import numpy_neg_log_prob
 from tests.helpers import ce_loss, make_tiny_images, tiny_classifier
 
@@ -125,7 +126,7 @@ def test_mixed_precision_training_stays_close_to_float32(policy, mixed):
 
 
 def test_run_training_with_mixed_precision(tmp_path):
-    report = run_training(TrainConfig(
+    report = run_training(RunConfig.from_flags(
         workdir=str(tmp_path / "run"), epochs=1, max_train_examples=32, batch_size=16,
         model_params={"width": 4}, eval_examples=16, mixed_precision=True, verbose=0,
         method_params={"inner_steps": 1, "mc_samples": 2}))
@@ -134,7 +135,9 @@ def test_run_training_with_mixed_precision(tmp_path):
     assert classifier.get_layer("conv1").dtype_policy.name == mixed_policy_name()
     assert classifier.get_layer("logits").compute_dtype == "float32"
     with open(os.path.join(tmp_path, "run", "config.json")) as f:
-        assert json.load(f)["mixed_precision"] is True
+        recorded = json.load(f)
+    assert recorded["compute"]["mixed_precision"] is True
+    assert recorded["resolved"]["precision_policy"] == mixed_policy_name()
     # The final report attacks the weights' float32 function, not the bfloat16 forward.
     assert report["compute_dtype"] == "float32"
 

@@ -8,7 +8,8 @@ import pytest
 
 from adt_tf import data as data_lib
 from adt_tf import threat as threat_lib
-from adt_tf.training import TrainConfig, run_training
+from adt_tf.training.config import RunConfig
+from adt_tf.training.run import run_training
 
 
 @pytest.fixture
@@ -51,17 +52,18 @@ def test_a_training_run_makes_its_threat_once_and_reads_its_data_once(tmp_path, 
                                                              "mc_samples": 1}
     if method == "pgd_at":
         params["attack_step_size"] = None  # as adt-train's flags leave it: set from the ball
-    config = TrainConfig(workdir=str(tmp_path / "run"), method=method, dataset=npz_source,
-                         model="small_cnn", model_params={"width": 4}, epochs=1,
-                         batch_size=16, method_params=params, eval_batch_size=16, verbose=0,
-                         validation_examples=8)
+    config = RunConfig.from_flags(workdir=str(tmp_path / "run"), method=method,
+                                  dataset=npz_source, model="small_cnn",
+                                  model_params={"width": 4}, epochs=1, batch_size=16,
+                                  method_params=params, eval_batch_size=16, verbose=0,
+                                  validation_examples=8)
     report = run_training(config)
     assert counts["balls"] == ["LinfBall"], counts["balls"]
     assert sorted(p.rsplit("/", 1)[1] for p in counts["reads"]) == ["test.npz", "train.npz"]
     assert report["epsilon"] == pytest.approx(8 / 255)
     if method == "pgd_at":  # the threat-dependent default was set from the one ball
         recorded = json.loads((tmp_path / "run" / "config.json").read_text())
-        assert recorded["method_params"]["attack_step_size"] == pytest.approx(2 / 255)
+        assert recorded["method"]["params"]["attack_step_size"] == pytest.approx(2 / 255)
 
 
 def test_an_evaluation_makes_its_threat_once_and_reads_its_data_once(tmp_path, npz_source,

@@ -45,11 +45,14 @@ def test_table_verdict_and_plot_from_finished_runs(tmp_path):
 def test_each_run_is_a_training_config_with_its_protocol():
     recipe = bo.Recipe()
     config = bo.train_config(recipe, "adt_exp", 1, True, "/data", "/w")
-    assert config.validation_examples == 1000 and config.validation_attack == "pgd20"
-    assert config.ema_decay == recipe.ema_decay and config.max_train_examples == 5000
-    assert config.lr_decay_epochs == (21,) and config.epochs == 40 and not config.normalize
-    assert config.workdir == os.path.join("/w", "adt_exp-ema-seed1")
-    assert bo.train_config(recipe, "pgd_at", 0, False, "/d", "/w").ema_decay is None
+    assert config.validation.examples == 1000 and config.validation.attack == "pgd20"
+    assert config.validation.ema_decay == recipe.ema_decay
+    assert config.data.max_train_examples == 5000 and not config.data.normalize
+    assert config.optim.lr_decay_epochs == (21,) and config.optim.epochs == 40
+    assert config.run.workdir == os.path.join("/w", "adt_exp-ema-seed1")
+    assert (config.method.name, config.run.seed, config.data.dataset) == ("adt_exp", 1,
+                                                                          "npz:/data")
+    assert bo.train_config(recipe, "pgd_at", 0, False, "/d", "/w").validation.ema_decay is None
 
 
 def test_curve_row_reads_the_peak_and_the_train_test_gaps():

@@ -169,8 +169,6 @@ def test_table_from_finished_runs(tmp_path):
 
 
 def test_l2_table_has_its_own_attacks_files_and_budget(tmp_path):
-    import dataclasses
-
     main, late, subset = rb.stage_attacks("l2")
     assert "fea" not in main + late + subset and "spsa" not in main + late + subset
     assert {"apgd_ce", "apgd_t", "fab_t", "square"} <= set(main + late + subset)  # AutoAttack
@@ -188,7 +186,8 @@ def test_l2_table_has_its_own_attacks_files_and_budget(tmp_path):
     # A finished L2 evaluation is finished for L2, not for the L-infinity suite.
     assert rb.evaluation_finished(str(workdir), "pgd_at", 0, "l2")
     assert not rb.evaluation_finished(str(workdir), "pgd_at", 0, "linf")
-    recipe = dataclasses.replace(rb.RECIPES["cpu"], norm="l2")
+    recipe = _with(rb.RECIPES["cpu"], {"threat.norm": "l2"})
+    assert recipe.norm == "l2"
     path = rb.build_table(recipe, "cpu", str(workdir), [0, 1], ["pgd_at"], str(out), "cmd")
     assert path.endswith("robustness_cifar10_cpu_l2.md")
     text = open(path).read()
@@ -242,21 +241,51 @@ def test_restore_refuses_another_number_of_inputs(tmp_path):
                              [0])
 
 
+def _data(folder) -> str:
+    """A tiny CIFAR-shaped dataset of files (32 x 32 RGB, 10 classes) in `folder`: what
+    `--data` names (the runs' records are resolved against it)."""
+    rng = np.random.default_rng(0)
+    os.makedirs(folder)
+    for split, n in (("train", 40), ("test", 20)):
+        np.savez(os.path.join(folder, f"{split}.npz"),
+                 x=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), y=np.arange(n) % 10)
+    return str(folder)
+
+
+def _with(recipe, changes):
+    """`recipe` with its training config's settings `changes` (dotted paths) replaced."""
+    from adt_tf.training.config import override
+
+    return dataclasses.replace(recipe, config=override(recipe.config, changes))
+
+
+def _record(recipe, key, seed, data, workdir, changes=None) -> dict:
+    """The record (config.json's dict) run_training writes for the recipe's run."""
+    from adt_tf.training.config import override
+    from adt_tf.training.resolve import resolve
+
+    config = rb.train_config(recipe, key, seed, data, workdir)
+    return json.loads(json.dumps(resolve(override(config, changes or {})).to_dict()))
+
+
 def test_restore_checks_the_recorded_training_configuration(tmp_path):
     """An entry that records its run's configuration is restored only into the recipe it was
     trained with (here: one made with the normalisation layer, the default before issue 27,
-    restored into today's recipe without it); one that records none is restored, and the
-    table says it was not checked."""
-    workdir, data = str(tmp_path / "runs"), "/data/cifar10"
+    restored into today's recipe without it; in today's record and in the flat one of
+    earlier releases); one that records none is restored, and the table says it was not
+    checked."""
+    from tests.helpers import flat_record
+
+    workdir, data = str(tmp_path / "runs"), _data(tmp_path / "cifar10")
     recipe = rb.RECIPES["cpu"]
-    config = rb.train_config(recipe, "pgd_at", 0, data, workdir)
-    recorded = json.loads(json.dumps(dataclasses.asdict(config)))
+    recorded = _record(recipe, "pgd_at", 0, data, workdir)
+    normalized = _record(recipe, "pgd_at", 0, data, workdir, {"data.normalize": True})
     results = str(tmp_path / "previous.json")
-    _write(results, {"pgd_at-seed0": dict(_summary("pgd_at", 0),
-                                          run_config=dict(recorded, normalize=True))})
-    with pytest.raises(ValueError, match="pgd_at-seed0 is another run than the one asked for "
-                                         r"\(normalize is True there, False asked for\)"):
-        rb.restore_summaries(results, recipe, workdir, ["pgd_at"], [0], data)
+    for run_config in (normalized, flat_record(normalized)):
+        _write(results, {"pgd_at-seed0": dict(_summary("pgd_at", 0), run_config=run_config)})
+        with pytest.raises(ValueError, match="pgd_at-seed0 is another run than the one asked "
+                                             r"for \(data\.normalize: True -> False\)"):
+            rb.restore_summaries(results, recipe, workdir, ["pgd_at"], [0], data)
     rng = np.random.default_rng(2)
     full = []
     for seed in (0, 1):
@@ -316,11 +345,12 @@ def test_restored_check_compares_clean_accuracy_of_the_retrained_model(tmp_path)
 
 
 def _finished_run(workdir, recipe, key, seed, data):
-    """A finished run folder as run_training leaves it: config.json, classifier, report."""
+    """A finished run folder as run_training leaves it: config.json (the run's record),
+    classifier, report."""
     d = rb.run_dir(workdir, key, seed)
     os.makedirs(d)
     with open(os.path.join(d, "config.json"), "w") as f:
-        json.dump(dataclasses.asdict(rb.train_config(recipe, key, seed, data, workdir)), f)
+        json.dump(_record(recipe, key, seed, data, workdir), f)
     for name in ("classifier.keras", "report.json"):
         open(os.path.join(d, name), "w").close()
     return d
@@ -331,34 +361,36 @@ def test_a_finished_run_of_other_settings_is_refused_not_kept(tmp_path, capsys):
     and seed: refused naming the field, never "finished earlier, kept" (issue 28 point 1)."""
     from bench.runs import RunMismatchError
 
-    workdir, data = str(tmp_path), "/data/cifar10"
+    workdir, data = str(tmp_path / "runs"), _data(tmp_path / "cifar10")
+    other = _data(tmp_path / "other")
     linf = rb.RECIPES["cpu"]
     _finished_run(workdir, linf, "pgd_at", 0, data)
     rb.train(linf, "pgd_at", 0, data, workdir, verbose=0)  # the same run: kept
     assert "finished earlier, kept" in capsys.readouterr().out
-    l2 = dataclasses.replace(linf, norm="l2")
-    with pytest.raises(RunMismatchError, match="norm is 'linf' there, 'l2' asked for"):
+    l2 = _with(linf, {"threat.norm": "l2"})
+    with pytest.raises(RunMismatchError, match="threat.norm: 'linf' -> 'l2'"):
         rb.train(l2, "pgd_at", 0, data, workdir, verbose=0)
-    with pytest.raises(RunMismatchError, match="norm is 'linf' there"):
+    with pytest.raises(RunMismatchError, match="threat.norm: 'linf' -> 'l2'"):
         rb.evaluate_run(l2, "pgd_at", 0, [0], data, workdir, verbose=0, wait_minutes=0)
-    with pytest.raises(RunMismatchError, match="mixed_precision is False there, True"):
+    with pytest.raises(RunMismatchError, match="compute.mixed_precision: False -> True"):
         rb.train(linf, "pgd_at", 0, data, workdir, verbose=0, mixed_precision=True)
-    with pytest.raises(RunMismatchError, match="epochs is 6 there, 3 asked for"):
-        rb.train(dataclasses.replace(linf, epochs=3), "pgd_at", 0, data, workdir, verbose=0)
-    with pytest.raises(RunMismatchError, match="dataset is 'npz:/data/cifar10' there"):
-        rb.train(linf, "pgd_at", 0, "/other/data", workdir, verbose=0)
+    with pytest.raises(RunMismatchError, match="optim.epochs: 6 -> 3"):
+        rb.train(_with(linf, {"optim.epochs": 3}), "pgd_at", 0, data, workdir, verbose=0)
+    with pytest.raises(RunMismatchError, match=f"data.dataset: 'npz:{data}' -> 'npz:{other}'"):
+        rb.train(linf, "pgd_at", 0, other, workdir, verbose=0)
 
 
 def test_a_run_of_the_earlier_algorithms_is_refused_too(tmp_path):
     from bench.runs import RunMismatchError, check_recorded_run
 
     recipe = rb.RECIPES["cpu"]
-    d = _finished_run(str(tmp_path), recipe, "trades", 1, "/d")
+    data = _data(tmp_path / "d")
+    d = _finished_run(str(tmp_path / "runs"), recipe, "trades", 1, data)
     with open(os.path.join(d, "config.json")) as f:
         recorded = json.load(f)
     recorded.pop("algorithm_version")  # written before issue 27
     with open(os.path.join(d, "config.json"), "w") as f:
         json.dump(recorded, f)
-    with pytest.raises(RunMismatchError, match="algorithm_version is 1 there, 2 asked for"):
-        check_recorded_run(d, rb.train_config(recipe, "trades", 1, "/d", str(tmp_path)),
-                           "bench.precision")
+    with pytest.raises(RunMismatchError, match="algorithm_version: 1 -> 2"):
+        check_recorded_run(d, rb.train_config(recipe, "trades", 1, data,
+                                              str(tmp_path / "runs")), "bench.precision")

@@ -35,17 +35,40 @@ def cifar_uint8(n):
     return load_dataset("cifar10_sample", max_test_examples=n).x_test
 
 
+def run_record(workdir, **flags):
+    """The record adt-train writes for a short ADT_EXP run on the bundled sample (20 training
+    images held out for validation), resolved as adt-train resolves it; `flags` change it."""
+    from adt_tf.training.config import RunConfig
+    from adt_tf.training.resolve import resolve
+
+    settings = dict(workdir=str(workdir), method="adt_exp", dataset="cifar10_sample",
+                    epochs=1, method_params={"entropy_weight": 0.01},
+                    max_train_examples=200, validation_examples=20, verbose=0)
+    return resolve(RunConfig.from_flags(**dict(settings, **flags)))
+
+
+def card_training_config(record) -> dict:
+    """What a model card keeps of a run's record: its dict, with the number of held-out
+    validation images instead of their indices."""
+    data = json.loads(json.dumps(record.to_dict()))
+    data["resolved"]["validation_examples"] = len(data["resolved"].pop("validation_indices"))
+    return data
+
+
 def make_workdir(tmp_path, classifier):
+    """A training workdir as adt-train leaves it: classifier.keras, config.json (the run's
+    record) and report.json. Returns (workdir, the card's training_config)."""
+    from adt_tf.training.record import write_record
+
     workdir = tmp_path / "adt_run"
     workdir.mkdir()
     classifier.save(str(workdir / "classifier.keras"))
-    config = {"workdir": str(workdir), "method": "adt_exp", "dataset": "cifar10_sample",
-              "epsilon": None, "epochs": 1, "method_params": {"entropy_weight": 0.01}}
+    record = run_record(workdir)
     report = {"dataset": "cifar10_sample", "epsilon": 8 / 255, "clean_accuracy": 0.25,
               "pgd20_accuracy": 0.125, "method": "adt_exp", "attack": "PGD-20"}
-    (workdir / "config.json").write_text(json.dumps(config))
+    write_record(record, str(workdir))
     (workdir / "report.json").write_text(json.dumps(report))
-    return str(workdir), config
+    return str(workdir), card_training_config(record)
 
 
 def run_cli(*args):

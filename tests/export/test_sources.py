@@ -9,7 +9,8 @@ import tensorflow as tf
 from adt_tf.data import CIFAR10_CLASSES
 from export import sources
 from export.exporter import export_classifier
-from tests.export.helpers import make_workdir
+from tests.export.helpers import make_workdir, run_record
+from tests.helpers import flat_record
 
 
 def test_model_card_from_a_training_workdir(normalised_model, tmp_path):
@@ -26,12 +27,37 @@ def test_model_card_from_a_training_workdir(normalised_model, tmp_path):
     card = json.load(open(os.path.join(path, "model_card.json")))
     assert card["dataset"] == "cifar10_sample" and card["method"] == "adt_exp"
     assert card["epsilon"] == pytest.approx(8 / 255)
-    assert card["norm"] == "linf"  # a run written before norm existed is L-infinity
+    assert card["norm"] == "linf"
     assert card["clean_accuracy"] == 0.25 and card["robust_accuracy"] == 0.125
     assert card["training_config"] == config and card["class_names"] == list(CIFAR10_CLASSES)
+    # the record's settings, with the number of held-out images instead of their indices
+    assert config["resolved"]["validation_examples"] == 20
+    assert "validation_indices" not in card["training_config"]["resolved"]
+    assert card["training_config"]["method"]["params"]["entropy_weight"] == 0.01
     assert card["software"]["tensorflow"] == tf.__version__
+    # an L2 run: the card names the norm, and the dataset's L2 budget the run resolved
+    source.record, source.report = run_record(workdir, norm="l2"), {}
+    l2_card = sources.workdir_card(source)
+    assert l2_card["norm"] == "l2" and l2_card["epsilon"] == 0.5
+
+
+def test_model_card_of_a_workdir_written_before_the_run_schema(normalised_model, tmp_path):
+    """A workdir of an earlier release: a flat config.json (version 1) without `norm` and
+    with `epsilon: null` (the dataset's default), read through the record."""
+    workdir, _ = make_workdir(tmp_path, normalised_model[0])
+    path = os.path.join(workdir, "config.json")
+    flat = flat_record(json.load(open(path)), drop=("norm",))
+    flat["epsilon"] = None
+    json.dump(flat, open(path, "w"))
+    source = sources.load_source(workdir)
+    assert source.dataset == "cifar10_sample" and source.record.schema_version == 1
+    card = sources.workdir_card(source)
+    assert card["norm"] == "linf"  # a run written before norm existed is L-infinity
+    assert card["epsilon"] == pytest.approx(8 / 255)
+    assert card["training_config"]["method"]["params"]["entropy_weight"] == 0.01
     # an L2 run: the card names the norm, and the dataset's L2 budget when none is recorded
-    source.config, source.report = dict(config, norm="l2", epsilon=None), {}
+    json.dump(dict(flat, norm="l2"), open(path, "w"))
+    source.record, source.report = sources.load_source(workdir).record, {}
     l2_card = sources.workdir_card(source)
     assert l2_card["norm"] == "l2" and l2_card["epsilon"] == 0.5
 

@@ -30,7 +30,9 @@ def test_end_to_end_and_resume(saved_model, tmp_path, capsys):
     kwargs = dict(suite="pgd20,fgsm", attack_params=["pgd20.steps=3"], num_examples=24,
                   batch_size=8, out=out, verbose=1)
     result, paths = run_evaluation(saved_model, "cifar10_sample", **kwargs)
-    assert "pgd20_acc" in capsys.readouterr().out  # a progress bar per attack
+    printed = capsys.readouterr().out
+    assert "clean_accuracy" in printed
+    assert "pgd20_survived" in printed  # a progress bar per attack
     data = json.load(open(paths["json"]))
     assert data["attacks"][0]["num_attacked"] > 0  # some inputs are classified correctly
     assert data["num_examples"] == 24 and data["dataset"] == "cifar10_sample"
@@ -54,6 +56,31 @@ def test_a_workdir_evaluation_resumes_from_its_cache_with_out_inside_it(saved_mo
     again, _ = run_evaluation(workdir, "cifar10_sample", **kwargs)
     assert not first.attacks[0].cached and again.attacks[0].cached
     assert again.robust_accuracy == first.robust_accuracy
+
+
+def test_a_workdir_model_is_evaluated_on_its_runs_dataset_and_threat_model(saved_model,
+                                                                           tmp_path):
+    """Without --dataset, --norm and --epsilon, a training workdir's model is evaluated as its
+    record (config.json) says it was trained."""
+    import shutil
+
+    from adt_tf.training.config import RunConfig
+    from adt_tf.training.record import RunRecord, write_record
+
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    shutil.copy(saved_model, workdir / "classifier.keras")
+    write_record(RunRecord(RunConfig.from_flags(workdir=str(workdir), epsilon=4 / 255)),
+                 str(workdir))
+    result, paths = run_evaluation(str(workdir), suite="fgsm", num_examples=8, batch_size=8,
+                                   verbose=0, out=str(tmp_path / "eval"))
+    data = json.load(open(paths["json"]))
+    assert data["dataset"] == "cifar10_sample" and data["norm"] == "linf"
+    assert result.epsilon == pytest.approx(4 / 255)
+    # Given on the command line, they win over the record.
+    result, _ = run_evaluation(str(workdir), suite="fgsm", num_examples=8, batch_size=8,
+                               verbose=0, epsilon=2 / 255, out=str(tmp_path / "eval2"))
+    assert result.epsilon == pytest.approx(2 / 255)
 
 
 def test_bad_settings_fail_before_loading(saved_model, tmp_path):

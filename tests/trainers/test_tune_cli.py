@@ -2,7 +2,6 @@
 plot and best configuration and resumes without retraining."""
 
 import csv
-import dataclasses
 import json
 import math
 import os
@@ -11,7 +10,8 @@ import numpy as np
 import pytest
 
 from adt_tf import tuning
-from adt_tf.training import TrainConfig
+from adt_tf.training.config import override
+from adt_tf.training.record import RunRecord
 from tests.adt_tf.tuning.helpers import run_cli, toy_images, trial_files
 
 
@@ -19,7 +19,21 @@ def test_cli_rejects_bad_input_before_training(tmp_path):
     proc = run_cli("--tuner=annealing", f"--directory={tmp_path}/t", "--epochs=1",
                    check=False)
     assert proc.returncode == 2
-    assert "Unknown tuner 'annealing'; known: bayesian, grid, hyperband, random" in proc.stderr
+    assert ("adt-tune: error: --tuner=annealing: value should be one of "
+            "<random|bayesian|hyperband|grid>") in proc.stderr
+    assert not os.path.exists(os.path.join(tmp_path, "t"))
+
+
+@pytest.mark.parametrize(("flag", "spelling"), [
+    ("--val_examples=64", "--validation_examples=N"),
+    ("--val_pgd_steps=2", "--validation_attack=pgd<steps>"),
+])
+def test_cli_refuses_the_removed_validation_flags_naming_their_new_spelling(tmp_path, flag,
+                                                                            spelling):
+    proc = run_cli(flag, f"--directory={tmp_path}/t", "--epochs=1", check=False)
+    assert proc.returncode == 2
+    name = flag.split("=")[0]
+    assert f"adt-tune: error: {name} was removed; use {spelling}" in proc.stderr
     assert not os.path.exists(os.path.join(tmp_path, "t"))
 
 
@@ -32,8 +46,9 @@ def test_cli_search_writes_table_plot_best_and_resumes_without_retraining(tmp_pa
     np.savez(data_dir / "train.npz", x=x[:160], y=y[:160])
     np.savez(data_dir / "test.npz", x=x[160:], y=y[160:])
     args = [f"--dataset=npz:{data_dir}", "--method=adt_exp", "--tuner=grid",
-            "--lambda_values=1,0", "--max_trials=3", "--epochs=1", "--val_examples=64",
-            "--val_pgd_steps=2", "--epsilon=0.03", "--model_width=4", "--batch_size=8",
+            "--lambda_values=1,0", "--max_trials=3", "--epochs=1", "--validation_examples=64",
+            "--validation_attack=pgd2", "--epsilon=0.03", "--model_params=width=4",
+            "--batch_size=8",
             "--lr=0.05", "--method_params=inner_steps=2,mc_samples=1", "--verbose=0",
             f"--directory={tmp_path}/tune", "--project_name=lam"]
     out = run_cli(*args).stdout
@@ -68,22 +83,29 @@ def test_cli_search_writes_table_plot_best_and_resumes_without_retraining(tmp_pa
     assert best["method_params"]["entropy_weight"] == best_row["entropy_weight"]
     assert best["method_params"]["inner_steps"] == 2  # the fixed flags are kept
     assert f"Best trial {best['trial_id']}" in out
+    for r in rows:  # each trial's run, recorded as adt-train records one
+        record = json.load(open(project / f"trial_{r['trial_id']}" / "config.json"))
+        assert record["method"]["params"]["entropy_weight"] == r["entropy_weight"]
+        assert record["method"]["params"]["inner_steps"] == 2
+        assert record["validation"]["examples"] == 64
+        assert len(record["resolved"]["validation_indices"]) == 64
 
     # Resume in this process (a second interpreter start costs more than the search).
 
 
     before = trial_files(project)
     assert len(before) == 2
-    config = TrainConfig(**{**json.load(open(project / "search_config.json"))["train_config"],
-                            "workdir": "", "verbose": 0})
     saved = json.load(open(project / "search_config.json"))
-    kwargs = dict(tuner_kind="grid", max_trials=3, executions_per_trial=1, val_examples=64,
-                  val_pgd_steps=2, directory=str(tmp_path / "tune"), project_name="lam",
-                  overwrite=False, space=tuning.SearchSpace(**saved["space"]), tune_knobs=())
+    config = override(RunRecord.from_dict(saved["run"]).config,
+                      {"run.workdir": "", "run.verbose": 0})
+    assert (config.validation.examples, config.validation.attack) == (64, "pgd2")
+    kwargs = dict(tuner_kind="grid", max_trials=3, executions_per_trial=1,
+                  directory=str(tmp_path / "tune"), project_name="lam", overwrite=False,
+                  space=tuning.SearchSpace(**saved["search"]["space"]), tune_knobs=())
     result = tuning.tune(config, **kwargs)
     assert result["trained"] == []
     assert trial_files(project) == before  # no trial folder added or rewritten
     assert result["best"]["trial_id"] == best["trial_id"]
 
-    with pytest.raises(ValueError, match=r"other settings \(train_config: .*'seed': 0"):
-        tuning.tune(dataclasses.replace(config, seed=3), **kwargs)
+    with pytest.raises(ValueError, match=r"other settings \(.*run\.seed: 0 -> 3"):
+        tuning.tune(override(config, {"run.seed": 3}), **kwargs)

@@ -343,16 +343,20 @@ def test_any_input_size_trains(cls, kwargs):
 
 # ---------------------------------------------------------------------------- adt-train
 def test_cli_flags_reach_the_constructor():
-    from trainers import train
+    import trainers.train  # noqa: F401  (defines adt-train's flags)
+    from adt_tf.training.resolve import resolve
+    from trainers import cli
 
-    argv = ["adt-train", "--method=adt_imp_am",
+    argv = ["adt-train", "--method=adt_imp_am", "--max_train_examples=64",
             "--method_params=generator_width=4,generator_blocks=2,generator_lr=1e-3,"
             "generator_decay_steps=100,z_dim=8,tau=0.5,encoder_lr=3e-4,encoder_width=2"]
-    train.FLAGS(argv)
+    cli.FLAGS(argv)
     try:
-        params = train.method_params_from_flags("adt_imp_am")
+        config = cli.config_from_flags()
     finally:
-        train.FLAGS.unparse_flags()
+        cli.FLAGS.unparse_flags()
+    # The run's record: every argument of the constructor, typed, the defaults filled.
+    params = resolve(config).config.method.params
     assert params == {"entropy_weight": 1.0, "generator_width": 4, "generator_blocks": 2,
                       "generator_lr": 1e-3, "generator_decay_steps": 100, "z_dim": 8,
                       "tau": 0.5, "encoder_lr": 3e-4, "encoder_width": 2, "outer_loss": "ce",
@@ -361,10 +365,11 @@ def test_cli_flags_reach_the_constructor():
 
 @pytest.mark.slow
 def test_training_run_saves_the_adversary_networks(tmp_path):
-    from adt_tf.training import TrainConfig, run_training
+    from adt_tf.training.config import RunConfig
+    from adt_tf.training.run import run_training
 
     workdir = str(tmp_path / "run")
-    report = run_training(TrainConfig(
+    report = run_training(RunConfig.from_flags(
         workdir=workdir, method="adt_imp_am", model_params={"width": 4}, epochs=1,
         batch_size=16, max_train_examples=32, eval_examples=16, lr=0.01, verbose=0,
         method_params={"generator_width": 4, "generator_blocks": 1, "z_dim": 8,

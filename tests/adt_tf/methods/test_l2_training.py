@@ -12,8 +12,9 @@ import pytest
 import tensorflow as tf
 
 from adt_tf.methods import get_method
-from adt_tf.training import TrainConfig, run_training
-from tests.helpers import ce_loss, make_tiny_images, tiny_classifier
+from adt_tf.training.config import RunConfig
+from adt_tf.training.run import run_training
+from tests.helpers import ce_loss, flat_record, make_tiny_images, tiny_classifier
 
 EPS = 0.5
 
@@ -70,19 +71,18 @@ def test_an_l2_run_reports_its_norm_and_an_older_workdir_resumes(tmp_path):
     tiny = dict(max_train_examples=32, batch_size=16, model_params={"width": 4},
                 eval_examples=16, verbose=0, lr=0.01, method="pgd_at",
                 method_params={"attack_steps": 2, "attack_step_size": 0.125})
-    report = run_training(TrainConfig(workdir=str(tmp_path / "l2"), epochs=1, norm="l2",
-                                      **tiny))
+    report = run_training(RunConfig.from_flags(workdir=str(tmp_path / "l2"), epochs=1,
+                                               norm="l2", **tiny))
     assert report["norm"] == "l2" and report["epsilon"] == 0.5  # the sample's L2 default
     assert "PGD-20 (L2)" in report["attack"]
-    # A run written before `norm` existed (no such key in its config.json) resumes.
+    # A run written before `norm` existed (a flat version-1 config.json without the key)
+    # resumes.
     old = str(tmp_path / "old")
-    run_training(TrainConfig(workdir=old, epochs=1, **dict(
+    run_training(RunConfig.from_flags(workdir=old, epochs=1, **dict(
         tiny, method_params={"attack_steps": 2, "attack_step_size": 2 / 255})))
     path = os.path.join(old, "config.json")
-    config = json.load(open(path))
-    del config["norm"]
-    json.dump(config, open(path, "w"))
-    again = run_training(TrainConfig(workdir=old, epochs=2, **dict(
+    json.dump(flat_record(json.load(open(path)), drop=("norm",)), open(path, "w"))
+    again = run_training(RunConfig.from_flags(workdir=old, epochs=2, **dict(
         tiny, method_params={"attack_steps": 2, "attack_step_size": 2 / 255})))
     assert again["epochs"] == 2 and again["norm"] == "linf"
 
@@ -92,7 +92,8 @@ def test_cli_records_the_norm_s_step_size(tmp_path):
 
     workdir = tmp_path / "run"
     run_cli(f"--workdir={workdir}", "--method=pgd_at", "--norm=l2", "--epochs=1",
-            "--max_train_examples=32", "--batch_size=16", "--model_width=4",
+            "--max_train_examples=32", "--batch_size=16", "--model_params=width=4",
             "--eval_examples=16", "--method_params=attack_steps=2", "--verbose=0")
     config = json.load(open(workdir / "config.json"))
-    assert config["norm"] == "l2" and config["method_params"]["attack_step_size"] == 0.125
+    assert config["threat"]["norm"] == "l2"
+    assert config["method"]["params"]["attack_step_size"] == 0.125

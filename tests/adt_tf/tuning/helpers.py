@@ -10,7 +10,7 @@ import numpy as np
 
 from adt_tf import data as data_lib
 from adt_tf import tuning
-from adt_tf.training import TrainConfig
+from adt_tf.training.config import RunConfig
 from tests.helpers import ROOT, make_tiny_images
 
 PAPER = tuning.PAPER_LAMBDAS
@@ -32,16 +32,18 @@ def tiny_splits(n=128):
 
 
 def tiny_config(**kwargs):
+    """A tiny run (settings named as adt-train's flags): 64 of the images held out for the
+    validation, scored by PGD-2."""
     params = dict(workdir="", method="adt_exp", epochs=1, batch_size=16, lr=0.05,
                   epsilon=0.03, model_params=TINY_MODEL,
-                  method_params={"inner_steps": 2, "mc_samples": 1}, verbose=0)
+                  method_params={"inner_steps": 2, "mc_samples": 1}, verbose=0,
+                  validation_examples=64, validation_attack="pgd2")
     params.update(kwargs)
-    return TrainConfig(**params)
+    return RunConfig.from_flags(**params)
 
 
 def tiny_hypermodel(**kwargs):
-    return tuning.MethodHyperModel(tiny_config(), tiny_splits(), val_examples=64,
-                                   val_pgd_steps=2, **kwargs)
+    return tuning.MethodHyperModel(tiny_config(), tiny_splits(), **kwargs)
 
 
 def run_cli(*args, check=True):

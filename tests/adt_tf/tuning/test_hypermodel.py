@@ -36,10 +36,9 @@ def test_every_registered_method_builds_with_its_searched_values(method):
 
     args = inspect.signature(METHODS[method].__init__).parameters
     small = {k: 4 for k in ("generator_width", "encoder_width") if k in args}
-    config = tiny_config(method=method, method_params=small)
+    config = tiny_config(method=method, method_params=small, validation_examples=8)
     primary, optional = tuning.searchable_knobs(method)
-    hypermodel = tuning.MethodHyperModel(config, tiny_splits(), val_examples=8,
-                                         tune=optional)
+    hypermodel = tuning.MethodHyperModel(config, tiny_splits(), tune=optional)
     hp = kt.HyperParameters()
     hypermodel.declare_hyperparameters(hp)
     assert set(hp.values) == set(primary + optional)

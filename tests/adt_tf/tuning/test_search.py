@@ -30,14 +30,17 @@ from tests.adt_tf.tuning.helpers import (
      r"Unknown tuner 'annealing'; known: bayesian, grid, hyperband, random"),
     (lambda: tuning.build_tuner("random", tiny_hypermodel(), executions_per_trial=0),
      r"executions_per_trial must be an integer >= 1, got 0"),
-    (lambda: tuning.MethodHyperModel(tiny_config(), tiny_splits(128), val_examples=128),
-     r"val_examples must be smaller than the training set \(128 examples\).*got 128"),
-    (lambda: tuning.MethodHyperModel(tiny_config(), tiny_splits(128), val_examples=500),
-     r"got 500"),
+    (lambda: tuning.MethodHyperModel(tiny_config(validation_examples=128), tiny_splits(128)),
+     r"--validation_examples=128 leaves fewer than one batch \(--batch_size=16\) of the 128 "
+     r"training images to train on; give at most 112"),
+    (lambda: tuning.MethodHyperModel(tiny_config(validation_examples=500), tiny_splits(128)),
+     r"--validation_examples=500 leaves fewer than one batch"),
+    (lambda: tuning.MethodHyperModel(tiny_config(validation_examples=0), tiny_splits(128)),
+     r"--validation_examples must be at least 1 for a search"),
     (lambda: tuning.knobs_to_search("adt_exp", ["generator_lr"]),
      r"Cannot tune 'generator_lr' for method 'adt_exp'; it can tune: entropy_weight"),
-    (lambda: tuning.MethodHyperModel(tiny_config(method_params={"mc_samples": 0}),
-                                     tiny_splits(), val_examples=8),
+    (lambda: tuning.MethodHyperModel(tiny_config(method_params={"mc_samples": 0},
+                                                 validation_examples=8), tiny_splits()),
      r"mc_samples must be an integer >= 1, got 0"),
 ])
 def test_bad_input_is_a_value_error_naming_the_value(monkeypatch, tmp_path, make, match):
@@ -106,10 +109,10 @@ def test_an_l2_search_trains_and_scores_under_the_l2_ball(tmp_path):
     from adt_tf.threat import L2Ball
 
     with pytest.raises(ValueError, match="'toy' has no default l2 epsilon; give --epsilon"):
-        tuning.MethodHyperModel(tiny_config(norm="l2", epsilon=None), tiny_splits(),
-                                val_examples=64)
+        # The toy arrays as a dataset of files (npz:), whose budget comes from its data.
+        tuning.MethodHyperModel(tiny_config(norm="l2", epsilon=None, dataset="npz:toy"),
+                                tiny_splits())
     hypermodel = tuning.MethodHyperModel(tiny_config(norm="l2", epsilon=0.25), tiny_splits(),
-                                         val_examples=64, val_pgd_steps=2,
                                          space=tuning.SearchSpace(values=(0.01,)))
     assert isinstance(hypermodel.threat, L2Ball) and hypermodel.threat.epsilon == 0.25
     trainer = hypermodel.build(kt_hyperparameters(hypermodel))
@@ -117,7 +120,7 @@ def test_an_l2_search_trains_and_scores_under_the_l2_ball(tmp_path):
     # The bundled sample's L2 default (0.5) when no --epsilon is given.
     config = tiny_config(norm="l2", epsilon=None, max_train_examples=200)
     result = tuning.tune(config, tuner_kind="grid", max_trials=1, executions_per_trial=1,
-                         val_examples=64, val_pgd_steps=2, directory=str(tmp_path),
+                         directory=str(tmp_path),
                          project_name="l2", overwrite=False,
                          space=tuning.SearchSpace(values=(0.01,)), tune_knobs=())
     assert [r["status"] for r in result["rows"]] == ["COMPLETED"]

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from adt_tf import tuning
-from adt_tf.training import TrainConfig
+from adt_tf.training.config import RunConfig
 from tests.adt_tf.tuning.helpers import run_cli, toy_images
 from tests.helpers import ROOT
 
@@ -43,8 +43,8 @@ def write_data(folder, n=176):
 def search_args(data_dir, directory, epochs=1, tuner="grid"):
     return [f"--dataset=npz:{data_dir}", "--method=adt_exp", f"--tuner={tuner}",
             f"--lambda_values={','.join(map(str, LAMBDAS))}", f"--max_trials={len(LAMBDAS)}",
-            f"--epochs={epochs}", "--val_examples=64", "--val_pgd_steps=2", "--epsilon=0.03",
-            "--model_width=4", "--batch_size=8", "--lr=0.05",
+            f"--epochs={epochs}", "--validation_examples=64", "--validation_attack=pgd2",
+            "--epsilon=0.03", "--model_params=width=4", "--batch_size=8", "--lr=0.05",
             "--method_params=inner_steps=2,mc_samples=1", "--verbose=0",
             f"--directory={directory}", "--project_name=lam"]
 
@@ -108,11 +108,13 @@ def test_chief_and_two_workers_run_each_trial_once_and_match_one_process(tmp_pat
         project / "best_hyperparameters.json")
     assert "the chief writes the table" in open(logs["worker-a"]).read()
     # The same grid in one process: the same lambdas, each with the same score.
-    config = TrainConfig(workdir="", method="adt_exp", dataset=f"npz:{data_dir}", epochs=1,
-                         batch_size=8, lr=0.05, epsilon=0.03, model_params={"width": 4},
-                         method_params={"inner_steps": 2, "mc_samples": 1}, verbose=0)
+    config = RunConfig.from_flags(workdir="", method="adt_exp", dataset=f"npz:{data_dir}",
+                                  epochs=1, batch_size=8, lr=0.05, epsilon=0.03,
+                                  model_params={"width": 4},
+                                  method_params={"inner_steps": 2, "mc_samples": 1}, verbose=0,
+                                  validation_examples=64, validation_attack="pgd2")
     single = tuning.tune(config, tuner_kind="grid", max_trials=len(LAMBDAS),
-                         executions_per_trial=1, val_examples=64, val_pgd_steps=2,
+                         executions_per_trial=1,
                          directory=str(tmp_path / "single"), project_name="lam",
                          overwrite=False, space=tuning.SearchSpace(values=LAMBDAS),
                          tune_knobs=())
@@ -256,10 +258,11 @@ def test_role_flags_are_checked(tmp_path, monkeypatch):
     assert tuning.distributed.current_role({"KERASTUNER_ORACLE_IP": "h",
                                             "KERASTUNER_ORACLE_PORT": "1",
                                             "KERASTUNER_TUNER_ID": "chief"}).kind == "chief"
-    config = TrainConfig(workdir="", method="adt_exp", epochs=1)
+    config = RunConfig.from_flags(workdir="", method="adt_exp", epochs=1,
+                                  validation_examples=8, validation_attack="pgd1")
     with pytest.raises(ValueError, match="--overwrite on a worker would delete the search"):
         tuning.tune(config, tuner_kind="grid", max_trials=1, executions_per_trial=1,
-                    val_examples=8, val_pgd_steps=1, directory=str(tmp_path), project_name="p",
+                    directory=str(tmp_path), project_name="p",
                     overwrite=True, space=tuning.SearchSpace(), tune_knobs=())
     # ... and the CLI says so with exit 2 (no traceback).
     proc = run_cli("--tuning_role=chief", "--oracle_address=localhost", check=False)
