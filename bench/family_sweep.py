@@ -34,6 +34,8 @@ flags.DEFINE_string("data", os.path.normpath(os.path.join(ROOT, "..", "shared", 
 flags.DEFINE_list("families", ["lowrank", "matrix_normal"], "Families to sweep.")
 flags.DEFINE_list("factor_lrs", ["0.001", "0.003", "0.01", "0.03", "0.1", "0.3"],
                   "Candidate factor steps.")
+flags.DEFINE_list("factor_inits", ["0.01", "0.1"], "Initial factor scales tried at each "
+                  "family's best step (0, the diagonal start, is the step sweep's).")
 flags.DEFINE_integer("rank", 8, "R of the low-rank family.")
 flags.DEFINE_integer("num_examples", 256, "Training images fitted (the first ones).")
 flags.DEFINE_integer("batch_size", 64, "Inputs per inner problem (the training batch).")
@@ -102,6 +104,14 @@ def main(argv):
             key = f"{name}@{lr:g}"
             results[key] = fit(classifier, x, y, family, 0)
             print(key, results[key], flush=True)
+        best_lr = max((k for k in results if k.startswith(name + "@")),
+                      key=lambda k: results[k]["objective"]).partition("@")[2]
+        for init in (float(v) for v in FLAGS.factor_inits):
+            family = GaussianFamily(name, rank=FLAGS.rank, factor_lr=float(best_lr),
+                                    factor_init=init)
+            key = f"{name}@{best_lr}+init{init:g}"
+            results[key] = fit(classifier, x, y, family, 0)
+            print(key, results[key], flush=True)
     lines = ["# The factors' step size of the richer families: a sweep of the inner problem",
              "",
              f"- Model: `{os.path.relpath(os.path.abspath(FLAGS.model), ROOT)}` (the CPU "
@@ -117,22 +127,24 @@ def main(argv):
              "input of the fitted distribution (lower: a stronger adversary); time: one "
              "batch's inner problem (traced, single process).",
              "",
-             "| family | factor step | objective | E[CE] | entropy H | sample accuracy (%) "
-             "| s / batch |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "| family | factor step | factor init | objective | E[CE] | entropy H "
+             "| sample accuracy (%) | s / batch |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for key, r in results.items():
-        name, _, lr = key.partition("@")
-        lines.append(f"| {name} | {lr or '-'} | {r['objective']:.4f} | {r['ce']:.4f} | "
-                     f"{r['entropy']:.3f} | {100 * r['sample_accuracy']:.1f} | "
-                     f"{r['seconds_per_batch']:.2f} |")
+        name, _, rest = key.partition("@")
+        lr, _, init = rest.partition("+init")
+        lines.append(f"| {name} | {lr or '-'} | {init or ('-' if not lr else '0')} | "
+                     f"{r['objective']:.5f} | {r['ce']:.5f} | {r['entropy']:.4f} | "
+                     f"{100 * r['sample_accuracy']:.2f} | {r['seconds_per_batch']:.2f} |")
     lines += ["", "Chosen (the highest objective per family):"]
     for name in FLAGS.families:
         best = max((k for k in results if k.startswith(name + "@")),
                    key=lambda k: results[k]["objective"])
-        lines.append(f"- {name}: factor step {best.partition('@')[2]} (objective "
-                     f"{results[best]['objective']:.4f} against the diagonal's "
-                     f"{results['diag']['objective']:.4f}).")
+        lines.append(f"- {name}: {best.partition('@')[2].replace('+init', ', init ')} "
+                     f"(objective {results[best]['objective']:.5f} against the diagonal's "
+                     f"{results['diag']['objective']:.5f}).")
     lines += ["", f"Command: `python -m bench.family_sweep {' '.join(sys.argv[1:])}`", ""]
+    os.makedirs(FLAGS.output_dir, exist_ok=True)
     stem = os.path.join(FLAGS.output_dir, "family_sweep_cpu")
     write_text(stem + ".md", "\n".join(lines))
     write_json(stem + ".json", results)

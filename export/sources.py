@@ -143,10 +143,25 @@ def workdir_card(source: Source) -> dict[str, Any]:
             report = dict(report, clean_accuracy=report["best"]["clean_accuracy"],
                           pgd20_accuracy=report["best"]["pgd20_accuracy"])
     config = record.config if record is not None else None
-    card["dataset"] = config.data.dataset if config else report.get("dataset")
-    card["method"] = config.method.name if config else report.get("method")
-    card["norm"] = config.threat.norm if config else report.get("norm")
-    card["epsilon"] = config.threat.epsilon if config else report.get("epsilon")
+
+    def setting(value, key):
+        # The record's (resolved once); a flat record of before the schema left some unset
+        # (epsilon: null), for which the run's report has the value it used.
+        return value if value is not None else report.get(key)
+
+    card["dataset"] = setting(config and config.data.dataset, "dataset")
+    card["method"] = setting(config and config.method.name, "method")
+    card["norm"] = setting(config and config.threat.norm, "norm")
+    card["epsilon"] = setting(config and config.threat.epsilon, "epsilon")
+    if card["epsilon"] is None and record is not None and card["dataset"]:
+        # A flat record without a report: its epsilon was the dataset's default for the norm.
+        from adt_tf.threat import resolve_threat
+
+        try:
+            card["epsilon"] = resolve_threat(card["norm"] or "linf", None,
+                                             card["dataset"]).epsilon
+        except (ValueError, OSError):
+            pass
     card["clean_accuracy"] = report.get("clean_accuracy")
     card["robust_accuracy"] = report.get("robust_accuracy", report.get("pgd20_accuracy"))
     card["robust_accuracy_attack"] = report.get("attack") if card["robust_accuracy"] is not None \

@@ -471,8 +471,7 @@ def parse_assignments(items: str | list[str], name: str) -> dict[str, str]:
             out[HELP] = ""
             continue
         if not sep or not key:
-            raise ValueError(f"--{name.split('.')[-1] if '.' in name else name}: {item!r} "
-                             "must look like NAME=VALUE.")
+            raise ValueError(f"{name}: {item!r} must look like NAME=VALUE.")
         if key in out:
             raise ValueError(f"{name}: {key} is given twice.")
         out[key] = raw.strip()

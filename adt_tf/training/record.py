@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from collections.abc import Mapping
@@ -71,9 +72,9 @@ class RunRecord:
     num_classes: int = 0
     schema_version: int = SCHEMA_VERSION
 
-    @property
+    @functools.cached_property
     def threat(self):
-        """The run's ball (`adt_tf.threat`)."""
+        """The run's ball (`adt_tf.threat`), made once (`resolve` hands it the one it made)."""
         from adt_tf.threat import make_threat
 
         return make_threat(self.config.threat.norm, self.config.threat.epsilon)

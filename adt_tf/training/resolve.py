@@ -143,9 +143,11 @@ def resolve(config: RunConfig, splits: data_lib.Splits | None = None, *,
         "run.verbose": _auto_verbose() if config.run.verbose is None else config.run.verbose,
     })
     policy = mixed_policy_name(strategy) if config.compute.mixed_precision else "float32"
-    return RunRecord(config=resolved, precision_policy=policy, validation_indices=indices,
-                     input_shape=tuple(int(d) for d in splits.input_shape),
-                     num_classes=int(splits.info.num_classes))
+    record = RunRecord(config=resolved, precision_policy=policy, validation_indices=indices,
+                       input_shape=tuple(int(d) for d in splits.input_shape),
+                       num_classes=int(splits.info.num_classes))
+    record.__dict__["threat"] = threat  # the ball made here (`RunRecord.threat` caches it)
+    return record
 
 
 def resolve_recorded(record: RunRecord, splits: data_lib.Splits | None = None) -> RunRecord:

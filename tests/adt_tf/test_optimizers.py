@@ -20,6 +20,7 @@ from adt_tf.optimizers import (
 )
 from adt_tf.training.config import RunConfig
 from adt_tf.training.run import run_training
+from tests.helpers import ce_loss, make_tiny_images, tiny_classifier
 
 SPE = 782  # steps per epoch of CIFAR-10 at batch 64
 
@@ -192,3 +193,40 @@ def test_a_fixed_seed_gives_a_fixed_run(tmp_path):
     for a, b in zip(runs[0][0], runs[1][0]):
         np.testing.assert_array_equal(a, b)
     assert runs[0][1] == runs[1][1]
+
+
+def test_ema_warmup_equals_a_numpy_recomputation():
+    """avg_1 = w_1, then avg_{t+1} = d_t avg_t + (1 - d_t) w_{t+1} with d_t = min(tau, (1 + t)
+    / (10 + t)), t = the updates before (TensorFlow 1's num_updates warm-up), over 6 steps."""
+    x, y = make_tiny_images(48)
+    tau = 0.999
+    model = tiny_classifier()
+    model.compile(optimizer=make_optimizer(0.05, momentum=0.9, weight_decay=2e-4,
+                                           ema_decay=tau, ema_warmup=True), loss=ce_loss())
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append([v.numpy().copy() for v in model.trainable_variables])
+
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False, callbacks=[Record()])
+    assert len(seen) == 6
+    average = [w.copy() for w in seen[0]]
+    for t, weights in enumerate(seen[1:], start=1):
+        d = min(tau, (1 + t) / (10 + t))
+        average = [d * a + (1 - d) * w for a, w in zip(average, weights)]
+    optimizer = model.optimizer
+    index = {id(v): i for i, v in enumerate(optimizer._trainable_variables)}
+    for v, want in zip(model.trainable_variables, average):
+        got = optimizer._model_variables_moving_average[index[id(v)]].numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    # Without the warm-up (Keras's), the average would hold far more of the first weights.
+    keras_average = [w.copy() for w in seen[0]]
+    for weights in seen[1:]:
+        keras_average = [tau * a + (1 - tau) * w for a, w in zip(keras_average, weights)]
+    assert any(not np.allclose(a, b, atol=1e-4) for a, b in zip(keras_average, average))
+
+
+def test_ema_warmup_needs_a_weight_average():
+    with pytest.raises(ValueError, match="--ema_warmup"):
+        make_optimizer(0.1, momentum=0.9, weight_decay=0.0, ema_warmup=True)

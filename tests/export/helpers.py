@@ -1,10 +1,17 @@
 """What the export tests share: the export name, Keras probabilities, hidden folders,
-signature specs, the adt-export command."""
+signature specs, the adt-export command, and in-process stand-ins of TF Serving's REST and
+gRPC APIs backed by a real export (no TF Serving binary can be installed here)."""
 
+import base64
 import json
 import os
+import re
 import subprocess
 import sys
+import threading
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import NamedTuple
 
 import tensorflow as tf
 
@@ -75,3 +82,90 @@ def run_cli(*args):
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.run([sys.executable, "-m", "export.export_saved_model", *args], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=600)
+
+
+def rest_stand_in(loaded, model_name: str):
+    """Serves POST /v1/models/<model_name>[/versions/N]:predict as TF Serving's REST API
+    documents it, from the loaded SavedModel's signatures, on a free localhost port
+    (`server.server_address[1]`); `server.shutdown()` ends it."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _reply(self, code, payload):
+            data = json.dumps(payload).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self):  # noqa: N802
+            if not re.fullmatch(rf"/v1/models/{model_name}(/versions/\d+)?:predict", self.path):
+                return self._reply(404, {"error": f"no servable at {self.path}"})
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            rows = body["instances"]
+
+            def value(v):
+                return base64.b64decode(v["b64"]) if isinstance(v, dict) else v
+
+            inputs = {k: tf.constant([value(r[k]) for r in rows]) for k in rows[0]}
+            try:
+                out = loaded.signatures[body.get("signature_name", "serving_default")](**inputs)
+            except tf.errors.InvalidArgumentError as err:
+                return self._reply(400, {"error": err.message})
+            out = {k: [x.decode() if isinstance(x, bytes) else x for x in v.numpy().tolist()]
+                   for k, v in out.items()}
+            self._reply(200, {"predictions": [{k: v[i] for k, v in out.items()}
+                                              for i in range(len(rows))]})
+
+    server = ThreadingHTTPServer(("localhost", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def grpc_stand_in(loaded):
+    """Serves TF Serving's gRPC PredictionService.Predict from the loaded SavedModel's
+    signatures on a free localhost port; returns (server, port); `server.stop(None)` ends it."""
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):  # noqa: N802
+            inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
+            try:
+                out = loaded.signatures[request.model_spec.signature_name](**inputs)
+            except tf.errors.InvalidArgumentError as err:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
+            response = predict_pb2.PredictResponse(model_spec=request.model_spec)
+            for k, v in out.items():
+                response.outputs[k].CopyFrom(tf.make_tensor_proto(v.numpy()))
+            return response
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Servicer(), server)
+    port = server.add_insecure_port("localhost:0")
+    server.start()
+    return server, port
+
+
+class Serving(NamedTuple):
+    rest_port: int
+    grpc_port: int
+    stop: object
+
+
+def serve_export(version_dir: str) -> Serving:
+    """Both stand-ins for the export at `version_dir` (<base>/<model_name>/<version>)."""
+    loaded = tf.saved_model.load(version_dir)
+    name = os.path.basename(os.path.dirname(os.path.normpath(version_dir)))
+    rest = rest_stand_in(loaded, name)
+    grpc_server, grpc_port = grpc_stand_in(loaded)
+
+    def stop():
+        rest.shutdown()
+        rest.server_close()
+        grpc_server.stop(None)
+
+    return Serving(rest.server_address[1], grpc_port, stop)

@@ -4,10 +4,6 @@ response parsing, and the send functions against in-process stand-ins of the two
 
 import base64
 import json
-import re
-import threading
-from concurrent import futures
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -16,6 +12,7 @@ import tensorflow as tf
 from export import client
 from export.exporter import export_classifier
 from export.warmup import encode_png
+from tests.export.helpers import grpc_stand_in, rest_stand_in
 from tests.helpers import ROOT, make_tiny_images, tiny_classifier
 
 IMAGES = np.random.default_rng(0).uniform(0, 1, (2, 4, 4, 3)).astype(np.float32)
@@ -110,48 +107,9 @@ def served(tmp_path_factory):
     return tf.saved_model.load(path), x
 
 
-def _rest_stand_in(loaded):
-    """Implements POST /v1/models/NAME:predict as TF Serving's REST API documents it."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def _reply(self, code, payload):
-            data = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_POST(self):  # noqa: N802
-            if not re.fullmatch(r"/v1/models/tiny(/versions/\d+)?:predict", self.path):
-                return self._reply(404, {"error": f"no servable at {self.path}"})
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            rows = body["instances"]
-
-            def value(v):
-                return base64.b64decode(v["b64"]) if isinstance(v, dict) else v
-
-            inputs = {k: tf.constant([value(r[k]) for r in rows]) for k in rows[0]}
-            try:
-                out = loaded.signatures[body.get("signature_name", "serving_default")](**inputs)
-            except tf.errors.InvalidArgumentError as err:
-                return self._reply(400, {"error": err.message})
-            out = {k: [x.decode() if isinstance(x, bytes) else x for x in v.numpy().tolist()]
-                   for k, v in out.items()}
-            self._reply(200, {"predictions": [{k: v[i] for k, v in out.items()}
-                                              for i in range(len(rows))]})
-
-    server = ThreadingHTTPServer(("localhost", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
 def test_rest_predict_against_a_stand_in(served):
     loaded, x = served
-    server = _rest_stand_in(loaded)
+    server = rest_stand_in(loaded, "tiny")
     try:
         url = client.rest_url("tiny", port=server.server_address[1], version=1)
         expected = loaded.signatures["serving_default"](images=tf.constant(x))
@@ -171,27 +129,8 @@ def test_rest_predict_against_a_stand_in(served):
 
 
 def test_grpc_predict_against_a_stand_in(served):
-    import grpc
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-
     loaded, x = served
-
-    class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-        def Predict(self, request, context):  # noqa: N802
-            inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
-            try:
-                out = loaded.signatures[request.model_spec.signature_name](**inputs)
-            except tf.errors.InvalidArgumentError as err:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
-            response = predict_pb2.PredictResponse(model_spec=request.model_spec)
-            for k, v in out.items():
-                response.outputs[k].CopyFrom(tf.make_tensor_proto(v.numpy()))
-            return response
-
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Servicer(), server)
-    port = server.add_insecure_port("localhost:0")
-    server.start()
+    server, port = grpc_stand_in(loaded)
     try:
         target = f"localhost:{port}"
         out = client.grpc_predict(client.grpc_request("tiny", image_bytes=encode_png(x)), target)
