@@ -330,15 +330,36 @@ def _crop_flip(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.image.stateless_random_flip_left_right(cropped, seed=seeds[1])
 
 
+def _reshuffled_epochs(images, labels, batch_size: int, augment: str, seed: int):
+    """One epoch, drawn anew on each pass: tf.data's seeded reshuffle for the order and a
+    seeded random stream re-drawn on each pass for the augmentation."""
+    n = int(images.shape[0])
+    order = tf.data.Dataset.range(n).shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    draws = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
+
+    def example(index, draw):
+        image = unit_float_image(tf.gather(images, index))
+        if augment == "crop_flip":
+            image = _crop_flip(image, tf.stack([draw, index]))
+        return image, tf.gather(labels, index)
+
+    ds = tf.data.Dataset.zip((order, draws)).map(example, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
 def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, training: bool,
                  augment: str = "none", seed: int = 0, first_epoch: int = 0,
-                 num_epochs: int = 1) -> tf.data.Dataset:
+                 num_epochs: int | None = None) -> tf.data.Dataset:
     """A tf.data pipeline of (float32 images in [0, 1], int32 labels) batches.
 
-    For training, the batches of epochs `first_epoch` .. `first_epoch + num_epochs - 1`
-    follow one another (pass `steps_per_epoch` to `fit`). An epoch's order and augmentation
-    are a function of (`seed`, epoch number) alone, so a run resumed at epoch k sees exactly
-    the batches an uninterrupted run sees from epoch k on.
+    For training there are two forms:
+    - `num_epochs=None` (the default): one epoch, drawn anew on each pass over the dataset
+      (tf.data's seeded reshuffling: `fit(ds, epochs=5)` sees five orders and five
+      augmentations, the same ones in every process for the same seed);
+    - `num_epochs=k`: the batches of epochs `first_epoch` .. `first_epoch + k - 1` follow
+      one another (pass `steps_per_epoch` to `fit`), each epoch's order and augmentation a
+      function of (`seed`, epoch number) alone, so a run resumed at epoch e sees exactly the
+      batches an uninterrupted run sees from epoch e on (what `adt-train` uses).
 
     Args:
         x: uint8 images; y: integer labels.
@@ -346,7 +367,7 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, training: boo
         training: shuffle (another order every epoch) and augment.
         augment: "crop_flip" (CIFAR) or "none"; used only when training.
         seed: seed of the order and of the augmentation.
-        first_epoch, num_epochs: the epochs the training stream holds.
+        first_epoch, num_epochs: the epochs the training stream holds (see above).
     """
     batch_size = checks.check_positive_int(batch_size, "batch_size")
     checks.check_choice(augment, "augmentation", ("crop_flip", "none"))
@@ -357,9 +378,13 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, training: boo
         return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     if first_epoch < 0:
         raise ValueError(f"first_epoch must be >= 0, got {first_epoch}.")
-    checks.check_positive_int(num_epochs, "num_epochs")
     images, labels = tf.constant(x), tf.constant(y.astype(np.int32))
     n = len(x)
+    if num_epochs is None:
+        if first_epoch:
+            raise ValueError("first_epoch applies to a stream of epochs: give num_epochs.")
+        return _reshuffled_epochs(images, labels, batch_size, augment, int(seed))
+    checks.check_positive_int(num_epochs, "num_epochs")
     run_key = tf.constant([int(seed) % 2**63, 0x5EED], tf.int64)
 
     def epoch_batches(epoch):

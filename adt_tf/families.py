@@ -56,7 +56,7 @@ tfb = tfp.bijectors
 FAMILIES = ("diag", "lowrank", "matrix_normal")
 #: The inner Adam's default step for the extra factors (chosen by the sweep of
 #: bench/results/family_sweep_cpu.md; docs/methods.md).
-FACTOR_LR = 0.01
+FACTOR_LR = 0.003
 
 
 @dataclasses.dataclass(frozen=True)

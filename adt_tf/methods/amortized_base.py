@@ -294,8 +294,7 @@ class AmortizedAdversarialTrainer(AdversarialTrainer):
         result = self.joint_step(x, y, sample_weight, seed=self.next_seed())
         self._loss_tracker.update_state(result.loss, sample_weight=tf.shape(x)[0])
         values = {"entropy": result.entropy, "generator_objective": result.objective}
-        for tracker in self._aux_tracker_list:
-            tracker.update_state(values[tracker.name])
+        self.update_aux_trackers(values)
         return self._reducible(self.compute_metrics(result.x_adv, y, result.y_pred,
                                                     sample_weight=sample_weight))
 

@@ -177,8 +177,7 @@ class AdversarialWeightPerturbation:
         _assign(weights, [s + (w.value - p) for s, w, p in zip(saved, weights, shifted,
                                                                strict=True)])
         self._correct_average(weights, deltas)
-        for tracker in self._aux_tracker_list:
-            tracker.update_state(aux[tracker.name])
+        self.update_aux_trackers(aux)
         return self._reducible(self.compute_metrics(x_train, y, y_pred,
                                                     sample_weight=sample_weight))
 

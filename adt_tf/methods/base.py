@@ -203,10 +203,21 @@ class AdversarialTrainer(keras.Model):
         variables = self.trainable_variables
         grads = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(grads, variables))
-        for tracker in self._aux_tracker_list:
-            tracker.update_state(aux[tracker.name])
+        self.update_aux_trackers(aux)
         return self._reducible(self.compute_metrics(x_train, y, y_pred,
                                                     sample_weight=sample_weight))
+
+    def update_aux_trackers(self, aux: dict) -> None:
+        """Adds this step's `aux` values (one per name of `aux_metrics`) to their trackers.
+
+        Each update runs only once its value exists: when a dataset of unknown length runs
+        out, the step that fails to read a batch must not count (a Mean's count increment
+        depends on nothing else, and TensorFlow would run it, logging n / (n + 1) of the
+        epoch's mean)."""
+        for tracker in self._aux_tracker_list:
+            value = aux[tracker.name]
+            with tf.control_dependencies([value]):
+                tracker.update_state(value)
 
     def test_step(self, data):
         """Clean-input evaluation: loss and compiled metrics (the aux trackers are omitted)."""

@@ -182,3 +182,27 @@ def test_an_epoch_is_the_same_wherever_the_training_stream_starts():
     assert not np.array_equal(whole[0][0], batches(0, 1, seed=2)[0][0])
     with pytest.raises(ValueError, match="num_epochs"):
         data_lib.make_dataset(splits.x_train, splits.y_train, 16, training=True, num_epochs=0)
+
+
+def test_each_pass_over_a_default_training_pipeline_is_a_new_seeded_epoch():
+    """fit(ds, epochs=k) passes over the dataset k times: each pass another order and another
+    augmentation, and the same sequence of passes from the same seed."""
+    splits = data_lib.load("cifar10_sample", max_train_examples=48)
+
+    def passes(seed, count=3):
+        ds = data_lib.make_dataset(splits.x_train, splits.y_train, 16, training=True,
+                                   augment="crop_flip", seed=seed)
+        return [[(xb.numpy(), yb.numpy()) for xb, yb in ds] for _ in range(count)]
+
+    first, again, other = passes(1), passes(1), passes(2)
+    for a, b in zip(first, again):
+        for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+            np.testing.assert_array_equal(xa, xb)
+            np.testing.assert_array_equal(ya, yb)
+    labels = [np.concatenate([yb for _, yb in p]) for p in first]
+    assert all(sorted(lab.tolist()) == sorted(splits.y_train.tolist()) for lab in labels)
+    assert not np.array_equal(labels[0], labels[1])  # another order on the second pass
+    assert not np.array_equal(first[0][0][0], other[0][0][0])
+    with pytest.raises(ValueError, match="num_epochs"):
+        data_lib.make_dataset(splits.x_train, splits.y_train, 16, training=True,
+                              first_epoch=2)
