@@ -19,12 +19,13 @@ import contextlib
 import json
 import math
 import os
+import sys
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from adt_tf import checks
+from adt_tf import checks, files
 from adt_tf.attacks import pgd
 from adt_tf.data import as_unit_float
 from adt_tf.threat import Ball, as_threat
@@ -59,7 +60,8 @@ def averaged_weights(model):
 
 class RobustAccuracyCallback(keras.callbacks.Callback):
     """Sets `logs['val_robust_accuracy']` and `logs['val_clean_accuracy']` at the end of
-    every `every`-th epoch (NaN on the others, so every row of history.csv has the columns).
+    every `every`-th epoch and of the last one (NaN on the others, so every row of
+    history.csv has the columns; a run shorter than `every` epochs is still scored once).
 
     Robust accuracy is the fraction of the fixed validation inputs classified correctly both
     clean and under PGD-k (the threat model's: L-inf or L2, step epsilon/4, uniform random
@@ -132,7 +134,8 @@ class RobustAccuracyCallback(keras.callbacks.Callback):
         return clean_ok / len(self.x), robust_ok / len(self.x)
 
     def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.every:
+        last = (self.params or {}).get("epochs")
+        if (epoch + 1) % self.every and epoch + 1 != last:  # the last epoch is always scored
             clean = robust = float("nan")
         else:
             clean, robust = self.evaluate()
@@ -161,11 +164,15 @@ class BestCheckpoint(keras.callbacks.Callback):
     (with the averaged weights when the optimiser keeps an average), and restores the best so
     far from best.json when training starts, so a killed and resumed run keeps its best.
 
-    Writes are a two-step commit: the model and the record go to temporary names, the
-    record is renamed first, then the model; a kill between the two leaves `best.keras.tmp`,
-    which `on_train_begin` renames into place (the record is already the new one). A kill
-    before the record's rename leaves the old pair whole; that epoch was not backed up yet
-    (this callback runs before the backup), so the resumed run redoes and rescores it.
+    Writes are a commit that a kill at any moment leaves whole: the model goes to
+    `best.keras.tmp.keras` (complete once written), then the record to `best.json.pending`
+    (atomically, so it exists only once the model before it is complete), then the model is
+    renamed into place, then the pending record. `on_train_begin` finishes a commit whose
+    pending record exists (renaming the model first if it has not been) and removes a
+    temporary model without one (possibly torn: its epoch was not backed up yet, since this
+    callback runs before the backup, so the resumed run redoes and rescores it). A record
+    whose `best.keras` is gone (deleted by hand) is forgotten, with a warning: the next best
+    epoch writes both again.
 
     Args:
         workdir: the folder of best.keras and best.json.
@@ -180,16 +187,23 @@ class BestCheckpoint(keras.callbacks.Callback):
     def _paths(self):
         model = os.path.join(self.workdir, BEST_FILE)
         record = os.path.join(self.workdir, BEST_RECORD)
-        return model, record, model + ".tmp.keras", record + ".tmp"
+        return model, record, model + ".tmp.keras", record + ".pending"
 
     def on_train_begin(self, logs=None):
-        model, record, model_tmp, record_tmp = self._paths
-        if os.path.exists(model_tmp) and not os.path.exists(record_tmp):
-            os.replace(model_tmp, model)  # finish a commit whose record was renamed
-        for leftover in (model_tmp, record_tmp):
-            if os.path.exists(leftover):
-                os.remove(leftover)
+        model, record, model_tmp, pending = self._paths
+        if os.path.exists(pending):  # a commit whose model was complete: finish it
+            if os.path.exists(model_tmp):
+                os.replace(model_tmp, model)
+            os.replace(pending, record)
+        if os.path.exists(model_tmp):  # no record followed it: possibly torn, never used
+            os.remove(model_tmp)
         self.best = read_best(self.workdir)
+        if self.best is not None and not os.path.exists(model):
+            print(f"warning: {record} names epoch {self.best['epoch']} but {model} is "
+                  "missing; the record is forgotten and the next best epoch writes both "
+                  "again.", file=sys.stderr)
+            os.remove(record)
+            self.best = None
 
     @staticmethod
     def _key(entry):
@@ -203,14 +217,13 @@ class BestCheckpoint(keras.callbacks.Callback):
         entry = {"epoch": epoch + 1, OBJECTIVE_NAME: float(robust), CLEAN_NAME: float(clean)}
         if self.best is not None and self._key(entry) <= self._key(self.best):
             return
-        model, record, model_tmp, record_tmp = self._paths
+        model, record, model_tmp, pending = self._paths
         classifier = getattr(self.model, "classifier", self.model)
         with averaged_weights(self.model):
             classifier.save(model_tmp)
-        with open(record_tmp, "w") as f:
-            json.dump(entry, f, indent=2)
-        os.replace(record_tmp, record)
+        files.write_json(pending, entry)  # exists only once the model is whole
         os.replace(model_tmp, model)
+        os.replace(pending, record)
         self.best = entry
 
 

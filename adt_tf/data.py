@@ -164,16 +164,43 @@ def _classes_from_labels(directory: str, train_y: np.ndarray, test_y: np.ndarray
     return count
 
 
+#: The most classes an npz: source may declare (beyond it, a typo or a unit error: the
+#: classifier's last layer alone would not fit in memory).
+MAX_CLASSES = 100_000
+
+
+def _declared_classes(path: str, value: np.ndarray) -> int:
+    """The `num_classes` array of train.npz as a count: one integer in [2, MAX_CLASSES]."""
+    value = np.asarray(value)
+    if value.size != 1:
+        raise ValueError(f"{path}: num_classes must be one integer, got an array of shape "
+                         f"{value.shape}.")
+    raw = value.reshape(()).item()
+    if isinstance(raw, (bytes, str)) or isinstance(raw, bool) or not isinstance(
+            raw, (int, float)) or float(raw) != int(raw):
+        raise ValueError(f"{path}: num_classes must be an integer, got {raw!r}.")
+    count = int(raw)
+    if not 2 <= count <= MAX_CLASSES:
+        raise ValueError(f"{path}: num_classes must be between 2 (a classifier needs two "
+                         f"classes) and {MAX_CLASSES:,}, got {count}.")
+    return count
+
+
 def _load_npz_dir(directory: str) -> Splits:
     train = _read_npz(os.path.join(directory, "train.npz"))
     test = _read_npz(os.path.join(directory, "test.npz"))
-    if len(train["x"]) == 0 or len(train["y"].ravel()) == 0:
-        raise ValueError(f"{os.path.join(directory, 'train.npz')} holds no training images.")
+    for split, data, what in (("train.npz", train, "training"), ("test.npz", test, "test")):
+        if len(data["x"]) == 0 or len(data["y"].ravel()) == 0:
+            raise ValueError(f"{os.path.join(directory, split)} holds no {what} images.")
     if "num_classes" in train:
-        num_classes = int(train["num_classes"])
+        num_classes = _declared_classes(os.path.join(directory, "train.npz"),
+                                        train["num_classes"])
     else:
         num_classes = _classes_from_labels(directory, train["y"].ravel(), test["y"].ravel())
-    num_classes = max(num_classes, 2)
+        if num_classes < 2:
+            raise ValueError(f"{directory}: every label is {num_classes - 1}: a classifier "
+                             "needs at least two classes (state num_classes in train.npz "
+                             "if the data has more).")
     for split, data in (("train.npz", train), ("test.npz", test)):
         validate_arrays(data["x"], data["y"], num_classes, os.path.join(directory, split))
     if train["x"].shape[1:] != test["x"].shape[1:]:

@@ -140,6 +140,63 @@ def shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.with_options(options)
 
 
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras's `BackupAndRestore`, with a backup that a kill at any moment leaves whole.
+
+    Keras writes `latest.weights.h5` in place and then `training_metadata.json`: a kill
+    while the weights are written leaves a torn file (and, in the first epoch, no earlier
+    copy to fall back to: every rerun fails), and a kill between the two files leaves the
+    next epoch's weights with the last epoch's count (the rerun trains that epoch twice).
+    Here each backup is one weights file per epoch, written under a temporary name and
+    renamed into place (`adt_tf.files.atomic_path`), and the metadata, written atomically
+    after it, names the weights file it goes with; the previous weights file is removed
+    only then. Whatever moment a kill hits, the metadata names a complete weights file of
+    the epoch it counts (or there is no metadata, and the run starts afresh). A backup of
+    Keras's own layout (`latest.weights.h5`) is still restored.
+    """
+
+    def _metadata(self) -> dict:
+        if not os.path.exists(self._training_metadata_path):
+            return {}
+        with open(self._training_metadata_path) as f:
+            return json.load(f)
+
+    def _save_model(self):
+        from adt_tf import files
+
+        os.makedirs(self.backup_dir, exist_ok=True)
+        previous = self._metadata().get("weights")
+        name = f"epoch{self._current_epoch}-batch{self._last_batch_seen}.weights.h5"
+        with files.atomic_path(os.path.join(self.backup_dir, name)) as tmp:
+            self.model.save_weights(tmp, overwrite=True)
+        files.write_json(self._training_metadata_path,
+                         {"epoch": self._current_epoch, "batch": self._last_batch_seen,
+                          "weights": name})
+        for stale in (previous, os.path.basename(self._weights_path)):
+            if stale and stale != name:
+                path = os.path.join(self.backup_dir, stale)
+                if os.path.exists(path):
+                    os.remove(path)
+
+    def _load_model(self):
+        from adt_tf import files
+
+        files.remove_leftovers(self.backup_dir)
+        metadata = self._metadata()
+        if "weights" not in metadata:  # nothing yet, or Keras's own layout
+            return super()._load_model()
+        if not self.model.built:
+            raise ValueError("BackupAndRestore needs a built model; call it on a batch first.")
+        optimizer = self.model.optimizer
+        if optimizer is not None and not optimizer.built:
+            optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(os.path.join(self.backup_dir, metadata["weights"]))
+        self.model._initial_epoch = metadata["epoch"]
+
+    def on_train_begin(self, logs=None):
+        self._load_model()
+
+
 class SharedBackupAndRestore(keras.callbacks.Callback):
     """Keras `BackupAndRestore` for multi-worker runs: one backup, written by the chief.
 
@@ -164,9 +221,9 @@ class SharedBackupAndRestore(keras.callbacks.Callback):
         super().__init__()
         self.backup_dir = backup_dir
         self.write_dir = write_dir or backup_dir
-        self._reader = keras.callbacks.BackupAndRestore(backup_dir, **kwargs)
+        self._reader = AtomicBackupAndRestore(backup_dir, **kwargs)
         self._writer = (self._reader if self.write_dir == backup_dir else
-                        keras.callbacks.BackupAndRestore(self.write_dir, **kwargs))
+                        AtomicBackupAndRestore(self.write_dir, **kwargs))
 
     def set_model(self, model):
         super().set_model(model)
@@ -209,5 +266,5 @@ def restored_epoch(backup_dir: str) -> int:
         return int(json.load(f).get("epoch", 0))
 
 
-__all__ = ["STRATEGIES", "SharedBackupAndRestore", "WorkerRole", "make_strategy",
-           "restored_epoch", "shard_by_data", "worker_role"]
+__all__ = ["STRATEGIES", "AtomicBackupAndRestore", "SharedBackupAndRestore", "WorkerRole",
+           "make_strategy", "restored_epoch", "shard_by_data", "worker_role"]

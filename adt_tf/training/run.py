@@ -301,8 +301,7 @@ def _train(record: RunRecord, trainer, role, strategy, out_dir: str, backup_dir:
     write_record(record, out_dir)
     _announce_resume(backup_dir, config)
     backup = SharedBackupAndRestore(backup_dir, os.path.join(out_dir, "backup"),
-                                    save_freq="epoch", delete_checkpoint=False,
-                                    double_checkpoint=True)
+                                    save_freq="epoch", delete_checkpoint=False)
     # Restored here, before the data stream is made, so that the stream starts at the epoch
     # the backup holds (after Keras's fallback to the previous checkpoint, if the last one
     # is unreadable): a resumed run sees the batches an uninterrupted one sees. `fit`

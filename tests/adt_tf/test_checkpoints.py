@@ -271,3 +271,65 @@ def test_checkpoint_reaches_evaluate_and_export_and_best_needs_a_split(tmp_path)
 
     with pytest.raises(ValueError, match="holds no best.keras"):  # adt-export exits 2 so
         load_source(plain, "best")
+
+
+def _state_files(workdir, model):
+    """A best.keras and its best.json, as a finished best epoch leaves them."""
+    model.save(os.path.join(workdir, "best.keras"))
+    with open(os.path.join(workdir, "best.json"), "w") as f:
+        json.dump({"epoch": 1, "val_robust_accuracy": 0.5, "val_clean_accuracy": 0.6}, f)
+
+
+def test_a_torn_temporary_best_model_is_never_moved_into_place(tmp_path):
+    """A kill while a later best.keras is written leaves a torn best.keras.tmp.keras and no
+    pending record: the restart removes it and keeps the whole best.keras of its record (it
+    moved the torn file into place)."""
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    _state_files(tmp_path, model)
+    with open(tmp_path / "best.keras.tmp.keras", "wb") as f:
+        f.write(b"torn")
+    callback = BestCheckpoint(str(tmp_path))
+    callback.on_train_begin()
+    assert callback.best["epoch"] == 1 and not (tmp_path / "best.keras.tmp.keras").exists()
+    keras.saving.load_model(tmp_path / "best.keras")  # whole
+
+
+def test_a_pending_record_finishes_its_commit(tmp_path):
+    """Killed after the model was complete and the record pending: the restart renames both
+    into place (the record names the new model)."""
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    _state_files(tmp_path, model)
+    newer = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    newer.save(tmp_path / "best.keras.tmp.keras")
+    with open(tmp_path / "best.json.pending", "w") as f:
+        json.dump({"epoch": 2, "val_robust_accuracy": 0.7, "val_clean_accuracy": 0.6}, f)
+    callback = BestCheckpoint(str(tmp_path))
+    callback.on_train_begin()
+    assert callback.best["epoch"] == 2 and read_best(str(tmp_path))["epoch"] == 2
+    for got, want in zip(keras.saving.load_model(tmp_path / "best.keras").get_weights(),
+                         newer.get_weights()):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_record_without_its_model_is_forgotten_with_a_warning(tmp_path, capsys):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    _state_files(tmp_path, model)
+    os.remove(tmp_path / "best.keras")
+    callback = BestCheckpoint(str(tmp_path))
+    callback.on_train_begin()
+    assert callback.best is None and not (tmp_path / "best.json").exists()
+    assert "best.keras is missing; the record is forgotten" in capsys.readouterr().err
+
+
+def test_a_run_shorter_than_validation_every_is_scored_at_its_last_epoch(tmp_path):
+    """--validation_every=5 with 2 epochs held images out and never scored them (no
+    best.keras, and --checkpoint=best then said the run had no validation split)."""
+    report = run_training(RunConfig.from_flags(
+        workdir=str(tmp_path / "w"), epochs=2, validation_examples=32, validation_every=5,
+        method="standard", max_train_examples=96, batch_size=32, eval_examples=16, verbose=0,
+        model_params={"width": 4, "dense_units": 16, "dropout": 0.0}))
+    assert report["best"]["epoch"] == 2
+    with open(tmp_path / "w" / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["val_robust_accuracy"] in ("nan", "NA", "")
+    assert float(rows[1]["val_robust_accuracy"]) >= 0

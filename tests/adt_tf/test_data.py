@@ -206,3 +206,29 @@ def test_each_pass_over_a_default_training_pipeline_is_a_new_seeded_epoch():
     with pytest.raises(ValueError, match="num_epochs"):
         data_lib.make_dataset(splits.x_train, splits.y_train, 16, training=True,
                               first_epoch=2)
+
+
+@pytest.mark.parametrize("num_classes, message", [
+    (np.array(1), "between 2"), (np.array(10.7), "must be an integer, got 10.7"),
+    (np.array("ten"), "must be an integer, got 'ten'"), (np.array([10, 10]), "one integer"),
+    (np.array(10**12), "between 2"),
+])
+def test_a_bad_declared_class_count_names_the_file(tmp_path, num_classes, message):
+    x = np.zeros((8, 16, 16, 3), np.uint8)
+    np.savez(tmp_path / "train.npz", x=x, y=np.arange(8) % 2, num_classes=num_classes)
+    np.savez(tmp_path / "test.npz", x=x, y=np.arange(8) % 2)
+    with pytest.raises(ValueError, match=message) as info:
+        data_lib.load(f"npz:{tmp_path}")
+    assert "train.npz" in str(info.value)
+
+
+def test_one_class_and_an_empty_test_split_are_refused_at_once(tmp_path):
+    x = np.zeros((8, 16, 16, 3), np.uint8)
+    np.savez(tmp_path / "train.npz", x=x, y=np.zeros(8, np.int64))
+    np.savez(tmp_path / "test.npz", x=x, y=np.zeros(8, np.int64))
+    with pytest.raises(ValueError, match="at least two classes"):
+        data_lib.load(f"npz:{tmp_path}")
+    np.savez(tmp_path / "train.npz", x=x, y=np.arange(8) % 2)
+    np.savez(tmp_path / "test.npz", x=x[:0], y=np.zeros(0, np.int64))
+    with pytest.raises(ValueError, match="test.npz holds no test images"):
+        data_lib.load(f"npz:{tmp_path}")
