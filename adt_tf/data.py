@@ -37,6 +37,7 @@ class DatasetInfo:
         tfds_name: the tensorflow-datasets name, None for local sources.
         l2_epsilon: the default L2 budget (0.5 for CIFAR, RobustBench's L2 leaderboard; 2.0
             for MNIST), None where no usual value exists (give --epsilon).
+        image_shape: (H, W, C) of its images.
     """
 
     name: str
@@ -46,6 +47,7 @@ class DatasetInfo:
     class_names: tuple[str, ...] | None = None
     tfds_name: str | None = None
     l2_epsilon: float | None = None
+    image_shape: tuple[int, int, int] | None = None
 
     def default_epsilon(self, norm: str = "linf") -> float:
         """The dataset's budget for a norm ("linf" or "l2"), or a ValueError naming it."""
@@ -59,16 +61,17 @@ class DatasetInfo:
 
 DATASETS: dict[str, DatasetInfo] = {
     "cifar10": DatasetInfo("cifar10", 10, 8 / 255, "crop_flip", CIFAR10_CLASSES, "cifar10",
-                           l2_epsilon=0.5),
+                           l2_epsilon=0.5, image_shape=(32, 32, 3)),
     "cifar100": DatasetInfo("cifar100", 100, 8 / 255, "crop_flip", None, "cifar100",
-                            l2_epsilon=0.5),
+                            l2_epsilon=0.5, image_shape=(32, 32, 3)),
     "svhn_cropped": DatasetInfo("svhn_cropped", 10, 4 / 255, "none", tuple("0123456789"),
-                                "svhn_cropped"),
+                                "svhn_cropped", image_shape=(32, 32, 3)),
     "mnist": DatasetInfo("mnist", 10, 0.3, "none", tuple("0123456789"), "mnist",
-                         l2_epsilon=2.0),
-    "fashion_mnist": DatasetInfo("fashion_mnist", 10, 0.1, "none", None, "fashion_mnist"),
+                         l2_epsilon=2.0, image_shape=(28, 28, 1)),
+    "fashion_mnist": DatasetInfo("fashion_mnist", 10, 0.1, "none", None, "fashion_mnist",
+                                 image_shape=(28, 28, 1)),
     SAMPLE: DatasetInfo(SAMPLE, 10, 8 / 255, "crop_flip", CIFAR10_CLASSES, None,
-                        l2_epsilon=0.5),
+                        l2_epsilon=0.5, image_shape=(32, 32, 3)),
 }
 
 
@@ -213,7 +216,8 @@ def _load_npz_dir(directory: str) -> Splits:
     info = DatasetInfo(
         name=f"{NPZ_PREFIX}{directory}", num_classes=num_classes, epsilon=8 / 255,
         augment="crop_flip" if shape == (32, 32, 3) else "none", class_names=names,
-        l2_epsilon=0.5 if shape == (32, 32, 3) else None)
+        l2_epsilon=0.5 if shape == (32, 32, 3) else None,
+        image_shape=tuple(int(d) for d in shape))
     return Splits(train["x"], train["y"].astype(np.int64), test["x"], test["y"].astype(np.int64),
                   info)
 

@@ -61,9 +61,13 @@ def export_from_flags() -> tuple[str, dict]:
     if source.workdir:
         print(f"Exporting {source.model_path} (--checkpoint="
               f"{'best' if source.model_path.endswith('best.keras') else 'last'}).")
+    from export.signatures import spec_of
+
     dataset = FLAGS.dataset or source.dataset
     data_dir = source.data_dir
-    shape = tuple(int(d) for d in source.classifier.inputs[0].shape[1:])
+    shape = spec_of(source.classifier).input_shape  # a classifier it can serve, or why not
+    if FLAGS.dataset:
+        sources.check_dataset_fits(FLAGS.dataset, shape, source.classifier)
     images, images_source = sources.real_images(shape, exporter.NUM_IMAGES, dataset, data_dir)
     card = sources.workdir_card(source)
     if FLAGS.dataset:
@@ -88,6 +92,9 @@ def main(argv):
         if not os.path.exists(FLAGS.model):
             raise ValueError(f"{FLAGS.model} does not exist; --model must be a .keras "
                              "classifier or a training workdir holding classifier.keras.")
+        from export.serving_config import check_serving_root
+
+        check_serving_root(FLAGS.serving_root)
     except ValueError as err:
         cli.fail(COMMAND, err)
     cli.import_tensorflow()

@@ -94,6 +94,19 @@ def build_model_card(model_name: str, version: int, spec, model_card: dict | Non
     return card
 
 
+def check_returns_logits(classifier: keras.Model, images: np.ndarray) -> None:
+    """Refuses a classifier whose outputs on real images are probabilities (non-negative
+    rows summing to 1: a final softmax): the export applies the softmax itself, and would
+    serve softmax(softmax(.)), a flattened distribution."""
+    with tf.device("/CPU:0"):
+        out = np.asarray(classifier(tf.constant(images), training=False), np.float64)
+    if out.size and (out >= 0).all() and np.allclose(out.sum(axis=-1), 1.0, atol=1e-3):
+        raise ValueError("The classifier returns probabilities (its outputs on real images "
+                         "are non-negative and sum to 1: it ends with a softmax), but an "
+                         "export serves the softmax of logits: remove the final softmax and "
+                         "export the logits.")
+
+
 def _probabilities(classifier: keras.Model, images: np.ndarray) -> np.ndarray:
     """The Keras reference for the verification, computed on the CPU like the check."""
     with tf.device("/CPU:0"):
@@ -157,6 +170,7 @@ def export_classifier(classifier: keras.Model, export_base: str, model_name: str
     if images.ndim != 4 or images.shape[1:] != spec.input_shape or len(images) == 0:
         raise ValueError(f"images must be a non-empty batch of shape [n, "
                          f"{', '.join(map(str, spec.input_shape))}], got {images.shape}.")
+    check_returns_logits(classifier, images)
 
     model_dir = os.path.join(export_base, model_name)
     checks.check_writable_dir(model_dir, "--export_dir (its model folder)")
@@ -185,18 +199,21 @@ def export_classifier(classifier: keras.Model, export_base: str, model_name: str
             card["verification"] = verify.verify_export(
                 tmp, images, _probabilities(classifier, images), spec.class_names is not None)
             _write_json(card_path, card)
-        # models.config is prepared before anything is published: a malformed or unwritable
-        # one fails the export with no version in place.
-        pending = serving_config.prepare_models_config(export_base, model_name, serving_root)
-        if os.path.exists(target):  # another exporter got there first
-            raise FileExistsError(f"{target} appeared during the export; nothing was "
-                                  "overwritten.")
-        os.rename(tmp, target)
-        try:
-            serving_config.commit_models_config(pending)
-        except BaseException:
-            os.rename(target, tmp)  # take the version back: all of the export or none
-            raise
+        # models.config is prepared before anything is published (a malformed or unwritable
+        # one fails the export with no version in place), under the folder's lock from its
+        # read to its rename (a concurrent export's entry is never lost).
+        with serving_config.models_config_lock(export_base):
+            pending = serving_config.prepare_models_config(export_base, model_name,
+                                                           serving_root)
+            if os.path.exists(target):  # another exporter got there first
+                raise FileExistsError(f"{target} appeared during the export; nothing was "
+                                      "overwritten.")
+            os.rename(tmp, target)
+            try:
+                serving_config.commit_models_config(pending)
+            except BaseException:
+                os.rename(target, tmp)  # take the version back: all of the export or none
+                raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         if pending is not None and os.path.exists(pending):
@@ -205,5 +222,6 @@ def export_classifier(classifier: keras.Model, export_base: str, model_name: str
     return target
 
 
-__all__ = ["NUM_IMAGES", "build_model_card", "check_model_name", "existing_versions",
+__all__ = ["NUM_IMAGES", "build_model_card", "check_model_name", "check_returns_logits",
+           "existing_versions",
            "export_classifier", "next_version"]

@@ -18,6 +18,8 @@ convention when the export base is mounted at /models.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 
 from adt_tf.serving_contract import MODELS_CONFIG
@@ -41,6 +43,34 @@ def read_models_config(path: str):
     return config
 
 
+#: The lock file beside models.config (an empty file; `flock` does the locking).
+LOCK_FILE = ".models.config.lock"
+
+
+@contextlib.contextmanager
+def models_config_lock(export_base: str):
+    """Holds an exclusive lock on `<export_base>/models.config` for the block: exports into
+    one folder update it one after the other (read, add their model, rename), so none is
+    lost (two exports racing between the read and the rename dropped one of the two). The
+    kernel releases the lock however the process ends."""
+    os.makedirs(export_base, exist_ok=True)
+    with open(os.path.join(export_base, LOCK_FILE), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def check_serving_root(serving_root: str) -> str:
+    """The folder the server sees the export base as: an absolute path."""
+    if not serving_root or not serving_root.startswith("/"):
+        raise ValueError(f"--serving_root must be the absolute path where the server sees "
+                         f"--export_dir (e.g. /models, the official container's), got "
+                         f"{serving_root!r}.")
+    return serving_root
+
+
 def prepare_models_config(export_base: str, model_name: str,
                           serving_root: str = DEFAULT_SERVING_ROOT) -> str:
     """Writes `<export_base>/models.config` with `model_name` added (or updated), the other
@@ -50,6 +80,7 @@ def prepare_models_config(export_base: str, model_name: str,
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
+    check_serving_root(serving_root)
     path = os.path.join(export_base, MODELS_CONFIG)
     if os.path.exists(path):
         config = read_models_config(path)
@@ -81,9 +112,12 @@ def commit_models_config(pending: str) -> str:
 def update_models_config(export_base: str, model_name: str,
                          serving_root: str = DEFAULT_SERVING_ROOT) -> str:
     """Adds (or updates) `model_name` in `<export_base>/models.config`, keeping the other
-    models listed there; written atomically. Returns the file's path."""
-    return commit_models_config(prepare_models_config(export_base, model_name, serving_root))
+    models listed there; written atomically, under the folder's lock. Returns the path."""
+    with models_config_lock(export_base):
+        return commit_models_config(prepare_models_config(export_base, model_name,
+                                                          serving_root))
 
 
-__all__ = ["DEFAULT_SERVING_ROOT", "commit_models_config", "prepare_models_config",
-           "read_models_config", "update_models_config"]
+__all__ = ["DEFAULT_SERVING_ROOT", "LOCK_FILE", "check_serving_root", "commit_models_config",
+           "models_config_lock", "prepare_models_config", "read_models_config",
+           "update_models_config"]

@@ -81,6 +81,9 @@ def spec_of(classifier: keras.Model, class_names: Sequence[str] | None = None) -
     """The `ServingSpec` of a classifier (ValueError for a bad classifier or names)."""
     input_shape = classifier_input_shape(classifier)
     num_classes = int(classifier.outputs[0].shape[-1])
+    if num_classes < 2:
+        raise ValueError(f"The classifier returns {num_classes} logit; a classifier needs at "
+                         "least two (with one, `classes` would always be 0).")
     if class_names is not None:
         class_names = tuple(str(n) for n in class_names)
         if len(class_names) != num_classes:

@@ -71,6 +71,21 @@ def load_source(path: str, checkpoint: str | None = None) -> Source:
     return Source(classifier, model_path)
 
 
+def check_dataset_fits(dataset: str, shape, classifier) -> None:
+    """Refuses `--dataset` whose images or classes are not the classifier's (its class names
+    and images would be another dataset's): ValueError naming both."""
+    info = data_lib.load(dataset).info if dataset.startswith(data_lib.NPZ_PREFIX) \
+        else data_lib.dataset_info(dataset)
+    if info.image_shape is not None and tuple(info.image_shape) != tuple(shape):
+        raise ValueError(f"--dataset={dataset} has images of shape {list(info.image_shape)}; "
+                         f"the classifier takes {list(shape)}. Give the dataset it was "
+                         "trained on (or none).")
+    outputs = int(classifier.outputs[0].shape[-1])
+    if info.num_classes != outputs:
+        raise ValueError(f"--dataset={dataset} has {info.num_classes} classes; the "
+                         f"classifier returns {outputs} logits.")
+
+
 def class_names_of(dataset: str | None) -> tuple[str, ...] | None:
     """The class names of a dataset, None when unknown (or the dataset cannot be read)."""
     if not dataset:
@@ -176,5 +191,5 @@ def workdir_card(source: Source) -> dict[str, Any]:
     return {k: v for k, v in card.items() if v is not None or k not in optional}
 
 
-__all__ = ["CLASSIFIER_FILE", "Source", "class_names_of", "fit_images",
+__all__ = ["CLASSIFIER_FILE", "Source", "check_dataset_fits", "class_names_of", "fit_images",
            "load_source", "real_images", "workdir_card"]

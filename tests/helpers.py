@@ -124,3 +124,13 @@ def assert_uniform_init(weights, bound: float):
     assert np.abs(w).max() <= bound * (1 + 1e-6)
     assert np.abs(w).max() > bound * (1 - 10 / w.size) - 1e-9
     assert abs(w.std() / (bound / np.sqrt(3)) - 1) < 5 / np.sqrt(w.size) + 0.01
+
+
+def command_env(**extra) -> dict:
+    """The environment of a command run in a subprocess: this one's, the repository on the
+    path, and TensorFlow's log level left to the command as a user's shell leaves it (the
+    test process sets it for its own imports: conftest.py)."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = ROOT
+    env.update(extra)
+    return env

@@ -148,7 +148,7 @@ def _start_cli(workdir, *args):
 
     from tests.helpers import ROOT
 
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, PYTHONPATH=ROOT)
     return subprocess.Popen([sys.executable, "-m", "trainers.train", f"--workdir={workdir}",
                              "--method=standard", "--max_train_examples=256", "--batch_size=16",
                              "--model_params=width=4", "--verbose=2", *args], cwd=ROOT, env=env,

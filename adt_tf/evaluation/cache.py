@@ -14,8 +14,11 @@ import json
 import os
 import sys
 import types
+import zipfile
 
 import numpy as np
+
+from adt_tf.files import atomic_path
 
 #: Bumped when the meaning of a cached result changes (old entries are then ignored).
 CACHE_VERSION = 2
@@ -74,21 +77,28 @@ def cache_file(cache_dir: str, name: str, key: dict) -> str:
 
 
 def load_cached(path: str, mask: np.ndarray):
-    """(correct [N], seconds) stored at `path` for the same attacked inputs `mask`, else None."""
+    """(correct [N], seconds) stored at `path` for the same attacked inputs `mask`, else None.
+    An entry that cannot be read (torn by a crash of another writer, a full disk) is
+    recomputed: None, with a warning naming the file."""
     if not os.path.exists(path):
         return None
-    with np.load(path) as data:
-        if not np.array_equal(data["evaluated"], mask):
-            return None  # earlier attacks changed the inputs this one runs on
-        return data["correct"].copy(), float(data["seconds"])
+    try:
+        with np.load(path) as data:
+            if not np.array_equal(data["evaluated"], mask):
+                return None  # earlier attacks changed the inputs this one runs on
+            return data["correct"].copy(), float(data["seconds"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        print(f"warning: the cached attack results {path} cannot be read "
+              f"({type(err).__name__}: {err}); the attack is run again.", file=sys.stderr)
+        return None
 
 
 def store(path: str, correct: np.ndarray, mask: np.ndarray, seconds: float) -> None:
-    """Writes an attack's results atomically (a reader never sees half a file)."""
+    """Writes an attack's results atomically (a reader never sees half a file), under a
+    temporary name of its own (two processes storing into one cache never share one)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, correct=correct, evaluated=mask, seconds=seconds)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, correct=correct, evaluated=mask, seconds=seconds)
 
 
 __all__ = ["CACHE_VERSION", "array_id", "cache_file", "code_version", "load_cached", "store",

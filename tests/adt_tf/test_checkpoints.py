@@ -138,7 +138,7 @@ def test_kill_9_after_a_best_epoch_and_resume_keeps_the_best(tmp_path):
     args = [f"--workdir={workdir}", "--method=standard", "--max_train_examples=192",
             "--batch_size=32", "--model_params=width=4", "--eval_examples=32", "--lr=0.05",
             "--validation_examples=40", "--verbose=2"]
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.Popen([sys.executable, "-m", "trainers.train", *args, "--epochs=30"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -258,7 +258,7 @@ def test_checkpoint_reaches_evaluate_and_export_and_best_needs_a_split(tmp_path)
         result, _ = run_evaluation(split, num_examples=8, suite="fgsm", checkpoint=checkpoint,
                                    out=str(tmp_path / f"eval_{checkpoint}"), verbose=0)
         assert result.model.endswith(name)
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.run([sys.executable, "-m", "export.export_saved_model",
                            f"--model={split}", f"--export_dir={tmp_path / 'exports'}",
                            "--noverify"], cwd=ROOT, env=env, capture_output=True, text=True,

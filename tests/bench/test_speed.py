@@ -109,7 +109,7 @@ def test_every_method_declares_its_passes():
 
 @pytest.mark.slow
 def test_speed_benchmark_writes_its_table(tmp_path):
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.run(
         [sys.executable, "-m", "bench.speed", "--methods=standard,adt_exp", "--models=small_cnn",
          "--batch_sizes=8", "--warmup=1", "--steps=2", f"--output_dir={tmp_path}",

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import tensorflow as tf
 
 from adt_tf.data import load as load_dataset
-from tests.helpers import ROOT
+from tests.helpers import ROOT, command_env
 
 NAME = "tiny"
 
@@ -79,7 +79,7 @@ def make_workdir(tmp_path, classifier):
 
 
 def run_cli(*args):
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    env = command_env()
     return subprocess.run([sys.executable, "-m", "export.export_saved_model", *args], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=600)
 

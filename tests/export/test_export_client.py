@@ -159,7 +159,7 @@ def test_command_line_against_a_port_with_nothing_listening_exits_2(protocol, tm
     image = tmp_path / "x.png"
     image.write_bytes(encode_png(IMAGES[:1])[0])
     root = ROOT
-    env = dict(os.environ, PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, PYTHONPATH=root)
     for files, expected in (([str(image)], f"127.0.0.1:{port}" if protocol == "grpc" else
                              f"http://127.0.0.1:{port}/"), ([str(tmp_path / "no.png")],
                                                             "no.png")):

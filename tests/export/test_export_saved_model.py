@@ -3,6 +3,7 @@
 import json
 import os
 
+import keras
 import pytest
 
 from adt_tf.data import CIFAR10_CLASSES
@@ -42,3 +43,38 @@ def test_cli_errors_are_clear(tmp_path):
     assert "adt-export: error:" in proc.stderr and "missing does not exist" in proc.stderr
     proc = run_cli(f"--export_dir={tmp_path}")
     assert proc.returncode == 2 and "--model is required" in proc.stderr
+
+
+@pytest.mark.parametrize("build, says", [
+    (lambda: keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
+                               keras.layers.Dense(10, activation="softmax")]),
+     "returns probabilities"),
+    (lambda: keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
+                               keras.layers.Dense(1)]), "needs at least two"),
+    (lambda: keras.Sequential([keras.Input((None, None, 3)),
+                               keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)]),
+     "must have a fixed shape"),
+])
+def test_a_model_the_export_cannot_serve_right_exits_2(tmp_path, build, says):
+    """softmax(softmax(.)) served as probabilities, a one-logit "classifier", an input of
+    no fixed shape: refused with one line, nothing exported."""
+    path = tmp_path / "model.keras"
+    build().save(path)
+    proc = run_cli(f"--model={path}", f"--export_dir={tmp_path / 'exports'}", "--noverify")
+    assert proc.returncode == 2, proc.stderr
+    assert says in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "exports" / "model").exists() or not [
+        n for n in os.listdir(tmp_path / "exports" / "model") if n.isdigit()]
+
+
+def test_a_dataset_of_another_shape_is_refused(normalised_model, tmp_path):
+    classifier = normalised_model[0]
+    path = tmp_path / "model.keras"
+    classifier.save(path)
+    proc = run_cli(f"--model={path}", f"--export_dir={tmp_path / 'exports'}", "--noverify",
+                   "--dataset=mnist")
+    assert proc.returncode == 2, proc.stderr
+    assert "--dataset=mnist has images of shape [28, 28, 1]" in proc.stderr
+    proc = run_cli(f"--model={path}", f"--export_dir={tmp_path / 'exports'}",
+                   "--serving_root=")
+    assert proc.returncode == 2 and "--serving_root must be the absolute path" in proc.stderr

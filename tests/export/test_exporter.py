@@ -162,7 +162,7 @@ def test_two_concurrent_exports_to_one_name_publish_one_version_whole(normalised
     published version is complete and models.config lists the model once."""
     workdir, _ = make_workdir(tmp_path, normalised_model[0])
     base = str(tmp_path / "exports")
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, PYTHONPATH=ROOT)
     procs = [subprocess.Popen([sys.executable, "-m", "export.export_saved_model",
                                f"--model={workdir}", f"--export_dir={base}", "--noverify"],
                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -30,3 +30,39 @@ def test_models_config_parses_and_lists_every_model(exported, normalised_model, 
     with pytest.raises(ValueError, match="not a ModelServerConfig.*not overwritten"):
         serving_config.update_models_config(base, "c")
     assert open(os.path.join(base, "models.config")).read() == "this is { not a config"
+
+
+def test_concurrent_exports_into_one_folder_keep_every_model_listed(tmp_path):
+    """Two processes adding 150 models each to one models.config: all 300 are listed (without
+    the lock, 180 of 300 remained)."""
+    import os
+    import subprocess
+    import sys
+
+    from export.serving_config import read_models_config
+    from tests.helpers import ROOT
+
+    script = ("import sys; from export.serving_config import update_models_config\n"
+              "for i in range(150):\n"
+              "    update_models_config(sys.argv[1], f'{sys.argv[2]}{i}')\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), prefix], cwd=ROOT,
+                              env=dict(os.environ, PYTHONPATH=ROOT), stderr=subprocess.PIPE)
+             for prefix in ("a", "b")]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err.decode()
+    names = {e.name for e in read_models_config(
+        str(tmp_path / "models.config")).model_config_list.config}
+    assert names == {f"{p}{i}" for p in "ab" for i in range(150)}
+
+
+def test_an_empty_serving_root_is_refused():
+    import pytest
+
+    from export.serving_config import check_serving_root, prepare_models_config
+
+    for bad in ("", "models", "relative/path"):
+        with pytest.raises(ValueError, match="--serving_root must be the absolute path"):
+            check_serving_root(bad)
+    with pytest.raises(ValueError, match="--serving_root"):
+        prepare_models_config("/tmp/unused_export_base", "m", serving_root="")

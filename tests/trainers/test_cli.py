@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from adt_tf.training import config as schema
-from tests.helpers import ROOT, SAMPLE
+from tests.helpers import ROOT, SAMPLE, command_env
 
 MODULES = {"adt-train": "trainers.train", "adt-evaluate": "trainers.evaluate",
            "adt-tune": "trainers.tune_lambda", "adt-export": "export.export_saved_model",
@@ -40,11 +40,9 @@ TINY = ["--dataset=cifar10_sample", "--max_train_examples=96", "--eval_examples=
 def run(command, *args, env=None, timeout=600):
     """The command run in a fresh process (`python -m <its module>`), TensorFlow's log level
     left to the command (as a user's shell leaves it)."""
-    environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    environment["PYTHONPATH"] = ROOT
-    environment.update(env or {})
     return subprocess.run([sys.executable, "-m", MODULES[command], *args], cwd=ROOT,
-                          env=environment, capture_output=True, text=True, timeout=timeout)
+                          env=command_env(**(env or {})), capture_output=True, text=True,
+                          timeout=timeout)
 
 
 @pytest.mark.parametrize("command", list(MODULES))

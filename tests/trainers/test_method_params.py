@@ -56,7 +56,7 @@ def test_the_help_lists_every_methods_arguments_with_their_defaults():
 
 
 def test_method_params_help_prints_the_arguments_and_exits_0():
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.run([sys.executable, "-m", "trainers.train", "--method=trades",
                            "--method_params=help"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=300)
@@ -106,7 +106,7 @@ def test_each_removed_flag_is_refused_naming_its_new_spelling(name):
 
 
 def test_a_removed_flag_exits_2_with_one_error_line():
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.run([sys.executable, "-m", "trainers.train", "--entropy_weight=0.1"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr
@@ -140,7 +140,7 @@ def test_a_boolean_argument_reads_only_true_false_1_0():
 @pytest.mark.slow
 def test_cli_trains_trades_end_to_end(tmp_path):
     workdir = str(tmp_path / "trades")
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, PYTHONPATH=ROOT)
     args = ["--method=trades", "--method_params=trades_beta=1.0,attack_steps=2",
             f"--workdir={workdir}",
             "--epochs=1", "--max_train_examples=64", "--batch_size=32", "--model_params=width=4",

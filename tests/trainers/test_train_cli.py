@@ -20,7 +20,7 @@ FAST = ["--max_train_examples=64", "--batch_size=32", "--model_params=width=4",
 
 
 def run_cli(*args, check=True):
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.run([sys.executable, "-m", "trainers.train", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
@@ -116,7 +116,7 @@ def test_cli_resumes_after_kill_9_and_ends_where_an_uninterrupted_run_ends(tmp_p
             "--method_params=inner_steps=1,mc_samples=1",
             "--verbose=0", "--lr=0.01"]
     workdir = str(tmp_path / "killed")
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.Popen([sys.executable, "-m", "trainers.train", f"--workdir={workdir}",
                              *args], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

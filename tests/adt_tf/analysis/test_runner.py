@@ -76,7 +76,7 @@ def test_adt_analyze_end_to_end_writes_every_output(tmp_path):
             "--exp_steps=2", "--exp_mc_samples=2", "--pgd_steps=2", "--pca_inputs=2",
             "--grid_size=3", "--landscape_inputs=1", "--power_iterations=2",
             "--lambda_attacks=fgsm", "--batch_size=4", "--verbose=0"]
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.run([sys.executable, "-m", "trainers.analyze", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,12 +1,15 @@
 """`adt_tf.evaluation.cache`: keyed by the weights and the attack code."""
 
 
+import os
+
 import keras
 import numpy as np
 
 from adt_tf.evaluation import evaluate
+from adt_tf.evaluation.cache import load_cached, store
 from tests.adt_tf.evaluation.helpers import EPS, small
-from tests.helpers import trained_tiny_classifier
+from tests.helpers import ROOT, trained_tiny_classifier
 
 #: The images of the `trained` fixture (conftest.py) these tests attack.
 TRAINED_EXAMPLES = 48
@@ -36,3 +39,33 @@ def test_code_version_follows_the_attacks_code():
     assert code_version(pgd) != code_version(square)
     # MIM and C&W are PGD underneath: their versions cover pgd.py too, and differ from it.
     assert len({code_version(pgd), code_version(mim), code_version(cw)}) == 3
+
+
+def test_a_torn_entry_is_recomputed_with_a_warning(tmp_path, capsys):
+    path = str(tmp_path / "pgd20-abc.npz")
+    mask = np.array([True, False, True])
+    store(path, np.array([True, False, False]), mask, 1.5)
+    with open(path, "r+b") as f:  # torn: another writer's crash, a full disk
+        f.truncate(20)
+    assert load_cached(path, mask) is None
+    assert "cannot be read" in capsys.readouterr().err
+
+
+def test_two_processes_storing_into_one_cache_never_share_a_temporary_file(tmp_path):
+    """Concurrent stores of the same entry: every store succeeds and the entry reads back
+    (one fixed temporary name made 2-3% of them fail and could leave a torn file)."""
+    import subprocess
+    import sys
+
+    script = ("import sys, numpy as np; from adt_tf.evaluation.cache import store\n"
+              "for i in range(150):\n"
+              "    store(sys.argv[1], np.ones(1000, bool), np.ones(1000, bool), float(i))\n")
+    path = str(tmp_path / "entry.npz")
+    procs = [subprocess.Popen([sys.executable, "-c", script, path], cwd=ROOT,
+                              env=dict(os.environ, PYTHONPATH=ROOT), stderr=subprocess.PIPE)
+             for _ in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode()
+    correct, _ = load_cached(path, np.ones(1000, bool))
+    assert correct.all() and not [n for n in os.listdir(tmp_path) if n != "entry.npz"]

@@ -47,7 +47,7 @@ def tiny_hypermodel(**kwargs):
 
 
 def run_cli(*args, check=True):
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.run([sys.executable, "-m", "trainers.tune_lambda", *args], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:

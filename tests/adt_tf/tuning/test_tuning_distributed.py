@@ -50,7 +50,7 @@ def search_args(data_dir, directory, epochs=1, tuner="grid"):
 
 
 def start(args, log):
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, PYTHONPATH=ROOT)
     for name in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
         env.pop(name, None)
     return subprocess.Popen([sys.executable, "-m", "trainers.tune_lambda", *args], cwd=ROOT,
