@@ -11,7 +11,8 @@ Layout written (the one TF Serving watches: numbered version folders under the m
           model_card.json                what the model is, how robust, how it was trained
 
 Atomicity: everything is written to a hidden temporary folder beside the version folders
-(`.tmp-<version>-XXXX`, a name TF Serving ignores), verified there, and renamed to
+(`.tmp-<pid>-<version>-XXXX`, a name TF Serving ignores; a killed export's is removed by the
+next), verified there, and renamed to
 `<version>` at the end, so a server never sees a partial or unverified export; on any failure
 the temporary folder is removed and no version folder appears. An existing version is never
 overwritten.
@@ -181,7 +182,8 @@ def export_classifier(classifier: keras.Model, export_base: str, model_name: str
                               f"Choose another --version (next free: {next_version(model_dir)})"
                               " or leave it unset.")
 
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir)
+    verify.remove_stale_folders(model_dir, ".tmp-")  # what a killed export left
+    tmp = tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-{version}-", dir=model_dir)
     # mkdtemp makes the folder private (0700); a published version is readable by a server
     # running as another user, like any folder made under the user's umask.
     umask = os.umask(0)

@@ -138,6 +138,50 @@ def _saved_model_cli() -> list[str]:
     return [found] if found else [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
 
 
+#: The prefix of the verification's scratch folders in the system's temporary folder.
+VERIFY_PREFIX = "adt_export_verify_"
+
+
+def end_with_parent() -> None:
+    """In a child process (`preexec_fn`): SIGKILL it when its parent dies (Linux's
+    PR_SET_PDEATHSIG), so a killed adt-export leaves no verification running."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the child ends when its pipes close
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_folders(parent: str, prefix: str) -> list[str]:
+    """Removes the folders `<parent>/<prefix><pid>-...` whose process is gone (what a killed
+    export left); returns their names."""
+    import shutil
+
+    removed = []
+    if not os.path.isdir(parent):
+        return removed
+    for name in os.listdir(parent):
+        if not name.startswith(prefix):
+            continue
+        pid = name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+            removed.append(name)
+    return removed
+
+
 def verify_export(saved_model_dir: str, images: np.ndarray, probabilities: np.ndarray,
                   has_class_names: bool, tolerance: float = TOLERANCE,
                   timeout: float = 600.0) -> dict[str, Any]:
@@ -157,17 +201,19 @@ def verify_export(saved_model_dir: str, images: np.ndarray, probabilities: np.nd
     # On CPU: the comparison is about the function computed, not about the device's numerics
     # (TF32 matmuls and fused GPU kernels differ from Keras's eager call by more than 1e-5).
     env["CUDA_VISIBLE_DEVICES"] = "-1"
-    with tempfile.TemporaryDirectory(prefix="adt_export_verify_") as scratch:
+    remove_stale_folders(tempfile.gettempdir(), VERIFY_PREFIX)
+    with tempfile.TemporaryDirectory(prefix=f"{VERIFY_PREFIX}{os.getpid()}-") as scratch:
         data = os.path.join(scratch, "data.npz")
         np.savez(data, images=np.asarray(images, np.float32),
                  probabilities=np.asarray(probabilities, np.float32),
                  has_class_names=np.array(bool(has_class_names)))
         child = subprocess.Popen(
             [sys.executable, "-m", "export.verify", saved_model_dir, data, repr(tolerance)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=end_with_parent)
         cli = subprocess.Popen([*_saved_model_cli(), "show", "--dir", saved_model_dir, "--all"],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+                               text=True, preexec_fn=end_with_parent)
         try:
             out, err = child.communicate(timeout=timeout)
             cli_out, cli_err = cli.communicate(timeout=timeout)

@@ -1,6 +1,8 @@
 """`export.verify`: the export's checks, in process and in a fresh one."""
 
 
+import os
+
 import numpy as np
 import pytest
 
@@ -37,3 +39,55 @@ def test_verify_export_reports_a_broken_export(tmp_path):
     images = np.zeros((1, 16, 16, 3), np.float32)
     with pytest.raises(VerificationError, match="fresh process failed"):
         verify.verify_export(str(tmp_path), images, np.full((1, 10), 0.1), True)
+
+
+@pytest.mark.slow
+def test_a_killed_export_leaves_no_verification_running_and_the_next_cleans_up(tmp_path):
+    """kill -9 of adt-export during its fresh-process verification: the child ends with it,
+    and the next export removes the temporary SavedModel and scratch folders."""
+    import glob
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    from tests.helpers import ROOT, command_env, tiny_classifier
+
+    model = tmp_path / "m.keras"
+    tiny_classifier((16, 16, 3)).save(model)
+    exports = tmp_path / "exports"
+    command = [sys.executable, "-m", "export.export_saved_model", f"--model={model}",
+               f"--export_dir={exports}"]
+    proc = subprocess.Popen(command, cwd=ROOT, env=command_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    pattern = os.path.join(tempfile.gettempdir(), f"adt_export_verify_{proc.pid}-*")
+    deadline = time.time() + 300
+    while not glob.glob(pattern) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert glob.glob(pattern), "the verification never started"
+    time.sleep(1.0)  # the child is running
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    tmp_model = glob.glob(str(exports / "m" / ".tmp-*"))
+    assert tmp_model  # what the kill left
+
+    def verifying():
+        found = []
+        for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
+            try:
+                with open(cmdline, "rb") as f:
+                    if tmp_model[0].encode() in f.read():
+                        found.append(cmdline)
+            except OSError:
+                pass
+        return found
+
+    deadline = time.time() + 3  # ended with its parent, not when its work is done
+    while verifying() and time.time() < deadline:
+        time.sleep(0.5)
+    assert not verifying(), "the verification outlived its parent"
+    again = subprocess.run(command, cwd=ROOT, env=command_env(), capture_output=True,
+                           text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert not glob.glob(str(exports / "m" / ".tmp-*")) and not glob.glob(pattern)
