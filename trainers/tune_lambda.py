@@ -126,6 +126,12 @@ def main(argv):
         if FLAGS.retrain_best:  # checked now, not after the whole search
             from adt_tf import checks
             checks.check_positive_int(FLAGS.retrain_epochs, "--retrain_epochs")
+        if FLAGS.tuning_role != "single" or FLAGS["oracle_timeout"].present:
+            import math
+
+            if not math.isfinite(FLAGS.oracle_timeout) or FLAGS.oracle_timeout <= 0:
+                raise ValueError(f"--oracle_timeout must be a finite number of seconds > 0, "
+                                 f"got {FLAGS.oracle_timeout!r}.")
     except ValueError as err:
         cli.fail(COMMAND, err)
     cli.import_tensorflow()

@@ -134,6 +134,7 @@ def configure(role: str, address: str | None = None, tuner_id: str | None = None
                          "chief's).")
     host, port = _parse_address(address)
     if role == "chief":
+        check_port_free(host, port, address)
         tuner_id = CHIEF
     else:
         tuner_id = tuner_id or f"worker-{socket.gethostname()}"
@@ -142,6 +143,23 @@ def configure(role: str, address: str | None = None, tuner_id: str | None = None
                              f"{CHIEF!r} (keras-tuner reads it as the chief's).")
     os.environ.update({ENV_ID: tuner_id, ENV_IP: host, ENV_PORT: str(port)})
     return Role(role, tuner_id, f"{host}:{port}")
+
+
+def check_port_free(host: str, port: int, address: str) -> None:
+    """Refuses a chief address whose port another process holds (another chief: gRPC binds
+    with SO_REUSEPORT, so a second chief on the port would serve too and share the workers;
+    or any other program: gRPC's bind then fails with a traceback). A plain bind, without
+    port reuse, tells: ValueError naming --oracle_address."""
+    probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                          socket.SOCK_STREAM)
+    try:
+        probe.bind((host if host not in ("", "0.0.0.0") else "0.0.0.0", port))
+    except OSError as err:
+        raise ValueError(f"--oracle_address={address}: port {port} is in use ({err.strerror}; "
+                         "another chief or another program holds it): choose a free port, "
+                         "or stop the other chief.") from None
+    finally:
+        probe.close()
 
 
 def set_client_timeout(seconds: float) -> None:

@@ -109,3 +109,30 @@ def test_cli_search_writes_table_plot_best_and_resumes_without_retraining(tmp_pa
 
     with pytest.raises(ValueError, match=r"other settings \(.*run\.seed: 0 -> 3"):
         tuning.tune(override(config, {"run.seed": 3}), **kwargs)
+
+
+@pytest.mark.parametrize("timeout", ["nan", "-5", "0", "inf"])
+def test_a_bad_oracle_timeout_exits_2_naming_the_flag(tmp_path, timeout):
+    """nan waited forever and -5 exited 3 ("restart the chief")."""
+    proc = run_cli("--tuning_role=chief", "--oracle_address=127.0.0.1:0",
+                   f"--oracle_timeout={timeout}", f"--directory={tmp_path}/t", check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "--oracle_timeout must be a finite number of seconds > 0" in proc.stderr
+
+
+def test_a_chief_on_a_port_in_use_exits_2_naming_the_address(tmp_path):
+    """Another chief (gRPC reuses ports, so both would serve) or another program on the
+    port: exit 2 naming --oracle_address (it was a RuntimeError traceback, exit 1)."""
+    import socket
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    try:
+        proc = run_cli("--tuning_role=chief", f"--oracle_address=127.0.0.1:{port}",
+                       f"--directory={tmp_path}/t", "--epochs=1", check=False)
+    finally:
+        holder.close()
+    assert proc.returncode == 2, proc.stderr
+    assert f"--oracle_address=127.0.0.1:{port}: port {port} is in use" in proc.stderr
