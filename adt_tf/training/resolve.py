@@ -121,11 +121,15 @@ def resolve(config: RunConfig, splits: data_lib.Splits | None = None, *,
     indices: tuple[int, ...] = ()
     if config.validation.examples:
         n = config.validation.examples
-        limit = n_train - config.optim.batch_size
-        if n > limit:
-            raise ValueError(f"--validation_examples={n} leaves fewer than one batch "
-                             f"(--batch_size={config.optim.batch_size}) of the {n_train} "
-                             f"training images to train on; give at most {max(limit, 0)}.")
+        classes = len(set(splits.y_train.tolist()))
+        # One bound for both needs: a class-stratified draw (one per class held out, one per
+        # class left) and a batch left to train on.
+        low, high = classes, min(n_train - classes, n_train - config.optim.batch_size)
+        if not low <= n <= high:
+            raise ValueError(f"--validation_examples must be between {low} (one per class) "
+                             f"and {max(high, 0)} (a batch of --batch_size="
+                             f"{config.optim.batch_size} and an image of every class left to "
+                             f"train on) for these {n_train} training images, got {n}.")
         _, held = data_lib.stratified_split(splits.y_train, n, validation_seed)
         indices = tuple(int(i) for i in held)
     eval_examples = (n_test if config.report.eval_examples is None

@@ -222,8 +222,8 @@ def test_validation_and_the_best_checkpoint_see_the_average_and_training_goes_on
 
 @pytest.mark.parametrize("kwargs,match", [
     ({"validation_examples": -1}, "--validation_examples must be >= 0, got -1"),
-    ({"validation_examples": 170}, "leaves fewer than one batch"),
-    ({"validation_examples": 5}, "between 10 .one per class."),
+    ({"validation_examples": 170}, r"between 10 \(one per class\) and 160 \(a batch"),
+    ({"validation_examples": 5}, r"between 10 \(one per class\) and 160 .*got 5"),
     ({"validation_examples": 40, "validation_every": 0}, "--validation_every must be"),
     ({"ema_decay": 1.5}, r"--ema_decay must be > 0 and < 1, got 1\.5"),
     ({"validation_attack": "fgsm"}, "--validation_attack must be pgd<steps>"),
@@ -240,7 +240,7 @@ def test_a_bad_protocol_flag_exits_2_naming_it(tmp_path):
                    "--max_train_examples=192", "--batch_size=32", "--model_params=width=4",
                    "--epochs=1", "--validation_examples=500", check=False)
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "--validation_examples=500 leaves fewer than one batch" in proc.stderr
+    assert "--validation_examples must be between 10 (one per class) and 160" in proc.stderr
 
 
 def test_checkpoint_reaches_evaluate_and_export_and_best_needs_a_split(tmp_path):

@@ -31,10 +31,11 @@ from tests.adt_tf.tuning.helpers import (
     (lambda: tuning.build_tuner("random", tiny_hypermodel(), executions_per_trial=0),
      r"executions_per_trial must be an integer >= 1, got 0"),
     (lambda: tuning.MethodHyperModel(tiny_config(validation_examples=128), tiny_splits(128)),
-     r"--validation_examples=128 leaves fewer than one batch \(--batch_size=16\) of the 128 "
-     r"training images to train on; give at most 112"),
+     r"--validation_examples must be between \d+ \(one per class\) and 112 \(a batch of "
+     r"--batch_size=16 and an image of every class left to train on\) for these 128 "
+     r"training images, got 128"),
     (lambda: tuning.MethodHyperModel(tiny_config(validation_examples=500), tiny_splits(128)),
-     r"--validation_examples=500 leaves fewer than one batch"),
+     r"--validation_examples must be between .* got 500"),
     (lambda: tuning.MethodHyperModel(tiny_config(validation_examples=0), tiny_splits(128)),
      r"--validation_examples must be at least 1 for a search"),
     (lambda: tuning.knobs_to_search("adt_exp", ["generator_lr"]),
