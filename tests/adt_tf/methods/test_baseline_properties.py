@@ -202,6 +202,41 @@ def test_alp_penalty_vanishes_when_logits_agree(batch):
     np.testing.assert_allclose(float(shifted), float(want), rtol=1e-6)
 
 
+def test_alp_runs_one_joined_training_forward_as_the_reference(batch):
+    """The ALP authors' train.py: logits = model_fn(concat([images, adv_examples]),
+    is_training=True), split in two. BatchNorm normalises the 2B batch with its own
+    statistics and its running mean moves once per step, towards the mixed batch's mean."""
+    import keras
+
+    from adt_tf.noise import RecordedNoise
+
+    x, y = batch
+    x, y = x[:8, :4, :4, :], y[:8]
+    inputs = keras.Input((4, 4, 3))
+    h = keras.layers.BatchNormalization(momentum=0.9, name="bn")(inputs)  # BN sees pixels
+    classifier = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(h)))
+    draw = np.random.default_rng(0).uniform(-EPS, EPS, (8, 48)).astype(np.float32)
+    trainer = compiled(ALP(classifier, epsilon=EPS, attack_steps=2, alp_weight=0.5, seed=0))
+    trainer.noise_source = RecordedNoise(uniform=draw)
+    x_adv, _ = trainer.perturb(x, y)  # inference mode: the statistics do not move
+    trainer.noise_source = RecordedNoise(uniform=draw)
+    trainer.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    joined = tf.concat([x, x_adv], axis=0)
+    expected = 0.1 * np.mean(joined.numpy(), axis=(0, 1, 2))  # 0.9 * 0 + 0.1 * batch mean
+    np.testing.assert_allclose(classifier.get_layer("bn").moving_mean.numpy(), expected,
+                               rtol=1e-5, atol=1e-7)
+    # The loss: the split logits of the joined forward (BatchNorm on the 2B batch's
+    # statistics; the two halves' own statistics give other logits).
+    loss, adv_logits = trainer.outer_loss(x, x_adv, y, None)
+    clean, adv = tf.split(classifier(joined, training=True), 2)
+    want = (0.5 * tf.reduce_mean(per_example_ce(clean, y)) + 0.5 * tf.reduce_mean(
+        per_example_ce(adv, y)) + 0.5 * tf.reduce_mean(logit_pairing_penalty(clean, adv)))
+    np.testing.assert_allclose(float(loss), float(want), rtol=1e-6)
+    np.testing.assert_allclose(adv_logits, adv, rtol=1e-6, atol=1e-6)
+    separate = classifier(x_adv, training=True)
+    assert np.abs(separate.numpy() - adv.numpy()).max() > 1e-3
+
+
 def test_trades_inner_loop_raises_the_kl(batch):
     """Ascent: each step raises the KL, and the first step is start + size * sign(grad KL),
     the gradient taken independently here (comparing the KL after the steps along +sign and
