@@ -96,9 +96,12 @@ def test_pgd_at_and_alp_train_on_the_last_pgd_iterate_not_the_best(cls):
     assert np.abs(best - expected).max() > 1e-3
 
 
-def test_fast_at_uses_a_random_start_and_a_step_of_one_and_a_quarter_eps(batch):
+@pytest.mark.parametrize("batch_norm", [False, True], ids=["plain", "batchnorm"])
+def test_fast_at_uses_a_random_start_and_a_step_of_one_and_a_quarter_eps(batch, batch_norm):
+    """With BatchNorm, the FGSM gradient is the training-mode one (the batch's statistics),
+    and its forward moves the running statistics, as train_fgsm.py's model.train() does."""
     x, y = batch
-    trainer = FastAT(tiny_classifier(), epsilon=EPS, seed=0)
+    trainer = FastAT(tiny_classifier(batch_norm=batch_norm), epsilon=EPS, seed=0)
     assert trainer.step_size == pytest.approx(1.25 * EPS)
     first, _ = trainer.perturb(x, y)
     second, _ = trainer.perturb(x, y)
@@ -111,8 +114,21 @@ def test_fast_at_uses_a_random_start_and_a_step_of_one_and_a_quarter_eps(batch):
 
     u = np.random.default_rng(7).uniform(-EPS, EPS, x.shape).astype(np.float32)
     trainer.noise_source = RecordedNoise(uniform=u)
+    import keras
+
+    norms = [layer for layer in trainer.classifier.layers
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == (4 if batch_norm else 0)
+    if batch_norm:
+        bn1 = trainer.classifier.get_layer("bn1")
+        before = bn1.moving_mean.numpy().copy()
     x_adv, _ = trainer.perturb(x, y)
     x0 = tf.clip_by_value(x + u, 0, 1)
+    if batch_norm:  # one training-mode forward at x0: 0.99 moving + 0.01 batch mean
+        stem = keras.Model(trainer.classifier.inputs, bn1.input)
+        mean = np.mean(stem(x0, training=True).numpy(), axis=(0, 1, 2))
+        np.testing.assert_allclose(bn1.moving_mean.numpy(), 0.99 * before + 0.01 * mean,
+                                   rtol=1e-5, atol=1e-7)
     _, grad, _ = loss_and_grad(trainer.classifier, x0, y, per_example_ce, training=True)
     expected = tf.clip_by_value(x + tf.clip_by_value(x0 + 1.25 * EPS * tf.sign(grad) - x,
                                                      -EPS, EPS), 0, 1)
