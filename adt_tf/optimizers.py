@@ -21,6 +21,10 @@ Reference facts (the authors' PyTorch code, ../shared/DESIGN.md Sec. 4):
   parameters whose gradient is small differently. `TorchAdam` is PyTorch's update.
 - The schedule counts epochs from 1 and multiplies the rate by 0.1 from epoch 75 on (and
   again from 90 and from 100), so a 76-epoch run has 74 epochs at 0.1 and 2 at 0.01.
+- Fast AT's cyclic schedule (locuslab/fast_adversarial `CIFAR10/train_fgsm.py`) is PyTorch's
+  `CyclicLR` with its defaults, which cycle the momentum too, inversely to the rate
+  (`cycle_momentum=True`, `base_momentum=0.8`, `max_momentum=0.9`): 0.9 at the rate 0 and
+  0.8 at the peak (`TriangularCyclicMomentum`, read by `CoupledSGD` at every step).
 """
 
 from __future__ import annotations
@@ -72,13 +76,64 @@ class WarmupEMA:
                 average.assign(d * average + (1 - d) * var)
 
 
+class ScheduledMomentum:
+    """SGD's momentum as a float or as a schedule of the step counter.
+
+    With a schedule (a `keras.optimizers.schedules.LearningRateSchedule` of the momentum,
+    e.g. `TriangularCyclicMomentum`), `momentum` is that schedule and the update that
+    follows s earlier ones uses momentum(s), read from the same counter as the learning
+    rate (as PyTorch's `CyclicLR` sets the rate and the momentum of a step together).
+    A float momentum takes the unchanged path of the float.
+    """
+
+    def _use_momentum_schedule(self, schedule) -> None:
+        if schedule is not None:
+            self.momentum = schedule
+
+    @property
+    def momentum_schedule(self):
+        """The momentum's schedule, or None when the momentum is a float."""
+        return self.momentum if callable(self.momentum) else None
+
+    def momentum_now(self):
+        """The momentum of the coming update: momentum(iterations) for a schedule."""
+        schedule = self.momentum_schedule
+        return self.momentum if schedule is None else schedule(self.iterations)
+
+    def get_config(self):
+        config = super().get_config()
+        if self.momentum_schedule is not None:
+            config["momentum"] = keras.saving.serialize_keras_object(self.momentum_schedule)
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        if isinstance(config.get("momentum"), dict):
+            config = dict(config, momentum=keras.saving.deserialize_keras_object(
+                config["momentum"], custom_objects=custom_objects))
+        return super().from_config(config, custom_objects=custom_objects)
+
+
+def _split_momentum(momentum, what: str):
+    """(the float Keras's SGD is built with, the momentum's schedule or None). A schedule
+    builds the momentum buffers (Keras builds them for a non-zero float)."""
+    if isinstance(momentum, keras.optimizers.schedules.LearningRateSchedule):
+        return 1.0, momentum
+    try:
+        return float(momentum), None
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} momentum must be a number in [0, 1] or a schedule, got "
+                         f"{momentum!r}.") from None
+
+
 @keras.saving.register_keras_serializable(package="adt_tf")
-class CoupledSGD(WarmupEMA, keras.optimizers.SGD):
+class CoupledSGD(ScheduledMomentum, WarmupEMA, keras.optimizers.SGD):
     """SGD with momentum and L2 weight decay exactly as PyTorch's `torch.optim.SGD`.
 
     Args:
         learning_rate: a float or a `keras.optimizers.schedules.LearningRateSchedule`.
-        momentum: in [0, 1] (0.9 in the reference).
+        momentum: in [0, 1] (0.9 in the reference), or a schedule of the step counter
+            (`ScheduledMomentum`; Fast AT's cyclic one, `TriangularCyclicMomentum`).
         coupled_weight_decay: wd >= 0, the L2 coefficient added to the gradient (2e-4 in the
             reference). It applies to every trainable variable the optimiser updates (BatchNorm
             scales and biases included), as `SGD(model.parameters(), weight_decay=wd)` does.
@@ -86,9 +141,11 @@ class CoupledSGD(WarmupEMA, keras.optimizers.SGD):
 
     Mathematical details:
         g <- g + wd * w;  buf <- momentum * buf + g;  w <- w - lr * buf
-        (without momentum: w <- w - lr * g). The gradient g reaching `update_step` is the
-        one Keras has already summed over replicas and unscaled for mixed precision, so the
-        decay term is added once per variable, after the all-reduce, under any strategy.
+        (without momentum: w <- w - lr * g); with schedules, the rate and the momentum
+        are those of the step counter s before the update (lr(s), momentum(s)). The
+        gradient g reaching `update_step` is the one Keras has already summed over replicas
+        and unscaled for mixed precision, so the decay term is added once per variable,
+        after the all-reduce, under any strategy.
 
     Example:
         >>> opt = CoupledSGD(0.1, momentum=0.9, coupled_weight_decay=2e-4)
@@ -101,8 +158,9 @@ class CoupledSGD(WarmupEMA, keras.optimizers.SGD):
                 raise ValueError(f"CoupledSGD does not take {key}={kwargs[key]!r}; use "
                                  "keras.optimizers.SGD for the decoupled (Keras) form.")
             kwargs.pop(key, None)
-        super().__init__(learning_rate=learning_rate, momentum=float(momentum), name=name,
-                         **kwargs)
+        momentum, schedule = _split_momentum(momentum, "CoupledSGD")
+        super().__init__(learning_rate=learning_rate, momentum=momentum, name=name, **kwargs)
+        self._use_momentum_schedule(schedule)
         self.coupled_weight_decay = checks.check_non_negative(
             coupled_weight_decay, "weight_decay")
         self.ema_warmup = bool(ema_warmup)
@@ -112,11 +170,11 @@ class CoupledSGD(WarmupEMA, keras.optimizers.SGD):
         gradient = tf.cast(gradient, variable.dtype)
         if self.coupled_weight_decay:
             gradient = gradient + tf.cast(self.coupled_weight_decay, variable.dtype) * variable
-        if self.momentum == 0:
+        if self.momentum_schedule is None and self.momentum == 0:
             self.assign_sub(variable, gradient * learning_rate)
             return
         buf = self.momentums[self._get_variable_index(variable)]
-        self.assign(buf, buf * tf.cast(self.momentum, variable.dtype) + gradient)
+        self.assign(buf, buf * tf.cast(self.momentum_now(), variable.dtype) + gradient)
         self.assign_sub(variable, buf * learning_rate)
 
     def get_config(self):
@@ -129,13 +187,31 @@ class CoupledSGD(WarmupEMA, keras.optimizers.SGD):
 
 
 @keras.saving.register_keras_serializable(package="adt_tf")
-class DecoupledSGD(WarmupEMA, keras.optimizers.SGD):
+class DecoupledSGD(ScheduledMomentum, WarmupEMA, keras.optimizers.SGD):
     """Keras's SGD (decoupled weight decay: w <- w - lr * wd * w outside the momentum), with
-    the weight average's warm-up of `WarmupEMA` available (`ema_warmup`)."""
+    the weight average's warm-up of `WarmupEMA` available (`ema_warmup`) and the momentum a
+    float or a schedule (`ScheduledMomentum`: Keras's update v <- m(s) v - lr(s) g,
+    w <- w + v, with the momentum of the step)."""
 
-    def __init__(self, *args, ema_warmup=False, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, learning_rate=0.01, momentum=0.0, *, ema_warmup=False, **kwargs):
+        momentum, schedule = _split_momentum(momentum, "DecoupledSGD")
+        super().__init__(learning_rate=learning_rate, momentum=momentum, **kwargs)
+        self._use_momentum_schedule(schedule)
         self.ema_warmup = bool(ema_warmup)
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self.momentum_schedule is None:
+            super().update_step(gradient, variable, learning_rate)
+            return
+        learning_rate = tf.cast(learning_rate, variable.dtype)
+        gradient = tf.cast(gradient, variable.dtype)
+        velocity = self.momentums[self._get_variable_index(variable)]
+        momentum = tf.cast(self.momentum_now(), variable.dtype)
+        self.assign(velocity, velocity * momentum - gradient * learning_rate)
+        if self.nesterov:
+            self.assign_add(variable, velocity * momentum - gradient * learning_rate)
+        else:
+            self.assign_add(variable, velocity)
 
     def get_config(self):
         return {**super().get_config(), "ema_warmup": self.ema_warmup}
@@ -256,12 +332,65 @@ class TriangularCyclic(keras.optimizers.schedules.LearningRateSchedule):
         self.total_steps = checks.check_positive_int(total_steps, "total_steps")
 
     def __call__(self, step):
-        half = tf.constant(self.total_steps / 2, tf.float32)
-        position = tf.cast(step, tf.float32) / half
-        return self.peak_learning_rate * tf.maximum(1.0 - tf.abs(position - 1.0), 0.0)
+        return self.peak_learning_rate * _triangle(step, self.total_steps)
 
     def get_config(self):
         return {"peak_learning_rate": self.peak_learning_rate, "total_steps": self.total_steps}
+
+
+def _triangle(step, total_steps: int) -> tf.Tensor:
+    """PyTorch's `CyclicLR` scale factor of one cycle of `total_steps` steps, half up, half
+    down: max(1 - |s / (total / 2) - 1|, 0) for the step counter s (0 at both ends)."""
+    half = tf.constant(total_steps / 2, tf.float32)
+    position = tf.cast(step, tf.float32) / half
+    return tf.maximum(1.0 - tf.abs(position - 1.0), 0.0)
+
+
+#: PyTorch's `CyclicLR` defaults base_momentum=0.8, max_momentum=0.9, as a fraction: the
+#: momentum at the cyclic rate's peak is this times the momentum at the rate 0.
+CYCLIC_MOMENTUM_LOW = 0.8 / 0.9
+
+
+@keras.saving.register_keras_serializable(package="adt_tf")
+class TriangularCyclicMomentum(keras.optimizers.schedules.LearningRateSchedule):
+    """The momentum that PyTorch's `CyclicLR` cycles with Fast AT's rate (its defaults
+    `cycle_momentum=True`, `base_momentum=0.8`, `max_momentum=0.9`, which
+    locuslab/fast_adversarial's `train_fgsm.py` keeps): `max_momentum` where the rate is 0,
+    down to `base_momentum` at the rate's peak, then back, inversely to `TriangularCyclic`.
+
+    Args:
+        max_momentum: the momentum at the start and the end of the run (0.9).
+        base_momentum: the momentum at the middle, where the rate peaks (0.8).
+        total_steps: optimizer steps of the whole run (as `TriangularCyclic`'s).
+
+    Mathematical details:
+        m(s) = max_momentum - (max_momentum - base_momentum) * tri(s),
+        tri(s) = max(1 - |s / (total / 2) - 1|, 0): PyTorch's `get_lr` computes the rate
+        and the momentum of a step from the same scale factor tri(s), so the step at the
+        rate peak * tri(s) uses the momentum m(s).
+
+    Example:
+        >>> momentum = TriangularCyclicMomentum(0.9, 0.8, total_steps=100)
+        >>> round(float(momentum(0)), 6), round(float(momentum(50)), 6)
+        (0.9, 0.8)
+
+    Reference:
+        Smith, "Cyclical Learning Rates for Training Neural Networks", WACV 2017;
+        `torch.optim.lr_scheduler.CyclicLR`; Wong, Rice, Kolter, ICLR 2020 (`train_fgsm.py`).
+    """
+
+    def __init__(self, max_momentum: float, base_momentum: float, total_steps: int):
+        self.max_momentum = checks.check_in_range(max_momentum, "max_momentum", 0.0, 1.0)
+        self.base_momentum = checks.check_in_range(base_momentum, "base_momentum", 0.0, 1.0)
+        self.total_steps = checks.check_positive_int(total_steps, "total_steps")
+
+    def __call__(self, step):
+        height = self.max_momentum - self.base_momentum
+        return self.max_momentum - height * _triangle(step, self.total_steps)
+
+    def get_config(self):
+        return {"max_momentum": self.max_momentum, "base_momentum": self.base_momentum,
+                "total_steps": self.total_steps}
 
 
 def check_weight_decay_form(value: str) -> str:
@@ -292,6 +421,14 @@ def make_optimizer(lr: float, *, momentum: float, weight_decay: float,
             the whole optimiser state).
         schedule: "step" (the above) or "cyclic" (`TriangularCyclic` over `epochs` epochs
             of `steps_per_epoch` steps, peaking at `lr`; the decay epochs are not used).
+            The cyclic schedule cycles the momentum too, as PyTorch's `CyclicLR` does by
+            default (`TriangularCyclicMomentum`): `momentum` where the rate is 0, down to
+            `CYCLIC_MOMENTUM_LOW` * `momentum` at its peak (0.9 -> 0.8 -> 0.9 at the
+            default 0.9: `CyclicLR`'s max_momentum 0.9 and base_momentum 0.8; Fast AT's
+            `train_fgsm.py` passes its --momentum 0.9 to SGD, which `CyclicLR` then
+            overrides with those defaults, so `momentum` is read as max_momentum and a
+            momentum other than 0.9 keeps their ratio). The step schedule keeps the
+            momentum constant.
         epochs: the run's length (for "cyclic").
         ema_decay: if set, the optimiser also keeps an exponential moving average of the
             weights it trains (Keras's `use_ema`, `ema_momentum=ema_decay`: after each step
@@ -303,8 +440,13 @@ def make_optimizer(lr: float, *, momentum: float, weight_decay: float,
     """
     form = check_weight_decay_form(weight_decay_form)
     checks.check_choice(schedule, "lr_schedule", LR_SCHEDULES)
-    rate = (EpochStepDecay(lr, decay_epochs, decay_factor, steps_per_epoch) if schedule == "step"
-            else TriangularCyclic(lr, epochs * steps_per_epoch))
+    if schedule == "step":
+        rate = EpochStepDecay(lr, decay_epochs, decay_factor, steps_per_epoch)
+    else:
+        rate = TriangularCyclic(lr, epochs * steps_per_epoch)
+        if momentum:
+            momentum = TriangularCyclicMomentum(momentum, CYCLIC_MOMENTUM_LOW * momentum,
+                                                epochs * steps_per_epoch)
     if ema_warmup and ema_decay is None:
         raise ValueError("--ema_warmup applies to a weight average: give --ema_decay too.")
     ema = {} if ema_decay is None else {"use_ema": True, "ema_momentum": float(ema_decay),
@@ -314,7 +456,7 @@ def make_optimizer(lr: float, *, momentum: float, weight_decay: float,
     return DecoupledSGD(rate, momentum=momentum, weight_decay=weight_decay or None, **ema)
 
 
-__all__ = ["LR_SCHEDULES", "WEIGHT_DECAY_FORMS", "CoupledSGD", "DecoupledSGD", "EpochStepDecay",
-           "TorchAdam", "WarmupEMA",
-           "TriangularCyclic",
+__all__ = ["CYCLIC_MOMENTUM_LOW", "LR_SCHEDULES", "WEIGHT_DECAY_FORMS", "CoupledSGD",
+           "DecoupledSGD", "EpochStepDecay", "ScheduledMomentum", "TorchAdam", "WarmupEMA",
+           "TriangularCyclic", "TriangularCyclicMomentum",
            "check_weight_decay_form", "make_optimizer"]

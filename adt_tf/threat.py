@@ -142,8 +142,18 @@ class LinfBall(Ball):
         return self.project(x_adv, x)
 
     def autoattack_start(self, x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        """APGD's start in AutoAttack: for L-infinity, a uniform point of the box."""
-        return self.random_start(x, seed)
+        """APGD's L-infinity start in AutoAttack (fra31/auto-attack `autopgd_base.py`,
+        `attack_single_run` with `normalize`): a uniform draw rescaled per example so that
+        its largest coordinate is on the ball's surface, then clipped to the box.
+
+        Mathematical details:
+            t ~ U(-1, 1)^D, x_0 = clip(x + eps t / (max_i |t_i| + 1e-12), 0, 1), the max
+            over each example's coordinates (not a uniform point of the ball: the draw is
+            stretched by 1 / max_i |t_i|, about 1 + 1/D).
+        """
+        t = tf.random.stateless_uniform(tf.shape(x), seed, -1.0, 1.0, dtype=x.dtype)
+        largest = tf.reduce_max(tf.abs(t), axis=tf.range(1, tf.rank(t)), keepdims=True)
+        return self.clip(x + tf.cast(self.epsilon, x.dtype) * t / (largest + 1e-12))
 
     def contains(self, x_adv: tf.Tensor, x: tf.Tensor, tol: float = 1e-6) -> tf.Tensor:
         """Whether every x_adv lies in the ball and the pixel range (a bool scalar)."""
@@ -250,8 +260,10 @@ class L2Ball(Ball):
         return self.scale_then_clip(x_adv, x)
 
     def autoattack_start(self, x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        """APGD's L2 start in AutoAttack: a point of the sphere of radius epsilon in a
-        Gaussian direction, clipped to the box."""
+        """APGD's L2 start in AutoAttack (`autopgd_base.py`, `attack_single_run`): a point
+        of the sphere of radius epsilon in a Gaussian direction, clipped to the box,
+        x_0 = clip(x + eps t / ||t||_2, 0, 1), t ~ N(0, I) (theirs adds 1e-12 to the norm,
+        ours bounds it below by 1e-12)."""
         direction = tf.random.stateless_normal(tf.shape(x), seed, dtype=x.dtype)
         unit = direction / tf.maximum(_l2_norm(direction), tf.cast(1e-12, x.dtype))
         return self.clip(x + tf.cast(self.epsilon, x.dtype) * unit)

@@ -80,7 +80,9 @@ def test_inner_maximisation_leaves_them_alone_and_a_step_updates_them_once(data,
             x, trainer.generator_inputs(x, y), tf.constant([0, 0]), training=False).x_adv
         clean_passes = 0
     else:
-        clean_passes = 1 if name in ("alp", "trades") else 0  # their outer loss sees f(x)
+        clean_passes = 1 if name == "trades" else 0  # its outer loss sees f(x)
+    # ALP: one pass over the joined batch [x; x_adv] (its authors' train.py)
+    joined = name == "alp"
     # Fast AT's reference takes its FGSM gradient in training mode, at the random start.
     start = (trainer.threat.random_start(x, tf.constant([0, 0]), PatternNoise())
              if name == "fast_at" else None)
@@ -102,7 +104,10 @@ def test_inner_maximisation_leaves_them_alone_and_a_step_updates_them_once(data,
             expected_model(start, training=True)
         if clean_passes:
             expected_model(x, training=True)
-        expected_model(tf.stop_gradient(x_train), training=True)
+        if joined:
+            expected_model(tf.concat([x, tf.stop_gradient(x_train)], 0), training=True)
+        else:
+            expected_model(tf.stop_gradient(x_train), training=True)
         if name == "trades":  # the reference's third pass: f(x) again, the KL's target
             expected_model(x, training=True)
         trainer.train_step((x, y))

@@ -167,8 +167,9 @@ def apgd(classifier, x, y, threat: Ball, *, steps: int = 100, loss: str = "ce",
         checkpoints w_j (see `checkpoints`) eta is halved, per example, and the iterate restarts
         from the best point so far if (1) the loss rose in at most rho (w_j - w_{j-1}) of the
         steps since w_{j-1}, or (2) neither eta nor the best loss changed since w_{j-1}. After a
-        restart the momentum term is x_best - x_{w_j - 1}, as in AutoAttack's code. x_0 is a
-        uniform point of the ball. The
+        restart the momentum term is x_best - x_{w_j - 1}, as in AutoAttack's code. x_0 is
+        AutoAttack's start (`LinfBall.autoattack_start`: a uniform draw t in [-1, 1]^D
+        stretched per example to max_i |t_i| = 1, x + eps t, clipped to [0, 1]). The
         output is, per example, the first misclassified iterate if any, else the best-loss one.
 
     Example:

@@ -11,7 +11,8 @@ from adt_tf.threat import EVERY_NORM, Ball
 
 @register_attack("cw", title="C&W", norms=EVERY_NORM)
 def cw(classifier, x, y, threat: Ball, *, steps: int = 30, step_size: float | None = None,
-       random_start: bool = True, restarts: int = 1, seed=0) -> tf.Tensor:
+       random_start: bool = True, restarts: int = 1, seed=0,
+       best_iterate: bool = True) -> tf.Tensor:
     """L-infinity C&W: PGD ascending the margin max_{j != y} z_j - z_y (30 steps of epsilon/4).
 
     Args:
@@ -24,6 +25,8 @@ def cw(classifier, x, y, threat: Ball, *, steps: int = 30, step_size: float | No
         random_start: start from a uniform point of the ball.
         restarts: independent runs, the best per example kept.
         seed: seed of the random starts.
+        best_iterate: True: each example's best iterate (see `pgd`); False: the last one
+            (what `transfer` uses, as the ADT authors' transfer evaluation).
 
     Mathematical details:
         x_{t+1} = Proj_{B(x, eps)}(x_t + a sign(grad_x (max_{j != y} z_j(x_t) - z_y(x_t)))),
@@ -40,4 +43,5 @@ def cw(classifier, x, y, threat: Ball, *, steps: int = 30, step_size: float | No
         x_adv, same shape and dtype as x.
     """
     return pgd(classifier, x, y, threat, steps=steps, step_size=step_size,
-               random_start=random_start, restarts=restarts, loss="margin", seed=seed)
+               random_start=random_start, restarts=restarts, loss="margin", seed=seed,
+               best_iterate=best_iterate)

@@ -12,8 +12,8 @@ from adt_tf.threat import EVERY_NORM, Ball
 
 @register_attack("mim", title="MIM", norms=EVERY_NORM)
 def mim(classifier, x, y, threat: Ball, *, steps: int = 20, momentum: float = 1.0,
-        step_size: float | None = None, random_start: bool = False, restarts: int = 1,
-        seed=0) -> tf.Tensor:
+        step_size: float | None = None, random_start: bool = True, restarts: int = 1,
+        seed=0, best_iterate: bool = True) -> tf.Tensor:
     """MIM-20 of the ADT paper's battery: 20 momentum steps of size epsilon / 4.
 
     Args:
@@ -24,14 +24,19 @@ def mim(classifier, x, y, threat: Ball, *, steps: int = 20, momentum: float = 1.
         steps: iterations (20).
         momentum: decay factor mu of the accumulator (1.0, the MIM paper's setting).
         step_size: defaults to epsilon / 4.
-        random_start: MIM starts from the clean input (False); True adds a uniform start.
+        random_start: True (the ADT authors' `evaluate_attacks.py`, whose `--random`
+            defaults to True: `_mim_whitebox` and `_mim_blackbox` start at X + U(-eps, eps)):
+            a uniform start in the ball; False: the clean input (the MIM paper's start).
         restarts: independent runs, the best per example kept.
         seed: seed of the random starts.
+        best_iterate: True: each example's best iterate (see `pgd`); False: the last one
+            (what `transfer` uses, as the ADT authors' transfer evaluation).
 
     Mathematical details:
         g_{t+1} = mu g_t + grad_x L(f(x_t), y) / ||grad_x L(f(x_t), y)||_1,
-        x_{t+1} = Proj_{B(x, eps)}(x_t + a sign(g_{t+1})), with CE loss; the best iterate per
-        example is kept (see `pgd`).
+        x_{t+1} = Proj_{B(x, eps)}(x_t + a sign(g_{t+1})), with CE loss, x_0 uniform in the
+        ball (clipped to [0, 1]); the best iterate per example is kept (see `pgd`) unless
+        `best_iterate=False`.
 
     Example:
         >>> x_adv = mim(model, x, y, 8 / 255)
@@ -46,4 +51,4 @@ def mim(classifier, x, y, threat: Ball, *, steps: int = 20, momentum: float = 1.
     momentum = checks.check_non_negative(momentum, "momentum")
     return pgd(classifier, x, y, threat, steps=steps, step_size=step_size,
                random_start=random_start, restarts=restarts, loss="ce", momentum=momentum,
-               seed=seed)
+               seed=seed, best_iterate=best_iterate)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 
 from adt_tf import checks
 from adt_tf.losses import batch_mean, logit_pairing_penalty
@@ -19,10 +20,16 @@ class ALP(PGDAT):
                             + lambda_alp * (1/C) ||f(x) - f(x_adv)||_2^2 ],
 
         x_adv the PGD example of `PGDAT` (random start, `attack_steps` steps of
-        `attack_step_size`, classifier in inference mode). The cross-entropies are the
-        compiled loss (the 50/50 clean/adversarial mixture of the paper); the penalty is the
-        mean squared logit difference (`adt_tf.losses.logit_pairing_penalty`, the MSE of the
-        reference implementations). Both forward passes run in training mode.
+        `attack_step_size`, classifier in inference mode, the last iterate). The
+        cross-entropies are the compiled loss (the 50/50 clean/adversarial mixture of the
+        paper); the penalty is the mean squared logit difference
+        (`adt_tf.losses.logit_pairing_penalty`: `tf.losses.mean_squared_error` of the
+        authors' code, the mean over the B x C logits). As the authors' `train.py`
+        (tensorflow/models research/adversarial_logit_pairing), f(x) and f(x_adv) are one
+        training-mode forward of the joined batch [x; x_adv] split in two: BatchNorm
+        normalises with the statistics of the mixed 2B batch and its running statistics
+        move once per step. docs/methods.md lists what else their code does (a targeted
+        least-likely-class PGD, label smoothing 0.1).
 
     Args:
         classifier: a Keras model returning logits.
@@ -51,8 +58,10 @@ class ALP(PGDAT):
         self.alp_weight = checks.check_non_negative(alp_weight, "alp_weight")
 
     def outer_loss(self, x, x_train, y, sample_weight):
-        clean_logits = self(x, training=True)
-        adv_logits = self(x_train, training=True)
+        # One forward of the joined batch, as the reference's model_fn(concat([images,
+        # adv_examples]), is_training=True).
+        clean_logits, adv_logits = tf.split(
+            self(tf.concat([x, x_train], axis=0), training=True), 2)
         clean = self.compute_loss(x=x, y=y, y_pred=clean_logits, sample_weight=sample_weight,
                                   training=True)
         adv = self.compute_loss(x=x_train, y=y, y_pred=adv_logits, sample_weight=sample_weight,

@@ -44,7 +44,9 @@ class FastAT(AdversarialTrainer):
         >>> trainer = FastAT(build_model("preact_resnet18", (32, 32, 3), 10), epsilon=8 / 255)
 
     The published recipe (PreAct ResNet-18, 15 epochs, batch 128, a cyclic learning rate
-    0 -> 0.2 -> 0, weight decay 5e-4, normalised inputs) is README's `adt-train` command
+    0 -> 0.2 -> 0 with the momentum cycled 0.9 -> 0.8 -> 0.9 against it, as PyTorch's
+    `CyclicLR` defaults do (`adt_tf.optimizers.TriangularCyclicMomentum`), weight decay 5e-4,
+    normalised inputs) is README's `adt-train` command
     "Fast AT as published"; Fast AT with the ADT recipe is not Fast AT as published.
 
     Reference:

@@ -16,6 +16,7 @@ from adt_tf.optimizers import (
     EpochStepDecay,
     TorchAdam,
     TriangularCyclic,
+    TriangularCyclicMomentum,
     make_optimizer,
 )
 from adt_tf.training.config import RunConfig
@@ -46,11 +47,13 @@ def test_76_epochs_are_74_at_the_rate_and_2_decayed():
 
 
 def torch_sgd(w, grads, lrs, momentum, wd):
-    """torch.optim.SGD, written out: g += wd w; buf = m buf + g; w -= lr buf."""
+    """torch.optim.SGD, written out: g += wd w; buf = m buf + g; w -= lr buf (`momentum` a
+    number, or one per step as a scheduler sets the param group's before each step)."""
     w, buf = w.astype(np.float64), None
-    for g, lr in zip(grads, lrs):
+    momenta = np.broadcast_to(momentum, (len(grads),))
+    for g, lr, m in zip(grads, lrs, momenta):
         g = g + wd * w
-        buf = g if buf is None else momentum * buf + g
+        buf = g if buf is None else m * buf + g
         w = w - lr * buf
     return w
 
@@ -99,19 +102,26 @@ def test_torch_adam_matches_pytorchs_formula():
     np.testing.assert_allclose(var.numpy(), w, rtol=1e-5, atol=1e-9)
 
 
-def torch_cyclic_lr(peak, total):
+def torch_cyclic(peak, total, base_momentum=0.8, max_momentum=0.9):
     """torch.optim.lr_scheduler.CyclicLR(base_lr=0, max_lr=peak, step_size_up=total / 2,
-    step_size_down=total / 2, mode='triangular'), written out: the rate of each of the
-    `total` optimizer steps (the scheduler is stepped after every batch)."""
+    step_size_down=total / 2, mode='triangular') with its defaults cycle_momentum=True,
+    base_momentum=0.8, max_momentum=0.9, written out: the rate and the momentum of each of
+    the `total` optimizer steps (`get_lr` at last_epoch = the step's index sets both from
+    one scale factor; the scheduler is stepped after every batch)."""
     up = down = total / 2
-    rates = []
+    rates, momenta = [], []
     for count in range(total):
         cycle = np.floor(1 + count / (up + down))
         x = 1.0 + count / (up + down) - cycle
         scale = x / (up / (up + down)) if x <= up / (up + down) else (x - 1) / (
             up / (up + down) - 1)
-        rates.append(peak * scale)
-    return np.array(rates)
+        rates.append(0.0 + (peak - 0.0) * scale)
+        momenta.append(max_momentum - (max_momentum - base_momentum) * scale)
+    return np.array(rates), np.array(momenta)
+
+
+def torch_cyclic_lr(peak, total):
+    return torch_cyclic(peak, total)[0]
 
 
 @pytest.mark.parametrize("total", [10, 11, 15 * 391])
@@ -120,6 +130,70 @@ def test_cyclic_schedule_is_fast_ats_cyclic_lr(total):
     ours = np.array([float(schedule(s)) for s in range(total)])
     np.testing.assert_allclose(ours, torch_cyclic_lr(0.2, total), rtol=1e-5, atol=1e-7)
     assert ours[0] == 0.0 and 0.2 * (1 - 2 / total) <= ours.max() <= 0.2 + 1e-7
+
+
+@pytest.mark.parametrize("total", [10, 11, 15 * 391])
+def test_cyclic_momentum_is_cyclic_lrs_default(total):
+    """0.9 where the rate is 0, 0.8 at its peak, from the same scale factor as the rate."""
+    momentum = TriangularCyclicMomentum(0.9, 0.8, total)
+    ours = np.array([float(momentum(s)) for s in range(total)])
+    np.testing.assert_allclose(ours, torch_cyclic(0.2, total)[1], rtol=1e-6)
+    assert ours[0] == pytest.approx(0.9) and ours.min() <= 0.8 + 0.1 * 2 / total + 1e-6
+
+
+def test_cyclic_optimizer_is_torch_sgd_under_cyclic_lr():
+    """make_optimizer(schedule="cyclic") against train_fgsm.py's SGD + CyclicLR, step by
+    step: the rate and the momentum of each step as the scheduler sets them."""
+    rng = np.random.default_rng(3)
+    w0 = rng.standard_normal((4, 3)).astype("float32")
+    steps_per_epoch, epochs = 3, 4
+    grads = [rng.standard_normal((4, 3)).astype("float32")
+             for _ in range(steps_per_epoch * epochs)]
+    opt = make_optimizer(0.2, momentum=0.9, weight_decay=5e-4, schedule="cyclic",
+                         epochs=epochs, steps_per_epoch=steps_per_epoch)
+    var = keras.Variable(w0)
+    for g in grads:
+        opt.apply_gradients([(tf.constant(g), var)])
+    rates, momenta = torch_cyclic(0.2, len(grads))
+    expected = torch_sgd(w0, grads, rates, momenta, 5e-4)
+    np.testing.assert_allclose(var.numpy(), expected, rtol=1e-5, atol=1e-6)
+    # A constant 0.9 (what the schedule did before) is another run.
+    assert np.abs(torch_sgd(w0, grads, rates, 0.9, 5e-4) - expected).max() > 1e-3
+    # The decoupled form cycles it too: Keras's update v <- m v - lr g, w <- w + v with
+    # the step's momentum (no weight decay here, so only the momentum differs).
+    decoupled = make_optimizer(0.2, momentum=0.9, weight_decay=0.0, schedule="cyclic",
+                               epochs=epochs, steps_per_epoch=steps_per_epoch,
+                               weight_decay_form="decoupled")
+    other = keras.Variable(w0)
+    for g in grads:
+        decoupled.apply_gradients([(tf.constant(g), other)])
+    w, v = w0.astype(np.float64), np.zeros_like(w0, np.float64)
+    for g, lr, m in zip(grads, rates, momenta):
+        v = m * v - lr * g
+        w = w + v
+    np.testing.assert_allclose(other.numpy(), w, rtol=1e-5, atol=1e-6)
+    # The step schedule keeps the momentum a float.
+    assert make_optimizer(0.1, momentum=0.9, weight_decay=2e-4).momentum == 0.9
+
+
+@pytest.mark.parametrize("form", ["coupled", "decoupled"])
+def test_cyclic_momentum_survives_serialization(tmp_path, form):
+    opt = make_optimizer(0.2, momentum=0.9, weight_decay=5e-4, schedule="cyclic", epochs=2,
+                         steps_per_epoch=5, weight_decay_form=form)
+    again = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
+    assert type(again) is type(opt)
+    assert isinstance(again.momentum, TriangularCyclicMomentum)
+    assert again.momentum.get_config() == opt.momentum.get_config()
+    # through a saved model, as best.keras keeps its optimiser
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    model.compile(optimizer=opt, loss=ce_loss())
+    model.fit(np.ones((4, 3), "float32"), np.zeros(4, "int32"), verbose=0)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path).optimizer
+    assert float(loaded.momentum_now()) == pytest.approx(float(opt.momentum_now()))
+    assert int(loaded.iterations.numpy()) == 1 and float(opt.momentum_now()) < 0.9
 
 
 def test_cyclic_runs_the_triangle_and_refuses_a_resume_with_other_epochs(tmp_path):

@@ -296,6 +296,36 @@ def test_spsa_defaults_are_the_references_queries_and_start(trained):
     assert np.abs(moved - xb).max() > EPS / 2  # the variant's uniform start
 
 
+@pytest.mark.parametrize(("name", "clipped"), [("spsa", False), ("spsa512", True)])
+def test_suite_spsa_clips_its_queries_as_documented(trained, name, clipped):
+    """The paper suite's SPSA queries x' +- 0.001 v unclipped, as the authors' spsa.py
+    (`eval_points = xs_adv + sigma * pert`); full's spsa512 clips them to [0, 1]."""
+    import keras
+
+    from adt_tf.evaluation.suites import resolve_suite
+
+    model, x, y = trained
+    lowest, highest = tf.Variable(1.0), tf.Variable(0.0)
+
+    class Range(keras.layers.Layer):
+        def call(self, v):
+            lowest.assign(tf.minimum(lowest, tf.reduce_min(v)))
+            highest.assign(tf.maximum(highest, tf.reduce_max(v)))
+            return v
+
+    inputs = keras.Input(x.shape[1:])
+    seen = keras.Model(inputs, model(Range()(inputs)))
+    xb = x[:2].copy()
+    xb[:, 0, 0, 0], xb[:, 0, 0, 1] = 0.0, 1.0  # pixels at both ends of the range
+    spec = resolve_suite(name, {name: {"steps": 1, "lr": 1e-9}})[0]
+    ATTACKS[spec.attack](seen, xb, y[:2], EPS, seed=0, **dict(spec.params, early_stop=False))
+    low, high = float(lowest.numpy()), float(highest.numpy())
+    if clipped:
+        assert low >= 0.0 and high <= 1.0, (name, low, high)
+    else:
+        assert low < 0.0 and high > 1.0, (name, low, high)
+
+
 def test_square_works_under_xla(trained):
     model, x, y = trained
     out = tf.function(lambda a, b: square(model, a, b, EPS, num_queries=5, seed=1),

@@ -2,7 +2,8 @@
 
 APGD is deterministic given its start, so a NumPy transcription of the loop of AutoAttack's
 `APGDAttack.attack_single_run` (L-infinity; written here from its semantics) on a small MLP
-with a hand-written gradient must give our step sizes and best losses exactly. Square is
+with a hand-written gradient must give our step sizes and best losses exactly; its start
+(L-infinity and L2) is transcribed too and fed our draw. Square is
 random: its schedule, its query count, the square's size and position range are checked
 instead. Every registered attack also runs on non-square images (12x8 and 8x12).
 """
@@ -18,7 +19,7 @@ from adt_tf.attacks.square import square_fraction, square_window
 from adt_tf.evaluation import fit_amortized_adversary
 from adt_tf.losses import per_example_ce
 from adt_tf.models.common import PENULTIMATE
-from adt_tf.threat import LinfBall
+from adt_tf.threat import L2Ball, LinfBall
 from tests.helpers import SAMPLE, attack_settings, ce_loss
 
 EPS = 8 / 255
@@ -89,6 +90,34 @@ def reference_apgd(model, x, y, x0, eps, n_iter, rho=0.75):
             k = max(k - shrink, shortest)
             counter = 0
     return used.reshape(-1), loss_best
+
+
+def reference_start(x, t, eps, norm):
+    """AutoAttack's start in `attack_single_run`: x + eps * normalize(t), clamped to [0, 1];
+    `normalize` divides each example by its largest |t_i| (Linf; t = 2 rand - 1) or its L2
+    norm (L2; t = randn), plus 1e-12."""
+    flat = t.reshape(len(t), -1)
+    size = np.abs(flat).max(1) if norm == "linf" else np.sqrt((flat ** 2).sum(1))
+    return np.clip(x + eps * t / (size.reshape(-1, 1, 1, 1) + 1e-12), 0.0, 1.0)
+
+
+@pytest.mark.parametrize("ball", [LinfBall(EPS), L2Ball(0.5)], ids=["linf", "l2"])
+def test_apgd_start_is_autoattacks(ball):
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0.0, 1.0, (6, 5, 4, 3)).astype(np.float32)
+    x[0] = 0.5  # an interior example: nothing clipped
+    seed = tf.constant([7, 1])
+    if ball.norm == "linf":  # our draw of t, the same seed: uniform in [-1, 1)
+        t = tf.random.stateless_uniform(x.shape, seed, -1.0, 1.0).numpy()
+    else:
+        t = tf.random.stateless_normal(x.shape, seed).numpy()
+    ours = ball.autoattack_start(tf.constant(x), seed).numpy()
+    np.testing.assert_allclose(ours, reference_start(x, t, ball.epsilon, ball.norm),
+                               rtol=1e-6, atol=1e-7)
+    # Per example, the start reaches the ball's surface (max |delta| = eps, ||delta|| = eps).
+    delta = (ours[0] - x[0]).ravel()
+    size = np.abs(delta).max() if ball.norm == "linf" else np.sqrt((delta ** 2).sum())
+    assert size == pytest.approx(ball.epsilon, rel=1e-5)
 
 
 @pytest.mark.parametrize("n_iter", [100, 37, 10])

@@ -70,3 +70,41 @@ def test_bad_arguments():
         get_attack("deepfool")
     with pytest.raises(ValueError, match="attack loss"):
         pgd(None, tf.zeros([1, 4, 4, 1]), tf.zeros([1], tf.int32), EPS, loss="hinge")
+
+
+@pytest.mark.parametrize("attack", ["pgd", "mim", "cw"])
+def test_transfer_uses_the_last_iterate_on_the_source(attack):
+    """The ADT authors' evaluate_attacks.py (`_pgd_blackbox`, `_mim_blackbox`, `_cw_blackbox`)
+    evaluates the target on the last iterate of the attack on the source. On a source whose
+    iterates oscillate, the best iterate against the source is another point."""
+    from tests.adt_tf.methods.test_baseline_properties import _oscillating_classifier
+
+    eps, size, steps = 8 / 255, 2 / 255, 6
+    source = _oscillating_classifier(2.3 / size)
+    target = _oscillating_classifier(1.0)
+    x = np.full((3, 4, 4, 1), 0.5, np.float32) + np.float32([0.0, 1e-3, -2e-3])[:, None,
+                                                                              None, None]
+    y = np.zeros(3, np.int32)
+    settings = dict(steps=steps, step_size=size, seed=3)
+    out = get_attack("transfer")(target, x, y, eps, source=source, attack=attack, **settings)
+    last = get_attack(attack)(source, x, y, eps, best_iterate=False, **settings)
+    best = get_attack(attack)(source, x, y, eps, **settings)  # the white-box default
+    np.testing.assert_array_equal(out.numpy(), last.numpy())
+    assert np.abs(best.numpy() - last.numpy()).max() > 1e-3  # the case tells them apart
+    # The best iterate stays a named variant.
+    again = get_attack("transfer")(target, x, y, eps, source=source, attack=attack,
+                                   best_iterate=True, **settings)
+    np.testing.assert_array_equal(again.numpy(), best.numpy())
+
+
+def test_mim_starts_at_a_random_point_by_default_as_the_authors(trained):
+    """evaluate_attacks.py's `--random` defaults to True: `_mim_whitebox` starts at
+    X + U(-eps, eps)."""
+    model, x, y = trained
+    x, y = x[:8], y[:8]
+    mim = get_attack("mim")
+    default = mim(model, x, y, EPS, steps=1, seed=4).numpy()
+    np.testing.assert_array_equal(default, mim(model, x, y, EPS, steps=1, seed=4,
+                                               random_start=True).numpy())
+    assert np.abs(default - mim(model, x, y, EPS, steps=1, seed=4,
+                                random_start=False).numpy()).max() > 0

@@ -96,9 +96,12 @@ def test_pgd_at_and_alp_train_on_the_last_pgd_iterate_not_the_best(cls):
     assert np.abs(best - expected).max() > 1e-3
 
 
-def test_fast_at_uses_a_random_start_and_a_step_of_one_and_a_quarter_eps(batch):
+@pytest.mark.parametrize("batch_norm", [False, True], ids=["plain", "batchnorm"])
+def test_fast_at_uses_a_random_start_and_a_step_of_one_and_a_quarter_eps(batch, batch_norm):
+    """With BatchNorm, the FGSM gradient is the training-mode one (the batch's statistics),
+    and its forward moves the running statistics, as train_fgsm.py's model.train() does."""
     x, y = batch
-    trainer = FastAT(tiny_classifier(), epsilon=EPS, seed=0)
+    trainer = FastAT(tiny_classifier(batch_norm=batch_norm), epsilon=EPS, seed=0)
     assert trainer.step_size == pytest.approx(1.25 * EPS)
     first, _ = trainer.perturb(x, y)
     second, _ = trainer.perturb(x, y)
@@ -111,8 +114,21 @@ def test_fast_at_uses_a_random_start_and_a_step_of_one_and_a_quarter_eps(batch):
 
     u = np.random.default_rng(7).uniform(-EPS, EPS, x.shape).astype(np.float32)
     trainer.noise_source = RecordedNoise(uniform=u)
+    import keras
+
+    norms = [layer for layer in trainer.classifier.layers
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == (4 if batch_norm else 0)
+    if batch_norm:
+        bn1 = trainer.classifier.get_layer("bn1")
+        before = bn1.moving_mean.numpy().copy()
     x_adv, _ = trainer.perturb(x, y)
     x0 = tf.clip_by_value(x + u, 0, 1)
+    if batch_norm:  # one training-mode forward at x0: 0.99 moving + 0.01 batch mean
+        stem = keras.Model(trainer.classifier.inputs, bn1.input)
+        mean = np.mean(stem(x0, training=True).numpy(), axis=(0, 1, 2))
+        np.testing.assert_allclose(bn1.moving_mean.numpy(), 0.99 * before + 0.01 * mean,
+                                   rtol=1e-5, atol=1e-7)
     _, grad, _ = loss_and_grad(trainer.classifier, x0, y, per_example_ce, training=True)
     expected = tf.clip_by_value(x + tf.clip_by_value(x0 + 1.25 * EPS * tf.sign(grad) - x,
                                                      -EPS, EPS), 0, 1)
@@ -200,6 +216,41 @@ def test_alp_penalty_vanishes_when_logits_agree(batch):
             + 0.5 * tf.reduce_mean(per_example_ce(adv, y)) + 1000.0 * penalty)
     assert 1000.0 * float(penalty) > 1e-3 * float(want)
     np.testing.assert_allclose(float(shifted), float(want), rtol=1e-6)
+
+
+def test_alp_runs_one_joined_training_forward_as_the_reference(batch):
+    """The ALP authors' train.py: logits = model_fn(concat([images, adv_examples]),
+    is_training=True), split in two. BatchNorm normalises the 2B batch with its own
+    statistics and its running mean moves once per step, towards the mixed batch's mean."""
+    import keras
+
+    from adt_tf.noise import RecordedNoise
+
+    x, y = batch
+    x, y = x[:8, :4, :4, :], y[:8]
+    inputs = keras.Input((4, 4, 3))
+    h = keras.layers.BatchNormalization(momentum=0.9, name="bn")(inputs)  # BN sees pixels
+    classifier = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(h)))
+    draw = np.random.default_rng(0).uniform(-EPS, EPS, (8, 48)).astype(np.float32)
+    trainer = compiled(ALP(classifier, epsilon=EPS, attack_steps=2, alp_weight=0.5, seed=0))
+    trainer.noise_source = RecordedNoise(uniform=draw)
+    x_adv, _ = trainer.perturb(x, y)  # inference mode: the statistics do not move
+    trainer.noise_source = RecordedNoise(uniform=draw)
+    trainer.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    joined = tf.concat([x, x_adv], axis=0)
+    expected = 0.1 * np.mean(joined.numpy(), axis=(0, 1, 2))  # 0.9 * 0 + 0.1 * batch mean
+    np.testing.assert_allclose(classifier.get_layer("bn").moving_mean.numpy(), expected,
+                               rtol=1e-5, atol=1e-7)
+    # The loss: the split logits of the joined forward (BatchNorm on the 2B batch's
+    # statistics; the two halves' own statistics give other logits).
+    loss, adv_logits = trainer.outer_loss(x, x_adv, y, None)
+    clean, adv = tf.split(classifier(joined, training=True), 2)
+    want = (0.5 * tf.reduce_mean(per_example_ce(clean, y)) + 0.5 * tf.reduce_mean(
+        per_example_ce(adv, y)) + 0.5 * tf.reduce_mean(logit_pairing_penalty(clean, adv)))
+    np.testing.assert_allclose(float(loss), float(want), rtol=1e-6)
+    np.testing.assert_allclose(adv_logits, adv, rtol=1e-6, atol=1e-6)
+    separate = classifier(x_adv, training=True)
+    assert np.abs(separate.numpy() - adv.numpy()).max() > 1e-3
 
 
 def test_trades_inner_loop_raises_the_kl(batch):
