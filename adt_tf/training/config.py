@@ -40,11 +40,24 @@ from typing import Any
 #: The version of the record's layout (`config.json`): 2 is this nested schema; records
 #: without one are the flat layout of version 1 (read through `migrate_flat_record`).
 SCHEMA_VERSION = 2
-#: The version of the methods' algorithms a run was trained with, recorded beside the
-#: config so that a run never resumes under changed algorithms: 2 since the baselines follow
-#: their authors' code (AT_PGD and ALP on the last PGD iterate, TRADES's three forwards,
-#: Fast AT's training-mode FGSM, the reference initialisations); records without it are 1.
+#: The version of the algorithms a run was trained with, recorded beside the config so that
+#: a run never resumes under changed algorithms: 2 since the baselines follow their authors'
+#: code (AT_PGD and ALP on the last PGD iterate, TRADES's three forwards, Fast AT's
+#: training-mode FGSM, the reference initialisations); records without it are 1. Settings
+#: whose algorithm changed since have their own, higher versions
+#: (`CHANGED_ALGORITHMS`): a run of other settings keeps resuming.
 ALGORITHM_VERSION = 2
+#: Version 3 (issue 39): ALP's outer loss is one training-mode forward on the clean and
+#: adversarial batches joined (the released code's), and the cyclic schedule cycles the
+#: momentum as PyTorch's CyclicLR does (Fast AT's published recipe).
+CHANGED_ALGORITHMS = {("method.name", "alp"): 3, ("optim.lr_schedule", "cyclic"): 3}
+
+
+def algorithm_version(config: RunConfig) -> int:
+    """The version of the algorithms a config's run uses (see `CHANGED_ALGORITHMS`)."""
+    versions = [v for (path, value), v in CHANGED_ALGORITHMS.items()
+                if get_path(config, path) == value]
+    return max([ALGORITHM_VERSION, *versions])
 
 NORMS = ("linf", "l2")
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
@@ -628,8 +641,9 @@ def migrate_flat_record(flat: Mapping[str, Any]) -> tuple[RunConfig, int]:
     return override(RunConfig(), changes), int(flat.get("algorithm_version", 1))
 
 
-__all__ = ["ALGORITHM_VERSION", "NORMS", "SCHEMA_VERSION", "ComputeConfig", "DataConfig",
-           "MethodConfig", "ModelConfig", "OptimConfig", "ReportConfig", "RunConfig",
+__all__ = ["ALGORITHM_VERSION", "CHANGED_ALGORITHMS", "NORMS", "SCHEMA_VERSION", "ComputeConfig",
+           "DataConfig", "MethodConfig", "ModelConfig", "OptimConfig", "ReportConfig",
+           "RunConfig", "algorithm_version",
            "RunSettings", "ThreatConfig", "ValidationConfig", "check_field", "coerce",
            "flag_name", "flag_paths", "get_path", "leaves", "load_config_file",
            "migrate_flat_record", "override", "parse_bool", "parse_number", "parse_value",

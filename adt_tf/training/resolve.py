@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from adt_tf import data as data_lib
-from adt_tf.training.config import RunConfig, override, typed_arguments
+from adt_tf.training.config import RunConfig, algorithm_version, override, typed_arguments
 from adt_tf.training.record import RunRecord
 
 #: Arguments of a model builder that the run sets itself (not --model_params).
@@ -147,7 +147,8 @@ def resolve(config: RunConfig, splits: data_lib.Splits | None = None, *,
         "run.verbose": _auto_verbose() if config.run.verbose is None else config.run.verbose,
     })
     policy = mixed_policy_name(strategy) if config.compute.mixed_precision else "float32"
-    record = RunRecord(config=resolved, precision_policy=policy, validation_indices=indices,
+    record = RunRecord(config=resolved, algorithm_version=algorithm_version(resolved),
+                       precision_policy=policy, validation_indices=indices,
                        input_shape=tuple(int(d) for d in splits.input_shape),
                        num_classes=int(splits.info.num_classes))
     record.__dict__["threat"] = threat  # the ball made here (`RunRecord.threat` caches it)

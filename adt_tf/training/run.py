@@ -277,9 +277,9 @@ def check_same_run(record: RunRecord, path: str, backup_dir: str,
     diff = differences(old, record)
     workdir = record.config.run.workdir
     if diff:
-        why = (" It was trained before the baselines followed their authors' code (AT_PGD's "
-               "last iterate, TRADES's three forwards, no normalisation by default: "
-               "docs/methods.md); it cannot be resumed with this version, train it again."
+        why = (" It was trained with an earlier version of its algorithms (docs/methods.md: "
+               "the baselines as their authors ran them); it cannot be resumed with this "
+               "version, train it again."
                if any(path == "algorithm_version" for path, _, _ in diff) else "")
         raise ValueError(f"{workdir} holds a run with other settings "
                          f"({describe_differences(diff)}); use a new --workdir, or the same "
