@@ -122,7 +122,16 @@ def rest_predict(url: str, body: dict[str, Any], timeout: float = 30.0) -> dict[
                                      method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as reply:
-            return parse_rest_response(json.loads(reply.read().decode("utf-8")))
+            text = reply.read().decode("utf-8", "replace")
+        try:
+            answer = json.loads(text)
+        except json.JSONDecodeError:
+            raise RuntimeError(f"{url} answered with something that is not JSON (is it TF "
+                               f"Serving's REST API?): {text[:200]!r}") from None
+        if not isinstance(answer, dict):
+            raise RuntimeError(f"{url} answered {type(answer).__name__} JSON, not a predict "  # noqa: TRY004
+                               "response.")
+        return parse_rest_response(answer)
     except urllib.error.HTTPError as err:
         detail = err.read().decode("utf-8", "replace")
         raise RuntimeError(f"{url} answered HTTP {err.code}: {detail}") from err
@@ -198,6 +207,13 @@ def main(argv):
             outputs = grpc_predict(request, f"{flags_.host}:{flags_.grpc_port}")
     except (RuntimeError, OSError, ValueError) as err:
         print(f"export.client: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    missing = [k for k in ("classes", "probabilities") if k not in outputs]
+    if missing:
+        where = (url if flags_.protocol == "rest" else f"{flags_.host}:{flags_.grpc_port}")
+        print(f"export.client: error: the model {flags_.model_name!r} at {where} answered "
+              f"without {' and '.join(missing)} (outputs: {', '.join(sorted(outputs))}): it is "
+              "not an adt-export export.", file=sys.stderr)
         sys.exit(2)
     names = outputs.get("class_names")
     for i, path in enumerate(paths):

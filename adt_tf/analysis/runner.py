@@ -140,6 +140,11 @@ def _load_inputs(config: AnalysisConfig, classifiers: dict) -> tuple[np.ndarray,
                 expected) != x.ndim - 1:
             raise ValueError(f"Model {label!r} takes inputs of shape {expected}, but "
                              f"{config.dataset} has images of shape {x.shape[1:]}.")
+        outputs = int(model.output_shape[-1])
+        if int(y.max()) >= outputs:
+            raise ValueError(f"Model {label!r} returns {outputs} logits, but {config.dataset} "
+                             f"has labels up to {int(y.max())}: analyse it on the dataset it "
+                             "was trained on.")
     return x, y
 
 

@@ -264,7 +264,10 @@ def evaluate(classifier, x, y, threat: Ball | float, *, suite: str = "quick",
     checks.check_choice(per_attack, "per_attack mode", PER_ATTACK_MODES)
     x, y = prepare_inputs(classifier, x, y)
     if source_model is not None:
-        prepare_inputs(source_model, x[:1], y[:1])
+        try:
+            prepare_inputs(source_model, x, y)
+        except ValueError as err:
+            raise ValueError(f"--source_model: {err}") from None
     target_pool = (x, y) if target_pool is None else prepare_inputs(classifier, *target_pool)
     train_pool = (x, y) if train_pool is None else prepare_inputs(classifier, *train_pool)
     key_base = None

@@ -4,6 +4,9 @@ response parsing, and the send functions against in-process stand-ins of the two
 
 import base64
 import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -170,3 +173,59 @@ def test_command_line_against_a_port_with_nothing_listening_exits_2(protocol, tm
         assert proc.returncode == 2, proc.stderr[-1500:]
         assert "Traceback" not in proc.stderr and expected in proc.stderr
         assert "export.client: error:" in proc.stderr
+
+
+def test_an_answer_that_is_not_json_names_the_url():
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):  # noqa: N802
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"<html>a web server</html>")
+
+    server = ThreadingHTTPServer(("localhost", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = client.rest_url("tiny", port=server.server_address[1])
+        with pytest.raises(RuntimeError, match=f"{re.escape(url)} answered with something "
+                                               "that is not JSON"):
+            client.rest_predict(url, client.rest_body(images=IMAGES))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_command_line_against_a_model_that_is_not_our_export_exits_2(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.helpers import command_env
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):  # noqa: N802
+            data = json.dumps({"predictions": [{"scores": [0.1, 0.9]}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("localhost", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    image = tmp_path / "x.png"
+    image.write_bytes(encode_png(IMAGES[:1])[0])
+    try:
+        proc = subprocess.run([sys.executable, "-m", "export.client", "--model_name=other",
+                               f"--rest_port={server.server_address[1]}", str(image)],
+                              cwd=ROOT, env=command_env(), capture_output=True, text=True,
+                              timeout=300)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == 2, proc.stderr
+    assert "answered without classes and probabilities" in proc.stderr
+    assert "not an adt-export export" in proc.stderr

@@ -137,3 +137,14 @@ def test_several_models_side_by_side_and_a_lambda_table(tmp_path):
                                           out=str(tmp_path / "out2"), verbose=0))
     assert [p["lambda"] for p in summary["lambda"]["points"]] == [0.0, 0.1]
     assert os.path.getsize(summary["pictures"]["lambda_study"]["path"]) > 1000
+
+
+def test_a_model_with_fewer_outputs_than_the_datas_classes_is_named(tmp_path):
+    """Labels beyond the model's logits: a clear error naming the model (it was a traceback
+    in the curvature and diversity analyses)."""
+    path = str(tmp_path / "two.keras")
+    tiny_classifier((32, 32, 3), num_classes=2).save(path)
+    with pytest.raises(ValueError, match="returns 2 logits, but cifar10_sample has labels up"):
+        run_analyses(AnalysisConfig(models=[path], dataset="cifar10_sample", num_examples=20,
+                                    analyses=("curvature",), out=str(tmp_path / "out"),
+                                    verbose=0))

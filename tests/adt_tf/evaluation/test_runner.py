@@ -12,7 +12,7 @@ from adt_tf.evaluation import evaluate
 from adt_tf.evaluation.suites import parse_overrides, resolve_suite
 from adt_tf.loading import load_classifier
 from tests.adt_tf.evaluation.helpers import EPS, SMALL, StopGradient, small, wrap
-from tests.helpers import tiny_classifier
+from tests.helpers import make_tiny_images, tiny_classifier
 
 #: The images of the `trained` fixture (conftest.py) these tests attack.
 TRAINED_EXAMPLES = 48
@@ -216,3 +216,10 @@ def test_a_foreign_keras_file_and_a_savedmodel_without_variables_are_named(tmp_p
     shutil.rmtree(os.path.join(folder, "variables"))
     with pytest.raises(ValueError, match=r"Could not load the SavedModel at .*variables"):
         load_classifier(folder)
+
+
+def test_a_transfer_source_with_fewer_classes_than_the_data_is_named():
+    x, y = make_tiny_images(16)
+    with pytest.raises(ValueError, match="--source_model: Labels must lie in"):
+        evaluate(tiny_classifier(), x, y, 8 / 255, suite="transfer_pgd20",
+                 source_model=tiny_classifier(num_classes=2), sanity_checks=False, verbose=0)
