@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
 import numpy as np
 from absl import app, flags
 
 from adt_tf.files import write_json, write_text
-from bench.runs import check_recorded_run
+from bench.runs import check_recorded_run, command_line, require_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DATA = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "cifar10"))
@@ -242,8 +241,7 @@ def main(argv):
         import tensorflow as tf
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
-    if not os.path.exists(os.path.join(FLAGS.data, "train.npz")):
-        sys.exit(f"bench.diversity: no train.npz in {FLAGS.data} (see ../shared/data).")
+    require_data(FLAGS.data, "bench.diversity")
     from adt_tf import data as data_lib
     from adt_tf.loading import load_classifier
     from adt_tf.threat import resolve_threat
@@ -260,7 +258,7 @@ def main(argv):
                         + ("_l2" if FLAGS.norm == "l2" else ""))
     plot(results, stem + ".png")
     write_table(report, config, results, stem,
-                "python -m bench.diversity " + " ".join(sys.argv[1:]))
+                command_line("bench.diversity"))
     print(f"Wrote {stem}.md")
 
 

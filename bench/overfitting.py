@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
 from typing import Any
 
@@ -37,7 +36,7 @@ from absl import app, flags
 
 from adt_tf.files import write_text
 from bench import robustness as rb
-from bench.runs import check_recorded_run
+from bench.runs import check_recorded_run, command_line, fail, require_data
 from bench.variants import variant
 
 #: The runs' methods (`bench.variants`: the faithful defaults of each).
@@ -387,15 +386,15 @@ def main(argv):
     methods = list(FLAGS.methods)
     for key in methods:
         if key not in dict(METHODS):
-            raise app.UsageError(f"--methods: unknown {key!r}; known: "
-                                 f"{', '.join(dict(METHODS))}.")
-    if not os.path.exists(os.path.join(FLAGS.data, "train.npz")):
-        sys.exit(f"bench.overfitting: no train.npz in {FLAGS.data} (see ../shared/data).")
+            fail("bench.overfitting", f"--methods: unknown {key!r}; known: "
+                 f"{', '.join(dict(METHODS))}.")
+    if not FLAGS.table_only:
+        require_data(FLAGS.data, "bench.overfitting")
     if FLAGS.threads:
         import tensorflow as tf
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
-    command = "python -m bench.overfitting " + " ".join(sys.argv[1:])
+    command = command_line("bench.overfitting")
     if not FLAGS.table_only:
         for key in methods:
             for seed in seeds:

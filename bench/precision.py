@@ -25,7 +25,6 @@ step-time ratio of the two precisions comes from `bench.speed` (one idle run, BU
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
 import numpy as np
@@ -33,6 +32,7 @@ from absl import app, flags
 
 from adt_tf.files import write_text
 from bench import robustness as rb
+from bench.runs import command_line, fail, require_data
 
 PRECISIONS = ("float32", "mixed")
 METHODS = ("pgd_at", "adt_exp")
@@ -233,12 +233,12 @@ def main(argv):
     precisions = [p.strip() for p in FLAGS.precisions]
     for p in precisions:
         if p not in PRECISIONS:
-            sys.exit(f"bench.precision: --precisions: unknown {p!r}; known: "
+            fail("bench.precision", f"--precisions: unknown {p!r}; known: "
                      f"{', '.join(PRECISIONS)}.")
     seeds = list(recipe.seeds)
     all_seeds = [int(s) for s in FLAGS.all_seeds] if FLAGS.all_seeds else seeds
-    if not os.path.exists(os.path.join(FLAGS.data, "train.npz")):
-        sys.exit(f"bench.precision: no train.npz in {FLAGS.data} (see ../shared/data).")
+    if not FLAGS.table_only:
+        require_data(FLAGS.data, "bench.precision")
     workdir = FLAGS.workdir or os.path.join(rb.ROOT, "bench", "runs", f"precision_{FLAGS.scale}")
     if FLAGS.threads:
         import tensorflow as tf
@@ -248,7 +248,7 @@ def main(argv):
 
     native, reason = native_reduced_precision()
     hardware = f"{'native' if native else 'not native'} ({reason})"
-    command = "python -m bench.precision " + " ".join(sys.argv[1:])
+    command = command_line("bench.precision")
     if not FLAGS.table_only:
         for key in methods:
             for seed in seeds:

@@ -45,7 +45,6 @@ import dataclasses
 import json
 import os
 import platform
-import sys
 import time
 from typing import Any
 
@@ -53,7 +52,13 @@ import numpy as np
 from absl import app, flags
 
 from adt_tf.files import write_json, write_text
-from bench.runs import check_recorded_config, check_recorded_run
+from bench.runs import (
+    check_recorded_config,
+    check_recorded_run,
+    command_line,
+    fail,
+    require_data,
+)
 from bench.variants import variant
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -823,14 +828,17 @@ def main(argv):
     if recipe.norm == "l2" and not FLAGS["methods"].present:
         methods = list(L2_METHODS)
     for key in methods:
-        method_spec(key)
+        try:
+            method_spec(key)
+        except ValueError as err:
+            fail("bench.robustness", f"--methods: {err}")
     seeds = list(recipe.seeds)
     all_seeds = [int(s) for s in FLAGS.all_seeds] if FLAGS.all_seeds else seeds
-    if not os.path.exists(os.path.join(FLAGS.data, "train.npz")):
-        sys.exit(f"bench.robustness: no train.npz in {FLAGS.data} (see ../shared/data).")
+    if not FLAGS.table_only:
+        require_data(FLAGS.data, "bench.robustness")
     workdir = FLAGS.workdir or os.path.join(
         ROOT, "bench", "runs", f"robustness_{FLAGS.scale}" + ("_l2" if recipe.norm == "l2" else ""))
-    command = "python -m bench.robustness " + " ".join(sys.argv[1:])
+    command = command_line("bench.robustness")
     if FLAGS.threads:
         import tensorflow as tf
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
@@ -857,8 +865,7 @@ def main(argv):
                                      FLAGS.verbose, FLAGS.source_wait_minutes)
                 if FLAGS.interleave:  # the table so far, after every finished method
                     build_table(recipe, FLAGS.scale, workdir, all_seeds, methods,
-                                FLAGS.output_dir, "python -m bench.robustness "
-                                + " ".join(sys.argv[1:]), FLAGS.data)
+                                FLAGS.output_dir, command, FLAGS.data)
     build_table(recipe, FLAGS.scale, workdir, all_seeds, methods, FLAGS.output_dir, command,
                 FLAGS.data)
 

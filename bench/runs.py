@@ -12,7 +12,8 @@ benchmark would train and compares the two with the library's one comparison
 from __future__ import annotations
 
 import os
-from typing import Any
+import sys
+from typing import Any, NoReturn
 
 #: What may differ between a kept run and the one asked for: where it lives and how much it
 #: prints (not the epochs: a benchmark's finished run of other length is another run).
@@ -63,4 +64,39 @@ def check_recorded_config(recorded: Any, expected, where: str, remedy: str) -> N
                                f"({describe_differences(diff)}); {remedy}")
 
 
-__all__ = ["KEEP_RESUMABLE", "RunMismatchError", "check_recorded_config", "check_recorded_run"]
+
+
+def fail(benchmark: str, message: str) -> NoReturn:
+    """One line, exit 2 (as the commands end on bad input)."""
+    print(f"{benchmark}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def require_data(folder: str, benchmark: str, files: tuple[str, ...] = ("train.npz",
+                                                                        "test.npz")) -> str:
+    """The data folder of a benchmark, or exit 2 naming the missing file (checked after the
+    flags, before any work; a table built from finished runs needs none)."""
+    for name in files:
+        if not os.path.isfile(os.path.join(folder, name)):
+            fail(benchmark, f"--data: no {name} in {folder} (the offline CIFAR-10 copy is "
+                 "../shared/data/cifar10 beside the repository).")
+    return folder
+
+
+def command_line(module: str, argv: list[str] | None = None) -> str:
+    """The command that made a table, as it reads from the repository's root: absolute
+    paths under the repository (or its parent folder) are written relative to the root, so
+    a committed table names no folder of the machine that built it."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    parts = []
+    for arg in (sys.argv[1:] if argv is None else argv):
+        name, sep, value = arg.partition("=")
+        text = value if sep else arg
+        if os.path.isabs(text) and text.startswith(os.path.dirname(root) + os.sep):
+            text = os.path.relpath(text, root)
+        parts.append(f"{name}={text}" if sep else text)
+    return " ".join([f"python -m {module}", *parts])
+
+
+__all__ = ["KEEP_RESUMABLE", "RunMismatchError", "check_recorded_config", "check_recorded_run",
+           "command_line", "fail", "require_data"]

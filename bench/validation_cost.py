@@ -23,6 +23,7 @@ from absl import app, flags
 from adt_tf.files import write_text
 from bench import overfitting as bo
 from bench import robustness as rb
+from bench.runs import require_data
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("threads", 0, "TensorFlow intra- and inter-op threads (0: default).")
@@ -74,8 +75,7 @@ def measure(key: str, data: str, attack: str) -> dict[str, list[float]]:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if not os.path.exists(os.path.join(FLAGS.data, "train.npz")):
-        sys.exit(f"bench.validation_cost: no train.npz in {FLAGS.data} (see ../shared/data).")
+    require_data(FLAGS.data, "bench.validation_cost")
     if FLAGS.threads:
         import tensorflow as tf
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
