@@ -69,7 +69,8 @@ class EvaluationResult:
             an input counts only if it is classified correctly clean and under every attack).
         attacks: one `AttackResult` per attack of the suite, in order.
         warnings: the sanity checks' findings (empty when none fired).
-        sanity: the checks' measurements (gradient statistics, the epsilon sweep, ...).
+        sanity: the checks' measurements (gradient statistics, the epsilon sweep, ...);
+            {"skipped": True} when they were not run.
         seconds: total wall time of the call that made this result (attacks read from the
             cache of an earlier run count nothing here; see `cached_seconds`).
         environment: versions and the machine.
@@ -163,7 +164,10 @@ class EvaluationResult:
                          f"{a.num_attacked} | {a.num_broken} | {acc} | {_pct(a.robust_after)} "
                          f"| {time} |")
         lines += ["", "## Sanity checks", ""]
-        if self.warnings:
+        if self.sanity.get("skipped"):
+            lines.append("- Not run (`--sanity_checks=false`): nothing here says whether the "
+                         "gradients are masked.")
+        elif self.warnings:
             lines += [f"- WARNING: {w}" for w in self.warnings]
         else:
             lines.append("- No warning: logits (not probabilities), finite non-zero gradients "

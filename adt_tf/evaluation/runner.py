@@ -345,7 +345,7 @@ def evaluate(classifier, x, y, threat: Ball | float, *, suite: str = "quick",
         results.append(result)
     per_example["robust"] = robust
 
-    warnings, sanity_results = [], {}
+    warnings, sanity_results = [], {"skipped": True}
     if sanity_checks:
         warnings, sanity_results = run_sanity_checks(
             classifier, x[:sanity_inputs], y[:sanity_inputs], threat, seed=seed)

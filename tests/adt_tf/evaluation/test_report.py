@@ -9,6 +9,7 @@ import tensorflow as tf
 from adt_tf.evaluation import evaluate
 from adt_tf.evaluation.report import EvaluationResult
 from tests.adt_tf.evaluation.helpers import EPS
+from tests.helpers import make_tiny_images, tiny_classifier
 
 #: The images of the `trained` fixture (conftest.py) these tests attack.
 TRAINED_EXAMPLES = 48
@@ -28,3 +29,14 @@ def test_result_writes_json_markdown_and_per_example(trained, tmp_path):
     text = open(paths["md"]).read()
     assert "| PGD-20 | white-box |" in text and "16 inputs" in text and "8/255" in text
     assert np.load(paths["npz"])["robust"].shape == (16,)
+
+
+def test_a_report_without_sanity_checks_says_they_were_skipped():
+    """--sanity_checks=false wrote "No warning: logits (not probabilities), ..." while the
+    JSON had an empty record: it must say they were not run."""
+    x, y = make_tiny_images(8)
+    result = evaluate(tiny_classifier(), x, y, 8 / 255, suite="fgsm", sanity_checks=False,
+                      verbose=0)
+    text = result.to_markdown()
+    assert "Not run (`--sanity_checks=false`)" in text and "No warning" not in text
+    assert json.loads(result.to_json())["sanity"] == {"skipped": True}
