@@ -53,7 +53,9 @@ from adt_tf.noise import DEFAULT_NOISE, NoiseSource
 tfd = tfp.distributions
 tfb = tfp.bijectors
 
-FAMILIES = ("diag", "lowrank", "matrix_normal")
+FAMILIES = ("diag", "lowrank", "matrix_normal", "coupling")
+#: The coupling flow's layers (two: each half of the image is transformed once).
+COUPLING_LAYERS = 2
 #: The inner Adam's default step for the extra factors (chosen by the sweep of
 #: bench/results/family_sweep_cpu.md; docs/methods.md).
 FACTOR_LR = 0.003
@@ -65,7 +67,8 @@ class GaussianFamily:
 
     Attributes:
         name: "diag", "lowrank" or "matrix_normal".
-        rank: R, the low-rank factor's columns (`lowrank`), 1 <= R <= D.
+        rank: R, the low-rank factor's columns (`lowrank`), 1 <= R <= D; the coupling
+            flow's hidden units per layer (`coupling`).
         rows: r, the matrix-normal reshaping's rows (`matrix_normal`; 0: the image height
             H, so c = W C); r must divide D.
         factor_lr: the inner Adam's step size for the extra factors (U; A and B's entries
@@ -101,6 +104,12 @@ class GaussianFamily:
                              f"of rows dividing the image's {total} values "
                              f"({' x '.join(map(str, dims))}).")
         return rows, total // rows
+
+    def _halves(self, event_shape) -> tuple[int, int]:
+        total = 1
+        for d in event_shape:
+            total *= int(d)
+        return total // 2, total - total // 2
 
     def check(self, event_shape) -> GaussianFamily:
         """Raises ValueError (naming the setting) if the family does not fit the event."""
@@ -138,9 +147,49 @@ class GaussianFamily:
             for d in event:
                 total *= int(d)
             return [draw([total, self.rank], 0)]
+        if self.name == "coupling":
+            first, second = self._halves(event)
+            factors = []
+            for layer in range(COUPLING_LAYERS):  # conditioned half -> transformed half
+                given, moved = (first, second) if layer % 2 == 0 else (second, first)
+                scale = 1.0 / float(given) ** 0.5  # tanh's input of unit scale at the start
+                factors += [scale * tf.random.stateless_normal(
+                                tf.concat([[batch], [given, self.rank]], 0),
+                                tf.random.experimental.stateless_fold_in(seed, 10 + layer),
+                                dtype=dtype),
+                            draw([self.rank, 2 * moved], 20 + layer)]
+            return factors
         r, c = self.matrix_shape(event)
         return [draw([r, r], 1), tf.zeros(tf.stack([batch, r]), dtype),
                 draw([c, c], 2), tf.zeros(tf.stack([batch, c]), dtype)]
+
+    def _flow(self, factors, event_shape) -> tfb.Bijector:
+        """The coupling flow: `COUPLING_LAYERS` affine couplings (RealNVP), each moving one
+        half of u by a shift and a bounded log-scale computed from the other half through a
+        per-example one-hidden-layer network (W_in [B, half, H], tanh, W_out [B, H, 2 half'];
+        W_out = 0 at the start: the identity), the halves swapped after each layer."""
+        first, second = self._halves(event_shape)
+        layers = []
+        for layer in range(COUPLING_LAYERS):
+            w_in, w_out = factors[2 * layer], factors[2 * layer + 1]
+
+            def shift_and_log_scale(x, output_units, w_in=w_in, w_out=w_out):
+                hidden = tf.tanh(tf.einsum("...bd,bdh->...bh", x, w_in))
+                shift, raw = tf.split(tf.einsum("...bh,bho->...bo", hidden, w_out), 2, -1)
+                return shift, 2.0 * tf.tanh(raw / 2.0)  # |log scale| < 2: exp stays finite
+
+            given = first if layer % 2 == 0 else second
+            layers.append(tfb.RealNVP(num_masked=given,
+                                      shift_and_log_scale_fn=shift_and_log_scale))
+            # Swap the halves (the next layer moves the other one; after an even number of
+            # layers the coordinates are in their own order again).
+            layers.append(tfb.Permute(permutation=self._swap(given, first + second - given)))
+        return tfb.Chain(list(reversed(layers)))
+
+    @staticmethod
+    def _swap(front: int, back: int) -> list[int]:
+        """The permutation of [a (front values) | b (back values)] into [b | a]."""
+        return list(range(front, front + back)) + list(range(front))
 
     def _triangular(self, strict, log_diag) -> tf.Tensor:
         """tril(strict, -1) + diag(exp(log_diag)): lower-triangular, positive diagonal."""
@@ -156,6 +205,10 @@ class GaussianFamily:
             (u_factor,) = factors
             return tfd.MultivariateNormalDiagPlusLowRankCovariance(
                 loc=loc, cov_diag_factor=tf.square(scale), cov_perturb_factor=u_factor)
+        if self.name == "coupling":
+            return tfd.TransformedDistribution(
+                tfd.MultivariateNormalDiag(loc=loc, scale_diag=scale),
+                self._flow(factors, event_shape))
         r, c = self.matrix_shape(event_shape)
         row = self._triangular(factors[0], factors[1])
         column = self._triangular(factors[2], factors[3])
@@ -178,6 +231,8 @@ class GaussianFamily:
         n = noise.normal(tf.stack([num_samples, batch, dims]), seed, dtype=loc.dtype)
         if self.name == "diag":
             return base.bijector.forward(n)  # [k, B, D]: mu + sigma n, reparameterised
+        if self.name == "coupling":
+            return base.bijector.forward(loc + scale * n)  # the flow of the diagonal sample
         if self.name == "lowrank":
             (u_factor,) = factors
             z = noise.normal(tf.stack([num_samples, batch, self.rank]),
@@ -192,7 +247,10 @@ class GaussianFamily:
         return loc + scale * tf.reshape(correlated, tf.stack([num_samples, batch, dims]))
 
     def dense_covariance(self, scale: tf.Tensor, factors, event_shape) -> tf.Tensor:
-        """The full covariance [B, D, D] of the base (for tests: a brute-force reference)."""
+        """The full covariance [B, D, D] of a Gaussian base (for tests: a brute-force
+        reference; the coupling flow's base is not Gaussian)."""
+        if self.name == "coupling":
+            raise ValueError("The coupling flow's base is not Gaussian: no covariance.")
         variance = tf.linalg.diag(tf.square(scale))
         if self.name == "diag":
             return variance
@@ -217,6 +275,11 @@ class GaussianFamily:
             return 2 * total
         if self.name == "lowrank":
             return 2 * total + total * self.rank
+        if self.name == "coupling":
+            first, second = self._halves(event_shape)
+            return 2 * total + sum(
+                given * self.rank + self.rank * 2 * moved
+                for given, moved in ((first, second), (second, first))[:COUPLING_LAYERS])
         r, c = self.matrix_shape(event_shape)
         return 2 * total + r * r + r + c * c + c
 
@@ -225,6 +288,8 @@ class GaussianFamily:
             return "diagonal Gaussian (the paper's)"
         if self.name == "lowrank":
             return f"low-rank Gaussian, rank {self.rank}"
+        if self.name == "coupling":
+            return f"diagonal Gaussian through a coupling flow ({self.rank} hidden units)"
         return ("matrix-normal Gaussian (rows x columns = "
                 + (f"{self.rows} rows" if self.rows else "H x WC") + ")")
 
@@ -232,4 +297,4 @@ class GaussianFamily:
 DIAG = GaussianFamily()
 
 
-__all__ = ["DIAG", "FACTOR_LR", "FAMILIES", "GaussianFamily"]
+__all__ = ["COUPLING_LAYERS", "DIAG", "FACTOR_LR", "FAMILIES", "GaussianFamily"]

@@ -58,7 +58,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("methods", None, "Methods to time: registered methods or variants of "
                   "bench.variants, e.g. adt_exp_lowrank (default: every registered method).")
 flags.DEFINE_list("models", ["small_cnn", "cifar"], "Model presets: small_cnn (28x28x1), "
-                  "cifar (32x32x3; WRN-28-10 on GPU, a width-16 PreAct ResNet-18 on CPU).")
+                  "cifar (32x32x3; WRN-28-10 on GPU, a width-16 PreAct ResNet-18 on CPU), "
+                  "cpu_recipe (the CPU robustness recipe's SmallCNN, width 16 with "
+                  "BatchNorm, 32x32x3).")
 flags.DEFINE_list("batch_sizes", ["64", "128"], "Batch sizes.")
 flags.DEFINE_integer("warmup", 2, "Untimed steps first (tracing, compilation, caches).")
 flags.DEFINE_integer("steps", 5, "Timed steps (the median is reported).")
@@ -103,7 +105,10 @@ def model_preset(name: str):
             return "wrn_28_10", (32, 32, 3), {}, 8 / 255, "WRN-28-10 32x32x3"
         return ("preact_resnet18", (32, 32, 3), {"width": 16}, 8 / 255,
                 "PreAct ResNet-18 (width 16) 32x32x3")
-    raise ValueError(f"Unknown model preset {name!r}; known: small_cnn, cifar.")
+    if name == "cpu_recipe":  # the CPU robustness recipe's classifier (adt_tf/recipes/cpu.py)
+        return ("small_cnn", (32, 32, 3), {"width": 16, "batch_norm": True, "dropout": 0.0},
+                8 / 255, "SmallCNN (width 16, BatchNorm) 32x32x3, the CPU recipe's")
+    raise ValueError(f"Unknown model preset {name!r}; known: small_cnn, cifar, cpu_recipe.")
 
 
 # ---------------------------------------------------------------------- memory
@@ -274,6 +279,9 @@ def measure(model: str, batch: int, methods: list[str]) -> list[dict]:
             rows.append(row)
             continue
         passes = trainer.forward_backward_passes()
+        family = getattr(trainer, "family", None)
+        if family is not None:  # ADT_EXP's distribution: its parameters per example
+            row["distribution_params"] = family.parameter_count(shape)
         row.update({
             "passes": passes,
             "step": statistics.median(t[0] for t in times),
@@ -318,6 +326,29 @@ def format_row(row: dict) -> str:
         f"{row['step'] / row['measured_floor']:.2f}" if "measured_floor" in row else "n/a",
         memory(row),
     ]) + " |"
+
+
+def family_rows(rows: list[dict]) -> list[str]:
+    """ADT_EXP's distribution families side by side: each one's step relative to the
+    diagonal ADT_EXP's in the same run (same model and batch), its parameters per example
+    and its process's memory peak."""
+    out = []
+    for row in rows:
+        if "distribution_params" not in row or "step" not in row:
+            continue
+        base = next((r for r in rows if r.get("method") == "adt_exp" and "step" in r
+                     and (r["model"], r["batch"]) == (row["model"], row["batch"])), None)
+        if not out:
+            out = ["", "ADT_EXP's distribution families (the step relative to the diagonal "
+                   "ADT_EXP's of the same model and batch in this run):", "",
+                   "| model | batch | method | step ms | step / diagonal's | distribution "
+                   "parameters per example | memory peak MiB |",
+                   "|---|---|---|---:|---:|---:|---:|"]
+        relative = f"{row['step'] / base['step']:.2f}" if base else "n/a"
+        out.append(f"| {row['model']} | {row['batch']} | {row['method']} | "
+                   f"{1e3 * row['step']:.1f} | {relative} | {row['distribution_params']:,} | "
+                   f"{memory(row)} |")
+    return out
 
 
 def memory(row: dict) -> str:
@@ -386,6 +417,7 @@ def report(rows: list[dict], load_before, load_after, models: list[str]) -> str:
         lines.append(f"- {FLAGS.note}")
     lines += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += [format_row(r) for r in rows]
+    lines += family_rows(rows)
     parts = [f"- {r['model']} b{r['batch']} {r['method']}: {r['floor_parts']}" for r in rows
              if "floor_parts" in r]
     if parts:

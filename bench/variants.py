@@ -28,6 +28,8 @@ VARIANTS: dict[str, Variant] = {v.key: v for v in (
             {"family": "lowrank", "rank": 8}),
     Variant("adt_exp_matrix_normal", "ADT_EXP, matrix-normal Gaussian", "adt_exp",
             {"family": "matrix_normal"}),
+    Variant("adt_exp_coupling", "ADT_EXP, coupling flow (H = 8)", "adt_exp",
+            {"family": "coupling", "rank": 8}),
 )}
 
 
