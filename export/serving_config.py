@@ -43,23 +43,24 @@ def read_models_config(path: str):
     return config
 
 
-#: The lock file beside models.config (an empty file; `flock` does the locking).
-LOCK_FILE = ".models.config.lock"
-
-
 @contextlib.contextmanager
 def models_config_lock(export_base: str):
     """Holds an exclusive lock on `<export_base>/models.config` for the block: exports into
     one folder update it one after the other (read, add their model, rename), so none is
     lost (two exports racing between the read and the rename dropped one of the two). The
-    kernel releases the lock however the process ends."""
+    lock is an `flock` on the export folder itself (models.config is replaced by a rename,
+    so its own inode cannot carry a lock; no lock file clutters the folder TF Serving
+    reads); the kernel releases it however the process ends."""
     os.makedirs(export_base, exist_ok=True)
-    with open(os.path.join(export_base, LOCK_FILE), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    folder = os.open(export_base, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(folder, fcntl.LOCK_UN)
+    finally:
+        os.close(folder)
 
 
 def check_serving_root(serving_root: str) -> str:
@@ -118,6 +119,6 @@ def update_models_config(export_base: str, model_name: str,
                                                           serving_root))
 
 
-__all__ = ["DEFAULT_SERVING_ROOT", "LOCK_FILE", "check_serving_root", "commit_models_config",
+__all__ = ["DEFAULT_SERVING_ROOT", "check_serving_root", "commit_models_config",
            "models_config_lock", "prepare_models_config", "read_models_config",
            "update_models_config"]

@@ -13,6 +13,7 @@ import tensorflow as tf
 from adt_tf.attacks import ATTACKS
 from adt_tf.evaluation import fit_amortized_adversary
 from adt_tf.methods import METHODS
+from adt_tf.methods.awp import perturbed_weights
 from adt_tf.noise import RecordedNoise
 from adt_tf.optimizers import make_optimizer
 from tests.adt_tf.attacks.test_attack_battery import EPS, small_settings
@@ -80,7 +81,7 @@ def test_inner_maximisation_leaves_them_alone_and_a_step_updates_them_once(data,
             x, trainer.generator_inputs(x, y), tf.constant([0, 0]), training=False).x_adv
         clean_passes = 0
     else:
-        clean_passes = 1 if name == "trades" else 0  # its outer loss sees f(x)
+        clean_passes = 1 if name in ("trades", "awp_trades") else 0  # its outer loss sees f(x)
     # ALP: one pass over the joined batch [x; x_adv] (its authors' train.py)
     joined = name == "alp"
     # Fast AT's reference takes its FGSM gradient in training mode, at the random start.
@@ -97,8 +98,16 @@ def test_inner_maximisation_leaves_them_alone_and_a_step_updates_them_once(data,
             np.testing.assert_array_equal(a, c, err_msg=f"{name}: perturb moved the statistics")
         else:  # Fast AT: one training-mode pass at the start
             np.testing.assert_allclose(c, b, rtol=1e-5, atol=1e-6, err_msg=name)
-    # The expected statistics: the step's training-mode passes, once each.
-    expected_model.set_weights(trainer.classifier.get_weights())
+    # The expected statistics: the step's training-mode passes, once each (AWP's at the
+    # perturbed weights w + v; its proxy's pass moves nothing).
+    weights = trainer.classifier.get_weights()
+    if name.startswith("awp_"):
+        deltas = trainer.weight_perturbation(x, tf.stop_gradient(x_train), y)
+        moved = {id(v): d.numpy() for v, d in zip(perturbed_weights(trainer.classifier),
+                                                   deltas)}
+        weights = [w + moved.get(id(v), 0.0) for w, v in zip(weights,
+                                                             trainer.classifier.weights)]
+    expected_model.set_weights(weights)
     if not hasattr(trainer, "joint_step"):
         if start is not None:
             expected_model(start, training=True)
@@ -108,7 +117,7 @@ def test_inner_maximisation_leaves_them_alone_and_a_step_updates_them_once(data,
             expected_model(tf.concat([x, tf.stop_gradient(x_train)], 0), training=True)
         else:
             expected_model(tf.stop_gradient(x_train), training=True)
-        if name == "trades":  # the reference's third pass: f(x) again, the KL's target
+        if name in ("trades", "awp_trades"):  # the third pass: f(x) again, the KL target
             expected_model(x, training=True)
         trainer.train_step((x, y))
         for a, b in zip(moving_stats(expected_model), moving_stats(trainer.classifier)):

@@ -53,6 +53,10 @@ SETTINGS = {
     "adt_exp_am": {"generator_width": 4, "generator_blocks": 2},
     "adt_imp_am": {"generator_width": 4, "generator_blocks": 2, "z_dim": 8,
                    "encoder_width": 4},
+    # The weight step's direction is the whole batch's (its gradient summed over replicas).
+    "awp_at": {"attack_steps": 3},
+    "awp_trades": {"attack_steps": 3, "awp_warmup": 0},
+    "awp_adt_exp": {"inner_steps": 3, "mc_samples": 2},
 }
 #: Methods whose inner problem couples the examples of a batch, so that a replica's half-batch
 #: is another problem than the whole batch (not a bug: the same holds for any data-parallel

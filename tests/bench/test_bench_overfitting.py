@@ -47,8 +47,14 @@ def test_each_run_is_a_training_config_with_its_protocol():
     config = bo.train_config(recipe, "adt_exp", 1, True, "/data", "/w")
     assert config.validation.examples == 1000 and config.validation.attack == "pgd20"
     assert config.validation.ema_decay == recipe.ema_decay
-    assert config.data.max_train_examples == 5000 and not config.data.normalize
-    assert config.optim.lr_decay_epochs == (21,) and config.optim.epochs == 40
+    # the recipe that overfits: 2,000 images of which 1,000 held out, 80 epochs, x0.1 at 41
+    assert config.data.max_train_examples == 2000 and not config.data.normalize
+    assert config.optim.lr_decay_epochs == (41,) and config.optim.epochs == 80
+    assert config.validation.ema_warmup is None  # resolved: on, since EMA is on
+    awp = bo.train_config(recipe, "awp_at", 0, False, "/d", "/w")
+    assert awp.method.name == "awp_at" and awp.method.params == {}
+    first = bo.train_config(bo.Recipe(name="overfitting_4000"), "pgd_at", 0, False, "/d", "/w")
+    assert first.data.max_train_examples == 5000 and first.optim.epochs == 40
     assert config.run.workdir == os.path.join("/w", "adt_exp-ema-seed1")
     assert (config.method.name, config.run.seed, config.data.dataset) == ("adt_exp", 1,
                                                                           "npz:/data")
