@@ -339,15 +339,24 @@ def family_rows(rows: list[dict]) -> list[str]:
         base = next((r for r in rows if r.get("method") == "adt_exp" and "step" in r
                      and (r["model"], r["batch"]) == (row["model"], row["batch"])), None)
         if not out:
-            out = ["", "ADT_EXP's distribution families (the step relative to the diagonal "
-                   "ADT_EXP's of the same model and batch in this run):", "",
-                   "| model | batch | method | step ms | step / diagonal's | distribution "
-                   "parameters per example | memory peak MiB |",
-                   "|---|---|---|---:|---:|---:|---:|"]
+            out = ["", "ADT_EXP's distribution families, each step relative to the diagonal "
+                   "ADT_EXP's of the same model and batch in this run: as timed, and as "
+                   "step / measured floor over the diagonal's step / measured floor (the "
+                   "floor's classifier passes are the same for every family and timed beside "
+                   "each step, so this one does not move with the machine's load):", "",
+                   "| model | batch | method | step ms | step / diagonal's | (step / floor) / "
+                   "diagonal's | distribution parameters per example | memory peak MiB |",
+                   "|---|---|---|---:|---:|---:|---:|---:|"]
         relative = f"{row['step'] / base['step']:.2f}" if base else "n/a"
+        floors = base is not None and "measured_floor" in row and "measured_floor" in base
+        normalised = "n/a"
+        if floors:
+            ratio = ((row["step"] / row["measured_floor"])
+                     / (base["step"] / base["measured_floor"]))
+            normalised = f"{ratio:.2f}"
         out.append(f"| {row['model']} | {row['batch']} | {row['method']} | "
-                   f"{1e3 * row['step']:.1f} | {relative} | {row['distribution_params']:,} | "
-                   f"{memory(row)} |")
+                   f"{1e3 * row['step']:.1f} | {relative} | {normalised} | "
+                   f"{row['distribution_params']:,} | {memory(row)} |")
     return out
 
 

@@ -126,7 +126,7 @@ def test_speed_benchmark_writes_its_table(tmp_path):
     family = [c.strip() for c in next(line for line in families.splitlines()
                                       if line.startswith("| small_cnn")).split("|")[1:-1]]
     # the diagonal ADT_EXP relative to itself; mu and v: 2 x 28 x 28 parameters per example
-    assert family[2] == "adt_exp" and family[4] == "1.00" and family[5] == "1,568"
+    assert family[2] == "adt_exp" and family[4] == family[5] == "1.00" and family[6] == "1,568"
     adt = [c.strip() for c in rows[1]]
     assert adt[3] == "36" and float(adt[4]) > 0 and float(adt[7]) > 0  # passes, ms, floor
     assert float(adt[9]) > 0 and float(adt[10]) > 0  # measured floor ms, step / floor
