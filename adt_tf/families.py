@@ -56,9 +56,15 @@ tfb = tfp.bijectors
 FAMILIES = ("diag", "lowrank", "matrix_normal", "coupling")
 #: The coupling flow's layers (two: each half of the image is transformed once).
 COUPLING_LAYERS = 2
-#: The inner Adam's default step for the extra factors (chosen by the sweep of
-#: bench/results/family_sweep_cpu.md; docs/methods.md).
-FACTOR_LR = 0.003
+#: The inner Adam's default step for each family's extra factors, chosen by the sweeps of
+#: bench/results/family_sweep_cpu.md and family_sweep_coupling_cpu.md (docs/methods.md).
+FACTOR_LRS = {"diag": 0.003, "lowrank": 0.003, "matrix_normal": 0.003, "coupling": 0.01}
+FACTOR_LR = FACTOR_LRS["lowrank"]
+
+
+def default_factor_lr(family: str) -> float:
+    """A family's default factor step (`FACTOR_LRS`)."""
+    return FACTOR_LRS.get(family, FACTOR_LR)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,8 +78,9 @@ class GaussianFamily:
         rows: r, the matrix-normal reshaping's rows (`matrix_normal`; 0: the image height
             H, so c = W C); r must divide D.
         factor_lr: the inner Adam's step size for the extra factors (U; A and B's entries
-            and log-diagonals). In units of the factor's entries: with beta = 0 each step
-            moves an entry by about factor_lr.
+            and log-diagonals; the flow's weights). In units of the factor's entries: with
+            beta = 0 each step moves an entry by about factor_lr. None: the family's own
+            default (`FACTOR_LRS`).
         factor_init: the standard deviation of the factors' initial off-diagonal entries
             (0: U = 0, A = B = I, the diagonal distribution).
     """
@@ -81,11 +88,13 @@ class GaussianFamily:
     name: str = "diag"
     rank: int = 8
     rows: int = 0
-    factor_lr: float = FACTOR_LR
+    factor_lr: float | None = None
     factor_init: float = 0.0
 
     def __post_init__(self):
         checks.check_choice(self.name, "family", FAMILIES)
+        if self.factor_lr is None:  # the family's own default (the sweep's choice)
+            object.__setattr__(self, "factor_lr", default_factor_lr(self.name))
         checks.check_positive_int(self.rank, "rank")
         checks.check_positive_int(self.rows, "rows", minimum=0)
         checks.check_positive(self.factor_lr, "factor_lr")
@@ -297,4 +306,5 @@ class GaussianFamily:
 DIAG = GaussianFamily()
 
 
-__all__ = ["COUPLING_LAYERS", "DIAG", "FACTOR_LR", "FAMILIES", "GaussianFamily"]
+__all__ = ["COUPLING_LAYERS", "DIAG", "FACTOR_LR", "FACTOR_LRS", "FAMILIES", "GaussianFamily",
+           "default_factor_lr"]

@@ -7,7 +7,7 @@ import tensorflow as tf
 from adt_tf import checks
 from adt_tf.attacks.common import misclassified
 from adt_tf.attacks.registry import register_attack
-from adt_tf.families import FACTOR_LR, GaussianFamily
+from adt_tf.families import GaussianFamily
 from adt_tf.inner_maximization import explicit_inner_maximization, sample_inputs
 from adt_tf.losses import per_example_ce
 from adt_tf.noise import as_seed, fold
@@ -43,7 +43,7 @@ def exp_attack(classifier, x, y, threat: Ball, *, steps: int = 20, samples: int 
                entropy_weight: float = 0.01, lr: float = 0.3, beta1: float = 0.0,
                beta2: float = 0.0, check_samples: int = 10, check_mode: bool = True,
                gradients: str = "accumulate", family: str = "diag", rank: int = 8,
-               rows: int = 0, factor_lr: float = FACTOR_LR, factor_init: float = 0.0,
+               rows: int = 0, factor_lr: float | None = None, factor_init: float = 0.0,
                seed=0) -> tf.Tensor:
     """The EXP distributional attack: fit ADT_EXP's distribution to x, then sample it.
 

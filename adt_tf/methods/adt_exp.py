@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 
 from adt_tf import checks
-from adt_tf.families import FACTOR_LR, GaussianFamily
+from adt_tf.families import GaussianFamily, default_factor_lr
 from adt_tf.inner_maximization import (
     check_inner_gradients,
     explicit_inner_maximization,
@@ -65,8 +65,8 @@ class ADTExp(AdversarialTrainer):
             paper's, the default), 'lowrank' (diag(sigma^2) + U U^T) or 'matrix_normal'
             (the image as an H x WC matrix, row and column factors); beyond the paper.
         rank: R of 'lowrank' (8). rows: the matrix-normal reshaping's rows (0: H).
-        factor_lr: the inner Adam's step for the extra factors (their own scale: see
-            docs/methods.md for the sweep that chose it). factor_init: the std of the
+        factor_lr: the inner Adam's step for the extra factors (their own scale; None: the
+            family's default, chosen by the sweeps of docs/methods.md). factor_init: the std of the
             factors' initial entries (0: the diagonal distribution at the start).
         inner_branches: split each inner step's k*B batch into this many independent
             passes that TensorFlow runs side by side (1: one pass). A speed setting for
@@ -99,7 +99,7 @@ class ADTExp(AdversarialTrainer):
                  mc_samples=5, inner_lr=0.3, inner_beta1=0.0, inner_beta2=0.0,
                  outer_loss="ce", trades_beta=6.0, inner_branches=1,
                  inner_gradients="accumulate", family="diag", rank=8, rows=0,
-                 factor_lr=FACTOR_LR, factor_init=0.0, seed=None, **kwargs):
+                 factor_lr=None, factor_init=0.0, seed=None, **kwargs):
         super().__init__(classifier, epsilon=epsilon, seed=seed, **kwargs)
         self.family = GaussianFamily(family, rank=rank, rows=rows, factor_lr=factor_lr,
                                      factor_init=factor_init)
@@ -114,6 +114,12 @@ class ADTExp(AdversarialTrainer):
         self.trades_beta = checks.check_non_negative(trades_beta, "trades_beta")
         self.inner_branches = checks.check_positive_int(inner_branches, "inner_branches")
         self.inner_gradients = check_inner_gradients(inner_gradients)
+
+    @classmethod
+    def argument_defaults(cls, threat, arguments):
+        # The family's own factor step, as the sweeps chose it (docs/methods.md).
+        return {**super().argument_defaults(threat, arguments),
+                "factor_lr": default_factor_lr(arguments.get("family") or "diag")}
 
     def check_input_shape(self, shape):
         self.family.check(shape)

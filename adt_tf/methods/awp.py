@@ -40,7 +40,6 @@ import keras
 import tensorflow as tf
 
 from adt_tf import checks
-from adt_tf.families import FACTOR_LR
 from adt_tf.losses import trades_loss
 from adt_tf.methods.adt_exp import ADTExp
 from adt_tf.methods.base import FloorPass, unscale_loss
@@ -332,7 +331,7 @@ class AWPADTExp(AdversarialWeightPerturbation, ADTExp):
                  mc_samples=5, inner_lr=0.3, inner_beta1=0.0, inner_beta2=0.0,
                  outer_loss="ce", trades_beta=6.0, inner_branches=1,
                  inner_gradients="accumulate", family="diag", rank=8, rows=0,
-                 factor_lr=FACTOR_LR, factor_init=0.0, awp_gamma=0.01, awp_warmup=0,
+                 factor_lr=None, factor_init=0.0, awp_gamma=0.01, awp_warmup=0,
                  seed=None, **kwargs):
         super().__init__(classifier, epsilon=epsilon, entropy_weight=entropy_weight,
                          inner_steps=inner_steps, mc_samples=mc_samples, inner_lr=inner_lr,

@@ -136,6 +136,13 @@ class AdversarialTrainer(keras.Model):
         return seed
 
     @classmethod
+    def argument_defaults(cls, threat: Ball, arguments: dict) -> dict:
+        """Defaults of the constructor arguments left None that depend on the threat model
+        or on other arguments (`norm_defaults`, and the method's own); what `resolve`
+        records for them."""
+        return cls.norm_defaults(threat)
+
+    @classmethod
     def norm_defaults(cls, threat: Ball) -> dict:
         """Defaults of constructor arguments that depend on the threat model (e.g. a step
         size of 2/255 for L-infinity, epsilon / 4 for L2); what a None argument becomes."""

@@ -56,8 +56,9 @@ def describe_arguments(signature: Mapping[str, Any], owner: str) -> str:
         return f"{owner} takes no arguments of its own."
     lines = [f"{owner} takes:"]
     for name, default in signature.items():
-        kind = "float (set by the threat model)" if default is None else type(default).__name__
-        shown = "by --norm" if default is None else json.dumps(default)
+        kind = "float" if default is None else type(default).__name__
+        shown = ("set from --norm or the other arguments" if default is None
+                 else json.dumps(default))
         lines.append(f"  {name}: {kind}, default {shown}")
     return "\n".join(lines)
 
@@ -174,10 +175,11 @@ def _methods_taking(name: str) -> list[str]:
 
 
 def _with_norm_defaults(method_cls, params: dict[str, Any], threat) -> dict[str, Any]:
-    """`params` with each argument whose default depends on the threat model (None in the
-    signature) set to its value for `threat`, unless given."""
+    """`params` with each argument whose default depends on the threat model or on other
+    arguments (None in the signature) set to its value (`argument_defaults`), unless
+    given."""
     out = dict(params)
-    for name, value in method_cls.norm_defaults(threat).items():
+    for name, value in method_cls.argument_defaults(threat, out).items():
         if out.get(name) is None:
             out[name] = value
     return out

@@ -50,7 +50,8 @@ def test_the_help_lists_every_methods_arguments_with_their_defaults():
         text = train.arguments_help(RunConfig.from_flags(method=method, method_params="help"))
         lines = text.splitlines()
         for name, default in method_arguments(method).items():
-            shown = "by --norm" if default is None else json.dumps(default)
+            shown = ("set from --norm or the other arguments" if default is None
+                     else json.dumps(default))
             assert any(line.startswith(f"  {name}: ") and line.endswith(f"default {shown}")
                        for line in lines), (method, name, text)
 
