@@ -36,11 +36,23 @@ from absl import app, flags
 
 from adt_tf.files import write_text
 from bench import robustness as rb
-from bench.runs import check_recorded_run, command_line, fail, require_data
+from bench.runs import (
+    check_recorded_run,
+    command_line,
+    fail,
+    read_json,
+    require_data,
+    restore_summary,
+    write_json,
+)
 from bench.variants import variant
 
 #: The runs' methods (`bench.variants`: the faithful defaults of each).
-METHOD_SPECS = tuple(tuple(variant(k)) for k in ("pgd_at", "adt_exp", "awp_at"))
+#: AT_PGD first: every other method's gap is compared with its. ADT_EXP's richer family is
+#: the matrix-normal one: of the two Gaussians the cheaper (bench/results/
+#: speed_cpu2_families.md) and the one the paper names; the flow is above the budget.
+METHOD_SPECS = tuple(tuple(variant(k)) for k in (
+    "pgd_at", "adt_exp", "awp_at", "adt_exp_matrix_normal"))
 METHODS = tuple((key, label) for key, label, _, _ in METHOD_SPECS)
 #: The recipes (adt_tf/recipes/) and the stem of their tables under bench/results/.
 RECIPE_TABLES = {"overfitting": "overfitting_cifar10_cpu",
@@ -102,6 +114,9 @@ def define_flags() -> None:
     flags.DEFINE_integer("epochs", None, "Override the recipe's epochs.")
     flags.DEFINE_integer("threads", 0, "TensorFlow intra- and inter-op threads (0: default).")
     flags.DEFINE_bool("table_only", False, "Only build the table from the finished runs.")
+    flags.DEFINE_string("restore_from", None, "A results JSON of an earlier sitting (e.g. "
+                        "bench/results/overfitting_cifar10_cpu.json): its finished runs are "
+                        "taken as done (each checked against the recipe).")
     flags.DEFINE_bool("ema", True, "Also train the EMA run of --ema_seed (each method).")
     flags.DEFINE_integer("verbose", 2, "0 quiet, 1 progress bars, 2 one line per epoch.")
 
@@ -163,23 +178,23 @@ def train_and_evaluate(recipe: Recipe, key: str, seed: int, ema: bool, data: str
     d = config.run.workdir
     check_recorded_run(d, config, "bench.overfitting")
     summary_path = os.path.join(d, "summary.json")
-    summary = rb._read_json(summary_path, None)
+    summary = read_json(summary_path, None)
     if summary is not None:
-        return summary
+        return _with_record(d, summary)
     if not os.path.exists(os.path.join(d, "report.json")):
         print(f"[train] {run_name(key, seed, ema)} -> {d}", flush=True)
         timing_path = os.path.join(d, "timing.json")
         os.makedirs(d, exist_ok=True)
-        spent = rb._read_json(timing_path, {}).get("train_seconds", 0.0)
+        spent = read_json(timing_path, {}).get("train_seconds", 0.0)
         started = time.perf_counter()
         run_training(config, monitors=monitors(config, data))
-        rb._write_json(timing_path, {"train_seconds": spent + time.perf_counter() - started})
+        write_json(timing_path, {"train_seconds": spent + time.perf_counter() - started})
     splits = data_lib.load(f"npz:{data}", max_test_examples=recipe.eval_examples)
     threat = resolve_threat("linf", None, splits.info)
     out = {"method": key, "seed": seed, "ema": ema, "history": _history(d),
-           "train_seconds": rb._read_json(os.path.join(d, "timing.json"), {}).get(
+           "train_seconds": read_json(os.path.join(d, "timing.json"), {}).get(
                "train_seconds")}
-    record = rb._read_json(os.path.join(d, "best.json"), {})
+    record = read_json(os.path.join(d, "best.json"), {})
     for checkpoint in ("last", "best"):
         path = os.path.join(d, "classifier.keras" if checkpoint == "last" else "best.keras")
         print(f"[eval] {run_name(key, seed, ema)} {checkpoint}", flush=True)
@@ -195,8 +210,48 @@ def train_and_evaluate(recipe: Recipe, key: str, seed: int, ema: bool, data: str
                            "autoattack": result.robust_accuracy,
                            "num_examples": result.num_examples,
                            **(record if checkpoint == "best" else {})}
-    rb._write_json(summary_path, out)
-    return out
+    write_json(summary_path, out)
+    return _with_record(d, out)
+
+
+def _with_record(d: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary with the run's training configuration (`run_config`, from its
+    config.json), written back once: what a later `--restore_from` checks the run against."""
+    from adt_tf.training.record import read_record, record_path
+
+    if "run_config" not in summary and os.path.exists(record_path(d)):
+        summary = dict(summary, run_config=read_record(d).to_dict())
+        write_json(os.path.join(d, "summary.json"), summary)
+    return summary
+
+
+def restore_runs(path: str, recipe: Recipe, workdir: str, methods: list[str],
+                 seeds: list[int], data: str, ema: bool = True) -> list[str]:
+    """Writes the summary.json of each run of `methods` x `seeds` (and the EMA run of each
+    method) that the committed results JSON at `path` holds and `workdir` lacks, so that a
+    later sitting resumes the benchmark where an earlier one stopped; returns the runs
+    restored. An entry evaluated on another number of test inputs than the recipe's, or
+    trained with another configuration, is refused (ValueError naming both)."""
+    previous = read_json(path, {})
+    runs = [(k, s, False) for k in methods for s in seeds]
+    runs += [(k, recipe.ema_seed, True) for k in methods] if ema else []
+    restored = []
+    for key, seed, averaged in runs:
+        name = run_name(key, seed, averaged)
+        entry = previous.get(name)
+        d = os.path.join(workdir, name)
+        if entry is None or os.path.exists(os.path.join(d, "summary.json")):
+            continue
+        counts = {entry[c].get("num_examples") for c in ("last", "best") if c in entry}
+        if counts != {recipe.eval_examples}:
+            raise ValueError(f"{path}: {name} was evaluated on {sorted(counts)} test inputs; "
+                             f"this recipe evaluates {recipe.eval_examples}.")
+        if restore_summary(path, name, entry, d,
+                           train_config(recipe, key, seed, averaged, data, workdir)):
+            restored.append(name)
+    if restored:
+        print(f"Restored from {path}: {', '.join(restored)}.", flush=True)
+    return restored
 
 
 def _history(d: str) -> list[dict[str, float]]:
@@ -225,7 +280,7 @@ def build_table(recipe: Recipe, workdir: str, seeds: list[int], methods: list[st
     runs = [(k, s, False) for k in methods for s in seeds] + [
         (k, recipe.ema_seed, True) for k in methods]
     for key, seed, ema in runs:
-        summary = rb._read_json(os.path.join(workdir, run_name(key, seed, ema),
+        summary = read_json(os.path.join(workdir, run_name(key, seed, ema),
                                              "summary.json"), None)
         if summary is None:
             missing.append(run_name(key, seed, ema))
@@ -233,12 +288,18 @@ def build_table(recipe: Recipe, workdir: str, seeds: list[int], methods: list[st
             found[(key, seed, ema)] = summary
     labels = dict(METHODS)
     n = recipe.eval_examples
-    lines = ["# Robust overfitting at CPU scale: AT_PGD against ADT_EXP", ""]
+    lines = ["# Robust overfitting at CPU scale: "
+             + ", ".join(labels[k] for k in methods), ""]
     if missing:
         lines += [f"**Partial table**: {len(missing)} of {len(runs)} runs not finished "
-                  f"({', '.join(missing)}); rerunning the command resumes them.", ""]
+                  f"({', '.join(missing)}); rerunning the command resumes them (with "
+                  f"`--restore_from=` this table's JSON in a fresh clone).", ""]
+    restored = sorted(run_name(*k) for k, r in found.items() if r.get("restored_from"))
+    if restored:
+        lines += [f"Restored from an earlier sitting's results JSON (`--restore_from`), "
+                  f"checked against this recipe: {', '.join(restored)}.", ""]
     lines += [
-        f"- Recipe (both methods, their faithful defaults): {recipe.describe()}.",
+        f"- Recipe (every method, its faithful defaults): {recipe.describe()}.",
         f"- Data: `{os.path.relpath(data, rb.ROOT)}` (the offline CIFAR-10 copy: training "
         "images in the original order, most decoded from a JPEG copy; the first 2,000 "
         "official test images, pixel-exact).",
@@ -284,7 +345,7 @@ def build_table(recipe: Recipe, workdir: str, seeds: list[int], methods: list[st
     os.makedirs(output_dir, exist_ok=True)
     stem = os.path.join(output_dir, RECIPE_TABLES[recipe.name])
     write_text(stem + ".md", "\n".join(lines))
-    rb._write_json(stem + ".json", {run_name(*k): v for k, v in found.items()})
+    write_json(stem + ".json", {run_name(*k): v for k, v in found.items()})
     if found:
         plot(found, stem + ".png")
     print(f"Written {stem}.md")
@@ -308,35 +369,45 @@ def _gaps(found: dict, key: str, ema: bool) -> dict[int, float]:
             for (k, s, e), r in found.items() if k == key and e == ema}
 
 
+def _apart(a: list[float], b: list[float], se: float) -> bool:
+    """Whether two sets of per-seed values (points) differ beyond the seed spread (their
+    intervals mean ± half range do not overlap) and beyond twice the sampling error `se` of
+    a difference of two runs."""
+    (ma, sa), (mb, sb) = ((float(np.mean(v)), (max(v) - min(v)) / 2) for v in (a, b))
+    return abs(ma - mb) > sa + sb and abs(ma - mb) > 2 * se
+
+
 def verdict(found: dict, methods: list[str], n: int) -> str:
-    """Whichever way it comes out: the best-minus-last AutoAttack gap of each method
-    against the seed spread and the sampling error of n inputs; whether EMA changes it."""
+    """Whichever way it comes out: each method's best - last AutoAttack gap against the seed
+    spread and the sampling error of n inputs; each method's gap against the first method's
+    (AT_PGD's); what EMA changes; which method ends best at its best checkpoint."""
     if not found:
         return "No run has finished yet."
     se = rb.binomial_se(0.25, n) * np.sqrt(2)  # points, of a difference of two runs
     labels = dict(METHODS)
-    parts, overfits, means = [], {}, {}
+    parts, gaps = [], {}
     for key in methods:
-        gaps = list(_gaps(found, key, False).values())
-        if not gaps:
+        g = list(_gaps(found, key, False).values())
+        if not g:
             continue
-        mean = means[key] = float(np.mean(gaps))
-        overfits[key] = min(gaps) > 0 and mean > 2 * se
+        gaps[key] = g
+        mean = float(np.mean(g))
+        overfits = min(g) > 0 and mean > 2 * se
         parts.append(f"{labels[key]}: best - last AutoAttack {mean:+.1f} points (seeds "
-                     f"{', '.join(f'{g:+.1f}' for g in gaps)}): "
+                     f"{', '.join(f'{v:+.1f}' for v in g)}): "
                      + ("robust overfitting beyond seed spread and sampling error"
-                        if overfits[key] else "no robust overfitting beyond seed spread and "
+                        if overfits else "no robust overfitting beyond seed spread and "
                         f"sampling error (about {se:.1f} points for a difference of two runs)"))
-    if len(overfits) > 1 and not any(overfits.values()):
-        first, second = (labels[k] for k in reversed(list(overfits)[:2]))
-        parts.append("Neither method overfits robustly at this recipe, so it cannot tell "
-                     f"whether {first} overfits less than {second}; the per-epoch curves say "
-                     "whether the recipe let either of them overfit at all.")
-    elif len(overfits) > 1 and all(overfits.values()):
-        a, b = list(means.values())[:2]
-        parts.append(f"Both overfit; the gaps differ by {abs(a - b):.1f} points, "
-                     + ("beyond" if abs(a - b) > 2 * se else "within")
-                     + " the sampling error of a difference.")
+    if len(gaps) > 1:
+        base, *others = gaps
+        for key in others:
+            diff = float(np.mean(gaps[key]) - np.mean(gaps[base]))
+            word = "less" if diff < 0 else "more"
+            parts.append(
+                f"{labels[key]} against {labels[base]}: the gap differs by {diff:+.1f} points, "
+                + (f"so {labels[key]} overfits {word} than {labels[base]} beyond"
+                   if _apart(gaps[key], gaps[base], se) else "within")
+                + " the seed spread and the sampling error.")
     for key in methods:
         raw, ema = _gaps(found, key, False), _gaps(found, key, True)
         for seed, gap in ema.items():
@@ -350,6 +421,19 @@ def verdict(found: dict, methods: list[str], n: int) -> str:
                         f"{100 * r['best']['autoattack']:.1f}%")
             parts.append(f"{labels[key]} with EMA (seed {seed}): best - last {gap:+.1f} "
                          f"points{base}.")
+    best = {k: [100 * r["best"]["autoattack"] for (m, _, e), r in sorted(found.items())
+                if m == k and not e] for k in gaps}
+    if len(best) > 1:
+        ranked = sorted(best, key=lambda k: -float(np.mean(best[k])))
+        top, second = ranked[:2]
+        lead = float(np.mean(best[top]) - np.mean(best[second]))
+        parts.append(
+            f"Best at its best checkpoint: {labels[top]}, AutoAttack "
+            f"{np.mean(best[top]):.1f}% (seeds {', '.join(f'{v:.1f}' for v in best[top])}), "
+            f"{lead:.1f} points above {labels[second]}, "
+            + ("beyond" if _apart(best[top], best[second], se) else "within")
+            + " the seed spread and the sampling error. Order: "
+            + " > ".join(f"{labels[k]} {np.mean(best[k]):.1f}%" for k in ranked) + ".")
     return "\n".join(f"- {p}" for p in parts) if parts else "No non-EMA run has finished yet."
 
 
@@ -395,6 +479,12 @@ def main(argv):
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
     command = command_line("bench.overfitting")
+    if FLAGS.restore_from:
+        try:
+            restore_runs(FLAGS.restore_from, recipe, workdir, methods, all_seeds, FLAGS.data,
+                         ema=FLAGS.ema)
+        except (OSError, ValueError) as err:
+            fail("bench.overfitting", f"--restore_from: {err}")
     if not FLAGS.table_only:
         for key in methods:
             for seed in seeds:

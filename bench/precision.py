@@ -32,7 +32,7 @@ from absl import app, flags
 
 from adt_tf.files import write_text
 from bench import robustness as rb
-from bench.runs import command_line, fail, require_data
+from bench.runs import command_line, fail, read_json, require_data, write_json
 
 PRECISIONS = ("float32", "mixed")
 METHODS = ("pgd_at", "adt_exp")
@@ -79,7 +79,7 @@ def evaluate_run(recipe: rb.Recipe, key: str, seed: int, data: str, workdir: str
     d = rb.run_dir(workdir, key, seed)
     summary_path = os.path.join(d, "summary.json")
     path = rb.classifier_path(workdir, key, seed)
-    summary = rb._read_json(summary_path, None)
+    summary = read_json(summary_path, None)
     if summary is not None and summary.get("model_id") == file_id(path):
         return summary
     loaded = load_classifier(path)
@@ -95,7 +95,7 @@ def evaluate_run(recipe: rb.Recipe, key: str, seed: int, data: str, workdir: str
     pgd.save(os.path.join(d, "eval"), stem="pgd")
     aa = evaluate(classifier, x, y, suite=AUTOATTACK_SUITE, per_attack="remaining", **common)
     aa.save(os.path.join(d, "eval"), stem="autoattack")
-    timing = rb._read_json(os.path.join(d, "timing.json"), {})
+    timing = read_json(os.path.join(d, "timing.json"), {})
     summary = {
         "method": key, "seed": seed, "model_id": file_id(path),
         "trained_compute_dtype": getattr(loaded, "compute_dtype", "float32"),
@@ -109,7 +109,7 @@ def evaluate_run(recipe: rb.Recipe, key: str, seed: int, data: str, workdir: str
         "eval_seconds": rb._wall_seconds(pgd) + rb._wall_seconds(aa),
         "environment": pgd.environment,
     }
-    rb._write_json(summary_path, summary)
+    write_json(summary_path, summary)
     print(f"[eval] {key} seed {seed} ({os.path.basename(workdir)}): clean "
           f"{100 * summary['clean']:.2f}%, PGD-20 {100 * summary['pgd20']:.2f}%, AutoAttack "
           f"{100 * summary['autoattack']:.2f}% on {summary['num_examples']} inputs", flush=True)
@@ -121,7 +121,7 @@ def collect(workdir: str, methods, precisions, seeds) -> tuple[dict, list[str]]:
     for precision in precisions:
         for key in methods:
             for seed in seeds:
-                s = rb._read_json(os.path.join(rb.run_dir(precision_dir(workdir, precision), key,
+                s = read_json(os.path.join(rb.run_dir(precision_dir(workdir, precision), key,
                                                           seed), "summary.json"), None)
                 if s is None:
                     missing.append(f"{precision}/{key}-seed{seed}")
@@ -217,7 +217,7 @@ def build_table(recipe: rb.Recipe, scale: str, workdir: str, methods, precisions
     os.makedirs(output_dir, exist_ok=True)
     stem = os.path.join(output_dir, f"precision_cifar10_{scale}")
     write_text(stem + ".md", "\n".join(lines) + "\n")
-    rb._write_json(stem + ".json", {f"{p}/{k}-seed{s}": r for (p, k, s), r in found.items()})
+    write_json(stem + ".json", {f"{p}/{k}-seed{s}": r for (p, k, s), r in found.items()})
     print(f"Wrote {stem}.md ({len(found)} runs, {len(missing)} missing).")
     return stem + ".md"
 

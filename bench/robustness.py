@@ -42,7 +42,6 @@ How the `full` suite is run here (the same for every model):
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
 import time
@@ -51,13 +50,15 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
-from adt_tf.files import write_json, write_text
+from adt_tf.files import write_text
 from bench.runs import (
-    check_recorded_config,
     check_recorded_run,
     command_line,
     fail,
+    read_json,
     require_data,
+    restore_summary,
+    write_json,
 )
 from bench.variants import variant
 
@@ -292,7 +293,7 @@ def evaluation_finished(workdir: str, key: str, seed: int, norm: str = "linf") -
     """Whether the run has a summary with every attack of the suite, each run with the
     attack's present code (a summary that lacks an attack added later, or made with an attack
     changed since, is redone; what is still valid comes back from the cache)."""
-    summary = _read_json(os.path.join(run_dir(workdir, key, seed), "summary.json"), None)
+    summary = read_json(os.path.join(run_dir(workdir, key, seed), "summary.json"), None)
     return (summary is not None and all(a in summary["attacks"] for a in all_attacks(norm))
             and summary.get("attack_code") == attack_code_versions(norm))
 
@@ -346,11 +347,11 @@ def train(recipe: Recipe, key: str, seed: int, data: str, workdir: str, verbose:
     print(f"[train] {label}, seed {seed} -> {d}", flush=True)
     timing_path = os.path.join(d, "timing.json")
     os.makedirs(d, exist_ok=True)
-    spent = _read_json(timing_path, {}).get("train_seconds", 0.0)
+    spent = read_json(timing_path, {}).get("train_seconds", 0.0)
     t0 = time.perf_counter()
     report = run_training(config)
     spent += time.perf_counter() - t0
-    _write_json(timing_path, {"train_seconds": spent})
+    write_json(timing_path, {"train_seconds": spent})
     print(f"[train] {label}, seed {seed}: {spent / 60:.1f} min; clean "
           f"{100 * report['clean_accuracy']:.2f}%, PGD-20 {100 * report['pgd20_accuracy']:.2f}%"
           f" on {report['num_examples']} test inputs", flush=True)
@@ -372,7 +373,7 @@ def evaluate_run(recipe: Recipe, key: str, seed: int, all_seeds: list[int], data
     check_recorded_run(d, train_config(recipe, key, seed, data, workdir), "bench.robustness")
     if evaluation_finished(workdir, key, seed, recipe.norm):
         print(f"[eval] {label}, seed {seed}: finished earlier, kept.")
-        return _read_json(summary_path, None)
+        return read_json(summary_path, None)
     path = classifier_path(workdir, key, seed)
     source_seed = _source_seed(seed, all_seeds)
     source = None
@@ -414,7 +415,7 @@ def evaluate_run(recipe: Recipe, key: str, seed: int, all_seeds: list[int], data
     summary["attack_code"] = attack_code_versions(recipe.norm)
     # What was trained, so that a later --restore_from can check it is the recipe's run.
     summary["run_config"] = read_record(d).to_dict()
-    _write_json(summary_path, summary)
+    write_json(summary_path, summary)
     print(f"[eval] {label}, seed {seed}: clean {100 * summary['clean']:.2f}%, A_rob "
           f"{100 * summary['a_rob_main']:.2f}% ({summary['num_examples']} inputs, without "
           f"{'/'.join(subset_attacks)}), {100 * summary['a_rob_subset']:.2f}% (all attacks, "
@@ -454,7 +455,7 @@ def summarize(main, stages: dict, m: int, key: str, seed: int, source_seed: int 
                 "inputs": n if stem == "late" else m, "stage": stem}
         if stem == "late":
             after_late = robust.copy()
-    timing = _read_json(os.path.join(d, "timing.json"), {})
+    timing = read_json(os.path.join(d, "timing.json"), {})
     return {
         "method": key, "seed": seed, "transfer_source_seed": source_seed,
         "num_examples": n, "subset_examples": m, "clean": main.clean_accuracy,
@@ -501,28 +502,23 @@ def restore_summaries(path: str, recipe: Recipe, workdir: str, methods: list[str
     configuration (`run_config`) is not the recipe's, is refused (ValueError naming the field
     and both values); an entry written before runs recorded it is restored as it is, and the
     table says so."""
-    with open(path) as f:
-        previous = json.load(f)
+    previous = read_json(path, {})
     restored = []
     for key in methods:
         for seed in seeds:
-            entry = previous.get(f"{key}-seed{seed}")
-            target = os.path.join(run_dir(workdir, key, seed), "summary.json")
-            if entry is None or os.path.exists(target):
+            name = f"{key}-seed{seed}"
+            entry = previous.get(name)
+            if entry is None or os.path.exists(
+                    os.path.join(run_dir(workdir, key, seed), "summary.json")):
                 continue
             n, m = entry.get("num_examples"), entry.get("subset_examples")
             if n != recipe.eval_examples or m != min(recipe.subset_examples, n):
                 raise ValueError(
-                    f"{path}: {key}-seed{seed} was evaluated on {n} inputs (subset {m}); this "
+                    f"{path}: {name} was evaluated on {n} inputs (subset {m}); this "
                     f"recipe evaluates {recipe.eval_examples} (subset {recipe.subset_examples}).")
-            if "run_config" in entry:
-                check_recorded_config(
-                    entry["run_config"], train_config(recipe, key, seed, data, workdir),
-                    f"{path}: {key}-seed{seed} is",
-                    "restore it into the recipe it was run with, or run it again.")
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            _write_json(target, dict(entry, restored_from=os.path.basename(path)))
-            restored.append(f"{key}-seed{seed}")
+            if restore_summary(path, name, entry, run_dir(workdir, key, seed),
+                               train_config(recipe, key, seed, data, workdir)):
+                restored.append(name)
     if restored:
         print(f"Restored from {path}: {', '.join(restored)}.", flush=True)
     return restored
@@ -533,7 +529,7 @@ def collect(workdir: str, seeds: list[int], methods: list[str]) -> tuple[dict, l
     found, missing = {}, []
     for key in methods:
         for seed in seeds:
-            summary = _read_json(os.path.join(run_dir(workdir, key, seed), "summary.json"), None)
+            summary = read_json(os.path.join(run_dir(workdir, key, seed), "summary.json"), None)
             if summary is None:
                 missing.append(f"{key}-seed{seed}")
             else:
@@ -738,7 +734,7 @@ def build_table(recipe: Recipe, scale: str, workdir: str, seeds: list[int], meth
     os.makedirs(output_dir, exist_ok=True)
     stem = os.path.join(output_dir, f"robustness_cifar10_{scale}" + ("_l2" if l2 else ""))
     write_text(stem + ".md", "\n".join(lines))
-    _write_json(stem + ".json", {f"{k}-seed{s}": r for (k, s), r in found.items()})
+    write_json(stem + ".json", {f"{k}-seed{s}": r for (k, s), r in found.items()})
     plot(found, seeds, methods, stem + ".png", n, m, scale, recipe.epsilon_text)
     print(f"Written {stem}.md, .json, .png")
     return stem + ".md"
@@ -750,7 +746,7 @@ def restored_check(workdir: str, found: dict) -> str:
     report) equals the evaluated one's, i.e. whether the seeded training reproduced it."""
     same, differ = [], []
     for (key, seed), summary in sorted(found.items()):
-        report = _read_json(os.path.join(run_dir(workdir, key, seed), "report.json"), None)
+        report = read_json(os.path.join(run_dir(workdir, key, seed), "report.json"), None)
         if not summary.get("restored_from") or report is None:
             continue
         if report.get("num_examples") != summary["num_examples"]:
@@ -806,18 +802,6 @@ def plot(found: dict, seeds: list[int], methods: list[str], path: str, n: int, m
 
 def _fmt(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _read_json(path: str, default):
-    if not os.path.exists(path):
-        return default
-    with open(path) as f:
-        return json.load(f)
-
-
-def _write_json(path: str, data) -> None:
-    # two processes (one per seed) write the same table: the writer's temporary is per pid
-    write_json(path, data, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))
 
 
 def main(argv):

@@ -11,9 +11,12 @@ benchmark would train and compares the two with the library's one comparison
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from typing import Any, NoReturn
+
+from adt_tf.files import write_json as _atomic_write_json
 
 #: What may differ between a kept run and the one asked for: where it lives and how much it
 #: prints (not the epochs: a benchmark's finished run of other length is another run).
@@ -66,6 +69,40 @@ def check_recorded_config(recorded: Any, expected, where: str, remedy: str) -> N
 
 
 
+def read_json(path: str, default: Any) -> Any:
+    """A benchmark's JSON file (a run's summary, timing), or `default` if there is none."""
+    if not os.path.exists(path):
+        return default
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_json(path: str, data: Any) -> None:
+    """Writes a benchmark's JSON atomically (two processes, one per seed, may write the same
+    table: the writer's temporary is its own); NumPy values as lists."""
+    _atomic_write_json(path, data,
+                       default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))
+
+
+def restore_summary(results_path: str, name: str, entry: dict | None, run_dir: str,
+                    expected) -> bool:
+    """Restores one finished run of an earlier sitting: writes `run_dir/summary.json` from
+    `entry` (the run's entry in a committed results JSON, named `name` there) unless the
+    entry is missing or the folder already has a summary. An entry that records its training
+    configuration (`run_config`) must describe `expected` (a `RunConfig`), else
+    `RunMismatchError` naming each setting that differs; an entry without one is restored as
+    it is, marked (`restored_from`) so that the table can say so. Returns whether it wrote."""
+    target = os.path.join(run_dir, "summary.json")
+    if entry is None or os.path.exists(target):
+        return False
+    if "run_config" in entry:
+        check_recorded_config(entry["run_config"], expected, f"{results_path}: {name} is",
+                              "restore it into the recipe it was run with, or run it again.")
+    os.makedirs(run_dir, exist_ok=True)
+    write_json(target, dict(entry, restored_from=os.path.basename(results_path)))
+    return True
+
+
 def fail(benchmark: str, message: str) -> NoReturn:
     """One line, exit 2 (as the commands end on bad input)."""
     print(f"{benchmark}: error: {message}", file=sys.stderr)
@@ -99,4 +136,5 @@ def command_line(module: str, argv: list[str] | None = None) -> str:
 
 
 __all__ = ["KEEP_RESUMABLE", "RunMismatchError", "check_recorded_config", "check_recorded_run",
-           "command_line", "fail", "require_data"]
+           "command_line", "fail", "read_json", "require_data", "restore_summary",
+           "write_json"]

@@ -35,6 +35,18 @@ def make_tiny_images(n: int = 64, size: int = 16, channels: int = 3, num_classes
     return x.astype("float32"), y
 
 
+def random_npz_dataset(folder, n_train: int, n_test: int, size: int = 32) -> str:
+    """A dataset folder as `--data` / `npz:` name it (train.npz and test.npz; uint8 images of
+    size x size x 3 drawn at random, labels 0..9 in turn), for what reads a dataset's shape
+    and size but learns nothing from it (records resolved against it, bad-input checks)."""
+    rng = np.random.default_rng(0)
+    os.makedirs(folder, exist_ok=True)
+    for split, n in (("train", n_train), ("test", n_test)):
+        np.savez(os.path.join(folder, f"{split}.npz"), y=np.arange(n) % 10,
+                 x=rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8))
+    return str(folder)
+
+
 def tiny_classifier(input_shape=(16, 16, 3), num_classes: int = 10, **kwargs):
     """A SmallCNN narrow enough for fast CPU tests (and fast XLA compilation)."""
     from adt_tf.models import build_model

@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
 from bench import overfitting as bo
+from tests.helpers import random_npz_dataset
 
 
 def _summary(key, seed, ema, best_aa, last_aa, best_epoch=22):
@@ -72,20 +75,64 @@ def test_curve_row_reads_the_peak_and_the_train_test_gaps():
     assert row == "| pgd_at-seed0 | 30.0 (3) | 21.0 | 61.0 | +40.0 | +2.0 |"
 
 
-def test_verdict_when_neither_overfits_and_with_ema():
+def test_verdict_compares_each_method_with_at_pgd_and_with_ema():
     found = {("pgd_at", s, False): _summary("pgd_at", s, False, 0.26, 0.255) for s in (0, 1)}
     found.update({("adt_exp", s, False): _summary("adt_exp", s, False, 0.25, 0.25)
                   for s in (0, 1)})
     found[("pgd_at", 0, True)] = _summary("pgd_at", 0, True, 0.24, 0.23)
     text = bo.verdict(found, ["pgd_at", "adt_exp"], 500)
-    assert "Neither method overfits robustly" in text
+    assert "AT_PGD: best - last AutoAttack +0.5 points" in text
+    assert "ADT_EXP against AT_PGD: the gap differs by -0.5 points, within" in text
     assert "AT_PGD with EMA (seed 0): best - last +1.0 points; without it +0.5." in text
     assert "last checkpoint 23.0% with EMA against 25.5% without" in text
-    assert len(text.splitlines()) == 4  # one line per statement
-    found[("pgd_at", 0, False)] = _summary("pgd_at", 0, False, 0.30, 0.20)
-    found[("pgd_at", 1, False)] = _summary("pgd_at", 1, False, 0.31, 0.21)
-    found[("adt_exp", 0, False)] = _summary("adt_exp", 0, False, 0.30, 0.22)
-    found[("adt_exp", 1, False)] = _summary("adt_exp", 1, False, 0.30, 0.22)
-    text = bo.verdict(found, ["pgd_at", "adt_exp"], 500)
-    assert "Neither" not in text
-    assert "Both overfit; the gaps differ by 2.0 points, within" in text
+    assert "Best at its best checkpoint: AT_PGD, AutoAttack 26.0%" in text
+    assert "1.0 points above ADT_EXP, within" in text  # 2 * 3.9 points of sampling error
+    assert len(text.splitlines()) == 5  # one line per statement
+    # AT_PGD overfits by 10 points on both seeds, AWP-AT by 1: less, beyond spread and error
+    found = {("pgd_at", s, False): _summary("pgd_at", s, False, 0.30 + s / 100, 0.20 + s / 100)
+             for s in (0, 1)}
+    found.update({("awp_at", s, False): _summary("awp_at", s, False, 0.40, 0.39)
+                  for s in (0, 1)})
+    text = bo.verdict(found, ["pgd_at", "awp_at"], 500)
+    assert "AT_PGD: best - last AutoAttack +10.0 points" in text
+    assert "robust overfitting beyond seed spread" in text
+    assert ("AWP-AT against AT_PGD: the gap differs by -9.0 points, so AWP-AT overfits less "
+            "than AT_PGD beyond the seed spread") in text
+    assert "Best at its best checkpoint: AWP-AT, AutoAttack 40.0% (seeds 40.0, 40.0)" in text
+    assert "9.5 points above AT_PGD, beyond" in text
+    assert "Order: AWP-AT 40.0% > AT_PGD 30.5%." in text
+
+
+def test_restore_takes_a_committed_runs_summary_and_refuses_another_recipes(tmp_path):
+    """--restore_from: a finished run of an earlier sitting is taken from the committed JSON
+    (checked against the recipe), only where the workdir lacks it."""
+    from adt_tf.training.resolve import resolve
+
+    data = random_npz_dataset(tmp_path / "cifar10", 2000, 500)
+
+    def record(seed):  # the record (config.json) run_training writes for the recipe's run
+        config = bo.train_config(recipe, "pgd_at", seed, False, data, str(tmp_path / "old"))
+        return json.loads(json.dumps(resolve(config).to_dict()))
+
+    recipe = bo.Recipe()
+    entry = dict(_summary("pgd_at", 0, False, 0.26, 0.2), run_config=record(0))
+    results = tmp_path / "overfitting_cifar10_cpu.json"
+    results.write_text(json.dumps({"pgd_at-seed0": entry}))
+    workdir = tmp_path / "runs"
+    restored = bo.restore_runs(str(results), recipe, str(workdir), ["pgd_at"], [0, 1], data)
+    assert restored == ["pgd_at-seed0"]
+    kept = json.loads((workdir / "pgd_at-seed0" / "summary.json").read_text())
+    assert kept["restored_from"] == results.name and kept["last"]["autoattack"] == 0.2
+    assert bo.restore_runs(str(results), recipe, str(workdir), ["pgd_at"], [0], data) == []
+    table = open(bo.build_table(recipe, str(workdir), [0], ["pgd_at"], str(tmp_path / "out"),
+                                "cmd", data)).read()
+    assert "results JSON (`--restore_from`), checked against this recipe: pgd_at-seed0" in table
+    # another seed's record under this name, or another count of test inputs: refused
+    results.write_text(json.dumps({"pgd_at-seed0": dict(entry, run_config=record(1))}))
+    with pytest.raises(ValueError, match=r"pgd_at-seed0 is another run .*run\.seed"):
+        bo.restore_runs(str(results), recipe, str(tmp_path / "fresh"), ["pgd_at"], [0], data)
+    entry["last"]["num_examples"] = 100
+    results.write_text(json.dumps({"pgd_at-seed0": entry}))
+    with pytest.raises(ValueError, match=r"evaluated on \[100, 500\] test inputs"):
+        bo.restore_runs(str(results), recipe, str(tmp_path / "fresh"), ["pgd_at"], [0], data)
+

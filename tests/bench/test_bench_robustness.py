@@ -11,6 +11,7 @@ import pytest
 
 from adt_tf.evaluation.report import AttackResult, EvaluationResult
 from bench import robustness as rb
+from tests.helpers import random_npz_dataset
 
 
 def _result(per_example: dict[str, np.ndarray], names, mode: str) -> EvaluationResult:
@@ -241,16 +242,6 @@ def test_restore_refuses_another_number_of_inputs(tmp_path):
                              [0])
 
 
-def _data(folder) -> str:
-    """A tiny CIFAR-shaped dataset of files (32 x 32 RGB, 10 classes) in `folder`: what
-    `--data` names (the runs' records are resolved against it)."""
-    rng = np.random.default_rng(0)
-    os.makedirs(folder)
-    for split, n in (("train", 40), ("test", 20)):
-        np.savez(os.path.join(folder, f"{split}.npz"),
-                 x=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), y=np.arange(n) % 10)
-    return str(folder)
-
 
 def _with(recipe, changes):
     """`recipe` with its training config's settings `changes` (dotted paths) replaced."""
@@ -276,7 +267,7 @@ def test_restore_checks_the_recorded_training_configuration(tmp_path):
     checked."""
     from tests.helpers import flat_record
 
-    workdir, data = str(tmp_path / "runs"), _data(tmp_path / "cifar10")
+    workdir, data = str(tmp_path / "runs"), random_npz_dataset(tmp_path / "cifar10", 40, 20)
     recipe = rb.RECIPES["cpu"]
     recorded = _record(recipe, "pgd_at", 0, data, workdir)
     normalized = _record(recipe, "pgd_at", 0, data, workdir, {"data.normalize": True})
@@ -361,8 +352,8 @@ def test_a_finished_run_of_other_settings_is_refused_not_kept(tmp_path, capsys):
     and seed: refused naming the field, never "finished earlier, kept" (issue 28 point 1)."""
     from bench.runs import RunMismatchError
 
-    workdir, data = str(tmp_path / "runs"), _data(tmp_path / "cifar10")
-    other = _data(tmp_path / "other")
+    workdir, data = str(tmp_path / "runs"), random_npz_dataset(tmp_path / "cifar10", 40, 20)
+    other = random_npz_dataset(tmp_path / "other", 40, 20)
     linf = rb.RECIPES["cpu"]
     _finished_run(workdir, linf, "pgd_at", 0, data)
     rb.train(linf, "pgd_at", 0, data, workdir, verbose=0)  # the same run: kept
@@ -384,7 +375,7 @@ def test_a_run_of_the_earlier_algorithms_is_refused_too(tmp_path):
     from bench.runs import RunMismatchError, check_recorded_run
 
     recipe = rb.RECIPES["cpu"]
-    data = _data(tmp_path / "d")
+    data = random_npz_dataset(tmp_path / "d", 40, 20)
     d = _finished_run(str(tmp_path / "runs"), recipe, "trades", 1, data)
     with open(os.path.join(d, "config.json")) as f:
         recorded = json.load(f)
