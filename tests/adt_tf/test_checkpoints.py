@@ -125,11 +125,23 @@ def test_the_best_checkpoint_is_the_epoch_of_the_highest_robust_accuracy(tmp_pat
     assert read_best(str(tmp_path))["epoch"] == 3
     kept = keras.saving.load_model(str(tmp_path / "best.keras"))
     np.testing.assert_array_equal(kept.get_layer("d").kernel.numpy(), 3.0)
-    # A kill between the record's rename and the model's: the model's rename is finished.
+    # A kill after the pending record was written, before the model's rename: the commit
+    # is finished (the model renamed, then the record).
     os.replace(tmp_path / "best.keras", tmp_path / "best.keras.tmp.keras")
+    os.replace(tmp_path / "best.json", tmp_path / "best.json.pending")
     BestCheckpoint(str(tmp_path)).on_train_begin()
     assert os.path.exists(tmp_path / "best.keras")
+    assert read_best(str(tmp_path))["epoch"] == 3
     assert not os.path.exists(tmp_path / "best.keras.tmp.keras")
+    assert not os.path.exists(tmp_path / "best.json.pending")
+    # A kill while a new best was being saved (no pending record yet): the temporary model,
+    # possibly torn, is removed; the earlier best and its record stay.
+    (tmp_path / "best.keras.tmp.keras").write_bytes(b"torn")
+    BestCheckpoint(str(tmp_path)).on_train_begin()
+    assert not os.path.exists(tmp_path / "best.keras.tmp.keras")
+    assert read_best(str(tmp_path))["epoch"] == 3
+    kept = keras.saving.load_model(str(tmp_path / "best.keras"))
+    np.testing.assert_array_equal(kept.get_layer("d").kernel.numpy(), 3.0)
 
 
 @pytest.mark.slow
