@@ -101,8 +101,10 @@ class Cluster:
 
 
 def optimizer_steps(backup_dir):
-    """The optimizer's iteration counter stored in a BackupAndRestore weights file."""
-    with h5py.File(os.path.join(backup_dir, "latest.weights.h5"), "r") as f:
+    """The optimizer's iteration counter in the weights file the backup's metadata names."""
+    with open(os.path.join(backup_dir, "training_metadata.json")) as f:
+        name = json.load(f)["weights"]
+    with h5py.File(os.path.join(backup_dir, name), "r") as f:
         return int(f["optimizer/vars/0"][()])
 
 
