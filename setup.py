@@ -37,10 +37,11 @@ setup(
         # fast set runs on two processes (-n 2 --dist loadfile, the README's command);
         # pytest-randomly: every run takes the tests in a random order, its seed printed in
         # the header (-p no:randomly for the file order, --randomly-seed=N to replay one).
+        # import-linter: the package's layers (.importlinter, tests/test_layers.py).
         "test": ["pytest>=7", "pytest-xdist>=3", "pytest-randomly>=3.15", "scipy",
-                 "adversarial-robustness-toolbox>=1.17"],
+                 "adversarial-robustness-toolbox>=1.17", "import-linter>=2"],
         "dev": ["pytest>=7", "pytest-xdist>=3", "pytest-randomly>=3.15", "scipy",
-                "adversarial-robustness-toolbox>=1.17", "ruff"],
+                "adversarial-robustness-toolbox>=1.17", "import-linter>=2", "ruff"],
         "reference": ["adversarial-robustness-toolbox>=1.17"],
     },
     entry_points={

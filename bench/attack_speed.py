@@ -27,9 +27,9 @@ import numpy as np
 import tensorflow as tf
 
 from adt_tf import data as data_lib
+from adt_tf.core.files import write_text
 from adt_tf.evaluation import correct_under_attack, environment, fit_amortized_adversary
 from adt_tf.evaluation.suites import CATALOGUE
-from adt_tf.files import write_text
 from adt_tf.models import build_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -30,7 +30,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from adt_tf.files import write_json, write_text
+from adt_tf.core.files import write_json, write_text
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DATA = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "cifar10"))
@@ -209,8 +209,8 @@ def main(argv) -> None:
     if FLAGS.threads:
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
     from adt_tf import data as data_lib
+    from adt_tf.artifacts.loading import file_id, load_classifier, resolve_model_path
     from adt_tf.evaluation import environment
-    from adt_tf.loading import file_id, load_classifier, resolve_model_path
 
     if not FLAGS.models:
         sys.exit("bench.crosscheck: --models needs at least one NAME=PATH.")

@@ -24,7 +24,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from adt_tf.files import write_json, write_text
+from adt_tf.core.files import write_json, write_text
 from bench.runs import check_recorded_run, command_line, require_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -243,8 +243,8 @@ def main(argv):
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
     require_data(FLAGS.data, "bench.diversity")
     from adt_tf import data as data_lib
-    from adt_tf.loading import load_classifier
-    from adt_tf.threat import resolve_threat
+    from adt_tf.artifacts.loading import load_classifier
+    from adt_tf.data import resolve_threat
 
     report, config = train_model(FLAGS.data, FLAGS.workdir)
     classifier = load_classifier(os.path.join(FLAGS.workdir, "classifier.keras"))

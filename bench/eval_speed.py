@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from adt_tf.files import write_json, write_text
+from adt_tf.core.files import write_json, write_text
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "cifar10"))
@@ -42,9 +42,9 @@ def child(args) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     import adt_tf
     from adt_tf import data as data_lib
+    from adt_tf.artifacts.loading import load_classifier
+    from adt_tf.data import resolve_threat
     from adt_tf.evaluation import evaluate
-    from adt_tf.loading import load_classifier
-    from adt_tf.threat import resolve_threat
 
     classifier = load_classifier(args.model)
     splits = data_lib.load(f"npz:{args.data}", max_test_examples=args.num_examples)

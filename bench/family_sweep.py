@@ -23,7 +23,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from adt_tf.files import write_json, write_text
+from adt_tf.core.files import write_json, write_text
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS
@@ -47,7 +47,7 @@ def fit(classifier, x, y, family, seed: int) -> dict:
     """The inner problem on every batch, with the training settings; the batch means."""
     import tensorflow as tf
 
-    from adt_tf.inner_maximization import explicit_inner_maximization, sample_inputs
+    from adt_tf.adt.inner_maximization import explicit_inner_maximization, sample_inputs
     from adt_tf.threat import LinfBall
 
     threat = LinfBall(8 / 255)
@@ -90,8 +90,8 @@ def main(argv):
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
     from adt_tf import data as data_lib
-    from adt_tf.families import GaussianFamily
-    from adt_tf.loading import load_classifier
+    from adt_tf.adt.families import GaussianFamily
+    from adt_tf.artifacts.loading import load_classifier
 
     classifier = load_classifier(FLAGS.model)
     splits = data_lib.load(f"npz:{FLAGS.data}", max_train_examples=FLAGS.num_examples)

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
-from adt_tf.files import write_text
+from adt_tf.core.files import write_text
 from bench import robustness as rb
 from bench.runs import (
     check_recorded_run,
@@ -149,7 +149,7 @@ def monitors(config, data: str):
     import numpy as np
 
     from adt_tf import data as data_lib
-    from adt_tf.checkpoints import RobustAccuracyCallback
+    from adt_tf.training.callbacks import RobustAccuracyCallback
     from adt_tf.training.resolve import resolve
 
     splits = data_lib.load(f"npz:{data}", max_train_examples=config.data.max_train_examples)
@@ -169,9 +169,9 @@ def train_and_evaluate(recipe: Recipe, key: str, seed: int, ema: bool, data: str
                        workdir: str) -> dict[str, Any]:
     """Trains (or resumes) one run, then AutoAttack on its last and best checkpoints."""
     from adt_tf import data as data_lib
+    from adt_tf.artifacts.loading import file_id, load_classifier
+    from adt_tf.data import resolve_threat
     from adt_tf.evaluation import evaluate
-    from adt_tf.loading import file_id, load_classifier
-    from adt_tf.threat import resolve_threat
     from adt_tf.training.run import run_training
 
     config = train_config(recipe, key, seed, ema, data, workdir)

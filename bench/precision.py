@@ -3,8 +3,8 @@
 Trains AT_PGD and ADT_EXP with the CPU recipe of `bench.robustness` (the same recipe, data and
 method settings as the robustness table) twice per seed: under float32 and under the mixed
 policy (`--mixed_precision`: bfloat16 compute on CPU, float16 with loss scaling on GPU; the
-inner maximisation's mu, v, entropy and x + delta stay float32, see `adt_tf.precision`).
-Every model is then evaluated **in float32** (`adt_tf.precision.float32_copy`: the function
+inner maximisation's mu, v, entropy and x + delta stay float32, see `adt_tf.core.precision`).
+Every model is then evaluated **in float32** (`adt_tf.core.precision.float32_copy`: the function
 its weights define, without the rounding of low-precision activations, which could blunt the
 gradient attacks and flatter the mixed models) on the first `eval_examples` test images:
 clean, PGD-20 (every clean-correct input) and the standard `autoattack` suite (APGD-CE,
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
-from adt_tf.files import write_text
+from adt_tf.core.files import write_text
 from bench import robustness as rb
 from bench.runs import command_line, fail, read_json, require_data, write_json
 
@@ -71,10 +71,10 @@ def evaluate_run(recipe: rb.Recipe, key: str, seed: int, data: str, workdir: str
                  verbose: int) -> dict[str, Any]:
     """Clean, PGD-20 and the autoattack suite in float32 on one model; stores summary.json."""
     from adt_tf import data as data_lib
+    from adt_tf.artifacts.loading import file_id, load_classifier
+    from adt_tf.core.precision import float32_copy
+    from adt_tf.data import resolve_threat
     from adt_tf.evaluation import evaluate
-    from adt_tf.loading import file_id, load_classifier
-    from adt_tf.precision import float32_copy
-    from adt_tf.threat import resolve_threat
 
     d = rb.run_dir(workdir, key, seed)
     summary_path = os.path.join(d, "summary.json")
@@ -161,8 +161,8 @@ def build_table(recipe: rb.Recipe, scale: str, workdir: str, methods, precisions
         "- float32: every tensor float32. mixed: `--mixed_precision` (`mixed_bfloat16` on "
         "CPU, `mixed_float16` with loss scaling on GPU): the classifier computes in the low "
         "precision with float32 weights and float32 logits; ADT's mu, v, entropy, the "
-        "perturbed inputs and every loss stay float32 (`adt_tf/precision.py`).",
-        "- Every model is evaluated in float32 (`adt_tf.precision.float32_copy`), on the "
+        "perturbed inputs and every loss stay float32 (`adt_tf/core/precision.py`).",
+        "- Every model is evaluated in float32 (`adt_tf.core.precision.float32_copy`), on the "
         f"first {n} test images: PGD-20 (epsilon 8/255, step 2/255, random start) on every "
         "clean-correct input; AutoAttack: the standard `autoattack` suite (APGD-CE, APGD-T "
         "with 9 targets, FAB-T with 9 targets, Square with 5,000 queries), each on the inputs "
@@ -244,7 +244,7 @@ def main(argv):
         import tensorflow as tf
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
-    from adt_tf.precision import native_reduced_precision
+    from adt_tf.core.precision import native_reduced_precision
 
     native, reason = native_reduced_precision()
     hardware = f"{'native' if native else 'not native'} ({reason})"

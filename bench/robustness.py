@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
-from adt_tf.files import write_text
+from adt_tf.core.files import write_text
 from bench.runs import (
     check_recorded_run,
     command_line,
@@ -362,9 +362,9 @@ def evaluate_run(recipe: Recipe, key: str, seed: int, all_seeds: list[int], data
                  workdir: str, verbose: int, wait_minutes: int) -> dict[str, Any]:
     """The full suite on one trained model; returns (and stores) its summary."""
     from adt_tf import data as data_lib
+    from adt_tf.artifacts.loading import file_id, load_classifier
+    from adt_tf.data import resolve_threat
     from adt_tf.evaluation import evaluate
-    from adt_tf.loading import file_id, load_classifier
-    from adt_tf.threat import resolve_threat
     from adt_tf.training.record import read_record
 
     _, label, _, _ = method_spec(key)
@@ -616,7 +616,7 @@ def build_table(recipe: Recipe, scale: str, workdir: str, seeds: list[int], meth
         + ("AT_PGD 10 steps of epsilon / 4 = 0.125 (normalised gradient) with a uniform "
            "start in the ball; TRADES beta 6, 10 steps of 0.125; ADT_EXP T = 7, k = 5, Adam lr "
            "0.3, lambda 0.01, the radial distribution onto the L2 ball "
-           "(`adt_tf.bijectors.RadialTanh`), "
+           "(`adt_tf.threat.bijectors.RadialTanh`), "
            if l2 else "AT_PGD 10 steps of 2/255 with random start, trained on the last "
            "iterate (Madry et al.'s); TRADES beta 6, 10 steps of 0.007 from x + 0.001 N(0, I), "
            "three training-mode forwards per step (the reference's); ADT_EXP T = 7, k = 5, "

@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Any, NoReturn
 
-from adt_tf.files import write_json as _atomic_write_json
+from adt_tf.core.files import write_json as _atomic_write_json
 
 #: What may differ between a kept run and the one asked for: where it lives and how much it
 #: prints (not the epochs: a benchmark's finished run of other length is another run).

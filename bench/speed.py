@@ -48,8 +48,8 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
+from adt_tf.core.files import write_text
 from adt_tf.evaluation.suites import parse_overrides
-from adt_tf.files import write_text
 from adt_tf.methods import METHODS, StandardTraining
 from adt_tf.models import build_model
 from bench.variants import VARIANTS, Variant

@@ -21,7 +21,7 @@ import time
 
 from absl import app, flags
 
-from adt_tf.files import write_text
+from adt_tf.core.files import write_text
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS

@@ -20,7 +20,7 @@ import time
 
 from absl import app, flags
 
-from adt_tf.files import write_text
+from adt_tf.core.files import write_text
 from bench import overfitting as bo
 from bench import robustness as rb
 from bench.runs import require_data
@@ -36,7 +36,7 @@ def measure(key: str, data: str, attack: str) -> dict[str, list[float]]:
 
     import keras
 
-    from adt_tf import checkpoints
+    from adt_tf.training.callbacks import robust_accuracy
     from adt_tf.training.config import override
     from adt_tf.training.run import run_training
 
@@ -49,7 +49,7 @@ def measure(key: str, data: str, attack: str) -> dict[str, list[float]]:
         def on_epoch_end(self, epoch, logs=None):
             times["epoch"].append(time.perf_counter() - self.started)
 
-    original = checkpoints.RobustAccuracyCallback.evaluate
+    original = robust_accuracy.RobustAccuracyCallback.evaluate
 
     def timed(callback):
         started = time.perf_counter()
@@ -63,11 +63,11 @@ def measure(key: str, data: str, attack: str) -> dict[str, list[float]]:
     config = override(bo.train_config(recipe, key, 0, False, data, workdir), {
         "optim.epochs": 2, "report.eval_examples": 100, "validation.attack": attack,
         "run.verbose": 0})
-    checkpoints.RobustAccuracyCallback.evaluate = timed
+    robust_accuracy.RobustAccuracyCallback.evaluate = timed
     try:
         run_training(config, monitors=(EpochTimer(),))
     finally:
-        checkpoints.RobustAccuracyCallback.evaluate = original
+        robust_accuracy.RobustAccuracyCallback.evaluate = original
         shutil.rmtree(workdir, ignore_errors=True)
     return times
 

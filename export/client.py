@@ -27,7 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from adt_tf.serving_contract import BYTES_INPUT, BYTES_SIGNATURE, DEFAULT_SIGNATURE, IMAGES_INPUT
+from adt_tf.artifacts.serving_contract import (
+    BYTES_INPUT,
+    BYTES_SIGNATURE,
+    DEFAULT_SIGNATURE,
+    IMAGES_INPUT,
+)
 
 REST_PORT = 8501
 GRPC_PORT = 8500

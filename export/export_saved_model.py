@@ -98,7 +98,7 @@ def main(argv):
     except ValueError as err:
         cli.fail(COMMAND, err)
     cli.import_tensorflow()
-    from adt_tf.interrupts import interruptible
+    from adt_tf.core.interrupts import interruptible
     from export.verify import VerificationError
 
     try:

@@ -32,9 +32,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from adt_tf import checks
-from adt_tf import serving_contract as names
-from adt_tf.files import write_json
+from adt_tf.artifacts import serving_contract as names
+from adt_tf.core import checks
+from adt_tf.core.files import write_json
 from export import serving_config, sources, verify, warmup
 from export.signatures import ServingModule
 

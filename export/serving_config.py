@@ -22,7 +22,7 @@ import contextlib
 import fcntl
 import os
 
-from adt_tf.serving_contract import MODELS_CONFIG
+from adt_tf.artifacts.serving_contract import MODELS_CONFIG
 
 DEFAULT_SERVING_ROOT = "/models"
 

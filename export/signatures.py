@@ -41,7 +41,7 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
-from adt_tf.serving_contract import (
+from adt_tf.artifacts.serving_contract import (
     BYTES_INPUT,
     BYTES_SIGNATURE,
     DEFAULT_SIGNATURE,

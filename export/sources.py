@@ -19,8 +19,8 @@ import numpy as np
 import tensorflow as tf
 
 from adt_tf import data as data_lib
-from adt_tf import loading
-from adt_tf.loading import CLASSIFIER_FILE
+from adt_tf.artifacts import loading
+from adt_tf.training.workdir import BEST_FILE, CLASSIFIER_FILE, REPORT_FILE
 
 
 @dataclasses.dataclass
@@ -54,7 +54,7 @@ def _read_json(path: str) -> dict[str, Any] | None:
 
 def load_source(path: str, checkpoint: str | None = None) -> Source:
     """A `.keras` file or a training workdir -> `Source` (the bare classifier, loaded by
-    `adt_tf.loading`; a training method saved whole is unwrapped there).
+    `adt_tf.artifacts.loading`; a training method saved whole is unwrapped there).
 
     Raises:
         ValueError: naming the path, if it holds no Keras classifier (a SavedModel is already
@@ -67,7 +67,7 @@ def load_source(path: str, checkpoint: str | None = None) -> Source:
     classifier = loading.load_classifier(model_path)
     if os.path.isdir(path):
         return Source(classifier, model_path, path, loading.workdir_record(path),
-                      _read_json(os.path.join(path, "report.json")))
+                      _read_json(os.path.join(path, REPORT_FILE)))
     return Source(classifier, model_path)
 
 
@@ -151,7 +151,7 @@ def workdir_card(source: Source) -> dict[str, Any]:
     card: dict[str, Any] = {"source_model": os.path.abspath(source.model_path)}
     if source.workdir:
         card["workdir"] = os.path.abspath(source.workdir)
-        best = os.path.basename(source.model_path) == loading.BEST_CLASSIFIER_FILE
+        best = os.path.basename(source.model_path) == BEST_FILE
         card["checkpoint"] = "best" if best else "last"
         if best and report.get("best"):  # the best epoch's own test accuracies
             card["best_epoch"] = report["best"]["epoch"]
@@ -170,7 +170,7 @@ def workdir_card(source: Source) -> dict[str, Any]:
     card["epsilon"] = setting(config and config.threat.epsilon, "epsilon")
     if card["epsilon"] is None and record is not None and card["dataset"]:
         # A flat record without a report: its epsilon was the dataset's default for the norm.
-        from adt_tf.threat import resolve_threat
+        from adt_tf.data import resolve_threat
 
         try:
             card["epsilon"] = resolve_threat(card["norm"] or "linf", None,
@@ -191,5 +191,5 @@ def workdir_card(source: Source) -> dict[str, Any]:
     return {k: v for k, v in card.items() if v is not None or k not in optional}
 
 
-__all__ = ["CLASSIFIER_FILE", "Source", "check_dataset_fits", "class_names_of", "fit_images",
+__all__ = ["Source", "check_dataset_fits", "class_names_of", "fit_images",
            "load_source", "real_images", "workdir_card"]

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from adt_tf import serving_contract as names
+from adt_tf.artifacts import serving_contract as names
 from adt_tf.data import as_unit_float
 
 RESULT_PREFIX = "VERIFICATION_RESULT "

@@ -14,7 +14,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from adt_tf import serving_contract as names
+from adt_tf.artifacts import serving_contract as names
 from export.client import grpc_request
 
 WARMUP_DIR = "assets.extra"

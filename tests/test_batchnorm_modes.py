@@ -11,11 +11,11 @@ import pytest
 import tensorflow as tf
 
 from adt_tf.attacks import ATTACKS
+from adt_tf.core.noise import RecordedNoise
 from adt_tf.evaluation import fit_amortized_adversary
 from adt_tf.methods import METHODS
 from adt_tf.methods.awp import perturbed_weights
-from adt_tf.noise import RecordedNoise
-from adt_tf.optimizers import make_optimizer
+from adt_tf.numerics.optimizers import make_optimizer
 from tests.adt_tf.attacks.test_attack_battery import EPS, small_settings
 from tests.helpers import ce_loss, make_tiny_images, tiny_classifier
 from tests.test_replicas import SETTINGS, PatternNoise

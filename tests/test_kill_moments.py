@@ -28,7 +28,7 @@ ARGS = ["--dataset=cifar10_sample", "--max_train_examples=96", "--eval_examples=
 KILLER = """
 import os, signal, sys
 import keras
-from adt_tf import files
+from adt_tf.core import files
 
 moment, count = os.environ["KILL_AT"], int(os.environ["KILL_CALL"])
 calls = {"n": 0}

@@ -23,14 +23,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from adt_tf.distributed import (
-    SharedBackupAndRestore,
-    WorkerRole,
-    make_strategy,
-    restored_epoch,
-    shard_by_data,
-    worker_role,
-)
+from adt_tf.training.callbacks import SharedBackupAndRestore, restored_epoch
+from adt_tf.training.strategies import WorkerRole, make_strategy, shard_by_data, worker_role
 from tests.helpers import ROOT
 
 EXAMPLES, BATCH = 64, 8

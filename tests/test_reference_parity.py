@@ -5,7 +5,7 @@
 step of the authors' PyTorch ADT_EXP, ADT_EXP-AM and ADT_IMP-AM on tiny inputs. These tests load
 the weights into the project's own networks, replay the draws through `RecordedNoise`, run the
 project's `ADTExp`, `ADTExpAM` and `ADTImpAM` training steps with the classifier optimiser that
-`adt-train` builds (`adt_tf.optimizers.make_optimizer`), and compare every recorded number.
+`adt-train` builds (`adt_tf.numerics.optimizers.make_optimizer`), and compare every recorded number.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from adt_tf.inner_maximization import explicit_inner_maximization
+from adt_tf.adt.inner_maximization import explicit_inner_maximization
+from adt_tf.core.noise import RecordedNoise
 from adt_tf.methods import ADTExp, ADTExpAM, ADTImpAM
-from adt_tf.noise import RecordedNoise
-from adt_tf.optimizers import make_optimizer
+from adt_tf.numerics.optimizers import make_optimizer
 from tests.helpers import DATA
 
 REFERENCE = os.path.join(DATA, "adt_reference.npz")

@@ -9,7 +9,8 @@ import pytest
 
 from adt_tf.training.config import RunConfig
 from adt_tf.training.record import RunRecord
-from adt_tf.training.run import run_training, workdir_lock
+from adt_tf.training.run import run_training
+from adt_tf.training.workdir import workdir_lock
 from tests.trainers.test_train_cli import run_cli
 
 TINY = dict(max_train_examples=32, batch_size=16, model_params={"width": 4}, eval_examples=16,
@@ -98,7 +99,7 @@ def test_a_flag_the_method_does_not_take_is_an_error(tmp_path):
 def test_an_output_folder_that_cannot_be_made_is_an_error_naming_its_flag(tmp_path):
     """Checked before the work starts (not after hours of attacks), by one helper."""
     from adt_tf.analysis.runner import AnalysisConfig, run_analyses
-    from adt_tf.checks import check_writable_dir
+    from adt_tf.core.checks import check_writable_dir
     from trainers.evaluate import run_evaluation
 
     blocker = tmp_path / "a_file"
@@ -240,12 +241,12 @@ def test_a_full_disk_during_checkpointing_exits_2_naming_the_file_and_the_rerun_
 
 
 def test_sigterm_is_handled_as_an_interrupt_with_one_line_and_exit_130(capsys):
-    """adt_tf.interrupts.interruptible: SIGTERM (what kill, a scheduler or a container stop
+    """adt_tf.core.interrupts.interruptible: SIGTERM (what kill, a scheduler or a container stop
     sends) ends the block like Ctrl-C, with the line saying what is kept, exit 130, and the
     previous SIGTERM handler back afterwards."""
     import signal
 
-    from adt_tf.interrupts import EXIT_INTERRUPTED, interruptible
+    from adt_tf.core.interrupts import EXIT_INTERRUPTED, interruptible
 
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(SystemExit) as stop:

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from adt_tf.core.noise import NoiseSource
 from adt_tf.methods import METHODS
-from adt_tf.noise import NoiseSource
-from adt_tf.optimizers import make_optimizer
+from adt_tf.numerics.optimizers import make_optimizer
 from tests.helpers import ce_loss, make_tiny_images, tiny_classifier
 
 

@@ -102,7 +102,7 @@ def main(argv):
         cli.fail(COMMAND, err)
     cli.import_tensorflow()
     from adt_tf.analysis.runner import format_summary, run_analyses
-    from adt_tf.interrupts import interruptible
+    from adt_tf.core.interrupts import interruptible
 
     try:
         with interruptible(COMMAND, "No file is left half-written: rerun the command."):

@@ -102,12 +102,13 @@ def run_evaluation(model: str, dataset: str | None = None, *, data_dir=None,
     A model from a training workdir is evaluated, unless told otherwise, on its run's
     dataset and under its run's threat model, as its record (config.json) states them.
     """
-    from adt_tf import checks
     from adt_tf import data as data_lib
+    from adt_tf.artifacts.loading import file_id, load_classifier, resolve_model_path, run_record
+    from adt_tf.core import checks
+    from adt_tf.data import resolve_threat
     from adt_tf.evaluation import evaluate
     from adt_tf.evaluation.suites import parse_overrides, resolve_suite
-    from adt_tf.loading import file_id, load_classifier, resolve_model_path, run_record
-    from adt_tf.threat import THREATS, resolve_threat
+    from adt_tf.threat import THREATS
 
     record = run_record(model) if os.path.exists(model) else None
     run = record.config if record is not None else None
@@ -164,7 +165,7 @@ def main(argv):
     except ValueError as err:
         cli.fail(COMMAND, err)
     cli.import_tensorflow()
-    from adt_tf.interrupts import interruptible
+    from adt_tf.core.interrupts import interruptible
 
     kept = (f"The attacks finished so far are cached in {os.path.join(FLAGS.out, 'cache')}: "
             "rerun the same command to resume from them.")

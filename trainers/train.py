@@ -70,9 +70,11 @@ def main(argv):
     except ValueError as err:
         cli.fail(COMMAND, err)
     cli.import_tensorflow()
-    from adt_tf.interrupts import interruptible
-    from adt_tf.precision import emulation_warning
+    from adt_tf.core.interrupts import interruptible
+    from adt_tf.core.precision import emulation_warning
     from adt_tf.training import run as run_lib
+    from adt_tf.training.callbacks import NonFiniteLossError
+    from adt_tf.training.report import format_report
 
     try:
         listing = arguments_help(config)
@@ -86,12 +88,12 @@ def main(argv):
                 "half-written): rerun the same command to resume.")
         with interruptible(COMMAND, kept):
             report = run_lib.run_training(config)
-    except (ValueError, run_lib.NonFiniteLossError, OSError) as err:
+    except (ValueError, NonFiniteLossError, OSError) as err:
         cli.fail(COMMAND, err)
     except run_lib.WorkerLostError as err:  # multi-worker: the cluster manager restarts it
         print(f"{COMMAND}: {err}", file=sys.stderr)
         sys.exit(EXIT_RESTART)
-    print(run_lib.format_report(report))
+    print(format_report(report))
 
 
 def run():

@@ -124,7 +124,7 @@ def main(argv):
         cli.unexpected_arguments(argv)
         config = config_from_flags()
         if FLAGS.retrain_best:  # checked now, not after the whole search
-            from adt_tf import checks
+            from adt_tf.core import checks
             checks.check_positive_int(FLAGS.retrain_epochs, "--retrain_epochs")
         if FLAGS.tuning_role != "single" or FLAGS["oracle_timeout"].present:
             import math
@@ -138,9 +138,11 @@ def main(argv):
     import grpc
 
     from adt_tf import tuning
-    from adt_tf.interrupts import interruptible
+    from adt_tf.core.interrupts import interruptible
+    from adt_tf.training.callbacks import NonFiniteLossError
     from adt_tf.training.config import override
-    from adt_tf.training.run import NonFiniteLossError, apply_threads, format_report, run_training
+    from adt_tf.training.report import format_report
+    from adt_tf.training.run import apply_threads, run_training
 
     try:
         apply_threads(config.compute)

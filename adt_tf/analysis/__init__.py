@@ -34,7 +34,7 @@ from adt_tf.analysis.plots import (
     plot_landscapes,
 )
 from adt_tf.analysis.runner import ANALYSES, AnalysisConfig, format_summary, run_analyses
-from adt_tf.loading import load_classifier, resolve_model_path
+from adt_tf.artifacts.loading import load_classifier, resolve_model_path
 
 __all__ = [
     "ANALYSES", "AnalysisConfig", "CurvatureResult", "DiversityResult", "LambdaPoint",

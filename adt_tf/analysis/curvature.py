@@ -23,9 +23,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from adt_tf import checks
+from adt_tf.core import checks
+from adt_tf.core.noise import as_seed
 from adt_tf.data import as_unit_float
-from adt_tf.noise import as_seed
 
 
 def _per_example_ce(logits, y):

@@ -24,13 +24,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from adt_tf import checks
+from adt_tf.adt.distributions import ExplicitAdversarialDistribution
+from adt_tf.adt.inner_maximization import explicit_inner_maximization, sample_inputs
 from adt_tf.attacks.common import misclassified
 from adt_tf.attacks.pgd import pgd
+from adt_tf.core import checks
+from adt_tf.core.noise import as_seed
 from adt_tf.data import as_unit_float
-from adt_tf.distributions import ExplicitAdversarialDistribution
-from adt_tf.inner_maximization import explicit_inner_maximization, sample_inputs
-from adt_tf.noise import as_seed
 from adt_tf.threat import Ball, as_threat
 
 

@@ -30,11 +30,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from adt_tf import checks
+from adt_tf.adt.inner_maximization import explicit_inner_maximization
 from adt_tf.attacks import get_attack
+from adt_tf.core import checks
 from adt_tf.data import as_unit_float
 from adt_tf.evaluation import correct_under_attack
-from adt_tf.inner_maximization import explicit_inner_maximization
 
 LAMBDA_COLUMNS = ("lambda", "entropy_weight")
 CLEAN_COLUMNS = ("clean_accuracy", "val_clean_accuracy", "clean acc", "clean")

@@ -23,10 +23,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from adt_tf import checks
+from adt_tf.core import checks
+from adt_tf.core.noise import as_seed
 from adt_tf.data import as_unit_float
-from adt_tf.losses import loss_and_grad, per_example_ce
-from adt_tf.noise import as_seed
+from adt_tf.numerics.losses import loss_and_grad, per_example_ce
 from adt_tf.threat import LinfBall
 
 

@@ -16,10 +16,10 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from adt_tf import checks
 from adt_tf.analysis.curvature import CurvatureResult
 from adt_tf.analysis.lambda_study import LambdaPoint
 from adt_tf.analysis.landscape import LandscapeResult
+from adt_tf.core import checks
 
 LANDSCAPE_KINDS = ("contour", "surface")
 EXP_COLOR, PGD_COLOR = "tab:red", "tab:blue"

@@ -16,15 +16,18 @@ from typing import Any
 
 import numpy as np
 
-from adt_tf import checks, loading
 from adt_tf import data as data_lib
 from adt_tf.analysis import lambda_study, plots
 from adt_tf.analysis.curvature import curvature_analysis
 from adt_tf.analysis.diversity import diversity_analysis
 from adt_tf.analysis.landscape import loss_grid
+from adt_tf.artifacts import loading
 from adt_tf.attacks import get_attack
-from adt_tf.files import write_json
-from adt_tf.threat import LinfBall, describe_budget, resolve_threat
+from adt_tf.core import checks
+from adt_tf.core.files import write_json
+from adt_tf.data import resolve_threat
+from adt_tf.evaluation.report import describe_budget
+from adt_tf.threat import LinfBall
 
 ANALYSES = ("diversity", "landscape", "curvature", "lambda")
 
@@ -36,7 +39,7 @@ class AnalysisConfig:
     Attributes:
         models: classifiers: `.keras` files or training workdirs.
         checkpoint: a workdir's "last" or "best" classifier (None: best when the run has a
-            validation split, `adt_tf.loading.default_checkpoint`).
+            validation split, `adt_tf.artifacts.loading.default_checkpoint`).
         dataset, data_dir: the data (its test split is used).
         num_examples: N, the first N test inputs.
         out: output folder.

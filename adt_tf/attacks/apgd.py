@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from adt_tf import checks
 from adt_tf.attacks.common import batch_shape, misclassified, select, target_classes
 from adt_tf.attacks.registry import register_attack
-from adt_tf.losses import get_loss, loss_and_grad, targeted_dlr_loss
-from adt_tf.noise import as_seed, fold
+from adt_tf.core import checks
+from adt_tf.core.noise import as_seed, fold
+from adt_tf.numerics.losses import get_loss, loss_and_grad, targeted_dlr_loss
 from adt_tf.threat import EVERY_NORM, Ball
 
 

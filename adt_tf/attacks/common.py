@@ -1,14 +1,14 @@
 """Pieces shared by the attacks: per-example predicates, target ranking, masked selection.
 
-Their per-example losses and input gradients live in `adt_tf.losses`, their seeds in
-`adt_tf.noise` (the layers above the attacks use those too).
+Their per-example losses and input gradients live in `adt_tf.numerics.losses`, their seeds in
+`adt_tf.core.noise` (the layers above the attacks use those too).
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
-from adt_tf import checks
+from adt_tf.core import checks
 
 
 def misclassified(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from adt_tf import checks
+from adt_tf.adt.families import GaussianFamily
+from adt_tf.adt.inner_maximization import explicit_inner_maximization, sample_inputs
 from adt_tf.attacks.common import misclassified
 from adt_tf.attacks.registry import register_attack
-from adt_tf.families import GaussianFamily
-from adt_tf.inner_maximization import explicit_inner_maximization, sample_inputs
-from adt_tf.losses import per_example_ce
-from adt_tf.noise import as_seed, fold
+from adt_tf.core import checks
+from adt_tf.core.noise import as_seed, fold
+from adt_tf.numerics.losses import per_example_ce
 from adt_tf.threat import EVERY_NORM, Ball
 
 
@@ -51,7 +51,7 @@ def exp_attack(classifier, x, y, threat: Ball, *, steps: int = 20, samples: int 
         classifier: logits model (called with training=False).
         x: clean inputs in [0, 1]; y: integer labels.
         threat: the budget: a threat model (`adt_tf.threat`; with
-            an `L2Ball` the distribution is the radial one, `adt_tf.bijectors.RadialTanh`).
+            an `L2Ball` the distribution is the radial one, `adt_tf.threat.bijectors.RadialTanh`).
         steps: T, inner ascent steps (20 for the attack; training uses 7).
         samples: k, Monte Carlo samples per step (10).
         entropy_weight: lambda of the inner objective (0.01, ADT's default).
@@ -60,9 +60,9 @@ def exp_attack(classifier, x, y, threat: Ball, *, steps: int = 20, samples: int 
         check_mode: also check x + f(mu), the image of the distribution's centre (f the
             distribution's bijector: epsilon tanh for L-infinity).
         gradients: 'accumulate' (the reference's inner loop, gradients never zeroed) or
-            'fresh' (`adt_tf.inner_maximization`).
+            'fresh' (`adt_tf.adt.inner_maximization`).
         family, rank, rows, factor_lr, factor_init: the distribution's Gaussian base
-            (`adt_tf.families.GaussianFamily`; 'diag', the paper's, by default): a richer
+            (`adt_tf.adt.families.GaussianFamily`; 'diag', the paper's, by default): a richer
             EXP attack with a low-rank or matrix-normal distribution, against any model.
         seed: int or stateless seed tensor.
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from adt_tf import checks
 from adt_tf.attacks.common import batch_shape, misclassified, select, target_classes
 from adt_tf.attacks.registry import register_attack
-from adt_tf.losses import loss_and_grad
-from adt_tf.noise import as_seed, fold
+from adt_tf.core import checks
+from adt_tf.core.noise import as_seed, fold
+from adt_tf.numerics.losses import loss_and_grad
 from adt_tf.threat import EVERY_NORM, Ball, L2Ball, LinfBall
 
 #: Newton iterations of the hyperplane projections before the sorted solution takes over.

@@ -7,11 +7,11 @@ import weakref
 import keras
 import tensorflow as tf
 
-from adt_tf import checks
 from adt_tf.attacks.common import misclassified, select
 from adt_tf.attacks.registry import register_attack
+from adt_tf.core import checks
+from adt_tf.core.noise import as_seed, fold
 from adt_tf.models.common import PENULTIMATE
-from adt_tf.noise import as_seed, fold
 from adt_tf.threat import Ball
 
 _FEATURE_MODELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

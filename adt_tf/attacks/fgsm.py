@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from adt_tf import checks
 from adt_tf.attacks.registry import register_attack
-from adt_tf.losses import get_loss, loss_and_grad
-from adt_tf.noise import DEFAULT_NOISE, NoiseSource, as_seed
+from adt_tf.core import checks
+from adt_tf.core.noise import DEFAULT_NOISE, NoiseSource, as_seed
+from adt_tf.numerics.losses import get_loss, loss_and_grad
 from adt_tf.threat import EVERY_NORM, Ball
 
 
@@ -27,7 +27,7 @@ def fgsm(classifier, x, y, threat: Ball, *, loss: str = "ce", targeted: bool = F
         step_size: defaults to epsilon (use 1.25 epsilon with random_start for "fast" AT).
         random_start: start from a uniform point of the ball (Wong et al., 2020).
         seed: int or stateless seed tensor, used by the random start.
-        noise: where the random start's draw comes from (`adt_tf.noise`; default: the seed).
+        noise: where the random start's draw comes from (`adt_tf.core.noise`; default: the seed).
         training: take the gradient with the classifier in training mode (BatchNorm on the
             batch's statistics, updating its running ones): Fast AT's reference does; an
             evaluation never does.

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from adt_tf import checks
 from adt_tf.attacks.exp import pick_per_example
 from adt_tf.attacks.registry import register_attack
-from adt_tf.noise import as_seed, fold
+from adt_tf.core import checks
+from adt_tf.core.noise import as_seed, fold
 from adt_tf.threat import EVERY_NORM, Ball
 
 

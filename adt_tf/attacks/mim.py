@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from adt_tf import checks
 from adt_tf.attacks.pgd import pgd
 from adt_tf.attacks.registry import register_attack
+from adt_tf.core import checks
 from adt_tf.threat import EVERY_NORM, Ball
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from adt_tf import checks
 from adt_tf.attacks.common import misclassified
 from adt_tf.attacks.registry import register_attack
-from adt_tf.losses import get_loss, loss_and_grad
-from adt_tf.noise import DEFAULT_NOISE, NoiseSource, as_seed
+from adt_tf.core import checks
+from adt_tf.core.noise import DEFAULT_NOISE, NoiseSource, as_seed
+from adt_tf.numerics.losses import get_loss, loss_and_grad
 from adt_tf.threat import EVERY_NORM, Ball
 
 
@@ -52,7 +52,7 @@ def pgd(classifier, x, y, threat: Ball, *, steps: int = 20, step_size: float | N
             gradient is L1-normalised per example and accumulated, and the step follows
             the sign of the accumulator.
         seed: int or stateless seed tensor for the random starts.
-        noise: where the random starts' draws come from (`adt_tf.noise`; default: the seed).
+        noise: where the random starts' draws come from (`adt_tf.core.noise`; default: the seed).
         best_iterate: True (an attack's job, the default): return each example's best
             iterate. False: return the last iterate, as Madry et al.'s `LinfPGDAttack`
             does and adversarial training uses; no iterate is scored (restarts must be 1).

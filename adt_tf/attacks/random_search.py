@@ -7,7 +7,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from adt_tf.attacks.common import batch_shape, misclassified
-from adt_tf.losses import margin_loss
+from adt_tf.numerics.losses import margin_loss
 
 
 def window_mask(top: tf.Tensor, left: tf.Tensor, side, height, width) -> tf.Tensor:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-from adt_tf.registry import Registry
+from adt_tf.core.registry import Registry
 from adt_tf.threat import Ball, LinfBall, as_threat, require_norm
 
 ATTACKS: Registry[Callable] = Registry("attack")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from adt_tf import checks
 from adt_tf.attacks.common import batch_shape, misclassified
 from adt_tf.attacks.registry import register_attack
-from adt_tf.losses import margin_loss
-from adt_tf.noise import as_seed, fold
+from adt_tf.core import checks
+from adt_tf.core.noise import as_seed, fold
+from adt_tf.numerics.losses import margin_loss
 from adt_tf.threat import Ball
 
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from adt_tf import checks
 from adt_tf.attacks.common import batch_shape
 from adt_tf.attacks.random_search import margin_search, window_mask
 from adt_tf.attacks.registry import register_attack
 from adt_tf.attacks.square_l2 import square_l2_search
-from adt_tf.noise import as_seed, fold
+from adt_tf.core import checks
+from adt_tf.core.noise import as_seed, fold
 from adt_tf.threat import EVERY_NORM, Ball, L2Ball
 
 # Iterations after which the square's area fraction p is halved (the paper's schedule, for

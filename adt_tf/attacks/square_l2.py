@@ -11,7 +11,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from adt_tf.attacks.random_search import margin_search, window_mask
-from adt_tf.noise import fold
+from adt_tf.core.noise import fold
 from adt_tf.threat import L2Ball
 
 

@@ -7,7 +7,7 @@ checks that say when a number is likely to be wrong.
 - `adt_tf.evaluation.cache`: per-attack results keyed by weights, data, settings, attack code.
 - `adt_tf.evaluation.sanity`: gradient, randomness, epsilon-sweep, unbounded, black-box checks.
 
-Loading a model argument is `adt_tf.loading` (shared with every other command).
+Loading a model argument is `adt_tf.artifacts.loading` (shared with every other command).
 """
 
 from adt_tf.evaluation.generator_fit import fit_amortized_adversary

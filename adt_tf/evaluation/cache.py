@@ -18,7 +18,7 @@ import zipfile
 
 import numpy as np
 
-from adt_tf.files import atomic_path
+from adt_tf.core.files import atomic_path
 
 #: Bumped when the meaning of a cached result changes (old entries are then ignored).
 CACHE_VERSION = 2

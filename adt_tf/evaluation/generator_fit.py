@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from adt_tf import checks
+from adt_tf.core import checks
 from adt_tf.data import as_unit_float
 from adt_tf.threat import Ball, as_threat
 
@@ -30,7 +30,7 @@ def fit_amortized_adversary(classifier, x, y, threat: Ball | float, *, kind: str
         train_steps: generator updates.
         train_batch_size: inputs per update (drawn in a seeded random order, epoch by epoch).
         generator_width, generator_blocks, generator_lr: the generator (see
-            `adt_tf.generators`; the reference uses width 256).
+            `adt_tf.adt.generators`; the reference uses width 256).
         entropy_weight: lambda (None: the method's default, 0.01 for EXP-AM, 1.0 for IMP-AM).
         seed: seed of the data order and of the generator's noise.
         verbose: print the objective every 100 steps.

@@ -9,8 +9,22 @@ from typing import Any
 
 import numpy as np
 
-from adt_tf.files import write_text
-from adt_tf.threat import describe_budget, format_radius
+from adt_tf.core.files import write_text
+from adt_tf.threat import THREATS, LinfBall
+
+
+def format_radius(epsilon: float, norm: str) -> str:
+    """A radius as reports print it: "8/255" for L-infinity, "0.5" otherwise."""
+    return f"{epsilon * 255:.3g}/255" if norm == LinfBall.norm else f"{epsilon:.3g}"
+
+
+def describe_budget(norm: str, epsilon: float) -> str:
+    """A budget as reports print it: "L-infinity epsilon = 0.031373 (8/255)", "L2 epsilon =
+    0.5"."""
+    text = f"{THREATS[norm].title} epsilon = {epsilon:.5g}"
+    return text + (f" ({format_radius(epsilon, norm)})" if norm == LinfBall.norm else "")
+
+
 
 EVALUATED_ON = {
     "clean_correct": "every clean-correct input (its own accuracy)",
@@ -219,4 +233,5 @@ def _settings(params: dict[str, Any]) -> str:
     return text.replace("|", "/") or "-"
 
 
-__all__ = ["AttackResult", "EVALUATED_ON", "EvaluationResult"]
+__all__ = ["AttackResult", "EVALUATED_ON", "EvaluationResult", "describe_budget",
+           "format_radius"]

@@ -29,8 +29,10 @@ import numpy as np
 import tensorflow as tf
 
 import adt_tf
-from adt_tf import checks
+from adt_tf.adt.generators import classifier_image_shape
 from adt_tf.attacks import get_attack
+from adt_tf.core import checks
+from adt_tf.core.precision import for_evaluation
 from adt_tf.data import as_unit_float
 from adt_tf.evaluation import sanity
 from adt_tf.evaluation.cache import (
@@ -44,9 +46,7 @@ from adt_tf.evaluation.cache import (
 from adt_tf.evaluation.generator_fit import fit_amortized_adversary
 from adt_tf.evaluation.report import AttackResult, EvaluationResult
 from adt_tf.evaluation.suites import DEFAULT_PER_ATTACK, AttackSpec, resolve_suite
-from adt_tf.generators import classifier_image_shape
 from adt_tf.models.common import PENULTIMATE
-from adt_tf.precision import for_evaluation
 from adt_tf.threat import Ball, LinfBall, as_threat
 
 PER_ATTACK_MODES = ("all", "remaining")
@@ -246,7 +246,7 @@ def evaluate(classifier, x, y, threat: Ball | float, *, suite: str = "quick",
         sanity_inputs: inputs used by the checks (the first ones).
         jit_compile: compile attacks with XLA.
         compute_dtype: "float32" (default: a model trained under a mixed policy is attacked
-            in float32, `adt_tf.precision.for_evaluation`, since a low-precision forward can
+            in float32, `adt_tf.core.precision.for_evaluation`, since a low-precision forward can
             blunt gradient attacks) or "policy" (as saved: the deployed low-precision model).
             The result records what the attacked model computed in.
         verbose: 0 silent, 1 progress bars.

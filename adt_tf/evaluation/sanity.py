@@ -13,8 +13,9 @@ import numpy as np
 import tensorflow as tf
 
 from adt_tf.attacks import pgd
-from adt_tf.losses import dlr_loss, loss_and_grad, per_example_ce
-from adt_tf.threat import Ball, LinfBall, as_threat, format_radius
+from adt_tf.evaluation.report import format_radius
+from adt_tf.numerics.losses import dlr_loss, loss_and_grad, per_example_ce
+from adt_tf.threat import Ball, LinfBall, as_threat
 
 #: Attack kinds that read no gradient of the attacked model.
 BLACK_BOX_KINDS = ("black-box", "transfer")

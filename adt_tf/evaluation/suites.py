@@ -23,8 +23,8 @@ import json
 import re
 from typing import Any
 
-from adt_tf import checks
 from adt_tf.attacks import ATTACKS, attacks_for, get_attack
+from adt_tf.core import checks
 from adt_tf.threat import Ball, L2Ball, LinfBall
 
 KINDS = ("white-box", "black-box", "transfer", "distributional")

@@ -1,6 +1,6 @@
 """Training methods, one per module, each a keras.Model with its own train_step.
 
-`METHODS` (an `adt_tf.registry.Registry`) maps the command-line name of a method to its
+`METHODS` (an `adt_tf.core.registry.Registry`) maps the command-line name of a method to its
 class, with the norms it is defined for as its fact; a new method is one module plus one line
 here.
 """
@@ -8,6 +8,7 @@ here.
 import inspect
 from typing import Any
 
+from adt_tf.core.registry import Registry
 from adt_tf.methods.adt_exp import ADTExp
 from adt_tf.methods.adt_exp_am import ADTExpAM
 from adt_tf.methods.adt_imp_am import ADTImpAM
@@ -21,7 +22,6 @@ from adt_tf.methods.fgsm_at import FGSMAT
 from adt_tf.methods.pgd_at import PGDAT
 from adt_tf.methods.standard import StandardTraining
 from adt_tf.methods.trades import TRADES
-from adt_tf.registry import Registry
 
 METHODS: Registry[type[AdversarialTrainer]] = Registry("method")
 for _name, _cls in (("standard", StandardTraining), ("adt_exp", ADTExp),

@@ -5,15 +5,15 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from adt_tf import checks
-from adt_tf.families import GaussianFamily, default_factor_lr
-from adt_tf.inner_maximization import (
+from adt_tf.adt.families import GaussianFamily, default_factor_lr
+from adt_tf.adt.inner_maximization import (
     check_inner_gradients,
     explicit_inner_maximization,
     sample_inputs,
 )
-from adt_tf.losses import check_outer_loss, kl_divergence, trades_outer_loss
+from adt_tf.core import checks
 from adt_tf.methods.base import AdversarialTrainer, FloorPass
+from adt_tf.numerics.losses import check_outer_loss, kl_divergence, trades_outer_loss
 from adt_tf.threat import EVERY_NORM
 
 
@@ -42,14 +42,14 @@ class ADTExp(AdversarialTrainer):
         CE(f(x), y) + beta * KL(f(x) || f(x + delta)) in both problems: the inner one
         maximises E_p[beta * KL(f(x) || f(x + delta))] + lambda H(p) (the clean
         cross-entropy does not depend on p; f(x) in inference mode, fixed), and the outer
-        one is `adt_tf.losses.trades_outer_loss` (compiled CE on f(x) plus beta times the
+        one is `adt_tf.numerics.losses.trades_outer_loss` (compiled CE on f(x) plus beta times the
         batch-mean KL; the TRADES reference's three training-mode passes f(x), f(x + delta),
         f(x)).
 
     Args:
         classifier: a Keras model returning logits.
         epsilon: the budget (8/255 L-infinity for CIFAR; 0.5 for L2, where the distribution
-            is the radial one of `adt_tf.bijectors.RadialTanh`).
+            is the radial one of `adt_tf.threat.bijectors.RadialTanh`).
         entropy_weight: lambda >= 0 (0.01).
         inner_steps: T >= 1 (7).
         mc_samples: k >= 1 Monte Carlo samples per inner step (5).
@@ -61,7 +61,7 @@ class ADTExp(AdversarialTrainer):
         outer_loss: 'ce' (the paper's main setting) or 'trades' (Sec. 5.4).
         trades_beta: beta >= 0 of the TRADES loss (6.0; the paper reports 1 and 6); unused
             with 'ce'.
-        family: the Gaussian base of the distribution (`adt_tf.families`): 'diag' (the
+        family: the Gaussian base of the distribution (`adt_tf.adt.families`): 'diag' (the
             paper's, the default), 'lowrank' (diag(sigma^2) + U U^T) or 'matrix_normal'
             (the image as an H x WC matrix, row and column factors); beyond the paper.
         rank: R of 'lowrank' (8). rows: the matrix-normal reshaping's rows (0: H).

@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from adt_tf.distributions import ExplicitAdversarialDistribution
-from adt_tf.generators import ExplicitGenerator
+from adt_tf.adt.distributions import ExplicitAdversarialDistribution
+from adt_tf.adt.generators import ExplicitGenerator
 from adt_tf.methods.amortized_base import AdversarySample, AmortizedAdversarialTrainer
 from adt_tf.threat import EVERY_NORM
 
@@ -29,7 +29,7 @@ class ADTExpAM(AmortizedAdversarialTrainer):
         The joint step (one backward pass, gradient reversal at x_adv) is described in
         `AmortizedAdversarialTrainer`. Under `norm="l2"` (beyond the paper) the distribution
         is ADT_EXP's radial one, delta = epsilon tanh(||u||) u / ||u||, with its exact
-        entropy (`adt_tf.bijectors.RadialTanh`), and the generator's FGSM input takes the L2
+        entropy (`adt_tf.threat.bijectors.RadialTanh`), and the generator's FGSM input takes the L2
         step.
 
     Args:

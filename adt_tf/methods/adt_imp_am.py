@@ -7,10 +7,10 @@ import math
 import keras
 import tensorflow as tf
 
-from adt_tf import checks
-from adt_tf.generators import EntropyEncoder, ImplicitGenerator
+from adt_tf.adt.generators import EntropyEncoder, ImplicitGenerator
+from adt_tf.core import checks
 from adt_tf.methods.amortized_base import AdversarySample, AmortizedAdversarialTrainer
-from adt_tf.optimizers import TorchAdam
+from adt_tf.numerics.optimizers import TorchAdam
 from adt_tf.threat import EVERY_NORM
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from adt_tf import checks
-from adt_tf.losses import batch_mean, logit_pairing_penalty
+from adt_tf.core import checks
 from adt_tf.methods.base import FloorPass
 from adt_tf.methods.pgd_at import PGDAT
+from adt_tf.numerics.losses import batch_mean, logit_pairing_penalty
 
 
 @keras.saving.register_keras_serializable(package="adt_tf")
@@ -23,7 +23,7 @@ class ALP(PGDAT):
         `attack_step_size`, classifier in inference mode, the last iterate). The
         cross-entropies are the compiled loss (the 50/50 clean/adversarial mixture of the
         paper); the penalty is the mean squared logit difference
-        (`adt_tf.losses.logit_pairing_penalty`: `tf.losses.mean_squared_error` of the
+        (`adt_tf.numerics.losses.logit_pairing_penalty`: `tf.losses.mean_squared_error` of the
         authors' code, the mean over the B x C logits). As the authors' `train.py`
         (tensorflow/models research/adversarial_logit_pairing), f(x) and f(x_adv) are one
         training-mode forward of the joined batch [x; x_adv] split in two: BatchNorm

@@ -12,16 +12,21 @@ from typing import NamedTuple
 import keras
 import tensorflow as tf
 
-from adt_tf import checks
-from adt_tf.generators import classifier_image_shape
-from adt_tf.losses import check_outer_loss, loss_and_grad, per_example_ce, trades_outer_loss
+from adt_tf.adt.generators import classifier_image_shape
+from adt_tf.core import checks
 from adt_tf.methods.base import (
     AdversarialTrainer,
     FloorPass,
     replicas_in_sync,
     unscale_loss,
 )
-from adt_tf.optimizers import TorchAdam
+from adt_tf.numerics.losses import (
+    check_outer_loss,
+    loss_and_grad,
+    per_example_ce,
+    trades_outer_loss,
+)
+from adt_tf.numerics.optimizers import TorchAdam
 
 
 class AdversarySample(NamedTuple):

@@ -39,12 +39,12 @@ import math
 import keras
 import tensorflow as tf
 
-from adt_tf import checks
-from adt_tf.losses import trades_loss
+from adt_tf.core import checks
 from adt_tf.methods.adt_exp import ADTExp
 from adt_tf.methods.base import FloorPass, unscale_loss
 from adt_tf.methods.pgd_at import PGDAT
 from adt_tf.methods.trades import TRADES
+from adt_tf.numerics.losses import trades_loss
 
 #: The authors' guard against a zero difference (utils_awp.py's EPS).
 AWP_EPS = 1e-20

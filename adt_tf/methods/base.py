@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from adt_tf.noise import DEFAULT_NOISE, NoiseSource
+from adt_tf.core.noise import DEFAULT_NOISE, NoiseSource
 from adt_tf.threat import Ball, LinfBall, make_threat, require_norm
 
 
@@ -97,7 +97,7 @@ class AdversarialTrainer(keras.Model):
             self.seed if self.seed is not None else random.randint(1, 2**30)
         )
         self._aux_tracker_list = [keras.metrics.Mean(name=name) for name in self.aux_metrics]
-        #: Where the adversarial distributions' draws come from (`adt_tf.noise`): stateless
+        #: Where the adversarial distributions' draws come from (`adt_tf.core.noise`): stateless
         #: draws from `next_seed()` by default; tests set a `RecordedNoise` to replay the
         #: reference code's draws. Set it before the first step (a traced step keeps it).
         self.noise_source: NoiseSource = DEFAULT_NOISE

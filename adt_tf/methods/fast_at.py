@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import keras
 
-from adt_tf import checks
 from adt_tf.attacks.fgsm import fgsm
+from adt_tf.core import checks
 from adt_tf.methods.base import AdversarialTrainer, FloorPass
 from adt_tf.threat import EVERY_NORM
 
@@ -45,8 +45,8 @@ class FastAT(AdversarialTrainer):
 
     The published recipe (PreAct ResNet-18, 15 epochs, batch 128, a cyclic learning rate
     0 -> 0.2 -> 0 with the momentum cycled 0.9 -> 0.8 -> 0.9 against it, as PyTorch's
-    `CyclicLR` defaults do (`adt_tf.optimizers.TriangularCyclicMomentum`), weight decay 5e-4,
-    normalised inputs) is README's `adt-train` command
+    `CyclicLR` defaults do (`adt_tf.numerics.optimizers.TriangularCyclicMomentum`), weight
+    decay 5e-4, normalised inputs) is README's `adt-train` command
     "Fast AT as published"; Fast AT with the ADT recipe is not Fast AT as published.
 
     Reference:

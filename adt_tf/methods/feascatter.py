@@ -5,11 +5,11 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from adt_tf import checks
-from adt_tf.losses import batch_mean, regularization_penalty, smoothed_cross_entropy
+from adt_tf.core import checks
+from adt_tf.core.noise import DEFAULT_NOISE, NoiseSource
 from adt_tf.methods.base import AdversarialTrainer, FloorPass
-from adt_tf.noise import DEFAULT_NOISE, NoiseSource
-from adt_tf.optimal_transport import sinkhorn_distance
+from adt_tf.numerics.losses import batch_mean, regularization_penalty, smoothed_cross_entropy
+from adt_tf.numerics.optimal_transport import sinkhorn_distance
 from adt_tf.threat import EVERY_NORM, Ball, as_threat
 
 
@@ -31,16 +31,16 @@ def feature_scattering_perturbation(classifier, x, epsilon: float | Ball, *, ste
         step_size: the ball's step (signed for L-infinity, normalised for L2; None: epsilon,
             the paper's one step of size eps).
         sinkhorn_reg, sinkhorn_iterations, sinkhorn_tolerance: see
-            `adt_tf.optimal_transport.sinkhorn_plan`.
+            `adt_tf.numerics.optimal_transport.sinkhorn_plan`.
         seed: stateless seed tensor of the uniform random start.
-        noise: where its draw comes from (`adt_tf.noise`; default: the seed).
+        noise: where its draw comes from (`adt_tf.core.noise`; default: the seed).
 
     Mathematical details:
         x_0 = clip(x + U(-eps, eps)^d, 0, 1),
         x_{t+1} = Proj_{B(x, eps)}(x_t + a * sign(grad D(f(x), f(x_t)))),
         D the Sinkhorn distance between the empirical distributions of the clean logits
         {f(x_i)} (fixed) and of the perturbed ones {f(x'_j)} under the cosine cost
-        (`adt_tf.optimal_transport.sinkhorn_distance`).
+        (`adt_tf.numerics.optimal_transport.sinkhorn_distance`).
 
     Returns:
         (x_adv, distance): x_adv in the ball and [0, 1]; distance the OT distance at the
@@ -81,7 +81,7 @@ class FeaScatter(AdversarialTrainer):
         logit distributions of the batch, with the cosine cost and uniform marginals
         (`feature_scattering_perturbation`: one signed step of size eps from a uniform
         random start, classifier in inference mode, as in the paper); CE_s the cross-entropy
-        with label smoothing s (`adt_tf.losses.smoothed_cross_entropy`: 1 - s on the true
+        with label smoothing s (`adt_tf.numerics.losses.smoothed_cross_entropy`: 1 - s on the true
         class, s / (C - 1) elsewhere; s = 0.5 in the paper).
 
         The outer loss is this smoothed cross-entropy, not the compiled loss (which is only

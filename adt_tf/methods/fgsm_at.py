@@ -5,9 +5,9 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from adt_tf import checks
-from adt_tf.losses import loss_and_grad, per_example_ce
+from adt_tf.core import checks
 from adt_tf.methods.base import AdversarialTrainer, FloorPass
+from adt_tf.numerics.losses import loss_and_grad, per_example_ce
 from adt_tf.threat import EVERY_NORM
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import keras
 
-from adt_tf import checks
 from adt_tf.attacks.pgd import pgd
+from adt_tf.core import checks
 from adt_tf.methods.base import AdversarialTrainer, FloorPass
 from adt_tf.threat import EVERY_NORM, LinfBall
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from adt_tf import checks
-from adt_tf.losses import kl_divergence, trades_outer_loss
+from adt_tf.core import checks
+from adt_tf.core.noise import DEFAULT_NOISE, NoiseSource, as_seed
 from adt_tf.methods.base import AdversarialTrainer, FloorPass
 from adt_tf.methods.pgd_at import resolve_step_size
-from adt_tf.noise import DEFAULT_NOISE, NoiseSource, as_seed
+from adt_tf.numerics.losses import kl_divergence, trades_outer_loss
 from adt_tf.threat import EVERY_NORM, Ball, LinfBall, as_threat
 
 
@@ -70,7 +70,7 @@ class TRADES(AdversarialTrainer):
 
         Inner: `trades_perturbation` (Gaussian start of std `init_std`, `attack_steps`
         signed steps of `attack_step_size` on the KL, classifier in inference mode).
-        Outer: `adt_tf.losses.trades_outer_loss` (compiled cross-entropy on f(x) plus beta
+        Outer: `adt_tf.numerics.losses.trades_outer_loss` (compiled cross-entropy on f(x) plus beta
         times the batch-mean KL; three passes in training mode, f(x), f(x_adv), f(x), in the
         reference code's order, so BatchNorm's statistics move as there).
         The reference CIFAR-10 setting is eps = 0.031, 10 steps of 0.007, beta = 6.

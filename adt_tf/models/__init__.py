@@ -11,10 +11,10 @@ import functools
 
 import keras
 
+from adt_tf.core.registry import Registry
 from adt_tf.models.common import PENULTIMATE
 from adt_tf.models.small_cnn import small_cnn
 from adt_tf.models.wide_resnet import preact_resnet18, wide_resnet
-from adt_tf.registry import Registry
 
 MODELS: Registry = Registry("model")
 MODELS.add("small_cnn", small_cnn)

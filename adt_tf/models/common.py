@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
-from adt_tf import checks
+from adt_tf.core import checks
 
 PENULTIMATE = "penultimate"
 """Name of the layer whose output is the penultimate feature vector (used by FeaAttack)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from adt_tf import checks
+from adt_tf.core import checks
 from adt_tf.models.common import (
     PENULTIMATE,
     check_input_shape,

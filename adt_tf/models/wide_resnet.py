@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import keras
 
-from adt_tf import checks
-from adt_tf.initializers import fan_out_normal, torch_default_uniform
+from adt_tf.core import checks
 from adt_tf.models.common import PENULTIMATE, inputs_and_normalization, logits_head
+from adt_tf.numerics.initializers import fan_out_normal, torch_default_uniform
 
 # PyTorch's BatchNorm momentum 0.1 is Keras's 0.9; epsilon as in PyTorch.
 BN = {"momentum": 0.9, "epsilon": 1e-5}

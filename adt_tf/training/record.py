@@ -25,7 +25,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from adt_tf import files
+from adt_tf.core import files
 from adt_tf.training.config import (
     ALGORITHM_VERSION,
     SCHEMA_VERSION,
@@ -34,9 +34,8 @@ from adt_tf.training.config import (
     leaves,
     migrate_flat_record,
 )
+from adt_tf.training.workdir import RECORD_FILE
 
-#: The record's file in a workdir.
-RECORD_FILE = "config.json"
 #: What may change when a run is resumed in its workdir: where it lives (the workdir, the
 #: data's location), how much it prints, the threads, the size of the final test report,
 #: and the epochs (more of them extend the run; not under the cyclic schedule, whose
@@ -88,7 +87,7 @@ class RunRecord:
                              "validation_indices": list(self.validation_indices)}}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str = "config.json") -> RunRecord:
+    def from_dict(cls, data: Mapping[str, Any], where: str = RECORD_FILE) -> RunRecord:
         """A record from its JSON (either schema version)."""
         if "schema_version" not in data:
             config, version = migrate_flat_record(data)
@@ -175,5 +174,5 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-__all__ = ["RECORD_FILE", "RESUMABLE", "RunRecord", "describe_differences", "differences",
+__all__ = ["RESUMABLE", "RunRecord", "describe_differences", "differences",
            "read_record", "record_path", "write_record"]

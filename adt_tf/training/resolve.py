@@ -82,9 +82,9 @@ def resolve(config: RunConfig, splits: data_lib.Splits | None = None, *,
             method, model or dataset, an argument the method or model does not take or of
             the wrong type, a validation split the data cannot give.
     """
+    from adt_tf.core.precision import mixed_policy_name
+    from adt_tf.data import resolve_threat
     from adt_tf.methods import check_method_arguments, get_method
-    from adt_tf.precision import mixed_policy_name
-    from adt_tf.threat import resolve_threat
 
     config.validate()
     method_cls = get_method(config.method.name)

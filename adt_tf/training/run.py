@@ -9,32 +9,31 @@ flags; benchmarks and the tuner build theirs from the same schema.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import math
 import os
-import socket
 from typing import Any
 
 import keras
 import tensorflow as tf
 
-from adt_tf import checks, files
 from adt_tf import data as data_lib
-from adt_tf.checkpoints import BEST_FILE, BestCheckpoint, RobustAccuracyCallback, read_best
-from adt_tf.distributed import (
-    SharedBackupAndRestore,
-    make_strategy,
-    restored_epoch,
-    shard_by_data,
-    worker_role,
-)
-from adt_tf.evaluation import evaluate
+from adt_tf.core import checks, files
+from adt_tf.core.precision import precision_policy
 from adt_tf.methods import AmortizedAdversarialTrainer, get_method
 from adt_tf.models import build_model
-from adt_tf.optimizers import make_optimizer
-from adt_tf.precision import precision_policy
-from adt_tf.threat import Ball, LinfBall, describe_budget
+from adt_tf.numerics.optimizers import make_optimizer
+from adt_tf.threat import Ball
+from adt_tf.training.callbacks import (
+    BestCheckpoint,
+    HistoryCSV,
+    LogLearningRate,
+    RobustAccuracyCallback,
+    SharedBackupAndRestore,
+    StopOnNonFiniteLoss,
+    TestSplitMetrics,
+    read_best,
+    restored_epoch,
+)
 from adt_tf.training.config import RunConfig, validation_pgd_steps
 from adt_tf.training.record import (
     RunRecord,
@@ -44,86 +43,22 @@ from adt_tf.training.record import (
     record_path,
     write_record,
 )
+from adt_tf.training.report import evaluate_report
 from adt_tf.training.resolve import resolve, resolve_recorded
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or infinite loss."""
+from adt_tf.training.strategies import make_strategy, shard_by_data, worker_role
+from adt_tf.training.workdir import (
+    BACKUP_DIR,
+    BEST_FILE,
+    CLASSIFIER_FILE,
+    HISTORY_FILE,
+    LOGS_DIR,
+    REPORT_FILE,
+    workdir_lock,
+)
 
 
 class WorkerLostError(RuntimeError):
     """A peer of a multi-worker run stopped; restart this worker (it resumes the run)."""
-
-
-class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Stops `fit` at the first non-finite loss, naming the epoch and the step.
-
-    It raises instead of setting `stop_training`, so the epoch never ends normally and the
-    backup of the last good epoch is not overwritten with broken weights.
-    """
-
-    def __init__(self, backup_dir: str):
-        super().__init__()
-        self.backup_dir = backup_dir
-        self._epoch = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            raise NonFiniteLossError(
-                f"The training loss became {float(loss)} at epoch {self._epoch + 1}, step "
-                f"{batch + 1}; training stopped. " + (
-                    f"The checkpoint of the last completed epoch is kept in {self.backup_dir}; "
-                    "rerun with the same settings to resume from it, or check the data."
-                    if restored_epoch(self.backup_dir) else
-                    "No epoch was completed, so nothing was kept: lower --lr or check the "
-                    "data, then rerun (the same --workdir accepts the new settings)."))
-
-
-class LogLearningRate(keras.callbacks.Callback):
-    """Adds the learning rate each epoch trained with to its logs (`learning_rate` in
-    history.csv and TensorBoard), read at the epoch's first step."""
-
-    def __init__(self):
-        super().__init__()
-        self._rate = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and self._rate is not None:
-            logs["learning_rate"] = self._rate
-
-
-class TestSplitMetrics(keras.callbacks.Callback):
-    """Adds the classifier's clean loss and accuracy on the test split to each epoch's logs,
-    as `test_loss` and `test_accuracy` (a run without a validation split watches the test
-    split; its numbers are named for it, never `val_`). It chooses nothing."""
-
-    def __init__(self, dataset: tf.data.Dataset):
-        super().__init__()
-        self.dataset = dataset
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is None:
-            return
-        result = self.model.evaluate(self.dataset, verbose=0, return_dict=True)
-        logs.update({f"test_{k}": v for k, v in result.items()})
-
-
-class HistoryCSV(keras.callbacks.CSVLogger):
-    """Keras's CSVLogger with the columns the logs have: Keras's own adds a `val_` copy of
-    every column (empty throughout) when the first epoch logs no `val_` entry, which would
-    put a `val_test_accuracy` column in a run that has no validation split."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.keys is None and logs:
-            self.keys = sorted(logs)
-        super().on_epoch_end(epoch, logs)
 
 
 def hold_out_validation(record: RunRecord, splits: data_lib.Splits):
@@ -173,53 +108,6 @@ def build_trainer(config: RunConfig, splits: data_lib.Splits, steps_per_epoch: i
     return trainer
 
 
-def evaluate_report(classifier: keras.Model, splits: data_lib.Splits, threat: Ball,
-                    config: RunConfig) -> dict[str, Any]:
-    """Clean and PGD-20 accuracy (step epsilon/4, random start) on the test split, with the
-    classifier computing in float32 (a model trained under a mixed policy is attacked
-    through its float32 copy, as `adt-evaluate` does by default)."""
-    n = min(config.report.eval_examples or len(splits.x_test), len(splits.x_test))
-    x, y = splits.x_test[:n], splits.y_test[:n]
-    # The evaluation's own PGD-20 (the `quick` suite), with the run's seed: the report's
-    # number is what `adt-evaluate --suite=quick --seed=<seed>` gives on the same inputs.
-    result = evaluate(classifier, x, y, threat, suite="quick",
-                      seed=config.run.seed,
-                      batch_size=config.report.eval_batch_size, sanity_checks=False,
-                      verbose=int(bool(config.run.verbose)))
-    return {
-        "dataset": config.data.dataset, "split": "test", "num_examples": int(n),
-        "epsilon": threat.epsilon, "norm": threat.norm,
-        "clean_accuracy": result.clean_accuracy,
-        "pgd20_accuracy": result.robust_accuracy, "compute_dtype": result.compute_dtype,
-        "attack": ("PGD-20" if threat.norm == LinfBall.norm else f"PGD-20 ({threat.title})")
-        + ", step epsilon/4, uniform random start, 1 restart, CE loss",
-    }
-
-
-def format_report(report: dict[str, Any]) -> str:
-    if "clean_accuracy" not in report:  # a non-chief worker of a multi-worker run
-        return (f"Worker {report['worker']} finished {report['method']}; the chief writes "
-                f"the report. This worker's copy of the classifier: {report['classifier_path']}")
-    budget = describe_budget(report.get("norm", LinfBall.norm), report["epsilon"])
-    lines = [
-        f"Report: {report['method']} on {report['dataset']} (test split, "
-        f"{report['num_examples']} inputs, {budget})",
-        f"  clean accuracy:  {100 * report['clean_accuracy']:.2f}%",
-        f"  PGD-20 accuracy: {100 * report['pgd20_accuracy']:.2f}%  ({report['attack']}; "
-        f"computed in {report.get('compute_dtype', 'float32')})",
-        f"  classifier: {report['classifier_path']}",
-    ]
-    best = report.get("best")
-    if best:
-        lines += [
-            f"  best checkpoint (epoch {best['epoch']} of {report['epochs']}: the highest "
-            f"validation robust accuracy, {100 * best['val_robust_accuracy']:.2f}%): clean "
-            f"{100 * best['clean_accuracy']:.2f}%, PGD-20 {100 * best['pgd20_accuracy']:.2f}%",
-            f"  best classifier: {best['classifier_path']}",
-        ]
-    return "\n".join(lines)
-
-
 def run_training(config: RunConfig, monitors: tuple = ()) -> dict[str, Any]:
     """Trains, checkpoints every epoch (resuming a previous run in the same workdir), saves
     `<workdir>/classifier.keras`, evaluates and returns the report (also `report.json`).
@@ -257,7 +145,7 @@ def run_training(config: RunConfig, monitors: tuple = ()) -> dict[str, Any]:
         trainer = build_trainer(config, splits, steps_per_epoch, record.threat)
     out_dir = role.write_dir(config.run.workdir)
     checks.check_writable_dir(out_dir, "--workdir")
-    backup_dir = os.path.join(config.run.workdir, "backup")
+    backup_dir = os.path.join(config.run.workdir, BACKUP_DIR)
     with workdir_lock(out_dir):
         check_same_run(record, record_path(out_dir), backup_dir, loaded)
         return _train(record, trainer, role, strategy, out_dir, backup_dir, monitors, splits,
@@ -300,7 +188,7 @@ def _train(record: RunRecord, trainer, role, strategy, out_dir: str, backup_dir:
     # Written once the data and the model are known to be good, atomically.
     write_record(record, out_dir)
     _announce_resume(backup_dir, config)
-    backup = SharedBackupAndRestore(backup_dir, os.path.join(out_dir, "backup"),
+    backup = SharedBackupAndRestore(backup_dir, os.path.join(out_dir, BACKUP_DIR),
                                     save_freq="epoch", delete_checkpoint=False)
     # Restored here, before the data stream is made, so that the stream starts at the epoch
     # the backup holds (after Keras's fallback to the previous checkpoint, if the last one
@@ -338,8 +226,8 @@ def _train(record: RunRecord, trainer, role, strategy, out_dir: str, backup_dir:
         *monitors,
         *selection,  # before the backup: a kill while best.keras is written redoes the epoch
         backup,
-        keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), write_graph=False),
-        HistoryCSV(os.path.join(out_dir, "history.csv"), append=True),
+        keras.callbacks.TensorBoard(os.path.join(out_dir, LOGS_DIR), write_graph=False),
+        HistoryCSV(os.path.join(out_dir, HISTORY_FILE), append=True),
     ]
     try:
         trainer.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
@@ -357,7 +245,7 @@ def _train(record: RunRecord, trainer, role, strategy, out_dir: str, backup_dir:
             f"resumes from the last completed epoch in {backup_dir}.") from err
 
     classifier = trainer.classifier
-    path = os.path.join(out_dir, "classifier.keras")
+    path = os.path.join(out_dir, CLASSIFIER_FILE)
     tmp = os.path.join(out_dir, "classifier.tmp.keras")
     classifier.save(tmp)
     os.replace(tmp, path)  # a reader never sees a half-written model
@@ -377,34 +265,8 @@ def _train(record: RunRecord, trainer, role, strategy, out_dir: str, backup_dir:
         report["best"] = dict(best, classifier_path=os.path.join(out_dir, BEST_FILE),
                               clean_accuracy=best_report["clean_accuracy"],
                               pgd20_accuracy=best_report["pgd20_accuracy"])
-    files.write_json(os.path.join(out_dir, "report.json"), report)
+    files.write_json(os.path.join(out_dir, REPORT_FILE), report)
     return report
-
-
-@contextlib.contextmanager
-def workdir_lock(workdir: str):
-    """Holds `<workdir>/.lock` (an exclusive `flock`) for the run: a second run into the same
-    workdir is refused. The kernel drops the lock when the process ends, however it ends, so
-    a killed run never leaves it stuck and the rerun resumes."""
-    path = os.path.join(workdir, ".lock")
-    handle = open(path, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.seek(0)
-        owner = handle.read().strip() or "another process"
-        handle.close()
-        raise ValueError(f"--workdir={workdir} is in use by another adt-train run ({owner}); "
-                         "wait for it to finish, or use another --workdir.") from None
-    try:
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        handle.flush()
-        yield
-    finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
 
 
 def apply_threads(compute) -> None:
@@ -425,8 +287,5 @@ def _announce_resume(backup_dir: str, config: RunConfig) -> None:
               f"{config.optim.epochs} epochs already done.")
 
 
-__all__ = ["HistoryCSV", "NonFiniteLossError", "TestSplitMetrics", "WorkerLostError",
-           "apply_threads",
-           "build_trainer",
-           "check_same_run", "evaluate_report", "format_report", "hold_out_validation",
-           "run_training", "workdir_lock"]
+__all__ = ["WorkerLostError", "apply_threads", "build_trainer", "check_same_run",
+           "hold_out_validation", "run_training"]

@@ -39,8 +39,7 @@ from adt_tf.tuning.callbacks import (
     CLEAN_NAME,
     ENTROPY_NAME,
     OBJECTIVE_NAME,
-    FailOnNonFiniteLoss,
-    RobustAccuracyCallback,
+    fail_on_non_finite_loss,
     objective,
 )
 from adt_tf.tuning.hypermodel import TUNERS, MethodHyperModel, build_tuner
@@ -55,6 +54,6 @@ from adt_tf.tuning.space import (
 )
 
 __all__ = ["CLEAN_NAME", "ENTROPY_NAME", "KNOBS", "METHOD_KNOBS", "OBJECTIVE_NAME",
-           "PAPER_LAMBDAS", "TUNERS", "FailOnNonFiniteLoss", "MethodHyperModel",
-           "RobustAccuracyCallback", "SearchSpace", "build_tuner", "distributed",
-           "knobs_to_search", "objective", "report", "searchable_knobs", "tune"]
+           "PAPER_LAMBDAS", "TUNERS", "MethodHyperModel", "SearchSpace", "build_tuner",
+           "distributed", "fail_on_non_finite_loss", "knobs_to_search", "objective", "report",
+           "searchable_knobs", "tune"]

@@ -50,7 +50,7 @@ import sys
 import threading
 import time
 
-from adt_tf.files import write_json
+from adt_tf.core.files import write_json
 
 CHIEF = "chief"
 ROLES = ("single", "chief", "worker")

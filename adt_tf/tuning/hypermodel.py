@@ -15,14 +15,15 @@ import keras
 import keras_tuner as kt
 import tensorflow as tf
 
-from adt_tf import checks
 from adt_tf import data as data_lib
+from adt_tf.core import checks
+from adt_tf.training.callbacks import RobustAccuracyCallback
 from adt_tf.training.config import RunConfig, override, validation_pgd_steps
 from adt_tf.training.record import RunRecord, write_record
 from adt_tf.training.resolve import resolve
 from adt_tf.training.run import build_trainer, hold_out_validation
 from adt_tf.tuning import distributed
-from adt_tf.tuning.callbacks import FailOnNonFiniteLoss, RobustAccuracyCallback, objective
+from adt_tf.tuning.callbacks import fail_on_non_finite_loss, objective
 from adt_tf.tuning.space import KNOBS, SearchSpace, knobs_to_search
 
 
@@ -127,7 +128,7 @@ class MethodHyperModel(kt.HyperModel):
             seed=self.config.run.seed)
         kwargs.setdefault("verbose", self.config.run.verbose)
         # The scorer goes first, so that keras-tuner's callbacks and History see its logs.
-        callbacks = ([FailOnNonFiniteLoss(), *model.training_callbacks(), scorer]
+        callbacks = ([fail_on_non_finite_loss(), *model.training_callbacks(), scorer]
                      + list(callbacks or []))
         return model.fit(train_ds, callbacks=callbacks, shuffle=False, **kwargs)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import keras_tuner as kt
 
-from adt_tf.files import write_json, write_text
+from adt_tf.core.files import write_json, write_text
 from adt_tf.tuning.callbacks import CLEAN_NAME, ENTROPY_NAME, OBJECTIVE_NAME
 
 METRIC_COLUMNS = (CLEAN_NAME, OBJECTIVE_NAME, ENTROPY_NAME)

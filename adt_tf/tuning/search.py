@@ -10,9 +10,9 @@ import os
 
 import tensorflow as tf
 
-from adt_tf import checks
 from adt_tf import data as data_lib
-from adt_tf.files import write_json
+from adt_tf.core import checks
+from adt_tf.core.files import write_json
 from adt_tf.training.record import RESUMABLE, RunRecord, describe_differences, differences
 from adt_tf.tuning import distributed, report
 from adt_tf.tuning.hypermodel import TUNERS, MethodHyperModel, build_tuner

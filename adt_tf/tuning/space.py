@@ -13,7 +13,7 @@ from typing import Any
 import keras_tuner as kt
 import numpy as np
 
-from adt_tf import checks
+from adt_tf.core import checks
 from adt_tf.methods import get_method
 
 PAPER_LAMBDAS = (0.0, 0.001, 0.01, 0.1, 1.0)  # Fig. 5 of the paper

@@ -22,8 +22,8 @@ import pytest
 import adt_tf
 
 #: Modules whose examples run: they need no data, no trained model, and seconds at most.
-RUNNABLE = ("adt_tf.registry", "adt_tf.files", "adt_tf.optimizers", "adt_tf.generators",
-            "adt_tf.bijectors", "adt_tf.distributions")
+RUNNABLE = ("adt_tf.core.registry", "adt_tf.core.files", "adt_tf.numerics.optimizers",
+            "adt_tf.adt.generators", "adt_tf.threat.bijectors", "adt_tf.adt.distributions")
 
 #: What examples may use without defining it: the reader's own inputs.
 SUPPLIED = {"x", "y", "model", "classifier", "other_model", "target", "trainer", "tuner",

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from adt_tf.inner_maximization import MAX_UNROLLED_STEPS, explicit_inner_maximization
+from adt_tf.adt.inner_maximization import MAX_UNROLLED_STEPS, explicit_inner_maximization
 from adt_tf.methods import METHODS, ADTExp
 from tests.helpers import ROOT, make_tiny_images, tiny_classifier
 

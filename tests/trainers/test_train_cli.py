@@ -10,8 +10,9 @@ import keras
 import numpy as np
 import pytest
 
+from adt_tf.training.callbacks import NonFiniteLossError, StopOnNonFiniteLoss
 from adt_tf.training.config import RunConfig
-from adt_tf.training.run import NonFiniteLossError, StopOnNonFiniteLoss, run_training
+from adt_tf.training.run import run_training
 from tests.helpers import ROOT
 
 FAST = ["--max_train_examples=64", "--batch_size=32", "--model_params=width=4",

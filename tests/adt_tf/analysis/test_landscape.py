@@ -7,7 +7,7 @@ import tensorflow as tf
 from adt_tf.analysis import (
     loss_grid,
 )
-from adt_tf.losses import per_example_ce
+from adt_tf.numerics.losses import per_example_ce
 from tests.adt_tf.analysis.helpers import EPS
 from tests.helpers import make_tiny_images, tiny_classifier
 

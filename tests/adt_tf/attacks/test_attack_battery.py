@@ -19,7 +19,7 @@ from adt_tf.attacks import (
 )
 from adt_tf.attacks.exp import pick_per_example
 from adt_tf.evaluation import fit_amortized_adversary
-from adt_tf.losses import dlr_loss, targeted_dlr_loss
+from adt_tf.numerics.losses import dlr_loss, targeted_dlr_loss
 from tests.helpers import attack_settings, trained_tiny_classifier
 
 EPS = 8 / 255

@@ -17,8 +17,8 @@ from adt_tf.attacks import ATTACKS, square
 from adt_tf.attacks.apgd import _apgd_run, checkpoints
 from adt_tf.attacks.square import square_fraction, square_window
 from adt_tf.evaluation import fit_amortized_adversary
-from adt_tf.losses import per_example_ce
 from adt_tf.models.common import PENULTIMATE
+from adt_tf.numerics.losses import per_example_ce
 from adt_tf.threat import L2Ball, LinfBall
 from tests.helpers import SAMPLE, attack_settings, ce_loss
 
@@ -155,8 +155,8 @@ def test_apgd_t_runs_later_targets_only_on_the_inputs_still_robust():
     starts are drawn for the whole batch), at a lower count of classifier rows."""
     from adt_tf.attacks.apgd import _merge, apgd_targeted
     from adt_tf.attacks.common import target_classes
-    from adt_tf.losses import targeted_dlr_loss
-    from adt_tf.noise import as_seed, fold
+    from adt_tf.core.noise import as_seed, fold
+    from adt_tf.numerics.losses import targeted_dlr_loss
     from tests.helpers import trained_tiny_classifier
 
     model, x, y = trained_tiny_classifier()

@@ -16,7 +16,7 @@ from adt_tf.attacks import fab_targeted, pgd, square
 from adt_tf.attacks.fab import l2_projection_to_hyperplane
 from adt_tf.attacks.square_l2 import eta_pattern, initial_perturbation
 from adt_tf.evaluation.suites import resolve_suite
-from adt_tf.losses import margin_loss
+from adt_tf.numerics.losses import margin_loss
 from adt_tf.threat import L2Ball
 
 #: The images of the `trained` fixture (conftest.py) these tests attack.

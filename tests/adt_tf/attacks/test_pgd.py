@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from adt_tf.attacks import fgsm, get_attack, pgd
-from adt_tf.losses import per_example_ce
+from adt_tf.numerics.losses import per_example_ce
 
 EPS = 8 / 255
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from adt_tf.artifacts.loading import load_classifier
 from adt_tf.attacks import ATTACKS
 from adt_tf.evaluation import evaluate
 from adt_tf.evaluation.suites import parse_overrides, resolve_suite
-from adt_tf.loading import load_classifier
 from tests.adt_tf.evaluation.helpers import EPS, SMALL, StopGradient, small, wrap
 from tests.helpers import make_tiny_images, tiny_classifier
 

@@ -384,7 +384,7 @@ def test_training_run_saves_the_adversary_networks(tmp_path):
 def test_trades_outer_loss_joint_step_matches_two_tapes(cls, kwargs):
     """ADT with the TRADES loss (paper Sec. 5.4): theta descends CE(f(x)) + beta KL(f(x) ||
     f(x_adv)); the adversary ascends beta KL + R through the same gradient reversal."""
-    from adt_tf.losses import kl_divergence
+    from adt_tf.numerics.losses import kl_divergence
 
     lr_c, lr_g, beta = 0.05, 0.02, 2.0
     extra = {"tau": 0.0} if cls is ADTImpAM else {}

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from adt_tf.methods import AWPAT, AWPTRADES, TRADES, get_method
 from adt_tf.methods.awp import check_awp_gamma, perturbed_weights
-from adt_tf.optimizers import CoupledSGD, make_optimizer
+from adt_tf.numerics.optimizers import CoupledSGD, make_optimizer
 from tests.helpers import ce_loss, make_tiny_images, tiny_classifier
 
 

@@ -8,11 +8,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from adt_tf.losses import kl_divergence, logit_pairing_penalty, loss_and_grad, per_example_ce
 from adt_tf.methods import ALP, FGSMAT, PGDAT, TRADES, ADTExp, FastAT, FeaScatter
 from adt_tf.methods.feascatter import feature_scattering_perturbation
 from adt_tf.methods.trades import trades_perturbation
-from adt_tf.optimal_transport import sinkhorn_distance
+from adt_tf.numerics.losses import (
+    kl_divergence,
+    logit_pairing_penalty,
+    loss_and_grad,
+    per_example_ce,
+)
+from adt_tf.numerics.optimal_transport import sinkhorn_distance
 from tests.helpers import ce_loss, make_tiny_images, tiny_classifier
 
 EPS = 8 / 255
@@ -65,7 +70,7 @@ def _oscillating_classifier(frequency):
 @pytest.mark.parametrize("cls", [PGDAT, ALP])
 def test_pgd_at_and_alp_train_on_the_last_pgd_iterate_not_the_best(cls):
     from adt_tf.attacks import pgd
-    from adt_tf.noise import RecordedNoise
+    from adt_tf.core.noise import RecordedNoise
 
     steps, size = 6, 2 / 255
     frequency = 2.3 / size  # each step moves frequency * mean(x) by 2.3 rad: overshoots
@@ -110,7 +115,7 @@ def test_fast_at_uses_a_random_start_and_a_step_of_one_and_a_quarter_eps(batch, 
     # From a recorded start: the step is x0 + 1.25 eps sign(grad at x0), projected (an
     # independent recomputation; a share of pixels on the border depended on how many
     # gradients the untrained model zeroes).
-    from adt_tf.noise import RecordedNoise
+    from adt_tf.core.noise import RecordedNoise
 
     u = np.random.default_rng(7).uniform(-EPS, EPS, x.shape).astype(np.float32)
     trainer.noise_source = RecordedNoise(uniform=u)
@@ -224,7 +229,7 @@ def test_alp_runs_one_joined_training_forward_as_the_reference(batch):
     statistics and its running mean moves once per step, towards the mixed batch's mean."""
     import keras
 
-    from adt_tf.noise import RecordedNoise
+    from adt_tf.core.noise import RecordedNoise
 
     x, y = batch
     x, y = x[:8, :4, :4, :], y[:8]
@@ -257,7 +262,7 @@ def test_trades_inner_loop_raises_the_kl(batch):
     """Ascent: each step raises the KL, and the first step is start + size * sign(grad KL),
     the gradient taken independently here (comparing the KL after the steps along +sign and
     -sign held only to first order and failed for some untrained models)."""
-    from adt_tf.noise import DEFAULT_NOISE, as_seed
+    from adt_tf.core.noise import DEFAULT_NOISE, as_seed
     from adt_tf.threat import LinfBall
 
     x, _ = batch
@@ -288,7 +293,7 @@ def test_trades_moves_batchnorm_statistics_three_times_per_step_as_the_reference
     training mode: BatchNorm's running mean moves three times per step, in that order."""
     import keras
 
-    from adt_tf.noise import RecordedNoise
+    from adt_tf.core.noise import RecordedNoise
 
     x, y = batch
     x = x[:8, :4, :4, :]

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from adt_tf import tuning
+from adt_tf.training.callbacks import RobustAccuracyCallback
 from tests.adt_tf.tuning.helpers import (
     PAPER,
     STARTS,
@@ -126,6 +127,6 @@ def test_an_l2_search_trains_and_scores_under_the_l2_ball(tmp_path):
                          space=tuning.SearchSpace(values=(0.01,)), tune_knobs=())
     assert [r["status"] for r in result["rows"]] == ["COMPLETED"]
     assert "(l2, epsilon 0.5, step epsilon/4" in result["best"]["objective"]
-    scorer = tuning.RobustAccuracyCallback(np.zeros((2, 16, 16, 3), np.float32),
+    scorer = RobustAccuracyCallback(np.zeros((2, 16, 16, 3), np.float32),
                                            np.zeros(2, np.int64), L2Ball(0.5), steps=1)
     assert scorer.threat.norm == "l2" and scorer.epsilon == 0.5
