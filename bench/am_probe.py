@@ -20,13 +20,14 @@ import os
 
 from absl import app, flags
 
-VARIANTS = {
-    "exp_lr1e3": ("adt_exp_am", {"generator_lr": 1e-3}),
-    "exp_w64": ("adt_exp_am", {"generator_width": 64}),
-    "imp_lr1e3": ("adt_imp_am", {"generator_lr": 1e-3, "encoder_lr": 1e-3}),
-}
+from bench.kit.recipes import RECIPES, train
+from bench.kit.runs import DEFAULT_DATA, ROOT, set_threads
 
-flags.DEFINE_enum("variant", "exp_lr1e3", list(VARIANTS), "Which variant to train.")
+#: --variant: its key in `bench.kit.variants`.
+PROBES = {"exp_lr1e3": "adt_exp_am_lr1e3", "exp_w64": "adt_exp_am_w64",
+          "imp_lr1e3": "adt_imp_am_lr1e3"}
+
+flags.DEFINE_enum("variant", "exp_lr1e3", list(PROBES), "Which variant to train.")
 flags.DEFINE_integer("seed", 0, "Training seed.")
 flags.DEFINE_integer("threads", 1, "TensorFlow intra- and inter-op threads.")
 FLAGS = flags.FLAGS
@@ -34,16 +35,10 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    import tensorflow as tf
-
-    from bench import robustness as rb
-
-    tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
-    method, params = VARIANTS[FLAGS.variant]
-    rb.METHODS.append((FLAGS.variant, f"{method} {params}", method, params))
-    workdir = os.path.join(rb.ROOT, "bench", "runs", "am_probe")
-    rb.train(rb.RECIPES["cpu"], FLAGS.variant, FLAGS.seed, rb.DEFAULT_DATA, workdir, 2)
+    set_threads(FLAGS.threads)
+    workdir = os.path.join(ROOT, "bench", "runs", "am_probe")
+    train(RECIPES["cpu"], PROBES[FLAGS.variant], FLAGS.seed, DEFAULT_DATA, workdir, 2,
+          benchmark="bench.am_probe")
 
 
 if __name__ == "__main__":

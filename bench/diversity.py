@@ -25,7 +25,7 @@ import numpy as np
 from absl import app, flags
 
 from adt_tf.core.files import write_json, write_text
-from bench.runs import check_recorded_run, command_line, require_data
+from bench.kit.runs import check_recorded_run, command_line, require_data, set_threads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DATA = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "cifar10"))
@@ -237,10 +237,7 @@ def write_table(report: dict, config, results: dict, stem: str, command: str) ->
 
 def main(argv):
     del argv
-    if FLAGS.threads:
-        import tensorflow as tf
-        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+    set_threads(FLAGS.threads)
     require_data(FLAGS.data, "bench.diversity")
     from adt_tf import data as data_lib
     from adt_tf.artifacts.loading import load_classifier

@@ -24,6 +24,7 @@ import numpy as np
 from absl import app, flags
 
 from adt_tf.core.files import write_json, write_text
+from bench.kit.runs import set_threads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS
@@ -84,11 +85,8 @@ def main(argv):
     del argv
     if not FLAGS.model:
         sys.exit("bench.family_sweep: --model is required.")
-    import tensorflow as tf
 
-    if FLAGS.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+    set_threads(FLAGS.threads)
     from adt_tf import data as data_lib
     from adt_tf.adt.families import GaussianFamily
     from adt_tf.artifacts.loading import load_classifier

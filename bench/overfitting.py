@@ -1,11 +1,12 @@
-"""Robust overfitting at CPU scale (issue 29): does ADT_EXP overfit robustly less than AT_PGD?
+"""Robust overfitting at CPU scale: does ADT_EXP overfit robustly less than AT_PGD?
 
 Rice, Wong, Kolter (ICML 2020) show that adversarially trained networks overfit robustly: the
 robust test accuracy peaks shortly after the first learning-rate decay and then falls while
-the training accuracy keeps rising. This benchmark trains AT_PGD and ADT_EXP (the faithful
-defaults) on a small-data, long-schedule CPU recipe where that shows, two seeds each, with a
-held-out validation split (`adt-train --validation_examples`) that selects the best epoch,
-and compares the best checkpoint with the last:
+the training accuracy keeps rising. This benchmark trains AT_PGD, ADT_EXP, AWP-AT and ADT_EXP
+with the matrix-normal Gaussian (the faithful defaults of each) on a small-data,
+long-schedule CPU recipe where that shows, three seeds each, with a held-out validation
+split (`adt-train --validation_examples`) that selects the best epoch, and compares the best
+checkpoint with the last:
 
 - per epoch (history.csv of each run): the training inputs' robust accuracy (PGD-20 on a fixed
   500 of them), the validation split's clean / PGD-20 accuracy (what selects the best
@@ -15,9 +16,13 @@ and compares the best checkpoint with the last:
   best checkpoint of each run; and the same for one seed trained with weight averaging
   (`--ema_decay`).
 
-    python -m bench.overfitting --seeds=0 --threads=1 &     # one process per seed
-    python -m bench.overfitting --seeds=1 --threads=1 &
-    wait; python -m bench.overfitting --table_only
+    python -m bench.overfitting --seeds=0,1,2 --threads=1   # a few core-hours per run
+    python -m bench.overfitting --table_only
+    # In a fresh clone, taking the runs an earlier sitting finished from its committed JSON:
+    python -m bench.overfitting --restore_from=bench/results/overfitting_cifar10_cpu.json
+
+(About 430 lines: the runs, their two evaluations, the curve and gap tables and the verdict
+of one experiment.)
 
 Resumable per run (training resumes at its last epoch, every attack is cached); the table is
 built from whatever has finished, the rest listed as missing. Writes
@@ -26,28 +31,34 @@ bench/results/overfitting_cifar10_cpu.md, .json and .png.
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import time
 from typing import Any
 
 import numpy as np
 from absl import app, flags
 
 from adt_tf.core.files import write_text
-from bench import robustness as rb
-from bench.runs import (
+from bench.kit.flags import define_run_flags
+from bench.kit.recipes import OverfittingRecipe as Recipe
+from bench.kit.recipes import overfitting_config, run_name
+from bench.kit.runs import (
+    ROOT,
     check_recorded_run,
+    collect_summaries,
     command_line,
     fail,
     read_json,
     require_data,
     restore_summary,
+    set_threads,
+    timed_training,
+    train_seconds,
     write_json,
 )
-from bench.variants import variant
+from bench.kit.stats import apart, binomial_se, cell
+from bench.kit.variants import variant
 
-#: The runs' methods (`bench.variants`: the faithful defaults of each).
+#: The runs' methods (`bench.kit.variants`: the faithful defaults of each).
 #: AT_PGD first: every other method's gap is compared with its. ADT_EXP's richer family is
 #: the matrix-normal one: of the two Gaussians the cheaper (bench/results/
 #: speed_cpu2_families.md) and the one the paper names; the flow is above the budget.
@@ -58,40 +69,6 @@ METHODS = tuple((key, label) for key, label, _, _ in METHOD_SPECS)
 RECIPE_TABLES = {"overfitting": "overfitting_cifar10_cpu",
                  "overfitting_4000": "overfitting_cifar10_cpu_4000"}
 MONITOR_INPUTS = 500  # training and test inputs scored every epoch (plot only)
-
-
-@dataclasses.dataclass(frozen=True)
-class Recipe:
-    """The small-data, long-schedule recipe (the same for every method): the training run is
-    a recipe file of `adt_tf/recipes` (`overfitting`); EMA settings for the averaged runs
-    (with the warm-up, the schema's default whenever EMA is on)."""
-
-    name: str = "overfitting"
-    ema_decay: float = 0.999
-    ema_seed: int = 0
-    epochs: int | None = None  # an override of the recipe's (tests, smoke runs)
-
-    @property
-    def config(self):
-        from adt_tf.training.config import load_config_file, override
-
-        config = load_config_file(self.name)
-        if self.epochs:
-            config = override(config, {
-                "optim.epochs": self.epochs, "optim.lr_decay_epochs": tuple(
-                    e for e in config.optim.lr_decay_epochs if e <= self.epochs)})
-        return config
-
-    @property
-    def eval_examples(self) -> int:
-        return self.config.report.eval_examples
-
-    @property
-    def lr_decay_epochs(self) -> tuple[int, ...]:
-        return self.config.optim.lr_decay_epochs
-
-    def describe(self) -> str:
-        return rb.describe_run(self.config) + "; epsilon 8/255 (L-infinity)"
 
 
 FLAGS = flags.FLAGS
@@ -106,41 +83,16 @@ def define_flags() -> None:
     flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds this process runs.")
     flags.DEFINE_list("all_seeds", None, "Every seed of the table (default: --seeds).")
     flags.DEFINE_list("methods", [m for m, _ in METHODS], "Methods.")
-    flags.DEFINE_string("data", rb.DEFAULT_DATA, "Folder holding train.npz and test.npz.")
-    flags.DEFINE_string("workdir", None, "Where the runs live (default: "
-                        "bench/runs/<recipe>_cpu).")
-    flags.DEFINE_string("output_dir", os.path.join(rb.ROOT, "bench", "results"),
-                        "Where the table, plot and JSON go.")
-    flags.DEFINE_integer("epochs", None, "Override the recipe's epochs.")
-    flags.DEFINE_integer("threads", 0, "TensorFlow intra- and inter-op threads (0: default).")
-    flags.DEFINE_bool("table_only", False, "Only build the table from the finished runs.")
+    define_run_flags("bench/runs/<recipe>_cpu", "the table, plot and JSON", verbose=2)
     flags.DEFINE_string("restore_from", None, "A results JSON of an earlier sitting (e.g. "
                         "bench/results/overfitting_cifar10_cpu.json): its finished runs are "
                         "taken as done (each checked against the recipe).")
     flags.DEFINE_bool("ema", True, "Also train the EMA run of --ema_seed (each method).")
-    flags.DEFINE_integer("verbose", 2, "0 quiet, 1 progress bars, 2 one line per epoch.")
-
-
-def run_name(key: str, seed: int, ema: bool) -> str:
-    return f"{key}{'-ema' if ema else ''}-seed{seed}"
 
 
 def train_config(recipe: Recipe, key: str, seed: int, ema: bool, data: str, workdir: str):
-    from adt_tf.training.config import override
-
-    _, _, method, params = method_spec(key)
-    return override(recipe.config, {
-        "run.workdir": os.path.join(workdir, run_name(key, seed, ema)), "run.seed": seed,
-        "run.verbose": 2, "method.name": method, "method.params": dict(params),
-        "data.dataset": f"npz:{data}",
-        "validation.ema_decay": recipe.ema_decay if ema else None})
-
-
-def method_spec(key: str) -> tuple[str, str, str, dict]:
-    for spec in METHOD_SPECS:
-        if spec[0] == key:
-            return spec
-    raise ValueError(f"--methods: unknown {key!r}; known: {', '.join(dict(METHODS))}.")
+    """The `RunConfig` of one run (`bench.kit.recipes.overfitting_config`)."""
+    return overfitting_config(recipe, key, seed, ema, data, workdir)
 
 
 def monitors(config, data: str):
@@ -172,7 +124,6 @@ def train_and_evaluate(recipe: Recipe, key: str, seed: int, ema: bool, data: str
     from adt_tf.artifacts.loading import file_id, load_classifier
     from adt_tf.data import resolve_threat
     from adt_tf.evaluation import evaluate
-    from adt_tf.training.run import run_training
 
     config = train_config(recipe, key, seed, ema, data, workdir)
     d = config.run.workdir
@@ -183,17 +134,11 @@ def train_and_evaluate(recipe: Recipe, key: str, seed: int, ema: bool, data: str
         return _with_record(d, summary)
     if not os.path.exists(os.path.join(d, "report.json")):
         print(f"[train] {run_name(key, seed, ema)} -> {d}", flush=True)
-        timing_path = os.path.join(d, "timing.json")
-        os.makedirs(d, exist_ok=True)
-        spent = read_json(timing_path, {}).get("train_seconds", 0.0)
-        started = time.perf_counter()
-        run_training(config, monitors=monitors(config, data))
-        write_json(timing_path, {"train_seconds": spent + time.perf_counter() - started})
+        timed_training(config, monitors=monitors(config, data))
     splits = data_lib.load(f"npz:{data}", max_test_examples=recipe.eval_examples)
     threat = resolve_threat("linf", None, splits.info)
     out = {"method": key, "seed": seed, "ema": ema, "history": _history(d),
-           "train_seconds": read_json(os.path.join(d, "timing.json"), {}).get(
-               "train_seconds")}
+           "train_seconds": train_seconds(d)}
     record = read_json(os.path.join(d, "best.json"), {})
     for checkpoint in ("last", "best"):
         path = os.path.join(d, "classifier.keras" if checkpoint == "last" else "best.keras")
@@ -267,25 +212,13 @@ def _history(d: str) -> list[dict[str, float]]:
     return [{k: float(r[k]) for k in keep if k in r and r[k] not in ("", "NA")} for r in rows]
 
 
-def _cell(values: list[float]) -> str:
-    if not values:
-        return "-"
-    mean, spread = rb.mean_spread(values)
-    return f"{mean:.1f} ± {spread:.1f}" if len(values) > 1 else f"{mean:.1f}"
-
-
 def build_table(recipe: Recipe, workdir: str, seeds: list[int], methods: list[str],
                 output_dir: str, command: str, data: str) -> str:
-    found, missing = {}, []
     runs = [(k, s, False) for k in methods for s in seeds] + [
         (k, recipe.ema_seed, True) for k in methods]
-    for key, seed, ema in runs:
-        summary = read_json(os.path.join(workdir, run_name(key, seed, ema),
-                                             "summary.json"), None)
-        if summary is None:
-            missing.append(run_name(key, seed, ema))
-        else:
-            found[(key, seed, ema)] = summary
+    found, missing = collect_summaries({run: os.path.join(workdir, run_name(*run))
+                                        for run in runs})
+    missing = [run_name(*run) for run in missing]
     labels = dict(METHODS)
     n = recipe.eval_examples
     lines = ["# Robust overfitting at CPU scale: "
@@ -300,7 +233,7 @@ def build_table(recipe: Recipe, workdir: str, seeds: list[int], methods: list[st
                   f"checked against this recipe: {', '.join(restored)}.", ""]
     lines += [
         f"- Recipe (every method, its faithful defaults): {recipe.describe()}.",
-        f"- Data: `{os.path.relpath(data, rb.ROOT)}` (the offline CIFAR-10 copy: training "
+        f"- Data: `{os.path.relpath(data, ROOT)}` (the offline CIFAR-10 copy: training "
         "images in the original order, most decoded from a JPEG copy; the first 2,000 "
         "official test images, pixel-exact).",
         f"- Test: the first {n} test images, never used to choose anything. AutoAttack: PGD-20, "
@@ -308,7 +241,7 @@ def build_table(recipe: Recipe, workdir: str, seeds: list[int], methods: list[st
         "on the inputs still robust; the per-example worst case.",
         f"- Seeds {', '.join(map(str, seeds))}; cells mean ± spread (half the range) in percent. "
         f"The binomial standard error of one run's accuracy near 25% on {n} inputs is "
-        f"{rb.binomial_se(0.25, n):.1f} points.",
+        f"{binomial_se(0.25, n):.1f} points.",
         "",
         "| method | weights | runs | best epoch | clean best / last | PGD-20 best / last | "
         "AutoAttack best / last | **gap (best - last)** |",
@@ -324,12 +257,12 @@ def build_table(recipe: Recipe, workdir: str, seeds: list[int], methods: list[st
             lines.append(
                 f"| {labels[key]} | {'EMA ' + str(recipe.ema_decay) if ema else 'raw'} | "
                 f"{len(rows)} | {', '.join(map(str, best))} | "
-                f"{_cell([r['best']['clean'] for r in rows])} / "
-                f"{_cell([r['last']['clean'] for r in rows])} | "
-                f"{_cell([r['best']['pgd20'] for r in rows])} / "
-                f"{_cell([r['last']['pgd20'] for r in rows])} | "
-                f"{_cell([r['best']['autoattack'] for r in rows])} / "
-                f"{_cell([r['last']['autoattack'] for r in rows])} | **{_cell(gap)}** |")
+                f"{cell([r['best']['clean'] for r in rows], 1)} / "
+                f"{cell([r['last']['clean'] for r in rows], 1)} | "
+                f"{cell([r['best']['pgd20'] for r in rows], 1)} / "
+                f"{cell([r['last']['pgd20'] for r in rows], 1)} | "
+                f"{cell([r['best']['autoattack'] for r in rows], 1)} / "
+                f"{cell([r['last']['autoattack'] for r in rows], 1)} | **{cell(gap, 1)}** |")
     lines += ["", "## The per-epoch curves (PGD-20; plot only, they select nothing)", "",
               f"PGD-20 (step epsilon/4, random start) after every epoch on {MONITOR_INPUTS} "
               f"training images that are trained on and on the first {MONITOR_INPUTS} test "
@@ -369,21 +302,13 @@ def _gaps(found: dict, key: str, ema: bool) -> dict[int, float]:
             for (k, s, e), r in found.items() if k == key and e == ema}
 
 
-def _apart(a: list[float], b: list[float], se: float) -> bool:
-    """Whether two sets of per-seed values (points) differ beyond the seed spread (their
-    intervals mean ± half range do not overlap) and beyond twice the sampling error `se` of
-    a difference of two runs."""
-    (ma, sa), (mb, sb) = ((float(np.mean(v)), (max(v) - min(v)) / 2) for v in (a, b))
-    return abs(ma - mb) > sa + sb and abs(ma - mb) > 2 * se
-
-
 def verdict(found: dict, methods: list[str], n: int) -> str:
     """Whichever way it comes out: each method's best - last AutoAttack gap against the seed
     spread and the sampling error of n inputs; each method's gap against the first method's
     (AT_PGD's); what EMA changes; which method ends best at its best checkpoint."""
     if not found:
         return "No run has finished yet."
-    se = rb.binomial_se(0.25, n) * np.sqrt(2)  # points, of a difference of two runs
+    se = binomial_se(0.25, n) * np.sqrt(2)  # points, of a difference of two runs
     labels = dict(METHODS)
     parts, gaps = [], {}
     for key in methods:
@@ -406,7 +331,7 @@ def verdict(found: dict, methods: list[str], n: int) -> str:
             parts.append(
                 f"{labels[key]} against {labels[base]}: the gap differs by {diff:+.1f} points, "
                 + (f"so {labels[key]} overfits {word} than {labels[base]} beyond"
-                   if _apart(gaps[key], gaps[base], se) else "within")
+                   if apart(gaps[key], gaps[base], se) else "within")
                 + " the seed spread and the sampling error.")
     for key in methods:
         raw, ema = _gaps(found, key, False), _gaps(found, key, True)
@@ -431,7 +356,7 @@ def verdict(found: dict, methods: list[str], n: int) -> str:
             f"Best at its best checkpoint: {labels[top]}, AutoAttack "
             f"{np.mean(best[top]):.1f}% (seeds {', '.join(f'{v:.1f}' for v in best[top])}), "
             f"{lead:.1f} points above {labels[second]}, "
-            + ("beyond" if _apart(best[top], best[second], se) else "within")
+            + ("beyond" if apart(best[top], best[second], se) else "within")
             + " the seed spread and the sampling error. Order: "
             + " > ".join(f"{labels[k]} {np.mean(best[k]):.1f}%" for k in ranked) + ".")
     return "\n".join(f"- {p}" for p in parts) if parts else "No non-EMA run has finished yet."
@@ -464,7 +389,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     recipe = Recipe(name=FLAGS.recipe, epochs=FLAGS.epochs)
-    workdir = FLAGS.workdir or os.path.join(rb.ROOT, "bench", "runs", f"{FLAGS.recipe}_cpu")
+    workdir = FLAGS.workdir or os.path.join(ROOT, "bench", "runs", f"{FLAGS.recipe}_cpu")
     seeds = [int(s) for s in FLAGS.seeds]
     all_seeds = [int(s) for s in FLAGS.all_seeds] if FLAGS.all_seeds else seeds
     methods = list(FLAGS.methods)
@@ -474,10 +399,7 @@ def main(argv):
                  f"{', '.join(dict(METHODS))}.")
     if not FLAGS.table_only:
         require_data(FLAGS.data, "bench.overfitting")
-    if FLAGS.threads:
-        import tensorflow as tf
-        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+    set_threads(FLAGS.threads)
     command = command_line("bench.overfitting")
     if FLAGS.restore_from:
         try:

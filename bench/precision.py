@@ -31,8 +31,20 @@ import numpy as np
 from absl import app, flags
 
 from adt_tf.core.files import write_text
-from bench import robustness as rb
-from bench.runs import command_line, fail, read_json, require_data, write_json
+from bench.kit.flags import define_run_flags
+from bench.kit.recipes import RECIPES, Recipe, classifier_path, overridden, run_dir, train
+from bench.kit.runs import (
+    ROOT,
+    collect_summaries,
+    command_line,
+    fail,
+    read_json,
+    require_data,
+    set_threads,
+    write_json,
+)
+from bench.kit.stats import binomial_se, cell, holds
+from bench.kit.variants import variant
 
 PRECISIONS = ("float32", "mixed")
 METHODS = ("pgd_at", "adt_exp")
@@ -45,29 +57,20 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
     if "precisions" in FLAGS:
         return
-    flags.DEFINE_enum("scale", "cpu", list(rb.RECIPES), "The recipe of bench.robustness.")
-    flags.DEFINE_list("methods", list(METHODS), "Methods (keys of bench.robustness.METHODS).")
+    flags.DEFINE_enum("scale", "cpu", list(RECIPES), "The recipe of bench.robustness.")
+    flags.DEFINE_list("methods", list(METHODS), "Methods (keys of bench.kit.variants).")
     flags.DEFINE_list("precisions", list(PRECISIONS), "float32 and/or mixed.")
     flags.DEFINE_list("seeds", None, "Seeds this process runs (default: the recipe's).")
     flags.DEFINE_list("all_seeds", None, "Every seed of the table (default: --seeds).")
-    flags.DEFINE_string("data", rb.DEFAULT_DATA, "Folder holding train.npz and test.npz.")
-    flags.DEFINE_string("workdir", None, "Where the runs live (default: "
-                        "bench/runs/precision_<scale>).")
-    flags.DEFINE_string("output_dir", os.path.join(rb.ROOT, "bench", "results"),
-                        "Where the table goes.")
-    flags.DEFINE_integer("epochs", None, "Override the recipe's epochs.")
-    flags.DEFINE_integer("train_examples", None, "Override the recipe's training images.")
-    flags.DEFINE_integer("eval_examples", None, "Override the recipe's test inputs.")
-    flags.DEFINE_integer("threads", 0, "TensorFlow intra- and inter-op threads (0: default).")
-    flags.DEFINE_bool("table_only", False, "Only build the table from the finished runs.")
-    flags.DEFINE_integer("verbose", 1, "0 quiet, 1 progress bars, 2 one line per epoch.")
+    define_run_flags("bench/runs/precision_<scale>", "the table and JSON",
+                     ("epochs", "train_examples", "eval_examples"))
 
 
 def precision_dir(workdir: str, precision: str) -> str:
     return os.path.join(workdir, precision)
 
 
-def evaluate_run(recipe: rb.Recipe, key: str, seed: int, data: str, workdir: str,
+def evaluate_run(recipe: Recipe, key: str, seed: int, data: str, workdir: str,
                  verbose: int) -> dict[str, Any]:
     """Clean, PGD-20 and the autoattack suite in float32 on one model; stores summary.json."""
     from adt_tf import data as data_lib
@@ -75,10 +78,11 @@ def evaluate_run(recipe: rb.Recipe, key: str, seed: int, data: str, workdir: str
     from adt_tf.core.precision import float32_copy
     from adt_tf.data import resolve_threat
     from adt_tf.evaluation import evaluate
+    from adt_tf.evaluation.staged import wall_seconds
 
-    d = rb.run_dir(workdir, key, seed)
+    d = run_dir(workdir, key, seed)
     summary_path = os.path.join(d, "summary.json")
-    path = rb.classifier_path(workdir, key, seed)
+    path = classifier_path(workdir, key, seed)
     summary = read_json(summary_path, None)
     if summary is not None and summary.get("model_id") == file_id(path):
         return summary
@@ -106,7 +110,7 @@ def evaluate_run(recipe: rb.Recipe, key: str, seed: int, data: str, workdir: str
                              "broken": a.num_broken, "seconds": a.seconds}
                     for a in aa.attacks},
         "train_seconds": timing.get("train_seconds"),
-        "eval_seconds": rb._wall_seconds(pgd) + rb._wall_seconds(aa),
+        "eval_seconds": wall_seconds(pgd) + wall_seconds(aa),
         "environment": pgd.environment,
     }
     write_json(summary_path, summary)
@@ -117,32 +121,13 @@ def evaluate_run(recipe: rb.Recipe, key: str, seed: int, data: str, workdir: str
 
 
 def collect(workdir: str, methods, precisions, seeds) -> tuple[dict, list[str]]:
-    found, missing = {}, []
-    for precision in precisions:
-        for key in methods:
-            for seed in seeds:
-                s = read_json(os.path.join(rb.run_dir(precision_dir(workdir, precision), key,
-                                                          seed), "summary.json"), None)
-                if s is None:
-                    missing.append(f"{precision}/{key}-seed{seed}")
-                else:
-                    found[(precision, key, seed)] = s
-    return found, missing
+    found, missing = collect_summaries({
+        (precision, key, seed): run_dir(precision_dir(workdir, precision), key, seed)
+        for precision in precisions for key in methods for seed in seeds})
+    return found, [f"{p}/{k}-seed{s}" for p, k, s in missing]
 
 
-def holds(a: list[float], b: list[float]) -> str:
-    """'holds' when the two seed ranges overlap, 'lower' / 'higher' when b's lies below /
-    above a's, 'not enough seeds' with fewer than two each."""
-    if len(a) < 2 or len(b) < 2:
-        return "not enough seeds"
-    if max(b) < min(a):
-        return "lower"
-    if min(b) > max(a):
-        return "higher"
-    return "holds"
-
-
-def build_table(recipe: rb.Recipe, scale: str, workdir: str, methods, precisions, seeds,
+def build_table(recipe: Recipe, scale: str, workdir: str, methods, precisions, seeds,
                 output_dir: str, command: str, hardware: str) -> str | None:
     found, missing = collect(workdir, methods, precisions, seeds)
     if not found:
@@ -169,7 +154,7 @@ def build_table(recipe: rb.Recipe, scale: str, workdir: str, methods, precisions
         "still robust, the per-example worst case.",
         f"- Seeds {', '.join(map(str, seeds))}; cells mean ± spread (half the range), percent; "
         f"the binomial standard error of one accuracy near 40% on {n} inputs is "
-        f"{rb.binomial_se(0.4, n):.1f} points.",
+        f"{binomial_se(0.4, n):.1f} points.",
         f"- Hardware: {env.get('cpu')}, {env.get('cpu_count')} cores, GPUs "
         f"{env.get('gpus') or 'none'}; `native_reduced_precision()`: {hardware}. TensorFlow "
         f"{env.get('tensorflow')}, Keras {env.get('keras')}. Training times are wall-clock "
@@ -189,9 +174,9 @@ def build_table(recipe: rb.Recipe, scale: str, workdir: str, methods, precisions
             train = np.mean([r["train_seconds"] or 0.0 for r in runs]) / 60
             evals = np.mean([r["eval_seconds"] for r in runs]) / 60
             lines.append(
-                f"| {rb.method_spec(key)[1]} | {precision} | {len(runs)} | "
-                f"{rb._cell([r['clean'] for r in runs])} | {rb._cell([r['pgd20'] for r in runs])}"
-                f" | {rb._cell([r['autoattack'] for r in runs])} | {train:.1f} | {evals:.1f} |")
+                f"| {variant(key).label} | {precision} | {len(runs)} | "
+                f"{cell([r['clean'] for r in runs])} | {cell([r['pgd20'] for r in runs])}"
+                f" | {cell([r['autoattack'] for r in runs])} | {train:.1f} | {evals:.1f} |")
     lines += ["", "## Does mixed precision keep robustness?", ""]
     for key in methods:
         for metric, what in (("clean", "clean"), ("pgd20", "PGD-20"),
@@ -204,7 +189,7 @@ def build_table(recipe: rb.Recipe, scale: str, workdir: str, methods, precisions
                     "lower": "below float32 beyond the seed spread",
                     "higher": "above float32 beyond the seed spread",
                     "not enough seeds": "not enough seeds to compare"}[answer]
-            lines.append(f"- {rb.method_spec(key)[1]}, {what}: mixed {text}.")
+            lines.append(f"- {variant(key).label}, {what}: mixed {text}.")
     lines.append("")
     lines += ["## Per run", "", "| run | clean | PGD-20 | AutoAttack | APGD-CE / APGD-T / FAB-T "
               "/ Square broken | train (min) |", "|---|---:|---:|---:|---|---:|"]
@@ -225,11 +210,11 @@ def build_table(recipe: rb.Recipe, scale: str, workdir: str, methods, precisions
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    recipe = rb.overridden(rb.RECIPES[FLAGS.scale], FLAGS,
+    recipe = overridden(RECIPES[FLAGS.scale], FLAGS,
                            ("epochs", "train_examples", "eval_examples"))
     methods = [m.strip() for m in FLAGS.methods]
     for key in methods:
-        rb.method_spec(key)
+        variant(key)
     precisions = [p.strip() for p in FLAGS.precisions]
     for p in precisions:
         if p not in PRECISIONS:
@@ -239,11 +224,8 @@ def main(argv):
     all_seeds = [int(s) for s in FLAGS.all_seeds] if FLAGS.all_seeds else seeds
     if not FLAGS.table_only:
         require_data(FLAGS.data, "bench.precision")
-    workdir = FLAGS.workdir or os.path.join(rb.ROOT, "bench", "runs", f"precision_{FLAGS.scale}")
-    if FLAGS.threads:
-        import tensorflow as tf
-        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+    workdir = FLAGS.workdir or os.path.join(ROOT, "bench", "runs", f"precision_{FLAGS.scale}")
+    set_threads(FLAGS.threads)
     from adt_tf.core.precision import native_reduced_precision
 
     native, reason = native_reduced_precision()
@@ -254,8 +236,8 @@ def main(argv):
             for seed in seeds:
                 for precision in precisions:
                     wd = precision_dir(workdir, precision)
-                    rb.train(recipe, key, seed, FLAGS.data, wd, FLAGS.verbose,
-                             mixed_precision=precision == "mixed")
+                    train(recipe, key, seed, FLAGS.data, wd, FLAGS.verbose,
+                          mixed_precision=precision == "mixed", benchmark="bench.precision")
                     evaluate_run(recipe, key, seed, FLAGS.data, wd, FLAGS.verbose)
                     build_table(recipe, FLAGS.scale, workdir, methods, precisions, all_seeds,
                                 FLAGS.output_dir, command, hardware)

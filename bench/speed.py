@@ -1,5 +1,8 @@
 """Speed benchmark: training images/s, floor ratio and memory peak of every training method.
 
+(About 470 lines: the measurement, its memory probes and its table belong together;
+`bench.profile` reuses its compiled step.)
+
     python -m bench.speed                                   # all methods, both models, 64 & 128
     python -m bench.speed --methods=adt_exp --models=small_cnn --batch_sizes=64 --steps=9
 
@@ -52,11 +55,11 @@ from adt_tf.core.files import write_text
 from adt_tf.evaluation.suites import parse_overrides
 from adt_tf.methods import METHODS, StandardTraining
 from adt_tf.models import build_model
-from bench.variants import VARIANTS, Variant
+from bench.kit.variants import VARIANTS, Variant
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("methods", None, "Methods to time: registered methods or variants of "
-                  "bench.variants, e.g. adt_exp_lowrank (default: every registered method).")
+                  "bench.kit.variants, e.g. adt_exp_lowrank (default: every registered method).")
 flags.DEFINE_list("models", ["small_cnn", "cifar"], "Model presets: small_cnn (28x28x1), "
                   "cifar (32x32x3; WRN-28-10 on GPU, a width-16 PreAct ResNet-18 on CPU), "
                   "cpu_recipe (the CPU robustness recipe's SmallCNN, width 16 with "
@@ -80,7 +83,7 @@ flags.DEFINE_string("memory_probe", None, "Internal: MODEL,BATCH,METHOD; run two
 
 
 def method_of(name: str) -> Variant:
-    """A registered method (its defaults) or a variant of `bench.variants` by key."""
+    """A registered method (its defaults) or a variant of `bench.kit.variants` by key."""
     return VARIANTS[name] if name in VARIANTS else Variant(name, name, name, {})
 
 

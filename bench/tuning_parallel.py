@@ -1,4 +1,4 @@
-"""Wall time of a distributed lambda search against one process (issue 19).
+"""Wall time of a distributed lambda search against one process.
 
 Runs the same 4-point grid (ADT_EXP on the bundled CIFAR-10 sample) twice with `adt-tune`:
 in one process, then as a chief and `--workers` workers on 127.0.0.1; checks that both score

@@ -1,4 +1,4 @@
-"""What robust validation costs per epoch (issue 29): the validation PGD on the held-out split
+"""What robust validation costs per epoch: the validation PGD on the held-out split
 against the training epoch, for AT_PGD and ADT_EXP, at the overfitting benchmark's recipe.
 
     python -m bench.validation_cost --threads=1
@@ -21,14 +21,17 @@ import time
 from absl import app, flags
 
 from adt_tf.core.files import write_text
-from bench import overfitting as bo
-from bench import robustness as rb
-from bench.runs import require_data
+from bench.kit.recipes import OverfittingRecipe, overfitting_config
+from bench.kit.runs import DEFAULT_DATA, RESULTS_DIR, require_data, set_threads
+from bench.kit.variants import variant
+
+#: The methods timed (`bench.kit.variants` keys).
+METHODS = ("pgd_at", "adt_exp")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("threads", 0, "TensorFlow intra- and inter-op threads (0: default).")
-flags.DEFINE_string("data", rb.DEFAULT_DATA, "Folder holding train.npz and test.npz.")
-flags.DEFINE_string("output_dir", os.path.join(rb.ROOT, "bench", "results"), "Table folder.")
+flags.DEFINE_string("data", DEFAULT_DATA, "Folder holding train.npz and test.npz.")
+flags.DEFINE_string("output_dir", RESULTS_DIR, "Table folder.")
 flags.DEFINE_string("validation_attack", "pgd10", "The validation's attack (pgd<steps>).")
 
 
@@ -59,8 +62,7 @@ def measure(key: str, data: str, attack: str) -> dict[str, list[float]]:
             times["validation"].append(time.perf_counter() - started)
 
     workdir = tempfile.mkdtemp(prefix=f"validation_cost_{key}_")
-    recipe = bo.Recipe()
-    config = override(bo.train_config(recipe, key, 0, False, data, workdir), {
+    config = override(overfitting_config(OverfittingRecipe(), key, 0, False, data, workdir), {
         "optim.epochs": 2, "report.eval_examples": 100, "validation.attack": attack,
         "run.verbose": 0})
     robust_accuracy.RobustAccuracyCallback.evaluate = timed
@@ -76,12 +78,10 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     require_data(FLAGS.data, "bench.validation_cost")
-    if FLAGS.threads:
-        import tensorflow as tf
-        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+    set_threads(FLAGS.threads)
     rows = []
-    for key, label in bo.METHODS:
+    for key in METHODS:
+        label = variant(key).label
         t = measure(key, FLAGS.data, FLAGS.validation_attack)
         # the second epoch: the first one's numbers include tracing
         share = t["validation"][-1] / t["epoch"][-1]

@@ -9,6 +9,7 @@ import os
 import pytest
 
 from bench import overfitting as bo
+from bench.kit import recipes
 from tests.helpers import random_npz_dataset
 
 
@@ -22,12 +23,12 @@ def _summary(key, seed, ema, best_aa, last_aa, best_epoch=22):
 
 
 def test_table_verdict_and_plot_from_finished_runs(tmp_path):
-    recipe = bo.Recipe()
+    recipe = recipes.OverfittingRecipe()
     workdir = tmp_path / "runs"
     values = {("pgd_at", 0, False): (0.26, 0.20), ("pgd_at", 1, False): (0.27, 0.21),
               ("adt_exp", 0, False): (0.25, 0.245)}
     for (key, seed, ema), (best, last) in values.items():
-        d = workdir / bo.run_name(key, seed, ema)
+        d = workdir / recipes.run_name(key, seed, ema)
         d.mkdir(parents=True)
         (d / "summary.json").write_text(json.dumps(_summary(key, seed, ema, best, last)))
     path = bo.build_table(recipe, str(workdir), [0, 1], ["pgd_at", "adt_exp"],
@@ -46,7 +47,7 @@ def test_table_verdict_and_plot_from_finished_runs(tmp_path):
 
 
 def test_each_run_is_a_training_config_with_its_protocol():
-    recipe = bo.Recipe()
+    recipe = recipes.OverfittingRecipe()
     config = bo.train_config(recipe, "adt_exp", 1, True, "/data", "/w")
     assert config.validation.examples == 1000 and config.validation.attack == "pgd20"
     assert config.validation.ema_decay == recipe.ema_decay
@@ -56,7 +57,8 @@ def test_each_run_is_a_training_config_with_its_protocol():
     assert config.validation.ema_warmup is None  # resolved: on, since EMA is on
     awp = bo.train_config(recipe, "awp_at", 0, False, "/d", "/w")
     assert awp.method.name == "awp_at" and awp.method.params == {}
-    first = bo.train_config(bo.Recipe(name="overfitting_4000"), "pgd_at", 0, False, "/d", "/w")
+    first = bo.train_config(recipes.OverfittingRecipe(name="overfitting_4000"), "pgd_at", 0,
+                            False, "/d", "/w")
     assert first.data.max_train_examples == 5000 and first.optim.epochs == 40
     assert config.run.workdir == os.path.join("/w", "adt_exp-ema-seed1")
     assert (config.method.name, config.run.seed, config.data.dataset) == ("adt_exp", 1,
@@ -114,7 +116,7 @@ def test_restore_takes_a_committed_runs_summary_and_refuses_another_recipes(tmp_
         config = bo.train_config(recipe, "pgd_at", seed, False, data, str(tmp_path / "old"))
         return json.loads(json.dumps(resolve(config).to_dict()))
 
-    recipe = bo.Recipe()
+    recipe = recipes.OverfittingRecipe()
     entry = dict(_summary("pgd_at", 0, False, 0.26, 0.2), run_config=record(0))
     results = tmp_path / "overfitting_cifar10_cpu.json"
     results.write_text(json.dumps({"pgd_at-seed0": entry}))

@@ -6,14 +6,14 @@ import json
 import os
 
 from bench import precision as bp
-from bench import robustness as rb
+from bench.kit import recipes, stats
 
 
 def test_holds_compares_the_seed_ranges():
-    assert bp.holds([0.30, 0.32], [0.31, 0.35]) == "holds"
-    assert bp.holds([0.30, 0.32], [0.25, 0.29]) == "lower"
-    assert bp.holds([0.30, 0.32], [0.33, 0.34]) == "higher"
-    assert bp.holds([0.30], [0.31, 0.33]) == "not enough seeds"
+    assert stats.holds([0.30, 0.32], [0.31, 0.35]) == "holds"
+    assert stats.holds([0.30, 0.32], [0.25, 0.29]) == "lower"
+    assert stats.holds([0.30, 0.32], [0.33, 0.34]) == "higher"
+    assert stats.holds([0.30], [0.31, 0.33]) == "not enough seeds"
 
 
 def _summary(key, seed, clean, pgd, aa):
@@ -29,11 +29,11 @@ def test_table_marks_missing_runs_and_draws_the_verdict(tmp_path):
     values = {("float32", 0): (0.40, 0.25, 0.22), ("float32", 1): (0.41, 0.26, 0.23),
               ("mixed", 0): (0.40, 0.24, 0.225), ("mixed", 1): (0.42, 0.20, 0.18)}
     for (precision, seed), v in values.items():
-        d = rb.run_dir(bp.precision_dir(workdir, precision), "pgd_at", seed)
+        d = recipes.run_dir(bp.precision_dir(workdir, precision), "pgd_at", seed)
         os.makedirs(d)
         with open(os.path.join(d, "summary.json"), "w") as f:
             json.dump(_summary("pgd_at", seed, *v), f)
-    path = bp.build_table(rb.RECIPES["cpu"], "cpu", workdir, ["pgd_at", "adt_exp"],
+    path = bp.build_table(recipes.RECIPES["cpu"], "cpu", workdir, ["pgd_at", "adt_exp"],
                           ["float32", "mixed"], [0, 1], out, "python -m bench.precision",
                           "native (test)")
     text = open(path).read()

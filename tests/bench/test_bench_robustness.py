@@ -9,8 +9,11 @@ import os
 import numpy as np
 import pytest
 
+from adt_tf.evaluation import staged
 from adt_tf.evaluation.report import AttackResult, EvaluationResult
 from bench import robustness as rb
+from bench import robustness_table as rt
+from bench.kit import recipes, stats
 from tests.helpers import random_npz_dataset
 
 
@@ -39,7 +42,7 @@ def _result(per_example: dict[str, np.ndarray], names, mode: str) -> EvaluationR
 def _fake_run(rng, n: int, m: int, norm: str = "linf"):
     """Random per-example outcomes of the three stages, run the way the script runs them;
     returns (main, stages, expected A_rob after stage 2, expected A_rob (all) on the first m)."""
-    main_attacks, late_attacks, subset_attacks = rb.stage_attacks(norm)
+    main_attacks, late_attacks, subset_attacks = staged.stage_attacks(norm)
     clean = rng.random(n) < 0.7
     main_pe = {"clean": clean}
     for name in main_attacks:
@@ -75,8 +78,8 @@ def test_summary_worst_case_is_the_per_example_and(tmp_path):
     assert summary["a_rob_subset"] <= summary["a_rob_main_on_subset"] <= 1.0
     assert summary["a_rob_main"] < summary["a_rob_stage1"]  # stage 2 broke some inputs
     assert summary["a_rob_stage1"] <= min(a["accuracy"] for name, a in
-                                          summary["attacks"].items() if name in rb.MAIN_ATTACKS)
-    assert set(summary["attacks"]) == set(rb.ALL_ATTACKS)
+                                          summary["attacks"].items() if name in staged.MAIN_ATTACKS)
+    assert set(summary["attacks"]) == set(staged.ALL_ATTACKS)
     assert summary["transfer_source_seed"] == 1
     # Wall time of each call (2 s) plus nothing cached.
     assert summary["eval_seconds"] == pytest.approx(2.0 * (1 + sum(
@@ -94,25 +97,25 @@ def test_eval_time_counts_attacks_taken_from_the_cache(tmp_path):
 
 
 def test_mean_spread_and_verdict():
-    assert rb.mean_spread([0.40, 0.50]) == pytest.approx((45.0, 5.0))
-    assert rb.mean_spread([0.3]) == pytest.approx((30.0, 0.0))
+    assert stats.mean_spread([0.40, 0.50]) == pytest.approx((45.0, 5.0))
+    assert stats.mean_spread([0.3]) == pytest.approx((30.0, 0.0))
 
     def found(adt, pgd):
         return {("adt_exp", s): {"a_rob_subset": a} for s, a in enumerate(adt)} | \
             {("pgd_at", s): {"a_rob_subset": p} for s, p in enumerate(pgd)}
 
-    assert rb.verdict(found([0.30, 0.32], [0.25, 0.26]), [0, 1], "adt_exp").startswith("beats")
-    assert rb.verdict(found([0.20, 0.21], [0.25, 0.26]), [0, 1], "adt_exp").startswith(
+    assert rt.verdict(found([0.30, 0.32], [0.25, 0.26]), [0, 1], "adt_exp").startswith("beats")
+    assert rt.verdict(found([0.20, 0.21], [0.25, 0.26]), [0, 1], "adt_exp").startswith(
         "is below")
-    assert rb.verdict(found([0.24, 0.30], [0.25, 0.26]), [0, 1], "adt_exp").startswith(
+    assert rt.verdict(found([0.24, 0.30], [0.25, 0.26]), [0, 1], "adt_exp").startswith(
         "does not differ")
-    assert rb.verdict(found([0.3], [0.2]), [0], "adt_exp") == "not enough seeds to compare"
+    assert rt.verdict(found([0.3], [0.2]), [0], "adt_exp") == "not enough seeds to compare"
     # The verdict on another measure reads that measure only.
     both = {("adt_exp", s): {"a_rob_subset": 0.20, "a_rob_main": a} for s, a in
             enumerate([0.30, 0.31])} | {("pgd_at", s): {"a_rob_subset": 0.25, "a_rob_main": 0.2}
                                         for s in (0, 1)}
-    assert rb.verdict(both, [0, 1], "adt_exp").startswith("is below")
-    assert rb.verdict(both, [0, 1], "adt_exp", metric="a_rob_main").startswith("beats")
+    assert rt.verdict(both, [0, 1], "adt_exp").startswith("is below")
+    assert rt.verdict(both, [0, 1], "adt_exp", metric="a_rob_main").startswith("beats")
 
 
 def test_in_short_names_the_variants_that_beat_at_pgd():
@@ -120,17 +123,17 @@ def test_in_short_names_the_variants_that_beat_at_pgd():
     found |= {("adt_exp", s): {"a_rob_subset": 0.30 + s / 100, "a_rob_main": 0.2}
               for s in (0, 1)}
     found |= {("adt_exp_am", s): {"a_rob_subset": 0.10, "a_rob_main": 0.1} for s in (0, 1)}
-    text = rb.in_short(found, [0, 1], ["adt_exp", "adt_exp_am"])
+    text = rt.in_short(found, [0, 1], ["adt_exp", "adt_exp_am"])
     assert text == ("**In short:** at this scale, on A_rob (all attacks), ADT_EXP beats AT_PGD "
                     "beyond the seed spread; on A_rob after stage 2, no ADT variant beats "
                     "AT_PGD beyond the seed spread.")
-    assert "no verdict" in rb.in_short(found, [0], ["adt_exp"])  # one seed
+    assert "no verdict" in rt.in_short(found, [0], ["adt_exp"])  # one seed
 
 
 def test_binomial_standard_error():
-    assert rb.binomial_se(0.5, 100) == pytest.approx(5.0)
-    assert rb.binomial_se(0.2, 500) == pytest.approx(100 * np.sqrt(0.16 / 500))
-    assert rb.binomial_se(0.0, 50) == 0.0
+    assert stats.binomial_se(0.5, 100) == pytest.approx(5.0)
+    assert stats.binomial_se(0.2, 500) == pytest.approx(100 * np.sqrt(0.16 / 500))
+    assert stats.binomial_se(0.0, 50) == 0.0
 
 
 def test_transfer_source_is_the_next_seed():
@@ -147,17 +150,17 @@ def test_table_from_finished_runs(tmp_path):
     for key in ("pgd_at", "adt_exp"):
         for seed in (0, 1):
             main, stages, _, exp = _fake_run(rng, n=50, m=20)
-            d = rb.run_dir(str(workdir), key, seed)
+            d = recipes.run_dir(str(workdir), key, seed)
             os.makedirs(d)
             summary = rb.summarize(main, stages, 20, key, seed, 1 - seed, d)
             with open(os.path.join(d, "summary.json"), "w") as f:
                 json.dump(summary, f, default=str)
             expected[(key, seed)] = exp
-    path = rb.build_table(rb.RECIPES["cpu"], "cpu", str(workdir), [0, 1],
+    path = rt.build_table(recipes.RECIPES["cpu"], "cpu", str(workdir), [0, 1],
                           ["standard", "pgd_at", "adt_exp"], str(out), "python -m test")
     text = open(path).read()
     for key, label in (("pgd_at", "AT_PGD"), ("adt_exp", "ADT_EXP")):
-        mean, spread = rb.mean_spread([expected[(key, 0)], expected[(key, 1)]])
+        mean, spread = stats.mean_spread([expected[(key, 0)], expected[(key, 1)]])
         row = next(line for line in text.splitlines() if line.startswith(f"| {label} |"))
         assert f"**{mean:.2f} ± {spread:.2f}**" in row
     assert "standard-seed0, standard-seed1" in text  # listed as not finished
@@ -170,26 +173,27 @@ def test_table_from_finished_runs(tmp_path):
 
 
 def test_l2_table_has_its_own_attacks_files_and_budget(tmp_path):
-    main, late, subset = rb.stage_attacks("l2")
+    main, late, subset = staged.stage_attacks("l2")
     assert "fea" not in main + late + subset and "spsa" not in main + late + subset
     assert {"apgd_ce", "apgd_t", "fab_t", "square"} <= set(main + late + subset)  # AutoAttack
-    assert rb.stage_attacks("linf") == (rb.MAIN_ATTACKS, rb.LATE_ATTACKS, rb.SUBSET_ATTACKS)
+    assert staged.stage_attacks("linf") == (staged.MAIN_ATTACKS, staged.LATE_ATTACKS,
+                                            staged.SUBSET_ATTACKS)
     rng = np.random.default_rng(2)
     workdir, out = tmp_path / "runs", tmp_path / "results"
     for seed in (0, 1):
         run, stages, _, _ = _fake_run(rng, n=40, m=10, norm="l2")
-        d = rb.run_dir(str(workdir), "pgd_at", seed)
+        d = recipes.run_dir(str(workdir), "pgd_at", seed)
         os.makedirs(d)
         summary = rb.summarize(run, stages, 10, "pgd_at", seed, 1 - seed, d)
-        summary["attack_code"] = rb.attack_code_versions("l2")
+        summary["attack_code"] = staged.attack_code_versions("l2")
         with open(os.path.join(d, "summary.json"), "w") as f:
             json.dump(summary, f, default=str)
     # A finished L2 evaluation is finished for L2, not for the L-infinity suite.
     assert rb.evaluation_finished(str(workdir), "pgd_at", 0, "l2")
     assert not rb.evaluation_finished(str(workdir), "pgd_at", 0, "linf")
-    recipe = _with(rb.RECIPES["cpu"], {"threat.norm": "l2"})
+    recipe = _with(recipes.RECIPES["cpu"], {"threat.norm": "l2"})
     assert recipe.norm == "l2"
-    path = rb.build_table(recipe, "cpu", str(workdir), [0, 1], ["pgd_at"], str(out), "cmd")
+    path = rt.build_table(recipe, "cpu", str(workdir), [0, 1], ["pgd_at"], str(out), "cmd")
     assert path.endswith("robustness_cifar10_cpu_l2.md")
     text = open(path).read()
     assert "L2 ball of radius 0.5" in text and "L2 epsilon 0.5" in text
@@ -198,14 +202,14 @@ def test_l2_table_has_its_own_attacks_files_and_budget(tmp_path):
 
 
 def test_no_finished_run_gives_no_table(tmp_path):
-    assert rb.build_table(rb.RECIPES["cpu"], "cpu", str(tmp_path), [0], ["pgd_at"],
+    assert rt.build_table(recipes.RECIPES["cpu"], "cpu", str(tmp_path), [0], ["pgd_at"],
                           str(tmp_path / "out"), "cmd") is None
 
 
 def _summary(key: str, seed: int, n: int = 500, m: int = 50, clean: float = 0.4) -> dict:
-    attacks = {a: {"accuracy": 0.3} for a in rb.ALL_ATTACKS}
+    attacks = {a: {"accuracy": 0.3} for a in staged.ALL_ATTACKS}
     return {"method": key, "seed": seed, "num_examples": n, "subset_examples": m,
-            "clean": clean, "attacks": attacks, "attack_code": rb.attack_code_versions()}
+            "clean": clean, "attacks": attacks, "attack_code": staged.attack_code_versions()}
 
 
 def _write(path, data) -> None:
@@ -220,25 +224,25 @@ def test_restore_summaries_fills_only_missing_runs(tmp_path):
     _write(results, {"pgd_at-seed0": _summary("pgd_at", 0, clean=0.38),
                      "pgd_at-seed1": _summary("pgd_at", 1, clean=0.99),
                      "trades-seed0": _summary("trades", 0)})
-    here = os.path.join(rb.run_dir(workdir, "pgd_at", 1), "summary.json")
+    here = os.path.join(recipes.run_dir(workdir, "pgd_at", 1), "summary.json")
     _write(here, _summary("pgd_at", 1, clean=0.41))  # evaluated in this workdir: kept
-    restored = rb.restore_summaries(results, rb.RECIPES["cpu"], workdir, ["pgd_at"], [0, 1])
+    restored = rb.restore_summaries(results, recipes.RECIPES["cpu"], workdir, ["pgd_at"], [0, 1])
     assert restored == ["pgd_at-seed0"]  # trades is not among the methods asked for
-    with open(os.path.join(rb.run_dir(workdir, "pgd_at", 0), "summary.json")) as f:
+    with open(os.path.join(recipes.run_dir(workdir, "pgd_at", 0), "summary.json")) as f:
         back = json.load(f)
     assert back["clean"] == 0.38 and back["restored_from"] == "previous.json"
     with open(here) as f:
         assert json.load(f)["clean"] == 0.41
-    assert not os.path.exists(rb.run_dir(workdir, "trades", 0))
+    assert not os.path.exists(recipes.run_dir(workdir, "trades", 0))
     # Run again: nothing is left to restore.
-    assert rb.restore_summaries(results, rb.RECIPES["cpu"], workdir, ["pgd_at"], [0, 1]) == []
+    assert rb.restore_summaries(results, recipes.RECIPES["cpu"], workdir, ["pgd_at"], [0, 1]) == []
 
 
 def test_restore_refuses_another_number_of_inputs(tmp_path):
     results = str(tmp_path / "previous.json")
     _write(results, {"pgd_at-seed0": _summary("pgd_at", 0, n=2000, m=500)})
     with pytest.raises(ValueError, match="2000 inputs"):
-        rb.restore_summaries(results, rb.RECIPES["cpu"], str(tmp_path / "runs"), ["pgd_at"],
+        rb.restore_summaries(results, recipes.RECIPES["cpu"], str(tmp_path / "runs"), ["pgd_at"],
                              [0])
 
 
@@ -255,20 +259,20 @@ def _record(recipe, key, seed, data, workdir, changes=None) -> dict:
     from adt_tf.training.config import override
     from adt_tf.training.resolve import resolve
 
-    config = rb.train_config(recipe, key, seed, data, workdir)
+    config = recipes.train_config(recipe, key, seed, data, workdir)
     return json.loads(json.dumps(resolve(override(config, changes or {})).to_dict()))
 
 
 def test_restore_checks_the_recorded_training_configuration(tmp_path):
     """An entry that records its run's configuration is restored only into the recipe it was
-    trained with (here: one made with the normalisation layer, the default before issue 27,
-    restored into today's recipe without it; in today's record and in the flat one of
+    trained with (here: one made with the normalisation layer, the default of the records
+    of version 1, restored into today's recipe without it; in today's record and in the flat one of
     earlier releases); one that records none is restored, and the table says it was not
     checked."""
     from tests.helpers import flat_record
 
     workdir, data = str(tmp_path / "runs"), random_npz_dataset(tmp_path / "cifar10", 40, 20)
-    recipe = rb.RECIPES["cpu"]
+    recipe = recipes.RECIPES["cpu"]
     recorded = _record(recipe, "pgd_at", 0, data, workdir)
     normalized = _record(recipe, "pgd_at", 0, data, workdir, {"data.normalize": True})
     results = str(tmp_path / "previous.json")
@@ -287,7 +291,7 @@ def test_restore_checks_the_recorded_training_configuration(tmp_path):
                      "pgd_at-seed1": full[1]})
     assert rb.restore_summaries(results, recipe, workdir, ["pgd_at"], [0, 1], data) == [
         "pgd_at-seed0", "pgd_at-seed1"]
-    with open(rb.build_table(recipe, "cpu", workdir, [0, 1], ["pgd_at"],
+    with open(rt.build_table(recipe, "cpu", workdir, [0, 1], ["pgd_at"],
                              str(tmp_path / "out"), "cmd")) as f:
         text = f.read()
     assert "**Not checked against this recipe**: pgd_at-seed1 (written before" in text
@@ -296,28 +300,28 @@ def test_restore_checks_the_recorded_training_configuration(tmp_path):
 def test_model_needed_for_own_or_dependent_evaluation(tmp_path):
     workdir = str(tmp_path)
     assert rb.model_needed(workdir, "pgd_at", 0, [0, 1])  # nothing evaluated yet
-    _write(os.path.join(rb.run_dir(workdir, "pgd_at", 0), "summary.json"),
+    _write(os.path.join(recipes.run_dir(workdir, "pgd_at", 0), "summary.json"),
            _summary("pgd_at", 0))
     # Seed 0 is evaluated, but it is the transfer source of seed 1, which is not.
     assert rb.model_needed(workdir, "pgd_at", 0, [0, 1])
     assert not rb.model_needed(workdir, "pgd_at", 0, [0])
-    _write(os.path.join(rb.run_dir(workdir, "pgd_at", 1), "summary.json"),
+    _write(os.path.join(recipes.run_dir(workdir, "pgd_at", 1), "summary.json"),
            _summary("pgd_at", 1))
     assert not rb.model_needed(workdir, "pgd_at", 0, [0, 1])
     assert not rb.model_needed(workdir, "pgd_at", 1, [0, 1])
     # A summary missing an attack of the suite is an unfinished evaluation.
     partial = _summary("pgd_at", 1)
     del partial["attacks"]["fab_t"]
-    _write(os.path.join(rb.run_dir(workdir, "pgd_at", 1), "summary.json"), partial)
+    _write(os.path.join(recipes.run_dir(workdir, "pgd_at", 1), "summary.json"), partial)
     assert not rb.evaluation_finished(workdir, "pgd_at", 1)
     assert rb.model_needed(workdir, "pgd_at", 0, [0, 1])
     # So is one made with an attack whose code changed since (or with no record of it).
     stale = _summary("pgd_at", 1)
     stale["attack_code"]["apgd_ce"] = "an older version"
-    _write(os.path.join(rb.run_dir(workdir, "pgd_at", 1), "summary.json"), stale)
+    _write(os.path.join(recipes.run_dir(workdir, "pgd_at", 1), "summary.json"), stale)
     assert not rb.evaluation_finished(workdir, "pgd_at", 1)
     del stale["attack_code"]
-    _write(os.path.join(rb.run_dir(workdir, "pgd_at", 1), "summary.json"), stale)
+    _write(os.path.join(recipes.run_dir(workdir, "pgd_at", 1), "summary.json"), stale)
     assert not rb.evaluation_finished(workdir, "pgd_at", 1)
 
 
@@ -326,10 +330,10 @@ def test_restored_check_compares_clean_accuracy_of_the_retrained_model(tmp_path)
     found = {}
     for key, report_clean in (("pgd_at", 0.38), ("trades", 0.40)):
         found[(key, 0)] = dict(_summary(key, 0, clean=0.38), restored_from="x.json")
-        _write(os.path.join(rb.run_dir(workdir, key, 0), "report.json"),
+        _write(os.path.join(recipes.run_dir(workdir, key, 0), "report.json"),
                {"num_examples": 500, "clean_accuracy": report_clean})
     found[("standard", 0)] = dict(_summary("standard", 0), restored_from="x.json")  # no model
-    text = rb.restored_check(workdir, found)
+    text = rt.restored_check(workdir, found)
     assert "evaluated model on the same inputs: pgd_at-seed0." in text
     assert "differs from the evaluated model's" in text and text.endswith("trades-seed0.")
     assert "standard" not in text
@@ -338,7 +342,7 @@ def test_restored_check_compares_clean_accuracy_of_the_retrained_model(tmp_path)
 def _finished_run(workdir, recipe, key, seed, data):
     """A finished run folder as run_training leaves it: config.json (the run's record),
     classifier, report."""
-    d = rb.run_dir(workdir, key, seed)
+    d = recipes.run_dir(workdir, key, seed)
     os.makedirs(d)
     with open(os.path.join(d, "config.json"), "w") as f:
         json.dump(_record(recipe, key, seed, data, workdir), f)
@@ -349,39 +353,39 @@ def _finished_run(workdir, recipe, key, seed, data):
 
 def test_a_finished_run_of_other_settings_is_refused_not_kept(tmp_path, capsys):
     """--norm=l2 with an explicit --workdir holding the L-infinity run of the same method
-    and seed: refused naming the field, never "finished earlier, kept" (issue 28 point 1)."""
-    from bench.runs import RunMismatchError
+    and seed: refused naming the field, never "finished earlier, kept"."""
+    from bench.kit.runs import RunMismatchError
 
     workdir, data = str(tmp_path / "runs"), random_npz_dataset(tmp_path / "cifar10", 40, 20)
     other = random_npz_dataset(tmp_path / "other", 40, 20)
-    linf = rb.RECIPES["cpu"]
+    linf = recipes.RECIPES["cpu"]
     _finished_run(workdir, linf, "pgd_at", 0, data)
-    rb.train(linf, "pgd_at", 0, data, workdir, verbose=0)  # the same run: kept
+    recipes.train(linf, "pgd_at", 0, data, workdir, verbose=0)  # the same run: kept
     assert "finished earlier, kept" in capsys.readouterr().out
     l2 = _with(linf, {"threat.norm": "l2"})
     with pytest.raises(RunMismatchError, match="threat.norm: 'linf' -> 'l2'"):
-        rb.train(l2, "pgd_at", 0, data, workdir, verbose=0)
+        recipes.train(l2, "pgd_at", 0, data, workdir, verbose=0)
     with pytest.raises(RunMismatchError, match="threat.norm: 'linf' -> 'l2'"):
         rb.evaluate_run(l2, "pgd_at", 0, [0], data, workdir, verbose=0, wait_minutes=0)
     with pytest.raises(RunMismatchError, match="compute.mixed_precision: False -> True"):
-        rb.train(linf, "pgd_at", 0, data, workdir, verbose=0, mixed_precision=True)
+        recipes.train(linf, "pgd_at", 0, data, workdir, verbose=0, mixed_precision=True)
     with pytest.raises(RunMismatchError, match="optim.epochs: 6 -> 3"):
-        rb.train(_with(linf, {"optim.epochs": 3}), "pgd_at", 0, data, workdir, verbose=0)
+        recipes.train(_with(linf, {"optim.epochs": 3}), "pgd_at", 0, data, workdir, verbose=0)
     with pytest.raises(RunMismatchError, match=f"data.dataset: 'npz:{data}' -> 'npz:{other}'"):
-        rb.train(linf, "pgd_at", 0, other, workdir, verbose=0)
+        recipes.train(linf, "pgd_at", 0, other, workdir, verbose=0)
 
 
 def test_a_run_of_the_earlier_algorithms_is_refused_too(tmp_path):
-    from bench.runs import RunMismatchError, check_recorded_run
+    from bench.kit.runs import RunMismatchError, check_recorded_run
 
-    recipe = rb.RECIPES["cpu"]
+    recipe = recipes.RECIPES["cpu"]
     data = random_npz_dataset(tmp_path / "d", 40, 20)
     d = _finished_run(str(tmp_path / "runs"), recipe, "trades", 1, data)
     with open(os.path.join(d, "config.json")) as f:
         recorded = json.load(f)
-    recorded.pop("algorithm_version")  # written before issue 27
+    recorded.pop("algorithm_version")  # a record of version 1
     with open(os.path.join(d, "config.json"), "w") as f:
         json.dump(recorded, f)
     with pytest.raises(RunMismatchError, match="algorithm_version: 1 -> 2"):
-        check_recorded_run(d, rb.train_config(recipe, "trades", 1, data,
+        check_recorded_run(d, recipes.train_config(recipe, "trades", 1, data,
                                               str(tmp_path / "runs")), "bench.precision")

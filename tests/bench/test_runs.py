@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
-from bench.runs import command_line
-from tests.helpers import ROOT, command_env
+from bench.kit.runs import command_line
+from tests.helpers import ROOT, run_command
 
 
 def test_the_recorded_command_names_no_folder_of_the_machine():
@@ -20,8 +18,7 @@ def test_the_recorded_command_names_no_folder_of_the_machine():
 
 
 def _bench(module, *args):
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=command_env(),
-                          capture_output=True, text=True, timeout=300)
+    return run_command(module, *args, timeout=300)
 
 
 def test_a_missing_data_folder_is_one_line_and_exit_2(tmp_path):

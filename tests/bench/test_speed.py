@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import keras
 import numpy as np
 import pytest
@@ -13,7 +9,7 @@ import tensorflow as tf
 
 from adt_tf.adt.inner_maximization import MAX_UNROLLED_STEPS, explicit_inner_maximization
 from adt_tf.methods import METHODS, ADTExp
-from tests.helpers import ROOT, make_tiny_images, tiny_classifier
+from tests.helpers import make_tiny_images, run_command, tiny_classifier
 
 EPS = 8 / 255
 
@@ -109,12 +105,10 @@ def test_every_method_declares_its_passes():
 
 @pytest.mark.slow
 def test_speed_benchmark_writes_its_table(tmp_path):
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.speed", "--methods=standard,adt_exp", "--models=small_cnn",
-         "--batch_sizes=8", "--warmup=1", "--steps=2", f"--output_dir={tmp_path}",
-         "--machine=test", "--method_params=adt_exp.inner_branches=2"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = run_command(
+        "bench.speed", "--methods=standard,adt_exp", "--models=small_cnn", "--batch_sizes=8",
+        "--warmup=1", "--steps=2", f"--output_dir={tmp_path}", "--machine=test",
+        "--method_params=adt_exp.inner_branches=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = (tmp_path / "speed_test.md").read_text()
     assert "Load average (1, 5, 15 min) before:" in table

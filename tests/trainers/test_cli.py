@@ -8,19 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from adt_tf.training import config as schema
-from tests.helpers import ROOT, SAMPLE, command_env
+from tests.helpers import COMMANDS, npz_dataset, run_command, run_python
 
-MODULES = {"adt-train": "trainers.train", "adt-evaluate": "trainers.evaluate",
-           "adt-tune": "trainers.tune_lambda", "adt-export": "export.export_saved_model",
-           "adt-analyze": "trainers.analyze"}
 #: What each command's --help must list (its own flags; adt-train's: every schema flag).
 OWN = {"adt-train": ["--config", *(f"--{n}" for n in schema.flag_paths())],
        "adt-evaluate": ["--model", "--suite", "--attack_params", "--per_attack", "--out",
@@ -37,17 +31,9 @@ TINY = ["--dataset=cifar10_sample", "--max_train_examples=96", "--eval_examples=
         "--verbose=2", "--lr=0.02"]
 
 
-def run(command, *args, env=None, timeout=600):
-    """The command run in a fresh process (`python -m <its module>`), TensorFlow's log level
-    left to the command (as a user's shell leaves it)."""
-    return subprocess.run([sys.executable, "-m", MODULES[command], *args], cwd=ROOT,
-                          env=command_env(**(env or {})), capture_output=True, text=True,
-                          timeout=timeout)
-
-
-@pytest.mark.parametrize("command", list(MODULES))
+@pytest.mark.parametrize("command", list(COMMANDS))
 def test_help_lists_the_commands_own_flags_and_exits_0(command):
-    proc = run(command, "--help")
+    proc = run_command(command, "--help")
     assert proc.returncode == 0, proc.stderr
     for flag in OWN[command]:
         assert f"{flag}:" in proc.stdout or f"]{flag[2:]}:" in proc.stdout, (command, flag)
@@ -57,9 +43,9 @@ def test_help_lists_the_commands_own_flags_and_exits_0(command):
     assert "--helpfull" in proc.stdout
 
 
-@pytest.mark.parametrize("command", list(MODULES))
+@pytest.mark.parametrize("command", list(COMMANDS))
 def test_help_does_not_import_tensorflow(command):
-    proc = run(command, "--help", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    proc = run_command(command, "--help", env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert proc.returncode == 0
     imported = [line.split("|")[-1].strip() for line in proc.stderr.splitlines()]
     assert "tensorflow" not in imported and "keras" not in imported
@@ -71,22 +57,22 @@ def test_a_bad_value_is_one_line_and_exit_2():
                        (["--momentum=2"], "--momentum must be >= 0 and <= 1"),
                        (["--epsilon=8/0"], "--epsilon must be a number"),
                        (["stray"], "unexpected arguments")):
-        proc = run("adt-train", *args)
+        proc = run_command("adt-train", *args)
         assert proc.returncode == 2, (args, proc.stderr)
         assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("adt-train: error:")
         assert says in proc.stderr, proc.stderr
-    proc = run("adt-export", "--version=1.5")
+    proc = run_command("adt-export", "--version=1.5")
     assert proc.returncode == 2 and "--version must be an integer" in proc.stderr
 
 
 def test_an_error_after_tensorflow_started_is_one_line_too(tmp_path):
     workdir = tmp_path / "w"
-    proc = run("adt-train", "--dataset=no_such_set", f"--workdir={workdir}")
+    proc = run_command("adt-train", "--dataset=no_such_set", f"--workdir={workdir}")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()], proc.stderr
     assert "Unknown dataset 'no_such_set'" in proc.stderr
     assert not workdir.exists()
-    proc = run("adt-evaluate", "--model=/no/such/model.keras")
+    proc = run_command("adt-evaluate", "--model=/no/such/model.keras")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
@@ -97,14 +83,14 @@ def test_an_error_after_tensorflow_started_is_one_line_too(tmp_path):
     ("--model_width=4", "--model_params=width=VALUE"),
 ])
 def test_a_removed_flag_exits_2_naming_its_new_spelling(flag, says):
-    proc = run("adt-train", flag)
+    proc = run_command("adt-train", flag)
     assert proc.returncode == 2 and f"was removed; use {says}" in proc.stderr, proc.stderr
 
 
 def test_adt_tunes_removed_flags_name_adt_trains():
-    proc = run("adt-tune", "--val_examples=64")
+    proc = run_command("adt-tune", "--val_examples=64")
     assert proc.returncode == 2 and "--validation_examples" in proc.stderr
-    proc = run("adt-tune", "--val_pgd_steps=3")
+    proc = run_command("adt-tune", "--val_pgd_steps=3")
     assert proc.returncode == 2 and "--validation_attack=pgd<steps>" in proc.stderr
 
 
@@ -123,7 +109,7 @@ def test_adt_tunes_removed_flags_name_adt_trains():
 ])
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, args, says):
     workdir = tmp_path / "w"
-    proc = run("adt-train", *TINY, *args, f"--workdir={workdir}")
+    proc = run_command("adt-train", *TINY, *args, f"--workdir={workdir}")
     assert proc.returncode == 2, proc.stderr
     assert says in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
@@ -133,7 +119,7 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, args, says):
 def test_a_bad_config_file_exits_2(tmp_path):
     path = tmp_path / "recipe.py"
     path.write_text("def get_config():\n    return 3\n")
-    proc = run("adt-train", f"--config={path}", f"--workdir={tmp_path / 'w'}")
+    proc = run_command("adt-train", f"--config={path}", f"--workdir={tmp_path / 'w'}")
     assert proc.returncode == 2 and "must return an adt_tf.training.config.RunConfig" in \
         proc.stderr
     assert not (tmp_path / "w").exists()
@@ -179,8 +165,7 @@ def test_every_setting_can_be_set_from_the_command_line():
     script = ("import json, sys; from trainers import cli, train; "
               "cli.FLAGS(['adt-train', *sys.argv[1:]]); "
               "print(json.dumps(cli.config_from_flags().to_dict()))")
-    proc = subprocess.run([sys.executable, "-c", script, *argv], cwd=ROOT, capture_output=True,
-                          text=True, env=dict(os.environ, PYTHONPATH=ROOT), timeout=120)
+    proc = run_python(script, *argv, timeout=120)
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)
     for path, value in expected.items():
@@ -191,8 +176,8 @@ def test_every_setting_can_be_set_from_the_command_line():
 
 def test_a_run_records_every_setting_resolved(tmp_path):
     workdir = tmp_path / "run"
-    proc = run("adt-train", *TINY, "--method=pgd_at", "--method_params=attack_steps=1",
-               "--validation_examples=32", "--ema_decay=0.9", f"--workdir={workdir}")
+    proc = run_command("adt-train", *TINY, "--method=pgd_at", "--method_params=attack_steps=1",
+                       "--validation_examples=32", "--ema_decay=0.9", f"--workdir={workdir}")
     assert proc.returncode == 0, proc.stderr
     record = json.loads((workdir / "config.json").read_text())
     assert record["schema_version"] == schema.SCHEMA_VERSION
@@ -215,44 +200,34 @@ def test_a_run_records_every_setting_resolved(tmp_path):
 
 def test_without_a_validation_split_the_test_numbers_are_named_test(tmp_path):
     workdir = tmp_path / "run"
-    proc = run("adt-train", *TINY, "--method=standard", f"--workdir={workdir}")
+    proc = run_command("adt-train", *TINY, "--method=standard", f"--workdir={workdir}")
     assert proc.returncode == 0, proc.stderr
     header = (workdir / "history.csv").read_text().splitlines()[0].split(",")
     assert "test_accuracy" in header and "test_loss" in header
     assert not [c for c in header if c.startswith("val_")]
 
 
-def _tiny_npz(folder, n_train=128, n_test=32):
-    data = np.load(SAMPLE)
-    folder.mkdir()
-    np.savez(folder / "train.npz", x=data["x_train"][:n_train], y=data["y_train"][:n_train])
-    np.savez(folder / "test.npz", x=data["x_test"][:n_test], y=data["y_test"][:n_test])
-    return str(folder)
-
-
 def test_a_run_a_benchmark_started_resumes_and_extends_with_adt_train(tmp_path):
     """bench.robustness trains epoch 1 of its CPU recipe; adt-train --config=cpu extends it
     to 2 epochs; the weights equal an uninterrupted 2-epoch adt-train run's, bit for bit."""
-    data = _tiny_npz(tmp_path / "data")
+    data = npz_dataset(tmp_path / "data", 128, 32, "sample")
     script = (
         "import dataclasses, sys; from adt_tf.training.config import override; "
-        "from bench import robustness as rb; "
-        "recipe = rb.RECIPES['cpu']; "
+        "from bench.kit import recipes; "
+        "recipe = recipes.RECIPES['cpu']; "
         "recipe = dataclasses.replace(recipe, config=override(recipe.config, "
         "{'optim.epochs': 1})); "
-        "rb.train(recipe, 'pgd_at', 0, sys.argv[1], sys.argv[2], 2)")
+        "recipes.train(recipe, 'pgd_at', 0, sys.argv[1], sys.argv[2], 2)")
     bench_dir = tmp_path / "bench"
-    proc = subprocess.run([sys.executable, "-c", script, data, str(bench_dir)], cwd=ROOT,
-                          env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True,
-                          text=True, timeout=900)
+    proc = run_python(script, data, bench_dir, timeout=900)
     assert proc.returncode == 0, proc.stderr
     started = bench_dir / "pgd_at-seed0"
     common = ["--config=cpu", f"--dataset=npz:{data}", "--method=pgd_at", "--seed=0",
               "--epochs=2", "--verbose=2"]
-    extended = run("adt-train", *common, f"--workdir={started}")
+    extended = run_command("adt-train", *common, f"--workdir={started}")
     assert extended.returncode == 0, extended.stderr
     assert "Resuming" in extended.stdout and "1 of 2 epochs already done" in extended.stdout
-    whole = run("adt-train", *common, f"--workdir={tmp_path / 'whole'}")
+    whole = run_command("adt-train", *common, f"--workdir={tmp_path / 'whole'}")
     assert whole.returncode == 0, whole.stderr
     import keras
 
@@ -265,14 +240,14 @@ def test_a_run_a_benchmark_started_resumes_and_extends_with_adt_train(tmp_path):
 def test_an_adt_tune_trial_is_recorded_as_adt_train_records_the_run(tmp_path):
     settings = [*TINY, "--method=adt_exp", "--validation_examples=24",
                 "--validation_attack=pgd2"]
-    tune = run("adt-tune", *settings, "--method_params=inner_steps=1,mc_samples=1",
-               "--lambda_values=0.05", "--max_trials=1", f"--directory={tmp_path / 'tune'}",
-               "--project_name=p")
+    tune = run_command("adt-tune", *settings, "--method_params=inner_steps=1,mc_samples=1",
+                       "--lambda_values=0.05", "--max_trials=1", f"--directory={tmp_path / 'tune'}",
+                       "--project_name=p")
     assert tune.returncode == 0, tune.stderr
     (trial_record,) = (tmp_path / "tune" / "p").glob("trial_*/config.json")
-    train = run("adt-train", *settings,
-                "--method_params=inner_steps=1,mc_samples=1,entropy_weight=0.05",
-                f"--workdir={tmp_path / 'train'}")
+    train = run_command("adt-train", *settings,
+                        "--method_params=inner_steps=1,mc_samples=1,entropy_weight=0.05",
+                        f"--workdir={tmp_path / 'train'}")
     assert train.returncode == 0, train.stderr
     ours = json.loads(trial_record.read_text())
     theirs = json.loads((tmp_path / "train" / "config.json").read_text())

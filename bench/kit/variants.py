@@ -30,6 +30,13 @@ VARIANTS: dict[str, Variant] = {v.key: v for v in (
             {"family": "matrix_normal"}),
     Variant("adt_exp_coupling", "ADT_EXP, coupling flow (H = 8)", "adt_exp",
             {"family": "coupling", "rank": 8}),
+    # bench.am_probe's: the amortised methods with a larger step or a wider generator.
+    Variant("adt_exp_am_lr1e3", "ADT_EXP-AM, generator lr 1e-3", "adt_exp_am",
+            {"generator_lr": 1e-3}),
+    Variant("adt_exp_am_w64", "ADT_EXP-AM, generator width 64", "adt_exp_am",
+            {"generator_width": 64}),
+    Variant("adt_imp_am_lr1e3", "ADT_IMP-AM, generator and encoder lr 1e-3", "adt_imp_am",
+            {"generator_lr": 1e-3, "encoder_lr": 1e-3}),
 )}
 
 

@@ -1,4 +1,6 @@
-"""The one check every benchmark makes before it reuses a finished run.
+"""Run bookkeeping shared by the benchmarks: where things are, the check every benchmark
+makes before it reuses a finished run, its JSON files, the restore of a committed results
+JSON, timed training, and exiting on bad input.
 
 A benchmark keeps a finished training (and its evaluation) and skips it on a rerun. That is
 only right when the run in the folder is the run asked for: an explicit `--workdir` that holds
@@ -14,9 +16,15 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from typing import Any, NoReturn
 
 from adt_tf.core.files import write_json as _atomic_write_json
+
+#: The repository's root, the offline CIFAR-10 copy beside it, and where tables go.
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEFAULT_DATA = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "cifar10"))
+RESULTS_DIR = os.path.join(ROOT, "bench", "results")
 
 #: What may differ between a kept run and the one asked for: where it lives and how much it
 #: prints (not the epochs: a benchmark's finished run of other length is another run).
@@ -103,6 +111,51 @@ def restore_summary(results_path: str, name: str, entry: dict | None, run_dir: s
     return True
 
 
+def collect_summaries(run_dirs: dict[Any, str]) -> tuple[dict, list[Any]]:
+    """The summary.json of each run folder of `run_dirs` (key -> folder): ({key: summary}
+    for those that have one, [the keys of those that do not])."""
+    found, missing = {}, []
+    for key, d in run_dirs.items():
+        summary = read_json(os.path.join(d, "summary.json"), None)
+        if summary is None:
+            missing.append(key)
+        else:
+            found[key] = summary
+    return found, missing
+
+
+def timed_training(config, **kwargs) -> tuple[dict, float]:
+    """Trains (or resumes) `config`'s run with `adt_tf.training.run.run_training(config,
+    **kwargs)`; its training time over every sitting is kept in <workdir>/timing.json.
+    Returns (the report, the seconds so far)."""
+    from adt_tf.training.run import run_training
+
+    d = config.run.workdir
+    path = os.path.join(d, "timing.json")
+    os.makedirs(d, exist_ok=True)
+    spent = read_json(path, {}).get("train_seconds", 0.0)
+    started = time.perf_counter()
+    report = run_training(config, **kwargs)
+    spent += time.perf_counter() - started
+    write_json(path, {"train_seconds": spent})
+    return report, spent
+
+
+def set_threads(threads: int) -> None:
+    """TensorFlow's intra- and inter-op threads (`--threads`; 0 leaves TensorFlow's
+    default), set before its first op."""
+    if threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def train_seconds(run_dir: str) -> float | None:
+    """The training time timing.json records (None if the run was not timed)."""
+    return read_json(os.path.join(run_dir, "timing.json"), {}).get("train_seconds")
+
+
 def fail(benchmark: str, message: str) -> NoReturn:
     """One line, exit 2 (as the commands end on bad input)."""
     print(f"{benchmark}: error: {message}", file=sys.stderr)
@@ -124,17 +177,18 @@ def command_line(module: str, argv: list[str] | None = None) -> str:
     """The command that made a table, as it reads from the repository's root: absolute
     paths under the repository (or its parent folder) are written relative to the root, so
     a committed table names no folder of the machine that built it."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     parts = []
     for arg in (sys.argv[1:] if argv is None else argv):
         name, sep, value = arg.partition("=")
         text = value if sep else arg
-        if os.path.isabs(text) and text.startswith(os.path.dirname(root) + os.sep):
-            text = os.path.relpath(text, root)
+        if os.path.isabs(text) and text.startswith(os.path.dirname(ROOT) + os.sep):
+            text = os.path.relpath(text, ROOT)
         parts.append(f"{name}={text}" if sep else text)
     return " ".join([f"python -m {module}", *parts])
 
 
-__all__ = ["KEEP_RESUMABLE", "RunMismatchError", "check_recorded_config", "check_recorded_run",
-           "command_line", "fail", "read_json", "require_data", "restore_summary",
-           "write_json"]
+__all__ = ["DEFAULT_DATA", "KEEP_RESUMABLE", "RESULTS_DIR", "ROOT", "RunMismatchError",
+           "check_recorded_config", "check_recorded_run", "collect_summaries", "command_line",
+           "fail", "read_json", "require_data", "restore_summary", "set_threads",
+           "timed_training",
+           "train_seconds", "write_json"]
