@@ -1,8 +1,24 @@
-"""Helpers shared by the tests: tiny real data and tiny classifiers."""
+"""The test kit: what the tests share.
+
+- Commands: `run_command` / `start_command` run a command (`adt-train`, ... or any module)
+  in a fresh process as a user's shell would (`command_env`).
+- Data: `make_tiny_images` (the bundled sample's images, or a learnable synthetic set),
+  `npz_dataset` (a dataset folder of train.npz / test.npz, from the sample or at random).
+- Runs: `tiny_run` (the settings of a run that trains in seconds, for `RunConfig.from_flags`),
+  `as_flags` (the same as command-line flags), `CHEAP_PARAMS` (each method's cheap inner
+  settings).
+- Models: `tiny_classifier`, `trained_tiny_classifier`, `ce_loss`.
+- Execution: `EXECUTION_REGIMES` / `in_regime` (eager, `tf.function`, XLA), for tests that
+  mean all three.
+"""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np
@@ -35,16 +51,75 @@ def make_tiny_images(n: int = 64, size: int = 16, channels: int = 3, num_classes
     return x.astype("float32"), y
 
 
-def random_npz_dataset(folder, n_train: int, n_test: int, size: int = 32) -> str:
-    """A dataset folder as `--data` / `npz:` name it (train.npz and test.npz; uint8 images of
-    size x size x 3 drawn at random, labels 0..9 in turn), for what reads a dataset's shape
-    and size but learns nothing from it (records resolved against it, bad-input checks)."""
-    rng = np.random.default_rng(0)
+def npz_dataset(folder, n_train: int, n_test: int, source: str = "random",
+                size: int = 32) -> str:
+    """A dataset folder as `--data` / `npz:<folder>` name it (train.npz and test.npz).
+
+    `source="sample"`: the first `n_train` / `n_test` images of the bundled CIFAR-10 sample
+    (real images, for what has to learn). `source="random"`: uint8 images of size x size x 3
+    drawn at random, labels 0..9 in turn, for what reads a dataset's shape and size but
+    learns nothing from it (records resolved against it, bad-input checks)."""
     os.makedirs(folder, exist_ok=True)
-    for split, n in (("train", n_train), ("test", n_test)):
-        np.savez(os.path.join(folder, f"{split}.npz"), y=np.arange(n) % 10,
-                 x=rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8))
+    if source == "sample":
+        with np.load(SAMPLE) as data:
+            splits = {"train": (data["x_train"][:n_train], data["y_train"][:n_train]),
+                      "test": (data["x_test"][:n_test], data["y_test"][:n_test])}
+    elif source == "random":
+        rng = np.random.default_rng(0)
+        splits = {split: (rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+                          np.arange(n) % 10)
+                  for split, n in (("train", n_train), ("test", n_test))}
+    else:
+        raise ValueError(f"source must be 'sample' or 'random', got {source!r}")
+    return write_npz_dataset(folder, **splits)
+
+
+def write_npz_dataset(folder, train: tuple, test: tuple) -> str:
+    """Writes (x, y) arrays as the dataset folder `npz:<folder>` reads: train.npz, test.npz."""
+    os.makedirs(folder, exist_ok=True)
+    for split, (x, y) in (("train", train), ("test", test)):
+        np.savez(os.path.join(folder, f"{split}.npz"), x=x, y=y)
     return str(folder)
+
+
+def random_npz_dataset(folder, n_train: int, n_test: int, size: int = 32) -> str:
+    """`npz_dataset` of random images."""
+    return npz_dataset(folder, n_train, n_test, "random", size)
+
+
+#: A run that trains in seconds (`RunConfig.from_flags` keyword arguments); `tiny_run`
+#: changes what a test needs.
+TINY_RUN: dict[str, Any] = dict(method="standard", max_train_examples=32, batch_size=16,
+                                model_params={"width": 4}, eval_examples=16, verbose=0,
+                                lr=0.01)
+
+#: Each method's cheap inner settings (fewer inner steps, smaller generators than the
+#: paper's), for tests that train every method.
+CHEAP_PARAMS: dict[str, dict[str, Any]] = {
+    "standard": {}, "fgsm_at": {}, "fast_at": {}, "feascatter": {},
+    "adt_exp": {"inner_steps": 2, "mc_samples": 2},
+    "adt_exp_am": {"generator_width": 4, "generator_blocks": 1},
+    "adt_imp_am": {"generator_width": 4, "generator_blocks": 1, "z_dim": 8, "encoder_width": 4},
+    "pgd_at": {"attack_steps": 3}, "alp": {"attack_steps": 3}, "trades": {"attack_steps": 3},
+    "awp_at": {"attack_steps": 3}, "awp_trades": {"attack_steps": 3, "awp_warmup": 0},
+    "awp_adt_exp": {"inner_steps": 2, "mc_samples": 2},
+}
+
+
+def tiny_run(**changes) -> dict[str, Any]:
+    """`TINY_RUN` with `changes`."""
+    return dict(TINY_RUN, **changes)
+
+
+def as_flags(settings: dict[str, Any]) -> list[str]:
+    """Run settings (`tiny_run`'s keyword arguments) as adt-train's flags: a dict value is
+    `key=value,...`."""
+    def text(value):
+        if isinstance(value, dict):
+            return ",".join(f"{k}={v}" for k, v in value.items())
+        return str(value)
+
+    return [f"--{name}={text(value)}" for name, value in settings.items()]
 
 
 def tiny_classifier(input_shape=(16, 16, 3), num_classes: int = 10, **kwargs):
@@ -138,11 +213,82 @@ def assert_uniform_init(weights, bound: float):
     assert abs(w.std() / (bound / np.sqrt(3)) - 1) < 5 / np.sqrt(w.size) + 0.01
 
 
+#: The console scripts' modules (what `python -m` runs for each).
+COMMANDS = {"adt-train": "trainers.train", "adt-evaluate": "trainers.evaluate",
+            "adt-tune": "trainers.tune_lambda", "adt-export": "export.export_saved_model",
+            "adt-analyze": "trainers.analyze"}
+
+
+def command_line(command: str, *args: str) -> list[str]:
+    """`python -m <module> args...` for a console script's name (`COMMANDS`) or a module."""
+    return [sys.executable, "-m", COMMANDS.get(command, command), *map(str, args)]
+
+
+def run_command(command: str, *args, env: dict | None = None, timeout: float = 600,
+                check: bool = False) -> subprocess.CompletedProcess:
+    """Runs a command (a console script's name or a module, `command_line`) to its end in a
+    fresh process from the repository's root, its output captured as text; `env` adds to
+    `command_env()`. `check`: an AssertionError with the output when it exits non-zero."""
+    proc = subprocess.run(command_line(command, *args), cwd=ROOT, env=command_env(**(env or {})),
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def start_command(command: str, *args, env: dict | None = None, stdout=subprocess.PIPE,
+                  stderr=subprocess.STDOUT, **popen) -> subprocess.Popen:
+    """Starts a command as `run_command` runs it and returns at once (to kill it, run
+    several side by side, or read its output as it comes); text output to `stdout`."""
+    return subprocess.Popen(command_line(command, *args), cwd=ROOT,
+                            env=command_env(**(env or {})), stdout=stdout, stderr=stderr,
+                            text=True, **popen)
+
+
+def run_python(script: str, *args, env: dict | None = None, timeout: float = 600,
+               check: bool = False) -> subprocess.CompletedProcess:
+    """`python -c script args...`, as `run_command` runs a command."""
+    proc = subprocess.run([sys.executable, "-c", script, *map(str, args)], cwd=ROOT,
+                          env=command_env(**(env or {})), capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def start_python(script: str, *args, env: dict | None = None) -> subprocess.Popen:
+    """`python -c script args...` started as `start_command` starts a command; its stderr
+    piped (text), its stdout this process's."""
+    return subprocess.Popen([sys.executable, "-c", script, *map(str, args)], cwd=ROOT,
+                            env=command_env(**(env or {})), stderr=subprocess.PIPE, text=True)
+
+
+#: The ways a step can run, for tests that mean all three (as TFP's
+#: `test_all_tf_execution_regimes`): eagerly, traced by `tf.function`, compiled by XLA.
+EXECUTION_REGIMES = ("eager", "tf_function", "xla")
+
+
+def in_regime(fn: Callable, regime: str) -> Callable:
+    """`fn` run the `regime` way (`EXECUTION_REGIMES`)."""
+    if regime == "eager":
+        return fn
+    if regime == "tf_function":
+        return tf.function(fn)
+    if regime == "xla":
+        return tf.function(fn, jit_compile=True)
+    raise ValueError(f"regime must be one of {EXECUTION_REGIMES}, got {regime!r}")
+
+
 def command_env(**extra) -> dict:
     """The environment of a command run in a subprocess: this one's, the repository on the
     path, and TensorFlow's log level left to the command as a user's shell leaves it (the
-    test process sets it for its own imports: conftest.py)."""
+    test process sets it for its own imports: conftest.py); `extra` adds variables, and
+    removes those it sets to None."""
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     env["PYTHONPATH"] = ROOT
-    env.update(extra)
+    for name, value in extra.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     return env

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import run_command, run_python
 
 ARGS = ["--dataset=cifar10_sample", "--max_train_examples=96", "--eval_examples=16",
         "--batch_size=32", "--model_params=width=4,dense_units=16,dropout=0", "--lr=0.02",
@@ -64,14 +62,10 @@ train.run()
 
 
 def _train(workdir, *extra, moment=None, call=1):
-    env = dict(os.environ, PYTHONPATH=ROOT)
     if moment:
-        env.update(KILL_AT=moment, KILL_CALL=str(call))
-        command = [sys.executable, "-c", KILLER]
-    else:
-        command = [sys.executable, "-m", "trainers.train"]
-    return subprocess.run([*command, *ARGS, *extra, f"--workdir={workdir}"], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=600)
+        return run_python(KILLER, *ARGS, *extra, f"--workdir={workdir}",
+                          env={"KILL_AT": moment, "KILL_CALL": str(call)})
+    return run_command("adt-train", *ARGS, *extra, f"--workdir={workdir}")
 
 
 def _weights(workdir, name="classifier.keras"):

@@ -13,8 +13,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 
 import h5py
@@ -25,7 +23,7 @@ import tensorflow as tf
 
 from adt_tf.training.callbacks import SharedBackupAndRestore, restored_epoch
 from adt_tf.training.strategies import WorkerRole, make_strategy, shard_by_data, worker_role
-from tests.helpers import ROOT
+from tests.helpers import start_command
 
 EXAMPLES, BATCH = 64, 8
 STEPS_PER_EPOCH = EXAMPLES // BATCH
@@ -58,12 +56,10 @@ class Cluster:
 
     def start(self, index):
         self.starts[index] += 1
-        env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2",
-                   TF_CONFIG=json.dumps({"cluster": self.spec,
-                                         "task": {"type": "worker", "index": index}}))
+        env = dict(TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(
+            {"cluster": self.spec, "task": {"type": "worker", "index": index}}))
         log = open(self.logs / f"worker{index}_{self.starts[index]}.log", "w")
-        return subprocess.Popen([sys.executable, "-m", "trainers.train", *self.args], cwd=ROOT,
-                                env=env, stdout=log, stderr=subprocess.STDOUT)
+        return start_command("adt-train", *self.args, env=env, stdout=log)
 
     def log(self, index, start=None):
         return (self.logs / f"worker{index}_{start or self.starts[index]}.log").read_text()

@@ -1,4 +1,4 @@
-"""Nothing lost, nothing silently wrong (issue 17): one run per workdir, a workdir that takes
+"""Nothing lost, nothing silently wrong: one run per workdir, a workdir that takes
 its own fix, resume under another spelling of its path, no ignored flags, no shrinking run."""
 
 import json
@@ -11,10 +11,9 @@ from adt_tf.training.config import RunConfig
 from adt_tf.training.record import RunRecord
 from adt_tf.training.run import run_training
 from adt_tf.training.workdir import workdir_lock
-from tests.trainers.test_train_cli import run_cli
+from tests.helpers import run_command, start_command, tiny_run
 
-TINY = dict(max_train_examples=32, batch_size=16, model_params={"width": 4}, eval_examples=16,
-            verbose=0, method="standard", lr=0.01)
+TINY = tiny_run()
 
 
 def test_a_workdir_is_owned_by_one_run_at_a_time(tmp_path):
@@ -24,8 +23,8 @@ def test_a_workdir_is_owned_by_one_run_at_a_time(tmp_path):
         with pytest.raises(ValueError, match=r"is in use by another adt-train run \(pid "):
             run_training(RunConfig.from_flags(workdir=workdir, epochs=1, **TINY))
         # The command line says so and exits 2, writing nothing.
-        proc = run_cli(f"--workdir={workdir}", "--method=standard", "--epochs=1",
-                       "--max_train_examples=32", check=False)
+        proc = run_command("adt-train", f"--workdir={workdir}", "--method=standard", "--epochs=1",
+                           "--max_train_examples=32")
         assert proc.returncode == 2 and "is in use by another adt-train run" in proc.stderr
         assert not os.path.exists(os.path.join(workdir, "config.json"))
     # Released (as when the holder dies, however): the run goes ahead.
@@ -81,8 +80,8 @@ def test_bad_lr_decay_factor_and_a_file_as_workdir_are_errors(tmp_path):
 
 
 def test_a_flag_the_method_does_not_take_is_an_error(tmp_path):
-    proc = run_cli(f"--workdir={tmp_path}/w", "--method=pgd_at",
-                   "--method_params=entropy_weight=0.1,mc_samples=3,stepz=2", check=False)
+    proc = run_command("adt-train", f"--workdir={tmp_path}/w", "--method=pgd_at",
+                       "--method_params=entropy_weight=0.1,mc_samples=3,stepz=2")
     assert proc.returncode == 2, proc.stderr
     assert ("adt-train: error: --method_params: --method=pgd_at does not take "
             "'entropy_weight'") in proc.stderr
@@ -121,14 +120,13 @@ def test_an_output_folder_that_cannot_be_made_is_an_error_naming_its_flag(tmp_pa
 
 
 def test_an_unwritable_export_dir_exits_2_naming_it(tmp_path):
-    from tests.export.helpers import run_cli as run_export_cli
 
     workdir = tmp_path / "run"
     run_training(RunConfig.from_flags(workdir=str(workdir), epochs=1, **TINY))
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    proc = run_export_cli(f"--model={workdir}", f"--export_dir={blocker}/exports",
-                          "--noverify")
+    proc = run_command("adt-export", f"--model={workdir}", f"--export_dir={blocker}/exports",
+                       "--noverify")
     assert proc.returncode == 2, proc.stderr
     assert f"Cannot create --export_dir (its model folder)={blocker}/exports/run" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -145,16 +143,11 @@ def _default_sigint():
 
 def _start_cli(workdir, *args):
     import subprocess
-    import sys
 
-    from tests.helpers import ROOT
-
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    return subprocess.Popen([sys.executable, "-m", "trainers.train", f"--workdir={workdir}",
-                             "--method=standard", "--max_train_examples=256", "--batch_size=16",
-                             "--model_params=width=4", "--verbose=2", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_default_sigint)
+    return start_command("adt-train", f"--workdir={workdir}", "--method=standard",
+                         "--max_train_examples=256", "--batch_size=16", "--model_params=width=4",
+                         "--verbose=2", *args, stderr=subprocess.PIPE,
+                         preexec_fn=_default_sigint)
 
 
 def _wait_for(condition, proc, timeout=300):
@@ -184,9 +177,10 @@ def test_an_interrupt_mid_epoch_says_what_is_kept_and_the_rerun_resumes(tmp_path
     assert "rerun the same command to resume" in err
     assert not os.path.exists(os.path.join(workdir, "classifier.keras"))
     done = len(history_epochs(workdir))
-    out = run_cli(f"--workdir={workdir}", "--method=standard", "--max_train_examples=256",
-                  "--batch_size=16", "--model_params=width=4", "--verbose=2",
-                  f"--epochs={done + 1}").stdout
+    out = run_command("adt-train", f"--workdir={workdir}", "--method=standard",
+                      "--max_train_examples=256",
+                      "--batch_size=16", "--model_params=width=4", "--verbose=2",
+                      f"--epochs={done + 1}", check=True).stdout
     assert f"{done} of {done + 1} epochs already done" in out
 
 
@@ -203,8 +197,9 @@ def test_an_interrupt_during_the_final_evaluation_then_the_rerun_only_evaluates(
     assert proc.returncode == 130, err[-2000:]
     assert not os.path.exists(os.path.join(workdir, "report.json"))
     assert not [f for f in os.listdir(workdir) if ".tmp" in f]  # nothing half-written
-    out = run_cli(f"--workdir={workdir}", "--method=standard", "--max_train_examples=256",
-                  "--batch_size=16", "--model_params=width=4", "--verbose=2", "--epochs=1").stdout
+    out = run_command("adt-train", f"--workdir={workdir}", "--method=standard",
+                      "--max_train_examples=256", "--batch_size=16", "--model_params=width=4",
+                      "--verbose=2", "--epochs=1", check=True).stdout
     assert "Report: standard" in out and history_epochs(workdir) == [0]  # not trained again
 
 
@@ -228,12 +223,12 @@ def test_a_full_disk_during_checkpointing_exits_2_naming_the_file_and_the_rerun_
         workdir = str(mount / "run")
         args = ("--method=standard", "--max_train_examples=256", "--batch_size=32",
                 "--model_params=width=32", "--epochs=5", "--verbose=2")
-        proc = run_cli(f"--workdir={workdir}", *args, check=False)
+        proc = run_command("adt-train", f"--workdir={workdir}", *args)
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert "No space left on device" in proc.stderr and "backup" in proc.stderr
         assert "adt-train: error:" in proc.stderr
         subprocess.run(["mount", "-o", "remount,size=200m", str(mount)], check=True)
-        out = run_cli(f"--workdir={workdir}", *args).stdout
+        out = run_command("adt-train", f"--workdir={workdir}", *args, check=True).stdout
         assert "1 of 5 epochs already done" in out and "Report: standard" in out
         assert history_epochs(workdir) == [0, 1, 2, 3, 4]
     finally:

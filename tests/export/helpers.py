@@ -6,8 +6,6 @@ import base64
 import json
 import os
 import re
-import subprocess
-import sys
 import threading
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,7 +14,6 @@ from typing import NamedTuple
 import tensorflow as tf
 
 from adt_tf.data import load as load_dataset
-from tests.helpers import ROOT, command_env
 
 NAME = "tiny"
 
@@ -76,12 +73,6 @@ def make_workdir(tmp_path, classifier):
     write_record(record, str(workdir))
     (workdir / "report.json").write_text(json.dumps(report))
     return str(workdir), card_training_config(record)
-
-
-def run_cli(*args):
-    env = command_env()
-    return subprocess.run([sys.executable, "-m", "export.export_saved_model", *args], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=600)
 
 
 def rest_stand_in(loaded, model_name: str):

@@ -16,7 +16,7 @@ from export import client
 from export.exporter import export_classifier
 from export.warmup import encode_png
 from tests.export.helpers import grpc_stand_in, rest_stand_in
-from tests.helpers import ROOT, make_tiny_images, tiny_classifier
+from tests.helpers import make_tiny_images, run_command, tiny_classifier
 
 IMAGES = np.random.default_rng(0).uniform(0, 1, (2, 4, 4, 3)).astype(np.float32)
 
@@ -151,25 +151,19 @@ def test_grpc_predict_against_a_stand_in(served):
 def test_command_line_against_a_port_with_nothing_listening_exits_2(protocol, tmp_path):
     """No traceback: one line naming the server, exit 2 (also for an image that is not
     there)."""
-    import os
     import socket
-    import subprocess
-    import sys
 
     with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     image = tmp_path / "x.png"
     image.write_bytes(encode_png(IMAGES[:1])[0])
-    root = ROOT
-    env = dict(os.environ, PYTHONPATH=root)
     for files, expected in (([str(image)], f"127.0.0.1:{port}" if protocol == "grpc" else
                              f"http://127.0.0.1:{port}/"), ([str(tmp_path / "no.png")],
                                                             "no.png")):
-        proc = subprocess.run(
-            [sys.executable, "-m", "export.client", "--model_name=adt", f"--protocol={protocol}",
-             "--host=127.0.0.1", f"--rest_port={port}", f"--grpc_port={port}", *files],
-            capture_output=True, text=True, timeout=120, env=env, cwd=root)
+        proc = run_command("export.client", "--model_name=adt", f"--protocol={protocol}",
+                           "--host=127.0.0.1", f"--rest_port={port}", f"--grpc_port={port}",
+                           *files, timeout=120)
         assert proc.returncode == 2, proc.stderr[-1500:]
         assert "Traceback" not in proc.stderr and expected in proc.stderr
         assert "export.client: error:" in proc.stderr
@@ -198,10 +192,7 @@ def test_an_answer_that_is_not_json_names_the_url():
 
 
 def test_the_command_line_against_a_model_that_is_not_our_export_exits_2(tmp_path):
-    import subprocess
-    import sys
 
-    from tests.helpers import command_env
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args):
@@ -219,10 +210,8 @@ def test_the_command_line_against_a_model_that_is_not_our_export_exits_2(tmp_pat
     image = tmp_path / "x.png"
     image.write_bytes(encode_png(IMAGES[:1])[0])
     try:
-        proc = subprocess.run([sys.executable, "-m", "export.client", "--model_name=other",
-                               f"--rest_port={server.server_address[1]}", str(image)],
-                              cwd=ROOT, env=command_env(), capture_output=True, text=True,
-                              timeout=300)
+        proc = run_command("export.client", "--model_name=other",
+                           f"--rest_port={server.server_address[1]}", str(image), timeout=300)
     finally:
         server.shutdown()
         server.server_close()

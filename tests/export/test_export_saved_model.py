@@ -7,7 +7,8 @@ import keras
 import pytest
 
 from adt_tf.data import CIFAR10_CLASSES
-from tests.export.helpers import make_workdir, run_cli
+from tests.export.helpers import make_workdir
+from tests.helpers import run_command
 
 
 @pytest.mark.parametrize("verified", [
@@ -16,8 +17,8 @@ def test_cli_exports_a_workdir(normalised_model, tmp_path, verified):
     """End to end; verified: three fresh interpreters (CLI, verification, saved_model_cli)."""
     workdir, config = make_workdir(tmp_path, normalised_model[0])
     base = str(tmp_path / "exports")
-    proc = run_cli(f"--model={workdir}", f"--export_dir={base}", "--version=3",
-                   *([] if verified else ["--noverify"]))
+    proc = run_command("adt-export", f"--model={workdir}", f"--export_dir={base}", "--version=3",
+                       *([] if verified else ["--noverify"]))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Exported adt_run version 3" in proc.stdout
     assert ("verified in a fresh process" in proc.stdout) == verified
@@ -38,10 +39,10 @@ def test_cli_exports_a_workdir(normalised_model, tmp_path, verified):
 
 
 def test_cli_errors_are_clear(tmp_path):
-    proc = run_cli(f"--model={tmp_path / 'missing'}", f"--export_dir={tmp_path}")
+    proc = run_command("adt-export", f"--model={tmp_path / 'missing'}", f"--export_dir={tmp_path}")
     assert proc.returncode == 2
     assert "adt-export: error:" in proc.stderr and "missing does not exist" in proc.stderr
-    proc = run_cli(f"--export_dir={tmp_path}")
+    proc = run_command("adt-export", f"--export_dir={tmp_path}")
     assert proc.returncode == 2 and "--model is required" in proc.stderr
 
 
@@ -60,7 +61,8 @@ def test_a_model_the_export_cannot_serve_right_exits_2(tmp_path, build, says):
     no fixed shape: refused with one line, nothing exported."""
     path = tmp_path / "model.keras"
     build().save(path)
-    proc = run_cli(f"--model={path}", f"--export_dir={tmp_path / 'exports'}", "--noverify")
+    proc = run_command("adt-export", f"--model={path}", f"--export_dir={tmp_path / 'exports'}",
+                       "--noverify")
     assert proc.returncode == 2, proc.stderr
     assert says in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "exports" / "model").exists() or not [
@@ -71,10 +73,11 @@ def test_a_dataset_of_another_shape_is_refused(normalised_model, tmp_path):
     classifier = normalised_model[0]
     path = tmp_path / "model.keras"
     classifier.save(path)
-    proc = run_cli(f"--model={path}", f"--export_dir={tmp_path / 'exports'}", "--noverify",
-                   "--dataset=mnist")
+    proc = run_command("adt-export", f"--model={path}", f"--export_dir={tmp_path / 'exports'}",
+                       "--noverify",
+                       "--dataset=mnist")
     assert proc.returncode == 2, proc.stderr
     assert "--dataset=mnist has images of shape [28, 28, 1]" in proc.stderr
-    proc = run_cli(f"--model={path}", f"--export_dir={tmp_path / 'exports'}",
-                   "--serving_root=")
+    proc = run_command("adt-export", f"--model={path}", f"--export_dir={tmp_path / 'exports'}",
+                       "--serving_root=")
     assert proc.returncode == 2 and "--serving_root must be the absolute path" in proc.stderr

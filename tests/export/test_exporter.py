@@ -5,7 +5,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -17,7 +16,7 @@ from export import exporter, sources
 from export.exporter import export_classifier
 from export.verify import VerificationError
 from tests.export.helpers import NAME, hidden_dirs, keras_probabilities, make_workdir
-from tests.helpers import ROOT, make_tiny_images, tiny_classifier
+from tests.helpers import ROOT, make_tiny_images, start_command, tiny_classifier
 
 
 def test_version_folder_layout(exported):
@@ -162,11 +161,8 @@ def test_two_concurrent_exports_to_one_name_publish_one_version_whole(normalised
     published version is complete and models.config lists the model once."""
     workdir, _ = make_workdir(tmp_path, normalised_model[0])
     base = str(tmp_path / "exports")
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    procs = [subprocess.Popen([sys.executable, "-m", "export.export_saved_model",
-                               f"--model={workdir}", f"--export_dir={base}", "--noverify"],
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(2)]
+    procs = [start_command("adt-export", f"--model={workdir}", f"--export_dir={base}",
+                           "--noverify", stderr=subprocess.PIPE) for _ in range(2)]
     outcomes = [(p.wait(timeout=600), p.stdout.read(), p.stderr.read()) for p in procs]
     codes = sorted(code for code, _, _ in outcomes)
     versions = sorted(os.listdir(os.path.join(base, "adt_run")))

@@ -7,6 +7,7 @@ from google.protobuf import text_format
 
 from export import serving_config
 from tests.export.helpers import NAME
+from tests.helpers import start_python
 
 
 def test_models_config_parses_and_lists_every_model(exported, normalised_model, tmp_path):
@@ -35,22 +36,16 @@ def test_models_config_parses_and_lists_every_model(exported, normalised_model, 
 def test_concurrent_exports_into_one_folder_keep_every_model_listed(tmp_path):
     """Two processes adding 150 models each to one models.config: all 300 are listed (without
     the lock, 180 of 300 remained)."""
-    import os
-    import subprocess
-    import sys
 
     from export.serving_config import read_models_config
-    from tests.helpers import ROOT
 
     script = ("import sys; from export.serving_config import update_models_config\n"
               "for i in range(150):\n"
               "    update_models_config(sys.argv[1], f'{sys.argv[2]}{i}')\n")
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), prefix], cwd=ROOT,
-                              env=dict(os.environ, PYTHONPATH=ROOT), stderr=subprocess.PIPE)
-             for prefix in ("a", "b")]
+    procs = [start_python(script, tmp_path, prefix) for prefix in ("a", "b")]
     for proc in procs:
         _, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err.decode()
+        assert proc.returncode == 0, err
     names = {e.name for e in read_models_config(
         str(tmp_path / "models.config")).model_config_list.config}
     assert names == {f"{p}{i}" for p in "ab" for i in range(150)}

@@ -9,6 +9,7 @@ import pytest
 from export import verify
 from export.verify import VerificationError
 from tests.export.helpers import keras_probabilities
+from tests.helpers import run_command, start_command
 
 
 def test_verification_checks_pass_and_catch_a_mismatch(exported, normalised_model):
@@ -48,19 +49,16 @@ def test_a_killed_export_leaves_no_verification_running_and_the_next_cleans_up(t
     import glob
     import signal
     import subprocess
-    import sys
     import tempfile
     import time
 
-    from tests.helpers import ROOT, command_env, tiny_classifier
+    from tests.helpers import tiny_classifier
 
     model = tmp_path / "m.keras"
     tiny_classifier((16, 16, 3)).save(model)
     exports = tmp_path / "exports"
-    command = [sys.executable, "-m", "export.export_saved_model", f"--model={model}",
-               f"--export_dir={exports}"]
-    proc = subprocess.Popen(command, cwd=ROOT, env=command_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    command = ["adt-export", f"--model={model}", f"--export_dir={exports}"]
+    proc = start_command(*command, stderr=subprocess.PIPE)
     pattern = os.path.join(tempfile.gettempdir(), f"adt_export_verify_{proc.pid}-*")
     deadline = time.time() + 300
     while not glob.glob(pattern) and proc.poll() is None and time.time() < deadline:
@@ -87,7 +85,6 @@ def test_a_killed_export_leaves_no_verification_running_and_the_next_cleans_up(t
     while verifying() and time.time() < deadline:
         time.sleep(0.5)
     assert not verifying(), "the verification outlived its parent"
-    again = subprocess.run(command, cwd=ROOT, env=command_env(), capture_output=True,
-                           text=True, timeout=600)
+    again = run_command(*command)
     assert again.returncode == 0, again.stderr
     assert not glob.glob(str(exports / "m" / ".tmp-*")) and not glob.glob(pattern)

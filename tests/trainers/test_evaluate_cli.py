@@ -2,14 +2,12 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import pytest
 
 from adt_tf import data as data_lib
-from tests.helpers import ROOT, ce_loss, tiny_classifier
+from tests.helpers import ce_loss, run_command, tiny_classifier
 from trainers.evaluate import run_evaluation
 
 
@@ -106,10 +104,7 @@ def test_importing_both_command_lines_does_not_clash():
 
 
 def test_command_line_reports_errors_with_exit_code_2(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "trainers.evaluate", f"--model={tmp_path}/missing.keras",
-         f"--out={tmp_path}/eval"],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
-        env=dict(os.environ, PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES=""))
+    proc = run_command("adt-evaluate", f"--model={tmp_path}/missing.keras",
+                       f"--out={tmp_path}/eval", timeout=120, env={"CUDA_VISIBLE_DEVICES": ""})
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "adt-evaluate: error: Model path" in proc.stderr

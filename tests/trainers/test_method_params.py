@@ -7,8 +7,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 from absl import flags
@@ -18,7 +16,7 @@ from adt_tf import data as data_lib
 from adt_tf.methods import METHODS, method_arguments
 from adt_tf.training.config import RunConfig
 from adt_tf.training.resolve import resolve
-from tests.helpers import ROOT
+from tests.helpers import run_command
 from trainers import cli, train
 
 
@@ -57,10 +55,7 @@ def test_the_help_lists_every_methods_arguments_with_their_defaults():
 
 
 def test_method_params_help_prints_the_arguments_and_exits_0():
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.run([sys.executable, "-m", "trainers.train", "--method=trades",
-                           "--method_params=help"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = run_command("adt-train", "--method=trades", "--method_params=help", timeout=300)
     assert proc.returncode == 0, proc.stderr
     for name in method_arguments("trades"):
         assert f"  {name}: " in proc.stdout, name
@@ -107,9 +102,7 @@ def test_each_removed_flag_is_refused_naming_its_new_spelling(name):
 
 
 def test_a_removed_flag_exits_2_with_one_error_line():
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.run([sys.executable, "-m", "trainers.train", "--entropy_weight=0.1"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_command("adt-train", "--entropy_weight=0.1", timeout=300)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip() == ("adt-train: error: --entropy_weight was removed; use "
                                    "--method_params=entropy_weight=VALUE instead.")
@@ -141,13 +134,11 @@ def test_a_boolean_argument_reads_only_true_false_1_0():
 @pytest.mark.slow
 def test_cli_trains_trades_end_to_end(tmp_path):
     workdir = str(tmp_path / "trades")
-    env = dict(os.environ, PYTHONPATH=ROOT)
     args = ["--method=trades", "--method_params=trades_beta=1.0,attack_steps=2",
             f"--workdir={workdir}",
             "--epochs=1", "--max_train_examples=64", "--batch_size=32", "--model_params=width=4",
             "--eval_examples=32", "--verbose=2", "--lr=0.01"]
-    proc = subprocess.run([sys.executable, "-m", "trainers.train", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = run_command("adt-train", *args)
     assert proc.returncode == 0, proc.stderr
     config = json.load(open(os.path.join(workdir, "config.json")))
     assert config["method"]["params"]["trades_beta"] == 1.0

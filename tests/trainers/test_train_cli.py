@@ -3,7 +3,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import keras
@@ -13,20 +12,11 @@ import pytest
 from adt_tf.training.callbacks import NonFiniteLossError, StopOnNonFiniteLoss
 from adt_tf.training.config import RunConfig
 from adt_tf.training.run import run_training
-from tests.helpers import ROOT
+from tests.helpers import run_command, start_command
 
 FAST = ["--max_train_examples=64", "--batch_size=32", "--model_params=width=4",
         "--eval_examples=32", "--method_params=inner_steps=2,mc_samples=2", "--verbose=2",
         "--lr=0.01"]
-
-
-def run_cli(*args, check=True):
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.run([sys.executable, "-m", "trainers.train", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 def history_epochs(workdir):
@@ -36,7 +26,7 @@ def history_epochs(workdir):
 
 def test_cli_trains_saves_reports_and_resumes(tmp_path):
     workdir = str(tmp_path / "run")
-    out = run_cli(f"--workdir={workdir}", "--epochs=1", *FAST).stdout
+    out = run_command("adt-train", f"--workdir={workdir}", "--epochs=1", *FAST, check=True).stdout
     assert "Report: adt_exp on cifar10_sample (test split, 32 inputs" in out
     assert "PGD-20 accuracy" in out
     for name in ("config.json", "classifier.keras", "report.json", "backup", "logs"):
@@ -66,12 +56,13 @@ def test_cli_trains_saves_reports_and_resumes(tmp_path):
     assert report["pgd20_accuracy"] == again.robust_accuracy
     assert os.listdir(os.path.join(workdir, "logs"))  # TensorBoard wrote something
 
-    out = run_cli(f"--workdir={workdir}", "--epochs=2", *FAST).stdout
+    out = run_command("adt-train", f"--workdir={workdir}", "--epochs=2", *FAST, check=True).stdout
     assert "1 of 2 epochs already done" in out
     assert history_epochs(workdir) == [0, 1]  # epoch 0 was not trained again
 
     with pytest.raises(AssertionError, match=r"other settings \(.*run\.seed: 0 -> 5"):
-        run_cli(f"--workdir={workdir}", "--epochs=2", "--seed=5", *FAST)
+        run_command("adt-train", f"--workdir={workdir}", "--epochs=2", "--seed=5", *FAST,
+                    check=True)
 
 
 def classifier_weights(workdir):
@@ -83,7 +74,7 @@ def _same_command_twice(tmp_path, *extra):
     runs = []
     for name in ("a", "b"):
         workdir = str(tmp_path / name)
-        run_cli(f"--workdir={workdir}", "--epochs=1", *FAST, *extra)
+        run_command("adt-train", f"--workdir={workdir}", "--epochs=1", *FAST, *extra, check=True)
         with open(os.path.join(workdir, "report.json")) as f:
             report = json.load(f)
         runs.append((classifier_weights(workdir), report))
@@ -117,10 +108,8 @@ def test_cli_resumes_after_kill_9_and_ends_where_an_uninterrupted_run_ends(tmp_p
             "--method_params=inner_steps=1,mc_samples=1",
             "--verbose=0", "--lr=0.01"]
     workdir = str(tmp_path / "killed")
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.Popen([sys.executable, "-m", "trainers.train", f"--workdir={workdir}",
-                             *args], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_command("adt-train", f"--workdir={workdir}", *args, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
     meta = os.path.join(workdir, "backup", "training_metadata.json")
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -132,11 +121,12 @@ def test_cli_resumes_after_kill_9_and_ends_where_an_uninterrupted_run_ends(tmp_p
     proc.wait()
     done = json.load(open(meta))["epoch"]
     assert 2 <= done < epochs
-    out = run_cli(f"--workdir={workdir}", *args[:-2], "--verbose=2", args[-1]).stdout
+    out = run_command("adt-train", f"--workdir={workdir}", *args[:-2], "--verbose=2", args[-1],
+                      check=True).stdout
     assert f"{done} of {epochs} epochs already done" in out
     assert json.load(open(meta))["epoch"] == epochs
     straight = str(tmp_path / "straight")
-    run_cli(f"--workdir={straight}", *args)
+    run_command("adt-train", f"--workdir={straight}", *args, check=True)
     for resumed, uninterrupted in zip(classifier_weights(workdir),
                                       classifier_weights(straight), strict=True):
         np.testing.assert_array_equal(resumed, uninterrupted)
@@ -144,17 +134,17 @@ def test_cli_resumes_after_kill_9_and_ends_where_an_uninterrupted_run_ends(tmp_p
 
 @pytest.mark.slow  # the same checks run in-process in test_bad_settings_fail_before_training
 def test_cli_rejects_bad_input_with_message(tmp_path):
-    proc = run_cli(f"--workdir={tmp_path}/x", "--epsilon=8", check=False)
+    proc = run_command("adt-train", f"--workdir={tmp_path}/x", "--epsilon=8")
     assert proc.returncode == 2
     assert "epsilon must be in (0, 1], got 8.0; did you mean 8/255?" in proc.stderr
     assert not os.path.exists(os.path.join(tmp_path, "x", "classifier.keras"))
-    proc = run_cli(f"--workdir={tmp_path}/y", "--model=preact_resnet18",
-                   "--model_params=batch_norm=true", check=False)
+    proc = run_command("adt-train", f"--workdir={tmp_path}/y", "--model=preact_resnet18",
+                       "--model_params=batch_norm=true")
     assert proc.returncode == 2
     assert ("--model_params: --model=preact_resnet18 does not take 'batch_norm'"
             in proc.stderr)
-    proc = run_cli(f"--workdir={tmp_path}/z", "--method_params=inner_gradients=summed",
-                   check=False)
+    proc = run_command("adt-train", f"--workdir={tmp_path}/z",
+                       "--method_params=inner_gradients=summed")
     assert proc.returncode == 2 and "Unknown inner_gradients 'summed'" in proc.stderr
 
 

@@ -6,18 +6,17 @@ import json
 import math
 import os
 
-import numpy as np
 import pytest
 
 from adt_tf import tuning
 from adt_tf.training.config import override
 from adt_tf.training.record import RunRecord
-from tests.adt_tf.tuning.helpers import run_cli, toy_images, trial_files
+from tests.adt_tf.tuning.helpers import toy_images, trial_files
+from tests.helpers import run_command, write_npz_dataset
 
 
 def test_cli_rejects_bad_input_before_training(tmp_path):
-    proc = run_cli("--tuner=annealing", f"--directory={tmp_path}/t", "--epochs=1",
-                   check=False)
+    proc = run_command("adt-tune", "--tuner=annealing", f"--directory={tmp_path}/t", "--epochs=1")
     assert proc.returncode == 2
     assert ("adt-tune: error: --tuner=annealing: value should be one of "
             "<random|bayesian|hyperband|grid>") in proc.stderr
@@ -30,7 +29,7 @@ def test_cli_rejects_bad_input_before_training(tmp_path):
 ])
 def test_cli_refuses_the_removed_validation_flags_naming_their_new_spelling(tmp_path, flag,
                                                                             spelling):
-    proc = run_cli(flag, f"--directory={tmp_path}/t", "--epochs=1", check=False)
+    proc = run_command("adt-tune", flag, f"--directory={tmp_path}/t", "--epochs=1")
     assert proc.returncode == 2
     name = flag.split("=")[0]
     assert f"adt-tune: error: {name} was removed; use {spelling}" in proc.stderr
@@ -40,18 +39,15 @@ def test_cli_refuses_the_removed_validation_flags_naming_their_new_spelling(tmp_
 def test_cli_search_writes_table_plot_best_and_resumes_without_retraining(tmp_path):
     import matplotlib.image
 
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
     x, y = toy_images(176)
-    np.savez(data_dir / "train.npz", x=x[:160], y=y[:160])
-    np.savez(data_dir / "test.npz", x=x[160:], y=y[160:])
+    data_dir = write_npz_dataset(tmp_path / "data", (x[:160], y[:160]), (x[160:], y[160:]))
     args = [f"--dataset=npz:{data_dir}", "--method=adt_exp", "--tuner=grid",
             "--lambda_values=1,0", "--max_trials=3", "--epochs=1", "--validation_examples=64",
             "--validation_attack=pgd2", "--epsilon=0.03", "--model_params=width=4",
             "--batch_size=8",
             "--lr=0.05", "--method_params=inner_steps=2,mc_samples=1", "--verbose=0",
             f"--directory={tmp_path}/tune", "--project_name=lam"]
-    out = run_cli(*args).stdout
+    out = run_command("adt-tune", *args, check=True).stdout
     project = tmp_path / "tune" / "lam"
     assert "2 trial(s), 2 trained by this run" in out
     assert "| trial | status | lambda | clean acc | robust acc | mean entropy | epoch |" in out
@@ -114,8 +110,8 @@ def test_cli_search_writes_table_plot_best_and_resumes_without_retraining(tmp_pa
 @pytest.mark.parametrize("timeout", ["nan", "-5", "0", "inf"])
 def test_a_bad_oracle_timeout_exits_2_naming_the_flag(tmp_path, timeout):
     """nan waited forever and -5 exited 3 ("restart the chief")."""
-    proc = run_cli("--tuning_role=chief", "--oracle_address=127.0.0.1:0",
-                   f"--oracle_timeout={timeout}", f"--directory={tmp_path}/t", check=False)
+    proc = run_command("adt-tune", "--tuning_role=chief", "--oracle_address=127.0.0.1:0",
+                       f"--oracle_timeout={timeout}", f"--directory={tmp_path}/t")
     assert proc.returncode == 2, proc.stderr
     assert "--oracle_timeout must be a finite number of seconds > 0" in proc.stderr
 
@@ -130,8 +126,8 @@ def test_a_chief_on_a_port_in_use_exits_2_naming_the_address(tmp_path):
     holder.listen(1)
     port = holder.getsockname()[1]
     try:
-        proc = run_cli("--tuning_role=chief", f"--oracle_address=127.0.0.1:{port}",
-                       f"--directory={tmp_path}/t", "--epochs=1", check=False)
+        proc = run_command("adt-tune", "--tuning_role=chief", f"--oracle_address=127.0.0.1:{port}",
+                           f"--directory={tmp_path}/t", "--epochs=1")
     finally:
         holder.close()
     assert proc.returncode == 2, proc.stderr

@@ -3,8 +3,6 @@ table."""
 
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -22,7 +20,7 @@ from adt_tf.analysis import (
     run_analyses,
 )
 from tests.adt_tf.analysis.helpers import EPS
-from tests.helpers import ROOT, make_tiny_images, tiny_classifier
+from tests.helpers import make_tiny_images, run_command, tiny_classifier
 
 
 def test_bad_input_is_a_clear_value_error(tmp_path):
@@ -76,9 +74,7 @@ def test_adt_analyze_end_to_end_writes_every_output(tmp_path):
             "--exp_steps=2", "--exp_mc_samples=2", "--pgd_steps=2", "--pca_inputs=2",
             "--grid_size=3", "--landscape_inputs=1", "--power_iterations=2",
             "--lambda_attacks=fgsm", "--batch_size=4", "--verbose=0"]
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.run([sys.executable, "-m", "trainers.analyze", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = run_command("adt-analyze", *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "diversity  run_b: average pairwise L2, EXP" in proc.stdout
     assert "curvature  run_b: dominant Hessian eigenvalue" in proc.stdout
@@ -98,9 +94,7 @@ def test_adt_analyze_end_to_end_writes_every_output(tmp_path):
     assert [p["lambda"] for p in lam["points"]] == [0.01]
     assert set(lam["points"][0]["robust_accuracy"]) == {"fgsm"}
 
-    bad = subprocess.run([sys.executable, "-m", "trainers.analyze", "--model=no/such.keras",
-                          f"--out={out}"], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=600)
+    bad = run_command("adt-analyze", "--model=no/such.keras", f"--out={out}")
     assert bad.returncode == 2 and "'no/such.keras' does not exist" in bad.stderr
 
 

@@ -20,7 +20,7 @@ from adt_tf.attacks import (
 from adt_tf.attacks.exp import pick_per_example
 from adt_tf.evaluation import fit_amortized_adversary
 from adt_tf.numerics.losses import dlr_loss, targeted_dlr_loss
-from tests.helpers import attack_settings, trained_tiny_classifier
+from tests.helpers import attack_settings, run_python, trained_tiny_classifier
 
 EPS = 8 / 255
 
@@ -367,14 +367,11 @@ def test_amortized_attacks_sample_a_generator_fitted_above_them(trained):
 
 def test_attacks_import_nothing_of_training():
     """Layering: no attack module imports the training methods (nor the evaluation)."""
-    import subprocess
-    import sys
 
     code = ("import sys, adt_tf.attacks; "
             "print(sorted(m for m in sys.modules if m.startswith(('adt_tf.methods', "
             "'adt_tf.training', 'adt_tf.evaluation'))))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip().splitlines()[-1]
+    out = run_python(code, check=True).stdout.strip().splitlines()[-1]
     assert out == "[]", out
 
 

@@ -1,4 +1,4 @@
-"""Attacks under an L2 ball (issue 18): every attack of `attacks_for("l2")` keeps ||delta||_2 <=
+"""Attacks under an L2 ball: every attack of `attacks_for("l2")` keeps ||delta||_2 <=
 epsilon and [0, 1], is seeded, beats clean accuracy on a trained model, and PGD-L2 gains
 from more steps; the L-infinity-only attacks refuse an L2 ball with a clear error, and an
 amortised adversary fitted for one ball refuses to attack in another."""

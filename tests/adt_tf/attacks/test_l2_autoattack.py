@@ -1,4 +1,4 @@
-"""The L2 versions of FAB-T and Square (issue 18), and so the L2 `autoattack` suite.
+"""The L2 versions of FAB-T and Square, and so the L2 `autoattack` suite.
 
 FAB-T: the minimal L2 step onto a hyperplane inside the box against an independent solver
 (bisection on the KKT multiplier), the exact minimal L2 distances of a linear model, the

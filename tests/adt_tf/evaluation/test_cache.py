@@ -9,7 +9,7 @@ import numpy as np
 from adt_tf.evaluation import evaluate
 from adt_tf.evaluation.cache import load_cached, store
 from tests.adt_tf.evaluation.helpers import EPS, small
-from tests.helpers import ROOT, trained_tiny_classifier
+from tests.helpers import start_python, trained_tiny_classifier
 
 #: The images of the `trained` fixture (conftest.py) these tests attack.
 TRAINED_EXAMPLES = 48
@@ -54,18 +54,14 @@ def test_a_torn_entry_is_recomputed_with_a_warning(tmp_path, capsys):
 def test_two_processes_storing_into_one_cache_never_share_a_temporary_file(tmp_path):
     """Concurrent stores of the same entry: every store succeeds and the entry reads back
     (one fixed temporary name made 2-3% of them fail and could leave a torn file)."""
-    import subprocess
-    import sys
 
     script = ("import sys, numpy as np; from adt_tf.evaluation.cache import store\n"
               "for i in range(150):\n"
               "    store(sys.argv[1], np.ones(1000, bool), np.ones(1000, bool), float(i))\n")
     path = str(tmp_path / "entry.npz")
-    procs = [subprocess.Popen([sys.executable, "-c", script, path], cwd=ROOT,
-                              env=dict(os.environ, PYTHONPATH=ROOT), stderr=subprocess.PIPE)
-             for _ in range(2)]
+    procs = [start_python(script, path) for _ in range(2)]
     for proc in procs:
         _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err.decode()
+        assert proc.returncode == 0, err
     correct, _ = load_cached(path, np.ones(1000, bool))
     assert correct.all() and not [n for n in os.listdir(tmp_path) if n != "entry.npz"]

@@ -65,7 +65,7 @@ def test_pgd20_agrees_with_art_within_one_point(setting):
 
 @pytest.mark.slow
 def test_pgd20_l2_agrees_with_art_within_one_point(setting):
-    """The same under L2 balls (issue 18): our PGD-L2 (exact projection onto ball and box,
+    """The same under L2 balls: our PGD-L2 (exact projection onto ball and box,
     per-example best iterate) against ART's norm=2 PGD (scale-then-clip, last iterate)."""
     from adt_tf.threat import L2Ball
 
@@ -98,7 +98,7 @@ def test_pgd20_l2_agrees_with_art_within_one_point(setting):
 
 @pytest.mark.slow
 def test_apgd_ce_l2_agrees_with_art_within_one_point(setting):
-    """APGD-CE under L2 (issue 18) against ART's AutoProjectedGradientDescent(norm=2): the
+    """APGD-CE under L2 against ART's AutoProjectedGradientDescent(norm=2): the
     same 100 steps, one start, cross-entropy, on the same model and inputs."""
     from adt_tf.attacks import apgd
     from adt_tf.threat import L2Ball

@@ -195,7 +195,7 @@ def test_bad_input(trained, tmp_path):
 
 
 def test_a_foreign_keras_file_and_a_savedmodel_without_variables_are_named(tmp_path):
-    """Hostile model arguments (issue 28 point 6): a .keras archive of a class nobody
+    """Hostile model arguments: a .keras archive of a class nobody
     registered, and an exported SavedModel whose variables were removed: a ValueError
     naming the path and the reason (adt-evaluate and adt-export exit 2 with it)."""
     import shutil

@@ -1,4 +1,4 @@
-"""Training under an L2 ball (issue 18): every method takes norm="l2" (the same classes, the
+"""Training under an L2 ball: every method takes norm="l2" (the same classes, the
 threat a parameter), their training inputs stay in the L2 ball, the step-size defaults follow
 the norm, a method without an L2 form would refuse it; the run records the norm and a
 workdir written before the norm existed still resumes."""
@@ -14,15 +14,20 @@ import tensorflow as tf
 from adt_tf.methods import get_method
 from adt_tf.training.config import RunConfig
 from adt_tf.training.run import run_training
-from tests.helpers import ce_loss, flat_record, make_tiny_images, tiny_classifier
+from tests.helpers import (
+    CHEAP_PARAMS,
+    ce_loss,
+    flat_record,
+    make_tiny_images,
+    run_command,
+    tiny_classifier,
+)
 
 EPS = 0.5
 
 
 _SMALL_GENERATOR = {"generator_width": 4, "generator_blocks": 1}
-_L2_PARAMS = {"adt_exp": {"inner_steps": 2, "mc_samples": 2}, "pgd_at": {"attack_steps": 3},
-              "trades": {"attack_steps": 3}, "alp": {"attack_steps": 3},
-              "adt_exp_am": _SMALL_GENERATOR, "adt_imp_am": _SMALL_GENERATOR}
+_L2_PARAMS = dict(CHEAP_PARAMS, adt_imp_am=_SMALL_GENERATOR)
 
 
 @pytest.mark.parametrize("method", ["pgd_at", "trades", "adt_exp", "adt_exp_am", "adt_imp_am",
@@ -88,12 +93,11 @@ def test_an_l2_run_reports_its_norm_and_an_older_workdir_resumes(tmp_path):
 
 
 def test_cli_records_the_norm_s_step_size(tmp_path):
-    from tests.trainers.test_train_cli import run_cli
 
     workdir = tmp_path / "run"
-    run_cli(f"--workdir={workdir}", "--method=pgd_at", "--norm=l2", "--epochs=1",
-            "--max_train_examples=32", "--batch_size=16", "--model_params=width=4",
-            "--eval_examples=16", "--method_params=attack_steps=2", "--verbose=0")
+    run_command("adt-train", f"--workdir={workdir}", "--method=pgd_at", "--norm=l2", "--epochs=1",
+                "--max_train_examples=32", "--batch_size=16", "--model_params=width=4",
+                "--eval_examples=16", "--method_params=attack_steps=2", "--verbose=0", check=True)
     config = json.load(open(workdir / "config.json"))
     assert config["threat"]["norm"] == "l2"
     assert config["method"]["params"]["attack_step_size"] == 0.125

@@ -15,24 +15,11 @@ import numpy as np
 import pytest
 
 from adt_tf.methods import METHODS, get_method
-from tests.helpers import ce_loss, make_tiny_images, tiny_classifier
+from tests.helpers import CHEAP_PARAMS, ce_loss, make_tiny_images, tiny_classifier
 
-# Cheap settings for the tests (fewer inner steps and smaller generators than the defaults).
-FAST = {
-    "standard": {},
-    "adt_exp": {"inner_steps": 2, "mc_samples": 2, "outer_loss": "trades"},
-    "adt_exp_am": {"generator_width": 4, "generator_blocks": 1},
-    "adt_imp_am": {"generator_width": 4, "generator_blocks": 1, "z_dim": 8, "encoder_width": 4},
-    "pgd_at": {"attack_steps": 3},
-    "fgsm_at": {},
-    "fast_at": {},
-    "alp": {"attack_steps": 3},
-    "trades": {"attack_steps": 3},
-    "feascatter": {},
-    "awp_at": {"attack_steps": 3},
-    "awp_trades": {"attack_steps": 3, "awp_warmup": 0},
-    "awp_adt_exp": {"inner_steps": 2, "mc_samples": 2},
-}
+# The cheap settings (`tests.helpers.CHEAP_PARAMS`); ADT_EXP with the TRADES outer loss, so
+# that the contract covers that path too.
+FAST = dict(CHEAP_PARAMS, adt_exp=dict(CHEAP_PARAMS["adt_exp"], outer_loss="trades"))
 
 # Every constructor argument set away from its default, for the config round trip.
 NON_DEFAULT = {

@@ -13,9 +13,9 @@ from adt_tf.numerics.optimizers import make_optimizer
 from adt_tf.training.callbacks import read_best
 from adt_tf.training.config import RunConfig
 from adt_tf.training.run import run_training
+from tests.helpers import tiny_run
 
-TINY = dict(max_train_examples=192, batch_size=32, model_params={"width": 4},
-            eval_examples=32, verbose=0, method="standard", lr=0.05)
+TINY = tiny_run(max_train_examples=192, batch_size=32, eval_examples=32, lr=0.05)
 
 
 def test_the_weight_average_is_the_numpy_average_of_the_steps():

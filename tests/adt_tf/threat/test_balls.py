@@ -4,6 +4,7 @@ import pytest
 import tensorflow as tf
 
 from adt_tf.threat import L2Ball, LinfBall
+from tests.helpers import EXECUTION_REGIMES, in_regime
 
 
 def test_project_stays_in_ball_and_pixel_range():
@@ -102,14 +103,14 @@ def test_l2_projection_is_the_exact_projection_onto_ball_and_box():
     assert np.any(dist(got) < dist(inside) - 1e-3)  # and strictly closer where the box binds
 
 
-def test_l2_projection_runs_under_tf_function_and_xla():
+@pytest.mark.parametrize("regime", EXECUTION_REGIMES)
+def test_l2_projection_runs_under_tf_function_and_xla(regime):
 
     x, p = l2_cases(2)
     ball = L2Ball(0.5)
     eager = ball.project(tf.constant(p), tf.constant(x)).numpy()
-    for jit in (False, True):
-        graph = tf.function(ball.project, jit_compile=jit)(tf.constant(p), tf.constant(x))
-        np.testing.assert_allclose(graph.numpy(), eager, atol=1e-6)
+    got = in_regime(ball.project, regime)(tf.constant(p), tf.constant(x))
+    np.testing.assert_allclose(got.numpy(), eager, atol=1e-6)
 
 
 def test_l2_random_start_is_uniform_in_the_ball_and_seeded():

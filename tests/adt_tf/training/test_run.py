@@ -1,5 +1,5 @@
 """One run, one threat model: adt-train and adt-evaluate make the ball once and read an npz:
-source once (issue 30 point 1), and hand both down."""
+source once, and hand both down."""
 
 import json
 
@@ -10,6 +10,7 @@ from adt_tf import threat as threat_lib
 from adt_tf.data import datasets
 from adt_tf.training.config import RunConfig
 from adt_tf.training.run import run_training
+from tests.helpers import write_npz_dataset
 
 
 @pytest.fixture
@@ -17,13 +18,13 @@ def npz_source(tmp_path):
     """A tiny npz: dataset (16 x 16 RGB, 4 classes), so that its default budget comes from
     its files."""
     rng = np.random.default_rng(0)
-    folder = tmp_path / "data"
-    folder.mkdir()
-    for split, n in (("train", 48), ("test", 16)):
+
+    def split(n):
         y = np.arange(n) % 4
         x = (rng.uniform(0, 1, (n, 16, 16, 3)) * 60 + y[:, None, None, None] * 40)
-        np.savez(folder / f"{split}.npz", x=x.round().astype(np.uint8), y=y)
-    return f"npz:{folder}"
+        return x.round().astype(np.uint8), y
+
+    return f"npz:{write_npz_dataset(tmp_path / 'data', split(48), split(16))}"
 
 
 @pytest.fixture

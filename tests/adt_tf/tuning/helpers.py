@@ -2,8 +2,6 @@
 command, trial files, a callback that counts trainings."""
 
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -11,7 +9,7 @@ import numpy as np
 from adt_tf import data as data_lib
 from adt_tf import tuning
 from adt_tf.training.config import RunConfig
-from tests.helpers import ROOT, make_tiny_images
+from tests.helpers import make_tiny_images
 
 PAPER = tuning.PAPER_LAMBDAS
 
@@ -44,15 +42,6 @@ def tiny_config(**kwargs):
 
 def tiny_hypermodel(**kwargs):
     return tuning.MethodHyperModel(tiny_config(), tiny_splits(), **kwargs)
-
-
-def run_cli(*args, check=True):
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.run([sys.executable, "-m", "trainers.tune_lambda", *args], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 def trial_files(project):

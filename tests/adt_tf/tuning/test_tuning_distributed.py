@@ -1,4 +1,4 @@
-"""A distributed lambda search (issue 19): keras-tuner's chief/worker mode driven by adt-tune's
+"""A distributed lambda search: keras-tuner's chief/worker mode driven by adt-tune's
 flags, on 127.0.0.1. A chief and two workers run a 4-point grid: both workers train trials,
 every trial runs exactly once, and the chief's table equals a single-process search over the
 same grid (the same lambdas, the same scores: every trial starts from the same seed). With a
@@ -12,16 +12,14 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 
-import numpy as np
 import pytest
 
 from adt_tf import tuning
 from adt_tf.training.config import RunConfig
-from tests.adt_tf.tuning.helpers import run_cli, toy_images
-from tests.helpers import ROOT
+from tests.adt_tf.tuning.helpers import toy_images
+from tests.helpers import run_command, start_command, write_npz_dataset
 
 LAMBDAS = (0.0, 0.01, 0.1, 1.0)
 
@@ -33,10 +31,8 @@ def free_port() -> int:
 
 
 def write_data(folder, n=176):
-    folder.mkdir()
     x, y = toy_images(n)
-    np.savez(folder / "train.npz", x=x[:n - 16], y=y[:n - 16])
-    np.savez(folder / "test.npz", x=x[n - 16:], y=y[n - 16:])
+    write_npz_dataset(folder, (x[:n - 16], y[:n - 16]), (x[n - 16:], y[n - 16:]))
     return folder
 
 
@@ -50,11 +46,11 @@ def search_args(data_dir, directory, epochs=1, tuner="grid"):
 
 
 def start(args, log):
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    for name in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
-        env.pop(name, None)
-    return subprocess.Popen([sys.executable, "-m", "trainers.tune_lambda", *args], cwd=ROOT,
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    # The test's own keras-tuner settings (a worker's id, the oracle's address) are the
+    # arguments', never inherited.
+    blank = {name: None for name in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP",
+                                   "KERASTUNER_ORACLE_PORT")}
+    return start_command("adt-tune", *args, env=blank, stdout=log)
 
 
 def finish(procs, logs, timeout=900):
@@ -265,7 +261,7 @@ def test_role_flags_are_checked(tmp_path, monkeypatch):
                     directory=str(tmp_path), project_name="p",
                     overwrite=True, space=tuning.SearchSpace(), tune_knobs=())
     # ... and the CLI says so with exit 2 (no traceback).
-    proc = run_cli("--tuning_role=chief", "--oracle_address=localhost", check=False)
+    proc = run_command("adt-tune", "--tuning_role=chief", "--oracle_address=localhost")
     assert proc.returncode == 2 and "--oracle_address must be HOST:PORT" in proc.stderr
 
 

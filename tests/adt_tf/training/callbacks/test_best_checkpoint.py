@@ -1,4 +1,4 @@
-"""The training protocol of issue 29: a held-out, class-stratified validation split, robust
+"""The training protocol: a held-out, class-stratified validation split, robust
 validation every epoch, the best checkpoint (kept across kills and resumes), the optimiser's
 weight average, and --checkpoint in the commands that read a workdir."""
 
@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import keras
@@ -22,11 +21,9 @@ from adt_tf.training.callbacks import BestCheckpoint, read_best
 from adt_tf.training.config import RunConfig
 from adt_tf.training.record import read_record
 from adt_tf.training.run import run_training
-from tests.helpers import ROOT
-from tests.trainers.test_train_cli import run_cli
+from tests.helpers import run_command, start_command, tiny_run
 
-TINY = dict(max_train_examples=192, batch_size=32, model_params={"width": 4},
-            eval_examples=32, verbose=0, method="standard", lr=0.05)
+TINY = tiny_run(max_train_examples=192, batch_size=32, eval_examples=32, lr=0.05)
 
 
 
@@ -127,10 +124,8 @@ def test_kill_9_after_a_best_epoch_and_resume_keeps_the_best(tmp_path):
     args = [f"--workdir={workdir}", "--method=standard", "--max_train_examples=192",
             "--batch_size=32", "--model_params=width=4", "--eval_examples=32", "--lr=0.05",
             "--validation_examples=40", "--verbose=2"]
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.Popen([sys.executable, "-m", "trainers.train", *args, "--epochs=30"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = start_command("adt-train", *args, "--epochs=30", stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not (os.path.exists(os.path.join(workdir, "history.csv"))
                and len(history(workdir)) >= 2 and read_best(workdir)):
@@ -140,7 +135,7 @@ def test_kill_9_after_a_best_epoch_and_resume_keeps_the_best(tmp_path):
     proc.wait()
     before = read_best(workdir)
     done = len(history(workdir))
-    run_cli(*args, f"--epochs={done + 2}")
+    run_command("adt-train", *args, f"--epochs={done + 2}", check=True)
     rows = history(workdir)
     scores = [(float(r["val_robust_accuracy"]), float(r["val_clean_accuracy"]),
                -int(r["epoch"])) for r in rows]
@@ -170,9 +165,9 @@ def test_bad_protocol_settings_are_errors_naming_the_flag(tmp_path, kwargs, matc
 
 
 def test_a_bad_protocol_flag_exits_2_naming_it(tmp_path):
-    proc = run_cli(f"--workdir={tmp_path / 'run'}", "--method=standard",
-                   "--max_train_examples=192", "--batch_size=32", "--model_params=width=4",
-                   "--epochs=1", "--validation_examples=500", check=False)
+    proc = run_command("adt-train", f"--workdir={tmp_path / 'run'}", "--method=standard",
+                       "--max_train_examples=192", "--batch_size=32", "--model_params=width=4",
+                       "--epochs=1", "--validation_examples=500")
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "--validation_examples must be between 10 (one per class) and 160" in proc.stderr
 
@@ -192,11 +187,8 @@ def test_checkpoint_reaches_evaluate_and_export_and_best_needs_a_split(tmp_path)
         result, _ = run_evaluation(split, num_examples=8, suite="fgsm", checkpoint=checkpoint,
                                    out=str(tmp_path / f"eval_{checkpoint}"), verbose=0)
         assert result.model.endswith(name)
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.run([sys.executable, "-m", "export.export_saved_model",
-                           f"--model={split}", f"--export_dir={tmp_path / 'exports'}",
-                           "--noverify"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = run_command("adt-export", f"--model={split}", f"--export_dir={tmp_path / 'exports'}",
+                       "--noverify")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "--checkpoint=best" in proc.stdout
     card = json.load(open(tmp_path / "exports" / "split" / "1" / "model_card.json"))
