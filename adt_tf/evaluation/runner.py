@@ -1,5 +1,8 @@
 """Robustness evaluation: run a suite of attacks, take the per-example worst case, report.
 
+(About 430 lines: the one loop every evaluation goes through, with the input preparation and
+the sanity-check calls it needs; the report, cache, suites and checks are their own modules.)
+
 `evaluate` is the library entry point (the `adt-evaluate` command line wraps it);
 `correct_under_attack` is the batch loop it shares with the training report.
 

@@ -277,7 +277,7 @@ class AdversarialTrainer(keras.Model):
         if self._SEED_KEY not in store.keys():
             return
         saved = np.asarray(store[self._SEED_KEY])
-        if saved.ndim == 1:  # an older checkpoint: the method's seed only
+        if saved.ndim == 1:  # a checkpoint that stores the method's seed alone
             self.seed_generator.state.assign(saved)
             return
         states = self._seed_states()

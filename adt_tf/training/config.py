@@ -1,5 +1,9 @@
 """The description of a training run: one typed, nested schema (`RunConfig`).
 
+Why one module of about 650 lines: the schema is one tree (its sections, their fields with
+help and ranges, the typed values the flags parse, the override of a path); split across
+files, a reader would have to assemble the one description of a run again.
+
 Everything a run needs is a field of one of the sections below, each with its type, default,
 one line of help and (where it has one) its allowed values or range. The command lines'
 flags are generated from these fields (`trainers.cli.define_schema_flags`), a recipe is a
@@ -47,7 +51,7 @@ SCHEMA_VERSION = 2
 #: whose algorithm changed since have their own, higher versions
 #: (`CHANGED_ALGORITHMS`): a run of other settings keeps resuming.
 ALGORITHM_VERSION = 2
-#: Version 3 (issue 39): ALP's outer loss is one training-mode forward on the clean and
+#: Version 3: ALP's outer loss is one training-mode forward on the clean and
 #: adversarial batches joined (the released code's), and the cyclic schedule cycles the
 #: momentum as PyTorch's CyclicLR does (Fast AT's published recipe).
 CHANGED_ALGORITHMS = {("method.name", "alp"): 3, ("optim.lr_schedule", "cyclic"): 3}
