@@ -22,6 +22,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 #: The repository's root (where setup.py is) and the tests' data folder.
@@ -261,6 +262,12 @@ def start_python(script: str, *args, env: dict | None = None) -> subprocess.Pope
     piped (text), its stdout this process's."""
     return subprocess.Popen([sys.executable, "-c", script, *map(str, args)], cwd=ROOT,
                             env=command_env(**(env or {})), stderr=subprocess.PIPE, text=True)
+
+
+def slow_cases(values, slow) -> list:
+    """`values` for `pytest.mark.parametrize`, those in `slow` marked slow: the fast set (CI)
+    runs the others, the slow set every one."""
+    return [pytest.param(v, marks=pytest.mark.slow) if v in slow else v for v in values]
 
 
 #: The ways a step can run, for tests that mean all three (as TFP's

@@ -48,6 +48,7 @@ def test_a_run_that_failed_at_once_leaves_a_workdir_that_takes_the_fix(tmp_path)
         assert json.load(f)["optim"]["lr"] == TINY["lr"]
 
 
+@pytest.mark.slow
 def test_resume_survives_another_spelling_or_a_move_of_the_workdir(tmp_path, monkeypatch):
     workdir = tmp_path / "run"
     run_training(RunConfig.from_flags(workdir=str(workdir), epochs=1, **TINY))
@@ -79,6 +80,7 @@ def test_bad_lr_decay_factor_and_a_file_as_workdir_are_errors(tmp_path):
         run_training(RunConfig.from_flags(workdir=str(afile), epochs=1, **TINY))
 
 
+@pytest.mark.slow
 def test_a_flag_the_method_does_not_take_is_an_error(tmp_path):
     proc = run_command("adt-train", f"--workdir={tmp_path}/w", "--method=pgd_at",
                        "--method_params=entropy_weight=0.1,mc_samples=3,stepz=2")
@@ -119,6 +121,7 @@ def test_an_output_folder_that_cannot_be_made_is_an_error_naming_its_flag(tmp_pa
                                     analyses=["landscape"], out=under))
 
 
+@pytest.mark.slow
 def test_an_unwritable_export_dir_exits_2_naming_it(tmp_path):
 
     workdir = tmp_path / "run"
@@ -184,6 +187,7 @@ def test_an_interrupt_mid_epoch_says_what_is_kept_and_the_rerun_resumes(tmp_path
     assert f"{done} of {done + 1} epochs already done" in out
 
 
+@pytest.mark.slow
 def test_an_interrupt_during_the_final_evaluation_then_the_rerun_only_evaluates(tmp_path):
     import signal
 

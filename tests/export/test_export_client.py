@@ -16,7 +16,7 @@ from export import client
 from export.exporter import export_classifier
 from export.warmup import encode_png
 from tests.export.helpers import grpc_stand_in, rest_stand_in
-from tests.helpers import make_tiny_images, run_command, tiny_classifier
+from tests.helpers import make_tiny_images, run_command, slow_cases, tiny_classifier
 
 IMAGES = np.random.default_rng(0).uniform(0, 1, (2, 4, 4, 3)).astype(np.float32)
 
@@ -110,6 +110,7 @@ def served(tmp_path_factory):
     return tf.saved_model.load(path), x
 
 
+@pytest.mark.slow
 def test_rest_predict_against_a_stand_in(served):
     loaded, x = served
     server = rest_stand_in(loaded, "tiny")
@@ -147,7 +148,7 @@ def test_grpc_predict_against_a_stand_in(served):
         server.stop(None)
 
 
-@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+@pytest.mark.parametrize("protocol", slow_cases(["rest", "grpc"], {"grpc"}))
 def test_command_line_against_a_port_with_nothing_listening_exits_2(protocol, tmp_path):
     """No traceback: one line naming the server, exit 2 (also for an image that is not
     there)."""

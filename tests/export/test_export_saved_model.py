@@ -50,11 +50,13 @@ def test_cli_errors_are_clear(tmp_path):
     (lambda: keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
                                keras.layers.Dense(10, activation="softmax")]),
      "returns probabilities"),
-    (lambda: keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
-                               keras.layers.Dense(1)]), "needs at least two"),
-    (lambda: keras.Sequential([keras.Input((None, None, 3)),
-                               keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)]),
-     "must have a fixed shape"),
+    pytest.param(lambda: keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
+                                           keras.layers.Dense(1)]), "needs at least two",
+                 marks=pytest.mark.slow),
+    pytest.param(lambda: keras.Sequential([keras.Input((None, None, 3)),
+                                           keras.layers.GlobalAveragePooling2D(),
+                                           keras.layers.Dense(10)]),
+                 "must have a fixed shape", marks=pytest.mark.slow),
 ])
 def test_a_model_the_export_cannot_serve_right_exits_2(tmp_path, build, says):
     """softmax(softmax(.)) served as probabilities, a one-logit "classifier", an input of
@@ -69,6 +71,7 @@ def test_a_model_the_export_cannot_serve_right_exits_2(tmp_path, build, says):
         n for n in os.listdir(tmp_path / "exports" / "model") if n.isdigit()]
 
 
+@pytest.mark.slow
 def test_a_dataset_of_another_shape_is_refused(normalised_model, tmp_path):
     classifier = normalised_model[0]
     path = tmp_path / "model.keras"

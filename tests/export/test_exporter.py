@@ -32,6 +32,7 @@ def test_version_folder_layout(exported):
     assert card["input"]["shape"] == [16, 16, 3] and card["class_names"] == list(CIFAR10_CLASSES)
 
 
+@pytest.mark.slow
 def test_next_version_and_refusal_to_overwrite(normalised_model, tmp_path):
     classifier, images = normalised_model
     base = str(tmp_path)
@@ -155,6 +156,7 @@ def test_export_of_a_classifier_built_under_mirrored_strategy(two_device_strateg
                          - keras_probabilities(classifier, x))) <= 1e-5
 
 
+@pytest.mark.slow
 def test_two_concurrent_exports_to_one_name_publish_one_version_whole(normalised_model, tmp_path):
     """Two adt-export processes racing for the same model name and version: one publishes
     it, the other exits 2 saying the version appeared meanwhile and overwrites nothing; the

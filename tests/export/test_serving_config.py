@@ -33,6 +33,7 @@ def test_models_config_parses_and_lists_every_model(exported, normalised_model, 
     assert open(os.path.join(base, "models.config")).read() == "this is { not a config"
 
 
+@pytest.mark.slow
 def test_concurrent_exports_into_one_folder_keep_every_model_listed(tmp_path):
     """Two processes adding 150 models each to one models.config: all 300 are listed (without
     the lock, 180 of 300 remained)."""

@@ -98,14 +98,18 @@ def test_adt_tunes_removed_flags_name_adt_trains():
     (["--method=fgsm_at", "--method_params=random_epsilon=yes"],
      "random_epsilon must be true, false, 1 or 0, got 'yes'"),
     (["--method_params=entropy_weigth=0.1"], "did you mean entropy_weight"),
-    (["--method_params=inner_steps=0"], "inner_steps must be an integer >= 1"),
-    (["--model_params=dropout=1"], "dropout must be in [0, 1)"),
+    pytest.param(["--method_params=inner_steps=0"], "inner_steps must be an integer >= 1",
+                 marks=pytest.mark.slow),
+    pytest.param(["--model_params=dropout=1"], "dropout must be in [0, 1)", marks=pytest.mark.slow),
     (["--model=preact_resnet18", "--model_params=batch_norm=true"],
      "--model=preact_resnet18 does not take 'batch_norm'"),
-    (["--method=adt_exp_am", "--method_params=awp_gamma=0.01"], "does not take 'awp_gamma'"),
-    (["--method=awp_at", "--method_params=awp_gamma=-1"], "awp_gamma must be a finite"),
+    pytest.param(["--method=adt_exp_am", "--method_params=awp_gamma=0.01"],
+                 "does not take 'awp_gamma'", marks=pytest.mark.slow),
+    pytest.param(["--method=awp_at", "--method_params=awp_gamma=-1"], "awp_gamma must be a finite",
+                 marks=pytest.mark.slow),
     (["--ema_warmup"], "--ema_warmup=true applies to a weight average"),
-    (["--method=adt_exp", "--method_params=family=lowrank,rank=99999"], "rank=99999"),
+    pytest.param(["--method=adt_exp", "--method_params=family=lowrank,rank=99999"], "rank=99999",
+                 marks=pytest.mark.slow),
 ])
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, args, says):
     workdir = tmp_path / "w"
@@ -198,6 +202,7 @@ def test_a_run_records_every_setting_resolved(tmp_path):
     assert "val_robust_accuracy" in header and "test_" not in header
 
 
+@pytest.mark.slow
 def test_without_a_validation_split_the_test_numbers_are_named_test(tmp_path):
     workdir = tmp_path / "run"
     proc = run_command("adt-train", *TINY, "--method=standard", f"--workdir={workdir}")
@@ -207,6 +212,7 @@ def test_without_a_validation_split_the_test_numbers_are_named_test(tmp_path):
     assert not [c for c in header if c.startswith("val_")]
 
 
+@pytest.mark.slow
 def test_a_run_a_benchmark_started_resumes_and_extends_with_adt_train(tmp_path):
     """bench.robustness trains epoch 1 of its CPU recipe; adt-train --config=cpu extends it
     to 2 epochs; the weights equal an uninterrupted 2-epoch adt-train run's, bit for bit."""
@@ -237,6 +243,7 @@ def test_a_run_a_benchmark_started_resumes_and_extends_with_adt_train(tmp_path):
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.slow
 def test_an_adt_tune_trial_is_recorded_as_adt_train_records_the_run(tmp_path):
     settings = [*TINY, "--method=adt_exp", "--validation_examples=24",
                 "--validation_attack=pgd2"]

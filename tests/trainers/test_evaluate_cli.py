@@ -42,6 +42,7 @@ def test_end_to_end_and_resume(saved_model, tmp_path, capsys):
     assert again.robust_accuracy == result.robust_accuracy
 
 
+@pytest.mark.slow
 def test_a_workdir_evaluation_resumes_from_its_cache_with_out_inside_it(saved_model):
     """The cache is keyed on the model file a workdir resolves to, not on the workdir's
     contents (logs, backups, and --out itself when it lies inside)."""
@@ -56,6 +57,7 @@ def test_a_workdir_evaluation_resumes_from_its_cache_with_out_inside_it(saved_mo
     assert again.robust_accuracy == first.robust_accuracy
 
 
+@pytest.mark.slow
 def test_a_workdir_model_is_evaluated_on_its_runs_dataset_and_threat_model(saved_model,
                                                                            tmp_path):
     """Without --dataset, --norm and --epsilon, a training workdir's model is evaluated as its

@@ -54,6 +54,7 @@ def test_the_help_lists_every_methods_arguments_with_their_defaults():
                        for line in lines), (method, name, text)
 
 
+@pytest.mark.slow
 def test_method_params_help_prints_the_arguments_and_exits_0():
     proc = run_command("adt-train", "--method=trades", "--method_params=help", timeout=300)
     assert proc.returncode == 0, proc.stderr

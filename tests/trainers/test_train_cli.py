@@ -84,6 +84,7 @@ def _same_command_twice(tmp_path, *extra):
                                                             rb["pgd20_accuracy"])
 
 
+@pytest.mark.slow
 def test_the_same_command_twice_gives_the_same_weights_and_report(tmp_path):
     """A fixed seed, a fixed run: two processes running the same command end with bit-equal
     weights and the same report (on one machine; across CPU models the kernels round
@@ -98,6 +99,7 @@ def test_deterministic_ops_give_a_fixed_run_too(tmp_path):
     _same_command_twice(tmp_path, "--deterministic_ops")
 
 
+@pytest.mark.slow
 def test_cli_resumes_after_kill_9_and_ends_where_an_uninterrupted_run_ends(tmp_path):
     """kill -9 mid-run, rerun the same command: it resumes from the last completed epoch
     and ends with the uninterrupted run's weights, bit for bit (CPU; the data stream of an

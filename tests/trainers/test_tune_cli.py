@@ -36,6 +36,7 @@ def test_cli_refuses_the_removed_validation_flags_naming_their_new_spelling(tmp_
     assert not os.path.exists(os.path.join(tmp_path, "t"))
 
 
+@pytest.mark.slow
 def test_cli_search_writes_table_plot_best_and_resumes_without_retraining(tmp_path):
     import matplotlib.image
 
@@ -116,6 +117,7 @@ def test_a_bad_oracle_timeout_exits_2_naming_the_flag(tmp_path, timeout):
     assert "--oracle_timeout must be a finite number of seconds > 0" in proc.stderr
 
 
+@pytest.mark.slow
 def test_a_chief_on_a_port_in_use_exits_2_naming_the_address(tmp_path):
     """Another chief (gRPC reuses ports, so both would serve) or another program on the
     port: exit 2 naming --oracle_address (it was a RuntimeError traceback, exit 1)."""

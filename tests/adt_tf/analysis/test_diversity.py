@@ -57,6 +57,7 @@ def test_pgd_and_exp_samples_stay_in_the_ball_and_differ():
         assert np.all(average_pairwise_distance(np.swapaxes(samples, 0, 1)) > 0), fn.__name__
 
 
+@pytest.mark.slow
 def test_l2_samples_stay_in_the_l2_ball_and_the_analysis_takes_the_norm():
     x, y = make_tiny_images(3, 16)
     model = tiny_classifier()

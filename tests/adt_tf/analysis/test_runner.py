@@ -60,6 +60,7 @@ def tiny_npz_dataset(tmp_path):
     return data
 
 
+@pytest.mark.slow
 def test_adt_analyze_end_to_end_writes_every_output(tmp_path):
     # A 16x16 dataset folder and a saved tiny classifier in a training workdir whose
     # config.json gives lambda.
@@ -98,6 +99,7 @@ def test_adt_analyze_end_to_end_writes_every_output(tmp_path):
     assert bad.returncode == 2 and "'no/such.keras' does not exist" in bad.stderr
 
 
+@pytest.mark.slow
 def test_several_models_side_by_side_and_a_lambda_table(tmp_path):
     # In-process: a .keras file and a workdir analysed together, lambdas given explicitly,
     # then the lambda study from a trial table without any model.

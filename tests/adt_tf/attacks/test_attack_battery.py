@@ -20,7 +20,7 @@ from adt_tf.attacks import (
 from adt_tf.attacks.exp import pick_per_example
 from adt_tf.evaluation import fit_amortized_adversary
 from adt_tf.numerics.losses import dlr_loss, targeted_dlr_loss
-from tests.helpers import attack_settings, run_python, trained_tiny_classifier
+from tests.helpers import attack_settings, run_python, slow_cases, trained_tiny_classifier
 
 EPS = 8 / 255
 
@@ -83,7 +83,8 @@ def noise_accuracy(trained):
     return sign_noise_accuracy(*trained)
 
 
-@pytest.mark.parametrize("name", sorted(ATTACKS))
+@pytest.mark.parametrize("name", slow_cases(sorted(ATTACKS), {"spsa", "fab_t", "fea", "imp_am",
+                                                            "apgd", "apgd_t"}))
 def test_attack_in_ball_seeded_and_beats_random_sign_noise(trained, adversaries, noise_accuracy,
                                                            name):
     model, x, y = trained
@@ -105,11 +106,11 @@ def test_attack_in_ball_seeded_and_beats_random_sign_noise(trained, adversaries,
     assert attacked < noise_accuracy, (name, attacked, noise_accuracy)
 
 
-# Five attacks (one per family of loops) in the fast set, every attack in the slow one.
-FAST_FIVE = ("apgd", "exp", "fab_t", "pgd", "square")
+# Four attacks (one per family of loops) in the fast set, every attack in the slow one.
+FAST_FOUR = ("exp", "fab_t", "pgd", "square")
 
 
-@pytest.mark.parametrize("name", [n if n in FAST_FIVE else pytest.param(
+@pytest.mark.parametrize("name", [n if n in FAST_FOUR else pytest.param(
     n, marks=pytest.mark.slow) for n in sorted(ATTACKS)])
 def test_attack_on_a_batch_of_one(trained, adversaries, name):
     """A batch of one input traced with its static shape (what the evaluation does when one
@@ -150,6 +151,7 @@ def test_margin_pgd_reaches_the_closed_form_minimal_distance_of_a_linear_model()
             assert (np.argmax(linear(x_adv).numpy(), 1)[0] != y[i]) == flipped, (i, factor)
 
 
+@pytest.mark.slow
 def test_pgd100_at_most_pgd20_at_most_fgsm(trained):
     model, x, y = trained
     broken = {}
@@ -194,6 +196,7 @@ def test_pick_per_example_prefers_any_fooling_sample():
     np.testing.assert_array_equal(picked, [2.0, 5.0])
 
 
+@pytest.mark.slow
 def test_fea_more_targets_never_break_fewer(trained):
     model, x, y = trained
     hit = {}
@@ -326,6 +329,7 @@ def test_suite_spsa_clips_its_queries_as_documented(trained, name, clipped):
         assert low < 0.0 and high > 1.0, (name, low, high)
 
 
+@pytest.mark.slow
 def test_square_works_under_xla(trained):
     model, x, y = trained
     out = tf.function(lambda a, b: square(model, a, b, EPS, num_queries=5, seed=1),
@@ -365,6 +369,7 @@ def test_amortized_attacks_sample_a_generator_fitted_above_them(trained):
         fit_amortized_adversary(model, x[:2], y[:2], EPS, train_steps=0)
 
 
+@pytest.mark.slow
 def test_attacks_import_nothing_of_training():
     """Layering: no attack module imports the training methods (nor the evaluation)."""
 
@@ -375,7 +380,8 @@ def test_attacks_import_nothing_of_training():
     assert out == "[]", out
 
 
-@pytest.mark.parametrize("name", ["pgd20", "mim20", "cw30", "transfer_mim20"])
+@pytest.mark.parametrize("name", slow_cases(["pgd20", "mim20", "cw30", "transfer_mim20"],
+                                            {"mim20", "cw30", "transfer_mim20"}))
 def test_paper_battery_starts_at_random_points_as_the_authors(trained, name):
     """The authors' evaluation starts PGD, MIM and C&W from a uniform point of the ball: two
     seeds must give two different adversarial batches."""

@@ -149,6 +149,7 @@ class RowCounter(keras.Model):
         return self.inner(x, training=training)
 
 
+@pytest.mark.slow
 def test_apgd_t_runs_later_targets_only_on_the_inputs_still_robust():
     """AutoAttack runs each further target on the inputs not broken yet. Ours: the same
     robust inputs and, for them, the same points as every target on the whole batch (the

@@ -115,6 +115,7 @@ def test_on_a_linear_model_fab_finds_the_minimal_distance():
         assert np.all(hit[dist <= eps / 1.01]), (eps, dist[~hit].min() / eps)
 
 
+@pytest.mark.slow
 def test_output_in_ball_seeded_and_graph_compatible(trained):
     model, x, y = trained
     kwargs = {"steps": 30, "num_targets": 1, "restarts": 2}
@@ -152,6 +153,7 @@ def test_random_restarts_start_at_a_seeded_point_around_the_input():
         np.testing.assert_allclose(np.asarray(ball.size(a - x)), expected, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_misclassified_inputs_are_returned_unchanged_and_the_rest_are_adversarial(trained):
     model, x, y = trained
     x_adv = fab_targeted(model, x, y, EPS, steps=20, num_targets=3).numpy()
@@ -187,6 +189,7 @@ def test_fab_accuracy_falls_monotonically_with_epsilon(trained, sweep):
     assert 1 - sweep[EPS][0].mean() < clean
 
 
+@pytest.mark.slow
 def test_fab_at_least_as_strong_as_pgd20(sweep):
     """Measured on this model and these 64 inputs: FAB-T (20 steps, 3 targets) breaks every
     input PGD-20 breaks at 2/255, 4/255 and 8/255 (accuracy 31.2 / 25.0 / 14.1% against
@@ -197,6 +200,7 @@ def test_fab_at_least_as_strong_as_pgd20(sweep):
         assert np.sum(pgd_hit & ~fab) <= 1, eps
 
 
+@pytest.mark.slow
 def test_fab_runs_under_xla(trained):
     model, x, y = trained
     run = tf.function(lambda a, b: fab_targeted(model, a, b, EPS, steps=3, num_targets=2),

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from adt_tf.attacks import ATTACKS, attacks_for
 from adt_tf.threat import L2Ball
-from tests.helpers import attack_settings, trained_tiny_classifier
+from tests.helpers import attack_settings, slow_cases, trained_tiny_classifier
 
 EPS = 0.5
 
@@ -36,7 +36,7 @@ def adversaries(trained):
             for kind in ("exp_am", "imp_am")}
 
 
-@pytest.mark.parametrize("name", sorted(attacks_for("l2")))
+@pytest.mark.parametrize("name", slow_cases(sorted(attacks_for("l2")), {"transfer", "square"}))
 def test_l2_attack_stays_in_the_ball_is_seeded_and_beats_clean(trained, source, adversaries,
                                                                name):
     model, x, y = trained
@@ -56,6 +56,7 @@ def test_l2_attack_stays_in_the_ball_is_seeded_and_beats_clean(trained, source, 
     assert np.mean(clean_ok & adv_ok) < np.mean(clean_ok), name
 
 
+@pytest.mark.slow
 def test_pgd_l2_gains_from_steps_and_is_weaker_at_a_smaller_radius(trained):
     from adt_tf.attacks import pgd
 
@@ -98,6 +99,7 @@ def test_an_amortised_adversary_attacks_only_in_the_ball_it_was_fitted_for(train
             attack(model, x[:4], y[:4], L2Ball(0.25), adversary=adversaries[kind])
 
 
+@pytest.mark.slow
 def test_l2_evaluation_runs_the_l2_suite_and_refuses_linf_only_ones(trained):
     from adt_tf import data as data_lib
     from adt_tf.evaluation import EvaluationResult, evaluate

@@ -73,6 +73,7 @@ def test_l2_projection_is_the_minimal_step_of_the_constrained_problem(dim):
     np.testing.assert_allclose(d, closed, atol=2e-6)
 
 
+@pytest.mark.slow
 def test_on_a_linear_model_fab_l2_finds_the_minimal_l2_distance():
     """Logits W x: the nearest misclassified point is at min_t (z_c - z_t) / ||w_c - w_t||_2
     (the box is far); FAB-T under L2 breaks an input exactly when epsilon reaches it (1%)."""
@@ -160,6 +161,7 @@ def test_initial_perturbation_tiles_the_image_like_the_reference():
     assert np.all(delta[:, ~covered] == 0)
 
 
+@pytest.mark.slow
 def test_square_l2_stays_on_the_ball_lowers_the_margin_and_is_seeded(trained):
     model, x, y = trained
     ball = L2Ball(0.5)
@@ -180,6 +182,7 @@ def test_square_l2_stays_on_the_ball_lowers_the_margin_and_is_seeded(trained):
     assert acc < np.mean(np.argmax(model(x), -1) == y)
 
 
+@pytest.mark.slow
 def test_the_autoattack_suite_runs_under_l2(trained):
     specs = resolve_suite("autoattack", threat=L2Ball(0.5))
     assert [s.attack for s in specs] == ["apgd", "apgd_t", "fab_t", "square"]

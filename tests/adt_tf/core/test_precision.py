@@ -103,6 +103,7 @@ def fit_fixed_batch(policy_name, init, x, y):
     return trainer, history, classifier.get_weights()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mixed", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_training_stays_close_to_float32(policy, mixed):
     x, y = make_tiny_images(32)
@@ -125,6 +126,7 @@ def test_mixed_precision_training_stays_close_to_float32(policy, mixed):
     assert diff < 0.5 * moved, (diff, moved)
 
 
+@pytest.mark.slow
 def test_run_training_with_mixed_precision(tmp_path):
     report = run_training(RunConfig.from_flags(
         workdir=str(tmp_path / "run"), epochs=1, max_train_examples=32, batch_size=16,

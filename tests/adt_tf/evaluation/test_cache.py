@@ -5,6 +5,7 @@ import os
 
 import keras
 import numpy as np
+import pytest
 
 from adt_tf.evaluation import evaluate
 from adt_tf.evaluation.cache import load_cached, store
@@ -51,6 +52,7 @@ def test_a_torn_entry_is_recomputed_with_a_warning(tmp_path, capsys):
     assert "cannot be read" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_two_processes_storing_into_one_cache_never_share_a_temporary_file(tmp_path):
     """Concurrent stores of the same entry: every store succeeds and the entry reads back
     (one fixed temporary name made 2-3% of them fail and could leave a torn file)."""

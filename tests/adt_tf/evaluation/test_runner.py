@@ -81,6 +81,7 @@ def test_skipped_attacks_are_reported_not_counted(trained):
     assert "skipped: no source model given" in result.to_markdown()
 
 
+@pytest.mark.slow
 def test_black_box_attacks_need_no_gradient_and_masking_is_flagged(trained):
     model, x, y = trained
     blocked = wrap(model, before=StopGradient())
@@ -101,6 +102,7 @@ def test_black_box_attacks_need_no_gradient_and_masking_is_flagged(trained):
     assert result.sanity["gradients"]["loss"] == "dlr"
 
 
+@pytest.mark.slow
 def test_black_box_check_sees_inputs_later_attacks_skipped_in_remaining_mode(trained):
     """Square before APGD-CE, AutoAttack's way: the inputs Square breaks are never given to
     APGD-CE; the check must still see that the gradient attacks could not break them."""

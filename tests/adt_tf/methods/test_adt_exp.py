@@ -17,6 +17,7 @@ def clean_loss(classifier, x, y):
     return float(tf.reduce_mean(ce_loss()(y, classifier(x, training=False))))
 
 
+@pytest.mark.slow
 def test_fit_lowers_training_loss_and_reports_metrics():
     x, y = make_tiny_images(128)
     trainer = compiled(ADTExp(tiny_classifier(width=8, dense_units=32), seed=1), lr=0.05)
@@ -36,6 +37,7 @@ def test_fit_under_xla_lowers_loss():
     assert history["loss"][-1] < history["loss"][0]
 
 
+@pytest.mark.slow
 def test_eager_and_tf_function_agree_under_fixed_seed():
     x, y = make_tiny_images(32)
     weights = []
@@ -49,6 +51,7 @@ def test_eager_and_tf_function_agree_under_fixed_seed():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_different_seeds_give_different_training():
     x, y = make_tiny_images(16)
     weights = []

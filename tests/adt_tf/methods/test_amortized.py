@@ -155,6 +155,7 @@ def _old_features(old_classifier, trainer, x, y):
         trainer.classifier.set_weights(new_weights)
 
 
+@pytest.mark.slow
 def test_implicit_entropy_bound_rises_against_a_fixed_classifier():
     trainer = make_trainer(ADTImpAM, {"z_dim": 8, "encoder_width": 4}, tau=0.0)
     trainer.compile(optimizer="sgd", loss=ce_loss(),
@@ -224,6 +225,7 @@ def optimizer_variables(trainer):
     return [v for opt in optimizers for v in opt.variables]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls,kwargs", IMP_AM_SLOW)
 def test_checkpoint_round_trip_resumes_exactly(cls, kwargs, tmp_path):
     x, y = make_tiny_images(32)
@@ -263,6 +265,7 @@ def test_checkpoint_round_trip_resumes_exactly(cls, kwargs, tmp_path):
         np.testing.assert_allclose(va.numpy(), vb.numpy(), rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_whole_trainer_and_lone_networks_round_trip_through_keras_saving(tmp_path):
     trainer = make_trainer(ADTImpAM, {"z_dim": 8, "encoder_width": 4})
     trainer.compile(optimizer="sgd", loss=ce_loss(), metrics=["accuracy"])

@@ -127,6 +127,7 @@ def test_the_weights_are_restored_exactly():
         np.testing.assert_array_equal(a, v.numpy())
 
 
+@pytest.mark.slow
 def test_trades_awp_waits_for_its_warm_up_epochs():
     """awp_warmup=1: the first epoch is TRADES's own (the same weights as TRADES's), the
     second perturbs."""
@@ -149,6 +150,7 @@ def test_trades_awp_waits_for_its_warm_up_epochs():
     assert any(not np.allclose(a, b) for a, b in zip(plain2, warm2))
 
 
+@pytest.mark.slow
 def test_the_weight_average_does_not_take_in_the_perturbation():
     """With EMA, the average after the first step is the step's (restored) weights: the
     perturbation v that the optimiser's average saw is taken back out."""

@@ -338,6 +338,7 @@ def test_trades_first_gradient_is_taken_at_the_unclipped_gaussian_start(batch):
     assert float(tf.reduce_min(x_adv)) >= 0.0  # the iterates are clipped
 
 
+@pytest.mark.slow
 def test_feascatter_step_raises_the_transport_distance(batch):
     """The step ascends the transport distance: it is higher after the step than at the
     random start, and the step is start + size * sign(grad), the gradient taken independently

@@ -20,6 +20,7 @@ from tests.helpers import (
     flat_record,
     make_tiny_images,
     run_command,
+    slow_cases,
     tiny_classifier,
 )
 
@@ -30,8 +31,9 @@ _SMALL_GENERATOR = {"generator_width": 4, "generator_blocks": 1}
 _L2_PARAMS = dict(CHEAP_PARAMS, adt_imp_am=_SMALL_GENERATOR)
 
 
-@pytest.mark.parametrize("method", ["pgd_at", "trades", "adt_exp", "adt_exp_am", "adt_imp_am",
-                                    "alp", "fast_at", "fgsm_at", "feascatter"])
+@pytest.mark.parametrize("method", slow_cases(
+    ["pgd_at", "trades", "adt_exp", "adt_exp_am", "adt_imp_am", "alp", "fast_at", "fgsm_at",
+     "feascatter"], {"adt_exp_am", "adt_imp_am"}))
 def test_l2_methods_train_on_inputs_inside_the_l2_ball(method):
     keras.utils.set_random_seed(0)
     x, y = make_tiny_images(32)
@@ -72,6 +74,7 @@ def test_step_size_defaults_follow_the_norm_and_a_linf_only_method_refuses_l2():
     assert pgd_at(tiny_classifier(), epsilon=2.0, norm="l2").epsilon == 2.0
 
 
+@pytest.mark.slow
 def test_an_l2_run_reports_its_norm_and_an_older_workdir_resumes(tmp_path):
     tiny = dict(max_train_examples=32, batch_size=16, model_params={"width": 4},
                 eval_examples=16, verbose=0, lr=0.01, method="pgd_at",
@@ -92,6 +95,7 @@ def test_an_l2_run_reports_its_norm_and_an_older_workdir_resumes(tmp_path):
     assert again["epochs"] == 2 and again["norm"] == "linf"
 
 
+@pytest.mark.slow
 def test_cli_records_the_norm_s_step_size(tmp_path):
 
     workdir = tmp_path / "run"

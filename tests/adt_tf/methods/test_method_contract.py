@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from adt_tf.methods import METHODS, get_method
-from tests.helpers import CHEAP_PARAMS, ce_loss, make_tiny_images, tiny_classifier
+from tests.helpers import CHEAP_PARAMS, ce_loss, make_tiny_images, slow_cases, tiny_classifier
 
 # The cheap settings (`tests.helpers.CHEAP_PARAMS`); ADT_EXP with the TRADES outer loss, so
 # that the contract covers that path too.
@@ -45,14 +45,15 @@ NON_DEFAULT = {
                     "awp_warmup": 1},
 }
 
-#: XLA on CPU compiles slowly, and so do the replicas: the fast set keeps ADT_EXP (the method
-#: whose inner-loop code paths matter most), the others run in the slow set.
-FAST_SET_ONLY = ("adt_exp",)
+#: Training is the contract's cost: the fast set trains ADT_EXP, ADT_EXP-AM and AT_PGD (the
+#: paper's methods and the baseline they are compared with), the slow set every method.
+#: XLA on CPU compiles slowly and the replicas are tested against one device in
+#: tests/test_replicas.py: those two run in the slow set only.
+FAST_TRAINING = ("adt_exp", "adt_exp_am", "pgd_at")
 
 
-def _every_method(heavy: bool = False):
-    return [name if not heavy or name in FAST_SET_ONLY
-            else pytest.param(name, marks=pytest.mark.slow) for name in METHODS]
+def _every_method(fast=tuple(METHODS)):
+    return slow_cases(list(METHODS), {name for name in METHODS if name not in fast})
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,7 @@ class TestMethodContract:
         for section in ("Reference:", "Mathematical details:", "Example:"):
             assert section in cls.__doc__, (name, section)
 
-    @pytest.mark.parametrize("name", _every_method())
+    @pytest.mark.parametrize("name", _every_method(FAST_TRAINING))
     def test_fit_lowers_the_loss(self, name, data):
         x, y = data
         history = build(name).fit(x, y, batch_size=32, epochs=3, verbose=0).history
@@ -90,7 +91,7 @@ class TestMethodContract:
         for aux in get_method(name).aux_metrics:
             assert math.isfinite(history[aux][-1])
 
-    @pytest.mark.parametrize("name", _every_method(heavy=True))
+    @pytest.mark.parametrize("name", _every_method(fast=()))
     def test_runs_under_xla(self, name, data):
         x, y = data
         trainer = build(name, jit=True)
@@ -100,7 +101,7 @@ class TestMethodContract:
         after = trainer.classifier.get_weights()
         assert any(not np.allclose(a, b) for a, b in zip(before, after))
 
-    @pytest.mark.parametrize("name", _every_method(heavy=True))
+    @pytest.mark.parametrize("name", _every_method(fast=()))
     def test_trains_under_mirrored_strategy(self, name, data, two_device_strategy):
         x, y = data
         with two_device_strategy.scope():

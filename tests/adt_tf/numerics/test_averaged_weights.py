@@ -8,6 +8,7 @@ import os
 
 import keras
 import numpy as np
+import pytest
 
 from adt_tf.numerics.optimizers import make_optimizer
 from adt_tf.training.callbacks import read_best
@@ -42,6 +43,7 @@ def test_the_weight_average_is_the_numpy_average_of_the_steps():
         assert np.abs(want - current).max() > 1e-4  # the average is not the last weights
 
 
+@pytest.mark.slow
 def test_validation_and_the_best_checkpoint_see_the_average_and_training_goes_on(tmp_path):
     """Inside `averaged_weights` the model holds the optimiser's average (what validation
     scores and best.keras saves); after it, the weights being trained again. An EMA run

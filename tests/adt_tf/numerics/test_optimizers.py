@@ -179,6 +179,7 @@ def lr_per_epoch(workdir):
 TINY = tiny_run(model_params={"width": 4, "dense_units": 16}, lr=0.1)
 
 
+@pytest.mark.slow
 def test_resume_that_extends_epochs_across_a_boundary(tmp_path):
     """Trained for 2 epochs with the decay at epoch 3 (beyond the run), then resumed with
     --epochs=4: epochs 3 and 4 run at the decayed rate, which also shows that the optimiser's
@@ -192,6 +193,7 @@ def test_resume_that_extends_epochs_across_a_boundary(tmp_path):
     assert lr_per_epoch(workdir) == pytest.approx([0.1, 0.1, 0.01, 0.01])
 
 
+@pytest.mark.slow
 def test_a_fixed_seed_gives_a_fixed_run(tmp_path):
     """Two identical short runs (ADT_EXP: its noise, the data order, the initialisation) give
     bit-equal weights and the same report."""

@@ -8,6 +8,7 @@ import pytest
 
 from adt_tf.numerics.optimizers import make_optimizer
 from adt_tf.numerics.schedules import EpochStepDecay, TriangularCyclic, TriangularCyclicMomentum
+from tests.helpers import slow_cases
 
 SPE = 782  # steps per epoch of CIFAR-10 at batch 64
 
@@ -54,7 +55,7 @@ def test_76_epochs_are_74_at_the_rate_and_2_decayed():
     assert np.sum(np.isclose(rates, 0.1)) == 74 and np.sum(np.isclose(rates, 0.01)) == 2
 
 
-@pytest.mark.parametrize("total", [10, 11, 15 * 391])
+@pytest.mark.parametrize("total", slow_cases([10, 11, 15 * 391], {15 * 391}))
 def test_cyclic_schedule_is_fast_ats_cyclic_lr(total):
     schedule = TriangularCyclic(0.2, total)
     ours = np.array([float(schedule(s)) for s in range(total)])

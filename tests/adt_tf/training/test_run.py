@@ -10,7 +10,7 @@ from adt_tf import threat as threat_lib
 from adt_tf.data import datasets
 from adt_tf.training.config import RunConfig
 from adt_tf.training.run import run_training
-from tests.helpers import write_npz_dataset
+from tests.helpers import slow_cases, write_npz_dataset
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def counts(monkeypatch):
     return seen
 
 
-@pytest.mark.parametrize("method", ["pgd_at", "adt_exp"])
+@pytest.mark.parametrize("method", slow_cases(["pgd_at", "adt_exp"], {"adt_exp"}))
 def test_a_training_run_makes_its_threat_once_and_reads_its_data_once(tmp_path, npz_source,
                                                                       counts, method):
     params = {"attack_steps": 1} if method == "pgd_at" else {"inner_steps": 1,

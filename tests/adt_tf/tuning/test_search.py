@@ -105,6 +105,7 @@ def test_search_under_a_mirrored_strategy(tmp_path, two_device_strategy):
     assert 0 <= trials[0].score <= 1
 
 
+@pytest.mark.slow
 def test_an_l2_search_trains_and_scores_under_the_l2_ball(tmp_path):
     """--norm=l2: the trials train the method under the L2 ball and the objective is PGD-L2
     (the scorer's threat model is the run's, with the dataset's L2 budget by default)."""

@@ -84,6 +84,7 @@ def scores(rows):
     return {r["entropy_weight"]: r["val_robust_accuracy"] for r in rows}
 
 
+@pytest.mark.slow
 def test_chief_and_two_workers_run_each_trial_once_and_match_one_process(tmp_path):
     data_dir = write_data(tmp_path / "data")
     port = free_port()
@@ -234,6 +235,7 @@ def test_a_chief_killed_and_restarted_redoes_no_trial(tmp_path):
     assert f"trial(s) {running} stay with the workers" in open(logs["chief2"]).read()
 
 
+@pytest.mark.slow
 def test_role_flags_are_checked(tmp_path, monkeypatch):
     # configure() writes os.environ: give it a copy, so nothing leaks into later tests.
     monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items()

@@ -172,6 +172,7 @@ def test_a_bad_protocol_flag_exits_2_naming_it(tmp_path):
     assert "--validation_examples must be between 10 (one per class) and 160" in proc.stderr
 
 
+@pytest.mark.slow
 def test_checkpoint_reaches_evaluate_and_export_and_best_needs_a_split(tmp_path):
     from trainers.evaluate import run_evaluation
 
