@@ -10,6 +10,9 @@ and mu evolve over the inner steps.
 
     python -m bench.diversity                     # trains the model once (resumable), then
                                                   # writes bench/results/diversity_cifar10_cpu.*
+    # The richer distributions (beyond the paper) against the diagonal one, on the same model:
+    python -m bench.diversity --families=diag,lowrank,matrix_normal --settings=20x10 \
+        --gradients=accumulate --lambdas=0.01     # -> diversity_cifar10_cpu_families.*
 
 Writes bench/results/diversity_cifar10_cpu.md (table), .json (every number) and .png (sigma
 per inner step: mean and 10-90% band; share of saturated coordinates).
@@ -25,7 +28,7 @@ import numpy as np
 from absl import app, flags
 
 from adt_tf.core.files import write_json, write_text
-from bench.kit.runs import check_recorded_run, command_line, require_data, set_threads
+from bench.kit.runs import check_recorded_run, command_line, fail, require_data, set_threads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DATA = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "cifar10"))
@@ -53,6 +56,9 @@ def define_flags() -> None:
     flags.DEFINE_list("lambdas", ["0.001", "0.01", "0.1", "1.0"], "Entropy weights.")
     flags.DEFINE_list("settings", ["20x10", "7x5"], "Inner steps T x samples k.")
     flags.DEFINE_list("gradients", ["accumulate", "fresh"], "Inner-gradient rules.")
+    flags.DEFINE_list("families", ["diag"], "The EXP distribution's Gaussian bases "
+                      "(adt_tf.adt.families: diag, the paper's; lowrank; matrix_normal); "
+                      "more than diag writes the table with the suffix _families.")
     flags.DEFINE_integer("threads", 0, "TensorFlow threads (0: default).")
     flags.DEFINE_integer("seed", 0, "Seed of training and of the attacks.")
     flags.DEFINE_enum("norm", "linf", ["linf", "l2"], "Threat model of both attacks: linf "
@@ -115,31 +121,31 @@ def measure(classifier, x, y, threat) -> dict:
     results["pgd"] = {"mean_distance": float(average_pairwise_distance(
         np.swapaxes(pgd, 0, 1)).mean()), "seconds": time.perf_counter() - t0}
     print(f"PGD-20 restarts: {results['pgd']['mean_distance']:.3f}", flush=True)
-    for setting in FLAGS.settings:
+    runs = [(family, setting, rule, float(lam)) for family in FLAGS.families
+            for setting in FLAGS.settings for rule in FLAGS.gradients for lam in FLAGS.lambdas]
+    for family, setting, rule, lam in runs:
         steps, mc = (int(v) for v in setting.split("x"))
-        for rule in FLAGS.gradients:
-            for lam in (float(v) for v in FLAGS.lambdas):
-                t0 = time.perf_counter()
-                samples, fitted = exp_samples(
-                    classifier, x, y, threat, FLAGS.num_samples, steps=steps,
-                    mc_samples=mc, entropy_weight=lam, gradients=rule, seed=FLAGS.seed,
-                    return_fit=True)
-                samples = samples.numpy()
-                logits = classifier(samples.reshape((-1,) + samples.shape[2:]), training=False)
-                fooled = np.mean(np.argmax(logits, -1) != np.tile(y, FLAGS.num_samples))
-                row = {"steps": steps, "mc_samples": mc, "gradients": rule,
-                       "entropy_weight": lam,
-                       "mean_distance": float(average_pairwise_distance(
-                           np.swapaxes(samples, 0, 1)).mean()),
-                       "fooling_rate": float(fooled),
-                       "trajectory": trajectory_stats(fitted, FLAGS.norm),
-                       "seconds": time.perf_counter() - t0}
-                results["exp"].append(row)
-                last = row["trajectory"][-1]
-                print(f"EXP T={steps} k={mc} {rule:10s} lambda={lam:g}: distance "
-                      f"{row['mean_distance']:.3f}, fooled {100 * fooled:.1f}%, sigma "
-                      f"{last['sigma_mean']:.3f}, saturated {100 * last['saturated']:.1f}%",
-                      flush=True)
+        t0 = time.perf_counter()
+        samples, fitted = exp_samples(
+            classifier, x, y, threat, FLAGS.num_samples, steps=steps,
+            mc_samples=mc, entropy_weight=lam, gradients=rule, family=family,
+            seed=FLAGS.seed, return_fit=True)
+        samples = samples.numpy()
+        logits = classifier(samples.reshape((-1,) + samples.shape[2:]), training=False)
+        fooled = np.mean(np.argmax(logits, -1) != np.tile(y, FLAGS.num_samples))
+        row = {"family": family, "steps": steps, "mc_samples": mc, "gradients": rule,
+               "entropy_weight": lam,
+               "mean_distance": float(average_pairwise_distance(
+                   np.swapaxes(samples, 0, 1)).mean()),
+               "fooling_rate": float(fooled),
+               "trajectory": trajectory_stats(fitted, FLAGS.norm),
+               "seconds": time.perf_counter() - t0}
+        results["exp"].append(row)
+        last = row["trajectory"][-1]
+        print(f"EXP {family} T={steps} k={mc} {rule:10s} lambda={lam:g}: distance "
+              f"{row['mean_distance']:.3f}, fooled {100 * fooled:.1f}%, sigma "
+              f"{last['sigma_mean']:.3f}, saturated {100 * last['saturated']:.1f}%",
+              flush=True)
     return results
 
 
@@ -213,17 +219,21 @@ def write_table(report: dict, config, results: dict, stem: str, command: str) ->
         + f"), then {FLAGS.num_samples} fresh samples of the fitted distribution "
         f"({paper_exp}). 'accumulate' is the reference's inner loop (gradients "
         "never zeroed), 'fresh' the variant with one gradient per step. sigma and "
-        f"{saturation} are after the last inner step; the plot shows them per step.",
+        f"{saturation} are after the last inner step; the plot shows them per step. "
+        "family: the distribution's Gaussian base (`adt_tf.adt.families`: diag, the paper's; "
+        "lowrank, R = 8; matrix_normal, 32 x 96; each factor block with its family's own "
+        "step, beyond the paper); σ is its diagonal part.",
         f"- Machine: {os.cpu_count()} cores; TensorFlow {tf.__version__}.",
         "",
-        "| T | k | inner gradients | λ | distance | vs PGD | samples fooling the model (%) "
-        "| σ mean (10-90%) | mean abs μ | saturated (%) |",
-        "|---:|---:|---|---:|---:|---:|---:|---|---:|---:|",
+        "| family | T | k | inner gradients | λ | distance | vs PGD | samples fooling the "
+        "model (%) | σ mean (10-90%) | mean abs μ | saturated (%) |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---|---:|---:|",
     ]
     for row in results["exp"]:
         last = row["trajectory"][-1]
         lines.append(
-            f"| {row['steps']} | {row['mc_samples']} | {row['gradients']} | "
+            f"| {row.get('family', 'diag')} | {row['steps']} | {row['mc_samples']} | "
+            f"{row['gradients']} | "
             f"{row['entropy_weight']:g} | {row['mean_distance']:.3f} | "
             f"{row['mean_distance'] / pgd:.2f} | {100 * row['fooling_rate']:.1f} | "
             f"{last['sigma_mean']:.3f} ({last['sigma_p10']:.3f}-{last['sigma_p90']:.3f}) | "
@@ -239,6 +249,13 @@ def main(argv):
     del argv
     set_threads(FLAGS.threads)
     require_data(FLAGS.data, "bench.diversity")
+    from adt_tf.adt.families import GaussianFamily
+
+    for family in FLAGS.families:
+        try:
+            GaussianFamily(family)
+        except ValueError as err:
+            fail("bench.diversity", f"--families: {err}")
     from adt_tf import data as data_lib
     from adt_tf.artifacts.loading import load_classifier
     from adt_tf.data import resolve_threat
@@ -252,7 +269,8 @@ def main(argv):
     results = measure(classifier, x, y, resolve_threat(FLAGS.norm, None, splits.info))
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     stem = os.path.join(FLAGS.output_dir, "diversity_cifar10_cpu"
-                        + ("_l2" if FLAGS.norm == "l2" else ""))
+                        + ("_l2" if FLAGS.norm == "l2" else "")
+                        + ("_families" if FLAGS.families != ["diag"] else ""))
     plot(results, stem + ".png")
     write_table(report, config, results, stem,
                 command_line("bench.diversity"))

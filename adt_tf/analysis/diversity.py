@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from adt_tf.adt.distributions import ExplicitAdversarialDistribution
+from adt_tf.adt.families import GaussianFamily
 from adt_tf.adt.inner_maximization import explicit_inner_maximization, sample_inputs
 from adt_tf.attacks.common import misclassified
 from adt_tf.attacks.pgd import pgd
@@ -100,7 +100,8 @@ def pca_project(points, num_components: int = 2) -> tuple[np.ndarray, np.ndarray
 
 def exp_samples(classifier, x, y, threat: Ball | float, num_samples: int, *, steps: int = 20,
                 mc_samples: int = 10, entropy_weight: float = 0.01, lr: float = 0.3,
-                gradients: str = "accumulate", seed=0, return_fit: bool = False):
+                gradients: str = "accumulate", family: str = "diag", rank: int = 8,
+                seed=0, return_fit: bool = False):
     """n adversarial examples per input, drawn from the distribution the EXP attack fits.
 
     The EXP attack is ADT_EXP's inner maximisation run against the fixed classifier (T = 20
@@ -111,6 +112,9 @@ def exp_samples(classifier, x, y, threat: Ball | float, num_samples: int, *, ste
         threat: the ball (`adt_tf.threat`; a number is an L-infinity radius, the paper's);
             under an `L2Ball` the distribution is the radial one onto it.
         gradients: the inner loop's 'accumulate' (the reference) or 'fresh'.
+        family, rank: the distribution's Gaussian base (`adt_tf.adt.families.GaussianFamily`:
+            'diag', the paper's; 'lowrank' of rank `rank`; 'matrix_normal'), each factor
+            block with its family's own step.
         return_fit: also return the fitted `InnerResult` (with the per-step trace of mu, v).
 
     Returns:
@@ -118,6 +122,7 @@ def exp_samples(classifier, x, y, threat: Ball | float, num_samples: int, *, ste
         `InnerResult` with `return_fit`).
     """
     ball = as_threat(threat)
+    gaussian = GaussianFamily(family, rank=rank)
     num_samples = checks.check_positive_int(num_samples, "num_samples")
     base = as_seed(seed)
     x = tf.convert_to_tensor(x)
@@ -128,8 +133,8 @@ def exp_samples(classifier, x, y, threat: Ball | float, num_samples: int, *, ste
         samples=checks.check_positive_int(mc_samples, "mc_samples"),
         lr=checks.check_positive(lr, "lr"), beta1=0.0, beta2=0.0,
         seed=tf.random.experimental.stateless_fold_in(base, 0), gradients=gradients,
-        trace=return_fit)
-    dist = ExplicitAdversarialDistribution(fitted.loc, fitted.raw_scale, ball)
+        trace=return_fit, family=gaussian)
+    dist = fitted.distribution(ball, gaussian)
     flat, _ = sample_inputs(x, dist, num_samples,
                             tf.random.experimental.stateless_fold_in(base, 1))
     samples = tf.reshape(flat, tf.concat([[num_samples], tf.shape(x)], axis=0))

@@ -57,6 +57,23 @@ def test_pgd_and_exp_samples_stay_in_the_ball_and_differ():
         assert np.all(average_pairwise_distance(np.swapaxes(samples, 0, 1)) > 0), fn.__name__
 
 
+@pytest.mark.parametrize("family", ["lowrank", "matrix_normal"])
+def test_exp_samples_of_a_richer_family_fit_its_factors_and_stay_in_the_ball(family):
+    """The family reaches the fit (its factors move from their start, the identity / zero)
+    and the samples (in the ball, other than the diagonal distribution's on the same seed)."""
+    x, y = make_tiny_images(3, 16)
+    model = tiny_classifier()
+    kwargs = dict(steps=2, mc_samples=2, seed=3, rank=2, return_fit=True)
+    samples, fit = exp_samples(model, x, y, EPS, 4, family=family, **kwargs)
+    diag, _ = exp_samples(model, x, y, EPS, 4, **kwargs)
+    samples = samples.numpy()
+    assert np.abs(samples - x[None]).max() <= EPS + 1e-6
+    assert samples.min() >= 0 and samples.max() <= 1
+    # Every factor starts at zero (U; the triangles' entries and log-diagonals).
+    assert fit.factors and max(float(np.abs(np.asarray(f)).max()) for f in fit.factors) > 0
+    assert not np.allclose(samples, diag.numpy())
+
+
 @pytest.mark.slow
 def test_l2_samples_stay_in_the_l2_ball_and_the_analysis_takes_the_norm():
     x, y = make_tiny_images(3, 16)
