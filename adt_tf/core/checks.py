@@ -73,12 +73,13 @@ def check_choice(value: str, name: str, choices: Iterable[str]) -> str:
     return value
 
 
-def parse_assignments(items: str | Iterable[str] | None, flag: str,
-                      example: str) -> dict[str, Any]:
+def parse_assignments(items: str | Iterable[str] | None, flag: str, example: str = "", *,
+                      as_text: bool = False, bare: tuple[str, ...] = ()) -> dict[str, Any]:
     """Parses "NAME=VALUE,..." (or a list of such items, as absl's list flags give) into
-    {NAME: VALUE}, a value read as JSON when it parses (numbers, true/false, null), else as
-    a string; a malformed item or a name given twice is a ValueError naming `flag` and
-    showing `example`."""
+    {NAME: VALUE}: a value read as JSON when it parses (numbers, true/false, null), else as a
+    string, or left as text with `as_text` (to be typed later from the signature it belongs
+    to). A name of `bare` may stand alone (its value ''). A malformed item or a name given
+    twice is a ValueError naming `flag` (and showing `example`, if any)."""
     if not items:
         return {}
     parts = items.split(",") if isinstance(items, str) else list(items)
@@ -88,10 +89,17 @@ def parse_assignments(items: str | Iterable[str] | None, flag: str,
             continue
         name, sep, raw = item.partition("=")
         name = name.strip()
+        if name in bare and not sep:
+            out[name] = ""
+            continue
         if not sep or not name:
-            raise ValueError(f"{flag}: {item!r} must look like NAME=VALUE (e.g. {example}).")
+            raise ValueError(f"{flag}: {item!r} must look like NAME=VALUE"
+                             + (f" (e.g. {example})." if example else "."))
         if name in out:
             raise ValueError(f"{flag}: {name} is given twice.")
+        if as_text:
+            out[name] = raw.strip()
+            continue
         try:
             out[name] = json.loads(raw)
         except json.JSONDecodeError:

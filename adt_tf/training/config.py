@@ -41,6 +41,8 @@ import typing
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from adt_tf.core import checks
+
 #: The version of the record's layout (`config.json`): 2 is this nested schema; records
 #: without one are the flat layout of version 1 (read through `migrate_flat_record`).
 SCHEMA_VERSION = 2
@@ -476,23 +478,9 @@ def coerce(value: Any, kind: Any, name: str) -> Any:
 def parse_assignments(items: str | list[str], name: str) -> dict[str, str]:
     """"NAME=VALUE,..." (or absl's list of such items) -> {NAME: 'VALUE'} with the values
     left as text: each is typed later from the signature it belongs to (`typed_arguments`).
-    The item `help` (no value) asks for the list of arguments: {'help': ''}."""
-    parts = items.split(",") if isinstance(items, str) else list(items)
-    out: dict[str, str] = {}
-    for item in (i.strip() for i in parts):
-        if not item:
-            continue
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if key == HELP and not sep:  # --method_params=help: list the arguments
-            out[HELP] = ""
-            continue
-        if not sep or not key:
-            raise ValueError(f"{name}: {item!r} must look like NAME=VALUE.")
-        if key in out:
-            raise ValueError(f"{name}: {key} is given twice.")
-        out[key] = raw.strip()
-    return out
+    The item `help` (no value) asks for the list of arguments: {'help': ''}
+    (`adt_tf.core.checks.parse_assignments`, the one parser of such flags)."""
+    return checks.parse_assignments(items, name, as_text=True, bare=(HELP,))
 
 
 def check_field(field: dataclasses.Field, value: Any, flag: str) -> None:
