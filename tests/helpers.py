@@ -257,11 +257,13 @@ def run_python(script: str, *args, env: dict | None = None, timeout: float = 600
     return proc
 
 
-def start_python(script: str, *args, env: dict | None = None) -> subprocess.Popen:
-    """`python -c script args...` started as `start_command` starts a command; its stderr
-    piped (text), its stdout this process's."""
+def start_python(script: str, *args, env: dict | None = None, stdout=None,
+                 stderr=subprocess.PIPE) -> subprocess.Popen:
+    """`python -c script args...` started as `start_command` starts a command (text output;
+    by default its stderr piped, its stdout this process's)."""
     return subprocess.Popen([sys.executable, "-c", script, *map(str, args)], cwd=ROOT,
-                            env=command_env(**(env or {})), stderr=subprocess.PIPE, text=True)
+                            env=command_env(**(env or {})), stdout=stdout, stderr=stderr,
+                            text=True)
 
 
 def slow_cases(values, slow) -> list:

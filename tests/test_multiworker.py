@@ -3,8 +3,9 @@
 The two end-to-end tests start `adt-train --strategy=multiworker` twice with TF_CONFIG naming
 two local ports (free ones, chosen at test time); they take one to two minutes on two
 shared cores and are marked slow. The fast suite runs a shortened kill-and-resume run
-(`test_multiworker_short_kill_and_resume`) and the pieces: strategy names, worker roles,
-write folders, the shared backup callback.
+(`test_multiworker_short_kill_and_resume`). The pieces are tested beside their modules:
+strategy names, worker roles and write folders in tests/adt_tf/training/test_strategies.py,
+the shared backup callback in tests/adt_tf/training/callbacks/test_backup.py.
 """
 
 from __future__ import annotations
@@ -19,10 +20,8 @@ import h5py
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from adt_tf.training.callbacks import SharedBackupAndRestore, restored_epoch
-from adt_tf.training.strategies import WorkerRole, make_strategy, shard_by_data, worker_role
+from adt_tf.training.callbacks import restored_epoch
 from tests.helpers import start_command
 
 EXAMPLES, BATCH = 64, 8
@@ -175,53 +174,11 @@ def test_multiworker_short_kill_and_resume(tmp_path):
                              args=("--method_params=inner_steps=1,mc_samples=1",))
 
 
-# ---------------------------------------------------------------------- fast tests
-def test_worker_roles_and_write_dirs():
-    assert WorkerRole().is_chief and WorkerRole().write_dir("w") == "w"
-    assert WorkerRole("worker", 0, 2).is_chief
-    one = WorkerRole("worker", 1, 2)
-    assert not one.is_chief and one.write_dir("w") == os.path.join("w", "workers", "worker-1")
-    # With a "chief" task, worker 0 is not the chief.
-    assert not WorkerRole("worker", 0, 3, has_chief_task=True).is_chief
-    assert WorkerRole("chief", 0, 3, has_chief_task=True).is_chief
-    assert worker_role(tf.distribute.get_strategy()) == WorkerRole()
 
 
-def test_bad_strategies_are_rejected_with_a_message(monkeypatch):
-    monkeypatch.delenv("TF_CONFIG", raising=False)
-    with pytest.raises(ValueError, match="needs the TF_CONFIG environment variable"):
-        make_strategy("multiworker")
-    with pytest.raises(ValueError, match="strategy 'tpu' found no TPU"):
-        make_strategy("tpu")
-    with pytest.raises(ValueError, match="Unknown strategy .horovod.; known: .*multiworker"):
-        make_strategy("horovod")
-    assert make_strategy("default") is tf.distribute.get_strategy()
 
 
-def test_shard_by_data_sets_the_auto_shard_policy():
-    ds = shard_by_data(tf.data.Dataset.range(4))
-    assert (ds.options().experimental_distribute.auto_shard_policy
-            == tf.data.experimental.AutoShardPolicy.DATA)
 
 
-def tiny_model():
-    inputs = keras.Input((3,))
-    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
-    model.compile(keras.optimizers.SGD(0.1), "mse")
-    return model
 
 
-def test_shared_backup_restores_from_the_shared_dir_and_writes_to_its_own(tmp_path):
-    x = np.random.default_rng(0).normal(size=(8, 3)).astype("float32")
-    y = np.zeros((8, 2), "float32")
-    shared, own = str(tmp_path / "shared"), str(tmp_path / "own")
-    chief = tiny_model()
-    chief.fit(x, y, epochs=2, verbose=0, callbacks=[SharedBackupAndRestore(
-        shared, shared, delete_checkpoint=False)])
-    assert restored_epoch(shared) == 2
-
-    other = tiny_model()
-    history = other.fit(x, y, epochs=3, verbose=0, callbacks=[SharedBackupAndRestore(
-        shared, own, delete_checkpoint=False)])
-    assert len(history.epoch) == 1 and history.epoch[0] == 2  # resumed the chief's epoch 2
-    assert restored_epoch(own) == 3 and restored_epoch(shared) == 2  # wrote its own copy only
