@@ -153,9 +153,9 @@ class ExplicitAdversarialDistribution:
 
     def _neg_log_prob_flat(self, u_flat: tf.Tensor) -> tf.Tensor:
         # log p(delta) = log N(u) - log|d delta / d u|, evaluated at the pre-tanh u.
-        log_prob = self.base.log_prob(u_flat) - self.bijector.forward_log_det_jacobian(
-            u_flat, event_ndims=1
-        )
+        log_prob = self.family.log_prob(
+            self.base, u_flat, *self._flat, self.factors, self._static_event
+        ) - self.bijector.forward_log_det_jacobian(u_flat, event_ndims=1)
         return -log_prob / tf.cast(self._num_dims, u_flat.dtype)
 
     def neg_log_prob(self, pre_tanh: tf.Tensor) -> tf.Tensor:
