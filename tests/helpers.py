@@ -83,11 +83,6 @@ def write_npz_dataset(folder, train: tuple, test: tuple) -> str:
     return str(folder)
 
 
-def random_npz_dataset(folder, n_train: int, n_test: int, size: int = 32) -> str:
-    """`npz_dataset` of random images."""
-    return npz_dataset(folder, n_train, n_test, "random", size)
-
-
 #: A run that trains in seconds (`RunConfig.from_flags` keyword arguments); `tiny_run`
 #: changes what a test needs.
 TINY_RUN: dict[str, Any] = dict(method="standard", max_train_examples=32, batch_size=16,
@@ -266,10 +261,11 @@ def start_python(script: str, *args, env: dict | None = None, stdout=None,
                             text=True)
 
 
-def slow_cases(values, slow) -> list:
-    """`values` for `pytest.mark.parametrize`, those in `slow` marked slow: the fast set (CI)
-    runs the others, the slow set every one."""
-    return [pytest.param(v, marks=pytest.mark.slow) if v in slow else v for v in values]
+def slow_cases(values, slow=(), *, fast=None) -> list:
+    """`values` for `pytest.mark.parametrize`, those in `slow` (or, given `fast`, those not in
+    it) marked slow: the fast set (CI) runs the others, the slow set every one."""
+    return [pytest.param(v, marks=pytest.mark.slow)
+            if (v not in fast if fast is not None else v in slow) else v for v in values]
 
 
 #: The ways a step can run, for tests that mean all three (as TFP's

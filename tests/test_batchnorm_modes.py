@@ -17,7 +17,7 @@ from adt_tf.methods import METHODS
 from adt_tf.methods.awp import perturbed_weights
 from adt_tf.numerics.optimizers import make_optimizer
 from tests.adt_tf.attacks.test_attack_battery import EPS, small_settings
-from tests.helpers import ce_loss, make_tiny_images, tiny_classifier
+from tests.helpers import ce_loss, make_tiny_images, slow_cases, tiny_classifier
 from tests.test_replicas import SETTINGS, PatternNoise
 
 
@@ -44,9 +44,8 @@ def data():
     return tf.constant(x), tf.constant(y)
 
 
-@pytest.mark.parametrize("name", [  # five in the fast set, every attack in the slow one
-    n if n in ("apgd_t", "exp", "fab_t", "pgd", "square") else pytest.param(
-        n, marks=pytest.mark.slow) for n in sorted(ATTACKS)])
+@pytest.mark.parametrize("name", slow_cases(  # five in the fast set, every attack in the slow one
+    sorted(ATTACKS), fast=("apgd_t", "exp", "fab_t", "pgd", "square")))
 def test_attacks_leave_the_moving_statistics_alone(data, name):
     x, y = data
     model = primed(bn_classifier(), x)

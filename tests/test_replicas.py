@@ -18,7 +18,7 @@ import tensorflow as tf
 from adt_tf.core.noise import NoiseSource
 from adt_tf.methods import METHODS
 from adt_tf.numerics.optimizers import make_optimizer
-from tests.helpers import ce_loss, make_tiny_images, tiny_classifier
+from tests.helpers import ce_loss, make_tiny_images, slow_cases, tiny_classifier
 
 
 class PatternNoise(NoiseSource):
@@ -87,8 +87,7 @@ def one_step(strategy, name, init, x, y):
 
 
 # adt_exp and pgd_at in the fast set (an explicit distribution, an attack); the others slow.
-REPLICA_NAMES = [n if n in ("adt_exp", "pgd_at") else pytest.param(n, marks=pytest.mark.slow)
-                 for n in sorted(SETTINGS)]
+REPLICA_NAMES = slow_cases(sorted(SETTINGS), fast=("adt_exp", "pgd_at"))
 
 
 @pytest.mark.parametrize("name", REPLICA_NAMES)

@@ -248,12 +248,10 @@ class GaussianFamily:
         row = self._triangular(factors[0], factors[1])  # [B, r, r]
         column = self._triangular(factors[2], factors[3])  # [B, c, c]
         z = tf.reshape((u - loc) / scale, tf.concat([tf.shape(u)[:-1], [r, c]], 0))
-        lead = tf.shape(z)[:-2]
-        w = tf.linalg.triangular_solve(  # A^-1 Z
-            tf.broadcast_to(row, tf.concat([lead, [r, r]], 0)), z, lower=True)
+        # The solves broadcast A [B, r, r] and B [B, c, c] over the k samples of z.
+        w = tf.linalg.triangular_solve(row, z, lower=True)  # A^-1 Z
         v = tf.linalg.triangular_solve(  # B^-1 (A^-1 Z)^T = (A^-1 Z B^-T)^T
-            tf.broadcast_to(column, tf.concat([lead, [c, c]], 0)),
-            tf.linalg.matrix_transpose(w), lower=True)
+            column, tf.linalg.matrix_transpose(w), lower=True)
         dims = tf.cast(r * c, u.dtype)
         log_det = (c * tf.reduce_sum(factors[1], -1) + r * tf.reduce_sum(factors[3], -1)
                    + tf.reduce_sum(tf.math.log(scale), -1))  # [B]

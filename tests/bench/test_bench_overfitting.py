@@ -10,7 +10,7 @@ import pytest
 
 from bench import overfitting as bo
 from bench.kit import recipes
-from tests.helpers import random_npz_dataset
+from tests.helpers import npz_dataset
 
 
 def _summary(key, seed, ema, best_aa, last_aa, best_epoch=22):
@@ -110,7 +110,7 @@ def test_restore_takes_a_committed_runs_summary_and_refuses_another_recipes(tmp_
     (checked against the recipe), only where the workdir lacks it."""
     from adt_tf.training.resolve import resolve
 
-    data = random_npz_dataset(tmp_path / "cifar10", 2000, 500)
+    data = npz_dataset(tmp_path / "cifar10", 2000, 500)
 
     def record(seed):  # the record (config.json) run_training writes for the recipe's run
         config = bo.train_config(recipe, "pgd_at", seed, False, data, str(tmp_path / "old"))

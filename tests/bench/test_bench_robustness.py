@@ -14,7 +14,7 @@ from adt_tf.evaluation.report import AttackResult, EvaluationResult
 from bench import robustness as rb
 from bench import robustness_table as rt
 from bench.kit import recipes, stats
-from tests.helpers import random_npz_dataset
+from tests.helpers import npz_dataset
 
 
 def _result(per_example: dict[str, np.ndarray], names, mode: str) -> EvaluationResult:
@@ -271,7 +271,7 @@ def test_restore_checks_the_recorded_training_configuration(tmp_path):
     checked."""
     from tests.helpers import flat_record
 
-    workdir, data = str(tmp_path / "runs"), random_npz_dataset(tmp_path / "cifar10", 40, 20)
+    workdir, data = str(tmp_path / "runs"), npz_dataset(tmp_path / "cifar10", 40, 20)
     recipe = recipes.RECIPES["cpu"]
     recorded = _record(recipe, "pgd_at", 0, data, workdir)
     normalized = _record(recipe, "pgd_at", 0, data, workdir, {"data.normalize": True})
@@ -356,8 +356,8 @@ def test_a_finished_run_of_other_settings_is_refused_not_kept(tmp_path, capsys):
     and seed: refused naming the field, never "finished earlier, kept"."""
     from bench.kit.runs import RunMismatchError
 
-    workdir, data = str(tmp_path / "runs"), random_npz_dataset(tmp_path / "cifar10", 40, 20)
-    other = random_npz_dataset(tmp_path / "other", 40, 20)
+    workdir, data = str(tmp_path / "runs"), npz_dataset(tmp_path / "cifar10", 40, 20)
+    other = npz_dataset(tmp_path / "other", 40, 20)
     linf = recipes.RECIPES["cpu"]
     _finished_run(workdir, linf, "pgd_at", 0, data)
     recipes.train(linf, "pgd_at", 0, data, workdir, verbose=0)  # the same run: kept
@@ -379,7 +379,7 @@ def test_a_run_of_the_earlier_algorithms_is_refused_too(tmp_path):
     from bench.kit.runs import RunMismatchError, check_recorded_run
 
     recipe = recipes.RECIPES["cpu"]
-    data = random_npz_dataset(tmp_path / "d", 40, 20)
+    data = npz_dataset(tmp_path / "d", 40, 20)
     d = _finished_run(str(tmp_path / "runs"), recipe, "trades", 1, data)
     with open(os.path.join(d, "config.json")) as f:
         recorded = json.load(f)

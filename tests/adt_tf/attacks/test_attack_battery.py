@@ -110,8 +110,7 @@ def test_attack_in_ball_seeded_and_beats_random_sign_noise(trained, adversaries,
 FAST_FOUR = ("exp", "fab_t", "pgd", "square")
 
 
-@pytest.mark.parametrize("name", [n if n in FAST_FOUR else pytest.param(
-    n, marks=pytest.mark.slow) for n in sorted(ATTACKS)])
+@pytest.mark.parametrize("name", slow_cases(sorted(ATTACKS), fast=FAST_FOUR))
 def test_attack_on_a_batch_of_one(trained, adversaries, name):
     """A batch of one input traced with its static shape (what the evaluation does when one
     input is left for an attack: the robustness benchmark's stage 3 met it): loops whose

@@ -8,6 +8,7 @@ import pytest
 from adt_tf import tuning
 from adt_tf.methods import METHODS
 from tests.adt_tf.tuning.helpers import PAPER, tiny_config, tiny_hypermodel, tiny_splits
+from tests.helpers import slow_cases
 
 
 def test_hypermodel_builds_the_method_with_searched_and_fixed_values():
@@ -28,9 +29,9 @@ def test_hypermodel_builds_the_method_with_searched_and_fixed_values():
     assert len(hypermodel.splits.x_test) == 64
 
 
-@pytest.mark.parametrize("method", [  # three in the fast set, every method in the slow one
-    m if m in ("adt_exp", "adt_exp_am", "pgd_at") else pytest.param(m, marks=pytest.mark.slow)
-    for m in sorted(METHODS)])
+# Three in the fast set, every method in the slow one.
+@pytest.mark.parametrize("method", slow_cases(sorted(METHODS),
+                                              fast=("adt_exp", "adt_exp_am", "pgd_at")))
 def test_every_registered_method_builds_with_its_searched_values(method):
     import keras_tuner as kt
 
