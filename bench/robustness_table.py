@@ -18,6 +18,15 @@ from bench.kit.variants import variant
 #: The ADT variants the verdict compares with AT_PGD (the ablation is compared with ADT_EXP).
 ADT_KEYS = ("adt_exp", "adt_exp_trades", "adt_exp_am", "adt_imp_am", "adt_exp_lowrank",
             "adt_exp_matrix_normal")
+#: The richer base distributions (beyond the paper), compared with the diagonal ADT_EXP too.
+FAMILY_KEYS = ("adt_exp_lowrank", "adt_exp_matrix_normal")
+FAMILY_TEXT = (
+    "The richer-distribution rows (beyond the paper, `adt_tf.adt.families`) are ADT_EXP with "
+    "the same settings and another base distribution under the same Tanh o Scale map: "
+    "low-rank, covariance diag(sigma^2) + U U^T with U of rank R = 8; matrix-normal, the image "
+    "as an H x (W C) matrix with row and column factors; the extra factors start at zero "
+    "(identity) and take inner Adam steps of 0.003 (the recorded sweep, "
+    "`bench/results/family_sweep_cpu.md`)")
 
 
 def collect(workdir: str, seeds: list[int], methods: list[str]) -> tuple[dict, list[str]]:
@@ -33,6 +42,30 @@ def verdict(found: dict, seeds: list[int], key: str, baseline: str = "pgd_at",
     return compare_seeds([found[(key, s)][metric] for s in seeds if (key, s) in found],
                          [found[(baseline, s)][metric] for s in seeds if (baseline, s) in found],
                          "AT_PGD")
+
+
+def family_line(found: dict, seeds: list[int], key: str, m: int, n: int) -> str:
+    """A richer family's row against the diagonal ADT_EXP on both A_rob measures, and whether
+    the issue's rule asks for a third seed (the row's mean differs from ADT_EXP's or AT_PGD's
+    by more than one spread on either measure)."""
+    parts, third = [], []
+    for metric, what in (("a_rob_subset", f"A_rob (all, first {m})"),
+                         ("a_rob_main", f"A_rob after stage 2 ({n} inputs)")):
+        parts.append(f"{what} " + verdict(found, seeds, key, baseline="adt_exp",
+                                          metric=metric).replace("AT_PGD", "ADT_EXP"))
+        row = [found[(key, s)][metric] for s in seeds if (key, s) in found]
+        for base in ("adt_exp", "pgd_at"):
+            other = [found[(base, s)][metric] for s in seeds if (base, s) in found]
+            if len(row) > 1 and len(other) > 1:
+                (ma, sa), (mb, sb) = mean_spread(row), mean_spread(other)
+                if abs(ma - mb) > max(sa, sb):
+                    third.append(f"{variant(base).label} on {what}")
+    rule = (f"it differs by more than one spread from {', '.join(sorted(set(third)))}: the "
+            "issue's rule asks for a third seed" if third else
+            "it differs from neither ADT_EXP nor AT_PGD by more than one spread (no third seed "
+            "asked)")
+    return (f"- {variant(key).label} against the diagonal ADT_EXP: {'; '.join(parts)}; "
+            f"{rule}.")
 
 
 def in_short(found: dict, seeds: list[int], keys: list[str]) -> str:
@@ -91,7 +124,8 @@ def build_table(recipe: Recipe, scale: str, workdir: str, seeds: list[int], meth
         "authors' code (the ablation row: a fresh gradient per step instead); ADT_EXP "
         "(TRADES loss) the same with beta 6; ADT_EXP-AM lambda 0.01 and ADT_IMP-AM lambda 1, "
         "tau 0.9, with the reference's full-resolution generator at width "
-        f"{recipe.generator_width} (the reference's is 256) and PyTorch's Adam (lr 2e-4).",
+        f"{recipe.generator_width} (the reference's is 256) and PyTorch's Adam (lr 2e-4)"
+        + (f". {FAMILY_TEXT}" if any(k in methods for k in FAMILY_KEYS) else "") + ".",
         f"- Data: `{os.path.relpath(data, ROOT)}` "
         "(the offline CIFAR-10 copy: its training images in the original order, most of them "
         "decoded from a JPEG copy, so not pixel-exact CIFAR-10; the first 2,000 official "
@@ -161,6 +195,9 @@ def build_table(recipe: Recipe, scale: str, workdir: str, seeds: list[int], meth
                     "AT_PGD", "ADT_EXP") + f"; A_rob after stage 2 ({n} inputs) "
                 + verdict(found, seeds, "adt_exp_fresh", baseline="adt_exp",
                           metric="a_rob_main").replace("AT_PGD", "ADT_EXP") + ".")
+        for key in FAMILY_KEYS:
+            if key in methods and any((key, s) in found for s in seeds):
+                lines.append(family_line(found, seeds, key, m, n))
         lines += ["", "(\"Beyond the seed spread\": the intervals mean ± spread do not "
                   f"overlap; with {len(seeds)} seeds this is a weak test, and at this scale "
                   "the models are far from the paper's.)"]

@@ -130,6 +130,28 @@ def test_in_short_names_the_variants_that_beat_at_pgd():
     assert "no verdict" in rt.in_short(found, [0], ["adt_exp"])  # one seed
 
 
+def test_family_line_compares_with_the_diagonal_and_asks_for_a_third_seed():
+    def found(family, adt=(0.25, 0.27), pgd=(0.25, 0.27)):
+        rows = {"adt_exp_lowrank": family, "adt_exp": adt, "pgd_at": pgd}
+        return {(k, s): {"a_rob_subset": v[s], "a_rob_main": v[s]}
+                for k, v in rows.items() for s in (0, 1)}
+
+    # Within one spread (1 point) of both: compared, no third seed.
+    line = rt.family_line(found((0.255, 0.275)), [0, 1], "adt_exp_lowrank", 50, 500)
+    assert line.startswith("- ADT_EXP, low-rank Gaussian (R = 8) against the diagonal ADT_EXP")
+    assert "does not differ from ADT_EXP beyond the seed spread (26.50 ± 1.00 vs 26.00" in line
+    assert "no third seed asked" in line
+    # 1.5 points above both with spreads of 1: overlapping intervals, yet a third seed.
+    line = rt.family_line(found((0.265, 0.285)), [0, 1], "adt_exp_lowrank", 50, 500)
+    assert "does not differ from ADT_EXP" in line and "asks for a third seed" in line
+    assert "ADT_EXP on A_rob (all, first 50)" in line and "AT_PGD on A_rob after stage 2" in line
+    # Only the AT_PGD baseline apart: the rule names it alone.
+    line = rt.family_line(found((0.26, 0.26), adt=(0.26, 0.26), pgd=(0.30, 0.30)), [0, 1],
+                          "adt_exp_lowrank", 50, 500)
+    assert "from AT_PGD on A_rob (all, first 50), AT_PGD on A_rob after stage 2" in line
+    assert "beats ADT_EXP" not in line and "is below ADT_EXP" not in line
+
+
 def test_binomial_standard_error():
     assert stats.binomial_se(0.5, 100) == pytest.approx(5.0)
     assert stats.binomial_se(0.2, 500) == pytest.approx(100 * np.sqrt(0.16 / 500))
