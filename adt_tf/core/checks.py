@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -105,6 +106,46 @@ def parse_assignments(items: str | Iterable[str] | None, flag: str, example: str
         except json.JSONDecodeError:
             out[name] = raw.strip()
     return out
+
+
+#: The spellings a boolean setting accepts, any case (the CLIs' and the config files').
+BOOL_SPELLINGS = {"true": True, "false": False, "1": True, "0": False}
+
+
+def parse_bool(text: str, name: str) -> bool:
+    """true/false/1/0 (any case) -> bool; anything else is a ValueError naming `name` and
+    the allowed spellings (so 'False' is False and 'yes' is refused)."""
+    if isinstance(text, bool):
+        return text
+    if isinstance(text, int) and text in (0, 1):
+        return bool(text)
+    key = str(text).strip().lower()
+    if key not in BOOL_SPELLINGS:
+        raise ValueError(f"{name} must be true, false, 1 or 0, got {text!r}.")
+    return BOOL_SPELLINGS[key]
+
+
+def parse_number(text: str, name: str, kind: type) -> int | float:
+    """An int, or a float where a fraction a/b is read too (8/255)."""
+    if isinstance(text, bool):
+        raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}, got "  # noqa: TRY004
+                         f"{text!r}.")
+    if isinstance(text, (int, float)):
+        value = text
+    else:
+        raw = str(text).strip()
+        match = re.fullmatch(r"([^/]+)/([^/]+)", raw)
+        try:
+            value = (float(match.group(1)) / float(match.group(2)) if match and kind is float
+                     else (int(raw) if kind is int else float(raw)))
+        except (ValueError, ZeroDivisionError):
+            what = "an integer" if kind is int else "a number (a fraction a/b is read too)"
+            raise ValueError(f"{name} must be {what}, got {text!r}.") from None
+    if kind is int:
+        if isinstance(value, float) and (not math.isfinite(value) or value != int(value)):
+            raise ValueError(f"{name} must be an integer, got {text!r}.")
+        return int(value)
+    return float(value)
 
 
 def check_writable_dir(path: str, name: str) -> str:

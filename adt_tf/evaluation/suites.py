@@ -67,9 +67,14 @@ class AttackSpec:
                 "kind": self.kind, "label": self.label, "needs": list(self.needs)}
 
     def with_params(self, **params) -> AttackSpec:
-        """A copy with some parameters replaced (checked against the attack's signature)."""
+        """A copy with some parameters replaced (checked against the attack's signature).
+        Text is typed by the parameter it sets, as the command line reads settings
+        everywhere: true/false/1/0 (any case) for a switch, a number or a fraction a/b for a
+        number."""
         merged = dict(self.params)
-        merged.update(params)
+        signature = inspect.signature(get_attack(self.attack)).parameters
+        merged.update({key: _typed(value, signature.get(key), f"{self.name}.{key}")
+                       for key, value in params.items()})
         spec = dataclasses.replace(self, params=merged)
         spec.validate()
         return spec
@@ -126,6 +131,22 @@ def _expected_type(parameter: inspect.Parameter) -> str | None:
         if re.search(rf"\b{word}\b", annotation):
             return kind
     return None
+
+
+def _typed(value: Any, parameter: inspect.Parameter | None, name: str) -> Any:
+    """An override's value as its parameter takes it: "False" or 0 for a switch is False,
+    "8/255" for a number is 8/255 (the readings of `adt_tf.core.checks`); anything else is
+    left for `_check_type` to judge."""
+    if parameter is None:
+        return value
+    kind = _expected_type(parameter)
+    if kind == "bool" and (isinstance(value, str) or value in (0, 1)):
+        return checks.parse_bool(value, name)
+    if kind == "number" and isinstance(value, str) and value.strip().lower() not in (
+            "none", "null"):
+        whole = isinstance(parameter.default, int) and not isinstance(parameter.default, bool)
+        return checks.parse_number(value, name, int if whole else float)
+    return value
 
 
 def _check_type(value: Any, parameter: inspect.Parameter, name: str) -> None:
@@ -284,7 +305,9 @@ def resolve_suite(suite: str, overrides: dict[str, dict[str, Any]] | None = None
 def parse_overrides(text: str | list[str] | None) -> dict[str, dict[str, Any]]:
     """Parses "fea.num_targets=20,spsa.samples=512" into {"fea": {"num_targets": 20}, ...}.
 
-    Values are read as JSON when they parse (numbers, true/false, null), else as strings.
+    Values are read as JSON when they parse (numbers, true/false, null), else as strings;
+    `AttackSpec.with_params` then types them by the parameter they set ("False" for a switch,
+    "2/255" for a step size), as every other flag reads them.
     """
     out: dict[str, dict[str, Any]] = {}
     example = "fea.num_targets=20"

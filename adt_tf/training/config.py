@@ -42,6 +42,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from adt_tf.core import checks
+from adt_tf.core.checks import parse_bool, parse_number
 
 #: The version of the record's layout (`config.json`): 2 is this nested schema; records
 #: without one are the flat layout of version 1 (read through `migrate_flat_record`).
@@ -71,7 +72,6 @@ LR_SCHEDULES = ("step", "cyclic")
 WEIGHT_DECAY_FORMS = ("coupled", "decoupled")
 #: The value of --method_params / --model_params that lists the arguments instead.
 HELP = "help"
-BOOL_SPELLINGS = {"true": True, "false": False, "1": True, "0": False}
 
 
 def setting(default: Any, help: str, *, flag: str | None = None,
@@ -389,42 +389,6 @@ def override(config: RunConfig, changes: Mapping[str, Any]) -> RunConfig:
 
 
 # ----------------------------------------------------------------------------- values
-def parse_bool(text: str, name: str) -> bool:
-    """true/false/1/0 (any case) -> bool; anything else is a ValueError naming `name` and
-    the allowed spellings (so 'False' is False and 'yes' is refused)."""
-    if isinstance(text, bool):
-        return text
-    if isinstance(text, int) and text in (0, 1):
-        return bool(text)
-    key = str(text).strip().lower()
-    if key not in BOOL_SPELLINGS:
-        raise ValueError(f"{name} must be true, false, 1 or 0, got {text!r}.")
-    return BOOL_SPELLINGS[key]
-
-
-def parse_number(text: str, name: str, kind: type) -> int | float:
-    """An int, or a float where a fraction a/b is read too (8/255)."""
-    if isinstance(text, bool):
-        raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}, got "  # noqa: TRY004
-                         f"{text!r}.")
-    if isinstance(text, (int, float)):
-        value = text
-    else:
-        raw = str(text).strip()
-        match = re.fullmatch(r"([^/]+)/([^/]+)", raw)
-        try:
-            value = (float(match.group(1)) / float(match.group(2)) if match and kind is float
-                     else (int(raw) if kind is int else float(raw)))
-        except (ValueError, ZeroDivisionError):
-            what = "an integer" if kind is int else "a number (a fraction a/b is read too)"
-            raise ValueError(f"{name} must be {what}, got {text!r}.") from None
-    if kind is int:
-        if isinstance(value, float) and (not math.isfinite(value) or value != int(value)):
-            raise ValueError(f"{name} must be an integer, got {text!r}.")
-        return int(value)
-    return float(value)
-
-
 def float_or_none() -> Any:
     return float | None
 

@@ -165,7 +165,7 @@ def test_bad_input(trained, tmp_path):
     with pytest.raises(ValueError, match="ATTACK.PARAM=VALUE"):
         parse_overrides("steps=3")
     # A value of the wrong type names the parameter (not int()'s "invalid literal").
-    for text, match in (("pgd20.steps=abc", "pgd20.steps must be a number, got 'abc'"),
+    for text, match in (("pgd20.steps=abc", "pgd20.steps must be an integer, got 'abc'"),
                         ("pgd20.step_size=fast", "pgd20.step_size must be a number"),
                         ("pgd20.random_start=3", "pgd20.random_start must be true or false"),
                         ("pgd20.steps=2.5", "pgd20.steps must be an integer >= 1, got 2.5")):
@@ -194,6 +194,22 @@ def test_bad_input(trained, tmp_path):
     with pytest.raises(ValueError, match="model_id"):
         evaluate(lambda a, training=False: tiny_classifier()(a), x[:2], y[:2], threat=EPS,
                  cache_dir=str(tmp_path), verbose=0)
+
+
+def test_attack_overrides_read_settings_as_the_command_line_does():
+    """--attack_params spells a switch and a number as every other flag does (true/false/1/0
+    in any case, fractions a/b), and still refuses what is neither."""
+    for text, value in (("False", False), ("TRUE", True), ("0", False), ("1", True)):
+        spec = resolve_suite("quick", parse_overrides(f"pgd20.random_start={text}"))[0]
+        assert spec.params["random_start"] is value
+    spec = resolve_suite("quick", parse_overrides("pgd20.step_size=2/255,pgd20.steps=7"))[0]
+    assert spec.params["step_size"] == pytest.approx(2 / 255)
+    assert spec.params["steps"] == 7 and isinstance(spec.params["steps"], int)
+    with pytest.raises(ValueError, match="pgd20.random_start must be true, false, 1 or 0, "
+                                         "got 'maybe'"):
+        resolve_suite("quick", parse_overrides("pgd20.random_start=maybe"))
+    with pytest.raises(ValueError, match="pgd20.steps must be an integer, got '7/2'"):
+        resolve_suite("quick", parse_overrides("pgd20.steps=7/2"))
 
 
 def test_a_foreign_keras_file_and_a_savedmodel_without_variables_are_named(tmp_path):
