@@ -28,7 +28,7 @@ Mathematical details:
     lowrank: (u - mu)^T S^{-1} (u - mu) / 2 + log det S / 2 + D log(2 pi) / 2 with
     S = diag(sigma^2) + U U^T: Woodbury, S^{-1} = D^{-1} - D^{-1} U C^{-1} U^T D^{-1} with
     the R x R capacitance C = I + U^T D^{-1} U, and the matrix-determinant lemma,
-    log det S = sum_j log sigma_j^2 + log det C (TFP's LinearOperatorLowRankUpdate).
+    log det S = sum_j log sigma_j^2 + log det C (C = L L^T, Cholesky: an R x R problem).
     matrix_normal: with Z = reshape(r) [r x c], -log q = ||A^{-1} Z B^{-T}||_F^2 / 2
     + c log det A + r log det B + sum_j log sigma_j + D log(2 pi) / 2 (the Kronecker
     log-determinant: log det (B B^T (x) A A^T) / 2 = c log det A + r log det B; triangular
@@ -232,8 +232,9 @@ class GaussianFamily:
 
     def log_prob(self, base: tfd.Distribution, u: tf.Tensor, loc, scale, factors,
                  event_shape) -> tf.Tensor:
-        """log q(u) of the base at u [..., B, D]: TFP's, except for `matrix_normal`, whose
-        closed form is evaluated here with two triangular solves,
+        """log q(u) of the base at u [..., B, D]: TFP's, except for `lowrank` (below, in
+        `_lowrank_log_prob`) and `matrix_normal`, whose closed form is evaluated here with
+        two triangular solves,
 
             log q(u) = -||A^-1 Z B^-T||_F^2 / 2 - c log det A - r log det B - sum_j log sigma_j
                        - D log(2 pi) / 2,   Z = reshape((u - mu) / sigma) [r, c],
@@ -242,6 +243,8 @@ class GaussianFamily:
         density) fails when the batch size is not static (`UnboundLocalError` in
         `_solve`, TensorFlow 2.21), as in a training step whose last batch is smaller. The
         tests hold it to a dense brute force and to TFP's density where the shapes are known."""
+        if self.name == "lowrank":
+            return self._lowrank_log_prob(u, loc, scale, factors[0])
         if self.name != "matrix_normal":
             return base.log_prob(u)
         r, c = self.matrix_shape(event_shape)
@@ -256,6 +259,39 @@ class GaussianFamily:
         log_det = (c * tf.reduce_sum(factors[1], -1) + r * tf.reduce_sum(factors[3], -1)
                    + tf.reduce_sum(tf.math.log(scale), -1))  # [B]
         return (-0.5 * tf.reduce_sum(tf.square(v), axis=[-2, -1]) - log_det
+                - 0.5 * dims * tf.cast(np.log(2 * np.pi), u.dtype))
+
+    @staticmethod
+    def _lowrank_log_prob(u: tf.Tensor, loc, scale, u_factor) -> tf.Tensor:
+        """log q(u) [..., B] of N(mu, diag(sigma^2) + U U^T) at u [..., B, D] by Woodbury and the
+        matrix-determinant lemma, with V = U / sigma [B, D, R], the capacitance
+        C = I + V^T V = L L^T [B, R, R] and z = (u - mu) / sigma:
+
+            log q(u) = -(z^T z - |L^-1 V^T z|^2) / 2 - sum_i log L_ii - sum_j log sigma_j
+                       - D log(2 pi) / 2.
+
+        The same mathematics as TFP's `MultivariateNormalDiagPlusLowRankCovariance` (the
+        tests hold them equal) in a dozen operations instead of its linear-operator
+        machinery: the inner loop's gradient through TFP's density cost about as much again
+        as the diagonal's whole density (`docs/methods.md`, the families' cost)."""
+        rank = tf.shape(u_factor)[-1]
+        z = (u - loc) / scale  # [k, B, D]
+        v = u_factor / scale[..., None]  # [B, D, R]
+        capacitance = tf.linalg.matmul(v, v, transpose_a=True) + tf.eye(rank, dtype=u.dtype)
+        chol = tf.linalg.cholesky(capacitance)  # [B, R, R]
+        # The samples (every leading index) as the columns of one solve per example: a
+        # solve per sample (L broadcast over them) costs twice the whole density.
+        shape = tf.shape(u)
+        columns = tf.reshape(z, tf.stack([-1, shape[-2], shape[-1]]))  # [n, B, D]
+        projected = tf.einsum("nbd,bdr->brn", columns, v)  # V^T z
+        solved = tf.linalg.triangular_solve(chol, projected, lower=True)  # [B, R, n]
+        correction = tf.reshape(tf.transpose(tf.reduce_sum(tf.square(solved), -2)),
+                                shape[:-1])  # [..., B]
+        quadratic = tf.reduce_sum(tf.square(z), -1) - correction
+        log_det = (tf.reduce_sum(tf.math.log(tf.linalg.diag_part(chol)), -1)
+                   + tf.reduce_sum(tf.math.log(scale), -1))  # log det S / 2, [B]
+        dims = tf.cast(tf.shape(u)[-1], u.dtype)
+        return (-0.5 * quadratic - log_det
                 - 0.5 * dims * tf.cast(np.log(2 * np.pi), u.dtype))
 
     def sample(self, base: tfd.Distribution, loc, scale, factors, num_samples: int,

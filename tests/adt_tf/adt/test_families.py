@@ -182,18 +182,22 @@ def test_the_parameter_counts():
         6144 + 2 * (1536 * 8 + 8 * 2 * 1536))
 
 
-def test_the_matrix_normal_closed_form_is_tfps_density():
-    """`GaussianFamily.log_prob` evaluates the matrix-normal density itself (two triangular
-    solves); where the shapes are static it equals TFP's MatrixNormalLinearOperator's."""
-    family = GaussianFamily("matrix_normal")
+@pytest.mark.parametrize("lead", [(3,), (), (2, 3)], ids=["k", "none", "two"])
+@pytest.mark.parametrize("family", GAUSSIANS, ids=lambda f: f.name)
+def test_the_closed_forms_are_tfps_densities(family, lead):
+    """`GaussianFamily.log_prob` evaluates the low-rank density (Woodbury, a Cholesky of the
+    R x R capacitance) and the matrix-normal one (two triangular solves) itself; where the
+    shapes are static each equals TFP's (MultivariateNormalDiagPlusLowRankCovariance,
+    MatrixNormalLinearOperator), for any number of leading sample dimensions."""
     loc, raw = _params()
     factors = _factors(family)
     flat_loc = tf.reshape(loc, [2, -1])
     scale = tf.reshape(tf.math.softplus(raw), [2, -1])
     base = family.base(flat_loc, scale, factors, EVENT)
-    u = flat_loc + scale * tf.random.stateless_normal([3, 2, D], seed=[4, 5])
-    np.testing.assert_allclose(family.log_prob(base, u, flat_loc, scale, factors, EVENT),
-                               base.log_prob(u), rtol=1e-5)
+    u = flat_loc + scale * tf.random.stateless_normal([*lead, 2, D], seed=[4, 5])
+    mine = family.log_prob(base, u, flat_loc, scale, factors, EVENT)
+    assert mine.shape == (*lead, 2)
+    np.testing.assert_allclose(mine, base.log_prob(u), rtol=1e-5)
 
 
 def test_the_matrix_normal_inner_loop_runs_with_an_unknown_batch_size():
