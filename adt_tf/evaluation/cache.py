@@ -8,6 +8,7 @@ the attack's code (`code_version`): a changed model, or an attack fixed since, i
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import inspect
 import json
@@ -48,18 +49,39 @@ def _package_modules(module_name: str, seen: set[str]) -> None:
             _package_modules(name, seen)
 
 
+def code_digest(source: str) -> str:
+    """A hash of what a module's source *does*: its syntax tree without the import
+    statements and the docstrings (comments and layout are not in the tree). A module moved
+    to another package, its imports rewritten, its comments or documentation edited, keeps
+    its digest; a change to any statement changes it."""
+    tree = ast.parse(source)
+    tree.body = [node for node in tree.body
+                 if not isinstance(node, (ast.Import, ast.ImportFrom))]
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if (body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                    and isinstance(body[0].value.value, str)):
+                node.body = body[1:] or [ast.Pass()]
+    text = ast.dump(tree, annotate_fields=False, include_attributes=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def code_version(function) -> str:
-    """A hash of the source of the module defining `function` and of every module of the
-    package it uses, directly or through others (the attack's code, as the cache sees it)."""
+    """A hash of the code of the module defining `function` and of every module of the
+    package it uses, directly or through others (the attack's code, as the cache sees it):
+    the modules' `code_digest`s, sorted, so that neither the modules' names nor their
+    imports, comments or docstrings enter it (the layers' move renamed every module and
+    rewrote its imports without changing an attack)."""
     seen: set[str] = set()
     _package_modules(function.__module__, seen)
-    digest = hashlib.sha256()
-    for name in sorted(seen):
+    digests = []
+    for name in seen:
         try:
-            digest.update(name.encode() + inspect.getsource(sys.modules[name]).encode())
-        except (OSError, TypeError):  # no source (a frozen install): the name alone
-            digest.update(name.encode())
-    return digest.hexdigest()[:20]
+            digests.append(code_digest(inspect.getsource(sys.modules[name])))
+        except (OSError, TypeError, SyntaxError):  # no source (a frozen install): the name
+            digests.append(name)
+    return hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()[:20]
 
 
 def array_id(*arrays) -> str:

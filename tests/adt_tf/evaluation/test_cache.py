@@ -42,6 +42,29 @@ def test_code_version_follows_the_attacks_code():
     assert len({code_version(pgd), code_version(mim), code_version(cw)}) == 3
 
 
+SOURCE = """\"\"\"An attack.\"\"\"
+from adt_tf.attacks import base
+
+def step(x, size=0.1):
+    \"\"\"One step.\"\"\"
+    return base.clip(x + size)
+"""
+
+
+def test_code_digest_ignores_moves_comments_and_docs_not_code():
+    from adt_tf.evaluation.cache import code_digest
+
+    moved = SOURCE.replace("from adt_tf.attacks import base",
+                           "from adt_tf.core import base  # moved\nimport numpy as np")
+    documented = SOURCE.replace("One step.", "One step of the ascent.").replace(
+        "    return", "    # the sign step\n\n    return")
+    assert code_digest(SOURCE) == code_digest(moved) == code_digest(documented)
+    for changed in (SOURCE.replace("0.1", "0.2"), SOURCE.replace("x + size", "x - size"),
+                    SOURCE.replace("base.clip", "base.project"),
+                    SOURCE + "\nLIMIT = 3\n"):
+        assert code_digest(changed) != code_digest(SOURCE)
+
+
 def test_a_torn_entry_is_recomputed_with_a_warning(tmp_path, capsys):
     path = str(tmp_path / "pgd20-abc.npz")
     mask = np.array([True, False, True])
