@@ -194,6 +194,31 @@ def test_table_from_finished_runs(tmp_path):
     assert set(data) == {"pgd_at-seed0", "pgd_at-seed1", "adt_exp-seed0", "adt_exp-seed1"}
 
 
+def test_a_further_seed_joins_its_row_only(tmp_path):
+    """A third seed run for one row (the families' rule) is in that row's mean and spread;
+    the other rows, with the table's two seeds, are not partial for lacking it."""
+    rng = np.random.default_rng(2)
+    workdir, out = tmp_path / "runs", tmp_path / "results"
+    expected = {}
+    for key, seeds in (("pgd_at", (0, 1)), ("adt_exp", (0, 1, 2))):
+        for seed in seeds:
+            main, stages, _, exp = _fake_run(rng, n=50, m=20)
+            d = recipes.run_dir(str(workdir), key, seed)
+            os.makedirs(d)
+            with open(os.path.join(d, "summary.json"), "w") as f:
+                json.dump(rb.summarize(main, stages, 20, key, seed, 0, d), f, default=str)
+            expected[(key, seed)] = exp
+    text = open(rt.build_table(recipes.RECIPES["cpu"], "cpu", str(workdir), [0, 1],
+                               ["pgd_at", "adt_exp"], str(out), "cmd")).read()
+    assert "Partial table" not in text and "not finished" not in text
+    assert "- Seeds: 0, 1 (training and attacks); a further seed for ADT_EXP (seed 2" in text
+    row = next(line for line in text.splitlines() if line.startswith("| ADT_EXP |"))
+    mean, spread = stats.mean_spread([expected[("adt_exp", s)] for s in (0, 1, 2)])
+    assert row.startswith("| ADT_EXP | 3 |") and f"**{mean:.2f} ± {spread:.2f}**" in row
+    assert next(line for line in text.splitlines()
+                if line.startswith("| AT_PGD |")).startswith("| AT_PGD | 2 |")
+
+
 def test_l2_table_has_its_own_attacks_files_and_budget(tmp_path):
     main, late, subset = staged.stage_attacks("l2")
     assert "fea" not in main + late + subset and "spsa" not in main + late + subset
