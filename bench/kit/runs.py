@@ -124,21 +124,29 @@ def collect_summaries(run_dirs: dict[Any, str]) -> tuple[dict, list[Any]]:
     return found, missing
 
 
-def timed_training(config, **kwargs) -> tuple[dict, float]:
+def timed_training(config, monitors: tuple = ()) -> tuple[dict, float]:
     """Trains (or resumes) `config`'s run with `adt_tf.training.run.run_training(config,
-    **kwargs)`; its training time over every sitting is kept in <workdir>/timing.json.
-    Returns (the report, the seconds so far)."""
+    monitors)`; its training time over every sitting is kept in <workdir>/timing.json,
+    written at the end of every epoch too, so that a sitting ended by a kill keeps the time of
+    its finished epochs. Returns (the report, the seconds so far)."""
+    import keras
+
     from adt_tf.training.run import run_training
 
     d = config.run.workdir
     path = os.path.join(d, "timing.json")
     os.makedirs(d, exist_ok=True)
-    spent = read_json(path, {}).get("train_seconds", 0.0)
+    before = read_json(path, {}).get("train_seconds", 0.0)
     started = time.perf_counter()
-    report = run_training(config, **kwargs)
-    spent += time.perf_counter() - started
-    write_json(path, {"train_seconds": spent})
-    return report, spent
+
+    def record(*_):
+        spent = before + time.perf_counter() - started
+        write_json(path, {"train_seconds": spent})
+        return spent
+
+    clock = keras.callbacks.LambdaCallback(on_epoch_end=record)
+    report = run_training(config, monitors=(*monitors, clock))
+    return report, record()
 
 
 def set_threads(threads: int) -> None:
