@@ -272,10 +272,10 @@ class GaussianFamily:
 
         The same mathematics as TFP's `MultivariateNormalDiagPlusLowRankCovariance` (the
         tests hold them equal) in a dozen operations instead of its linear-operator
-        machinery: the inner loop's gradient through TFP's density cost about as much again
-        as the diagonal's whole density (`docs/methods.md`, the families' cost)."""
+        machinery, at about half its time with the gradient the inner loop takes
+        (`docs/methods.md`, the families' cost)."""
         rank = tf.shape(u_factor)[-1]
-        z = (u - loc) / scale  # [k, B, D]
+        z = (u - loc) / scale  # [..., B, D]
         v = u_factor / scale[..., None]  # [B, D, R]
         capacitance = tf.linalg.matmul(v, v, transpose_a=True) + tf.eye(rank, dtype=u.dtype)
         chol = tf.linalg.cholesky(capacitance)  # [B, R, R]
