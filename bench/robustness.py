@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+import re
 import time
 from typing import Any
 
@@ -229,29 +230,35 @@ def _wait_for(ready, minutes: int, what: str) -> None:
 
 def restore_summaries(path: str, recipe: Recipe, workdir: str, methods: list[str],
                       seeds: list[int], data: str = DEFAULT_DATA) -> list[str]:
-    """Writes <workdir>/<method>-seed<s>/summary.json for each run of `methods` x `seeds` that
-    the results JSON at `path` holds and the workdir lacks; returns the runs restored. An
+    """Writes <workdir>/<method>-seed<s>/summary.json for each run of `methods` x `seeds` (and
+    of a further seed of a method, which some rows have) that the results JSON at `path` holds
+    and the workdir lacks; returns the runs restored. An
     entry evaluated on another number of inputs than the recipe's, or whose recorded training
     configuration (`run_config`) is not the recipe's, is refused (ValueError naming the field
     and both values); an entry written before runs recorded it is restored as it is, and the
     table says so."""
     previous = read_json(path, {})
     restored = []
-    for key in methods:
-        for seed in seeds:
-            name = f"{key}-seed{seed}"
-            entry = previous.get(name)
-            if entry is None or os.path.exists(
-                    os.path.join(run_dir(workdir, key, seed), "summary.json")):
-                continue
-            n, m = entry.get("num_examples"), entry.get("subset_examples")
-            if n != recipe.eval_examples or m != min(recipe.subset_examples, n):
-                raise ValueError(
-                    f"{path}: {name} was evaluated on {n} inputs (subset {m}); this "
-                    f"recipe evaluates {recipe.eval_examples} (subset {recipe.subset_examples}).")
-            if restore_summary(path, name, entry, run_dir(workdir, key, seed),
-                               train_config(recipe, key, seed, data, workdir)):
-                restored.append(name)
+    # The table's seeds, and any further seed a row of the JSON has (a third seed run for
+    # some rows only, `bench.robustness_table.further_seeds`).
+    runs = [(key, seed) for key in methods for seed in seeds] + sorted(
+        (key, int(name.rsplit("-seed", 1)[1])) for name in previous for key in methods
+        if re.fullmatch(re.escape(key) + r"-seed\d+", name)
+        and int(name.rsplit("-seed", 1)[1]) not in seeds)
+    for key, seed in runs:
+        name = f"{key}-seed{seed}"
+        entry = previous.get(name)
+        if entry is None or os.path.exists(
+                os.path.join(run_dir(workdir, key, seed), "summary.json")):
+            continue
+        n, m = entry.get("num_examples"), entry.get("subset_examples")
+        if n != recipe.eval_examples or m != min(recipe.subset_examples, n):
+            raise ValueError(
+                f"{path}: {name} was evaluated on {n} inputs (subset {m}); this "
+                f"recipe evaluates {recipe.eval_examples} (subset {recipe.subset_examples}).")
+        if restore_summary(path, name, entry, run_dir(workdir, key, seed),
+                           train_config(recipe, key, seed, data, workdir)):
+            restored.append(name)
     if restored:
         print(f"Restored from {path}: {', '.join(restored)}.", flush=True)
     return restored

@@ -285,6 +285,24 @@ def test_restore_summaries_fills_only_missing_runs(tmp_path):
     assert rb.restore_summaries(results, recipes.RECIPES["cpu"], workdir, ["pgd_at"], [0, 1]) == []
 
 
+def test_restore_takes_a_rows_further_seed_too(tmp_path):
+    """A third seed that some row of the committed JSON has (the families' rule) is restored
+    with the table's seeds; another method's look-alike name is not."""
+    workdir = str(tmp_path / "runs")
+    results = str(tmp_path / "previous.json")
+    _write(results, {f"{key}-seed{s}": _summary(key, s) for key, seeds in
+                     (("adt_exp", (0, 1)), ("adt_exp_lowrank", (0, 1, 2))) for s in seeds})
+    restored = rb.restore_summaries(results, recipes.RECIPES["cpu"], workdir, ["adt_exp"],
+                                    [0, 1])
+    assert restored == ["adt_exp-seed0", "adt_exp-seed1"]
+    restored = rb.restore_summaries(results, recipes.RECIPES["cpu"], workdir,
+                                    ["adt_exp_lowrank"], [0, 1])
+    assert restored == ["adt_exp_lowrank-seed0", "adt_exp_lowrank-seed1",
+                        "adt_exp_lowrank-seed2"]
+    assert os.path.exists(os.path.join(recipes.run_dir(workdir, "adt_exp_lowrank", 2),
+                                       "summary.json"))
+
+
 def test_restore_refuses_another_number_of_inputs(tmp_path):
     results = str(tmp_path / "previous.json")
     _write(results, {"pgd_at-seed0": _summary("pgd_at", 0, n=2000, m=500)})
