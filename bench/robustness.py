@@ -38,7 +38,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
-import re
 import time
 from typing import Any
 
@@ -51,6 +50,7 @@ from bench.kit.recipes import (
     classifier_path,
     overridden,
     run_dir,
+    run_seeds,
     train,
     train_config,
     training_finished,
@@ -241,10 +241,8 @@ def restore_summaries(path: str, recipe: Recipe, workdir: str, methods: list[str
     restored = []
     # The table's seeds, and any further seed a row of the JSON has (a third seed run for
     # some rows only, `bench.robustness_table.further_seeds`).
-    runs = [(key, seed) for key in methods for seed in seeds] + sorted(
-        (key, int(name.rsplit("-seed", 1)[1])) for name in previous for key in methods
-        if re.fullmatch(re.escape(key) + r"-seed\d+", name)
-        and int(name.rsplit("-seed", 1)[1]) not in seeds)
+    runs = [(key, seed) for key in methods for seed in seeds] + [
+        (key, seed) for key in methods for seed in run_seeds(previous, key) if seed not in seeds]
     for key, seed in runs:
         name = f"{key}-seed{seed}"
         entry = previous.get(name)

@@ -6,12 +6,11 @@ summaries of the finished runs (`bench.robustness` writes them)."""
 from __future__ import annotations
 
 import os
-import re
 
 import numpy as np
 
 from adt_tf.core.files import write_text
-from bench.kit.recipes import Recipe, run_dir
+from bench.kit.recipes import Recipe, run_dir, run_seeds
 from bench.kit.runs import DEFAULT_DATA, ROOT, collect_summaries, read_json, write_json
 from bench.kit.stats import binomial_se, cell, compare_seeds, mean_spread
 from bench.kit.variants import variant
@@ -42,13 +41,9 @@ def further_seeds(workdir: str, seeds: list[int], methods: list[str]) -> dict:
     seed): a third seed run for some rows only (`bench.robustness --methods=KEY --seeds=2
     --all_seeds=0,1,2`, as the families' rule asks), which joins its row's mean and spread
     without making the other rows partial."""
-    runs = {}
-    for key in methods:
-        for name in sorted(os.listdir(workdir)) if os.path.isdir(workdir) else []:
-            match = re.fullmatch(re.escape(key) + r"-seed(\d+)", name)
-            if match and int(match.group(1)) not in seeds:
-                runs[(key, int(match.group(1)))] = os.path.join(workdir, name)
-    return collect_summaries(runs)[0]
+    names = os.listdir(workdir) if os.path.isdir(workdir) else []
+    return collect_summaries({(key, seed): run_dir(workdir, key, seed) for key in methods
+                              for seed in run_seeds(names, key) if seed not in seeds})[0]
 
 
 def verdict(found: dict, seeds: list[int], key: str, baseline: str = "pgd_at",

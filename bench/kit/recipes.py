@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from typing import Any
 
 from bench.kit.runs import check_recorded_run, timed_training
@@ -141,6 +142,14 @@ def run_dir(workdir: str, key: str, seed: int) -> str:
     return os.path.join(workdir, f"{key}-seed{seed}")
 
 
+def run_seeds(names, key: str) -> list[int]:
+    """The seeds of `key`'s runs among `names` (run folders or results-JSON entries, named
+    `<key>-seed<s>` as `run_dir` names them; another method's `<key>_x-seed<s>` is not one),
+    sorted."""
+    found = (re.fullmatch(re.escape(key) + r"-seed(\d+)", name) for name in names)
+    return sorted(int(match.group(1)) for match in found if match)
+
+
 def classifier_path(workdir: str, key: str, seed: int) -> str:
     """The classifier a run is evaluated as: its best epoch's (best.keras) when it held out a
     validation split, else the last (classifier.keras)."""
@@ -239,5 +248,5 @@ def overfitting_config(recipe: OverfittingRecipe, key: str, seed: int, ema: bool
 
 __all__ = ["AMORTISED", "CPU_GENERATOR_WIDTH", "RECIPES", "OverfittingRecipe", "Recipe",
            "classifier_path", "describe_run", "overfitting_config", "overridden", "run_dir",
-           "run_name", "shortened", "train", "train_config", "training_finished",
+           "run_name", "run_seeds", "shortened", "train", "train_config", "training_finished",
            "variant_config"]
