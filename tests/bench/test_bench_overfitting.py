@@ -42,7 +42,7 @@ def test_table_verdict_and_plot_from_finished_runs(tmp_path):
     assert "ADT_EXP: best - last AutoAttack +0.5 points" in text
     assert "no robust overfitting beyond" in text
     # the no-overfitting line states the threshold it applied (twice the error of a difference)
-    assert "the mean above twice the error of a difference of two runs, 2 x " in text
+    assert "their mean above twice the error of a difference of two runs, 2 x " in text
     assert os.path.exists(tmp_path / "out" / "overfitting_cifar10_cpu.png")
     assert set(json.load(open(tmp_path / "out" / "overfitting_cifar10_cpu.json"))) == {
         "pgd_at-seed0", "pgd_at-seed1", "adt_exp-seed0"}
