@@ -322,8 +322,9 @@ def verdict(found: dict, methods: list[str], n: int) -> str:
                      f"{', '.join(f'{v:+.1f}' for v in g)}): "
                      + ("robust overfitting beyond seed spread and sampling error"
                         if overfits else "no robust overfitting beyond seed spread and "
-                        f"sampling error (the test: every seed's gap above 0 and their mean above twice "
-                        f"the error of a difference of two runs, 2 x {se:.1f} points)"))
+                        "sampling error (the test: every seed's gap above 0 and their mean "
+                        f"above twice the error of a difference of two runs, 2 x {se:.1f} "
+                        "points)"))
     if len(gaps) > 1:
         base, *others = gaps
         for key in others:
