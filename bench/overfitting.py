@@ -55,7 +55,7 @@ from bench.kit.runs import (
     train_seconds,
     write_json,
 )
-from bench.kit.stats import apart, binomial_se, cell
+from bench.kit.stats import apart, binomial_se, cell, paired_se
 from bench.kit.variants import variant
 
 #: The runs' methods (`bench.kit.variants`: the faithful defaults of each).
@@ -218,6 +218,10 @@ def build_table(recipe: Recipe, workdir: str, seeds: list[int], methods: list[st
         (k, recipe.ema_seed, True) for k in methods]
     found, missing = collect_summaries({run: os.path.join(workdir, run_name(*run))
                                         for run in runs})
+    for run, summary in found.items():
+        if "paired" not in summary:
+            counts = paired_counts(os.path.join(workdir, run_name(*run)))
+            found[run] = dict(summary, paired=counts) if counts else summary
     missing = [run_name(*run) for run in missing]
     labels = dict(METHODS)
     n = recipe.eval_examples
@@ -241,7 +245,9 @@ def build_table(recipe: Recipe, workdir: str, seeds: list[int], methods: list[st
         "on the inputs still robust; the per-example worst case.",
         f"- Seeds {', '.join(map(str, seeds))}; cells mean ± spread (half the range) in percent. "
         f"The binomial standard error of one run's accuracy near 25% on {n} inputs is "
-        f"{binomial_se(0.25, n):.1f} points.",
+        f"{binomial_se(0.25, n):.1f} points; a best - last gap is a paired difference (both "
+        "checkpoints scored on the same inputs), its error from the inputs robust at only one "
+        "of the two (`paired` in the JSON).",
         "",
         "| method | weights | runs | best epoch | clean best / last | PGD-20 best / last | "
         "AutoAttack best / last | **gap (best - last)** |",
@@ -285,6 +291,30 @@ def build_table(recipe: Recipe, workdir: str, seeds: list[int], methods: list[st
     return stem + ".md"
 
 
+def paired_counts(d: str) -> dict[str, int] | None:
+    """The test inputs robust (under AutoAttack) at only the best and at only the last
+    checkpoint of the run in `d`, from its per-example results (eval/best_per_example.npz,
+    eval/last_per_example.npz): what the paired error of its best - last gap needs (the JSON
+    keeps them, so a restored run has them too). None when either file is missing."""
+    paths = [os.path.join(d, "eval", f"{c}_per_example.npz") for c in ("best", "last")]
+    if not all(os.path.exists(p) for p in paths):
+        return None
+    best, last = (np.load(p)["robust"].astype(bool) for p in paths)
+    return {"only_best": int(np.sum(best & ~last)), "only_last": int(np.sum(~best & last)),
+            "num_examples": int(best.size)}
+
+
+def gap_error(runs: list[dict]) -> float | None:
+    """The sampling error (points) of the mean best - last gap of `runs`: each gap's paired
+    error (`paired_se`: both checkpoints scored on the same inputs), combined as
+    sqrt(sum e_i^2) / k over the k runs; None when a run lacks its per-example counts."""
+    if not runs or any(not r.get("paired") for r in runs):
+        return None
+    errors = [paired_se(r["paired"]["only_best"], r["paired"]["only_last"],
+                        r["paired"]["num_examples"]) for r in runs]
+    return float(np.sqrt(np.sum(np.square(errors))) / len(errors))
+
+
 def curve_row(name: str, history: list[dict[str, float]], decay_epoch: int) -> str:
     """One run's per-epoch PGD-20 curve in numbers: the test peak and its epoch, the last
     epoch, and the train - test gap at the last epoch and at the epoch before the decay."""
@@ -304,36 +334,46 @@ def _gaps(found: dict, key: str, ema: bool) -> dict[int, float]:
 
 def verdict(found: dict, methods: list[str], n: int) -> str:
     """Whichever way it comes out: each method's best - last AutoAttack gap against the seed
-    spread and the sampling error of n inputs; each method's gap against the first method's
-    (AT_PGD's); what EMA changes; which method ends best at its best checkpoint."""
+    spread and the sampling error (`gap_error`, paired, when every run has its per-example
+    counts; else that of a difference of two runs on n inputs); each method's gap against
+    the first method's (AT_PGD's); what EMA changes; which method ends best at its best
+    checkpoint."""
     if not found:
         return "No run has finished yet."
     se = binomial_se(0.25, n) * np.sqrt(2)  # points, of a difference of two runs
     labels = dict(METHODS)
-    parts, gaps = [], {}
+    parts, gaps, errors = [], {}, {}
     for key in methods:
         g = list(_gaps(found, key, False).values())
         if not g:
             continue
         gaps[key] = g
+        errors[key] = gap_error([r for (k, _, e), r in found.items() if k == key and not e])
         mean = float(np.mean(g))
-        overfits = min(g) > 0 and mean > 2 * se
+        if errors[key] is None:  # without per-example results: the unpaired bound
+            threshold, test = 2 * se, (f"twice the error of a difference of two runs, "
+                                       f"2 x {se:.1f} points")
+        else:
+            threshold, test = 2 * errors[key], (
+                f"twice its paired sampling error, 2 x {errors[key]:.1f} points, from the "
+                "inputs robust at only one of the two checkpoints")
+        overfits = min(g) > 0 and mean > threshold
         parts.append(f"{labels[key]}: best - last AutoAttack {mean:+.1f} points (seeds "
                      f"{', '.join(f'{v:+.1f}' for v in g)}): "
-                     + ("robust overfitting beyond seed spread and sampling error"
-                        if overfits else "no robust overfitting beyond seed spread and "
-                        "sampling error (the test: every seed's gap above 0 and their mean "
-                        f"above twice the error of a difference of two runs, 2 x {se:.1f} "
-                        "points)"))
+                     + ("robust overfitting" if overfits else "no robust overfitting")
+                     + " beyond seed spread and sampling error (the test: every seed's gap "
+                     f"above 0 and their mean above {test})")
     if len(gaps) > 1:
         base, *others = gaps
         for key in others:
             diff = float(np.mean(gaps[key]) - np.mean(gaps[base]))
             word = "less" if diff < 0 else "more"
+            pair = (errors[key], errors[base])
+            error = se if None in pair else float(np.hypot(*pair))
             parts.append(
                 f"{labels[key]} against {labels[base]}: the gap differs by {diff:+.1f} points, "
                 + (f"so {labels[key]} overfits {word} than {labels[base]} beyond"
-                   if apart(gaps[key], gaps[base], se) else "within")
+                   if apart(gaps[key], gaps[base], error) else "within")
                 + " the seed spread and the sampling error.")
     for key in methods:
         raw, ema = _gaps(found, key, False), _gaps(found, key, True)

@@ -28,6 +28,17 @@ def binomial_se(p: float, n: int) -> float:
     return 100 * float(np.sqrt(p * (1 - p) / n)) if n else float("nan")
 
 
+def paired_se(only_a: int, only_b: int, n: int) -> float:
+    """Standard error, in percentage points, of the difference of two accuracies measured on
+    the same n inputs, from the inputs correct under only the first (`only_a`) and only the
+    second (`only_b`): sqrt((b + c)/n - d^2) / sqrt(n) with d = (b - c)/n (the paired,
+    McNemar-style error; the inputs both get right or both get wrong add nothing)."""
+    if not n:
+        return float("nan")
+    d = (only_a - only_b) / n
+    return 100 * float(np.sqrt(max((only_a + only_b) / n - d * d, 0.0) / n))
+
+
 def compare_seeds(a: list[float], b: list[float], baseline: str) -> str:
     """`a`'s seeds (accuracies, fractions) against the `baseline`'s `b`, in words: beats,
     is below, or does not differ from it beyond the seed spread (the intervals mean ± half

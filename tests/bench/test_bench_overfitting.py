@@ -140,3 +140,60 @@ def test_restore_takes_a_committed_runs_summary_and_refuses_another_recipes(tmp_
     with pytest.raises(ValueError, match=r"evaluated on \[100, 500\] test inputs"):
         bo.restore_runs(str(results), recipe, str(tmp_path / "fresh"), ["pgd_at"], [0], data)
 
+
+def test_paired_error_equals_the_spread_of_per_input_differences():
+    """bench.kit.stats.paired_se against the standard error of the per-input differences
+    computed from explicit arrays."""
+    import numpy as np
+
+    from bench.kit.stats import paired_se
+
+    rng = np.random.default_rng(3)
+    best = rng.random(500) < 0.25
+    last = np.where(rng.random(500) < 0.8, best, rng.random(500) < 0.2)
+    diff = best.astype(float) - last.astype(float)
+    expected = 100 * np.std(diff) / np.sqrt(500)
+    got = paired_se(int(np.sum(best & ~last)), int(np.sum(~best & last)), 500)
+    assert got == pytest.approx(expected, rel=1e-12)
+    assert paired_se(0, 0, 500) == 0.0  # the same inputs robust at both: no error
+
+
+def test_verdict_uses_the_paired_error_of_the_per_example_results(tmp_path):
+    """A 3-point gap that comes from 15 inputs robust at the best checkpoint only is robust
+    overfitting by the paired error (both checkpoints scored on the same inputs), though
+    within the unpaired bound (2 x 2.7 points); the counts reach the JSON."""
+    import numpy as np
+
+    recipe = recipes.OverfittingRecipe()
+    workdir = tmp_path / "runs"
+    for seed in (0, 1):
+        d = workdir / recipes.run_name("pgd_at", seed, False)
+        (d / "eval").mkdir(parents=True)
+        (d / "summary.json").write_text(json.dumps(_summary("pgd_at", seed, False, 0.23, 0.20)))
+        last = np.zeros(500, bool)
+        last[:100] = True
+        best = last.copy()
+        best[100:115] = True  # 115 robust at the best checkpoint, 100 at the last
+        np.savez(d / "eval" / "best_per_example.npz", robust=best)
+        np.savez(d / "eval" / "last_per_example.npz", robust=last)
+    bo.build_table(recipe, str(workdir), [0, 1], ["pgd_at"], str(tmp_path / "out"), "cmd",
+                   "/data")
+    text = (tmp_path / "out" / "overfitting_cifar10_cpu.md").read_text()
+    # one run's paired error: sqrt(15/500 - 0.03^2)/sqrt(500) = 0.763 points; of the mean
+    # of two: 0.763 * sqrt(2) / 2 = 0.54
+    assert "AT_PGD: best - last AutoAttack +3.0 points (seeds +3.0, +3.0): robust " \
+           "overfitting beyond" in text
+    assert "twice its paired sampling error, 2 x 0.5 points" in text
+    saved = json.load(open(tmp_path / "out" / "overfitting_cifar10_cpu.json"))
+    assert saved["pgd_at-seed0"]["paired"] == {"only_best": 15, "only_last": 0,
+                                               "num_examples": 500}
+    # without the per-example files the same gaps fall back to the unpaired bound
+    for seed in (0, 1):
+        for c in ("best", "last"):
+            os.remove(workdir / recipes.run_name("pgd_at", seed, False) / "eval"
+                      / f"{c}_per_example.npz")
+    bo.build_table(recipe, str(workdir), [0, 1], ["pgd_at"], str(tmp_path / "out"), "cmd",
+                   "/data")
+    text = (tmp_path / "out" / "overfitting_cifar10_cpu.md").read_text()
+    assert "+3.0, +3.0): no robust overfitting beyond" in text
+
