@@ -326,10 +326,15 @@ def curve_row(name: str, history: list[dict[str, float]], decay_epoch: int) -> s
             f"{train[-1] - test[-1]:+.1f} | {train[before] - test[before]:+.1f} |")
 
 
+def _runs(found: dict, key: str, ema: bool) -> dict[int, dict]:
+    """`key`'s finished runs with (or without) EMA, by seed."""
+    return {s: r for (k, s, e), r in found.items() if k == key and e == ema}
+
+
 def _gaps(found: dict, key: str, ema: bool) -> dict[int, float]:
     """Best - last AutoAttack accuracy, in points, per seed."""
     return {s: 100 * (r["best"]["autoattack"] - r["last"]["autoattack"])
-            for (k, s, e), r in found.items() if k == key and e == ema}
+            for s, r in _runs(found, key, ema).items()}
 
 
 def verdict(found: dict, methods: list[str], n: int) -> str:
@@ -348,7 +353,7 @@ def verdict(found: dict, methods: list[str], n: int) -> str:
         if not g:
             continue
         gaps[key] = g
-        errors[key] = gap_error([r for (k, _, e), r in found.items() if k == key and not e])
+        errors[key] = gap_error(list(_runs(found, key, False).values()))
         mean = float(np.mean(g))
         if errors[key] is None:  # without per-example results: the unpaired bound
             threshold, test = 2 * se, (f"twice the error of a difference of two runs, "
@@ -388,8 +393,8 @@ def verdict(found: dict, methods: list[str], n: int) -> str:
                         f"{100 * r['best']['autoattack']:.1f}%")
             parts.append(f"{labels[key]} with EMA (seed {seed}): best - last {gap:+.1f} "
                          f"points{base}.")
-    best = {k: [100 * r["best"]["autoattack"] for (m, _, e), r in sorted(found.items())
-                if m == k and not e] for k in gaps}
+    best = {k: [100 * r["best"]["autoattack"] for _, r in sorted(_runs(found, k, False).items())]
+            for k in gaps}
     if len(best) > 1:
         ranked = sorted(best, key=lambda k: -float(np.mean(best[k])))
         top, second = ranked[:2]
