@@ -159,14 +159,16 @@ def train_and_evaluate(recipe: Recipe, key: str, seed: int, ema: bool, data: str
     return _with_record(d, out)
 
 
-def _with_record(d: str, summary: dict[str, Any]) -> dict[str, Any]:
+def _with_record(d: str, summary: dict[str, Any], write: bool = True) -> dict[str, Any]:
     """The summary with the run's training configuration (`run_config`, from its
-    config.json), written back once: what a later `--restore_from` checks the run against."""
+    config.json), written back once unless `write` is false: what a later `--restore_from`
+    checks the run against."""
     from adt_tf.training.record import read_record, record_path
 
     if "run_config" not in summary and os.path.exists(record_path(d)):
         summary = dict(summary, run_config=read_record(d).to_dict())
-        write_json(os.path.join(d, "summary.json"), summary)
+        if write:
+            write_json(os.path.join(d, "summary.json"), summary)
     return summary
 
 
@@ -218,10 +220,13 @@ def build_table(recipe: Recipe, workdir: str, seeds: list[int], methods: list[st
         (k, recipe.ema_seed, True) for k in methods]
     found, missing = collect_summaries({run: os.path.join(workdir, run_name(*run))
                                         for run in runs})
-    for run, summary in found.items():
-        if "paired" not in summary:
-            counts = paired_counts(os.path.join(workdir, run_name(*run)))
-            found[run] = dict(summary, paired=counts) if counts else summary
+    for run, summary in found.items():  # what older sittings' summaries lack, not written
+        d = os.path.join(workdir, run_name(*run))
+        summary = _with_record(d, summary, write=False)
+        if "robust" not in summary:
+            bits = robust_bits(d)
+            summary = dict(summary, robust=bits) if bits else summary
+        found[run] = summary
     missing = [run_name(*run) for run in missing]
     labels = dict(METHODS)
     n = recipe.eval_examples
@@ -247,7 +252,8 @@ def build_table(recipe: Recipe, workdir: str, seeds: list[int], methods: list[st
         f"The binomial standard error of one run's accuracy near 25% on {n} inputs is "
         f"{binomial_se(0.25, n):.1f} points; a best - last gap is a paired difference (both "
         "checkpoints scored on the same inputs), its error from the inputs robust at only one "
-        "of the two (`paired` in the JSON).",
+        "of the two (each run's per-input results are `robust` in the JSON); so is a "
+        "difference of two methods at their best checkpoints, seed by seed.",
         "",
         "| method | weights | runs | best epoch | clean best / last | PGD-20 best / last | "
         "AutoAttack best / last | **gap (best - last)** |",
@@ -291,28 +297,49 @@ def build_table(recipe: Recipe, workdir: str, seeds: list[int], methods: list[st
     return stem + ".md"
 
 
-def paired_counts(d: str) -> dict[str, int] | None:
-    """The test inputs robust (under AutoAttack) at only the best and at only the last
-    checkpoint of the run in `d`, from its per-example results (eval/best_per_example.npz,
-    eval/last_per_example.npz): what the paired error of its best - last gap needs (the JSON
-    keeps them, so a restored run has them too). None when either file is missing."""
-    paths = [os.path.join(d, "eval", f"{c}_per_example.npz") for c in ("best", "last")]
-    if not all(os.path.exists(p) for p in paths):
+def robust_bits(d: str) -> dict[str, str] | None:
+    """Which test inputs are robust (under AutoAttack) at the best and at the last checkpoint
+    of the run in `d`, from its per-example results (eval/best_per_example.npz,
+    eval/last_per_example.npz), as strings of 0 and 1 in the inputs' order: what the paired
+    errors of the verdict need (the JSON keeps them, so a restored run has them too). None
+    when either file is missing."""
+    paths = {c: os.path.join(d, "eval", f"{c}_per_example.npz") for c in ("best", "last")}
+    if not all(os.path.exists(p) for p in paths.values()):
         return None
-    best, last = (np.load(p)["robust"].astype(bool) for p in paths)
-    return {"only_best": int(np.sum(best & ~last)), "only_last": int(np.sum(~best & last)),
-            "num_examples": int(best.size)}
+    return {c: "".join("1" if r else "0" for r in np.load(p)["robust"].astype(bool))
+            for c, p in paths.items()}
+
+
+def _paired_error(pairs: list[tuple[str, str]]) -> float | None:
+    """The sampling error (points) of the mean of the accuracy differences a - b over the
+    pairs (robust bits of two checkpoints scored on the same inputs): each difference's
+    paired error (`paired_se`, from the inputs robust under only one of the two), combined
+    as sqrt(sum e_i^2) / k; None when a pair lacks its bits."""
+    if not pairs or any(not a or not b or len(a) != len(b) for a, b in pairs):
+        return None
+    errors = []
+    for a, b in pairs:
+        x, y = (np.frombuffer(v.encode(), np.uint8) == ord("1") for v in (a, b))
+        errors.append(paired_se(int(np.sum(x & ~y)), int(np.sum(~x & y)), x.size))
+    return float(np.sqrt(np.sum(np.square(errors))) / len(errors))
 
 
 def gap_error(runs: list[dict]) -> float | None:
-    """The sampling error (points) of the mean best - last gap of `runs`: each gap's paired
-    error (`paired_se`: both checkpoints scored on the same inputs), combined as
-    sqrt(sum e_i^2) / k over the k runs; None when a run lacks its per-example counts."""
-    if not runs or any(not r.get("paired") for r in runs):
+    """The sampling error (points) of the mean best - last gap of `runs` (both checkpoints
+    of a run scored on the same inputs: `_paired_error`); None when a run lacks its
+    per-example results."""
+    return _paired_error([(r.get("robust", {}).get("best"), r.get("robust", {}).get("last"))
+                          for r in runs])
+
+
+def best_error(a: dict[int, dict], b: dict[int, dict]) -> float | None:
+    """The sampling error (points) of the difference of two methods' mean AutoAttack
+    accuracy at their best checkpoints, runs by seed: paired seed by seed (every run scored
+    on the same test inputs); None unless both have the same seeds, each with its bits."""
+    if not a or set(a) != set(b):
         return None
-    errors = [paired_se(r["paired"]["only_best"], r["paired"]["only_last"],
-                        r["paired"]["num_examples"]) for r in runs]
-    return float(np.sqrt(np.sum(np.square(errors))) / len(errors))
+    return _paired_error([(a[s].get("robust", {}).get("best"),
+                           b[s].get("robust", {}).get("best")) for s in sorted(a)])
 
 
 def curve_row(name: str, history: list[dict[str, float]], decay_epoch: int) -> str:
@@ -342,7 +369,8 @@ def verdict(found: dict, methods: list[str], n: int) -> str:
     spread and the sampling error (`gap_error`, paired, when every run has its per-example
     counts; else that of a difference of two runs on n inputs); each method's gap against
     the first method's (AT_PGD's); what EMA changes; which method ends best at its best
-    checkpoint."""
+    checkpoint (its lead against the second's paired seed by seed, `best_error`, when both
+    have the same seeds with their per-example results)."""
     if not found:
         return "No run has finished yet."
     se = binomial_se(0.25, n) * np.sqrt(2)  # points, of a difference of two runs
@@ -399,12 +427,17 @@ def verdict(found: dict, methods: list[str], n: int) -> str:
         ranked = sorted(best, key=lambda k: -float(np.mean(best[k])))
         top, second = ranked[:2]
         lead = float(np.mean(best[top]) - np.mean(best[second]))
+        paired = best_error(_runs(found, top, False), _runs(found, second, False))
+        error = se if paired is None else paired
         parts.append(
             f"Best at its best checkpoint: {labels[top]}, AutoAttack "
             f"{np.mean(best[top]):.1f}% (seeds {', '.join(f'{v:.1f}' for v in best[top])}), "
             f"{lead:.1f} points above {labels[second]}, "
-            + ("beyond" if apart(best[top], best[second], se) else "within")
-            + " the seed spread and the sampling error. Order: "
+            + ("beyond" if apart(best[top], best[second], error) else "within")
+            + " the seed spread and twice the sampling error ("
+            + (f"2 x {se:.1f} points, unpaired" if paired is None else
+               f"2 x {paired:.1f} points, paired seed by seed on the same inputs")
+            + "). Order: "
             + " > ".join(f"{labels[k]} {np.mean(best[k]):.1f}%" for k in ranked) + ".")
     return "\n".join(f"- {p}" for p in parts) if parts else "No non-EMA run has finished yet."
 

@@ -74,4 +74,4 @@ def holds(a: list[float], b: list[float]) -> str:
     return "holds"
 
 
-__all__ = ["apart", "binomial_se", "cell", "compare_seeds", "holds", "mean_spread"]
+__all__ = ["apart", "binomial_se", "cell", "compare_seeds", "holds", "mean_spread", "paired_se"]
