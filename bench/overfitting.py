@@ -375,7 +375,7 @@ def verdict(found: dict, methods: list[str], n: int) -> str:
         return "No run has finished yet."
     se = binomial_se(0.25, n) * np.sqrt(2)  # points, of a difference of two runs
     labels = dict(METHODS)
-    parts, gaps, errors = [], {}, {}
+    parts, gaps, errors, overfits = [], {}, {}, {}
     for key in methods:
         g = list(_gaps(found, key, False).values())
         if not g:
@@ -390,24 +390,37 @@ def verdict(found: dict, methods: list[str], n: int) -> str:
             threshold, test = 2 * errors[key], (
                 f"twice its paired sampling error, 2 x {errors[key]:.1f} points, from the "
                 "inputs robust at only one of the two checkpoints")
-        overfits = min(g) > 0 and mean > threshold
+        overfits[key] = min(g) > 0 and mean > threshold
         parts.append(f"{labels[key]}: best - last AutoAttack {mean:+.1f} points (seeds "
                      f"{', '.join(f'{v:+.1f}' for v in g)}): "
-                     + ("robust overfitting" if overfits else "no robust overfitting")
+                     + ("robust overfitting" if overfits[key] else "no robust overfitting")
                      + " beyond seed spread and sampling error (the test: every seed's gap "
                      f"above 0 and their mean above {test})")
     if len(gaps) > 1:
         base, *others = gaps
         for key in others:
             diff = float(np.mean(gaps[key]) - np.mean(gaps[base]))
-            word = "less" if diff < 0 else "more"
             pair = (errors[key], errors[base])
             error = se if None in pair else float(np.hypot(*pair))
-            parts.append(
-                f"{labels[key]} against {labels[base]}: the gap differs by {diff:+.1f} points, "
-                + (f"so {labels[key]} overfits {word} than {labels[base]} beyond"
-                   if apart(gaps[key], gaps[base], error) else "within")
-                + " the seed spread and the sampling error.")
+            head = (f"{labels[key]} against {labels[base]}: the gap differs by {diff:+.1f} "
+                    "points")
+            larger = key if diff > 0 else base
+            if min(len(gaps[key]), len(gaps[base])) < 2:
+                parts.append(f"{head}; not enough seeds to compare ({len(gaps[key])} and "
+                             f"{len(gaps[base])}: a comparison needs two each).")
+            elif not apart(gaps[key], gaps[base], error):
+                parts.append(f"{head}, within the seed spread and the sampling error.")
+            elif overfits[larger]:
+                parts.append(f"{head}, so {labels[key]} overfits "
+                             f"{'less' if diff < 0 else 'more'} than {labels[base]} beyond "
+                             "the seed spread and the sampling error.")
+            else:  # apart, but the larger gap is no overfitting itself
+                parts.append(
+                    f"{head}, beyond the seed spread and the sampling error; as "
+                    f"{labels[larger]} does not overfit beyond its own error, this is a "
+                    "difference in how well the validation split picks the checkpoint (a "
+                    "gap below 0: the chosen epoch scores below the last), not in robust "
+                    "overfitting.")
     for key in methods:
         raw, ema = _gaps(found, key, False), _gaps(found, key, True)
         for seed, gap in ema.items():
@@ -429,15 +442,18 @@ def verdict(found: dict, methods: list[str], n: int) -> str:
         lead = float(np.mean(best[top]) - np.mean(best[second]))
         paired = best_error(_runs(found, top, False), _runs(found, second, False))
         error = se if paired is None else paired
+        bound = (f"2 x {se:.1f} points, unpaired" if paired is None else
+                 f"2 x {paired:.1f} points, paired seed by seed on the same inputs")
+        if min(len(best[top]), len(best[second])) < 2:
+            judged = (f"not yet comparable ({len(best[top])} and {len(best[second])} seeds: "
+                      f"a comparison needs two each; sampling error {bound})")
+        else:
+            judged = (f"{'beyond' if apart(best[top], best[second], error) else 'within'} "
+                      f"the seed spread and twice the sampling error ({bound})")
         parts.append(
             f"Best at its best checkpoint: {labels[top]}, AutoAttack "
             f"{np.mean(best[top]):.1f}% (seeds {', '.join(f'{v:.1f}' for v in best[top])}), "
-            f"{lead:.1f} points above {labels[second]}, "
-            + ("beyond" if apart(best[top], best[second], error) else "within")
-            + " the seed spread and twice the sampling error ("
-            + (f"2 x {se:.1f} points, unpaired" if paired is None else
-               f"2 x {paired:.1f} points, paired seed by seed on the same inputs")
-            + "). Order: "
+            f"{lead:.1f} points above {labels[second]}, {judged}. Order: "
             + " > ".join(f"{labels[k]} {np.mean(best[k]):.1f}%" for k in ranked) + ".")
     return "\n".join(f"- {p}" for p in parts) if parts else "No non-EMA run has finished yet."
 

@@ -105,6 +105,20 @@ def test_verdict_compares_each_method_with_at_pgd_and_with_ema():
     assert "Best at its best checkpoint: AWP-AT, AutoAttack 40.0% (seeds 40.0, 40.0)" in text
     assert "9.5 points above AT_PGD, beyond" in text
     assert "Order: AWP-AT 40.0% > AT_PGD 30.5%." in text
+    # a gap below 0 beyond the error against an AT_PGD that does not overfit itself: no
+    # "overfits less", a checkpoint choice that failed; one seed: not compared at all
+    found = {("pgd_at", s, False): _summary("pgd_at", s, False, 0.255, 0.25) for s in (0, 1)}
+    found.update({("adt_exp", s, False): _summary("adt_exp", s, False, 0.20, 0.26)
+                  for s in (0, 1)})
+    text = bo.verdict(found, ["pgd_at", "adt_exp"], 500)
+    assert ("ADT_EXP against AT_PGD: the gap differs by -6.5 points, beyond the seed spread "
+            "and the sampling error; as AT_PGD does not overfit beyond its own error, this is "
+            "a difference in how well the validation split picks the checkpoint") in text
+    assert "overfits less" not in text
+    del found[("adt_exp", 1, False)]
+    text = bo.verdict(found, ["pgd_at", "adt_exp"], 500)
+    assert ("ADT_EXP against AT_PGD: the gap differs by -6.5 points; not enough seeds to "
+            "compare (1 and 2: a comparison needs two each).") in text
 
 
 def test_restore_takes_a_committed_runs_summary_and_refuses_another_recipes(tmp_path):
@@ -225,6 +239,11 @@ def test_best_checkpoint_ranking_uses_the_paired_error_seed_by_seed():
             "3.0 points above AT_PGD, beyond the seed spread and twice the sampling error "
             "(2 x 0.5 points, paired seed by seed on the same inputs)") in text
     del found[("pgd_at", 1, False)]
+    text = bo.verdict(found, ["pgd_at", "awp_at"], 500)
+    assert "3.0 points above AT_PGD, not yet comparable (2 and 1 seeds: a comparison needs " \
+           "two each; sampling error 2 x 2.7 points, unpaired)" in text
+    found[("pgd_at", 1, False)] = run("pgd_at", 1, base)
+    found[("pgd_at", 2, False)] = run("pgd_at", 2, base)  # seeds 0-2 against 0-1: unpaired
     text = bo.verdict(found, ["pgd_at", "awp_at"], 500)
     assert "3.0 points above AT_PGD, within the seed spread and twice the sampling error " \
            "(2 x 2.7 points, unpaired)" in text
