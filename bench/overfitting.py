@@ -424,16 +424,32 @@ def verdict(found: dict, methods: list[str], n: int) -> str:
     for key in methods:
         raw, ema = _gaps(found, key, False), _gaps(found, key, True)
         for seed, gap in ema.items():
-            base = ""
+            e = found[(key, seed, True)]
+            own = gap_error([e])
+            line = (f"{labels[key]} with EMA (seed {seed}): best - last {gap:+.1f} points"
+                    + ("" if own is None else
+                       f", {'beyond' if gap > 2 * own else 'within'} twice its paired "
+                       f"error (2 x {own:.1f})"))
             if seed in raw:
-                r, e = found[(key, seed, False)], found[(key, seed, True)]
-                base = (f"; without it {raw[seed]:+.1f}. AutoAttack of the last checkpoint "
-                        f"{100 * e['last']['autoattack']:.1f}% with EMA against "
-                        f"{100 * r['last']['autoattack']:.1f}% without, of the best "
-                        f"{100 * e['best']['autoattack']:.1f}% against "
-                        f"{100 * r['best']['autoattack']:.1f}%")
-            parts.append(f"{labels[key]} with EMA (seed {seed}): best - last {gap:+.1f} "
-                         f"points{base}.")
+                r = found[(key, seed, False)]
+                line += (f"; without it {raw[seed]:+.1f}. AutoAttack of the last checkpoint "
+                         f"{100 * e['last']['autoattack']:.1f}% with EMA against "
+                         f"{100 * r['last']['autoattack']:.1f}% without, of the best "
+                         f"{100 * e['best']['autoattack']:.1f}% against "
+                         f"{100 * r['best']['autoattack']:.1f}%")
+                last = _paired_error([(e.get("robust", {}).get("last"),
+                                       r.get("robust", {}).get("last"))])
+                if last is not None:
+                    d = 100 * (e["last"]["autoattack"] - r["last"]["autoattack"])
+                    line += (f" (the last checkpoints differ by {d:+.1f} points, "
+                             f"{'beyond' if abs(d) > 2 * last else 'within'} twice their "
+                             f"paired error, 2 x {last:.1f})")
+            if key in overfits and own is not None:
+                line += (". " + ("The raw runs have no gap beyond their error for EMA to "
+                                 "remove" if not overfits[key] else
+                                 "EMA removes the raw runs' gap here" if gap <= 2 * own
+                                 else "EMA does not remove the raw runs' gap"))
+            parts.append(line + ".")
     best = {k: [100 * r["best"]["autoattack"] for _, r in sorted(_runs(found, k, False).items())]
             for k in gaps}
     if len(best) > 1:

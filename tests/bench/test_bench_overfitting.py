@@ -270,3 +270,38 @@ def test_table_adds_the_record_an_older_summary_lacks_without_rewriting_it(tmp_p
     assert saved["pgd_at-seed0"]["run_config"]["run"]["seed"] == 0
     assert saved["pgd_at-seed0"]["run_config"]["method"]["name"] == "pgd_at"
     assert (d / "summary.json").read_text() == summary
+
+
+def test_verdict_says_whether_ema_removes_a_gap_by_its_paired_error():
+    """AT_PGD overfits (a 6-point gap from 30 inputs robust only at the best checkpoint, two
+    seeds): an EMA run whose best and last checkpoints score the same inputs removes it; one
+    with the raw runs' gap does not; the last checkpoints are compared by their paired
+    error."""
+    import numpy as np
+
+    def bits(v):
+        return "".join("1" if b else "0" for b in v)
+
+    last = np.zeros(500, bool)
+    last[:100] = True
+    best = last.copy()
+    best[100:130] = True  # 130 robust at the best, 100 at the last: +6 points
+
+    def run(seed, ema, b, c):
+        r = _summary("pgd_at", seed, ema, b.mean(), c.mean())
+        return dict(r, robust={"best": bits(b), "last": bits(c)})
+
+    found = {("pgd_at", s, False): run(s, False, best, last) for s in (0, 1)}
+    found[("pgd_at", 0, True)] = run(0, True, best, best)
+    text = bo.verdict(found, ["pgd_at"], 500)
+    assert "AT_PGD: best - last AutoAttack +6.0 points (seeds +6.0, +6.0): robust " \
+           "overfitting" in text
+    assert ("AT_PGD with EMA (seed 0): best - last +0.0 points, within twice its paired "
+            "error (2 x 0.0); without it +6.0.") in text
+    # its last checkpoint has the 30 inputs the raw last lacks: +6.0, paired error 1.06
+    assert "(the last checkpoints differ by +6.0 points, beyond twice their paired error, " \
+           "2 x 1.1). EMA removes the raw runs' gap here." in text
+    found[("pgd_at", 0, True)] = run(0, True, best, last)
+    text = bo.verdict(found, ["pgd_at"], 500)
+    assert "best - last +6.0 points, beyond twice its paired error (2 x 1.1)" in text
+    assert "EMA does not remove the raw runs' gap." in text
