@@ -21,8 +21,8 @@ checkpoint with the last:
     # In a fresh clone, taking the runs an earlier sitting finished from its committed JSON:
     python -m bench.overfitting --restore_from=bench/results/overfitting_cifar10_cpu.json
 
-(About 430 lines: the runs, their two evaluations, the curve and gap tables and the verdict
-of one experiment.)
+(The runs, their two evaluations, the curve and gap tables and the plot of one experiment;
+its verdict in words is `bench.overfitting_verdict`.)
 
 Resumable per run (training resumes at its last epoch, every attack is cached); the table is
 built from whatever has finished, the rest listed as missing. Writes
@@ -55,8 +55,9 @@ from bench.kit.runs import (
     train_seconds,
     write_json,
 )
-from bench.kit.stats import apart, binomial_se, cell, paired_se
+from bench.kit.stats import binomial_se, cell
 from bench.kit.variants import variant
+from bench.overfitting_verdict import verdict
 
 #: The runs' methods (`bench.kit.variants`: the faithful defaults of each).
 #: AT_PGD first: every other method's gap is compared with its. ADT_EXP's richer family is
@@ -226,6 +227,7 @@ def build_table(recipe: Recipe, workdir: str, seeds: list[int], methods: list[st
         if "robust" not in summary:
             bits = robust_bits(d)
             summary = dict(summary, robust=bits) if bits else summary
+        check_bits(run_name(*run), summary)
         found[run] = summary
     missing = [run_name(*run) for run in missing]
     labels = dict(METHODS)
@@ -252,8 +254,10 @@ def build_table(recipe: Recipe, workdir: str, seeds: list[int], methods: list[st
         f"The binomial standard error of one run's accuracy near 25% on {n} inputs is "
         f"{binomial_se(0.25, n):.1f} points; a best - last gap is a paired difference (both "
         "checkpoints scored on the same inputs), its error from the inputs robust at only one "
-        "of the two (each run's per-input results are `robust` in the JSON); so is a "
-        "difference of two methods at their best checkpoints, seed by seed.",
+        "of the two (each run's per-input results are `robust` in the JSON); so is every "
+        "difference the verdict tests, the seeds averaged input by input "
+        "(`bench.overfitting_verdict`: the seeds share the inputs, so their errors are not "
+        "independent).",
         "",
         "| method | weights | runs | best epoch | clean best / last | PGD-20 best / last | "
         "AutoAttack best / last | **gap (best - last)** |",
@@ -310,36 +314,21 @@ def robust_bits(d: str) -> dict[str, str] | None:
             for c, p in paths.items()}
 
 
-def _paired_error(pairs: list[tuple[str, str]]) -> float | None:
-    """The sampling error (points) of the mean of the accuracy differences a - b over the
-    pairs (robust bits of two checkpoints scored on the same inputs): each difference's
-    paired error (`paired_se`, from the inputs robust under only one of the two), combined
-    as sqrt(sum e_i^2) / k; None when a pair lacks its bits."""
-    if not pairs or any(not a or not b or len(a) != len(b) for a, b in pairs):
-        return None
-    errors = []
-    for a, b in pairs:
-        x, y = (np.frombuffer(v.encode(), np.uint8) == ord("1") for v in (a, b))
-        errors.append(paired_se(int(np.sum(x & ~y)), int(np.sum(~x & y)), x.size))
-    return float(np.sqrt(np.sum(np.square(errors))) / len(errors))
-
-
-def gap_error(runs: list[dict]) -> float | None:
-    """The sampling error (points) of the mean best - last gap of `runs` (both checkpoints
-    of a run scored on the same inputs: `_paired_error`); None when a run lacks its
-    per-example results."""
-    return _paired_error([(r.get("robust", {}).get("best"), r.get("robust", {}).get("last"))
-                          for r in runs])
-
-
-def best_error(a: dict[int, dict], b: dict[int, dict]) -> float | None:
-    """The sampling error (points) of the difference of two methods' mean AutoAttack
-    accuracy at their best checkpoints, runs by seed: paired seed by seed (every run scored
-    on the same test inputs); None unless both have the same seeds, each with its bits."""
-    if not a or set(a) != set(b):
-        return None
-    return _paired_error([(a[s].get("robust", {}).get("best"),
-                           b[s].get("robust", {}).get("best")) for s in sorted(a)])
+def check_bits(name: str, summary: dict[str, Any]) -> None:
+    """A run's per-input results must be its AutoAttack accuracies: as many bits as inputs
+    scored, their share of ones the accuracy; else ValueError naming the run (a mismatch
+    would pair the wrong inputs silently)."""
+    for checkpoint, bits in summary.get("robust", {}).items():
+        point = summary.get(checkpoint, {})
+        n, accuracy = point.get("num_examples"), point.get("autoattack")
+        if n is None or accuracy is None:
+            continue
+        if len(bits) != n or set(bits) - {"0", "1"} or abs(bits.count("1") / n - accuracy) > 1e-9:
+            raise ValueError(
+                f"{name}: its per-input results at the {checkpoint} checkpoint ({len(bits)} "
+                f"inputs, {bits.count('1')} robust) are not its AutoAttack accuracy "
+                f"({accuracy} on {n} inputs); rerun its evaluation (delete its "
+                "summary.json and eval/) or drop `robust` from its entry.")
 
 
 def curve_row(name: str, history: list[dict[str, float]], decay_epoch: int) -> str:
@@ -351,127 +340,6 @@ def curve_row(name: str, history: list[dict[str, float]], decay_epoch: int) -> s
     before = min(decay_epoch - 1, len(history)) - 1  # the last epoch at the first rate
     return (f"| {name} | {test[peak]:.1f} ({peak + 1}) | {test[-1]:.1f} | {train[-1]:.1f} | "
             f"{train[-1] - test[-1]:+.1f} | {train[before] - test[before]:+.1f} |")
-
-
-def _runs(found: dict, key: str, ema: bool) -> dict[int, dict]:
-    """`key`'s finished runs with (or without) EMA, by seed."""
-    return {s: r for (k, s, e), r in found.items() if k == key and e == ema}
-
-
-def _gaps(found: dict, key: str, ema: bool) -> dict[int, float]:
-    """Best - last AutoAttack accuracy, in points, per seed."""
-    return {s: 100 * (r["best"]["autoattack"] - r["last"]["autoattack"])
-            for s, r in _runs(found, key, ema).items()}
-
-
-def verdict(found: dict, methods: list[str], n: int) -> str:
-    """Whichever way it comes out: each method's best - last AutoAttack gap against the seed
-    spread and the sampling error (`gap_error`, paired, when every run has its per-example
-    counts; else that of a difference of two runs on n inputs); each method's gap against
-    the first method's (AT_PGD's); what EMA changes; which method ends best at its best
-    checkpoint (its lead against the second's paired seed by seed, `best_error`, when both
-    have the same seeds with their per-example results)."""
-    if not found:
-        return "No run has finished yet."
-    se = binomial_se(0.25, n) * np.sqrt(2)  # points, of a difference of two runs
-    labels = dict(METHODS)
-    parts, gaps, errors, overfits = [], {}, {}, {}
-    for key in methods:
-        g = list(_gaps(found, key, False).values())
-        if not g:
-            continue
-        gaps[key] = g
-        errors[key] = gap_error(list(_runs(found, key, False).values()))
-        mean = float(np.mean(g))
-        if errors[key] is None:  # without per-example results: the unpaired bound
-            threshold, test = 2 * se, (f"twice the error of a difference of two runs, "
-                                       f"2 x {se:.1f} points")
-        else:
-            threshold, test = 2 * errors[key], (
-                f"twice its paired sampling error, 2 x {errors[key]:.1f} points, from the "
-                "inputs robust at only one of the two checkpoints")
-        overfits[key] = min(g) > 0 and mean > threshold
-        parts.append(f"{labels[key]}: best - last AutoAttack {mean:+.1f} points (seeds "
-                     f"{', '.join(f'{v:+.1f}' for v in g)}): "
-                     + ("robust overfitting" if overfits[key] else "no robust overfitting")
-                     + " beyond seed spread and sampling error (the test: every seed's gap "
-                     f"above 0 and their mean above {test})")
-    if len(gaps) > 1:
-        base, *others = gaps
-        for key in others:
-            diff = float(np.mean(gaps[key]) - np.mean(gaps[base]))
-            pair = (errors[key], errors[base])
-            error = se if None in pair else float(np.hypot(*pair))
-            head = (f"{labels[key]} against {labels[base]}: the gap differs by {diff:+.1f} "
-                    "points")
-            larger = key if diff > 0 else base
-            if min(len(gaps[key]), len(gaps[base])) < 2:
-                parts.append(f"{head}; not enough seeds to compare ({len(gaps[key])} and "
-                             f"{len(gaps[base])}: a comparison needs two each).")
-            elif not apart(gaps[key], gaps[base], error):
-                parts.append(f"{head}, within the seed spread and the sampling error.")
-            elif overfits[larger]:
-                parts.append(f"{head}, so {labels[key]} overfits "
-                             f"{'less' if diff < 0 else 'more'} than {labels[base]} beyond "
-                             "the seed spread and the sampling error.")
-            else:  # apart, but the larger gap is no overfitting itself
-                parts.append(
-                    f"{head}, beyond the seed spread and the sampling error; as "
-                    f"{labels[larger]} does not overfit beyond its own error, this is a "
-                    "difference in how well the validation split picks the checkpoint (a "
-                    "gap below 0: the chosen epoch scores below the last), not in robust "
-                    "overfitting.")
-    for key in methods:
-        raw, ema = _gaps(found, key, False), _gaps(found, key, True)
-        for seed, gap in ema.items():
-            e = found[(key, seed, True)]
-            own = gap_error([e])
-            line = (f"{labels[key]} with EMA (seed {seed}): best - last {gap:+.1f} points"
-                    + ("" if own is None else
-                       f", {'beyond' if gap > 2 * own else 'within'} twice its paired "
-                       f"error (2 x {own:.1f})"))
-            if seed in raw:
-                r = found[(key, seed, False)]
-                line += (f"; without it {raw[seed]:+.1f}. AutoAttack of the last checkpoint "
-                         f"{100 * e['last']['autoattack']:.1f}% with EMA against "
-                         f"{100 * r['last']['autoattack']:.1f}% without, of the best "
-                         f"{100 * e['best']['autoattack']:.1f}% against "
-                         f"{100 * r['best']['autoattack']:.1f}%")
-                last = _paired_error([(e.get("robust", {}).get("last"),
-                                       r.get("robust", {}).get("last"))])
-                if last is not None:
-                    d = 100 * (e["last"]["autoattack"] - r["last"]["autoattack"])
-                    line += (f" (the last checkpoints differ by {d:+.1f} points, "
-                             f"{'beyond' if abs(d) > 2 * last else 'within'} twice their "
-                             f"paired error, 2 x {last:.1f})")
-            if key in overfits and own is not None:
-                line += (". " + ("The raw runs have no gap beyond their error for EMA to "
-                                 "remove" if not overfits[key] else
-                                 "EMA removes the raw runs' gap here" if gap <= 2 * own
-                                 else "EMA does not remove the raw runs' gap"))
-            parts.append(line + ".")
-    best = {k: [100 * r["best"]["autoattack"] for _, r in sorted(_runs(found, k, False).items())]
-            for k in gaps}
-    if len(best) > 1:
-        ranked = sorted(best, key=lambda k: -float(np.mean(best[k])))
-        top, second = ranked[:2]
-        lead = float(np.mean(best[top]) - np.mean(best[second]))
-        paired = best_error(_runs(found, top, False), _runs(found, second, False))
-        error = se if paired is None else paired
-        bound = (f"2 x {se:.1f} points, unpaired" if paired is None else
-                 f"2 x {paired:.1f} points, paired seed by seed on the same inputs")
-        if min(len(best[top]), len(best[second])) < 2:
-            judged = (f"not yet comparable ({len(best[top])} and {len(best[second])} seeds: "
-                      f"a comparison needs two each; sampling error {bound})")
-        else:
-            judged = (f"{'beyond' if apart(best[top], best[second], error) else 'within'} "
-                      f"the seed spread and twice the sampling error ({bound})")
-        parts.append(
-            f"Best at its best checkpoint: {labels[top]}, AutoAttack "
-            f"{np.mean(best[top]):.1f}% (seeds {', '.join(f'{v:.1f}' for v in best[top])}), "
-            f"{lead:.1f} points above {labels[second]}, {judged}. Order: "
-            + " > ".join(f"{labels[k]} {np.mean(best[k]):.1f}%" for k in ranked) + ".")
-    return "\n".join(f"- {p}" for p in parts) if parts else "No non-EMA run has finished yet."
 
 
 def plot(found: dict, path: str) -> None:

@@ -28,15 +28,17 @@ def binomial_se(p: float, n: int) -> float:
     return 100 * float(np.sqrt(p * (1 - p) / n)) if n else float("nan")
 
 
-def paired_se(only_a: int, only_b: int, n: int) -> float:
-    """Standard error, in percentage points, of the difference of two accuracies measured on
-    the same n inputs, from the inputs correct under only the first (`only_a`) and only the
-    second (`only_b`): sqrt((b + c)/n - d^2) / sqrt(n) with d = (b - c)/n (the paired,
-    McNemar-style error; the inputs both get right or both get wrong add nothing)."""
-    if not n:
+def paired_se(differences) -> float:
+    """Standard error, in percentage points, of the mean of per-input differences of two
+    accuracies measured on the same n inputs (each input's difference: 1, 0 or -1 for one
+    pair of models, or the mean of such over seeds): sqrt(mean(D^2) / n), the error under no
+    difference (McNemar's: for one pair, sqrt(b + c) / n with b and c the inputs right under
+    only one of the two). The inputs both get right or both get wrong add nothing; the
+    seeds' correlation through the shared inputs is in D, not assumed away."""
+    d = np.asarray(differences, dtype=np.float64)
+    if not d.size:
         return float("nan")
-    d = (only_a - only_b) / n
-    return 100 * float(np.sqrt(max((only_a + only_b) / n - d * d, 0.0) / n))
+    return 100 * float(np.sqrt(np.mean(np.square(d)) / d.size))
 
 
 def compare_seeds(a: list[float], b: list[float], baseline: str) -> str:

@@ -38,7 +38,7 @@ def test_table_verdict_and_plot_from_finished_runs(tmp_path):
     assert "| AT_PGD | raw | 2 | 22, 22 |" in text
     assert "**6.0 ± 0.0**" in text  # best - last AutoAttack of AT_PGD
     assert "AT_PGD: best - last AutoAttack +6.0 points" in text
-    assert "robust overfitting beyond seed spread and sampling error" in text
+    assert "robust overfitting beyond the seed spread and the sampling error" in text
     assert "ADT_EXP: best - last AutoAttack +0.5 points" in text
     assert "no robust overfitting beyond" in text
     # the no-overfitting line states the threshold it applied (twice the error of a difference)
@@ -79,48 +79,6 @@ def test_curve_row_reads_the_peak_and_the_train_test_gaps():
     assert row == "| pgd_at-seed0 | 30.0 (3) | 21.0 | 61.0 | +40.0 | +2.0 |"
 
 
-def test_verdict_compares_each_method_with_at_pgd_and_with_ema():
-    found = {("pgd_at", s, False): _summary("pgd_at", s, False, 0.26, 0.255) for s in (0, 1)}
-    found.update({("adt_exp", s, False): _summary("adt_exp", s, False, 0.25, 0.25)
-                  for s in (0, 1)})
-    found[("pgd_at", 0, True)] = _summary("pgd_at", 0, True, 0.24, 0.23)
-    text = bo.verdict(found, ["pgd_at", "adt_exp"], 500)
-    assert "AT_PGD: best - last AutoAttack +0.5 points" in text
-    assert "ADT_EXP against AT_PGD: the gap differs by -0.5 points, within" in text
-    assert "AT_PGD with EMA (seed 0): best - last +1.0 points; without it +0.5." in text
-    assert "last checkpoint 23.0% with EMA against 25.5% without" in text
-    assert "Best at its best checkpoint: AT_PGD, AutoAttack 26.0%" in text
-    assert "1.0 points above ADT_EXP, within" in text  # the spread and 2 x 2.7 points
-    assert len(text.splitlines()) == 5  # one line per statement
-    # AT_PGD overfits by 10 points on both seeds, AWP-AT by 1: less, beyond spread and error
-    found = {("pgd_at", s, False): _summary("pgd_at", s, False, 0.30 + s / 100, 0.20 + s / 100)
-             for s in (0, 1)}
-    found.update({("awp_at", s, False): _summary("awp_at", s, False, 0.40, 0.39)
-                  for s in (0, 1)})
-    text = bo.verdict(found, ["pgd_at", "awp_at"], 500)
-    assert "AT_PGD: best - last AutoAttack +10.0 points" in text
-    assert "robust overfitting beyond seed spread" in text
-    assert ("AWP-AT against AT_PGD: the gap differs by -9.0 points, so AWP-AT overfits less "
-            "than AT_PGD beyond the seed spread") in text
-    assert "Best at its best checkpoint: AWP-AT, AutoAttack 40.0% (seeds 40.0, 40.0)" in text
-    assert "9.5 points above AT_PGD, beyond" in text
-    assert "Order: AWP-AT 40.0% > AT_PGD 30.5%." in text
-    # a gap below 0 beyond the error against an AT_PGD that does not overfit itself: no
-    # "overfits less", a checkpoint choice that failed; one seed: not compared at all
-    found = {("pgd_at", s, False): _summary("pgd_at", s, False, 0.255, 0.25) for s in (0, 1)}
-    found.update({("adt_exp", s, False): _summary("adt_exp", s, False, 0.20, 0.26)
-                  for s in (0, 1)})
-    text = bo.verdict(found, ["pgd_at", "adt_exp"], 500)
-    assert ("ADT_EXP against AT_PGD: the gap differs by -6.5 points, beyond the seed spread "
-            "and the sampling error; as AT_PGD does not overfit beyond its own error, this is "
-            "a difference in how well the validation split picks the checkpoint") in text
-    assert "overfits less" not in text
-    del found[("adt_exp", 1, False)]
-    text = bo.verdict(found, ["pgd_at", "adt_exp"], 500)
-    assert ("ADT_EXP against AT_PGD: the gap differs by -6.5 points; not enough seeds to "
-            "compare (1 and 2: a comparison needs two each).") in text
-
-
 def test_restore_takes_a_committed_runs_summary_and_refuses_another_recipes(tmp_path):
     """--restore_from: a finished run of an earlier sitting is taken from the committed JSON
     (checked against the recipe), only where the workdir lacks it."""
@@ -155,23 +113,6 @@ def test_restore_takes_a_committed_runs_summary_and_refuses_another_recipes(tmp_
         bo.restore_runs(str(results), recipe, str(tmp_path / "fresh"), ["pgd_at"], [0], data)
 
 
-def test_paired_error_equals_the_spread_of_per_input_differences():
-    """bench.kit.stats.paired_se against the standard error of the per-input differences
-    computed from explicit arrays."""
-    import numpy as np
-
-    from bench.kit.stats import paired_se
-
-    rng = np.random.default_rng(3)
-    best = rng.random(500) < 0.25
-    last = np.where(rng.random(500) < 0.8, best, rng.random(500) < 0.2)
-    diff = best.astype(float) - last.astype(float)
-    expected = 100 * np.std(diff) / np.sqrt(500)
-    got = paired_se(int(np.sum(best & ~last)), int(np.sum(~best & last)), 500)
-    assert got == pytest.approx(expected, rel=1e-12)
-    assert paired_se(0, 0, 500) == 0.0  # the same inputs robust at both: no error
-
-
 def test_verdict_uses_the_paired_error_of_the_per_example_results(tmp_path):
     """A 3-point gap that comes from 15 inputs robust at the best checkpoint only is robust
     overfitting by the paired error (both checkpoints scored on the same inputs), though
@@ -193,11 +134,11 @@ def test_verdict_uses_the_paired_error_of_the_per_example_results(tmp_path):
     bo.build_table(recipe, str(workdir), [0, 1], ["pgd_at"], str(tmp_path / "out"), "cmd",
                    "/data")
     text = (tmp_path / "out" / "overfitting_cifar10_cpu.md").read_text()
-    # one run's paired error: sqrt(15/500 - 0.03^2)/sqrt(500) = 0.763 points; of the mean
-    # of two: 0.763 * sqrt(2) / 2 = 0.54
+    # the two seeds' per-input gaps are the same, so their mean's error is one run's:
+    # sqrt(15) / 500 = 0.77 points
     assert "AT_PGD: best - last AutoAttack +3.0 points (seeds +3.0, +3.0): robust " \
            "overfitting beyond" in text
-    assert "twice its paired sampling error, 2 x 0.5 points" in text
+    assert "twice its paired sampling error, 2 x 0.8 points" in text
     saved = json.load(open(tmp_path / "out" / "overfitting_cifar10_cpu.json"))
     bits = saved["pgd_at-seed0"]["robust"]
     assert bits["best"] == "1" * 115 + "0" * 385 and bits["last"] == "1" * 100 + "0" * 400
@@ -211,42 +152,6 @@ def test_verdict_uses_the_paired_error_of_the_per_example_results(tmp_path):
     text = (tmp_path / "out" / "overfitting_cifar10_cpu.md").read_text()
     assert "+3.0, +3.0): no robust overfitting beyond" in text
 
-
-
-def test_best_checkpoint_ranking_uses_the_paired_error_seed_by_seed():
-    """Two methods scored on the same 500 inputs: a 3-point lead at the best checkpoint from
-    15 inputs robust only under the leader, on both seeds, is beyond twice the paired error
-    (0.5 points for the mean of two) though within the unpaired bound (2 x 2.7 points);
-    with a seed missing from one method the comparison falls back to the unpaired bound."""
-    import numpy as np
-
-    def run(key, seed, robust_best):
-        r = _summary(key, seed, False, robust_best.mean(), 0.18)
-        bits = lambda v: "".join("1" if b else "0" for b in v)  # noqa: E731
-        return dict(r, robust={"best": bits(robust_best), "last": bits(robust_best)})
-
-    base = np.zeros(500, bool)
-    base[:100] = True
-    lead = base.copy()
-    lead[100:115] = True
-    found = {("pgd_at", s, False): run("pgd_at", s, base) for s in (0, 1)}
-    found.update({("awp_at", s, False): run("awp_at", s, lead) for s in (0, 1)})
-    assert bo.best_error(bo._runs(found, "awp_at", False),
-                         bo._runs(found, "pgd_at", False)) == pytest.approx(
-        0.7628 * np.sqrt(2) / 2, abs=1e-3)
-    text = bo.verdict(found, ["pgd_at", "awp_at"], 500)
-    assert ("Best at its best checkpoint: AWP-AT, AutoAttack 23.0% (seeds 23.0, 23.0), "
-            "3.0 points above AT_PGD, beyond the seed spread and twice the sampling error "
-            "(2 x 0.5 points, paired seed by seed on the same inputs)") in text
-    del found[("pgd_at", 1, False)]
-    text = bo.verdict(found, ["pgd_at", "awp_at"], 500)
-    assert "3.0 points above AT_PGD, not yet comparable (2 and 1 seeds: a comparison needs " \
-           "two each; sampling error 2 x 2.7 points, unpaired)" in text
-    found[("pgd_at", 1, False)] = run("pgd_at", 1, base)
-    found[("pgd_at", 2, False)] = run("pgd_at", 2, base)  # seeds 0-2 against 0-1: unpaired
-    text = bo.verdict(found, ["pgd_at", "awp_at"], 500)
-    assert "3.0 points above AT_PGD, within the seed spread and twice the sampling error " \
-           "(2 x 2.7 points, unpaired)" in text
 
 
 def test_table_adds_the_record_an_older_summary_lacks_without_rewriting_it(tmp_path):
@@ -272,36 +177,22 @@ def test_table_adds_the_record_an_older_summary_lacks_without_rewriting_it(tmp_p
     assert (d / "summary.json").read_text() == summary
 
 
-def test_verdict_says_whether_ema_removes_a_gap_by_its_paired_error():
-    """AT_PGD overfits (a 6-point gap from 30 inputs robust only at the best checkpoint, two
-    seeds): an EMA run whose best and last checkpoints score the same inputs removes it; one
-    with the raw runs' gap does not; the last checkpoints are compared by their paired
-    error."""
+def test_table_refuses_per_input_results_that_are_not_the_runs_accuracy(tmp_path):
+    """Per-input results whose count or share of robust inputs is not the run's AutoAttack
+    accuracy would pair the wrong inputs: the table names the run and stops."""
     import numpy as np
 
-    def bits(v):
-        return "".join("1" if b else "0" for b in v)
-
-    last = np.zeros(500, bool)
-    last[:100] = True
-    best = last.copy()
-    best[100:130] = True  # 130 robust at the best, 100 at the last: +6 points
-
-    def run(seed, ema, b, c):
-        r = _summary("pgd_at", seed, ema, b.mean(), c.mean())
-        return dict(r, robust={"best": bits(b), "last": bits(c)})
-
-    found = {("pgd_at", s, False): run(s, False, best, last) for s in (0, 1)}
-    found[("pgd_at", 0, True)] = run(0, True, best, best)
-    text = bo.verdict(found, ["pgd_at"], 500)
-    assert "AT_PGD: best - last AutoAttack +6.0 points (seeds +6.0, +6.0): robust " \
-           "overfitting" in text
-    assert ("AT_PGD with EMA (seed 0): best - last +0.0 points, within twice its paired "
-            "error (2 x 0.0); without it +6.0.") in text
-    # its last checkpoint has the 30 inputs the raw last lacks: +6.0, paired error 1.06
-    assert "(the last checkpoints differ by +6.0 points, beyond twice their paired error, " \
-           "2 x 1.1). EMA removes the raw runs' gap here." in text
-    found[("pgd_at", 0, True)] = run(0, True, best, last)
-    text = bo.verdict(found, ["pgd_at"], 500)
-    assert "best - last +6.0 points, beyond twice its paired error (2 x 1.1)" in text
-    assert "EMA does not remove the raw runs' gap." in text
+    recipe = recipes.OverfittingRecipe()
+    workdir = tmp_path / "runs"
+    d = workdir / recipes.run_name("pgd_at", 0, False)
+    (d / "eval").mkdir(parents=True)
+    (d / "summary.json").write_text(json.dumps(_summary("pgd_at", 0, False, 0.20, 0.20)))
+    robust = np.zeros(500, bool)
+    robust[:100] = True  # 20%: the summary's accuracy
+    np.savez(d / "eval" / "last_per_example.npz", robust=robust)
+    robust[100] = True  # 20.2%, not the best checkpoint's 20%
+    np.savez(d / "eval" / "best_per_example.npz", robust=robust)
+    with pytest.raises(ValueError, match=r"pgd_at-seed0: its per-input results at the best "
+                                         r"checkpoint \(500 inputs, 101 robust\)"):
+        bo.build_table(recipe, str(workdir), [0], ["pgd_at"], str(tmp_path / "out"), "cmd",
+                       "/data")
