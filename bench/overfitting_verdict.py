@@ -27,10 +27,14 @@ def runs_of(found: dict, key: str, ema: bool) -> dict[int, dict]:
     return {s: r for (k, s, e), r in found.items() if k == key and e == ema}
 
 
+def gap_of(run: dict) -> float:
+    """The run's best - last AutoAttack accuracy, in points."""
+    return 100 * (run["best"]["autoattack"] - run["last"]["autoattack"])
+
+
 def gaps_of(found: dict, key: str, ema: bool) -> dict[int, float]:
     """Best - last AutoAttack accuracy, in points, per seed."""
-    return {s: 100 * (r["best"]["autoattack"] - r["last"]["autoattack"])
-            for s, r in runs_of(found, key, ema).items()}
+    return {s: gap_of(r) for s, r in runs_of(found, key, ema).items()}
 
 
 def robust(run: dict, checkpoint: str) -> np.ndarray | None:
@@ -129,7 +133,7 @@ def _compare_gaps(found: dict, key: str, base: str, gaps: dict, overfits: dict,
 
 def _ema_line(found: dict, key: str, seed: int, overfits: dict) -> str:
     e = found[(key, seed, True)]
-    gap = 100 * (e["best"]["autoattack"] - e["last"]["autoattack"])
+    gap = gap_of(e)
     own = gap_error([e])
     line = f"{_label(key)} with EMA (seed {seed}): best - last {gap:+.1f} points"
     if own is not None:
@@ -138,7 +142,7 @@ def _ema_line(found: dict, key: str, seed: int, overfits: dict) -> str:
     r = found.get((key, seed, False))
     if r is None:
         return line + "."
-    raw = 100 * (r["best"]["autoattack"] - r["last"]["autoattack"])
+    raw = gap_of(r)
     line += (f"; without it {raw:+.1f}. AutoAttack of the last checkpoint "
              f"{100 * e['last']['autoattack']:.1f}% with EMA against "
              f"{100 * r['last']['autoattack']:.1f}% without, of the best "
@@ -217,5 +221,5 @@ def verdict(found: dict, methods: list[str], n: int) -> str:
     return "\n".join(f"- {p}" for p in parts) if parts else "No non-EMA run has finished yet."
 
 
-__all__ = ["best_error", "gap_difference_error", "gap_error", "gaps_of", "mean_robust",
+__all__ = ["best_error", "gap_difference_error", "gap_error", "gap_of", "gaps_of", "mean_robust",
            "robust", "runs_of", "verdict"]
