@@ -68,6 +68,18 @@ def default_factor_lr(family: str) -> float:
     return FACTOR_LRS.get(family, FACTOR_LR)
 
 
+#: The settings each family does not read: the diagonal one has no factors; the low-rank and
+#: coupling ones do not reshape (rows); the matrix-normal one has no rank.
+UNUSED_SETTINGS = {"diag": ("rank", "rows", "factor_lr", "factor_init"), "lowrank": ("rows",),
+                   "matrix_normal": ("rank",), "coupling": ("rows",)}
+
+
+def unused_settings(family: str) -> tuple[str, ...]:
+    """The `GaussianFamily` settings that cannot change a run with this family
+    (`UNUSED_SETTINGS`)."""
+    return UNUSED_SETTINGS.get(family, ())
+
+
 @dataclasses.dataclass(frozen=True)
 class GaussianFamily:
     """Which Gaussian base, with its settings (see the module's docstring).
@@ -372,4 +384,4 @@ DIAG = GaussianFamily()
 
 
 __all__ = ["COUPLING_LAYERS", "DIAG", "FACTOR_LR", "FACTOR_LRS", "FAMILIES", "GaussianFamily",
-           "default_factor_lr"]
+           "UNUSED_SETTINGS", "default_factor_lr", "unused_settings"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from adt_tf.adt.families import GaussianFamily, default_factor_lr
+from adt_tf.adt.families import GaussianFamily, default_factor_lr, unused_settings
 from adt_tf.adt.inner_maximization import (
     check_inner_gradients,
     explicit_inner_maximization,
@@ -120,6 +120,11 @@ class ADTExp(AdversarialTrainer):
         # The family's own factor step, as the sweeps chose it (docs/methods.md).
         return {**super().argument_defaults(threat, arguments),
                 "factor_lr": default_factor_lr(arguments.get("family") or "diag")}
+
+    @classmethod
+    def inert_arguments(cls, arguments):
+        # The family's settings it does not read (a diagonal run has no factors).
+        return unused_settings(arguments.get("family") or "diag")
 
     def check_input_shape(self, shape):
         self.family.check(shape)

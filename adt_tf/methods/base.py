@@ -143,6 +143,15 @@ class AdversarialTrainer(keras.Model):
         return cls.norm_defaults(threat)
 
     @classmethod
+    def inert_arguments(cls, arguments: dict) -> tuple[str, ...]:
+        """The constructor arguments that cannot change a run given the others in
+        `arguments` (e.g. a distribution family's factor settings when it has no factors):
+        the "same run?" comparison (`adt_tf.training.record.differences`) leaves them out,
+        so that a changed default of a setting the run never read does not make it another
+        run. None by default."""
+        return ()
+
+    @classmethod
     def norm_defaults(cls, threat: Ball) -> dict:
         """Defaults of constructor arguments that depend on the threat model (e.g. a step
         size of 2/255 for L-infinity, epsilon / 4 for L2); what a None argument becomes."""

@@ -6,7 +6,8 @@ argument, example counts, the validation seed) and what was derived from the dat
 validation split's indices, the shapes, the precision policy). `write_record` stores it with
 the schema version; `read_record` reads it back (records of the flat version-1 layout too);
 `differences` is the one comparison that decides whether two records describe the same run,
-allowing `RESUMABLE` to change. Imports no TensorFlow.
+allowing `RESUMABLE` to change and leaving out the method arguments the run never reads.
+Imports no TensorFlow until `differences` asks the method which those are.
 
 Example:
     >>> from adt_tf.training.config import RunConfig, override
@@ -141,19 +142,35 @@ def differences(old: RunRecord, new: RunRecord,
                 resumable: tuple[str, ...] = RESUMABLE) -> list[tuple[str, Any, Any]]:
     """(setting, old value, new value) of every difference between two records that
     `resumable` does not allow: the one answer to "is this the same run?" (empty: yes).
-    The cyclic schedule's epochs are never resumable (its triangle spans the run)."""
+    The cyclic schedule's epochs are never resumable (its triangle spans the run). The
+    method arguments the asked run never reads (its method's `inert_arguments`, e.g. the
+    factor step of ADT's diagonal family) are left out: a changed default of one of them
+    does not make another run."""
     if new.config.optim.lr_schedule == "cyclic":
         resumable = tuple(p for p in resumable if p != "optim.epochs")
-    new_values = {path: value for path, _, value in leaves(new.config)}
-    diff = [(path, _plain(get_path(old.config, path)), _plain(value))
-            for path, value in new_values.items()
-            if path not in resumable and _plain(get_path(old.config, path)) != _plain(value)]
+    inert = _inert_arguments(new.config)
+    diff = []
+    for path, _, value in leaves(new.config):
+        before, after = _plain(get_path(old.config, path)), _plain(value)
+        if path == "method.params" and isinstance(before, dict) and isinstance(after, dict):
+            before, after = ({k: v for k, v in d.items() if k not in inert}
+                             for d in (before, after))
+        if path not in resumable and before != after:
+            diff.append((path, before, after))
     if old.algorithm_version != new.algorithm_version:
         diff.append(("algorithm_version", old.algorithm_version, new.algorithm_version))
     if tuple(old.validation_indices) != tuple(new.validation_indices) and old.schema_version > 1:
         diff.append(("validation indices", f"{len(old.validation_indices)} images",
                      f"{len(new.validation_indices)} other images"))
     return diff
+
+
+def _inert_arguments(config: RunConfig) -> tuple[str, ...]:
+    """The method's arguments that cannot change this run (its `inert_arguments`: e.g. the
+    factor settings of ADT's diagonal family)."""
+    from adt_tf.methods import get_method  # here: the methods import TensorFlow
+
+    return get_method(config.method.name).inert_arguments(config.method.params)
 
 
 def describe_differences(diff: list[tuple[str, Any, Any]]) -> str:

@@ -11,7 +11,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from adt_tf.adt.distributions import ExplicitAdversarialDistribution
-from adt_tf.adt.families import GaussianFamily
+from adt_tf.adt.families import GaussianFamily, unused_settings
 from adt_tf.adt.inner_maximization import explicit_inner_maximization
 from adt_tf.core.noise import RecordedNoise
 from adt_tf.threat import L2Ball, LinfBall
@@ -216,3 +216,32 @@ def test_the_matrix_normal_inner_loop_runs_with_an_unknown_batch_size():
 
     x = tf.random.stateless_uniform([3, *image], seed=[1, 1])
     assert fit(x, tf.constant([0, 1, 2])).shape == (3, *image)
+
+
+@pytest.mark.parametrize("name", ["diag", "lowrank", "matrix_normal", "coupling"])
+def test_the_settings_a_family_does_not_use_change_nothing(name):
+    """`unused_settings` (what the "same run?" comparison leaves out) is true: with each of a
+    family's unused settings changed, the inner loop's output is the same to the bit; a used
+    one (the factor step of a factored family) changes it."""
+    x = tf.random.stateless_uniform((4, 16, 16, 3), [5, 6])
+    y = tf.constant([0, 1, 2, 3])
+    model = tiny_classifier()
+    common = dict(threat=LinfBall(8 / 255), entropy_weight=0.01, steps=2, samples=2, lr=0.3,
+                  beta1=0.0, beta2=0.0, seed=tf.constant([7, 7]))
+    base = dict(rank=3, rows=0, factor_lr=0.05, factor_init=0.1)
+    other = dict(rank=5, rows=8, factor_lr=0.02, factor_init=0.3)
+
+    def outputs(**settings):
+        out = explicit_inner_maximization(model, x, y, family=GaussianFamily(name, **settings),
+                                          **common)
+        return [t.numpy() for t in (out.loc, out.raw_scale, *out.factors)]
+
+    reference = outputs(**base)
+    for setting in unused_settings(name):
+        changed = outputs(**{**base, setting: other[setting]})
+        assert len(changed) == len(reference)
+        for a, b in zip(changed, reference):
+            np.testing.assert_array_equal(a, b, err_msg=f"{name}: {setting}")
+    if "factor_lr" not in unused_settings(name):
+        changed = outputs(**{**base, "factor_lr": other["factor_lr"]})
+        assert not all(np.array_equal(a, b) for a, b in zip(changed, reference))

@@ -35,3 +35,18 @@ def test_only_the_settings_whose_algorithm_changed_have_a_new_version():
     old = RunRecord(RunConfig.from_flags(method="alp"), algorithm_version=2)
     new = RunRecord(RunConfig.from_flags(method="alp"), algorithm_version=3)
     assert differences(old, new) == [("algorithm_version", 2, 3)]
+
+
+def test_a_method_argument_the_run_never_reads_does_not_make_another_run():
+    # ADT_EXP's diagonal family has no factors: its factor step's default moved from 0.01 to
+    # 0.003 (the family sweeps) without changing any diagonal run, so a run recorded with the
+    # old default is the same run; with the low-rank family the step is read, and it is not.
+    def record(family, factor_lr, rank=8):
+        return RunRecord(override(RunConfig.from_flags(method="adt_exp"), {"method.params": {
+            "family": family, "factor_lr": factor_lr, "rank": rank}}))
+
+    assert differences(record("diag", 0.01, rank=4), record("diag", 0.003)) == []
+    diff = differences(record("lowrank", 0.01), record("lowrank", 0.003))
+    assert describe_differences(diff) == "method.params.factor_lr: 0.01 -> 0.003"
+    assert describe_differences(differences(record("diag", 0.01), record("lowrank", 0.01))
+                                ) == "method.params.family: 'diag' -> 'lowrank'"
