@@ -131,6 +131,21 @@ def _compare_gaps(found: dict, key: str, base: str, gaps: dict, overfits: dict,
             f"error, so this shows no difference in robust overfitting{below}.")
 
 
+def diverged_at(a: dict, b: dict) -> int | None:
+    """The first epoch (counted from 1) at which two runs' training accuracy differs, or None
+    if it is the same at every epoch both have (or either lacks it). The training accuracy is
+    the raw weights' own on their training batches, which EMA does not change: an EMA run and
+    the raw run of its seed trained on one machine agree at every epoch (AT_PGD's do, to the
+    last digit); a run on another machine or library build, where a fixed seed rounds
+    differently, parts from it within an epoch or two and follows its own trajectory."""
+    for epoch, (x, y) in enumerate(zip(a.get("history", []), b.get("history", [])), 1):
+        if "accuracy" not in x or "accuracy" not in y:
+            return None
+        if x["accuracy"] != y["accuracy"]:
+            return epoch
+    return None
+
+
 def _ema_line(found: dict, key: str, seed: int, overfits: dict) -> str:
     e = found[(key, seed, True)]
     gap = gap_of(e)
@@ -153,6 +168,15 @@ def _ema_line(found: dict, key: str, seed: int, overfits: dict) -> str:
         line += (f" (the last checkpoints differ by {d:+.1f} points, "
                  f"{'beyond' if abs(d) > 2 * last else 'within'} twice their paired error, "
                  f"2 x {last:.1f})")
+    split = diverged_at(e, r)
+    if split is not None:
+        seeds = [100 * x["last"]["autoattack"] for x in runs_of(found, key, False).values()]
+        return line + (f". But its training left the raw seed-{seed} run's path at epoch "
+                       f"{split} (their training accuracy differs from there on: trained on "
+                       "another machine or library build, where the same seed rounds "
+                       "differently), so these differences mix EMA with a second trajectory "
+                       f"of the seed: no conclusion on EMA from this pair (the raw seeds' last "
+                       f"checkpoints: {min(seeds):.1f}-{max(seeds):.1f}%).")
     versus = gap_difference_error([e], [r])
     if key not in overfits or versus is None:
         return line + "."
@@ -221,5 +245,5 @@ def verdict(found: dict, methods: list[str], n: int) -> str:
     return "\n".join(f"- {p}" for p in parts) if parts else "No non-EMA run has finished yet."
 
 
-__all__ = ["best_error", "gap_difference_error", "gap_error", "gap_of", "gaps_of", "mean_robust",
-           "robust", "runs_of", "verdict"]
+__all__ = ["best_error", "diverged_at", "gap_difference_error", "gap_error", "gap_of",
+           "gaps_of", "mean_robust", "robust", "runs_of", "verdict"]

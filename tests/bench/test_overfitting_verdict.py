@@ -183,3 +183,26 @@ def test_verdict_says_whether_ema_removes_reduces_or_keeps_a_gap():
     text = ov.verdict(found, ["pgd_at"], 500)
     assert ("The raw runs show no robust overfitting beyond their error: no gap for EMA to "
             "remove.") in text
+
+
+def test_an_ema_run_on_another_trajectory_than_its_raw_run_gives_no_conclusion_on_ema():
+    """EMA does not change training, so an EMA run's training accuracy is its raw run's at
+    every epoch when both ran on one machine; where it differs (another machine rounds the
+    same seed differently) the two runs are two trajectories, and the verdict says so rather
+    than crediting EMA with their difference."""
+    last, best = _robust((0, 100)), _robust((0, 130))
+    found = {("pgd_at", s, False): _run("pgd_at", s, False, best, last) for s in (0, 1)}
+    raw_history = [{"accuracy": a} for a in (0.1, 0.2, 0.3)]
+    for s in (0, 1):
+        found[("pgd_at", s, False)]["history"] = raw_history
+    found[("pgd_at", 0, True)] = dict(_run("pgd_at", 0, True, best, best),
+                                      history=[{"accuracy": a} for a in (0.1, 0.2, 0.3)])
+    assert ov.diverged_at(found[("pgd_at", 0, True)], found[("pgd_at", 0, False)]) is None
+    assert "EMA removes the gap here." in ov.verdict(found, ["pgd_at"], 500)
+    found[("pgd_at", 0, True)]["history"] = [{"accuracy": a} for a in (0.1, 0.21, 0.3)]
+    assert ov.diverged_at(found[("pgd_at", 0, True)], found[("pgd_at", 0, False)]) == 2
+    text = ov.verdict(found, ["pgd_at"], 500)
+    assert "EMA removes" not in text and "remove the gap" not in text
+    assert ("But its training left the raw seed-0 run's path at epoch 2" in text
+            and "no conclusion on EMA from this pair (the raw seeds' last checkpoints: "
+                "20.0-20.0%)." in text)
