@@ -89,6 +89,9 @@ def define_flags() -> None:
                         "bench/results/overfitting_cifar10_cpu.json): its finished runs are "
                         "taken as done (each checked against the recipe).")
     flags.DEFINE_bool("ema", True, "Also train the EMA run of --ema_seed (each method).")
+    flags.DEFINE_bool("raw_of_ema", False, "Score the raw weights of each finished EMA run "
+                      "that lacks them (its per-epoch backup holds them; a run this release "
+                      "trains has them), also with --table_only.")
 
 
 def train_config(recipe: Recipe, key: str, seed: int, ema: bool, data: str, workdir: str):
@@ -121,11 +124,6 @@ def monitors(config, data: str):
 def train_and_evaluate(recipe: Recipe, key: str, seed: int, ema: bool, data: str,
                        workdir: str) -> dict[str, Any]:
     """Trains (or resumes) one run, then AutoAttack on its last and best checkpoints."""
-    from adt_tf import data as data_lib
-    from adt_tf.artifacts.loading import file_id, load_classifier
-    from adt_tf.data import resolve_threat
-    from adt_tf.evaluation import evaluate
-
     config = train_config(recipe, key, seed, ema, data, workdir)
     d = config.run.workdir
     check_recorded_run(d, config, "bench.overfitting")
@@ -136,28 +134,84 @@ def train_and_evaluate(recipe: Recipe, key: str, seed: int, ema: bool, data: str
     if not os.path.exists(os.path.join(d, "report.json")):
         print(f"[train] {run_name(key, seed, ema)} -> {d}", flush=True)
         timed_training(config, monitors=monitors(config, data))
-    splits = data_lib.load(f"npz:{data}", max_test_examples=recipe.eval_examples)
-    threat = resolve_threat("linf", None, splits.info)
     out = {"method": key, "seed": seed, "ema": ema, "history": _history(d),
            "train_seconds": train_seconds(d)}
     record = read_json(os.path.join(d, "best.json"), {})
     for checkpoint in ("last", "best"):
-        path = os.path.join(d, "classifier.keras" if checkpoint == "last" else "best.keras")
         print(f"[eval] {run_name(key, seed, ema)} {checkpoint}", flush=True)
-        result = evaluate(load_classifier(path), splits.x_test, splits.y_test, threat,
-                          suite="pgd20,apgd_ce,apgd_t,fab_t,square", per_attack="remaining",
-                          batch_size=250, seed=seed, model_id=file_id(path),
-                          cache_dir=os.path.join(d, "eval", "cache"), model_name=path,
-                          dataset="cifar10 (offline copy, test split)", sanity_checks=False,
-                          verbose=0)
-        result.save(os.path.join(d, "eval"), stem=checkpoint)
-        out[checkpoint] = {"clean": result.clean_accuracy,
-                           "pgd20": float(result.per_example["pgd20"].mean()),
-                           "autoattack": result.robust_accuracy,
-                           "num_examples": result.num_examples,
+        out[checkpoint] = {**autoattack(d, checkpoint, recipe, seed, data),
                            **(record if checkpoint == "best" else {})}
+    if ema:
+        out["raw_last"] = evaluate_raw_last(d, recipe, seed, data)
     write_json(summary_path, out)
     return _with_record(d, out)
+
+
+#: Each checkpoint's classifier file in a run folder: the last and the best epoch's (the
+#: averaged weights under EMA), and an EMA run's raw weights at its last epoch.
+CHECKPOINT_FILES = {"last": "classifier.keras", "best": "best.keras",
+                    "raw_last": "raw_last.keras"}
+
+
+def autoattack(d: str, checkpoint: str, recipe: Recipe, seed: int, data: str) -> dict:
+    """The `autoattack` suite on the recipe's test inputs for one checkpoint of the run in
+    `d` (`CHECKPOINT_FILES`), its per-example results saved in d/eval/<checkpoint>.*: clean,
+    PGD-20 and AutoAttack accuracy, and the number of inputs."""
+    from adt_tf import data as data_lib
+    from adt_tf.artifacts.loading import file_id, load_classifier
+    from adt_tf.data import resolve_threat
+    from adt_tf.evaluation import evaluate
+
+    splits = data_lib.load(f"npz:{data}", max_test_examples=recipe.eval_examples)
+    threat = resolve_threat("linf", None, splits.info)
+    path = os.path.join(d, CHECKPOINT_FILES[checkpoint])
+    result = evaluate(load_classifier(path), splits.x_test, splits.y_test, threat,
+                      suite="pgd20,apgd_ce,apgd_t,fab_t,square", per_attack="remaining",
+                      batch_size=250, seed=seed, model_id=file_id(path),
+                      cache_dir=os.path.join(d, "eval", "cache"), model_name=path,
+                      dataset="cifar10 (offline copy, test split)", sanity_checks=False,
+                      verbose=0)
+    result.save(os.path.join(d, "eval"), stem=checkpoint)
+    return {"clean": result.clean_accuracy, "pgd20": float(result.per_example["pgd20"].mean()),
+            "autoattack": result.robust_accuracy, "num_examples": result.num_examples}
+
+
+def evaluate_raw_last(d: str, recipe: Recipe, seed: int, data: str) -> dict:
+    """An EMA run's own raw weights at its last epoch (from its per-epoch backup:
+    `adt_tf.artifacts.loading.load_backup_classifier`), kept as d/raw_last.keras and scored
+    as the other checkpoints: EMA against the trajectory it averaged, where the raw run of
+    the same seed may have taken another (`bench.overfitting_verdict.diverged_at`)."""
+    from adt_tf.artifacts.loading import load_backup_classifier
+    from adt_tf.core.files import atomic_path
+    from adt_tf.training.record import read_record
+
+    path = os.path.join(d, CHECKPOINT_FILES["raw_last"])
+    if not os.path.exists(path):
+        classifier, epoch = load_backup_classifier(d)
+        epochs = read_record(d).config.optim.epochs
+        if epoch != epochs:
+            raise ValueError(f"{d}: its backup is of epoch {epoch}, not the last ({epochs}); "
+                             "finish the run first.")
+        with atomic_path(path) as tmp:
+            classifier.save(tmp)
+    print(f"[eval] {os.path.basename(d)} raw_last", flush=True)
+    return autoattack(d, "raw_last", recipe, seed, data)
+
+
+def add_raw_of_ema(recipe: Recipe, workdir: str, methods: list[str], data: str) -> list[str]:
+    """Scores the raw last weights of each finished EMA run of `methods` whose summary lacks
+    them (`evaluate_raw_last`) and writes them into its summary; returns those runs."""
+    done = []
+    for key in methods:
+        d = os.path.join(workdir, run_name(key, recipe.ema_seed, True))
+        summary = read_json(os.path.join(d, "summary.json"), None)
+        if summary is None or "raw_last" in summary:
+            continue
+        summary = dict(summary, raw_last=evaluate_raw_last(d, recipe, summary["seed"], data))
+        summary.pop("robust", None)  # rebuilt with raw_last's from the per-example files
+        write_json(os.path.join(d, "summary.json"), summary)
+        done.append(os.path.basename(d))
+    return done
 
 
 def _with_record(d: str, summary: dict[str, Any], write: bool = True) -> dict[str, Any]:
@@ -305,11 +359,13 @@ def robust_bits(d: str) -> dict[str, str] | None:
     """Which test inputs are robust (under AutoAttack) at the best and at the last checkpoint
     of the run in `d`, from its per-example results (eval/best_per_example.npz,
     eval/last_per_example.npz), as strings of 0 and 1 in the inputs' order: what the paired
-    errors of the verdict need (the JSON keeps them, so a restored run has them too). None
-    when either file is missing."""
-    paths = {c: os.path.join(d, "eval", f"{c}_per_example.npz") for c in ("best", "last")}
-    if not all(os.path.exists(p) for p in paths.values()):
+    errors of the verdict need (the JSON keeps them, so a restored run has them too); and
+    an EMA run's raw last weights' (raw_last) where they were scored. None when the best's
+    or the last's file is missing."""
+    paths = {c: os.path.join(d, "eval", f"{c}_per_example.npz") for c in CHECKPOINT_FILES}
+    if not all(os.path.exists(paths[c]) for c in ("best", "last")):
         return None
+    paths = {c: p for c, p in paths.items() if os.path.exists(p)}  # raw_last: EMA runs
     return {c: "".join("1" if r else "0" for r in np.load(p)["robust"].astype(bool))
             for c, p in paths.items()}
 
@@ -406,6 +462,12 @@ def main(argv):
                          ema=FLAGS.ema)
         except (OSError, ValueError) as err:
             fail("bench.overfitting", f"--restore_from: {err}")
+    if FLAGS.raw_of_ema:
+        require_data(FLAGS.data, "bench.overfitting")
+        try:
+            add_raw_of_ema(recipe, workdir, methods, FLAGS.data)
+        except (OSError, ValueError) as err:
+            fail("bench.overfitting", f"--raw_of_ema: {err}")
     if not FLAGS.table_only:
         for key in methods:
             for seed in seeds:

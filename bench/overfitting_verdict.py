@@ -146,6 +146,22 @@ def diverged_at(a: dict, b: dict) -> int | None:
     return None
 
 
+def _own_raw(e: dict) -> str:
+    """An EMA run's last checkpoint against its own raw weights at the last epoch (the
+    trajectory it averaged), where they were scored; "" otherwise."""
+    raw = e.get("raw_last")
+    if raw is None:
+        return ""
+    d = 100 * (e["last"]["autoattack"] - raw["autoattack"])
+    text = (f"; against its own raw weights at the last epoch (the trajectory it averaged, "
+            f"{100 * raw['autoattack']:.1f}%) EMA's last differs by {d:+.1f} points")
+    error = _error((1, robust(e, "last")), (-1, robust(e, "raw_last")))
+    if error is not None:
+        text += (f", {'beyond' if abs(d) > 2 * error else 'within'} twice their paired "
+                 f"error (2 x {error:.1f})")
+    return text
+
+
 def _ema_line(found: dict, key: str, seed: int, overfits: dict) -> str:
     e = found[(key, seed, True)]
     gap = gap_of(e)
@@ -156,7 +172,7 @@ def _ema_line(found: dict, key: str, seed: int, overfits: dict) -> str:
         line += f", {side} twice its paired error (2 x {own:.1f})"
     r = found.get((key, seed, False))
     if r is None:
-        return line + "."
+        return line + _own_raw(e) + "."
     raw = gap_of(r)
     line += (f"; without it {raw:+.1f}. AutoAttack of the last checkpoint "
              f"{100 * e['last']['autoattack']:.1f}% with EMA against "
@@ -168,6 +184,7 @@ def _ema_line(found: dict, key: str, seed: int, overfits: dict) -> str:
         line += (f" (the last checkpoints differ by {d:+.1f} points, "
                  f"{'beyond' if abs(d) > 2 * last else 'within'} twice their paired error, "
                  f"2 x {last:.1f})")
+    line += _own_raw(e)
     split = diverged_at(e, r)
     if split is not None:
         seeds = [100 * x["last"]["autoattack"] for x in runs_of(found, key, False).values()]
@@ -175,8 +192,10 @@ def _ema_line(found: dict, key: str, seed: int, overfits: dict) -> str:
                        f"{split} (their training accuracy differs from there on: trained on "
                        "another machine or library build, where the same seed rounds "
                        "differently), so these differences mix EMA with a second trajectory "
-                       f"of the seed: no conclusion on EMA from this pair (the raw seeds' last "
-                       f"checkpoints: {min(seeds):.1f}-{max(seeds):.1f}%).")
+                       f"of the seed: no conclusion on EMA from the raw seed-{seed} run (the "
+                       f"raw seeds' last checkpoints: {min(seeds):.1f}-{max(seeds):.1f}%)"
+                       + ("; the comparison with its own raw weights is on one trajectory."
+                          if "raw_last" in e else "."))
     versus = gap_difference_error([e], [r])
     if key not in overfits or versus is None:
         return line + "."

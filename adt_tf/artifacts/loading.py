@@ -19,7 +19,7 @@ from adt_tf.artifacts.serving_contract import (
     SAVED_MODEL_FILE,
     version_folders,
 )
-from adt_tf.training.workdir import BEST_FILE, CLASSIFIER_FILE
+from adt_tf.training.workdir import BACKUP_DIR, BEST_FILE, CLASSIFIER_FILE
 
 #: What a training workdir holds (written by adt-train): the last epoch's classifier and,
 #: for a run with a validation split, the best epoch's
@@ -189,6 +189,57 @@ def load_classifier(path: str, checkpoint: str | None = None):
     return inner if isinstance(inner, keras.Model) else model
 
 
+def load_backup_classifier(workdir: str):
+    """(classifier, epoch): the workdir's classifier with the weights of its last backed-up
+    epoch (the backup written after every epoch for a resume, `backup/`: the weights
+    the training itself holds). Under weight averaging (`--ema_decay`) these are the raw
+    weights, where `classifier.keras` and `best.keras` hold the average.
+
+    Keras stores each layer's variables under its class's name, numbered in the model's layer
+    order (`conv2d`, `conv2d_1`, ...); each is loaded into the layer of that class and place.
+
+    Raises:
+        ValueError: no backup, or one whose layers do not match the classifier's (naming the
+            file and the layer).
+    """
+    import json
+    import re
+
+    import h5py
+
+    folder = os.path.join(workdir, BACKUP_DIR)
+    meta_path = os.path.join(folder, "training_metadata.json")
+    meta = {}
+    if os.path.exists(meta_path):
+        with open(meta_path) as f:
+            meta = json.load(f)
+    # The atomic backup's metadata names its weights file; Keras's own layout has one name.
+    path = os.path.join(folder, meta.get("weights", "latest.weights.h5"))
+    if not os.path.exists(path) or "epoch" not in meta:
+        raise ValueError(f"{path}: no per-epoch backup in {workdir} (it is written during "
+                         "training and left after it; a workdir copied without it has none)")
+    classifier = load_classifier(os.path.join(workdir, CLASSIFIER_FILE))
+    counts: dict[str, int] = {}
+    with h5py.File(path, "r") as f:
+        stored = f["classifier"]["layers"] if "classifier" in f else f["layers"]
+        for layer in classifier.layers:
+            base = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", type(layer).__name__)
+            base = re.sub(r"([a-z])([A-Z])", r"\1_\2", base).lower()  # as Keras names it
+            n = counts.get(base, 0)
+            counts[base] = n + 1
+            if not layer.weights:
+                continue
+            name = base if n == 0 else f"{base}_{n}"
+            if name not in stored or "vars" not in stored[name]:
+                raise ValueError(f"{path}: no variables for layer {layer.name!r} (as {name!r})")
+            values = stored[name]["vars"]
+            try:
+                layer.load_own_variables({k: values[k][()] for k in values})
+            except ValueError as err:
+                raise ValueError(f"{path}: layer {layer.name!r} (as {name!r}): {err}") from err
+    return classifier, int(meta["epoch"])
+
+
 def run_record(path: str):
     """The `RunRecord` of the training run a model argument comes from (its workdir's
     config.json), None for a model outside a workdir."""
@@ -245,5 +296,5 @@ def file_id(path: str, checkpoint: str | None = None) -> str:
 
 __all__ = ["CHECKPOINTS", "SavedModelClassifier",
            "default_checkpoint", "entropy_weight_of", "file_id", "workdir_record",
-           "load_classifier", "model_labels", "resolve_model_path", "run_record",
-           "savedmodel_dir"]
+           "load_backup_classifier", "load_classifier", "model_labels", "resolve_model_path",
+           "run_record", "savedmodel_dir"]

@@ -196,3 +196,45 @@ def test_table_refuses_per_input_results_that_are_not_the_runs_accuracy(tmp_path
                                          r"checkpoint \(500 inputs, 101 robust\)"):
         bo.build_table(recipe, str(workdir), [0], ["pgd_at"], str(tmp_path / "out"), "cmd",
                        "/data")
+
+
+def test_an_ema_runs_raw_last_weights_are_kept_scored_and_added_once(tmp_path, monkeypatch):
+    """`--raw_of_ema`: a finished EMA run gains raw_last (its backup's raw weights, kept as
+    raw_last.keras and scored as the other checkpoints); a run that has it is left alone."""
+    import numpy as np
+
+    from adt_tf.artifacts.loading import load_backup_classifier, load_classifier
+    from adt_tf.training.config import RunConfig
+    from adt_tf.training.run import run_training
+    from tests.helpers import tiny_run
+
+    recipe = recipes.OverfittingRecipe()
+    workdir = tmp_path / "runs"
+    d = str(workdir / recipes.run_name("pgd_at", 0, True))
+    run_training(RunConfig.from_flags(workdir=d, epochs=2, validation_examples=40,
+                                      ema_decay=0.9, **tiny_run(max_train_examples=192,
+                                                                batch_size=32, eval_examples=32,
+                                                                lr=0.05)))
+    with open(os.path.join(d, "summary.json"), "w") as f:
+        json.dump(dict(_summary("pgd_at", 0, True, 0.2, 0.2), robust={"last": "0"}), f)
+    scored = []
+
+    def fake_autoattack(run_dir, checkpoint, recipe_, seed, data):
+        path = os.path.join(run_dir, bo.CHECKPOINT_FILES[checkpoint])
+        scored.append((checkpoint, path))
+        return {"autoattack": 0.125, "num_examples": 8, "file": path}
+
+    monkeypatch.setattr(bo, "autoattack", fake_autoattack)
+    assert bo.add_raw_of_ema(recipe, str(workdir), ["pgd_at", "adt_exp"], "/data") == [
+        "pgd_at-ema-seed0"]
+    summary = json.load(open(os.path.join(d, "summary.json")))
+    assert summary["raw_last"]["autoattack"] == 0.125 and "robust" not in summary
+    assert scored == [("raw_last", os.path.join(d, "raw_last.keras"))]
+    kept, backup = load_classifier(os.path.join(d, "raw_last.keras")), load_backup_classifier(d)[0]
+    average = load_classifier(os.path.join(d, "classifier.keras"))
+    for a, b, c in zip(kept.trainable_weights, backup.trainable_weights,
+                       average.trainable_weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+        assert not np.array_equal(a.numpy(), c.numpy())
+    assert bo.add_raw_of_ema(recipe, str(workdir), ["pgd_at"], "/data") == []
+    assert len(scored) == 1

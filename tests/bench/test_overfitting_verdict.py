@@ -204,5 +204,14 @@ def test_an_ema_run_on_another_trajectory_than_its_raw_run_gives_no_conclusion_o
     text = ov.verdict(found, ["pgd_at"], 500)
     assert "EMA removes" not in text and "remove the gap" not in text
     assert ("But its training left the raw seed-0 run's path at epoch 2" in text
-            and "no conclusion on EMA from this pair (the raw seeds' last checkpoints: "
-                "20.0-20.0%)." in text)
+            and "no conclusion on EMA from the raw seed-0 run (the raw seeds' last "
+                "checkpoints: 20.0-20.0%)." in text)
+    # Its own raw weights at the last epoch (same trajectory): 100 robust where EMA has 130.
+    e = found[("pgd_at", 0, True)]
+    e["raw_last"] = {"autoattack": 0.2, "num_examples": 500}
+    e["robust"]["raw_last"] = _bits(last)
+    text = ov.verdict(found, ["pgd_at"], 500)
+    assert ("against its own raw weights at the last epoch (the trajectory it averaged, 20.0%) "
+            "EMA's last differs by +6.0 points, beyond twice their paired error (2 x 1.1)"
+            in text)
+    assert "the comparison with its own raw weights is on one trajectory." in text
