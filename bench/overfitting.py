@@ -200,12 +200,17 @@ def evaluate_raw_last(d: str, recipe: Recipe, seed: int, data: str) -> dict:
 
 def add_raw_of_ema(recipe: Recipe, workdir: str, methods: list[str], data: str) -> list[str]:
     """Scores the raw last weights of each finished EMA run of `methods` whose summary lacks
-    them (`evaluate_raw_last`) and writes them into its summary; returns those runs."""
+    them (`evaluate_raw_last`) and writes them into its summary; returns those runs. A run
+    without its backup folder (restored from a results JSON) is passed over, said so."""
     done = []
     for key in methods:
         d = os.path.join(workdir, run_name(key, recipe.ema_seed, True))
         summary = read_json(os.path.join(d, "summary.json"), None)
         if summary is None or "raw_last" in summary:
+            continue
+        if not os.path.isdir(os.path.join(d, "backup")):  # restored from a results JSON
+            print(f"{os.path.basename(d)}: no backup here (a run restored from a results "
+                  "JSON keeps no weights): its raw weights are not scored.", flush=True)
             continue
         summary = dict(summary, raw_last=evaluate_raw_last(d, recipe, summary["seed"], data))
         summary.pop("robust", None)  # rebuilt with raw_last's from the per-example files

@@ -238,3 +238,8 @@ def test_an_ema_runs_raw_last_weights_are_kept_scored_and_added_once(tmp_path, m
         assert not np.array_equal(a.numpy(), c.numpy())
     assert bo.add_raw_of_ema(recipe, str(workdir), ["pgd_at"], "/data") == []
     assert len(scored) == 1
+    restored = workdir / recipes.run_name("adt_exp", 0, True)  # a summary and no weights
+    restored.mkdir()
+    (restored / "summary.json").write_text(json.dumps(_summary("adt_exp", 0, True, 0.2, 0.2)))
+    assert bo.add_raw_of_ema(recipe, str(workdir), ["adt_exp"], "/data") == []
+    assert len(scored) == 1
