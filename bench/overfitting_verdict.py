@@ -162,6 +162,16 @@ def _own_raw(e: dict) -> str:
     return text
 
 
+def _own_gap(gap: float, own: float | None, overfits: bool | None) -> str:
+    """What an EMA run's own gap says when its raw run is another trajectory: averaged
+    weights that overfit beyond their own error show that EMA does not remove the gap,
+    whatever the raw run did; a gap within the error shows nothing without the raw run."""
+    if overfits and own is not None and gap > 2 * own:
+        return (". Its own gap is above twice its paired error: the averaged weights overfit "
+                "robustly themselves, so EMA does not remove the gap here.")
+    return "."
+
+
 def _ema_line(found: dict, key: str, seed: int, overfits: dict) -> str:
     e = found[(key, seed, True)]
     gap = gap_of(e)
@@ -194,8 +204,8 @@ def _ema_line(found: dict, key: str, seed: int, overfits: dict) -> str:
                        "differently), so these differences mix EMA with a second trajectory "
                        f"of the seed: no conclusion on EMA from the raw seed-{seed} run (the "
                        f"raw seeds' last checkpoints: {min(seeds):.1f}-{max(seeds):.1f}%)"
-                       + ("; the comparison with its own raw weights is on one trajectory."
-                          if "raw_last" in e else "."))
+                       + ("; the comparison with its own raw weights is on one trajectory"
+                          if "raw_last" in e else "") + _own_gap(gap, own, overfits.get(key)))
     versus = gap_difference_error([e], [r])
     if key not in overfits or versus is None:
         return line + "."

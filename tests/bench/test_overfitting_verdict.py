@@ -215,3 +215,11 @@ def test_an_ema_run_on_another_trajectory_than_its_raw_run_gives_no_conclusion_o
             "EMA's last differs by +6.0 points, beyond twice their paired error (2 x 1.1)"
             in text)
     assert "the comparison with its own raw weights is on one trajectory." in text
+    # EMA weights that overfit themselves (+6 on their own trajectory) do not remove the gap,
+    # whichever path the raw run took.
+    e.update(_run("pgd_at", 0, True, best, last), history=e["history"],
+             raw_last={"autoattack": 0.2, "num_examples": 500})
+    e["robust"]["raw_last"] = _bits(last)
+    text = ov.verdict(found, ["pgd_at"], 500)
+    assert ("on one trajectory. Its own gap is above twice its paired error: the averaged "
+            "weights overfit robustly themselves, so EMA does not remove the gap here." in text)
