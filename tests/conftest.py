@@ -21,6 +21,23 @@ except RuntimeError:  # devices already initialised by an earlier import
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long tests, excluded from CI's fast set")
+    if not hasattr(config, "workerinput"):  # the controller, or a run without xdist
+        _import_art_once()
+
+
+def _import_art_once():
+    """adversarial-robustness-toolbox writes ~/.art/config.json on its first import, and two
+    xdist workers importing it at once on a fresh machine race: one sees no file, the
+    other's file appears before the next check, and `art.config` raises NameError ('_config'
+    is not defined; CI, 2026-12-07), which `pytest.importorskip` does not catch. The
+    controller has it imported first, alone, so the file exists before the workers start (in
+    a child process: importing ART here closes a stream pytest's capture still holds). No
+    ART, or a failing import: nothing (the modules that need it skip)."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", "import art.config"], capture_output=True,
+                   timeout=300, check=False)
 
 
 @pytest.fixture(autouse=True)
