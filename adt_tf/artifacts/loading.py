@@ -202,19 +202,15 @@ def load_backup_classifier(workdir: str):
         ValueError: no backup, or one whose layers do not match the classifier's (naming the
             file and the layer).
     """
-    import json
     import re
 
     import h5py
 
+    from adt_tf.training.callbacks.backup import backup_metadata, backup_weights_path
+
     folder = os.path.join(workdir, BACKUP_DIR)
-    meta_path = os.path.join(folder, "training_metadata.json")
-    meta = {}
-    if os.path.exists(meta_path):
-        with open(meta_path) as f:
-            meta = json.load(f)
-    # The atomic backup's metadata names its weights file; Keras's own layout has one name.
-    path = os.path.join(folder, meta.get("weights", "latest.weights.h5"))
+    meta = backup_metadata(folder)
+    path = backup_weights_path(folder)
     if not os.path.exists(path) or "epoch" not in meta:
         raise ValueError(f"{path}: no per-epoch backup in {workdir} (it is written during "
                          "training and left after it; a workdir copied without it has none)")

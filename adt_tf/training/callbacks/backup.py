@@ -30,10 +30,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     """
 
     def _metadata(self) -> dict:
-        if not os.path.exists(self._training_metadata_path):
-            return {}
-        with open(self._training_metadata_path) as f:
-            return json.load(f)
+        return backup_metadata(self.backup_dir)
 
     def _save_model(self):
         from adt_tf.core import files
@@ -131,6 +128,23 @@ class SharedBackupAndRestore(keras.callbacks.Callback):
                 "system shared by all workers).")
 
 
+def backup_metadata(backup_dir: str) -> dict:
+    """A backup folder's metadata ({} if none): the completed epochs (`epoch`) and, in the
+    atomic layout, the weights file that goes with them (`weights`; Keras's own layout has
+    `latest.weights.h5`)."""
+    path = os.path.join(backup_dir, "training_metadata.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def backup_weights_path(backup_dir: str) -> str:
+    """The weights file of a backup folder's last completed epoch (either layout)."""
+    return os.path.join(backup_dir,
+                        backup_metadata(backup_dir).get("weights", "latest.weights.h5"))
+
+
 def restored_epoch(backup_dir: str) -> int:
     """Number of completed epochs recorded in a `BackupAndRestore` folder (0 if none)."""
     path = os.path.join(backup_dir, "training_metadata.json")
@@ -140,4 +154,5 @@ def restored_epoch(backup_dir: str) -> int:
         return int(json.load(f).get("epoch", 0))
 
 
-__all__ = ["AtomicBackupAndRestore", "SharedBackupAndRestore", "restored_epoch"]
+__all__ = ["AtomicBackupAndRestore", "SharedBackupAndRestore", "backup_metadata",
+           "backup_weights_path", "restored_epoch"]
