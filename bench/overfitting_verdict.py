@@ -146,6 +146,11 @@ def diverged_at(a: dict, b: dict) -> int | None:
     return None
 
 
+def _side(d: float, error: float) -> str:
+    """Where a paired difference of d points lies against twice its paired error."""
+    return f"{'beyond' if abs(d) > 2 * error else 'within'} twice their paired error"
+
+
 def _own_raw(e: dict) -> str:
     """An EMA run's last checkpoint against its own raw weights at the last epoch (the
     trajectory it averaged), where they were scored; "" otherwise."""
@@ -157,8 +162,7 @@ def _own_raw(e: dict) -> str:
             f"{100 * raw['autoattack']:.1f}%) EMA's last differs by {d:+.1f} points")
     error = _error((1, robust(e, "last")), (-1, robust(e, "raw_last")))
     if error is not None:
-        text += (f", {'beyond' if abs(d) > 2 * error else 'within'} twice their paired "
-                 f"error (2 x {error:.1f})")
+        text += f", {_side(d, error)} (2 x {error:.1f})"
     return text
 
 
@@ -192,8 +196,7 @@ def _ema_line(found: dict, key: str, seed: int, overfits: dict) -> str:
     if last is not None:
         d = 100 * (e["last"]["autoattack"] - r["last"]["autoattack"])
         line += (f" (the last checkpoints differ by {d:+.1f} points, "
-                 f"{'beyond' if abs(d) > 2 * last else 'within'} twice their paired error, "
-                 f"2 x {last:.1f})")
+                 f"{_side(d, last)}, 2 x {last:.1f})")
     line += _own_raw(e)
     split = diverged_at(e, r)
     if split is not None:
