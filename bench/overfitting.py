@@ -38,6 +38,7 @@ import numpy as np
 from absl import app, flags
 
 from adt_tf.core.files import write_text
+from adt_tf.training.workdir import BACKUP_DIR
 from bench.kit.flags import define_run_flags
 from bench.kit.recipes import OverfittingRecipe as Recipe
 from bench.kit.recipes import overfitting_config, run_name
@@ -208,7 +209,7 @@ def add_raw_of_ema(recipe: Recipe, workdir: str, methods: list[str], data: str) 
         summary = read_json(os.path.join(d, "summary.json"), None)
         if summary is None or "raw_last" in summary:
             continue
-        if not os.path.isdir(os.path.join(d, "backup")):  # restored from a results JSON
+        if not os.path.isdir(os.path.join(d, BACKUP_DIR)):  # restored from a results JSON
             print(f"{os.path.basename(d)}: no backup here (a run restored from a results "
                   "JSON keeps no weights): its raw weights are not scored.", flush=True)
             continue

@@ -133,9 +133,9 @@ def backup_metadata(backup_dir: str) -> dict:
     atomic layout, the weights file that goes with them (`weights`; Keras's own layout has
     `latest.weights.h5`)."""
     path = os.path.join(backup_dir, "training_metadata.json")
-    if not os.path.exists(path):
+    if not tf.io.gfile.exists(path):
         return {}
-    with open(path) as f:
+    with tf.io.gfile.GFile(path) as f:
         return json.load(f)
 
 
@@ -147,11 +147,7 @@ def backup_weights_path(backup_dir: str) -> str:
 
 def restored_epoch(backup_dir: str) -> int:
     """Number of completed epochs recorded in a `BackupAndRestore` folder (0 if none)."""
-    path = os.path.join(backup_dir, "training_metadata.json")
-    if not tf.io.gfile.exists(path):
-        return 0
-    with tf.io.gfile.GFile(path) as f:
-        return int(json.load(f).get("epoch", 0))
+    return int(backup_metadata(backup_dir).get("epoch", 0))
 
 
 __all__ = ["AtomicBackupAndRestore", "SharedBackupAndRestore", "backup_metadata",
